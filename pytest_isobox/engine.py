@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Protocol, runtime_checkable
 
-
 # --------------------------------------------------------------------------- errors
 
 class IsoboxError(Exception):
@@ -261,6 +260,9 @@ class Engine(Protocol):
 
     References: containers by id, id prefix or name; images by `name[:tag]`, `sha256:` id or
     id prefix; networks and volumes by name. Missing things raise the matching *NotFound.
+    put_archive/get_archive follow Docker's archive API; a path missing inside the container
+    raises ContainerError naming it. prune returns the bytes reclaimed; disk_usage maps
+    `Images`, `Containers`, `Volumes`, `Build Cache` to {"count": n, "size": bytes}.
     """
 
     name: str  # "native" or "docker"
@@ -288,6 +290,8 @@ class Engine(Protocol):
     def save_images(self, refs: list[str], path: str | Path) -> None: ...
     def load_images(self, path: str | Path) -> list[str]: ...
     def commit(self, container: str, *, config: dict | None = None, created_by: str = "") -> str: ...
+    def prune(self) -> int: ...
+    def disk_usage(self) -> dict[str, dict[str, int]]: ...
 
     # containers
     def create(self, spec: ContainerSpec) -> ContainerState: ...

@@ -1,0 +1,646 @@
+"""The `isobox` command: Docker's verbs and flags over the Engine interface.
+
+A thin layer: it parses arguments into engine calls and formats results as Docker does, so a
+user needs nothing new. It knows no engine internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from pytest_isobox.engine import (
+    BuildStep,
+    ContainerNotFound,
+    ContainerSpec,
+    ContainerState,
+    Engine,
+    ImageNotFound,
+    IsoboxError,
+    MountSpec,
+    NetworkAttachment,
+    PortSpec,
+    open_engine,
+    parse_size,
+)
+
+# Docker's exit statuses for `run` when the container did not run at all.
+EXIT_ENGINE_ERROR = 125
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        engine = _open(args)
+    except IsoboxError as exc:
+        print(f"isobox: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    try:
+        return args.func(engine, args) or 0
+    except IsoboxError as exc:
+        print(f"isobox: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR if args.func is cmd_run else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        engine.close()
+
+
+def _open(args: argparse.Namespace) -> Engine:
+    kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
+    if kind == "native":
+        home = args.home or os.environ.get("ISOBOX_HOME")
+        return open_engine("native", **({"home": home} if home else {}))
+    return open_engine(kind, **({"base_url": args.host} if args.host else {}))
+
+
+# --------------------------------------------------------------------------- containers
+
+def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
+    networks: list[NetworkAttachment] = []
+    mode = "bridge"
+    if args.network:
+        named = [n for n in args.network if n not in ("bridge", "none", "host")]
+        if named:
+            aliases = tuple(args.network_alias or ())
+            networks = [NetworkAttachment(n, aliases if i == 0 else ()) for i, n in
+                        enumerate(named)]
+        mode = args.network[0]
+    entrypoint = None
+    if args.entrypoint is not None:
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+    return ContainerSpec(
+        image=args.image,
+        command=list(args.cmd) or None,
+        entrypoint=entrypoint,
+        env=_env(args.env),
+        working_dir=args.workdir,
+        user=args.user,
+        hostname=args.hostname,
+        name=args.name,
+        labels=_env(args.label),
+        mem_limit=parse_size(args.memory),
+        cpus=args.cpus,
+        cpu_shares=args.cpu_shares,
+        pids_limit=args.pids_limit,
+        init=args.init,
+        tty=args.tty,
+        stdin_open=args.interactive,
+        network_mode=mode,
+        networks=networks,
+        ports=[PortSpec.parse(p) for p in args.publish or ()],
+        mounts=[_mount(v, "bind") for v in args.volume or ()]
+        + [_mount(t, "tmpfs") for t in args.tmpfs or ()],
+        stop_signal=args.stop_signal,
+        stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
+        auto_remove=args.rm,
+        persistent=args.detach,
+    )
+
+
+def _env(pairs: Sequence[str] | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep:  # Docker's `-e NAME` takes the value from our environment
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        result[key] = value
+    return result
+
+
+def _mount(text: str, kind: str) -> MountSpec:
+    """`-v SRC:DST[:ro]` (bind, or a named volume when SRC has no slash) and `--tmpfs DST`."""
+    if kind == "tmpfs":
+        target, _, opts = text.partition(":")
+        size = next((parse_size(o[5:]) for o in opts.split(",") if o.startswith("size=")), None)
+        return MountSpec("tmpfs", target, size=size)
+    parts = text.split(":")
+    if len(parts) < 2:
+        raise IsoboxError(f"invalid volume {text!r}: expected SOURCE:TARGET[:ro]")
+    source, target, *opts = parts
+    ro = "ro" in (opts[0].split(",") if opts else ())
+    mtype = "bind" if source.startswith(("/", ".")) else "volume"
+    if mtype == "bind":
+        source = os.path.abspath(source)
+    return MountSpec(mtype, target, source, read_only=ro)
+
+
+def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    if args.detach:
+        state = engine.run(spec)
+        print(state.id)
+        return 0
+    if args.interactive or args.tty:
+        return engine.run_attached(spec)
+    state = engine.create(spec)
+    try:
+        engine.start(state.id)
+        _copy_logs(engine, state.id, follow=True)
+        return engine.wait(state.id)
+    finally:
+        if args.rm:
+            _remove_quietly(engine, state.id)
+
+
+def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    args.detach = True
+    print(engine.create(_spec_from_args(args)).id)
+    return 0
+
+
+def _remove_quietly(engine: Engine, container: str) -> None:
+    try:
+        engine.remove(container, force=True)
+    except ContainerNotFound:
+        pass
+
+
+def _copy_logs(engine: Engine, container: str, *, follow: bool, tail: int | None = None) -> None:
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for stream, chunk in engine.logs(container, follow=follow, tail=tail):
+        outs[stream].write(chunk)
+        outs[stream].flush()
+
+
+def cmd_start(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        engine.start(c)
+        print(c)
+    return 0
+
+
+def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
+    states = engine.containers(all=args.all)
+    if args.quiet:
+        for s in states:
+            print(s.id[:12])
+        return 0
+    rows = [("CONTAINER ID", "IMAGE", "CREATED", "STATUS", "PORTS", "NAMES")]
+    for s in states:
+        rows.append((s.id[:12], s.image, _ago(s.created_at), _status(s), _ports(s), s.name))
+    _table(rows)
+    return 0
+
+
+def _status(s: ContainerState) -> str:
+    if s.status == "running":
+        return f"Up {_duration(time.time() - (s.started_at or time.time()))}"
+    if s.status == "exited":
+        code = f"Exited ({s.exit_code})"
+        return f"{code} {_ago(s.finished_at)}" if s.finished_at else code
+    return s.status.capitalize()
+
+
+def _ports(s: ContainerState) -> str:
+    return ", ".join(f"{h}:{p}->{key}" for key, binds in s.ports.items() for h, p in binds)
+
+
+def _ago(when: float | None) -> str:
+    return f"{_duration(time.time() - when)} ago" if when else ""
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} seconds" if seconds >= 1 else "Less than a second"
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
+    _copy_logs(engine, args.container, follow=args.follow, tail=args.tail)
+    return 0
+
+
+def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
+    env = _env(args.env)
+    if args.interactive or args.tty:
+        return engine.exec_attached(args.container, args.cmd, tty=args.tty,
+                                    stdin=args.interactive, env=env, user=args.user,
+                                    workdir=args.workdir)
+    result = engine.exec(args.container, args.cmd, env=env, user=args.user,
+                         workdir=args.workdir)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stderr.buffer.write(result.stderr)
+    return result.exit_code
+
+
+def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        engine.stop(c, timeout=args.time)
+        print(c)
+    return 0
+
+
+def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        engine.kill(c, args.signal)
+        print(c)
+    return 0
+
+
+def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
+    status = 0
+    for c in args.containers:
+        try:
+            engine.remove(c, force=args.force)
+            print(c)
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_wait(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        print(engine.wait(c))
+    return 0
+
+
+def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    docs = []
+    for ref in args.refs:
+        try:
+            docs.append(engine.inspect(ref))
+        except ContainerNotFound:
+            docs.append(_image_doc(engine, ref))
+    print(json.dumps(docs, indent=4))
+    return 0
+
+
+def cmd_port(engine: Engine, args: argparse.Namespace) -> int:
+    state = engine.state(args.container)
+    wanted = None
+    if args.port:
+        wanted = args.port if "/" in args.port else f"{args.port}/tcp"
+    for key, binds in state.ports.items():
+        for host, port in binds:
+            if wanted is None:
+                print(f"{key} -> {host}:{port}")
+            elif key == wanted:
+                print(f"{host}:{port}")
+    return 0
+
+
+def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.copying import copy_from, copy_to
+
+    src, dst = args.src, args.dst
+    if ":" in src and not src.startswith(("/", ".")):
+        container, path = src.split(":", 1)
+        copy_from(engine, container, path, dst)
+    elif ":" in dst and not dst.startswith(("/", ".")):
+        container, path = dst.split(":", 1)
+        copy_to(engine, container, src, path)
+    else:
+        raise IsoboxError("cp: one of SRC and DEST must be CONTAINER:PATH")
+    return 0
+
+
+def cmd_stats(engine: Engine, args: argparse.Namespace) -> int:
+    rows = [("CONTAINER ID", "NAME", "CPU TIME", "MEM USAGE", "MEM PEAK", "PIDS")]
+    for c in args.containers:
+        s, st = engine.stats(c), engine.state(c)
+        rows.append((st.id[:12], st.name, f"{s.cpu_time_ns / 1e9:.2f}s", _size(s.memory_current),
+                     _size(s.memory_peak), str(s.pids)))
+    _table(rows)
+    return 0
+
+
+# --------------------------------------------------------------------------- images
+
+def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
+    def show(step: BuildStep) -> None:
+        if not args.quiet:
+            print(_format_step(step), flush=True)
+
+    image_id = engine.build(
+        args.path, dockerfile=args.file, tag=args.tag, buildargs=_env(args.build_arg),
+        target=args.target, no_cache=args.no_cache, network=args.network, on_step=show,
+    )
+    if args.quiet:
+        print(image_id)
+    else:
+        print(f"Successfully built {_short(image_id)}")
+        if args.tag:
+            print(f"Successfully tagged {args.tag}")
+    return 0
+
+
+def _format_step(step: BuildStep) -> str:
+    """Docker's classic build output: the step, then the cache or run outcome and its time."""
+    lines = [f"Step {step.index}/{step.total} : {step.instruction}"]
+    if step.cached:
+        lines.append(" ---> Using cache")
+    elif step.output:
+        lines.extend(" " + line for line in step.output.rstrip("\n").splitlines())
+    if step.image_id:
+        lines.append(f" ---> {_short(step.image_id)} ({step.seconds * 1000:.0f} ms)")
+    return "\n".join(lines)
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+    return str(n)
+
+
+def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
+    infos = engine.images()
+    if args.quiet:
+        for info in infos:
+            print(_short(info.id))
+        return 0
+    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    for info in infos:
+        for ref in info.tags or ["<none>:<none>"]:
+            repo, _, tag = ref.rpartition(":")
+            rows.append((repo, tag, _short(info.id), info.created or "", _size(info.size)))
+    _table(rows)
+    return 0
+
+
+def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
+    for ref in args.images:
+        engine.remove_image(ref, force=args.force)
+        print(f"Untagged: {ref}" if ":" in ref and not ref.startswith("sha256:") else
+              f"Deleted: {ref}")
+    return 0
+
+
+def cmd_tag(engine: Engine, args: argparse.Namespace) -> int:
+    engine.tag(args.source, args.target)
+    return 0
+
+
+def _image_doc(engine: Engine, ref: str) -> dict:
+    try:
+        info = engine.image_inspect(ref)
+    except ImageNotFound:
+        raise ContainerNotFound(f"no such object: {ref}") from None
+    doc = dict(info.config)
+    doc.update({"Id": info.id, "RepoTags": info.tags, "Size": info.size})
+    return doc
+
+
+def cmd_image_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    print(json.dumps([_image_doc(engine, r) for r in args.images], indent=4))
+    return 0
+
+
+def cmd_import(engine: Engine, args: argparse.Namespace) -> int:
+    print(engine.import_rootfs(args.source, args.ref))
+    return 0
+
+
+def cmd_save(engine: Engine, args: argparse.Namespace) -> int:
+    engine.save_images(args.images, args.output)
+    return 0
+
+
+def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
+    for ref in engine.load_images(args.input):
+        print(f"Loaded image: {ref}")
+    return 0
+
+
+def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
+    reclaimed = engine.prune()
+    print(f"Total reclaimed space: {_size(int(reclaimed))}")
+    return 0
+
+
+def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
+    usage = engine.disk_usage()
+    rows = [("TYPE", "TOTAL", "SIZE")]
+    for kind, entry in usage.items():
+        rows.append((kind, str(entry.get("count", "")), _size(int(entry.get("size", 0)))))
+    _table(rows)
+    return 0
+
+
+# --------------------------------------------------------------------------- networks, volumes
+
+def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
+    print(engine.network_create(args.name, subnet=args.subnet, labels=_env(args.label)).id)
+    return 0
+
+
+def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:
+    rows = [("NETWORK ID", "NAME", "DRIVER", "SUBNET")]
+    for n in engine.networks():
+        rows.append((n.id[:12], n.name, n.driver, n.subnet or ""))
+    _table(rows)
+    return 0
+
+
+def cmd_network_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    print(json.dumps([asdict(engine.network_inspect(n)) for n in args.names], indent=4))
+    return 0
+
+
+def cmd_network_rm(engine: Engine, args: argparse.Namespace) -> int:
+    for name in args.names:
+        engine.network_remove(name)
+        print(name)
+    return 0
+
+
+def cmd_volume_create(engine: Engine, args: argparse.Namespace) -> int:
+    print(engine.volume_create(args.name))
+    return 0
+
+
+def cmd_volume_ls(engine: Engine, args: argparse.Namespace) -> int:
+    _table([("VOLUME NAME",), *((v,) for v in engine.volumes())])
+    return 0
+
+
+def cmd_volume_rm(engine: Engine, args: argparse.Namespace) -> int:
+    for name in args.names:
+        engine.volume_remove(name, force=args.force)
+        print(name)
+    return 0
+
+
+# --------------------------------------------------------------------------- argument parser
+
+def _container_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("--name")
+    p.add_argument("-e", "--env", action="append", metavar="K=V")
+    p.add_argument("-l", "--label", action="append", metavar="K=V")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("-h", "--hostname")
+    p.add_argument("--entrypoint")
+    p.add_argument("-m", "--memory", help="memory limit, e.g. 256m")
+    p.add_argument("--cpus", type=float)
+    p.add_argument("-c", "--cpu-shares", type=int)
+    p.add_argument("--pids-limit", type=int)
+    p.add_argument("--init", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("--network", "--net", action="append")
+    p.add_argument("--network-alias", action="append")
+    p.add_argument("-p", "--publish", action="append")
+    p.add_argument("-v", "--volume", action="append")
+    p.add_argument("--tmpfs", action="append")
+    p.add_argument("--stop-signal")
+    p.add_argument("--stop-timeout", type=float)
+    p.add_argument("image")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
+    top.add_argument("--engine", choices=["native", "docker"],
+                     help="native (default, env ISOBOX_ENGINE) or docker")
+    top.add_argument("--home", help="store directory of the native engine (env ISOBOX_HOME)")
+    top.add_argument("-H", "--host", help="Docker daemon address for the docker engine")
+    sub = top.add_subparsers(metavar="COMMAND")
+
+    def verb(name: str, func, help: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, add_help=kw.pop("add_help", True), **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = verb("run", cmd_run, "run a command in a new container", add_help=False)
+    _container_flags(p)
+    p = verb("create", cmd_create, "create a container", add_help=False)
+    _container_flags(p)
+    p = verb("start", cmd_start, "start created containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("ps", cmd_ps, "list containers")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = verb("logs", cmd_logs, "show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", type=int)
+    p.add_argument("container")
+    p = verb("exec", cmd_exec, "run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append")
+    p.add_argument("-u", "--user")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = verb("stop", cmd_stop, "stop containers (stop signal, then SIGKILL)")
+    p.add_argument("-t", "--time", type=float)
+    p.add_argument("containers", nargs="+")
+    p = verb("kill", cmd_kill, "send a signal to containers")
+    p.add_argument("-s", "--signal", default="SIGKILL")
+    p.add_argument("containers", nargs="+")
+    p = verb("rm", cmd_rm, "remove containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("containers", nargs="+")
+    p = verb("wait", cmd_wait, "wait for containers to exit, print exit codes")
+    p.add_argument("containers", nargs="+")
+    p = verb("inspect", cmd_inspect, "low-level JSON of containers or images")
+    p.add_argument("refs", nargs="+")
+    p = verb("port", cmd_port, "list a container's published ports")
+    p.add_argument("container")
+    p.add_argument("port", nargs="?")
+    p = verb("cp", cmd_cp, "copy files between a container and the host")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p = verb("stats", cmd_stats, "resource usage of containers")
+    p.add_argument("containers", nargs="+")
+
+    p = verb("build", cmd_build, "build an image from a Dockerfile")
+    p.add_argument("-t", "--tag")
+    p.add_argument("-f", "--file")
+    p.add_argument("--build-arg", action="append")
+    p.add_argument("--target")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--network")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("path")
+    p = verb("images", cmd_images, "list images")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = verb("rmi", cmd_rmi, "remove images")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", nargs="+")
+    p = verb("tag", cmd_tag, "give an image another name")
+    p.add_argument("source")
+    p.add_argument("target")
+    p = verb("import", cmd_import, "make an image from a root filesystem directory or tar")
+    p.add_argument("source")
+    p.add_argument("ref")
+    p = verb("save", cmd_save, "write images to a docker-load archive")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("images", nargs="+")
+    p = verb("load", cmd_load, "read images from a docker-save archive")
+    p.add_argument("-i", "--input", required=True)
+    verb("prune", cmd_prune, "remove what no tag or container needs")
+    verb("df", cmd_df, "disk used by images, layers, containers and the build cache")
+
+    image = verb("image", None, "manage images")
+    isub = image.add_subparsers(metavar="COMMAND")
+    p = isub.add_parser("inspect")
+    p.set_defaults(func=cmd_image_inspect)
+    p.add_argument("images", nargs="+")
+    p = isub.add_parser("ls")
+    p.set_defaults(func=cmd_images)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = isub.add_parser("rm")
+    p.set_defaults(func=cmd_rmi)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", nargs="+")
+    isub.add_parser("prune").set_defaults(func=cmd_prune)
+
+    network = verb("network", None, "manage networks")
+    nsub = network.add_subparsers(metavar="COMMAND")
+    p = nsub.add_parser("create")
+    p.set_defaults(func=cmd_network_create)
+    p.add_argument("--subnet")
+    p.add_argument("-l", "--label", action="append")
+    p.add_argument("name")
+    nsub.add_parser("ls").set_defaults(func=cmd_network_ls)
+    p = nsub.add_parser("inspect")
+    p.set_defaults(func=cmd_network_inspect)
+    p.add_argument("names", nargs="+")
+    p = nsub.add_parser("rm")
+    p.set_defaults(func=cmd_network_rm)
+    p.add_argument("names", nargs="+")
+
+    volume = verb("volume", None, "manage volumes")
+    vsub = volume.add_subparsers(metavar="COMMAND")
+    p = vsub.add_parser("create")
+    p.set_defaults(func=cmd_volume_create)
+    p.add_argument("name")
+    vsub.add_parser("ls").set_defaults(func=cmd_volume_ls)
+    p = vsub.add_parser("rm")
+    p.set_defaults(func=cmd_volume_rm)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("names", nargs="+")
+    return top
+
+
+if __name__ == "__main__":
+    sys.exit(main())
