@@ -1,0 +1,147 @@
+"""The plugin's options, each settable on the command line, in the ini file or as ISOBOX_*.
+
+Precedence: command line, then environment, then ini, then the default. A bad value is a
+`pytest.UsageError` naming the option and the value, raised before any test runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ENGINES = ("native", "docker")
+KEEP_POLICIES = ("never", "failed", "always")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its ini key, its environment variable and how it parses."""
+
+    dest: str
+    flag: str
+    env: str
+    help: str
+    kind: str = "str"  # str, bool, choice, path, float
+    choices: tuple[str, ...] = ()
+    default: object = None
+
+    @property
+    def ini(self) -> str:
+        return self.dest
+
+
+OPTIONS = (
+    Option("isobox_engine", "--isobox-engine", "ISOBOX_ENGINE",
+           "container engine: native (embedded, daemonless; default) or docker",
+           "choice", ENGINES, "native"),
+    Option("isobox_keep", "--isobox-keep", "ISOBOX_KEEP",
+           "keep containers after the run: never (default), failed (those a failing test used), "
+           "always; prints how to exec into each", "choice", KEEP_POLICIES, "never"),
+    Option("isobox_no_cache", "--isobox-no-cache", "ISOBOX_NO_CACHE",
+           "build images without the build cache", "bool", default=False),
+    Option("isobox_reuse", "--isobox-reuse", "ISOBOX_REUSE",
+           "reuse containers across runs while their configuration is unchanged",
+           "bool", default=False),
+    Option("isobox_home", "--isobox-home", "ISOBOX_HOME",
+           "store for images, containers and caches (default $XDG_CACHE_HOME/isobox)", "path"),
+    Option("isobox_docker_url", "--isobox-docker-url", "ISOBOX_DOCKER_URL",
+           "Docker Engine address for --isobox-engine=docker (default: DOCKER_HOST or the "
+           "local socket)"),
+    Option("isobox_rootless", "--isobox-rootless", "ISOBOX_ROOTLESS",
+           "force the native engine's rootless mode (default: chosen from the user)",
+           "bool", default=None),
+    Option("isobox_timeout", "--isobox-timeout", "ISOBOX_TIMEOUT",
+           "default seconds a container may take to become ready (default 60)",
+           "float", default=60.0),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option as a flag and an ini key (the environment is read at resolve)."""
+    group = parser.getgroup("isobox", "isobox containers")
+    for opt in OPTIONS:
+        help_text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
+        if opt.kind == "bool":
+            group.addoption(opt.flag, action="store_const", const="1", dest=opt.dest,
+                            default=None, help=help_text)
+        else:
+            group.addoption(opt.flag, action="store", dest=opt.dest, default=None,
+                            choices=opt.choices or None, help=help_text)
+        parser.addini(opt.ini, opt.help, default=None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved options for one pytest run."""
+
+    engine: str = "native"
+    keep: str = "never"
+    no_cache: bool = False
+    reuse: bool = False
+    home: Path | None = None
+    docker_url: str | None = None
+    rootless: bool | None = None
+    timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        values = {opt.dest: _resolve(config, opt) for opt in OPTIONS}
+        return cls(
+            engine=values["isobox_engine"], keep=values["isobox_keep"],
+            no_cache=values["isobox_no_cache"], reuse=values["isobox_reuse"],
+            home=values["isobox_home"], docker_url=values["isobox_docker_url"],
+            rootless=values["isobox_rootless"], timeout=values["isobox_timeout"],
+        )
+
+    @property
+    def store(self) -> Path:
+        """The isobox home: the option, else ISOBOX_HOME, else $XDG_CACHE_HOME/isobox."""
+        if self.home is not None:
+            return self.home
+        return default_home()
+
+
+def default_home() -> Path:
+    if os.environ.get("ISOBOX_HOME"):
+        return Path(os.environ["ISOBOX_HOME"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "isobox"
+
+
+def _resolve(config: pytest.Config, opt: Option) -> object:
+    raw, source = config.getoption(opt.dest), opt.flag
+    if raw is None and os.environ.get(opt.env) is not None:
+        raw, source = os.environ[opt.env], f"environment variable {opt.env}"
+    if raw is None:
+        raw, source = config.getini(opt.ini), f"ini option {opt.ini}"
+    if raw is None or (raw == "" and opt.kind != "bool"):
+        return opt.default
+    return _parse(opt, str(raw).strip(), source)
+
+
+def _parse(opt: Option, raw: str, source: str) -> object:
+    if opt.kind == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise pytest.UsageError(f"{source}: {raw!r} is not a boolean (use 1/0, true/false)")
+    if opt.kind == "choice" and raw not in opt.choices:
+        raise pytest.UsageError(
+            f"{source}: {raw!r} is not one of {', '.join(opt.choices)}")
+    if opt.kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise pytest.UsageError(f"{source}: {raw!r} is not a positive number of seconds")
+        return value
+    if opt.kind == "path":
+        return Path(raw).expanduser().absolute()
+    return raw
