@@ -1,0 +1,189 @@
+"""What every cgroup version shares: the limits, the stats, the interface and the file access.
+
+Callers see only `Limits`, `CgroupStats` and `Cgroup`; whether a controller lives on cgroup
+v1 or v2 never leaks out of this package (youki's libcgroups `common.rs` plays this role).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pytest_isobox.engine import ContainerError, EngineUnavailable, InvalidSpec
+
+MIN_CPUS = 0.01  # the smallest CFS quota the kernel takes is 1 ms per 100 ms period
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one cgroup, as Docker's flags give them; None or 0 means no limit.
+
+    memory is bytes (swap cannot exceed it), cpus a fraction of cores (`--cpus 0.5`),
+    cpu_shares Docker's relative weight (default 1024), pids the most tasks at once.
+    """
+
+    memory: int | None = None
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    pids: int | None = None
+
+    def __post_init__(self) -> None:
+        for field_name in ("memory", "cpus", "cpu_shares"):
+            value = getattr(self, field_name)
+            if value is not None and value < 0:
+                raise InvalidSpec(f"invalid {field_name}={value!r}: must not be negative")
+        if self.cpus and self.cpus < MIN_CPUS:
+            raise InvalidSpec(f"invalid cpus={self.cpus!r}: the smallest CPU quota is {MIN_CPUS}")
+
+    def controllers(self) -> dict[str, str]:
+        """The controllers these limits need, each with the limit that needs it."""
+        needed: dict[str, str] = {}
+        if self.memory:
+            needed["memory"] = f"memory limit {self.memory}"
+        if self.cpus:
+            needed["cpu"] = f"cpus={self.cpus}"
+        elif self.cpu_shares:
+            needed["cpu"] = f"cpu_shares={self.cpu_shares}"
+        if self.pids and self.pids > 0:
+            needed["pids"] = f"pids limit {self.pids}"
+        return needed
+
+
+@dataclass
+class CgroupStats:
+    """Usage of one cgroup: bytes of memory now and at most, CPU nanoseconds, live tasks."""
+
+    memory_current: int
+    memory_peak: int
+    cpu_time_ns: int
+    pids: int
+
+
+class Cgroup(Protocol):
+    """One container's cgroup across every hierarchy it needs.
+
+    `name` is relative to each hierarchy's root, e.g. `isobox/<container id>`.
+    """
+
+    name: str
+
+    def create(self, limits: Limits) -> None:
+        """Make the cgroup and write its limits; EngineUnavailable names a missing controller."""
+    def add(self, pid: int) -> None:
+        """Move a process (and so its future children) into the cgroup in every hierarchy."""
+    def procs(self) -> list[int]:
+        """The processes in the cgroup now."""
+    def stats(self) -> CgroupStats:
+        """Current usage; 0 for what no mounted controller measures."""
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this cgroup."""
+    def kill_all(self) -> None:
+        """SIGKILL every process, including ones forking meanwhile; returns once it is empty."""
+    def destroy(self) -> None:
+        """kill_all, then remove the cgroup everywhere; idempotent, no error if absent."""
+    def exists(self) -> bool:
+        """Whether the cgroup exists in any hierarchy."""
+
+
+class Controller:
+    """One controller's files in a cgroup directory, for one cgroup version.
+
+    `prepare` runs on each new directory from the top down, before tasks can join (v1 cpuset
+    needs its cpus and mems filled); `apply` writes limits; `stats` reads what it measures.
+    """
+
+    name = ""
+
+    def prepare(self, path: Path) -> None:
+        """Make a new directory usable; nothing to do for most controllers."""
+
+    def apply(self, path: Path, limits: Limits) -> None:
+        """Write this controller's part of `limits`; nothing for controllers without limits."""
+
+    def stats(self, path: Path) -> dict[str, int]:
+        """This controller's part of `CgroupStats`, by field name."""
+        return {}
+
+
+# --------------------------------------------------------------------------- file access
+
+def write_value(path: Path, value: str | int) -> None:
+    """Write one value to a cgroup file in one write(2), as the kernel expects.
+
+    A missing file means the kernel lacks that feature: EngineUnavailable names it.
+    A refused value raises ContainerError naming the file and the value.
+    """
+    data = str(value).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EngineUnavailable(f"cgroup file {path} does not exist: this kernel lacks it") \
+            from None
+    except OSError as exc:
+        raise ContainerError(f"cannot open cgroup file {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, data)
+    except OSError as exc:
+        raise ContainerError(f"cannot write {str(value)!r} to {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read_value(path: Path) -> str:
+    """The content of a cgroup file, stripped."""
+    with open(path, "rb") as f:
+        return f.read().decode().strip()
+
+
+def read_int(path: Path, default: int = 0) -> int:
+    """A cgroup file holding one number; `default` when the file is missing."""
+    try:
+        return int(read_value(path))
+    except FileNotFoundError:
+        return default
+
+
+def read_keyed(path: Path) -> dict[str, int]:
+    """A flat-keyed cgroup file (`key value` per line), e.g. memory.events or cpu.stat."""
+    try:
+        lines = read_value(path).splitlines()
+    except FileNotFoundError:
+        return {}
+    pairs = (line.split() for line in lines)
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+
+def read_pids(path: Path) -> list[int]:
+    """The pids in a cgroup directory's cgroup.procs; empty when the directory is gone."""
+    try:
+        return [int(line) for line in read_value(path / "cgroup.procs").split()]
+    except FileNotFoundError:
+        return []
+
+
+def make_dir(path: Path) -> bool:
+    """mkdir that tolerates an existing directory; True when this call created it."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return False
+    return True
+
+
+def remove_dir(path: Path) -> bool:
+    """rmdir a cgroup; True when it is gone, False when it is busy (still has tasks or children).
+
+    A cgroup that just emptied can be busy for a moment; the caller decides whether to retry.
+    """
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise ContainerError(f"cannot remove cgroup {path}: {exc.strerror}") from None
+    return True

@@ -1,0 +1,148 @@
+"""One container's cgroup on whatever mix of v1 and v2 this machine has.
+
+Each controller is used where it lives (hybrid machines hold some on v1 and some on v2), so a
+cgroup is a `V1Cgroup` (a directory per v1 hierarchy), a `V2Cgroup` (one directory in the
+unified hierarchy), or both. Callers see only the `Cgroup` interface.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from pytest_isobox.engine import ContainerError, EngineUnavailable
+from pytest_isobox.native.cgroups.common import CgroupStats, Limits
+from pytest_isobox.native.cgroups.hierarchies import Layout
+from pytest_isobox.native.cgroups.v1.manager import CONTROLLERS as V1_CONTROLLERS
+from pytest_isobox.native.cgroups.v1.manager import V1Cgroup
+from pytest_isobox.native.cgroups.v2.manager import CONTROLLERS as V2_CONTROLLERS
+from pytest_isobox.native.cgroups.v2.manager import V2Cgroup
+
+KILL_TIMEOUT = 10.0  # seconds for killed tasks to leave, and for their cgroup to be removable
+CREATE_ATTEMPTS = 3  # a concurrent destroy may remove an empty shared parent mid-create
+
+
+def check_limits(limits: Limits, layout: Layout) -> None:
+    """Raise EngineUnavailable naming the first controller these limits need that is missing."""
+    for controller, reason in limits.controllers().items():
+        if layout.where(controller) is None:
+            raise EngineUnavailable(f"{layout.describe_missing(controller)} (needed for {reason})")
+
+
+class HybridCgroup:
+    """A `Cgroup` over the v1 hierarchies and the unified one, each used for what it holds.
+
+    The unified hierarchy is joined when it holds a controller we use, or when v1 lacks the
+    freezer or cpuacct (v2 freezes, kills and counts CPU time in every cgroup).
+    """
+
+    def __init__(self, name: str, layout: Layout) -> None:
+        self.name = name
+        self.layout = layout
+        v1 = {c: h for c, h in layout.v1.items() if c in V1_CONTROLLERS}
+        unified = layout.unified
+        v2 = [c for c in V2_CONTROLLERS if unified is not None and layout.where(c) is unified]
+        wants_v2 = unified is not None and (v2 or not {"freezer", "cpuacct"} <= set(v1))
+        self.v1 = V1Cgroup(name, v1) if v1 else None
+        self.v2 = V2Cgroup(name, unified, v2) if wants_v2 and unified is not None else None
+        self.parts: list[V1Cgroup | V2Cgroup] = [p for p in (self.v1, self.v2) if p is not None]
+
+    def __repr__(self) -> str:
+        return f"HybridCgroup({self.name!r})"
+
+    def create(self, limits: Limits) -> None:
+        """All or nothing: on any failure what was made is removed before the error rises."""
+        check_limits(limits, self.layout)
+        if not self.parts:
+            raise EngineUnavailable("no cgroup hierarchy is mounted (see /proc/self/mountinfo)")
+        try:
+            for part in self.parts:
+                for attempt in range(CREATE_ATTEMPTS):
+                    try:
+                        part.create(limits)
+                        break
+                    except FileNotFoundError:
+                        if attempt == CREATE_ATTEMPTS - 1:
+                            raise
+        except BaseException:
+            self.destroy()
+            raise
+
+    def add(self, pid: int) -> None:
+        for part in self.parts:
+            part.add(pid)
+
+    def procs(self) -> list[int]:
+        return sorted(set().union(*(part.procs() for part in self.parts)))
+
+    def stats(self) -> CgroupStats:
+        found: dict[str, int] = {}
+        for part in self.parts:
+            found.update(part.stats())
+        if "pids" not in found:
+            found["pids"] = len(self.procs())
+        return CgroupStats(
+            memory_current=found.get("memory_current", 0),
+            memory_peak=found.get("memory_peak", 0),
+            cpu_time_ns=found.get("cpu_time_ns", 0),
+            pids=found["pids"],
+        )
+
+    def oom_killed(self) -> bool:
+        return any(part.oom_kills() > 0 for part in self.parts)
+
+    def kill_all(self) -> None:
+        """Kill every task, then wait (bounded by KILL_TIMEOUT) until none is left.
+
+        v2's cgroup.kill is atomic against forks. Otherwise the cgroup is frozen while each
+        task gets SIGKILL, so none can fork a child that escapes the list; without a freezer,
+        the kill is repeated until the cgroup stays empty.
+        """
+        if not self.exists() or not self.procs():
+            return
+        if not (self.v2 is not None and self.v2.kill()):
+            self._kill_frozen()
+        deadline = time.monotonic() + KILL_TIMEOUT
+        delay = 0.0005
+        while pids := self.procs():
+            if time.monotonic() > deadline:
+                raise ContainerError(
+                    f"cgroup {self.name} still has processes {pids} {KILL_TIMEOUT:.0f} s "
+                    "after SIGKILL")
+            _kill(pids)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _kill_frozen(self) -> None:
+        frozen = next((part for part in self.parts if part.freeze()), None)
+        try:
+            _kill(self.procs())
+        finally:
+            if frozen is not None:
+                frozen.thaw()
+
+    def destroy(self) -> None:
+        """kill_all, then rmdir everywhere (and shared parents left empty); idempotent."""
+        if not self.exists():
+            return
+        self.kill_all()
+        deadline = time.monotonic() + KILL_TIMEOUT
+        delay = 0.0005
+        for part in self.parts:
+            while busy := part.remove():
+                if time.monotonic() > deadline:
+                    raise ContainerError(f"cannot remove cgroup {busy[0]}: still busy")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def exists(self) -> bool:
+        return any(part.exists() for part in self.parts)
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

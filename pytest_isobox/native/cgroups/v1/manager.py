@@ -1,0 +1,99 @@
+"""A cgroup in the v1 hierarchies: one directory per mounted hierarchy, co-mounted
+controllers (e.g. `cpu,cpuacct`) sharing one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_isobox.native.cgroups.common import (
+    Controller,
+    Limits,
+    make_dir,
+    read_pids,
+    remove_dir,
+    write_value,
+)
+from pytest_isobox.native.cgroups.hierarchies import Hierarchy
+from pytest_isobox.native.cgroups.v1.cpu import Cpu
+from pytest_isobox.native.cgroups.v1.cpuacct import Cpuacct
+from pytest_isobox.native.cgroups.v1.cpuset import Cpuset
+from pytest_isobox.native.cgroups.v1.devices import Devices
+from pytest_isobox.native.cgroups.v1.freezer import Freezer
+from pytest_isobox.native.cgroups.v1.memory import Memory
+from pytest_isobox.native.cgroups.v1.pids import Pids
+
+CONTROLLERS: dict[str, Controller] = {
+    c.name: c for c in (Memory(), Cpu(), Cpuacct(), Cpuset(), Pids(), Freezer(), Devices())
+}
+
+
+class V1Cgroup:
+    """The directories of cgroup `name` under each v1 hierarchy holding a controller we use."""
+
+    def __init__(self, name: str, hierarchies: dict[str, Hierarchy]) -> None:
+        self.name = name
+        self.controllers = {c: CONTROLLERS[c] for c in hierarchies if c in CONTROLLERS}
+        self.dirs = {c: hierarchies[c].mountpoint / name for c in self.controllers}
+
+    def unique_dirs(self) -> list[Path]:
+        """One directory per hierarchy, co-mounted controllers counted once."""
+        return list(dict.fromkeys(self.dirs.values()))
+
+    def create(self, limits: Limits) -> None:
+        """mkdir the chain of directories top down in every hierarchy, preparing each new level
+        (cpuset), then write the limits in the leaf."""
+        for directory in self.unique_dirs():
+            here = [c for c, d in self.dirs.items() if d == directory]
+            for level in reversed([directory, *_ancestors(directory, self.name)]):
+                make_dir(level)
+                for controller in here:
+                    self.controllers[controller].prepare(level)
+        for controller, directory in self.dirs.items():
+            self.controllers[controller].apply(directory, limits)
+
+    def add(self, pid: int) -> None:
+        for directory in self.unique_dirs():
+            write_value(directory / "cgroup.procs", pid)
+
+    def procs(self) -> set[int]:
+        return {pid for directory in self.unique_dirs() for pid in read_pids(directory)}
+
+    def stats(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for controller, directory in self.dirs.items():
+            found.update(self.controllers[controller].stats(directory))
+        return found
+
+    def oom_kills(self) -> int:
+        memory = self.controllers.get("memory")
+        return memory.oom_kills(self.dirs["memory"]) if isinstance(memory, Memory) else 0
+
+    def freeze(self) -> bool:
+        """Freeze all tasks; False when there is no freezer or it did not settle."""
+        freezer = self.controllers.get("freezer")
+        return isinstance(freezer, Freezer) and freezer.freeze(self.dirs["freezer"])
+
+    def thaw(self) -> None:
+        freezer = self.controllers.get("freezer")
+        if isinstance(freezer, Freezer):
+            freezer.thaw(self.dirs["freezer"])
+
+    def remove(self) -> list[Path]:
+        """rmdir the leaf and then every ancestor that became empty; the leaves still busy."""
+        busy = []
+        for directory in self.unique_dirs():
+            if not remove_dir(directory):
+                busy.append(directory)
+                continue
+            for level in _ancestors(directory, self.name):
+                if not remove_dir(level):
+                    break
+        return busy
+
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self.unique_dirs())
+
+
+def _ancestors(directory: Path, name: str) -> list[Path]:
+    """The parents of `directory` that belong to `name` (inside the hierarchy), nearest first."""
+    return list(directory.parents)[: name.count("/")]

@@ -1,0 +1,40 @@
+"""v2 freezing and killing, built into every non-root cgroup: cgroup.freeze and cgroup.kill."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pytest_isobox.native.cgroups.common import read_keyed, write_value
+
+FREEZE_TIMEOUT = 2.0
+
+
+def can_kill(path: Path) -> bool:
+    """cgroup.kill (Linux 5.14+) kills a whole cgroup at once, forks included."""
+    return (path / "cgroup.kill").exists()
+
+
+def kill(path: Path) -> None:
+    write_value(path / "cgroup.kill", 1)
+
+
+def freeze(path: Path) -> bool:
+    """Freeze and wait until cgroup.events says frozen; False (and thawed) if it does not
+    within FREEZE_TIMEOUT, or when this kernel has no cgroup.freeze (before 5.2)."""
+    if not (path / "cgroup.freeze").exists():
+        return False
+    write_value(path / "cgroup.freeze", 1)
+    deadline = time.monotonic() + FREEZE_TIMEOUT
+    delay = 0.0005
+    while time.monotonic() < deadline:
+        if read_keyed(path / "cgroup.events").get("frozen") == 1:
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    thaw(path)
+    return False
+
+
+def thaw(path: Path) -> None:
+    write_value(path / "cgroup.freeze", 0)
