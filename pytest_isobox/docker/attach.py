@@ -1,0 +1,81 @@
+"""Wiring the local terminal (or pipes) to a hijacked attach/exec stream, as `docker -it` does.
+
+While attached with a tty the local terminal is in raw mode (keys go to the container as
+typed, ^C included) and is restored afterwards, even on errors. Without a tty the stream is
+demultiplexed onto our stdout and stderr; end of our stdin half-closes the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import termios
+import tty
+from collections.abc import Iterator
+
+from pytest_isobox.docker.client import HijackedStream
+from pytest_isobox.docker.streams import FrameParser
+
+_CHUNK = 65536
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
+    """The terminal at `fd` in raw mode for the block, restored on the way out."""
+    if not enabled or not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def terminal_size(fd: int) -> tuple[int, int] | None:
+    """(rows, columns) of the terminal at `fd`, or None when it is not a terminal."""
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+def pump(stream: HijackedStream, *, tty: bool, stdin: bool, stdin_fd: int = 0,
+         stdout_fd: int = 1, stderr_fd: int = 2) -> None:
+    """Copy stdin to the container and its output to ours until the container side closes."""
+    parser = None if tty else FrameParser()
+    selector = selectors.DefaultSelector()
+    selector.register(stream.sock, selectors.EVENT_READ, "remote")
+    if stdin:
+        selector.register(stdin_fd, selectors.EVENT_READ, "local")
+    try:
+        while True:
+            ready = [key.data for key, _ in selector.select()]
+            if "local" in ready:
+                data = os.read(stdin_fd, _CHUNK)
+                if data:
+                    stream.sock.sendall(data)
+                else:
+                    selector.unregister(stdin_fd)
+                    stream.close_stdin()
+            if "remote" in ready:
+                data = stream.sock.recv(_CHUNK)
+                if not data:
+                    return
+                if parser is None:
+                    _write_all(stdout_fd, data)
+                else:
+                    for name, payload in parser.feed(data):
+                        _write_all(stderr_fd if name == "stderr" else stdout_fd, payload)
+    finally:
+        selector.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -1,0 +1,313 @@
+"""A small Docker Engine API client on http.client: unix or tcp sockets, JSON, streams, hijack.
+
+Why our own: the engine needs a handful of endpoints, streamed bodies and hijacked
+connections, and nothing else; a dependency would cost more than these two hundred lines.
+Guarantees: every request goes to a versioned path (`/v1.41/...`) negotiated once with the
+daemon; a failed request raises one of our error types (see `errors.py`); a daemon that
+cannot be reached raises `EngineUnavailable` naming the address.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+from urllib.parse import urlencode, urlsplit
+
+from pytest_isobox.docker.errors import raise_for_response
+from pytest_isobox.engine import EngineUnavailable, IsoboxError
+
+DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
+MAX_API_VERSION = "1.43"  # the newest API this client was written against
+MIN_API_VERSION = "1.41"  # Docker 20.10: `one-shot` stats, `condition` on wait
+DEFAULT_TIMEOUT = 120.0
+
+Query = dict[str, object] | list[tuple[str, object]] | None
+Body = bytes | IO[bytes] | Iterable[bytes] | dict | list | None
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket; the Host header is a placeholder, as Docker's CLI sends."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The daemon address: the argument, else DOCKER_HOST, else the default unix socket."""
+    url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_BASE_URL
+    if url.startswith("/"):
+        url = "unix://" + url
+    scheme = urlsplit(url).scheme
+    if scheme not in ("unix", "tcp", "http"):
+        raise EngineUnavailable(
+            f"no Docker daemon at {url}: only unix://PATH and tcp://HOST:PORT (no TLS) are supported"
+        )
+    return url
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@dataclass
+class HijackedStream:
+    """A connection the daemon turned into a raw byte pipe (attach, exec).
+
+    Nothing of the stream has been read yet: read it from `sock` (or `reader()` for blocking
+    reads), write stdin to `sock`, and `close_stdin()` half-closes it so the process inside
+    sees end of file.
+    """
+
+    sock: socket.socket
+
+    def reader(self) -> IO[bytes]:
+        return self.sock.makefile("rb")
+
+    def close_stdin(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DockerClient:
+    """Requests to one daemon. Safe to share between threads: idle connections are pooled."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.base_url = resolve_base_url(base_url)
+        self.timeout = timeout
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self.api_version = MIN_API_VERSION
+        info = self.get_json("/version", versioned=False)
+        self.server_version: str = info.get("Version", "")
+        server_api = info.get("ApiVersion", MIN_API_VERSION)
+        self.api_version = min(MAX_API_VERSION, server_api, key=_version_tuple)
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
+        parts = urlsplit(self.base_url)
+        if parts.scheme == "unix":
+            conn: http.client.HTTPConnection = _UnixHTTPConnection(parts.path, timeout)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "localhost", parts.port or 2375,
+                                              timeout=timeout)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise EngineUnavailable(f"no Docker daemon at {self.base_url}: {exc}") from None
+        return conn
+
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(self.timeout), False
+
+    def _checkin(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def url(self, path: str, query: Query = None, *, versioned: bool = True) -> str:
+        prefix = f"/v{self.api_version}" if versioned else ""
+        items = query.items() if isinstance(query, dict) else (query or [])
+        pairs = [(k, _query_value(v)) for k, v in items if v is not None]
+        return prefix + path + (("?" + urlencode(pairs)) if pairs else "")
+
+    def _send(
+        self, conn: http.client.HTTPConnection, method: str, url: str, body: Body,
+        headers: dict[str, str],
+    ) -> None:
+        headers = dict(headers)
+        if isinstance(body, dict | list):
+            body = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        if body is None and method in ("POST", "PUT"):
+            body = b""
+        if isinstance(body, bytes):
+            conn.request(method, url, body=body, headers=headers)
+        elif hasattr(body, "read"):
+            conn.request(method, url, body=body, headers=headers)  # Content-Length given by caller
+        else:
+            conn.request(method, url, body=body, headers=headers, encode_chunked=True)
+
+    def request(
+        self, method: str, path: str, query: Query = None, body: Body = None, *,
+        headers: dict[str, str] | None = None, versioned: bool = True, kind: str = "",
+        timeout: float | None = None,
+    ) -> bytes:
+        """One request whose whole response body is read; errors raised as our types.
+
+        `kind` names what the path refers to (image, container, network, volume, exec) so a
+        bare 404 becomes the matching *NotFound. Reused connections that the daemon closed
+        while idle are retried once on a fresh one, before anything was read.
+        """
+        url = self.url(path, query, versioned=versioned)
+        for attempt in (0, 1):
+            conn, reused = self._checkout()
+            if timeout is not None:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+            try:
+                self._send(conn, method, url, body, headers or {})
+                resp = conn.getresponse()
+                data = resp.read()
+            except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError):
+                conn.close()
+                if reused and attempt == 0 and not hasattr(body, "read"):
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if timeout is not None and conn.sock is not None:
+                conn.sock.settimeout(self.timeout)
+                conn.timeout = self.timeout
+            if resp.will_close:
+                conn.close()
+            else:
+                self._checkin(conn)
+            raise_for_response(resp.status, data, kind=kind)
+            return data
+        raise AssertionError("unreachable")
+
+    def get_json(self, path: str, query: Query = None, **options: object) -> object:
+        data = self.request("GET", path, query, **options)  # type: ignore[arg-type]
+        return json.loads(data) if data else None
+
+    def post_json(self, path: str, query: Query = None, body: Body = None,
+                  **options: object) -> object:
+        data = self.request("POST", path, query, body, **options)  # type: ignore[arg-type]
+        return json.loads(data) if data else None
+
+    @contextmanager
+    def stream(
+        self, method: str, path: str, query: Query = None, body: Body = None, *,
+        headers: dict[str, str] | None = None, kind: str = "", timeout: float | None = None,
+    ) -> Iterator[http.client.HTTPResponse]:
+        """A response to read as it arrives (logs, build progress, image archives).
+
+        The connection is private to the stream and closed when the block ends.
+        """
+        conn = self._connect(timeout)
+        try:
+            self._send(conn, method, self.url(path, query), body, headers or {})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raise_for_response(resp.status, resp.read(), kind=kind)
+            yield resp
+        finally:
+            conn.close()
+
+    def hijack(self, path: str, query: Query = None, body: Body = None, *,
+               kind: str = "") -> HijackedStream:
+        """POST with `Upgrade: tcp`; the daemon answers 101 and the socket becomes the stream.
+
+        The response head is read byte by byte so that no byte of the stream is buffered away.
+        """
+        conn = self._connect(None)
+        sock = conn.sock
+        try:
+            self._send(conn, "POST", self.url(path, query), body,
+                       {"Connection": "Upgrade", "Upgrade": "tcp"})
+            status, length = _read_response_head(sock)
+            if status >= 400:
+                raise_for_response(status, _recv_exactly(sock, length), kind=kind)
+            if status not in (101, 200):
+                raise IsoboxError(f"Docker daemon did not upgrade {path}: HTTP {status}")
+        except BaseException:
+            sock.close()
+            raise
+        conn.sock = None  # the socket now belongs to the stream
+        return HijackedStream(sock)
+
+
+def _read_response_head(sock: socket.socket) -> tuple[int, int]:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise IsoboxError(f"Docker daemon closed the connection mid-response: {head!r}")
+        head += byte
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "content-length":
+            length = int(value.strip())
+    return status, length
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+def _query_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def iter_json_stream(resp: IO[bytes]) -> Iterator[dict]:
+    """Objects of a JSON stream (build and load progress): concatenated or newline-separated."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    while True:
+        chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+        if not chunk:
+            break
+        buffer += chunk.decode("utf-8", "replace")
+        while True:
+            buffer = buffer.lstrip()
+            if not buffer:
+                break
+            try:
+                obj, end = decoder.raw_decode(buffer)
+            except json.JSONDecodeError:
+                break  # incomplete object: wait for more bytes
+            buffer = buffer[end:]
+            if isinstance(obj, dict):
+                yield obj
+    if buffer.strip():
+        raise IsoboxError(f"Docker daemon sent a truncated JSON stream: {buffer[:200]!r}")

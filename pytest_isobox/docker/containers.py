@@ -1,0 +1,136 @@
+"""Translation between our container values and Docker's documents.
+
+`create_body` maps a `ContainerSpec` onto POST /containers/create (Docker's own meaning for
+every field, published ports on 127.0.0.1 unless asked); `state_from_inspect` reads a
+container's inspect document back into a `ContainerState`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pytest_isobox.engine import ContainerSpec, ContainerState, MountSpec, NetworkAttachment
+
+_BUILTIN_NETWORK_MODES = ("bridge", "none", "host", "default")
+
+
+def attachments(spec: ContainerSpec) -> list[NetworkAttachment]:
+    """The named networks the container joins, first one at create, the rest connected after."""
+    if spec.networks:
+        return list(spec.networks)
+    if spec.network_mode in _BUILTIN_NETWORK_MODES or spec.network_mode.startswith("container:"):
+        return []
+    return [NetworkAttachment(spec.network_mode)]
+
+
+def create_body(spec: ContainerSpec, labels: dict[str, str]) -> dict:
+    """The body of POST /containers/create for `spec`, with `labels` added to the spec's."""
+    nets = attachments(spec)
+    host_config: dict = {
+        "NetworkMode": nets[0].network if nets else spec.network_mode,
+        "Init": spec.init or None,
+        "AutoRemove": spec.auto_remove,
+        "PortBindings": _port_bindings(spec),
+        "Mounts": [_mount(m) for m in spec.mounts],
+    }
+    _set_if(host_config, "Memory", spec.mem_limit)
+    _set_if(host_config, "NanoCpus", None if spec.cpus is None else int(spec.cpus * 1e9))
+    _set_if(host_config, "CpuShares", spec.cpu_shares)
+    _set_if(host_config, "PidsLimit", spec.pids_limit)
+    body: dict = {
+        "Image": spec.image,
+        "Env": [f"{k}={v}" for k, v in spec.env.items()],
+        "Labels": {**spec.labels, **labels},
+        "Tty": spec.tty,
+        "OpenStdin": spec.stdin_open,
+        "StdinOnce": spec.stdin_open,
+        "AttachStdin": spec.stdin_open,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "ExposedPorts": {p.key: {} for p in spec.ports},
+        "StopTimeout": int(spec.stop_timeout),
+        "HostConfig": host_config,
+    }
+    _set_if(body, "Cmd", spec.command)
+    _set_if(body, "Entrypoint", spec.entrypoint)  # [] clears the image's entrypoint
+    _set_if(body, "WorkingDir", spec.working_dir)
+    _set_if(body, "User", spec.user)
+    _set_if(body, "Hostname", spec.hostname)
+    _set_if(body, "StopSignal", spec.stop_signal)
+    if nets:
+        first = nets[0]
+        body["NetworkingConfig"] = {
+            "EndpointsConfig": {first.network: {"Aliases": list(first.aliases)}},
+        }
+    return body
+
+
+def _set_if(doc: dict, key: str, value: object) -> None:
+    if value is not None:
+        doc[key] = value
+
+
+def _port_bindings(spec: ContainerSpec) -> dict[str, list[dict[str, str]]]:
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in spec.ports:
+        bindings.setdefault(port.key, []).append({
+            "HostIp": port.host_ip,
+            "HostPort": str(port.host_port) if port.host_port else "",
+        })
+    return bindings
+
+
+def _mount(mount: MountSpec) -> dict:
+    doc: dict = {"Type": mount.type, "Target": mount.target, "ReadOnly": mount.read_only}
+    if mount.type != "tmpfs":
+        doc["Source"] = mount.source
+    if mount.type == "tmpfs" and mount.size is not None:
+        doc["TmpfsOptions"] = {"SizeBytes": mount.size}
+    return doc
+
+
+# --------------------------------------------------------------------------- inspect -> state
+
+_RFC3339 = re.compile(
+    r"(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, `Z` or an offset) to epoch seconds; zero is None."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    m = _RFC3339.fullmatch(text)
+    if not m:
+        return None
+    tz = "+00:00" if m["tz"] == "Z" else m["tz"]
+    seconds = datetime.fromisoformat(m["base"] + tz).timestamp()
+    return seconds + (float("0." + m["frac"]) if m["frac"] else 0.0)
+
+
+def state_from_inspect(doc: dict) -> ContainerState:
+    """A `ContainerState` from GET /containers/{id}/json."""
+    state = doc.get("State") or {}
+    settings = doc.get("NetworkSettings") or {}
+    config = doc.get("Config") or {}
+    status = state.get("Status", "")
+    finished = status in ("exited", "dead")
+    return ContainerState(
+        id=doc["Id"],
+        name=doc.get("Name", "").lstrip("/"),
+        image=config.get("Image", ""),
+        image_id=doc.get("Image", ""),
+        status=status,
+        pid=state.get("Pid") or None,
+        exit_code=state.get("ExitCode") if finished else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        created_at=parse_time(doc.get("Created")),
+        started_at=parse_time(state.get("StartedAt")),
+        finished_at=parse_time(state.get("FinishedAt")),
+        ips={name: net["IPAddress"] for name, net in (settings.get("Networks") or {}).items()
+             if net.get("IPAddress")},
+        ports={key: [(b["HostIp"], int(b["HostPort"])) for b in bindings]
+               for key, bindings in (settings.get("Ports") or {}).items() if bindings},
+        labels=dict(config.get("Labels") or {}),
+    )

@@ -1,0 +1,75 @@
+"""Docker's HTTP errors as our error types, so callers catch the same errors for every engine.
+
+404 becomes the *NotFound of what is missing (judged from Docker's message, else from what
+the request was about), 409 a `ConflictError` (name taken, resource in use) except "is not
+running", which is a `ContainerError` as with the native engine; everything else keeps
+Docker's message in a `ContainerError` (container requests) or `IsoboxError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pytest_isobox.engine import (
+    BuildError,
+    ConflictError,
+    ContainerError,
+    ContainerNotFound,
+    ImageNotFound,
+    InvalidSpec,
+    IsoboxError,
+    NetworkNotFound,
+    VolumeNotFound,
+)
+
+_NOT_FOUND_BY_MESSAGE: list[tuple[re.Pattern[str], type[IsoboxError]]] = [
+    (re.compile(r"no such image|image .* not found|reference does not exist", re.IGNORECASE), ImageNotFound),
+    (re.compile(r"no such container", re.IGNORECASE), ContainerNotFound),
+    (re.compile(r"network .* not found|no such network", re.IGNORECASE), NetworkNotFound),
+    (re.compile(r"no such volume|volume .* not found", re.IGNORECASE), VolumeNotFound),
+]
+
+_NOT_FOUND_BY_KIND: dict[str, type[IsoboxError]] = {
+    "image": ImageNotFound,
+    "container": ContainerNotFound,
+    "network": NetworkNotFound,
+    "volume": VolumeNotFound,
+}
+
+_OTHER_BY_KIND: dict[str, type[IsoboxError]] = {
+    "container": ContainerError,
+    "exec": ContainerError,
+    "build": BuildError,
+}
+
+
+def daemon_message(body: bytes) -> str:
+    """The `message` of Docker's JSON error body, or the body itself."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    return str(doc.get("message", text)) if isinstance(doc, dict) else text
+
+
+def error_for(status: int, message: str, kind: str = "") -> IsoboxError:
+    """The exception for one failed response."""
+    if status == 404:
+        for pattern, cls in _NOT_FOUND_BY_MESSAGE:
+            if pattern.search(message):
+                return cls(message)
+        return _NOT_FOUND_BY_KIND.get(kind, _OTHER_BY_KIND.get(kind, IsoboxError))(message)
+    if status == 409:
+        if "is not running" in message or "is paused" in message:
+            return ContainerError(message)
+        return ConflictError(message)
+    if status == 400 and kind not in _OTHER_BY_KIND:
+        return InvalidSpec(message)
+    return _OTHER_BY_KIND.get(kind, IsoboxError)(message)
+
+
+def raise_for_response(status: int, body: bytes, kind: str = "") -> None:
+    if status >= 400:
+        raise error_for(status, daemon_message(body), kind)
