@@ -1,0 +1,132 @@
+"""iptables rules for our bridges and published ports, each tagged with its owner.
+
+Root-only. Every rule carries a comment `isobox:net:<network id>` or `isobox:ctr:<container
+id>`: the owner removes its rules by that tag, and a sweep finds a dead owner's rules by it.
+One change is one `iptables-restore --noflush -w` transaction: all of its rules or none.
+
+Beside dockerd (FORWARD policy DROP, br_netfilter on) the forwarding rules go into DOCKER-USER,
+which Docker evaluates first and never flushes; without Docker they go into FORWARD.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import defaultdict
+from ipaddress import IPv4Address, IPv4Network
+
+from pytest_isobox.engine import EngineUnavailable, PortSpec
+
+Rules = dict[str, list[str]]  # table -> rule lines in iptables-restore syntax
+
+OTHER_BRIDGES = ("isobox-+", "docker+", "br-+")  # networks ours must not reach
+
+
+def network_tag(network_id: str) -> str:
+    return f"isobox:net:{network_id}"
+
+
+def container_tag(container_id: str) -> str:
+    return f"isobox:ctr:{container_id}"
+
+
+def _run(args: list[str], stdin: str | None = None) -> str:
+    if shutil.which(args[0]) is None:
+        raise EngineUnavailable(f"{args[0]} is not installed (Debian package iptables)")
+    done = subprocess.run(args, check=False, input=stdin, capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()
+        raise OSError(f"{' '.join(args)} failed: {detail[-1] if detail else done.returncode}"
+                      + (f"\n{stdin}" if stdin else ""))
+    return done.stdout
+
+
+def apply(rules: Rules) -> None:
+    """Apply rule lines (`-A ...`, `-I ...`, `-D ...`) of several tables in one transaction."""
+    text = "".join(
+        f"*{table}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+        for table, lines in rules.items() if lines
+    )
+    if text:
+        _run(["iptables-restore", "--noflush", "-w"], text)
+
+
+def tagged_rules() -> dict[str, Rules]:
+    """Every rule of ours on the host: tag -> table -> `-A` lines as iptables-save prints them."""
+    found: dict[str, Rules] = defaultdict(lambda: defaultdict(list))
+    table = ""
+    for line in _run(["iptables-save"]).splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("-A ") and "isobox:" in line:
+            for word in line.split():
+                word = word.strip('"')
+                if word.startswith(("isobox:net:", "isobox:ctr:")):
+                    found[word][table].append(line)
+    return found
+
+
+def remove_tagged(tags: set[str]) -> int:
+    """Delete every rule carrying one of `tags`, in one transaction; how many were deleted."""
+    deletions: Rules = defaultdict(list)
+    for tag, rules in tagged_rules().items():
+        if tag in tags:
+            for table, lines in rules.items():
+                deletions[table].extend("-D" + line[2:] for line in lines)
+    apply(deletions)
+    return sum(len(lines) for lines in deletions.values())
+
+
+def forward_chain() -> str:
+    """DOCKER-USER when dockerd made it (it runs before Docker's DROP), else FORWARD."""
+    saved = _run(["iptables-save", "-t", "filter"])
+    return "DOCKER-USER" if "\n:DOCKER-USER " in saved else "FORWARD"
+
+
+def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str) -> Rules:
+    """A network's rules: talk inside it, go out NATed, reach no other bridge, and let
+    DNAT'd loopback connections in (their 127/8 source masqueraded to the gateway)."""
+    c = f"-m comment --comment {network_tag(network_id)}"
+    drops = [f"-i {bridge} -o {other} {c} -j DROP" for other in OTHER_BRIDGES]
+    forward = [
+        f"-i {bridge} -o {bridge} {c} -j ACCEPT",
+        *drops,
+        f"-i {bridge} {c} -j ACCEPT",
+        f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
+    ]
+    return {
+        "filter": [f"-I {chain} {n} {rule}" for n, rule in enumerate(forward, 1)],
+        "nat": [
+            f"-A POSTROUTING -s {subnet} ! -o {bridge} {c} -j MASQUERADE",
+            f"-A POSTROUTING -s 127.0.0.0/8 -o {bridge} {c} -j MASQUERADE",
+        ],
+    }
+
+
+def port_rules(port: PortSpec, host_port: int, ip: IPv4Address, bridge: str,
+               container_id: str, chain: str) -> Rules:
+    """DNAT of host_ip:host_port to ip:container_port, for connections made on this host and,
+    when the host address is not loopback, arriving from outside too."""
+    c = f"-m comment --comment {container_tag(container_id)}"
+    proto = f"-p {port.protocol} -m {port.protocol} --dport {host_port}"
+    target = f"-j DNAT --to-destination {ip}:{port.container_port}"
+    if port.host_ip in ("0.0.0.0", ""):
+        match = "-m addrtype --dst-type LOCAL"
+    else:
+        match = f"-d {port.host_ip}/32"
+    rules: Rules = {"nat": [f"-A OUTPUT {match} {proto} {c} {target}"]}
+    if not IPv4Address(port.host_ip or "0.0.0.0").is_loopback:
+        rules["nat"].append(f"-A PREROUTING {match} {proto} {c} {target}")
+        rules["filter"] = [
+            (f"-I {chain} 1 -d {ip}/32 -o {bridge} -p {port.protocol} -m {port.protocol} "
+             f"--dport {port.container_port} {c} -j ACCEPT"),
+        ]
+    return rules
+
+
+def merge(*parts: Rules) -> Rules:
+    merged: Rules = defaultdict(list)
+    for part in parts:
+        for table, lines in part.items():
+            merged[table].extend(lines)
+    return merged

@@ -1,0 +1,84 @@
+"""Subnets for networks and addresses for containers, as pure decisions over given facts.
+
+Nothing here touches the host: callers pass the routes and subnets already in use (read under
+the locks that make the choice safe across processes) and store the result atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from pytest_isobox.engine import ConflictError, InvalidSpec
+
+# Where automatic subnets come from: far from Docker's pools and common home/office ranges.
+POOLS = (IPv4Network("10.213.0.0/16"), IPv4Network("10.214.0.0/16"))
+SUBNET_PREFIX = 24
+
+# Docker's default address pools (172.17-31.0.0/16, 192.168.0.0/16 split in /20s).
+DOCKER_POOLS = tuple(IPv4Network(f"172.{n}.0.0/16") for n in range(17, 32)) + (
+    IPv4Network("192.168.0.0/16"),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A prefix somebody uses, and a phrase naming who (`route 192.0.2.0/24 dev eth0`)."""
+
+    network: IPv4Network
+    owner: str
+
+
+def docker_pool_claims() -> list[Claim]:
+    return [Claim(pool, f"Docker's address pool {pool}") for pool in DOCKER_POOLS]
+
+
+def first_collision(subnet: IPv4Network, claims: Iterable[Claim]) -> Claim | None:
+    """The first claim that overlaps `subnet`, or None when it is free."""
+    for claim in claims:
+        if subnet.overlaps(claim.network):
+            return claim
+    return None
+
+
+def pick_subnet(claims: list[Claim]) -> IPv4Network:
+    """The first /24 of our pools that overlaps no claim."""
+    for pool in POOLS:
+        for subnet in pool.subnets(new_prefix=SUBNET_PREFIX):
+            if first_collision(subnet, claims) is None:
+                return subnet
+    raise ConflictError(f"no free /{SUBNET_PREFIX} subnet left in {', '.join(map(str, POOLS))}")
+
+
+def parse_subnet(text: str, claims: list[Claim]) -> IPv4Network:
+    """A user's subnet, checked: an IPv4 prefix with room for a gateway and a container."""
+    try:
+        subnet = IPv4Network(text, strict=False)
+    except ValueError:
+        raise InvalidSpec(f"invalid subnet {text!r}: expected an IPv4 prefix like 10.0.5.0/24") from None
+    if subnet.prefixlen > 29:
+        raise InvalidSpec(f"invalid subnet {text!r}: /{subnet.prefixlen} is too small (at most /29)")
+    collision = first_collision(subnet, claims)
+    if collision is not None:
+        raise InvalidSpec(f"subnet {subnet} collides with {collision.owner}")
+    return subnet
+
+
+def gateway_of(subnet: IPv4Network) -> IPv4Address:
+    """The bridge's own address: the subnet's first host."""
+    return subnet.network_address + 1
+
+
+def allocate_address(subnet: IPv4Network, used: Iterable[str], network: str) -> IPv4Address:
+    """The lowest host address that is neither the gateway nor in `used`."""
+    taken = {IPv4Address(ip) for ip in used} | {gateway_of(subnet)}
+    for host in subnet.hosts():
+        if host not in taken:
+            return host
+    raise ConflictError(f"network {network!r} has no free address left in {subnet}")
+
+
+def mac_for(ip: IPv4Address) -> str:
+    """Docker's scheme: 02:42 and the four address bytes, so a MAC never changes for an IP."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)

@@ -1,0 +1,410 @@
+"""Networks of the native engine: bridges, container attachments, published ports, names.
+
+`NetworkManager` is what the runtime calls. Guarantees:
+- safe across processes sharing one home (a filelock around each state change; state files
+  replaced atomically) and across homes on one host (subnets chosen under a host-wide lock);
+- an attachment either completes or is undone; what a crash leaves, `sweep` removes, because
+  the endpoint record is written before any veth, rule or port exists;
+- every rule carries its owner's tag and goes with its owner (network or container).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, ip_address
+from pathlib import Path
+from typing import Any
+
+from pytest_isobox.engine import (
+    ConflictError,
+    ContainerSpec,
+    InvalidSpec,
+    NetworkAttachment,
+    NetworkInfo,
+    NetworkNotFound,
+    PortSpec,
+)
+from pytest_isobox.native.network import firewall, hosts, ipam
+from pytest_isobox.native.network.links import (
+    Interface,
+    Links,
+    bridge_name,
+    configure_container,
+    loopback_up,
+    read_sysctl,
+    veth_name,
+    write_sysctl,
+)
+from pytest_isobox.native.network.ports import Reservation, reserve
+from pytest_isobox.native.network.store import HostRegistry, NetworkStore, Record
+
+DEFAULT_NETWORK = "bridge"
+SPECIAL_MODES = ("none", "host")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass
+class Attachment:
+    """What a container got: per network its address, gateway, MAC and prefix length, and per
+    published port (`8080/tcp`) the host addresses it answers on."""
+
+    ips: dict[str, str]
+    ports: dict[str, list[tuple[str, int]]]
+    gateway: dict[str, str] = field(default_factory=dict)
+    macs: dict[str, str] = field(default_factory=dict)
+    prefixlen: dict[str, int] = field(default_factory=dict)
+
+
+def requested_networks(spec: ContainerSpec) -> list[NetworkAttachment]:
+    """The networks a spec asks for, in order; empty for `none` and `host`."""
+    wanted = list(spec.networks)
+    if not wanted:
+        mode = spec.network_mode or DEFAULT_NETWORK
+        if mode in SPECIAL_MODES:
+            return []
+        wanted = [NetworkAttachment("bridge" if mode == "default" else mode)]
+    seen: set[str] = set()
+    for item in wanted:
+        if item.network in SPECIAL_MODES:
+            raise InvalidSpec(f"network {item.network!r} cannot be combined with other networks")
+        if item.network in seen:
+            raise InvalidSpec(f"network {item.network!r} is listed twice")
+        if item.network == DEFAULT_NETWORK and item.aliases:
+            raise InvalidSpec("network aliases need a user-defined network, not 'bridge'")
+        seen.add(item.network)
+    return wanted
+
+
+def _info(record: Record) -> NetworkInfo:
+    return NetworkInfo(
+        name=record["name"], id=record["id"], driver="bridge", subnet=record["subnet"],
+        gateway=record["gateway"],
+        containers={cid: m["ip"] for cid, m in record["members"].items()},
+        labels=dict(record.get("labels", {})),
+    )
+
+
+def _check_ports(ports: list[PortSpec]) -> None:
+    for port in ports:
+        if port.host_ip and ip_address(port.host_ip).version != 4:
+            raise InvalidSpec(f"cannot publish {port.key} on {port.host_ip}: only IPv4 host addresses")
+
+
+class NetworkManager:
+    """Networks and attachments of one isobox home. Root-only (netlink, iptables)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.store = NetworkStore(self.home)
+        self._links = Links()
+        self._registry: HostRegistry | None = None
+        self._reservations: dict[str, Reservation] = {}
+        self._mutex = threading.RLock()
+
+    @property
+    def registry(self) -> HostRegistry:
+        if self._registry is None:
+            self._registry = HostRegistry()
+        return self._registry
+
+    def close(self) -> None:
+        """Close the netlink socket. Published ports stay reserved until their detach."""
+        self._links.close()
+
+    # ------------------------------------------------------------------ networks
+
+    def create(self, name: str, *, subnet: str | None = None,
+               labels: dict[str, str] | None = None) -> NetworkInfo:
+        """A new network: its bridge, its subnet (ours unless given), its rules."""
+        if not _NAME.fullmatch(name) or name in SPECIAL_MODES:
+            raise InvalidSpec(f"invalid network name {name!r}: use letters, digits, '_', '.', '-'")
+        with self.registry.lock, self.store.lock:
+            if self.store.network(name) is not None:
+                raise ConflictError(f"network {name!r} already exists")
+            claims = self._links.claims() + ipam.docker_pool_claims() + [
+                ipam.Claim(IPv4Network(e["subnet"]), f"isobox network {e['name']} ({e['bridge']})")
+                for e in self.registry.entries()
+            ]
+            net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
+            network_id = secrets.token_hex(32)
+            record: Record = {
+                "name": name, "id": network_id, "bridge": bridge_name(network_id),
+                "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
+                "labels": dict(labels or {}), "created": time.time(), "members": {},
+                "host_sysctls": [],
+            }
+            self.registry.add(record["bridge"], self.home, name, network_id, str(net))
+            try:
+                self._links.create_bridge(record["bridge"], ipam.gateway_of(net), net.prefixlen)
+                firewall.apply(firewall.network_rules(
+                    record["bridge"], net, network_id, firewall.forward_chain()))
+                record["host_sysctls"] = self._enable_uplink_forwarding()
+                self.store.save_network(record)
+            except BaseException:
+                self._teardown_network(record["bridge"], network_id)
+                raise
+        return _info(record)
+
+    def remove(self, name: str) -> None:
+        """Remove a network nobody is attached to. The default network is not removable."""
+        if name == DEFAULT_NETWORK:
+            raise ConflictError("'bridge' is the default network and cannot be removed")
+        self._remove_network(self._resolve(name)["name"])
+
+    def inspect(self, name: str) -> NetworkInfo:
+        return _info(self._resolve(name))
+
+    def list(self) -> list[NetworkInfo]:
+        return [_info(r) for r in self.store.networks()]
+
+    def destroy_all_if_unused(self) -> None:
+        """Remove the default network when no container is attached (it comes back lazily)."""
+        try:
+            self._remove_network(DEFAULT_NETWORK)
+        except (NetworkNotFound, ConflictError):
+            pass
+
+    def _resolve(self, ref: str) -> Record:
+        record = self.store.network(ref) if _NAME.fullmatch(ref) else None
+        if record is None and len(ref) >= 6:
+            matches = [r for r in self.store.networks() if r["id"].startswith(ref)]
+            record = matches[0] if len(matches) == 1 else None
+        if record is None:
+            raise NetworkNotFound(f"network {ref!r} not found")
+        return record
+
+    def _remove_network(self, name: str) -> None:
+        with self.registry.lock, self.store.lock:
+            record = self.store.network(name)
+            if record is None:
+                raise NetworkNotFound(f"network {name!r} not found")
+            if record["members"]:
+                names = ", ".join(m["name"] for m in record["members"].values())
+                raise ConflictError(f"network {name!r} has containers attached: {names}")
+            self._teardown_network(record["bridge"], record["id"])
+            self.store.delete_network(name)
+
+    def _teardown_network(self, bridge: str, network_id: str) -> None:
+        firewall.remove_tagged({firewall.network_tag(network_id)})
+        self._links.delete(bridge)
+        self.registry.remove(bridge)
+
+    def _enable_uplink_forwarding(self) -> list[str]:
+        """Per-interface forwarding on default-route interfaces when the host-wide switch is
+        off (returning traffic of NATed connections arrives there). Returns the sysctls set."""
+        if read_sysctl("/proc/sys/net/ipv4/ip_forward") == "1":
+            return []
+        changed = []
+        for uplink in self._links.uplinks():
+            path = f"/proc/sys/net/ipv4/conf/{uplink}/forwarding"
+            if read_sysctl(path) != "1":
+                write_sysctl(path, "1")
+                changed.append(f"net.ipv4.conf.{uplink}.forwarding=1")
+        return changed
+
+    # ------------------------------------------------------------------ containers
+
+    def attach(self, container_id: str, name: str, hostname: str, netns_pid: int,
+               spec: ContainerSpec, hosts_file: Path) -> Attachment:
+        """Connect a container, waiting in its fresh net namespace, to the networks its spec
+        names; publish its ports; write its hosts file and its peers'. All or nothing."""
+        hosts_file = Path(hosts_file)
+        wanted = requested_networks(spec)
+        if not wanted:
+            if spec.network_mode == "host" and not spec.networks:
+                hosts.write_in_place(hosts_file, hosts.host_hosts_text())
+            else:
+                loopback_up(netns_pid)
+                hosts.write_in_place(hosts_file, hosts.render([("127.0.0.1", [hostname])]))
+            return Attachment(ips={}, ports={})
+        _check_ports(spec.ports)
+        endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file)
+        try:
+            self._wire(endpoint, netns_pid)
+            ports = self._publish(endpoint, spec.ports)
+            with self.store.lock:
+                self._refresh_hosts({n["network"] for n in endpoint["networks"]})
+        except BaseException:
+            self.detach(container_id)
+            raise
+        nets = endpoint["networks"]
+        return Attachment(
+            ips={n["network"]: n["ip"] for n in nets},
+            ports=ports,
+            gateway={n["network"]: n["gateway"] for n in nets},
+            macs={n["network"]: n["mac"] for n in nets},
+            prefixlen={n["network"]: n["prefixlen"] for n in nets},
+        )
+
+    def _claim_addresses(self, container_id: str, name: str, hostname: str,
+                         wanted: list[NetworkAttachment], hosts_file: Path) -> Record:
+        """Record the endpoint and take one address per network, in one locked step."""
+        while True:
+            with self.store.lock:
+                records = [self.store.network(w.network) for w in wanted]
+                missing = [w.network for w, r in zip(wanted, records) if r is None]
+                if not missing:
+                    return self._record_endpoint(container_id, name, hostname, wanted,
+                                                 records, hosts_file)  # type: ignore[arg-type]
+            named = [m for m in missing if m != DEFAULT_NETWORK]
+            if named:
+                raise NetworkNotFound(f"network {named[0]!r} not found")
+            try:
+                self.create(DEFAULT_NETWORK)
+            except ConflictError:
+                pass  # another process made it first
+
+    def _record_endpoint(self, container_id: str, name: str, hostname: str,
+                         wanted: list[NetworkAttachment], records: list[Record],
+                         hosts_file: Path) -> Record:
+        if self.store.endpoint(container_id) is not None:
+            raise ConflictError(f"container {container_id[:12]} is already attached")
+        endpoint: Record = {"id": container_id, "name": name, "hosts_file": str(hosts_file),
+                            "networks": [], "ports": {}}
+        for index, (want, record) in enumerate(zip(wanted, records)):
+            subnet = IPv4Network(record["subnet"])
+            used = [m["ip"] for m in record["members"].values()]
+            ip = ipam.allocate_address(subnet, used, record["name"])
+            endpoint["networks"].append({
+                "network": record["name"], "network_id": record["id"],
+                "bridge": record["bridge"], "veth": veth_name(container_id, index),
+                "ifname": f"eth{index}", "ip": str(ip), "prefixlen": subnet.prefixlen,
+                "gateway": record["gateway"], "mac": ipam.mac_for(ip),
+            })
+            record["members"][container_id] = {
+                "ip": str(ip), "name": name, "hostname": hostname,
+                "aliases": list(want.aliases), "hosts_file": str(hosts_file),
+            }
+        self.store.save_endpoint(endpoint)
+        for record in records:
+            self.store.save_network(record)
+        return endpoint
+
+    def _wire(self, endpoint: Record, pid: int) -> None:
+        interfaces = []
+        for net in endpoint["networks"]:
+            self._links.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            interfaces.append(Interface(net["ifname"], IPv4Address(net["ip"]), net["prefixlen"]))
+        configure_container(pid, interfaces, IPv4Address(endpoint["networks"][0]["gateway"]))
+
+    def _publish(self, endpoint: Record, ports: list[PortSpec]) -> dict[str, list[tuple[str, int]]]:
+        """Reserve host ports and DNAT them to the container's first address, in one step."""
+        if not ports:
+            return {}
+        cid, first = endpoint["id"], endpoint["networks"][0]
+        with self._mutex:
+            reservation = self._reservations.setdefault(cid, Reservation())
+        published: dict[str, list[tuple[str, int]]] = {}
+        chosen = []
+        for port in ports:
+            host_port = reserve(port, reservation)
+            published.setdefault(port.key, []).append((port.host_ip or "0.0.0.0", host_port))
+            chosen.append((port, host_port))
+        needs_chain = any(not IPv4Address(p.host_ip or "0.0.0.0").is_loopback for p in ports)
+        chain = firewall.forward_chain() if needs_chain else ""
+        with self.store.lock:
+            record = self.store.endpoint(cid) or endpoint
+            record["ports"] = {k: [list(v) for v in vs] for k, vs in published.items()}
+            self.store.save_endpoint(record)
+        firewall.apply(firewall.merge(*(
+            firewall.port_rules(p, hp, IPv4Address(first["ip"]), first["bridge"], cid, chain)
+            for p, hp in chosen
+        )))
+        return published
+
+    def detach(self, container_id: str) -> None:
+        """Undo an attachment: port rules, reserved ports, veths, addresses, hosts entries.
+        Idempotent; a container never attached is a no-op."""
+        with self.store.lock:
+            endpoint = self.store.endpoint(container_id)
+        if endpoint is None:
+            self._release_ports(container_id)
+            return
+        if endpoint["ports"]:
+            firewall.remove_tagged({firewall.container_tag(container_id)})
+        self._release_ports(container_id)
+        for net in endpoint["networks"]:
+            self._links.delete(net["veth"])
+        with self.store.lock:
+            self._forget({container_id})
+
+    def _release_ports(self, container_id: str) -> None:
+        with self._mutex:
+            reservation = self._reservations.pop(container_id, None)
+        if reservation is not None:
+            reservation.release()
+
+    def _forget(self, container_ids: set[str]) -> list[str]:
+        """Drop the containers' addresses and endpoint records, then rewrite the hosts files of
+        whoever shared a network with them. Caller holds the store lock."""
+        touched, freed = set(), []
+        for record in self.store.networks():
+            gone = container_ids & record["members"].keys()
+            if gone:
+                for cid in gone:
+                    freed.append(f"{record['members'][cid]['ip']} on {record['name']}")
+                    del record["members"][cid]
+                self.store.save_network(record)
+                touched.add(record["name"])
+        for cid in container_ids:
+            self.store.delete_endpoint(cid)
+        self._refresh_hosts(touched)
+        return freed
+
+    def _refresh_hosts(self, network_names: set[str]) -> None:
+        """Rewrite the hosts file of every member of these networks. Caller holds the lock."""
+        records = self.store.networks()
+        memberships: dict[str, list[tuple[Record, dict[str, Any]]]] = {}
+        for record in records:
+            for cid, member in record["members"].items():
+                memberships.setdefault(cid, []).append((record, member))
+        for cid, joined in memberships.items():
+            if not network_names & {r["name"] for r, _ in joined}:
+                continue
+            entries = []
+            for record, member in joined:
+                entries.append((member["ip"], [member["hostname"], member["name"],
+                                               *member["aliases"], cid[:12]]))
+            for record, _ in joined:
+                if record["name"] == DEFAULT_NETWORK:
+                    continue  # as in Docker, the default network resolves no names
+                for peer_id, peer in record["members"].items():
+                    if peer_id != cid:
+                        entries.append((peer["ip"], [peer["name"], *peer["aliases"],
+                                                     peer_id[:12]]))
+            hosts_file = Path(joined[0][1]["hosts_file"])
+            if hosts_file.parent.is_dir():
+                hosts.write_in_place(hosts_file, hosts.render(entries))
+
+    # ------------------------------------------------------------------ leftovers
+
+    def sweep(self, live_container_ids: set[str]) -> list[str]:
+        """Remove every attachment of a container not in the set (veths, rules, addresses,
+        hosts entries), and bridges whose home is gone. Returns one line per thing cleaned."""
+        cleaned: list[str] = []
+        with self.store.lock:
+            dead = [e for e in self.store.endpoints() if e["id"] not in live_container_ids]
+            stray = {cid for r in self.store.networks() for cid in r["members"]
+                     if cid not in live_container_ids}
+        dead_ids = {e["id"] for e in dead} | stray
+        if dead_ids:
+            rules = firewall.remove_tagged({firewall.container_tag(c) for c in dead_ids})
+            if rules:
+                cleaned.append(f"{rules} iptables rules of dead containers")
+            for endpoint in dead:
+                self._release_ports(endpoint["id"])
+                for net in endpoint["networks"]:
+                    if self._links.delete(net["veth"]):
+                        cleaned.append(f"veth {net['veth']} of container {endpoint['id'][:12]}")
+            with self.store.lock:
+                cleaned += [f"address {a}" for a in self._forget(dead_ids)]
+        with self.registry.lock:
+            for entry in self.registry.orphans():
+                self._teardown_network(entry["bridge"], entry["id"])
+                cleaned.append(f"bridge {entry['bridge']} of network {entry['name']} "
+                               f"(its home {entry['home']} no longer has it)")
+        return cleaned
