@@ -68,13 +68,15 @@ def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _IMAGE_ID = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+_STDERR_COLOUR = re.compile(r"\x1b\[(?:91|0)m")  # the daemon paints RUN's stderr red
 
 
 class BuildProgress:
     """Reads the daemon's build messages in order; `on_step` hears of each finished step."""
 
-    def __init__(self, on_step: Callable[[BuildStep], None] | None,
+    def __init__(self, dockerfile: str, on_step: Callable[[BuildStep], None] | None,
                  resolve_id: Callable[[str], str]) -> None:
+        self._dockerfile = dockerfile
         self._on_step = on_step
         self._resolve_id = resolve_id
         self._partial = ""
@@ -97,7 +99,7 @@ class BuildProgress:
             self._partial += message["stream"]
             *lines, self._partial = self._partial.split("\n")
             for line in lines:
-                self._line(line.rstrip("\r"))
+                self._line(_STDERR_COLOUR.sub("", line).rstrip("\r"))
 
     def _line(self, line: str) -> None:
         step = _STEP.match(line)
@@ -136,9 +138,9 @@ class BuildProgress:
             self._partial = ""
         if self.error is None and self.image_id:
             return self.image_id
-        where = ""
+        where = f"{self._dockerfile}: "
         if self._step is not None:
-            where = f"step {self._step[0]}/{self._step[1]} ({self._step[2]}) failed: "
+            where += f"step {self._step[0]}/{self._step[1]} ({self._step[2]}) failed: "
         tail = "\n".join(self.last_lines)
         message = f"{where}{self.error or 'the daemon reported no image id'}"
         raise BuildError(message + (f"\nlast output:\n{tail}" if tail else ""))

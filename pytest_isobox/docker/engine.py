@@ -9,6 +9,7 @@ objects without our labels are never touched. A failed create or run leaves no c
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ import tarfile
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -126,7 +128,7 @@ class DockerEngine:
             "rm": True, "forcerm": True,
         }
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
-        progress = BuildProgress(on_step, self._full_image_id)
+        progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id)
         with body, self.client.stream("POST", "/build", query, body, headers=headers,
                                       kind="build") as resp:
             for message in iter_json_stream(resp):
@@ -217,6 +219,53 @@ class DockerEngine:
                                                 "comment": created_by or None},
                                     config or {}, kind="container")
         return doc["Id"]  # type: ignore[index]
+
+    def derive_image(
+        self, base: str | None, *, config: dict, created_by: str, author: str | None = None,
+    ) -> str:
+        """A new image: base's layers (none for scratch) under a new runtime config.
+
+        With a base, a never-started container whose config already is `config` is committed
+        (Docker records an empty layer); from scratch, a layerless image archive is loaded.
+        Docker writes the container's command as the history's created_by, so `created_by`
+        goes into the history's comment.
+        """
+        if base is None:
+            return self._load_layerless(config, created_by, author)
+        body = {**config, "Image": base, "Labels": {**(config.get("Labels") or {})}}
+        doc = self.client.post_json("/containers/create", body=body, kind="container")
+        container_id = doc["Id"]  # type: ignore[index]
+        try:
+            base_author = self.client.get_json(f"/images/{base}/json", kind="image").get("Author")  # type: ignore[union-attr]
+            commit = self.client.post_json("/commit", {
+                "container": container_id, "comment": created_by,
+                "author": base_author if author is None else author,
+            }, config, kind="container")
+        finally:
+            self._forget("container", f"/containers/{container_id}", {"force": True})
+        return commit["Id"]  # type: ignore[index]
+
+    def _load_layerless(self, config: dict, created_by: str, author: str | None) -> str:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        document = json.dumps({
+            "architecture": "amd64", "os": "linux", "author": author or "", "created": now,
+            "config": config, "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{"created": now, "created_by": created_by, "empty_layer": True}],
+        }).encode()
+        config_name = hashlib.sha256(document).hexdigest() + ".json"
+        manifest = json.dumps([{"Config": config_name, "RepoTags": None, "Layers": []}]).encode()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for name, data in ((config_name, document), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        doc = self.client.request("POST", "/images/load", {"quiet": True}, archive.getvalue(),
+                                  headers={"Content-Type": "application/x-tar"}, kind="image")
+        for message in iter_json_stream(io.BytesIO(doc)):
+            if "error" in message:
+                raise IsoboxError(f"creating a scratch image failed: {message['error']}")
+        return "sha256:" + config_name.removesuffix(".json")
 
     def prune(self) -> int:
         """Remove images no tag or container needs; returns the bytes reclaimed."""
@@ -526,6 +575,12 @@ def cmd_text(exec_doc: dict) -> str:
     return " ".join([config.get("entrypoint", ""), *(config.get("arguments") or [])]).strip()
 
 
+_OCI_RUNTIME_CONFIG = frozenset({
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "Shell",
+})
+
+
 def _image_info(doc: dict) -> ImageInfo:
     """Docker's image inspect as our ImageInfo; `config` is shaped as an OCI image config."""
     rootfs = doc.get("RootFS") or {}
@@ -534,7 +589,8 @@ def _image_info(doc: dict) -> ImageInfo:
         "os": doc.get("Os", ""),
         "created": doc.get("Created"),
         "author": doc.get("Author", ""),
-        "config": doc.get("Config") or {},
+        "config": {k: v for k, v in (doc.get("Config") or {}).items()
+                   if k in _OCI_RUNTIME_CONFIG and v not in (None, "")},
         "rootfs": {"type": "layers", "diff_ids": list(rootfs.get("Layers") or [])},
     }
     return ImageInfo(id=doc["Id"], tags=list(doc.get("RepoTags") or []), config=config,
