@@ -125,10 +125,10 @@ class NetworkManager:
         with self.registry.lock, self.store.lock:
             if self.store.network(name) is not None:
                 raise ConflictError(f"network {name!r} already exists")
-            claims = self._links.claims() + ipam.docker_pool_claims() + [
+            claims = [
                 ipam.Claim(IPv4Network(e["subnet"]), f"isobox network {e['name']} ({e['bridge']})")
                 for e in self.registry.entries()
-            ]
+            ] + self._links.claims() + ipam.docker_pool_claims()
             net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
             network_id = secrets.token_hex(32)
             record: Record = {
