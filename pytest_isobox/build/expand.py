@@ -37,15 +37,15 @@ __all__ = [
 #: Instructions whose arguments (and the values of the flags listed) are expanded with the build's
 #: ARG and ENV values, per the Dockerfile reference and BuildKit: key and value of ENV, LABEL and
 #: ARG; every source and the destination of ADD/COPY (JSON form too) and their `--chown`, `--chmod`
-#: (`--from` of COPY, `--checksum` of ADD); the image and `--platform` of FROM (with the meta ARGs
-#: only); EXPOSE ports (split into words, see `WORD_SPLITTING_INSTRUCTIONS`); the value of
+#: (and `--checksum` of ADD; COPY's `--from` is never expanded: BuildKit rejects a variable
+#: there); the image and `--platform` of FROM (with the meta ARGs only); EXPOSE ports (split into words, see `WORD_SPLITTING_INSTRUCTIONS`); the value of
 #: STOPSIGNAL, USER, WORKDIR; each VOLUME path; and RUN's `--mount`/`--network` flag values.
 #: CMD, ENTRYPOINT, HEALTHCHECK, SHELL, MAINTAINER, ONBUILD and RUN's command are never expanded
 #: by the builder (the container's shell does it); an ONBUILD trigger expands when it runs.
 EXPANDING_INSTRUCTIONS: Mapping[str, tuple[str, ...]] = {
     "add": ("chown", "chmod", "checksum"),
     "arg": (),
-    "copy": ("from", "chown", "chmod"),
+    "copy": ("chown", "chmod"),
     "env": (),
     "expose": (),
     "from": ("platform",),
