@@ -1,0 +1,73 @@
+"""The build cache: one key per instruction, mapped to the image that instruction produced.
+
+Guarantees: entries appear atomically (temp file + rename) and are shared by every process
+using the same cache dir; `lock(key)` serialises the builders of one step so that the same
+image built by several processes at once is built once; a hit is only a hint until the caller
+has checked that the image still exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from pytest_isobox.build.context import StatCache
+
+KEY_VERSION = "isobox-build-v1"
+
+
+def step_key(parent: str, instruction: str, args: dict[str, str] | None = None,
+             content: str = "") -> str:
+    """sha256 of the parent's key (or base image id), the expanded instruction, the build args
+    it uses (names and values) and, for COPY/ADD, the checksum of what it copies."""
+    h = hashlib.sha256(KEY_VERSION.encode())
+    for part in (parent, instruction, content):
+        h.update(b"\0" + part.encode())
+    for name, value in sorted((args or {}).items()):
+        h.update(f"\0{name}={value}".encode())
+    return h.hexdigest()
+
+
+class BuildCache:
+    """key -> image id, under `cache_dir` (normally `$ISOBOX_HOME/buildcache`)."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.dir = Path(cache_dir)
+        self._keys = self.dir / "keys"
+        self._locks = self.dir / "locks"
+
+    def get(self, key: str) -> str | None:
+        """The image id recorded for key, or None."""
+        try:
+            return (self._keys / key[:2] / key).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, image_id: str) -> None:
+        """Record key -> image id atomically (a reader sees the old entry or the new one)."""
+        folder = self._keys / key[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(image_id)
+        os.replace(tmp, folder / key)
+
+    def forget(self, key: str) -> None:
+        """Drop an entry whose image is gone."""
+        try:
+            (self._keys / key[:2] / key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def lock(self, key: str) -> FileLock:
+        """An inter-process lock for producing the image of one key."""
+        self._locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self._locks / f"{key[:32]}.lock"))
+
+    def stat_cache(self, context_dir: str | Path) -> StatCache:
+        """The stat cache of one context directory."""
+        return StatCache.for_context(self.dir, context_dir)

@@ -1,0 +1,186 @@
+""".dockerignore patterns with Docker's rules (moby/patternmatcher), and the context walk.
+
+Rules, as Docker applies them: `#` lines are comments; each pattern is trimmed, cleaned like a
+path and loses a leading `/`; `*` and `?` never cross `/`, `**` crosses any number of
+directories; a pattern that matches a directory excludes everything below it; `!` re-includes,
+and the last matching pattern wins. Pure logic: no I/O except reading the file and walking.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_isobox.engine import BuildError
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One cleaned pattern; `exclusion` is a `!` pattern (re-includes what it matches)."""
+
+    text: str
+    exclusion: bool
+    regex: re.Pattern[str]
+
+    def match(self, path: str) -> bool:
+        return self.regex.match(path) is not None
+
+
+def clean_pattern(raw: str) -> str | None:
+    """A line of a .dockerignore as Docker reads it: None for comments and blank lines."""
+    if raw.startswith("#"):
+        return None
+    text = raw.strip()
+    if not text:
+        return None
+    invert = text.startswith("!")
+    if invert:
+        text = text[1:].strip()
+    if text:
+        text = posixpath.normpath(text)
+        if len(text) > 1 and text.startswith("/"):
+            text = text.lstrip("/") or "/"
+    return "!" + text if invert else text
+
+
+def compile_pattern(text: str) -> Pattern:
+    """Turn a cleaned pattern into a matcher; BuildError names a malformed one."""
+    exclusion = text.startswith("!")
+    body = text[1:] if exclusion else text
+    if not body:
+        raise BuildError(f'.dockerignore: illegal exclusion pattern: "{text}"')
+    regex = "^"
+    in_class = False
+    i, n = 0, len(body)
+    while i < n:
+        ch = body[i]
+        if in_class:
+            in_class = ch != "]"
+            regex += "\\\\" if ch == "\\" else ch
+        elif ch == "*":
+            if i + 1 < n and body[i + 1] == "*":
+                i += 1
+                if i + 1 < n and body[i + 1] == "/":
+                    i += 1
+                regex += ".*" if i + 1 >= n else "(.*/)?"
+            else:
+                regex += "[^/]*"
+        elif ch == "?":
+            regex += "[^/]"
+        elif ch == "\\":
+            if i + 1 < n:
+                i += 1
+                regex += re.escape(body[i])
+            else:
+                regex += "\\\\"
+        elif ch == "[":
+            in_class = True
+            regex += ch
+        else:
+            regex += re.escape(ch)
+        i += 1
+    try:
+        return Pattern(text, exclusion, re.compile(regex + "$", re.DOTALL))
+    except re.error as exc:
+        raise BuildError(f".dockerignore: bad pattern {text!r}: {exc}") from None
+
+
+class DockerIgnore:
+    """An ordered list of patterns; `matches(relpath)` says whether a context path is excluded."""
+
+    def __init__(self, patterns: list[str] | tuple[str, ...] = ()) -> None:
+        cleaned = [p for p in (clean_pattern(raw) for raw in patterns) if p]
+        self.patterns = [compile_pattern(p) for p in cleaned]
+        self.has_exclusions = any(p.exclusion for p in self.patterns)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> DockerIgnore:
+        """Read a .dockerignore file (a missing file means no patterns)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            return cls()
+        return cls(text.splitlines())
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matches(self, relpath: str) -> bool:
+        """True if the context-relative path (or one of its parent directories) is excluded."""
+        path = posixpath.normpath(relpath.replace(os.sep, "/")).lstrip("/")
+        parent = posixpath.dirname(path)
+        parents = parent.split("/") if parent else []
+        matched = False
+        for pattern in self.patterns:
+            if pattern.exclusion != matched:
+                continue
+            hit = pattern.match(path)
+            if not hit:
+                for i in range(len(parents)):
+                    if pattern.match("/".join(parents[: i + 1])):
+                        hit = True
+                        break
+            if hit:
+                matched = not pattern.exclusion
+        return matched
+
+    def may_include_below(self, reldir: str) -> bool:
+        """Whether an exclusion pattern could re-include something under an excluded directory."""
+        if not self.has_exclusions:
+            return False
+        prefix = reldir.rstrip("/") + "/"
+        for pattern in self.patterns:
+            if not pattern.exclusion:
+                continue
+            body = pattern.text[1:]
+            literal = re.split(r"[*?\[\\]", body, maxsplit=1)[0]
+            if literal.startswith(prefix) or prefix.startswith(literal) or not literal:
+                return True
+        return False
+
+
+def ignore_file_for(context_dir: str | Path, dockerfile: str | Path | None) -> Path:
+    """The ignore file Docker uses: `<Dockerfile>.dockerignore` beside it if present, else the
+    context's `.dockerignore`."""
+    if dockerfile is not None:
+        specific = Path(str(dockerfile) + ".dockerignore")
+        if specific.is_file():
+            return specific
+    return Path(context_dir) / ".dockerignore"
+
+
+def context_files(
+    context_dir: str | Path, patterns: DockerIgnore | list[str], *, under: str = "",
+) -> list[str]:
+    """Every entry of the context that is not excluded, as sorted `/`-separated relative paths.
+
+    Directories are listed (before their contents) when they are included or hold an included
+    entry; symlinks are listed, never followed. `under` limits the walk to one directory of the
+    context (its entries are still named relative to the context).
+    """
+    ignore = patterns if isinstance(patterns, DockerIgnore) else DockerIgnore(patterns)
+    out: list[str] = []
+    _walk(os.fspath(context_dir), under.strip("/"), ignore, out)
+    return out
+
+
+def _walk(root: str, rel: str, ignore: DockerIgnore, out: list[str]) -> None:
+    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        path = f"{rel}/{entry.name}" if rel else entry.name
+        is_dir = entry.is_dir(follow_symlinks=False)
+        excluded = bool(ignore) and ignore.matches(path)
+        if not excluded:
+            out.append(path)
+            if is_dir:
+                _walk(root, path, ignore, out)
+        elif is_dir and ignore.may_include_below(path):
+            mark = len(out)
+            _walk(root, path, ignore, out)
+            if len(out) > mark:
+                out.insert(mark, path)
+
