@@ -34,6 +34,7 @@ from pytest_isobox.docker.ownership import (
 )
 from pytest_isobox.docker.streams import demultiplex, read_output
 from pytest_isobox.engine import (
+    BuildError,
     BuildStep,
     ContainerError,
     ContainerNotFound,
@@ -129,10 +130,13 @@ class DockerEngine:
         }
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id)
-        with body, self.client.stream("POST", "/build", query, body, headers=headers,
-                                      kind="build") as resp:
-            for message in iter_json_stream(resp):
-                progress.feed(message)
+        try:
+            with body, self.client.stream("POST", "/build", query, body, headers=headers,
+                                          kind="build") as resp:
+                for message in iter_json_stream(resp):
+                    progress.feed(message)
+        except BuildError as exc:  # refused before any step: a Dockerfile or option error
+            raise BuildError(f"{dockerfile or 'Dockerfile'}: {exc}") from None
         return progress.result()
 
     def _full_image_id(self, short_id: str) -> str:
