@@ -444,3 +444,22 @@ def test_v1_freezer_stops_the_tasks(new_cgroup, spawn):
              "the frozen child to sleep")
     assert cgroup.stats().cpu_time_ns - frozen_at < 20_000_000
     cgroup.v1.thaw()
+
+
+def test_concurrent_creates_and_destroys_under_one_parent_never_fail(spawn, prefix):
+    """Each destroy removes the shared parent when it is empty, while other processes are
+    creating beside it: creates must retry, never fail or leave a half-made cgroup."""
+
+    def churn(worker: int) -> int:
+        for round_ in range(25):
+            cgroup = open_cgroup(f"{prefix}/w{worker}-{round_}")
+            cgroup.create(Limits(memory=64 * MiB, pids=10))
+            cgroup.destroy()
+        return 0
+
+    workers = [spawn(lambda w=w: churn(w)) for w in range(4)]
+    for worker in workers:
+        worker.release()
+    statuses = [worker.wait(timeout=60) for worker in workers]
+    assert [os.waitstatus_to_exitcode(s) for s in statuses] == [0, 0, 0, 0]
+    assert list_cgroups(prefix) == []

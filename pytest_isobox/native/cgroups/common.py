@@ -110,23 +110,36 @@ class Controller:
 
 # --------------------------------------------------------------------------- file access
 
+VANISHED = (errno.ENOENT, errno.ENODEV)  # the cgroup directory is gone or being removed
+
+
+def vanished(exc: OSError) -> bool:
+    """Whether an error means the cgroup directory itself went away (a concurrent rmdir)."""
+    return exc.errno in VANISHED
+
+
 def write_value(path: Path, value: str | int) -> None:
     """Write one value to a cgroup file in one write(2), as the kernel expects.
 
-    A missing file means the kernel lacks that feature: EngineUnavailable names it.
-    A refused value raises ContainerError naming the file and the value.
+    A missing file in an existing cgroup means the kernel lacks that feature: EngineUnavailable
+    names it. A vanished cgroup directory raises the OSError itself (see `vanished`). A refused
+    value raises ContainerError naming the file and the value.
     """
     data = str(value).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise EngineUnavailable(f"cgroup file {path} does not exist: this kernel lacks it") \
-            from None
     except OSError as exc:
+        if vanished(exc) and not path.parent.is_dir():
+            raise
+        if exc.errno == errno.ENOENT:
+            raise EngineUnavailable(f"cgroup file {path} does not exist: this kernel lacks it") \
+                from None
         raise ContainerError(f"cannot open cgroup file {path}: {exc.strerror}") from None
     try:
         os.write(fd, data)
     except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise
         raise ContainerError(f"cannot write {str(value)!r} to {path}: {exc.strerror}") from None
     finally:
         os.close(fd)

@@ -12,7 +12,7 @@ import signal
 import time
 
 from pytest_isobox.engine import ContainerError, EngineUnavailable
-from pytest_isobox.native.cgroups.common import CgroupStats, Limits
+from pytest_isobox.native.cgroups.common import CgroupStats, Limits, vanished
 from pytest_isobox.native.cgroups.hierarchies import Layout
 from pytest_isobox.native.cgroups.v1.manager import CONTROLLERS as V1_CONTROLLERS
 from pytest_isobox.native.cgroups.v1.manager import V1Cgroup
@@ -20,7 +20,7 @@ from pytest_isobox.native.cgroups.v2.manager import CONTROLLERS as V2_CONTROLLER
 from pytest_isobox.native.cgroups.v2.manager import V2Cgroup
 
 KILL_TIMEOUT = 10.0  # seconds for killed tasks to leave, and for their cgroup to be removable
-CREATE_ATTEMPTS = 3  # a concurrent destroy may remove an empty shared parent mid-create
+CREATE_ATTEMPTS = 20  # a concurrent destroy may remove an empty shared parent mid-create
 
 
 def check_limits(limits: Limits, layout: Layout) -> None:
@@ -62,8 +62,8 @@ class HybridCgroup:
                     try:
                         part.create(limits)
                         break
-                    except FileNotFoundError:
-                        if attempt == CREATE_ATTEMPTS - 1:
+                    except OSError as exc:
+                        if not vanished(exc) or attempt == CREATE_ATTEMPTS - 1:
                             raise
         except BaseException:
             self.destroy()
