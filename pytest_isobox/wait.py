@@ -32,7 +32,7 @@ MAX_POLL = 0.25
 BACKOFF = 1.5
 LOG_LINES = 20
 _PROBE_TIMEOUT = 2.0
-_CLOSED_AT_ONCE = 0.02  # a relay with nothing behind it closes a new connection this fast
+_CLOSED_AT_ONCE = 0.02  # a relay with no server behind it closes a connection about this fast
 
 
 class ReadinessError(IsoboxError):
@@ -59,6 +59,7 @@ class WaitTarget(Protocol):
     def poll_state(self) -> ContainerState: ...
     def published_ports(self) -> list[str]: ...
     def probe_addr(self, port: int | str) -> tuple[str, int]: ...
+    def direct_addr(self, port: int | str) -> tuple[str, int] | None: ...
     def logs(self, *, tail: int | None = None) -> str: ...
     def exec(self, cmd: str | Sequence[str]) -> tuple[int, str]: ...
     def image_config(self) -> dict: ...
@@ -80,7 +81,7 @@ class Tcp:
         return f"a TCP connection to {_key(self.port)} at {host}:{port}"
 
     def check(self, target: WaitTarget) -> None:
-        probe_tcp(*target.probe_addr(self.port))
+        probe_port(target, self.port)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Ports:
         for key in target.published_ports():
             if key.endswith("/tcp"):
                 try:
-                    probe_tcp(*target.probe_addr(key))
+                    probe_port(target, key)
                 except NotReady as exc:
                     raise NotReady(f"port {key}: {exc}") from None
 
@@ -266,6 +267,15 @@ def wait_until_ready(target: WaitTarget, strategy: Strategy, timeout: float) -> 
                 f"{_describe(strategy, target)}; last attempt: {last_error}{_tail(target)}")
         time.sleep(delay)
         delay = min(delay * BACKOFF, MAX_POLL)
+
+
+def probe_port(target: WaitTarget, port: int | str) -> None:
+    """The server itself listens (at the container's own address, when the host reaches it)
+    and the published address accepts: a port relay accepts even with no server behind it."""
+    direct = target.direct_addr(port)
+    if direct is not None:
+        probe_tcp(*direct)
+    probe_tcp(*target.probe_addr(port))
 
 
 def probe_tcp(host: str, port: int) -> None:

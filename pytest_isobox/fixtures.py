@@ -1,0 +1,259 @@
+"""The fixture factories `image()`, `container()`, `network()`, `volume()` for conftest.py.
+
+Each call returns a real pytest fixture, named by the variable it is assigned to:
+
+    app_net = network()
+    web_image = image(path="fixtures/web")
+    web = container(image="{web_image}", network="{app_net}", ports=["8000/tcp"])
+
+`"{fixture}"` references in the arguments become the fixture's own arguments, so pytest knows
+every dependency at collection time (and orders setup and teardown by it). Relative paths are
+taken from the directory of the module that calls the factory. Nothing here touches an
+engine before a test needs the fixture; without one, the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import tempfile
+from collections.abc import Callable, Generator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_isobox import wait
+from pytest_isobox.engine import (
+    ConflictError,
+    Engine,
+    InvalidSpec,
+    MountSpec,
+    NetworkNotFound,
+    VolumeNotFound,
+)
+from pytest_isobox.handles import Container, Image, Network, Volume
+from pytest_isobox.rootfs import materialize
+from pytest_isobox.session import SESSION_KEY, IsoboxSession
+from pytest_isobox.sharing import SharedRegistry
+from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
+from pytest_isobox.templating import WORKER_ID, references, render
+
+SCOPES = ("function", "class", "module", "package", "session")
+Produce = Callable[[pytest.FixtureRequest, IsoboxSession, dict[str, Any]], Generator[Any]]
+
+
+def image(path: str | None = None, *, dockerfile: str | None = None,
+          buildargs: Mapping[str, str] | None = None, target: str | None = None,
+          tag: str | None = None, rootfs: str | None = None) -> Any:
+    """A session fixture giving an `Image` built from a Dockerfile context, or imported.
+
+    `path` is the build context (`dockerfile` relative to it, Docker's default `Dockerfile`);
+    builds are cached across runs by the engine's build cache. `rootfs` instead imports a
+    root filesystem: a directory, a tar, or an executable recipe run as `recipe DIR`; the
+    same content is imported once and keeps its image id.
+    """
+    if (path is None) == (rootfs is None):
+        raise InvalidSpec("image(): give either path= (a build context) or rootfs=")
+    base = _caller_dir()
+    args = {"path": path, "dockerfile": dockerfile, "buildargs": dict(buildargs or {}),
+            "target": target, "tag": tag, "rootfs": rootfs}
+
+    def produce(request: pytest.FixtureRequest, session: IsoboxSession,
+                values: dict[str, Any]) -> Generator[Image]:
+        a = render(args, values)
+        if a["rootfs"] is not None:
+            with tempfile.TemporaryDirectory(prefix="isobox-rootfs-") as workdir:
+                source = materialize(base / a["rootfs"], Path(workdir))
+                yield session.import_rootfs(source, tag=a["tag"], label=a["rootfs"])
+            return
+        yield session.build_image(base / a["path"], dockerfile=a["dockerfile"],
+                                  buildargs=a["buildargs"], target=a["target"], tag=a["tag"],
+                                  source=a["path"])
+
+    return _make_fixture("image", "session", references(args), produce)
+
+
+def container(image: str | Image, *, command: str | Sequence[str] | None = None,
+              entrypoint: str | Sequence[str] | None = None,
+              environment: Mapping[str, Any] | Sequence[str] | None = None,
+              working_dir: str | None = None, user: str | None = None,
+              hostname: str | None = None, ports: Sequence[str | int] = (),
+              network: str | None = None,
+              networks: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+              aliases: Sequence[str] = (),
+              mounts: Sequence[str | Mapping[str, Any] | MountSpec] = (),
+              mem_limit: int | str | None = None, cpus: float | str | None = None,
+              pids_limit: int | str | None = None, init: bool = False,
+              labels: Mapping[str, str] | None = None, stop_signal: str | None = None,
+              ready: wait.Strategy | None | bool = None, timeout: float | None = None,
+              name: str | None = None, scope: str = "session", shared: bool = False) -> Any:
+    """A fixture giving a started, ready `Container`, removed when its scope ends.
+
+    `ready` is a `wait` strategy (default: running, and every published port accepts
+    connections; False: do not wait); `timeout` overrides --isobox-timeout. On a named
+    network the container also answers to its fixture name. `shared=True` (session scope)
+    starts one container for all xdist workers of the run.
+    """
+    if scope not in SCOPES:
+        raise InvalidSpec(f"container(scope={scope!r}): expected one of {', '.join(SCOPES)}")
+    if shared and scope != "session":
+        raise InvalidSpec(f"container(shared=True) needs scope='session', not {scope!r}")
+    options = {"image": image, "command": command, "entrypoint": entrypoint,
+               "environment": environment, "working_dir": working_dir, "user": user,
+               "hostname": hostname, "ports": list(ports), "network": network,
+               "networks": networks, "aliases": list(aliases), "mounts": list(mounts),
+               "mem_limit": mem_limit, "cpus": cpus, "pids_limit": pids_limit, "init": init,
+               "labels": dict(labels or {}), "stop_signal": stop_signal}
+    ContainerOptions(**options)  # fail at declaration on an unknown shape, not at setup
+    base = _caller_dir()
+    deps = references(options) | references(name)
+
+    def produce(request: pytest.FixtureRequest, session: IsoboxSession,
+                values: dict[str, Any]) -> Generator[Container]:
+        opts = ContainerOptions(**render(options, values))
+        networks_of = {k: str(v) for k, v in values.items() if isinstance(v, Network)}
+        launch = {"fixture": request.fixturename, "ready": ready, "timeout": timeout,
+                  "base": base, "network_names": networks_of,
+                  "name": render(name, values) if name else None}
+        if shared and session.worker_count > 1:
+            yield from _shared_container(session, opts, launch)
+            return
+        handle = session.launch(opts, **launch)
+        try:
+            yield handle
+        finally:
+            session.dispose(handle)
+
+    return _make_fixture("container", scope, deps, produce)
+
+
+def network(*, name: str | None = None, subnet: str | None = None, scope: str = "session",
+            shared: bool = False) -> Any:
+    """A fixture giving a named `Network` (its own bridge and subnet), removed after use.
+
+    Containers on it reach each other by name and by fixture name. `shared=True` makes one
+    network for all xdist workers (needed by containers that are shared).
+    """
+    if scope not in SCOPES:
+        raise InvalidSpec(f"network(scope={scope!r}): expected one of {', '.join(SCOPES)}")
+
+    def produce(request: pytest.FixtureRequest, session: IsoboxSession,
+                values: dict[str, Any]) -> Generator[Network]:
+        engine = session.engine()
+        net_name = (render(name, values) if name
+                    else session.resource_name(request.fixturename, shared=shared))
+        if shared and session.worker_count > 1:
+            SharedRegistry.of(session).acquire(
+                f"network:{request.fixturename}",
+                lambda: _create_network(engine, net_name, subnet, request.fixturename).name)
+            info = engine.network_inspect(net_name)
+            yield Network(info.name, info.id, info.subnet, info.gateway)
+            return
+        handle = _create_network(engine, net_name, subnet, request.fixturename,
+                                 exist_ok=session.settings.reuse)
+        try:
+            yield handle
+        finally:
+            if not session.settings.reuse:
+                _remove(lambda: engine.network_remove(handle.name), NetworkNotFound,
+                        keeping=session.settings.keep != "never")
+
+    return _make_fixture("network", scope, references(name), produce)
+
+
+def volume(*, name: str | None = None, scope: str = "session") -> Any:
+    """A fixture giving a named `Volume`, removed after use (kept with --isobox-reuse)."""
+    if scope not in SCOPES:
+        raise InvalidSpec(f"volume(scope={scope!r}): expected one of {', '.join(SCOPES)}")
+
+    def produce(request: pytest.FixtureRequest, session: IsoboxSession,
+                values: dict[str, Any]) -> Generator[Volume]:
+        engine = session.engine()
+        vol_name = render(name, values) if name else session.resource_name(request.fixturename)
+        handle = Volume(engine.volume_create(vol_name) or vol_name)
+        try:
+            yield handle
+        finally:
+            if not session.settings.reuse:
+                _remove(lambda: engine.volume_remove(handle.name, force=True), VolumeNotFound,
+                        keeping=session.settings.keep != "never")
+
+    return _make_fixture("volume", scope, references(name), produce)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> Any:
+    """A pytest fixture whose arguments are `request`, the engine and every referenced fixture."""
+    argnames = ["request", "isobox_engine", *sorted(deps - {"request", "isobox_engine"})]
+
+    def isobox_fixture(**kwargs: Any) -> Generator[Any]:
+        request: pytest.FixtureRequest = kwargs.pop("request")
+        kwargs.pop("isobox_engine")
+        session = request.config.stash[SESSION_KEY]
+        kwargs[WORKER_ID] = session.worker_id
+        yield from produce(request, session, kwargs)
+
+    isobox_fixture.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in argnames])
+    isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{kind}"
+    return pytest.fixture(scope=scope)(isobox_fixture)  # type: ignore[call-overload]
+
+
+def _shared_container(session: IsoboxSession, opts: ContainerOptions,
+                      launch: dict[str, Any]) -> Generator[Container]:
+    fixture = launch["fixture"]
+    name = launch["name"] or session.resource_name(fixture, shared=True)
+    started: list[Container] = []
+
+    def start() -> str:
+        started.append(session.launch(opts, **{**launch, "name": name}, shared=True))
+        return started[0].id
+
+    container_id, _ = SharedRegistry.of(session).acquire(f"container:{fixture}", start)
+    if started:
+        handle = started[0]
+    else:
+        spec = opts.to_spec(name=name, fixture=fixture, worker=session.worker_id,
+                            base=launch["base"], persistent=True)
+        handle = session.attach(container_id, spec, fixture=fixture,
+                                network_names=launch["network_names"])
+    yield handle
+    session.record_stats(handle)
+
+
+def _create_network(engine: Engine, name: str, subnet: str | None, fixture: str, *,
+                    exist_ok: bool = False) -> Network:
+    if exist_ok:
+        try:
+            info = engine.network_inspect(name)
+            return Network(info.name, info.id, info.subnet, info.gateway)
+        except NetworkNotFound:
+            pass
+    info = engine.network_create(name, subnet=subnet, labels={FIXTURE_LABEL: fixture})
+    return Network(info.name, info.id, info.subnet, info.gateway)
+
+
+def _remove(action: Callable[[], None], missing: type[Exception], *, keeping: bool) -> None:
+    """Remove a network or volume; one still used by a kept container stays."""
+    try:
+        action()
+    except missing:
+        pass
+    except ConflictError:
+        if not keeping:
+            raise
+
+
+def _caller_dir() -> Path:
+    """The directory of the module calling the factory (the conftest.py or test module)."""
+    frame = sys._getframe(2)
+    filename = frame.f_globals.get("__file__")
+    return Path(filename).resolve().parent if filename else Path.cwd()
+
+
+@pytest.fixture(scope="session")
+def isobox_engine(request: pytest.FixtureRequest) -> Engine:
+    """The run's engine; tests using it are skipped, with the reason, when it is unavailable."""
+    return request.config.stash[SESSION_KEY].require_engine()

@@ -1,0 +1,318 @@
+"""One pytest process's isobox session: its engine, the names it gives, what it started.
+
+The engine opens on first use (never at collection), so a run without container tests costs
+nothing and a missing prerequisite only skips the tests that need containers. Containers are
+started, waited on, recorded and removed here; fixtures.py and imperative.py only decide when.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pytest_isobox import wait
+from pytest_isobox.engine import (
+    BuildStep,
+    ContainerNotFound,
+    ContainerSpec,
+    Engine,
+    EngineUnavailable,
+    ImageNotFound,
+    IsoboxError,
+    open_engine,
+)
+from pytest_isobox.handles import Container, Image
+from pytest_isobox.reports import ContainerRecord, ImageRecord, RunReport
+from pytest_isobox.rootfs import rootfs_digest
+from pytest_isobox.settings import Settings
+from pytest_isobox.specs import CONFIG_HASH_LABEL, ContainerOptions, config_hash
+
+SESSION_KEY = pytest.StashKey["IsoboxSession"]()
+
+
+def engine_choice(settings: Settings) -> tuple[str, dict]:
+    """The engine kind and its options; the one place that picks rootful or rootless.
+
+    The native engine runs rootful as root; for other users (or --isobox-rootless) it would
+    run rootless, which is issue 6 and not there yet: that is reported as unavailable.
+    """
+    if settings.engine == "docker":
+        return "docker", {"base_url": settings.docker_url}
+    rootless = settings.rootless if settings.rootless is not None else os.geteuid() != 0
+    if rootless:
+        why = "forced by --isobox-rootless" if settings.rootless else "not running as root"
+        raise EngineUnavailable(
+            f"the native engine's rootless mode is not supported yet ({why}); run as root "
+            "or use --isobox-engine=docker")
+    return "native", ({"home": settings.home} if settings.home else {})
+
+
+class IsoboxSession:
+    """State of one pytest process (one xdist worker, or the whole run without xdist)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        workerinput = getattr(config, "workerinput", None) or {}
+        self.worker_id: str = workerinput.get("workerid", "master")
+        self.worker_count: int = int(workerinput.get("workercount", 1))
+        self.run_id: str = workerinput.get("testrunuid") or uuid.uuid4().hex
+        self.controller: str | None = workerinput.get("isobox_controller")
+        self.report = RunReport()
+        self.failed_ids: set[str] = set()
+        self._engine: Engine | None = None
+        self._unavailable: str | None = None
+        self._records: dict[str, ContainerRecord] = {}
+        self._images: dict[str, Image] = {}
+        self._names: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ engine
+    def engine(self) -> Engine:
+        """The open engine; raises EngineUnavailable (the same, every time) when it cannot be."""
+        if self._engine is not None:
+            return self._engine
+        if self._unavailable is not None:
+            raise EngineUnavailable(self._unavailable)
+        try:
+            kind, options = engine_choice(self.settings)
+            self._engine = open_engine(kind, **options)
+        except (EngineUnavailable, ImportError) as exc:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            self._unavailable = f"{self.settings.engine} engine: {lines[0]}"
+            self.report.unavailable = self._unavailable
+            raise EngineUnavailable(self._unavailable) from None
+        self._after_open(self._engine)
+        return self._engine
+
+    def require_engine(self) -> Engine:
+        """The engine, or a skip of the current test with the one-line reason."""
+        try:
+            return self.engine()
+        except EngineUnavailable as exc:
+            pytest.skip(f"isobox: {exc}")
+
+    def _after_open(self, engine: Engine) -> None:
+        from pytest_isobox.sharing import SharedRegistry
+
+        swept = [str(s) for s in getattr(engine, "swept", None) or []]
+        swept += SharedRegistry.sweep_dead_runs(self, engine)
+        if swept:
+            self.report.swept += swept
+            self.announce(f"isobox: cleaned up after earlier runs that died: {', '.join(swept)}")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    # ------------------------------------------------------------------ names and output
+    @property
+    def home(self) -> Path:
+        return self.settings.store
+
+    def resource_name(self, fixture: str, *, shared: bool = False) -> str:
+        """A name no other worker, run or earlier instance of this fixture uses at once.
+
+        With --isobox-reuse names are stable across runs (per project and worker) instead.
+        """
+        fixture = fixture.replace("_", "-")
+        if self.settings.reuse:
+            project = hashlib.sha256(str(self.config.rootpath).encode()).hexdigest()[:6]
+            base = f"isobox-{fixture}-{project}-{'shared' if shared else self.worker_id}"
+        else:
+            base = f"isobox-{fixture}-{self.run_id[:8]}-{'shared' if shared else self.worker_id}"
+        count = self._names[base] = self._names.get(base, 0) + 1
+        return base if count == 1 else f"{base}-{count}"
+
+    def announce(self, line: str) -> None:
+        """Write a line to the terminal now, even while output is captured (no-op in workers)."""
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        if reporter is None or hasattr(self.config, "workerinput"):
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(line)
+        else:
+            reporter.write_line(line)
+
+    # ------------------------------------------------------------------ images
+    def build_image(self, context: Path, *, dockerfile: str | None = None,
+                    buildargs: dict[str, str] | None = None, target: str | None = None,
+                    tag: str | None = None, source: str = "") -> Image:
+        """Build (cached across runs by the engine's build cache unless --isobox-no-cache)."""
+        engine = self.engine()
+        steps: list[BuildStep] = []
+        label = source or str(context)
+
+        def on_step(step: BuildStep) -> None:
+            steps.append(step)
+            self.config.hook.isobox_build_step(step=step)
+            if self.config.get_verbosity() > 0:
+                how = "CACHED" if step.cached else f"{step.seconds:.2f}s"
+                self.announce(f"isobox build {label}: step {step.index}/{step.total} "
+                              f"{step.instruction}  {how}")
+
+        started = time.monotonic()
+        image_id = engine.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
+                                target=target, no_cache=self.settings.no_cache,
+                                on_step=on_step)
+        image = Image(image_id, tag, label, time.monotonic() - started, steps)
+        self._remember_image(image)
+        return image
+
+    def import_rootfs(self, source: Path, *, tag: str | None, label: str = "") -> Image:
+        """Import a rootfs directory or tar once per content: unchanged content, same image."""
+        engine = self.engine()
+        started = time.monotonic()
+        ref = f"isobox-rootfs:{rootfs_digest(source)[:16]}"
+        try:
+            if self.settings.no_cache:
+                raise ImageNotFound(ref)
+            image_id = engine.image_inspect(ref).id
+        except ImageNotFound:
+            image_id = engine.import_rootfs(source, ref)
+        if tag:
+            engine.tag(ref, tag)
+        image = Image(image_id, tag or ref, label or str(source), time.monotonic() - started)
+        self._remember_image(image)
+        return image
+
+    def _remember_image(self, image: Image) -> None:
+        self._images[image.ref] = self._images[image.id] = image
+        self.report.images.append(ImageRecord(
+            image.source, image.id, image.seconds, len(image.steps),
+            sum(s.cached for s in image.steps), self.worker_id))
+
+    # ------------------------------------------------------------------ containers
+    def launch(self, options: ContainerOptions, *, fixture: str, name: str | None,
+               ready: wait.Strategy | bool | None, timeout: float | None, base: Path,
+               network_names: dict[str, str] | None = None, shared: bool = False,
+               persistent: bool = False) -> Container:
+        """Create, start and wait for a container; on failure nothing is left (unless kept)."""
+        engine = self.engine()
+        name = name or self.resource_name(fixture, shared=shared)
+        keep = self.settings.keep != "never"
+        spec = options.to_spec(name=name, fixture=fixture, worker=self.worker_id, base=base,
+                               persistent=persistent or keep or self.settings.reuse or shared)
+        record = ContainerRecord(fixture, name, "", self._image_label(spec.image),
+                                 self.worker_id, self._build_seconds(spec.image))
+        if self.settings.reuse:
+            reused = self._reusable(engine, spec)
+            if reused is not None:
+                return self._adopt(reused, record, ready, timeout, network_names, "reused")
+        started = time.monotonic()
+        state = engine.run(spec)
+        record.start_seconds = time.monotonic() - started
+        container = Container(engine, state, spec, fixture=fixture, network_names=network_names)
+        record.id = container.id
+        self._records[container.id] = record
+        self.report.containers.append(record)
+        self.config.hook.isobox_container_created(container=container)
+        self._wait_ready(container, record, ready, timeout)
+        return container
+
+    def attach(self, container_id: str, spec: ContainerSpec, *, fixture: str,
+               network_names: dict[str, str] | None = None) -> Container:
+        """A handle on a container another worker started (a shared one)."""
+        engine = self.engine()
+        container = Container(engine, engine.state(container_id), spec, fixture=fixture,
+                              network_names=network_names)
+        self.config.hook.isobox_container_created(container=container)
+        return container
+
+    def _reusable(self, engine: Engine, spec: ContainerSpec) -> ContainerSpec | None:
+        """Find the container of an earlier run by name: reuse when its hash matches, else drop."""
+        image_id = engine.image_inspect(spec.image).id
+        spec.labels[CONFIG_HASH_LABEL] = config_hash(spec, image_id)
+        try:
+            state = engine.state(str(spec.name))
+        except ContainerNotFound:
+            return None
+        if state.labels.get(CONFIG_HASH_LABEL) == spec.labels[CONFIG_HASH_LABEL]:
+            if not state.running:
+                engine.start(state.id)
+            return spec
+        engine.remove(state.id, force=True)
+        return None
+
+    def _adopt(self, spec: ContainerSpec, record: ContainerRecord,
+               ready: wait.Strategy | bool | None,
+               timeout: float | None, network_names: dict[str, str] | None,
+               how: str) -> Container:
+        engine = self.engine()
+        container = Container(engine, engine.state(str(spec.name)), spec, fixture=record.fixture,
+                              network_names=network_names)
+        record.id, record.how, record.start_seconds = container.id, how, 0.0
+        self._records[container.id] = record
+        self.report.containers.append(record)
+        self.config.hook.isobox_container_created(container=container)
+        self._wait_ready(container, record, ready, timeout)
+        return container
+
+    def _wait_ready(self, container: Container, record: ContainerRecord,
+                    ready: wait.Strategy | bool | None, timeout: float | None) -> None:
+        if ready is False:
+            return
+        strategy = wait.ports() if ready is None or ready is True else ready
+        try:
+            record.ready_seconds = wait.wait_until_ready(
+                container, strategy, timeout or self.settings.timeout)
+        except BaseException as exc:
+            self.failed_ids.add(container.id)
+            if self.dispose(container) and isinstance(exc, wait.ReadinessError):
+                exc.args = (f"{exc.args[0]}\n{record.exec_hint}",)
+            raise
+        self.config.hook.isobox_container_ready(container=container,
+                                               seconds=record.ready_seconds)
+
+    def dispose(self, container: Container) -> bool:
+        """Record stats, then remove the container, or keep it by policy. True when kept."""
+        record = self._records.get(container.id)
+        self.record_stats(container)
+        if self._keeps(container):
+            if record is not None:
+                record.kept = True
+                record.exec_hint = self.exec_hint(container)
+            return True
+        if self.settings.reuse and record is not None and record.how != "shared":
+            return False
+        try:
+            container.engine.remove(container.id, force=True)
+        except ContainerNotFound:
+            pass
+        self.config.hook.isobox_container_removed(container=container)
+        return False
+
+    def record_stats(self, container: Container) -> None:
+        """Keep the container's peak memory and CPU time for the summary (before removal)."""
+        record = self._records.get(container.id)
+        if record is None:
+            return
+        try:
+            stats = container.stats()
+        except IsoboxError:  # an exited or vanished container may have none
+            return
+        record.peak_memory = stats.memory_peak or stats.memory_current
+        record.cpu_seconds = stats.cpu_time_ns / 1e9
+
+    def _keeps(self, container: Container) -> bool:
+        keep = self.settings.keep
+        return keep == "always" or (keep == "failed" and container.id in self.failed_ids)
+
+    def exec_hint(self, container: Container) -> str:
+        tool = "docker" if self.settings.engine == "docker" else "isobox"
+        return f"kept {container.name}: {tool} exec -it {container.id[:12]} sh"
+
+    def _image_label(self, ref: str) -> str:
+        image = self._images.get(ref)
+        return image.source if image else ref
+
+    def _build_seconds(self, ref: str) -> float | None:
+        image = self._images.get(ref)
+        return image.seconds if image else None

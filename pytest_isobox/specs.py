@@ -1,0 +1,183 @@
+"""The user's container arguments (after templating) as an engine `ContainerSpec`.
+
+Accepts Docker's shapes: strings or lists for commands, dicts or `K=V` lists for the
+environment, `-p` strings for ports, `SRC:DST[:ro]` strings, dicts or `MountSpec` for mounts.
+Every malformed value raises `InvalidSpec` naming the argument and the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_isobox.engine import (
+    ContainerSpec,
+    InvalidSpec,
+    MountSpec,
+    NetworkAttachment,
+    PortSpec,
+    parse_size,
+)
+
+BUILTIN_NETWORK_MODES = ("bridge", "none", "host")
+FIXTURE_LABEL = "io.isobox.fixture"
+WORKER_LABEL = "io.isobox.worker"
+CONFIG_HASH_LABEL = "io.isobox.config-hash"
+
+
+@dataclass
+class ContainerOptions:
+    """Everything `container()` and `isobox.run()` accept besides readiness and lifetime."""
+
+    image: str
+    command: str | Sequence[str] | None = None
+    entrypoint: str | Sequence[str] | None = None
+    environment: Mapping[str, Any] | Sequence[str] | None = None
+    working_dir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    ports: Sequence[str | int] = ()
+    network: str | None = None
+    networks: Sequence[str] | Mapping[str, Sequence[str]] | None = None
+    aliases: Sequence[str] = ()
+    mounts: Sequence[str | Mapping[str, Any] | MountSpec] = ()
+    mem_limit: int | str | None = None
+    cpus: float | str | None = None
+    pids_limit: int | str | None = None
+    init: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: str | None = None
+
+    def to_spec(self, *, name: str, fixture: str, worker: str, base: Path,
+                persistent: bool) -> ContainerSpec:
+        """The spec to create; relative bind sources are taken from `base`."""
+        network_mode, attachments = self._networks(fixture)
+        return ContainerSpec(
+            image=str(self.image),
+            command=_argv("command", self.command),
+            entrypoint=_argv("entrypoint", self.entrypoint),
+            env=_environment(self.environment),
+            working_dir=self.working_dir,
+            user=None if self.user is None else str(self.user),
+            hostname=self.hostname,
+            name=name,
+            labels={**{k: str(v) for k, v in dict(self.labels).items()},
+                    FIXTURE_LABEL: fixture, WORKER_LABEL: worker},
+            mem_limit=_size("mem_limit", self.mem_limit),
+            cpus=_number("cpus", self.cpus, float),
+            pids_limit=_number("pids_limit", self.pids_limit, int),
+            init=bool(self.init),
+            network_mode=network_mode,
+            networks=attachments,
+            ports=[PortSpec.parse(p) for p in self.ports],
+            mounts=[_mount(m, base) for m in self.mounts],
+            stop_signal=self.stop_signal,
+            persistent=persistent,
+        )
+
+    def _networks(self, fixture: str) -> tuple[str, list[NetworkAttachment]]:
+        if self.network is not None and self.networks:
+            raise InvalidSpec("give network= or networks=, not both")
+        names: Mapping[str, Sequence[str]]
+        if self.networks is None:
+            names = {str(self.network): ()} if self.network else {}
+        elif isinstance(self.networks, Mapping):
+            names = self.networks
+        else:
+            names = {str(n): () for n in self.networks}
+        if len(names) == 1 and next(iter(names)) in BUILTIN_NETWORK_MODES:
+            return next(iter(names)), []
+        if any(n in BUILTIN_NETWORK_MODES for n in names):
+            raise InvalidSpec(f"networks={list(names)}: bridge, none and host cannot be "
+                              "combined with named networks")
+        attachments = [
+            NetworkAttachment(str(net), tuple(dict.fromkeys(
+                [*map(str, self.aliases), *map(str, extra), fixture])))
+            for net, extra in names.items()]
+        return ("bridge" if not attachments else attachments[0].network), attachments
+
+
+def config_hash(spec: ContainerSpec, image_id: str) -> str:
+    """A digest of everything that makes a container what it is (reuse compares it)."""
+    doc = asdict(spec)
+    doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
+    doc["image_id"] = image_id
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _argv(what: str, value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise InvalidSpec(f"{what}={value!r}: {exc}") from None
+    return [str(v) for v in value]
+
+
+def _environment(value: Mapping[str, Any] | Sequence[str] | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    env = {}
+    for item in value:
+        key, sep, val = str(item).partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"environment entry {item!r}: expected KEY=VALUE")
+        env[key] = val
+    return env
+
+
+def _size(what: str, value: int | str | None) -> int | None:
+    try:
+        return parse_size(value)
+    except InvalidSpec as exc:
+        raise InvalidSpec(f"{what}: {exc}") from None
+
+
+def _number(what: str, value: object, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0:
+        raise InvalidSpec(f"{what}={value!r}: expected a positive number")
+    return number
+
+
+def _mount(value: str | Mapping[str, Any] | MountSpec, base: Path) -> MountSpec:
+    if isinstance(value, MountSpec):
+        return value
+    if isinstance(value, Mapping):
+        data = dict(value)
+        if data.get("type") not in ("bind", "tmpfs", "volume") or not data.get("target"):
+            raise InvalidSpec(f"mount {value!r}: needs type bind, tmpfs or volume and a target")
+        data["size"] = parse_size(data.get("size"))
+        if data["type"] == "bind":
+            data["source"] = str((base / str(data.get("source", ""))).resolve())
+        try:
+            return MountSpec(**data)
+        except TypeError as exc:
+            raise InvalidSpec(f"mount {value!r}: {exc}") from None
+    parts = str(value).split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise InvalidSpec(f"mount {value!r}: expected SRC:DST[:ro], tmpfs:DST or a dict")
+    source, target = parts[0], parts[1]
+    read_only = len(parts) == 3 and parts[2] == "ro"
+    if not target.startswith("/"):
+        raise InvalidSpec(f"mount {value!r}: the target {target!r} must be an absolute path")
+    if source == "tmpfs":
+        return MountSpec("tmpfs", target, read_only=read_only)
+    if "/" in source or source.startswith((".", "~")):
+        host = (base / Path(source).expanduser()).resolve()
+        return MountSpec("bind", target, str(host), read_only)
+    return MountSpec("volume", target, source, read_only)
