@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.native.cgroups import (
     Limits,
     current_layout,
@@ -463,3 +464,37 @@ def test_concurrent_creates_and_destroys_under_one_parent_never_fail(spawn, pref
     statuses = [worker.wait(timeout=60) for worker in workers]
     assert [os.waitstatus_to_exitcode(s) for s in statuses] == [0, 0, 0, 0]
     assert list_cgroups(prefix) == []
+
+
+def test_creating_without_permission_is_a_clear_engine_unavailable(spawn, prefix):
+    report_read, report_write = os.pipe()
+
+    def create_as_nobody() -> None:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        try:
+            open_cgroup(f"{prefix}/c").create(Limits(memory=64 * MiB))
+            os.write(report_write, b"created\n")
+        except EngineUnavailable as exc:
+            os.write(report_write, f"{exc}\n".encode())
+
+    spawn(create_as_nobody).release()
+    message = read_message(report_read)
+    assert message.startswith("no permission to create cgroup /sys/fs/cgroup/"), message
+    assert list_cgroups(prefix) == []
+
+
+def test_a_process_can_add_itself(new_cgroup, spawn):
+    cgroup = new_cgroup()
+    report_read, report_write = os.pipe()
+
+    def join_then_report() -> None:
+        cgroup.add(0)
+        os.write(report_write, b"joined\n")
+        signal.pause()
+
+    child = spawn(join_then_report)
+    child.release()
+    assert read_message(report_read) == "joined"
+    assert cgroup.procs() == [child.pid]

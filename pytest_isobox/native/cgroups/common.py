@@ -73,7 +73,8 @@ class Cgroup(Protocol):
     def create(self, limits: Limits) -> None:
         """Make the cgroup and write its limits; EngineUnavailable names a missing controller."""
     def add(self, pid: int) -> None:
-        """Move a process (and so its future children) into the cgroup in every hierarchy."""
+        """Move a process (and so its future children) into the cgroup in every hierarchy;
+        pid 0 moves the calling process."""
     def procs(self) -> list[int]:
         """The processes in the cgroup now."""
     def stats(self) -> CgroupStats:
@@ -178,11 +179,18 @@ def read_pids(path: Path) -> list[int]:
 
 
 def make_dir(path: Path) -> bool:
-    """mkdir that tolerates an existing directory; True when this call created it."""
+    """mkdir that tolerates an existing directory; True when this call created it.
+
+    Without permission (not root, no delegated subtree) it raises EngineUnavailable.
+    """
     try:
         os.mkdir(path)
     except FileExistsError:
         return False
+    except PermissionError:
+        raise EngineUnavailable(
+            f"no permission to create cgroup {path}: resource limits need root, or a "
+            "delegated cgroup v2 subtree") from None
     return True
 
 
