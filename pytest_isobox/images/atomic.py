@@ -1,0 +1,117 @@
+"""Atomic publication: temp names owned by a live process, fsync, rename.
+
+Everything the store makes is produced under `$ISOBOX_HOME/tmp/` with a name that records its
+owner (pid and start time) and then renamed into place, so other processes see either nothing
+or the finished thing. A process killed mid-way leaves only a temp entry, which any later
+`sweep_dead_temps` removes once its owner is gone (a reused pid has another start time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import psutil
+
+_OWNER = ""
+
+
+def _owner() -> str:
+    global _OWNER
+    if not _OWNER or not _OWNER.startswith(f"{os.getpid()}-"):
+        started = int(psutil.Process().create_time() * 100)
+        _OWNER = f"{os.getpid()}-{started}"
+    return _OWNER
+
+
+def temp_path(tmp_dir: Path, what: str) -> Path:
+    """A fresh name in `tmp_dir` owned by this process (nothing is created)."""
+    return tmp_dir / f"{_owner()}-{secrets.token_hex(6)}.{what}"
+
+
+def _owner_alive(name: str) -> bool:
+    pid_text, _, rest = name.partition("-")
+    started_text = rest.partition("-")[0]
+    if not (pid_text.isdigit() and started_text.isdigit()):
+        return False
+    try:
+        started = int(psutil.Process(int(pid_text)).create_time() * 100)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+    return abs(started - int(started_text)) <= 1
+
+
+def sweep_dead_temps(tmp_dir: Path) -> int:
+    """Remove temp entries whose owner process is gone; returns bytes freed."""
+    freed = 0
+    try:
+        names = os.listdir(tmp_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if _owner_alive(name):
+            continue
+        path = tmp_dir / name
+        freed += tree_size(path)
+        remove_path(path)
+    return freed
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a directory tree; a missing path is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used by the regular files under `path` (0 when missing)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0
+    if not path.is_dir() or path.is_symlink():
+        return st.st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Replace `path` with `data`: readers see the old content or the new, never a mix."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(tmp_dir, path.name)
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, doc: object, tmp_dir: Path) -> None:
+    write_file_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", tmp_dir)

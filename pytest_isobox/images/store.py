@@ -1,0 +1,439 @@
+"""The image store: OCI blobs, unpacked layers and the tag index under one ISOBOX_HOME.
+
+Layout:
+  oci/oci-layout, oci/index.json, oci/blobs/sha256/<hex>   an OCI image layout (every image)
+  layers/<chainid hex>/diff, layer.json                   unpacked layers (overlay lowerdirs)
+  tags.json                                                image records and tags (source of truth)
+  tmp/                                                     work in progress, owner-stamped
+  locks/                                                   filelocks
+
+Layers are stored uncompressed (`application/vnd.oci.image.layer.v1.tar`): a layer's blob
+digest is its diff id, nothing is decompressed to start a container, and `docker load`
+accepts them as they are. An image id is `sha256:` + the digest of its config.
+
+Safe for many processes at once: blobs and layers appear by rename only, `tags.json` (and the
+derived `oci/index.json`) is rewritten atomically under a filelock, and `prune` excludes
+producers with a store-wide lock.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pytest_isobox.engine import ConflictError, ImageInfo, ImageNotFound, InvalidSpec, IsoboxError
+from pytest_isobox.images import config as oci
+from pytest_isobox.images.atomic import sweep_dead_temps, write_json_atomic
+from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
+from pytest_isobox.images.compression import decompressed
+from pytest_isobox.images.layers import LayerStore
+from pytest_isobox.images.locks import StoreLock, key_lock
+from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_reference
+from pytest_isobox.images.tartree import write_tree
+
+_TAGS_FILE = "tags.json"
+
+
+@dataclass
+class StoredImage:
+    """An image as stored: its config document and the layers it stacks, bottom first."""
+
+    id: str
+    config: dict
+    manifest_digest: str
+    diff_ids: list[str]
+    chain_ids: list[str]
+    tags: list[str]
+    size: int
+
+
+def _empty_index() -> dict:
+    return {"images": {}, "tags": {}}
+
+
+def _check_index(data: object) -> None:
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    if not isinstance(data.get("images"), dict) or not isinstance(data.get("tags"), dict):
+        raise TypeError("missing 'images' or 'tags'")
+
+
+class ImageStore:
+    """Images, tags and layers in `home` (see the module docstring for layout and guarantees)."""
+
+    def __init__(self, home: Path | str) -> None:
+        self.home = Path(home)
+        self._tmp = self.home / "tmp"
+        self._locks = self.home / "locks"
+        self._index_path = self.home / _TAGS_FILE
+        self.blobs = BlobStore(self.home / "oci", self._tmp)
+        self.blobs.ensure_layout()
+        self._store_lock = StoreLock(self._locks)
+        self.layers = LayerStore(self.home / "layers", self.blobs, self._store_lock,
+                                 self._locks, self._tmp)
+        self._index_cache: tuple[tuple[int, int, int], dict] | None = None
+        sweep_dead_temps(self._tmp)
+
+    # ------------------------------------------------------------------ the index
+
+    def _read_index(self) -> dict:
+        try:
+            st = self._index_path.stat()
+        except FileNotFoundError:
+            return _empty_index()
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._index_cache and self._index_cache[0] == stamp:
+            return self._index_cache[1]
+        try:
+            data = json.loads(self._index_path.read_bytes())
+            _check_index(data)
+        except (ValueError, TypeError) as exc:
+            raise IsoboxError(f"{self._index_path}: damaged image index ({exc}); "
+                              "remove it to start an empty store") from None
+        self._index_cache = (stamp, data)
+        return data
+
+    def _update_index(self, change: Callable[[dict], None]) -> None:
+        """Read-modify-write of tags.json under its lock; oci/index.json follows it."""
+        with key_lock(self._locks, "tags"):
+            self._index_cache = None
+            data = json.loads(json.dumps(self._read_index()))
+            change(data)
+            write_json_atomic(self._index_path, data, self._tmp)
+            write_json_atomic(self.blobs.root / "index.json", self._oci_index(data), self._tmp)
+            self._index_cache = None
+
+    @staticmethod
+    def _oci_index(data: dict) -> dict:
+        manifests = []
+        for image_id, record in sorted(data["images"].items()):
+            descriptor = {"mediaType": oci.MEDIA_MANIFEST, "digest": record["manifest"],
+                          "size": record["manifest_size"]}
+            tags = sorted(t for t, i in data["tags"].items() if i == image_id)
+            for tag in tags:
+                ref = parse_reference(tag)
+                manifests.append({**descriptor, "annotations": {
+                    "io.containerd.image.name": f"{ref.full_name}:{ref.tag}",
+                    "org.opencontainers.image.ref.name": ref.tag}})
+            if not tags:
+                manifests.append(descriptor)
+        return {"schemaVersion": 2, "mediaType": oci.MEDIA_INDEX, "manifests": manifests}
+
+    # ------------------------------------------------------------------ lookups
+
+    def _find(self, data: dict, ref: str) -> tuple[str, str | None]:
+        """(image id, the tag it was found by or None) for `ref`, else ImageNotFound."""
+        images, tags = data["images"], data["tags"]
+        if ref.startswith("sha256:") and len(ref) == 71:
+            if ref in images:
+                return ref, None
+            raise ImageNotFound(f"No such image: {ref}")
+        try:
+            parsed = parse_reference(ref)
+        except InvalidSpec:
+            parsed = None
+        if parsed is not None and parsed.digest is None and str(parsed) in tags:
+            tag = str(parsed)
+            if tags[tag] in images:
+                return tags[tag], tag
+        if parsed is not None and parsed.digest is not None:
+            for image_id, record in images.items():
+                if parsed.digest in (record["manifest"], image_id):
+                    return image_id, None
+        if is_id_prefix(ref):
+            prefix = "sha256:" + ref.removeprefix("sha256:")
+            found = [i for i in images if i.startswith(prefix)]
+            if len(found) == 1:
+                return found[0], None
+            if len(found) > 1:
+                raise ImageNotFound(f"No such image: {ref} (the prefix matches {len(found)} images)")
+        raise ImageNotFound(f"No such image: {ref}")
+
+    def find(self, ref: str) -> tuple[str, str | None]:
+        """(image id, the normalised tag `ref` named, or None when it named an id)."""
+        return self._find(self._read_index(), ref)
+
+    def resolve(self, ref: str) -> StoredImage:
+        """The image named by a tag, `sha256:<hex>`, full hex or unique id prefix.
+
+        ImageNotFound names `ref`; CorruptedBlob when its config or manifest is damaged.
+        """
+        data = self._read_index()
+        image_id, _ = self._find(data, ref)
+        return self._stored(data, image_id)
+
+    def _stored(self, data: dict, image_id: str) -> StoredImage:
+        record = data["images"][image_id]
+        manifest = json.loads(self.blobs.read_bytes(record["manifest"]))
+        config = json.loads(self.blobs.read_bytes(image_id))
+        diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+        return StoredImage(
+            id=image_id,
+            config=config,
+            manifest_digest=record["manifest"],
+            diff_ids=diff_ids,
+            chain_ids=oci.chain_ids(diff_ids),
+            tags=sorted(t for t, i in data["tags"].items() if i == image_id),
+            size=sum(layer["size"] for layer in manifest.get("layers", [])),
+        )
+
+    def layer_dirs(self, image_id: str) -> list[Path]:
+        """The image's overlay lower dirs, bottom first; missing ones are unpacked (locked)."""
+        image = self.resolve(image_id)
+        return [self.layers.ensure(chain_id, diff_id)
+                for chain_id, diff_id in zip(image.chain_ids, image.diff_ids)]
+
+    def images(self) -> list[ImageInfo]:
+        """Every image, newest first; one whose blobs are damaged is listed with an empty config."""
+        data = self._read_index()
+        found = []
+        for image_id in data["images"]:
+            tags = sorted(t for t, i in data["tags"].items() if i == image_id)
+            try:
+                image = self._stored(data, image_id)
+            except CorruptedBlob:
+                found.append(ImageInfo(image_id, tags, {}, 0, None))
+                continue
+            found.append(ImageInfo(image.id, tags, image.config, image.size,
+                                   image.config.get("created")))
+        return sorted(found, key=lambda info: info.created or "", reverse=True)
+
+    # ------------------------------------------------------------------ making images
+
+    def add_image(self, config_bytes: bytes) -> str:
+        """Record an image from its config bytes; its layer blobs must already be stored.
+
+        Returns the image id (the config's digest). The config bytes are stored unchanged.
+        """
+        try:
+            doc = json.loads(config_bytes)
+            diff_ids = list(doc["rootfs"]["diff_ids"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidSpec(f"invalid image config: {exc}") from None
+        with self._store_lock.shared():
+            config_digest = self.blobs.put_bytes(config_bytes)
+            layers = [(d, self.blobs.size(d)) for d in diff_ids]
+            manifest = oci.encode(oci.new_manifest(config_digest, len(config_bytes), layers))
+            manifest_digest = self.blobs.put_bytes(manifest)
+            record = {"manifest": manifest_digest, "manifest_size": len(manifest)}
+
+            def change(data: dict) -> None:
+                data["images"][config_digest] = record
+
+            self._update_index(change)
+        return config_digest
+
+    def import_rootfs(self, source: str | Path, ref: str | None) -> str:
+        """`docker import`: one layer from a directory or a tar (gzip, bzip2, xz too).
+
+        The config holds only a default PATH; the layer is unpacked (and checked) before the
+        image is recorded. Returns the image id and tags it `ref` when given.
+        """
+        tag = normalize_tag(ref) if ref else None
+        path = Path(source)
+        if not path.exists():
+            raise InvalidSpec(f"cannot import {str(source)!r}: no such file or directory")
+        with self._store_lock.shared():
+            with self.blobs.writer() as writer:
+                if path.is_dir():
+                    write_tree(path, writer.stream)
+                else:
+                    with open(path, "rb") as raw:
+                        shutil.copyfileobj(decompressed(raw, str(path)), writer.stream, 1 << 20)
+                diff_id = writer.commit()
+            self.layers.ensure(diff_id, diff_id)
+            history = oci.new_history("", comment=f"Imported from {source}")
+            doc = oci.new_config(None, {"Env": [oci.DEFAULT_PATH_ENV]}, [diff_id], history)
+            image_id = self.add_image(oci.encode(doc))
+        if tag:
+            self.tag(image_id, tag)
+        return image_id
+
+    def commit(self, base: str | None, upper_dir: Path | None, config: dict, created_by: str,
+               *, comment: str = "", author: str | None = None) -> str:
+        """A new image: `base`'s layers plus one made from `upper_dir` (an overlay upper dir).
+
+        An empty or absent `upper_dir` adds no layer (history marks `empty_layer`). The
+        config's "config" section becomes `config`; `author` (MAINTAINER) is kept from the
+        base unless given. The new layer is copied out of `upper_dir` (never shared), so the
+        image does not change when the container writes on. Returns the image id.
+        """
+        parent = self.resolve(base) if base else None
+        with self._store_lock.shared():
+            diff_id = self._layer_from_upper(upper_dir) if upper_dir is not None else None
+            diff_ids = [*(parent.diff_ids if parent else []), *([diff_id] if diff_id else [])]
+            if diff_id:
+                self.layers.ensure(oci.chain_ids(diff_ids)[-1], diff_id)
+            history = oci.new_history(created_by, comment, empty_layer=diff_id is None)
+            doc = oci.new_config(parent.config if parent else None, config, diff_ids, history,
+                                 author)
+            return self.add_image(oci.encode(doc))
+
+    def _layer_from_upper(self, upper_dir: Path) -> str | None:
+        with self.blobs.writer() as writer:
+            if write_tree(Path(upper_dir), writer.stream, overlay_diff=True) == 0:
+                return None
+            return writer.commit()
+
+    # ------------------------------------------------------------------ tags
+
+    def tag(self, ref_or_id: str, new_ref: str) -> None:
+        """Point `new_ref` (normalised, `name` means `name:latest`) at an image."""
+        tag = normalize_tag(new_ref)
+
+        def change(data: dict) -> None:
+            image_id, _ = self._find(data, ref_or_id)
+            data["tags"][tag] = image_id
+
+        self._update_index(change)
+
+    def untag(self, ref: str) -> None:
+        """Remove one tag; the image stays (see `remove` for `docker rmi`)."""
+        tag = normalize_tag(ref)
+
+        def change(data: dict) -> None:
+            if tag not in data["tags"]:
+                raise ImageNotFound(f"No such image: {ref}")
+            del data["tags"][tag]
+
+        self._update_index(change)
+
+    def remove(self, ref: str, *, force: bool = False,
+               in_use: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """`docker rmi`: returns Docker's `Untagged: …` / `Deleted: …` lines.
+
+        By tag: removes that tag, and the image with its last tag. By id: refuses (unless
+        `force`) an image with several tags. An image used by a container (`in_use` ids)
+        raises ConflictError unless `force`; forced, it loses its tags but stays until unused.
+        Space is reclaimed at once (blobs and layers no image references).
+        """
+        messages: list[str] = []
+
+        def change(data: dict) -> None:
+            messages.clear()
+            image_id, by_tag = self._find(data, ref)
+            tags = sorted(t for t, i in data["tags"].items() if i == image_id)
+            short = image_id.removeprefix("sha256:")[:12]
+            used = image_id in in_use
+            if by_tag is not None:
+                if len(tags) == 1 and used and not force:
+                    raise ConflictError(
+                        f'conflict: unable to remove repository reference "{ref}" (must force) '
+                        f"- a container is using its referenced image {short}")
+                del data["tags"][by_tag]
+                messages.append(f"Untagged: {by_tag}")
+                if len(tags) > 1 or used:
+                    return
+            else:
+                if len(tags) > 1 and not force:
+                    raise ConflictError(f"conflict: unable to delete {short} (must be forced) - "
+                                        "image is referenced in multiple repositories")
+                if used and not force:
+                    raise ConflictError(f"conflict: unable to delete {short} (must be forced) - "
+                                        "image is being used by a container")
+                for tag in tags:
+                    del data["tags"][tag]
+                    messages.append(f"Untagged: {tag}")
+                if used:
+                    return
+            del data["images"][image_id]
+            messages.append(f"Deleted: {image_id}")
+
+        self._update_index(change)
+        if any(m.startswith("Deleted: ") for m in messages):
+            with self._store_lock.exclusive():
+                self._collect_garbage()
+        return messages
+
+    # ------------------------------------------------------------------ space
+
+    def prune(self, in_use: set[str] | frozenset[str] = frozenset()) -> int:
+        """Remove images with no tag that no container uses, then every blob and unpacked layer
+        no image references, and dead processes' leftovers; returns the bytes reclaimed."""
+        with self._store_lock.exclusive():
+            def change(data: dict) -> None:
+                tagged = set(data["tags"].values())
+                for image_id in list(data["images"]):
+                    if image_id not in tagged and image_id not in in_use:
+                        del data["images"][image_id]
+
+            self._update_index(change)
+            return self._collect_garbage()
+
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """(blob digests, layer ChainIDs) the recorded images need."""
+        data = self._read_index()
+        blobs: set[str] = set()
+        chains: set[str] = set()
+        for image_id, record in data["images"].items():
+            blobs.update((image_id, record["manifest"]))
+            try:
+                config = json.loads(self.blobs.read_bytes(image_id))
+            except CorruptedBlob:
+                continue
+            diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+            blobs.update(diff_ids)
+            chains.update(oci.chain_ids(diff_ids))
+        return blobs, chains
+
+    def _collect_garbage(self) -> int:
+        """Delete unreferenced blobs and layers (caller holds the store lock exclusively)."""
+        blobs, chains = self._referenced()
+        freed = sum(self.blobs.remove(d) for d in list(self.blobs.digests()) if d not in blobs)
+        freed += sum(self.layers.remove(c) for c in self.layers.chain_ids() if c not in chains)
+        return freed + sweep_dead_temps(self._tmp)
+
+    def disk_usage(self) -> dict:
+        """Space used, for `isobox df`: images (count, tagged, size of their blobs), unpacked
+        layers (count, size) and what `prune` with no container would reclaim."""
+        data = self._read_index()
+        all_blobs = {d: self.blobs.size(d) for d in self.blobs.digests()}
+        tagged_ids = set(data["tags"].values())
+        kept_blobs: set[str] = set()
+        kept_chains: set[str] = set()
+        for image_id in tagged_ids & set(data["images"]):
+            try:
+                image = self._stored(data, image_id)
+            except CorruptedBlob:
+                continue
+            kept_blobs.update((image.id, image.manifest_digest, *image.diff_ids))
+            kept_chains.update(image.chain_ids)
+        layers = {c: self.layers.size(c) for c in self.layers.chain_ids()}
+        reclaimable = (sum(s for d, s in all_blobs.items() if d not in kept_blobs)
+                       + sum(s for c, s in layers.items() if c not in kept_chains))
+        return {
+            "images": {"count": len(data["images"]), "tagged": len(tagged_ids),
+                       "size": sum(all_blobs.values())},
+            "layers": {"count": len(layers), "size": sum(layers.values())},
+            "reclaimable": reclaimable,
+        }
+
+    def verify(self, image_id: str) -> None:
+        """Check every blob of an image against its digest and rebuild damaged or missing
+        unpacked layers; CorruptedBlob names what cannot be repaired."""
+        image = self.resolve(image_id)
+        self.blobs.verify(image.manifest_digest)
+        for chain_id, diff_id in zip(image.chain_ids, image.diff_ids):
+            self.blobs.verify(diff_id)
+            self.layers.ensure(chain_id, diff_id)
+
+    # ------------------------------------------------------------------ archives
+
+    def save(self, refs: list[str], path: str | Path | IO[bytes]) -> None:
+        """Write a `docker save` archive of `refs` that `docker load` (20.10 and 25+) accepts."""
+        from pytest_isobox.images.archive import save_archive
+
+        save_archive(self, refs, path)
+
+    def load(self, path: str | Path | IO[bytes]) -> list[str]:
+        """Load a `docker save` archive (legacy or OCI layout, plain or gzip layers).
+
+        Returns the tags loaded, or the ids of images that came without a tag.
+        """
+        from pytest_isobox.images.archive import load_archive
+
+        return load_archive(self, path)
