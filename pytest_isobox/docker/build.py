@@ -96,10 +96,10 @@ class BuildProgress:
         if isinstance(aux, dict) and aux.get("ID"):
             self.image_id = aux["ID"]
         if "stream" in message:
-            self._partial += message["stream"]
+            self._partial += _STDERR_COLOUR.sub("", message["stream"])
             *lines, self._partial = self._partial.split("\n")
             for line in lines:
-                self._line(_STDERR_COLOUR.sub("", line).rstrip("\r"))
+                self._line(line.rstrip("\r"))
 
     def _line(self, line: str) -> None:
         step = _STEP.match(line)
