@@ -1,8 +1,9 @@
 """Container cgroups on the real kernel: limits, membership, OOM kills, the pids limit, CPU
 quota, stats, killing forking trees and leaving nothing behind.
 
-Every cgroup lives under a unique `isobox/test-<random>` prefix, so other runs and other
-teams' cgroups are never touched; every cgroup and child process is removed by finalizers.
+Every cgroup lives under a unique top-level `isobox-test-<random>` prefix, so neither other
+runs, other teams' cgroups nor a runtime's sweep of `isobox/` ever meet them; every cgroup and
+child process is removed by finalizers.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def hierarchy_roots(layout: Layout) -> set[Path]:
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A cgroup prefix no one else uses; it must be gone from every hierarchy afterwards."""
-    name = f"isobox/test-{uuid.uuid4().hex[:10]}"
+    name = f"isobox-test-{uuid.uuid4().hex[:10]}"
     yield name
     leftovers = [root / name for root in hierarchy_roots(current_layout())
                  if (root / name).exists()]
@@ -217,7 +218,7 @@ def test_cpuset_of_new_cgroups_is_filled_from_the_parent(new_cgroup):
         pytest.skip("cpuset is not a v1 controller here")
     cgroup = new_cgroup()
     root_cpus = (cpuset.mountpoint / "cpuset.cpus").read_text()
-    for level in (cgroup.name, cgroup.name.rsplit("/", 1)[0], "isobox"):
+    for level in (cgroup.name, cgroup.name.rsplit("/", 1)[0]):
         assert (cpuset.mountpoint / level / "cpuset.cpus").read_text() == root_cpus
         assert (cpuset.mountpoint / level / "cpuset.mems").read_text().strip()
 
@@ -397,7 +398,19 @@ def test_list_cgroups_names_the_children_of_a_prefix(new_cgroup, prefix):
     new_cgroup(leaf="one")
     new_cgroup(leaf="two")
     assert list_cgroups(prefix) == [f"{prefix}/one", f"{prefix}/two"]
-    assert prefix in list_cgroups("isobox")
+    new_cgroup(leaf="two/nested")
+    assert list_cgroups(f"{prefix}/two") == [f"{prefix}/two/nested"]
+
+
+def test_destroying_a_parent_destroys_its_children_and_their_processes(new_cgroup, spawn,
+                                                                      prefix):
+    parent = new_cgroup(leaf="parent")
+    inner = new_cgroup(Limits(pids=10), leaf="parent/inner")
+    child = start_in(inner, spawn, lambda: signal.pause())
+    parent.destroy()
+    assert os.WTERMSIG(child.wait()) == signal.SIGKILL
+    assert not inner.exists() and not parent.exists()
+    assert list_cgroups(prefix) == []
 
 
 def test_destroy_of_one_cgroup_keeps_its_siblings(new_cgroup, prefix):

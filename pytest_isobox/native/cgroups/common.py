@@ -178,6 +178,14 @@ def read_pids(path: Path) -> list[int]:
         return []
 
 
+def child_names(path: Path) -> set[str]:
+    """Names of the child cgroups of a cgroup directory; empty when it does not exist."""
+    try:
+        return {entry.name for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
 def make_dir(path: Path) -> bool:
     """mkdir that tolerates an existing directory; True when this call created it.
 

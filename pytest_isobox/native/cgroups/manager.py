@@ -123,9 +123,12 @@ class HybridCgroup:
                 frozen.thaw()
 
     def destroy(self) -> None:
-        """kill_all, then rmdir everywhere (and shared parents left empty); idempotent."""
+        """Destroy child cgroups first, kill_all, then rmdir everywhere (and shared parents
+        left empty); idempotent."""
         if not self.exists():
             return
+        for child in sorted(set().union(*(part.children() for part in self.parts))):
+            HybridCgroup(f"{self.name}/{child}", self.layout).destroy()
         self.kill_all()
         deadline = time.monotonic() + KILL_TIMEOUT
         delay = 0.0005

@@ -8,6 +8,7 @@ from pathlib import Path
 from pytest_isobox.native.cgroups.common import (
     Controller,
     Limits,
+    child_names,
     make_dir,
     read_pids,
     remove_dir,
@@ -92,6 +93,9 @@ class V1Cgroup:
 
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.unique_dirs())
+
+    def children(self) -> set[str]:
+        return set().union(*(child_names(d) for d in self.unique_dirs()))
 
 
 def _ancestors(directory: Path, name: str) -> list[Path]:

@@ -9,6 +9,7 @@ from pytest_isobox.engine import ContainerError, EngineUnavailable
 from pytest_isobox.native.cgroups.common import (
     Controller,
     Limits,
+    child_names,
     make_dir,
     read_pids,
     read_value,
@@ -98,3 +99,6 @@ class V2Cgroup:
 
     def exists(self) -> bool:
         return self.dir.is_dir()
+
+    def children(self) -> set[str]:
+        return child_names(self.dir)
