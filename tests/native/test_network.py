@@ -213,8 +213,11 @@ def test_publishing_a_taken_host_port_fails_cleanly(manager: NetworkManager,
     with socket.create_server(("127.0.0.1", 0)) as holder:
         taken = holder.getsockname()[1]
         with pytest.raises(ConflictError, match=f"127.0.0.1:{taken}/tcp is in use"):
-            start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse(f"{taken}:80")]))
-    assert manager.inspect("bridge").containers == {}
+            start(tcp_echo(80), ContainerSpec(image="x", ports=[
+                PortSpec.parse("81"), PortSpec.parse(f"{taken}:80")]))
+    assert all(not n.containers for n in manager.list())
+    assert manager.store.endpoints() == []
+    assert not manager._reservations  # the port taken before the failing one is free again
 
 
 # ----------------------------------------------------------------------- bridges and names

@@ -1,25 +1,19 @@
-"""Bridges, veth pairs, addresses and routes, over rtnetlink in this process (pyroute2).
+"""Bridges and the host's routes, over rtnetlink in this process (pyroute2).
 
-Root-only: every call here needs CAP_NET_ADMIN in the host's network namespace. Requests into
-a container's namespace go over a netlink socket opened inside it: the calling thread enters
-the namespace (setns by pid) just long enough to open the socket, then returns.
+Root-only: every call here needs CAP_NET_ADMIN in the host's network namespace. The requests
+of a container start (veth, addresses, routes) are in `rtnl`, batched for speed.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pytest_isobox.native import linux
 from pytest_isobox.native.network.ipam import Claim
 
 BRIDGE_PREFIX = "isobox-"
@@ -36,15 +30,6 @@ def veth_name(container_id: str, index: int) -> str:
     return f"{VETH_PREFIX}{container_id[:10]}{index:x}"[:IFNAMSIZ]
 
 
-@dataclass(frozen=True)
-class Interface:
-    """One container interface: its name inside, its address and prefix length."""
-
-    name: str
-    ip: IPv4Address
-    prefixlen: int
-
-
 def write_sysctl(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
@@ -53,24 +38,6 @@ def write_sysctl(path: str, value: str) -> None:
 def read_sysctl(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-@contextmanager
-def _in_netns_of(pid: int) -> Iterator[None]:
-    """Run the body with this thread in the network namespace of `pid`."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            linux.setns(target, linux.CLONE_NEWNET)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            linux.setns(own, linux.CLONE_NEWNET)
-    finally:
-        os.close(own)
 
 
 class Links:
@@ -91,9 +58,12 @@ class Links:
             self._ipr.close()
             self._ipr = None
 
-    def index(self, name: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+    @staticmethod
+    def index(name: str) -> int | None:
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:
+            return None
 
     def claims(self) -> list[Claim]:
         """Every IPv4 prefix routed on this host (all tables), named for error messages."""
@@ -143,17 +113,6 @@ class Links:
         with self._mutex:
             return self.index(name) is not None
 
-    def add_veth(self, host_name: str, bridge: str, pid: int, peer_name: str, mac: str) -> None:
-        """A veth pair: host end up on `bridge`, peer created inside pid's netns as peer_name."""
-        with self._mutex:
-            master = self.index(bridge)
-            if master is None:
-                raise OSError(errno.ENODEV, f"bridge {bridge} does not exist")
-            self.ipr.link(
-                "add", ifname=host_name, kind="veth", master=master, state="up",
-                peer={"ifname": peer_name, "address": mac, "net_ns_pid": pid},
-            )
-
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""
         with self._mutex:
@@ -162,22 +121,3 @@ class Links:
                 names[r.get("oif")] for r in self.ipr.get_routes(family=socket.AF_INET)
                 if r["dst_len"] == 0 and r.get("table") == 254 and r.get("oif") in names
             })
-
-
-def configure_container(pid: int, interfaces: list[Interface], gateway: IPv4Address | None) -> None:
-    """Inside pid's netns: loopback up; each interface addressed and up; default route."""
-    with _in_netns_of(pid):
-        ipr = IPRoute()
-    with ipr:
-        ipr.link("set", index=1, state="up")
-        for iface in interfaces:
-            idx = ipr.link_lookup(ifname=iface.name)[0]
-            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.prefixlen)
-            ipr.link("set", index=idx, state="up")
-        if gateway is not None:
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
-
-
-def loopback_up(pid: int) -> None:
-    """The whole network of a `none` container: its loopback, up."""
-    configure_container(pid, [], None)

@@ -28,13 +28,10 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     PortSpec,
 )
-from pytest_isobox.native.network import firewall, hosts, ipam
+from pytest_isobox.native.network import firewall, hosts, ipam, rtnl
 from pytest_isobox.native.network.links import (
-    Interface,
     Links,
     bridge_name,
-    configure_container,
-    loopback_up,
     read_sysctl,
     veth_name,
     write_sysctl,
@@ -218,14 +215,20 @@ class NetworkManager:
             if spec.network_mode == "host" and not spec.networks:
                 hosts.write_in_place(hosts_file, hosts.host_hosts_text())
             else:
-                loopback_up(netns_pid)
+                rtnl.configure_netns(netns_pid, [], None)
                 hosts.write_in_place(hosts_file, hosts.render([("127.0.0.1", [hostname])]))
             return Attachment(ips={}, ports={})
         _check_ports(spec.ports)
-        endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file)
+        try:
+            published = self._reserve_ports(container_id, spec.ports)
+            endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file,
+                                             published)
+        except BaseException:
+            self._release_ports(container_id)
+            raise
         try:
             self._wire(endpoint, netns_pid)
-            ports = self._publish(endpoint, spec.ports)
+            self._publish(endpoint, spec.ports, published)
             with self.store.lock:
                 self._refresh_hosts({n["network"] for n in endpoint["networks"]})
         except BaseException:
@@ -234,14 +237,15 @@ class NetworkManager:
         nets = endpoint["networks"]
         return Attachment(
             ips={n["network"]: n["ip"] for n in nets},
-            ports=ports,
+            ports={key: [(ip, port) for ip, port in pairs] for key, pairs in published.items()},
             gateway={n["network"]: n["gateway"] for n in nets},
             macs={n["network"]: n["mac"] for n in nets},
             prefixlen={n["network"]: n["prefixlen"] for n in nets},
         )
 
     def _claim_addresses(self, container_id: str, name: str, hostname: str,
-                         wanted: list[NetworkAttachment], hosts_file: Path) -> Record:
+                         wanted: list[NetworkAttachment], hosts_file: Path,
+                         published: dict[str, list[tuple[str, int]]]) -> Record:
         """Record the endpoint and take one address per network, in one locked step."""
         while True:
             with self.store.lock:
@@ -249,7 +253,8 @@ class NetworkManager:
                 missing = [w.network for w, r in zip(wanted, records) if r is None]
                 if not missing:
                     return self._record_endpoint(container_id, name, hostname, wanted,
-                                                 records, hosts_file)  # type: ignore[arg-type]
+                                                 records, hosts_file,  # type: ignore[arg-type]
+                                                 published)
             named = [m for m in missing if m != DEFAULT_NETWORK]
             if named:
                 raise NetworkNotFound(f"network {named[0]!r} not found")
@@ -260,11 +265,11 @@ class NetworkManager:
 
     def _record_endpoint(self, container_id: str, name: str, hostname: str,
                          wanted: list[NetworkAttachment], records: list[Record],
-                         hosts_file: Path) -> Record:
+                         hosts_file: Path, published: dict[str, list[tuple[str, int]]]) -> Record:
         if self.store.endpoint(container_id) is not None:
             raise ConflictError(f"container {container_id[:12]} is already attached")
         endpoint: Record = {"id": container_id, "name": name, "hosts_file": str(hosts_file),
-                            "networks": [], "ports": {}}
+                            "networks": [], "ports": published}
         for index, (want, record) in enumerate(zip(wanted, records)):
             subnet = IPv4Network(record["subnet"])
             used = [m["ip"] for m in record["members"].values()]
@@ -285,36 +290,39 @@ class NetworkManager:
         return endpoint
 
     def _wire(self, endpoint: Record, pid: int) -> None:
-        interfaces = []
         for net in endpoint["networks"]:
-            self._links.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
-            interfaces.append(Interface(net["ifname"], IPv4Address(net["ip"]), net["prefixlen"]))
-        configure_container(pid, interfaces, IPv4Address(endpoint["networks"][0]["gateway"]))
+            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+        rtnl.configure_netns(
+            pid, [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"]) for n in endpoint["networks"]],
+            IPv4Address(endpoint["networks"][0]["gateway"]))
 
-    def _publish(self, endpoint: Record, ports: list[PortSpec]) -> dict[str, list[tuple[str, int]]]:
-        """Reserve host ports and DNAT them to the container's first address, in one step."""
-        if not ports:
-            return {}
-        cid, first = endpoint["id"], endpoint["networks"][0]
-        with self._mutex:
-            reservation = self._reservations.setdefault(cid, Reservation())
+    def _reserve_ports(self, container_id: str,
+                       ports: list[PortSpec]) -> dict[str, list[tuple[str, int]]]:
+        """Hold a host port per published port (in this process, so a crash frees them)."""
         published: dict[str, list[tuple[str, int]]] = {}
-        chosen = []
-        for port in ports:
-            host_port = reserve(port, reservation)
-            published.setdefault(port.key, []).append((port.host_ip or "0.0.0.0", host_port))
-            chosen.append((port, host_port))
+        if ports:
+            with self._mutex:
+                reservation = self._reservations.setdefault(container_id, Reservation())
+            for port in ports:
+                host_port = reserve(port, reservation)
+                published.setdefault(port.key, []).append((port.host_ip or "0.0.0.0", host_port))
+        return published
+
+    def _publish(self, endpoint: Record, ports: list[PortSpec],
+                 published: dict[str, list[tuple[str, int]]]) -> None:
+        """DNAT every reserved host port to the container's first address, in one step."""
+        if not ports:
+            return
+        first = endpoint["networks"][0]
         needs_chain = any(not IPv4Address(p.host_ip or "0.0.0.0").is_loopback for p in ports)
         chain = firewall.forward_chain() if needs_chain else ""
-        with self.store.lock:
-            record = self.store.endpoint(cid) or endpoint
-            record["ports"] = {k: [list(v) for v in vs] for k, vs in published.items()}
-            self.store.save_endpoint(record)
-        firewall.apply(firewall.merge(*(
-            firewall.port_rules(p, hp, IPv4Address(first["ip"]), first["bridge"], cid, chain)
-            for p, hp in chosen
-        )))
-        return published
+        taken = {key: list(pairs) for key, pairs in published.items()}
+        rules = []
+        for port in ports:
+            _, host_port = taken[port.key].pop(0)
+            rules.append(firewall.port_rules(port, host_port, IPv4Address(first["ip"]),
+                                             first["bridge"], endpoint["id"], chain))
+        firewall.apply(firewall.merge(*rules))
 
     def detach(self, container_id: str) -> None:
         """Undo an attachment: port rules, reserved ports, veths, addresses, hosts entries.
