@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,6 +109,19 @@ class Controller:
     def stats(self, path: Path) -> dict[str, int]:
         """This controller's part of `CgroupStats`, by field name."""
         return {}
+
+
+def polling(timeout: float) -> Iterator[None]:
+    """Yield until `timeout` seconds have passed, sleeping between rounds from 0.5 ms doubling
+    up to 50 ms: the wait on a kernel condition that has no notification to wait on."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        yield
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 # --------------------------------------------------------------------------- file access

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from pytest_isobox.engine import ContainerError, EngineUnavailable
-from pytest_isobox.native.cgroups.common import CgroupStats, Limits, vanished
+from pytest_isobox.native.cgroups.common import CgroupStats, Limits, polling, vanished
 from pytest_isobox.native.cgroups.hierarchies import Layout
 from pytest_isobox.native.cgroups.v1.manager import CONTROLLERS as V1_CONTROLLERS
 from pytest_isobox.native.cgroups.v1.manager import V1Cgroup
@@ -103,16 +102,13 @@ class HybridCgroup:
             return
         if not (self.v2 is not None and self.v2.kill()):
             self._kill_frozen()
-        deadline = time.monotonic() + KILL_TIMEOUT
-        delay = 0.0005
-        while pids := self.procs():
-            if time.monotonic() > deadline:
-                raise ContainerError(
-                    f"cgroup {self.name} still has processes {pids} {KILL_TIMEOUT:.0f} s "
-                    "after SIGKILL")
-            _kill(pids)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        for _ in polling(KILL_TIMEOUT):
+            pids = self.procs()
+            if not pids:
+                return
+            _kill(pids)  # again: tasks that were mid-fork without a freezer
+        raise ContainerError(
+            f"cgroup {self.name} still has processes {pids} {KILL_TIMEOUT:.0f} s after SIGKILL")
 
     def _kill_frozen(self) -> None:
         frozen = next((part for part in self.parts if part.freeze()), None)
@@ -130,14 +126,13 @@ class HybridCgroup:
         for child in sorted(set().union(*(part.children() for part in self.parts))):
             HybridCgroup(f"{self.name}/{child}", self.layout).destroy()
         self.kill_all()
-        deadline = time.monotonic() + KILL_TIMEOUT
-        delay = 0.0005
         for part in self.parts:
-            while busy := part.remove():
-                if time.monotonic() > deadline:
-                    raise ContainerError(f"cannot remove cgroup {busy[0]}: still busy")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            for _ in polling(KILL_TIMEOUT):
+                busy = part.remove()  # a cgroup just emptied can be busy for a moment
+                if not busy:
+                    break
+            else:
+                raise ContainerError(f"cannot remove cgroup {busy[0]}: still busy")
 
     def exists(self) -> bool:
         return any(part.exists() for part in self.parts)

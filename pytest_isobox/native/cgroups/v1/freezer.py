@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from pytest_isobox.native.cgroups.common import Controller, read_value, write_value
+from pytest_isobox.native.cgroups.common import Controller, polling, read_value, write_value
 
 FREEZE_TIMEOUT = 2.0
 
@@ -16,14 +15,10 @@ class Freezer(Controller):
     def freeze(self, path: Path) -> bool:
         """Freeze and wait until the kernel reports FROZEN; False (and thawed) if it does not
         within FREEZE_TIMEOUT (a task stuck in the kernel can keep it FREEZING)."""
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        delay = 0.0005
-        while time.monotonic() < deadline:
+        for _ in polling(FREEZE_TIMEOUT):
             write_value(path / "freezer.state", "FROZEN")  # rewriting retries stuck tasks
             if read_value(path / "freezer.state") == "FROZEN":
                 return True
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
         self.thaw(path)
         return False
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from pytest_isobox.native.cgroups.common import read_keyed, write_value
+from pytest_isobox.native.cgroups.common import polling, read_keyed, write_value
 
 FREEZE_TIMEOUT = 2.0
 
@@ -25,13 +24,9 @@ def freeze(path: Path) -> bool:
     if not (path / "cgroup.freeze").exists():
         return False
     write_value(path / "cgroup.freeze", 1)
-    deadline = time.monotonic() + FREEZE_TIMEOUT
-    delay = 0.0005
-    while time.monotonic() < deadline:
+    for _ in polling(FREEZE_TIMEOUT):
         if read_keyed(path / "cgroup.events").get("frozen") == 1:
             return True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
     thaw(path)
     return False
 
