@@ -413,13 +413,35 @@ class ImageStore:
         }
 
     def verify(self, image_id: str) -> None:
-        """Check every blob of an image against its digest and rebuild damaged or missing
-        unpacked layers; CorruptedBlob names what cannot be repaired."""
+        """Check every blob of an image against its digest, rebuild damaged or missing unpacked
+        layers (and layer blobs from intact unpacked layers when they reproduce the digest);
+        CorruptedBlob names what cannot be repaired."""
         image = self.resolve(image_id)
         self.blobs.verify(image.manifest_digest)
-        for chain_id, diff_id in zip(image.chain_ids, image.diff_ids):
-            self.blobs.verify(diff_id)
-            self.layers.ensure(chain_id, diff_id)
+        with self._store_lock.shared():
+            for chain_id, diff_id in zip(image.chain_ids, image.diff_ids):
+                try:
+                    self.blobs.verify(diff_id)
+                except CorruptedBlob:
+                    if not self._rebuild_layer_blob(chain_id, diff_id):
+                        raise
+                self.layers.ensure(chain_id, diff_id)
+
+    def _rebuild_layer_blob(self, chain_id: str, diff_id: str) -> bool:
+        """Remake a damaged layer blob from its unpacked dir; True if the digest matches.
+
+        Works for layers this store wrote (commits, directory imports): our tars are
+        deterministic and unpacking keeps everything they record.
+        """
+        if not self.layers.is_ready(chain_id, diff_id):
+            return False
+        with self.blobs.writer() as writer:
+            write_tree(self.layers.diff_dir(chain_id), writer.stream, overlay_diff=True)
+            try:
+                writer.commit(expected=diff_id)
+            except CorruptedBlob:
+                return False
+        return True
 
     # ------------------------------------------------------------------ archives
 

@@ -22,6 +22,7 @@ from pytest_isobox.images import whiteouts
 
 _MAX_SYMLINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # root itself may be /proc/<pid>/root
 _KEPT_XATTR = ("security.capability",)
 _KEPT_XATTR_PREFIX = ("user.",)
 _PAX_XATTR = "SCHILY.xattr."
@@ -55,7 +56,7 @@ class RootedDir:
     """Directory fds resolved inside `root`; caches resolved directories until replaced."""
 
     def __init__(self, root: Path) -> None:
-        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.root_fd = os.open(root, _ROOT_FLAGS)
         self._cache: dict[tuple[str, ...], int] = {}
 
     def close(self) -> None:
@@ -175,7 +176,7 @@ class TarExtractor:
         parent = self._dirs.open_dir(parts[:-1], create=True, what=what)
         name = parts[-1]
         if self._whiteouts and name.startswith(whiteouts.WHITEOUT_PREFIX):
-            self._whiteout(parts, parent, name, what)
+            self._whiteout(parts, parent, name, what, member)
             return
         self._clear(parts, parent, name, member, what)
         if member.isdir():
@@ -200,7 +201,8 @@ class TarExtractor:
             os.utime(fd, ns=(mtime * 10**9,) * 2)
         self._dir_times.clear()
 
-    def _whiteout(self, parts: list[str], parent: int, name: str, what: str) -> None:
+    def _whiteout(self, parts: list[str], parent: int, name: str, what: str,
+                  member: tarfile.TarInfo) -> None:
         if name == whiteouts.OPAQUE_MARKER:
             whiteouts.mark_opaque(parent)
             return
@@ -209,6 +211,7 @@ class TarExtractor:
             raise UnsafeArchiveEntry(f"{what}: malformed whiteout")
         self._remove_existing(parts[:-1] + [hidden], parent, hidden)
         whiteouts.make_overlay_whiteout(parent, hidden)
+        self._set_node_owner_and_time(parent, hidden, member)
 
     def _remove_existing(self, parts: list[str], parent: int, name: str) -> None:
         try:
@@ -280,10 +283,17 @@ class TarExtractor:
     def _make_node(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
         os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent)
+        self._set_node_owner_and_time(parent, name, member, member.mode & 0o7777)
+
+    @staticmethod
+    def _set_node_owner_and_time(parent: int, name: str, member: tarfile.TarInfo,
+                                 mode: int | None = None) -> None:
+        """Owner, mode and mtime of a device node or fifo, set through an O_PATH fd."""
         node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         try:
             os.chown(_fd_path(node), member.uid, member.gid)
-            os.chmod(_fd_path(node), member.mode & 0o7777)
+            if mode is not None:
+                os.chmod(_fd_path(node), mode)
             os.utime(_fd_path(node), ns=(member.mtime * 10**9,) * 2)
         finally:
             os.close(node)

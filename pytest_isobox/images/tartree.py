@@ -141,7 +141,7 @@ class _TreeTar:
 
 def write_tree(root: Path, out: IO[bytes], *, overlay_diff: bool = False) -> int:
     """Write the contents of `root` (not root itself) as a tar to `out`; returns the entry count."""
-    fd = os.open(root, _DIR_FLAGS)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     tree = _TreeTar(out, overlay_diff)
     try:
         tree.add_children(fd, "")
