@@ -20,7 +20,7 @@ __all__ = [
     "current_layout", "list_cgroups", "open_cgroup", "parse_layout",
 ]
 
-_NAME = re.compile(r"[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*")
+_NAME = re.compile(r"[A-Za-z0-9_.:@-]+(/[A-Za-z0-9_.:@-]+)*")
 
 
 def _checked(name: str) -> str:

@@ -231,3 +231,21 @@ def remove_dir(path: Path) -> bool:
             return False
         raise ContainerError(f"cannot remove cgroup {path}: {exc.strerror}") from None
     return True
+
+
+def cgroup_ancestors(directory: Path, name: str) -> list[Path]:
+    """The directories of `name`'s ancestors inside its hierarchy, nearest first
+    (`<mount>/isobox` for `<mount>/isobox/<id>`), never the hierarchy's root."""
+    return list(directory.parents)[: name.count("/")]
+
+
+def prune_empty_ancestors(directory: Path, name: str) -> None:
+    """rmdir the ancestors that the removal of `directory` left empty, nearest first, stopping
+    at the first that is still in use (or not ours to remove)."""
+    for level in cgroup_ancestors(directory, name):
+        try:
+            os.rmdir(level)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return

@@ -8,8 +8,10 @@ from pathlib import Path
 from pytest_isobox.native.cgroups.common import (
     Controller,
     Limits,
+    cgroup_ancestors,
     child_names,
     make_dir,
+    prune_empty_ancestors,
     read_pids,
     remove_dir,
     write_value,
@@ -45,7 +47,7 @@ class V1Cgroup:
         (cpuset), then write the limits in the leaf."""
         for directory in self.unique_dirs():
             here = [c for c, d in self.dirs.items() if d == directory]
-            for level in reversed([directory, *_ancestors(directory, self.name)]):
+            for level in reversed([directory, *cgroup_ancestors(directory, self.name)]):
                 make_dir(level)
                 for controller in here:
                     self.controllers[controller].prepare(level)
@@ -81,14 +83,10 @@ class V1Cgroup:
 
     def remove(self) -> list[Path]:
         """rmdir the leaf and then every ancestor that became empty; the leaves still busy."""
-        busy = []
+        busy = [directory for directory in self.unique_dirs() if not remove_dir(directory)]
         for directory in self.unique_dirs():
-            if not remove_dir(directory):
-                busy.append(directory)
-                continue
-            for level in _ancestors(directory, self.name):
-                if not remove_dir(level):
-                    break
+            if directory not in busy:
+                prune_empty_ancestors(directory, self.name)
         return busy
 
     def exists(self) -> bool:
@@ -97,7 +95,3 @@ class V1Cgroup:
     def children(self) -> set[str]:
         return set().union(*(child_names(d) for d in self.unique_dirs()))
 
-
-def _ancestors(directory: Path, name: str) -> list[Path]:
-    """The parents of `directory` that belong to `name` (inside the hierarchy), nearest first."""
-    return list(directory.parents)[: name.count("/")]

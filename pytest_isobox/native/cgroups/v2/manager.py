@@ -11,6 +11,7 @@ from pytest_isobox.native.cgroups.common import (
     Limits,
     child_names,
     make_dir,
+    prune_empty_ancestors,
     read_pids,
     read_value,
     remove_dir,
@@ -92,9 +93,7 @@ class V2Cgroup:
         """rmdir the leaf and then every ancestor that became empty; the leaf if still busy."""
         if not remove_dir(self.dir):
             return [self.dir]
-        for level in list(self.dir.parents)[: self.name.count("/")]:
-            if not remove_dir(level):
-                break
+        prune_empty_ancestors(self.dir, self.name)
         return []
 
     def exists(self) -> bool:
