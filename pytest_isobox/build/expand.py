@@ -66,13 +66,14 @@ class ExpansionError(DockerfileError):
     """A word could not be expanded: bad syntax, or a `${v:?msg}` whose variable is unset."""
 
 
-def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
+def expand(word: str, env: Mapping[str, str | None], escape: str = "\\") -> str:
     """`word` with its variables replaced and its quotes and escapes removed (BuildKit's
-    ProcessWord): whitespace inside the word is kept, nothing is split."""
+    ProcessWord): whitespace inside the word is kept, nothing is split. A variable mapped to
+    None counts as unset (an ARG declared without a value)."""
     return ShellLexer(escape).process(word, env)[0]
 
 
-def expand_words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:
+def expand_words(text: str, env: Mapping[str, str | None], escape: str = "\\") -> list[str]:
     """`text` expanded and split into words at unquoted whitespace, the whitespace coming from
     an unquoted expansion splitting too (BuildKit's ProcessWords)."""
     return ShellLexer(escape).process(text, env)[1]
@@ -114,9 +115,9 @@ class ShellLexer:
         self.looked_up: set[str] = set()
         self._text = ""
         self._pos = 0
-        self._env: Mapping[str, str] = {}
+        self._env: Mapping[str, str | None] = {}
 
-    def process(self, text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    def process(self, text: str, env: Mapping[str, str | None]) -> tuple[str, list[str]]:
         """(the expanded word, the expanded words) of `text`; raises ExpansionError."""
         self._text, self._pos, self._env = text, 0, env
         try:

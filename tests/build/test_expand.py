@@ -288,3 +288,10 @@ def test_backtick_and_backslash_escapes_are_interchangeable(pieces: list) -> Non
         return "".join(p if isinstance(p, str) else escape + p[1] for p in pieces)
 
     assert expand(render("`"), ENV, escape="`") == expand(render("\\"), ENV)
+
+
+def test_none_value_counts_as_unset() -> None:
+    env = {"A": None}
+    assert expand("${A:-d}|${A-d}|${A+set}|$A", env) == "d|d||"
+    with pytest.raises(ExpansionError, match="A: is not allowed to be unset"):
+        expand("${A?}", env)
