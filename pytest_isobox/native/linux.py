@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
+import socket
+import struct
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -48,6 +51,18 @@ _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 
+# inotify
+IN_MODIFY = 0x00000002
+IN_CLOSE_WRITE = 0x00000008
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+
+# terminal and interface ioctls
+TIOCSCTTY = 0x540E
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -57,6 +72,8 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+_libc.inotify_init1.argtypes = [ctypes.c_int]
+_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
 
 def _check(result: int, what: str) -> int:
@@ -131,3 +148,36 @@ def last_cap() -> int:
     """The highest capability number this kernel knows."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
+
+
+def inotify_init(flags: int = IN_NONBLOCK | IN_CLOEXEC) -> int:
+    """A new inotify descriptor (non-blocking, close-on-exec by default)."""
+    return _check(_libc.inotify_init1(flags), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(fd, _b(path), mask), f"inotify_add_watch({path})")
+
+
+def interface_up(name: str = "lo") -> None:
+    """Set IFF_UP on an interface of the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sH14x", name.encode(), 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", name.encode(), flags | IFF_UP))
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live process in clock ticks since boot, None if it is gone or a zombie.
+
+    A pid with its start time names one process for good: a reused pid has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])

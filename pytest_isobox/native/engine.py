@@ -1,0 +1,1108 @@
+"""`NativeEngine`: the embedded, daemonless implementation of the `Engine` protocol.
+
+Containers are started by forking a monitor from this (already loaded) process: no daemon, no
+interpreter start, no subprocess per step. State lives on disk under `<home>/containers/`, so
+every operation (state, stop, logs, exec, remove) works from any process, and persistent
+containers outlive the process that made them. Non-persistent containers die with their owner;
+`NativeEngine()` sweeps every leftover of dead owners and never touches a live run's.
+
+Images delegate to `images.store.ImageStore`, networks to `network.manager.NetworkManager`,
+builds to `build.builder.Builder`. As a convenience (like Podman's `--rootfs`), an image given
+as an absolute path to a directory runs that directory as the only, read-only, layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Self
+
+from pytest_isobox.engine import (
+    BuildStep,
+    ConflictError,
+    ContainerError,
+    ContainerNotFound,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    EngineUnavailable,
+    ExecResult,
+    ImageInfo,
+    ImageNotFound,
+    InvalidSpec,
+    LogStream,
+    MountSpec,
+    NetworkAttachment,
+    NetworkInfo,
+    PortSpec,
+    VolumeNotFound,
+)
+from pytest_isobox.native import linux, mounts
+from pytest_isobox.native.cgroups import (
+    Limits,
+    cgroup_path_for_ns,
+    check_available,
+    list_cgroups,
+    open_cgroup,
+)
+from pytest_isobox.native.logs import read_log
+from pytest_isobox.native.monitor import Hooks, MonitorHandle, Terminal, spawn_monitor
+from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, exec_init, exit_code_of
+from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_SPECIAL_NETWORKS = ("none", "host")
+_LOCALHOST = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+              "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+              "ff02::2\tip6-allrouters\n")
+_FALLBACK_DNS = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"  # Docker's, when the host has none
+TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
+STOP_GRACE = 10.0  # seconds to wait after SIGKILL for the monitor to record the exit
+
+
+def default_home() -> Path:
+    """ISOBOX_HOME, else $XDG_CACHE_HOME/isobox, else ~/.cache/isobox."""
+    if os.environ.get("ISOBOX_HOME"):
+        return Path(os.environ["ISOBOX_HOME"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "isobox"
+
+
+def check_prerequisites() -> None:
+    """Raise EngineUnavailable naming the first missing prerequisite of the rootful engine."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable(
+            f"the native engine needs root (running as uid {os.geteuid()}); "
+            "rootless containers are not available yet")
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+    except OSError:
+        raise EngineUnavailable("/proc is not mounted: cannot check for overlayfs") from None
+    if not re.search(r"\boverlay\b", filesystems):
+        raise EngineUnavailable("overlayfs is not available (no 'overlay' in /proc/filesystems; "
+                                "try `modprobe overlay`)")
+    if not hasattr(os, "pidfd_open"):
+        raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
+
+
+def signal_number(value: str | int) -> int:
+    """`SIGTERM`, `TERM`, `15` to 15; InvalidSpec names a value that is no signal."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals["SIG" + text.removeprefix("SIG")])
+    except KeyError:
+        raise InvalidSpec(f"invalid signal {value!r}") from None
+
+
+def command_line(image_config: dict, spec: ContainerSpec) -> list[str]:
+    """Docker's argv: entrypoint + command; overriding the entrypoint drops the image's Cmd."""
+    entrypoint = spec.entrypoint if spec.entrypoint is not None \
+        else list(image_config.get("Entrypoint") or [])
+    if spec.command is not None:
+        cmd = list(spec.command)
+    elif spec.entrypoint is not None:
+        cmd = []
+    else:
+        cmd = list(image_config.get("Cmd") or [])
+    argv = [*entrypoint, *cmd]
+    if not argv:
+        raise InvalidSpec(f"no command specified for image {spec.image!r}: give a command")
+    return argv
+
+
+def _env_dict(entries: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        env[key] = value
+    return env
+
+
+def spec_to_dict(spec: ContainerSpec) -> dict:
+    return asdict(spec)
+
+
+def spec_from_dict(raw: dict) -> ContainerSpec:
+    data = dict(raw)
+    data["ports"] = [PortSpec(**p) for p in data.get("ports", [])]
+    data["mounts"] = [MountSpec(**m) for m in data.get("mounts", [])]
+    data["networks"] = [NetworkAttachment(n["network"], tuple(n.get("aliases", ())))
+                        for n in data.get("networks", [])]
+    return ContainerSpec(**data)
+
+
+def _iso(ts: float | None) -> str:
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class NativeEngine:
+    """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
+
+    name = "native"
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        check_prerequisites()
+        self.home = Path(home) if home else default_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "volumes").mkdir(exist_ok=True)
+        self.store = ContainerStore(self.home)
+        self.runtime_dir = self.home / "runtime"
+        self.runtime_dir.mkdir(exist_ok=True)
+        self._me = ProcessIdentity.current()
+        self._monitors: dict[str, MonitorHandle] = {}
+        self._exit_codes: dict[str, int] = {}
+        self._images: Any = None
+        self._network: Any = None
+        self._network_checked = False
+        self._image_cache: dict[str, tuple[dict, list[str]]] = {}
+        self._resolv_conf: str | None = None
+        self.swept: list[str] = self.sweep()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def images_store(self) -> Any:
+        if self._images is None:
+            from pytest_isobox.images.store import ImageStore
+
+            self._images = ImageStore(self.home)
+        return self._images
+
+    @property
+    def network(self) -> Any:
+        """The NetworkManager, or None while the networking code is absent."""
+        if not self._network_checked:
+            self._network_checked = True
+            try:
+                from pytest_isobox.native.network.manager import NetworkManager
+            except ImportError:
+                return None
+            self._network = NetworkManager(self.home)
+        return self._network
+
+    def _network_manager(self) -> Any:
+        manager = self.network
+        if manager is None:
+            raise EngineUnavailable("native networking is not available in this installation")
+        return manager
+
+    def close(self) -> None:
+        """Remove the non-persistent containers this process made; reap their monitors."""
+        for cdir in list(self.store.all()):
+            with contextlib.suppress(Exception):  # a container removed meanwhile is fine
+                if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
+                    self.remove(cdir.id, force=True)
+        for handle in self._monitors.values():
+            handle.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(handle.pid, 0)
+        self._monitors.clear()
+        if self._network is not None:
+            self._network.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _cgroup(self, cid: str) -> Any:
+        return open_cgroup(f"isobox/{cid}")
+
+    def _resolve_image(self, ref: str) -> tuple[str, dict, list[str]]:
+        """(image id, runtime config, lower dirs top first) of an image ref or rootfs dir."""
+        if ref.startswith("/"):
+            path = Path(ref)
+            if not path.is_dir():
+                raise ImageNotFound(f"rootfs directory {ref} does not exist")
+            image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
+            return image_id, {}, [str(path.resolve())]
+        image = self.images_store.resolve(ref)
+        cached = self._image_cache.get(image.id)
+        if cached is None:
+            lowers = [str(p) for p in reversed(self.images_store.layer_dirs(image.id))]
+            cached = (image.config.get("config") or {}, lowers)
+            self._image_cache[image.id] = cached
+        return image.id, cached[0], list(cached[1])
+
+    def _host_resolv_conf(self) -> str:
+        if self._resolv_conf is None:
+            try:
+                lines = Path("/etc/resolv.conf").read_text().splitlines(keepends=True)
+            except OSError:
+                lines = []
+            kept = [ln for ln in lines
+                    if not re.match(r"\s*nameserver\s+(127\.|::1\s*$)", ln)]
+            if not any(ln.strip().startswith("nameserver") for ln in kept):
+                kept.append(_FALLBACK_DNS)
+            self._resolv_conf = "".join(kept)
+        return self._resolv_conf
+
+    def _find(self, ref: str) -> ContainerDir:
+        return self.store.find(ref)
+
+    # ------------------------------------------------------------------ images
+
+    def build(self, context: str | Path, *, dockerfile: str | None = None,
+              tag: str | None = None, buildargs: dict[str, str] | None = None,
+              target: str | None = None, no_cache: bool = False, network: str | None = None,
+              on_step: Callable[[BuildStep], None] | None = None) -> str:
+        from pytest_isobox.build.builder import Builder
+
+        builder = Builder(engine=self, cache_dir=self.home / "buildcache")
+        return builder.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
+                             target=target, no_cache=no_cache, network=network, on_step=on_step)
+
+    def import_rootfs(self, source: str | Path, ref: str) -> str:
+        return self.images_store.import_rootfs(source, ref)
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        image = self.images_store.resolve(ref)
+        return ImageInfo(image.id, image.tags, image.config, image.size,
+                         image.config.get("created"))
+
+    def images(self) -> list[ImageInfo]:
+        return self.images_store.images()
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        self.images_store.tag(ref, new_ref)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.images_store.remove(ref, force=force, in_use=self._images_in_use())
+
+    def save_images(self, refs: list[str], path: str | Path) -> None:
+        self.images_store.save(refs, path)
+
+    def load_images(self, path: str | Path) -> list[str]:
+        return self.images_store.load(path)
+
+    def commit(self, container: str, *, config: dict | None = None, created_by: str = "") -> str:
+        """A new image: the container's image plus its upper dir as one layer."""
+        cdir = self._find(container)
+        image_id = cdir.config["image_id"]
+        if cdir.config["image"].startswith("/"):
+            raise InvalidSpec(f"cannot commit container {cdir.id[:12]}: its image is the plain "
+                              f"directory {cdir.config['image']}; import it first")
+        if config is None:
+            config = self.images_store.resolve(image_id).config.get("config") or {}
+        return self.images_store.commit(image_id, cdir.upper, config, created_by)
+
+    def _images_in_use(self) -> set[str]:
+        return {cdir.config["image_id"] for cdir in self.store.all()}
+
+    def prune(self) -> int:
+        return self.images_store.prune(in_use=self._images_in_use())
+
+    def disk_usage(self) -> dict[str, dict[str, int]]:
+        usage = self.images_store.disk_usage()
+        containers = list(self.store.all())
+        volumes = self.volumes()
+        cache = self.home / "buildcache"
+        return {
+            "Images": {"count": usage["images"]["count"],
+                       "size": usage["images"]["size"] + usage["layers"]["size"]},
+            "Containers": {"count": len(containers),
+                           "size": sum(_tree_size(c.upper) for c in containers)},
+            "Volumes": {"count": len(volumes),
+                        "size": sum(_tree_size(self._volume_path(v)) for v in volumes)},
+            "Build Cache": {"count": len(list(cache.iterdir())) if cache.is_dir() else 0,
+                            "size": _tree_size(cache)},
+        }
+
+    # ------------------------------------------------------------------ containers: life
+
+    def create(self, spec: ContainerSpec) -> ContainerState:
+        if spec.name is not None and not _NAME.fullmatch(spec.name):
+            raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
+                              " are allowed")
+        image_id, image_config, lowerdirs = self._resolve_image(spec.image)
+        limits = self._limits(spec)
+        check_available(limits)
+        resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
+        if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
+            self._network_manager()
+        argv = command_line(image_config, spec)
+        env = _env_dict(list(image_config.get("Env") or []))
+        env.update(spec.env)
+        cid = secrets.token_hex(32)
+        name = spec.name or f"isobox_{cid[:12]}"
+        host_network = spec.network_mode == "host" and not spec.networks
+        hostname = spec.hostname or (os.uname().nodename if host_network else cid[:12])
+        user = spec.user if spec.user is not None else (image_config.get("User") or "")
+        stop_signal = spec.stop_signal or image_config.get("StopSignal") or "SIGTERM"
+        signal_number(stop_signal)
+        now = time.time()
+        config = {
+            "id": cid, "name": name, "created": now, "image": spec.image, "image_id": image_id,
+            "lowerdirs": lowerdirs, "argv": argv, "env": env, "user": user,
+            "workdir": spec.working_dir or image_config.get("WorkingDir") or "/",
+            "hostname": hostname, "stop_signal": stop_signal, "mounts": resolved_mounts,
+            "spec": spec_to_dict(spec), "image_config": image_config,
+            "owner": None if spec.persistent else self._me.dump(),
+        }
+        state = {"status": "created", "exit_code": 0, "oom_killed": False, "pid": None,
+                 "started_at": None, "finished_at": None, "ips": {}, "ports": {}, "error": ""}
+
+        def populate(tmp: ContainerDir) -> None:
+            hosts = Path("/etc/hosts").read_text() if host_network else _LOCALHOST
+            tmp.hosts.write_text(hosts)
+            tmp.hostname.write_text(hostname + "\n")
+            tmp.resolv_conf.write_text(self._host_resolv_conf())
+
+        cdir = self.store.create(cid, name, config, state, populate)
+        return self._state_of(cdir, state)
+
+    def _limits(self, spec: ContainerSpec) -> Limits:
+        return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
+                      pids=spec.pids_limit)
+
+    def _resolve_mounts(self, specs: list[MountSpec]) -> list[mounts.ResolvedMount]:
+        resolved = []
+        for m in specs:
+            if not m.target.startswith("/"):
+                raise InvalidSpec(f"invalid mount target {m.target!r}: must be an absolute path")
+            if m.type == "bind":
+                if not os.path.exists(m.source):
+                    raise InvalidSpec(f"bind source path does not exist: {m.source}")
+                resolved.append(mounts.ResolvedMount("bind", m.target, os.path.abspath(m.source),
+                                                     m.read_only))
+            elif m.type == "volume":
+                if not m.source:
+                    raise InvalidSpec(f"volume mount at {m.target} needs a volume name")
+                self.volume_create(m.source)
+                resolved.append(mounts.ResolvedMount("bind", m.target,
+                                                     str(self._volume_path(m.source)),
+                                                     m.read_only))
+            elif m.type == "tmpfs":
+                resolved.append(mounts.ResolvedMount("tmpfs", m.target, "", m.read_only, m.size))
+            else:
+                raise InvalidSpec(f"invalid mount type {m.type!r}: expected bind, tmpfs or volume")
+        return resolved
+
+    def _plan(self, cdir: ContainerDir, tty: bool) -> ContainerPlan:
+        config = cdir.config
+        spec = config["spec"]
+        init_binary = None
+        if spec["init"]:
+            init_binary = next((p for p in TINI_CANDIDATES if os.path.exists(p)), None)
+            if init_binary is None:
+                raise EngineUnavailable("init=True needs tini: none of "
+                                        f"{', '.join(TINI_CANDIDATES)} exists")
+        argv = list(config["argv"])
+        if init_binary:
+            argv = [mounts.INIT_PATH, "--", *argv]
+        init_layer = mounts.ensure_init_layer(self.runtime_dir)
+        host_network = spec["network_mode"] == "host" and not spec["networks"]
+        uses_manager = not host_network and (spec["networks"] or spec["network_mode"] != "none")
+        return ContainerPlan(
+            id=cdir.id, rootfs=str(cdir.rootfs),
+            lowerdirs=[str(init_layer), *config["lowerdirs"]],
+            upper=str(cdir.upper), work=str(cdir.work), hostname=config["hostname"],
+            process=ProcessPlan(argv=argv, env=config["env"], workdir=config["workdir"],
+                                user=config["user"], tty=tty),
+            etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
+                       "/etc/resolv.conf": str(cdir.resolv_conf)},
+            mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
+            init_binary=init_binary, new_netns=not host_network,
+            loopback_up=not host_network and not uses_manager,
+            cgroup_ns=cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
+        )
+
+    def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
+        cid = cdir.id
+        cgroup = self._cgroup(cid)
+        config = cdir.config
+        spec = spec_from_dict(config["spec"])
+        limits = self._limits(spec)
+        attach = None
+        if plan.new_netns and not plan.loopback_up:
+            manager = self._network_manager()
+
+            def attach(pid: int) -> tuple[dict, dict]:
+                result = manager.attach(cid, config["name"], config["hostname"], pid, spec,
+                                        cdir.hosts)
+                return result.ips, result.ports
+
+        def final_usage() -> dict:
+            stats = cgroup.stats()
+            return {"oom_killed": cgroup.oom_killed(), "memory_peak": stats.memory_peak,
+                    "cpu_time_ns": stats.cpu_time_ns}
+
+        def release(delete: bool) -> None:
+            self._release(cdir, delete)
+
+        return Hooks(create_cgroup=lambda: cgroup.create(limits), join_cgroup=cgroup.add,
+                     kill_cgroup=cgroup.kill_all, final_usage=final_usage,
+                     attach_network=attach, release=release)
+
+    def _release(self, cdir: ContainerDir, delete: bool) -> None:
+        """Give back the container's cgroup and network; with delete, its directory too."""
+        self._cgroup(cdir.id).destroy()
+        try:
+            spec = cdir.config["spec"]
+        except Exception:  # noqa: BLE001 - the directory is gone: nothing of it to read
+            spec = {"networks": [1], "network_mode": "bridge"}
+        if (spec["networks"] or spec["network_mode"] not in _SPECIAL_NETWORKS) \
+                and self.network is not None:
+            self.network.detach(cdir.id)
+        if delete:
+            self.store.delete(cdir)
+
+    def start(self, container: str) -> ContainerState:
+        return self._start(self._find(container), None)
+
+    def _start(self, cdir: ContainerDir, terminal: Terminal | None) -> ContainerState:
+        state = cdir.read_state()
+        if state["status"] == "running" and self._monitor_alive(state):
+            return self._state_of(cdir, state)
+        self._reap(cdir.id)
+        spec = cdir.config["spec"]
+        plan = self._plan(cdir, spec["tty"])
+        owner = ProcessIdentity.load(cdir.config["owner"])
+        handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
+                               spec["auto_remove"], terminal)
+        event = handle.next_event()
+        if event is None or event["event"] != "started":
+            handle.close()
+            os.waitpid(handle.pid, 0)
+            message = event["message"] if event else "the container's monitor died at start"
+            raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}")
+        self._monitors[cdir.id] = handle
+        return self._state_of(cdir, cdir.read_state())
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        state = self.create(spec)
+        try:
+            return self.start(state.id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.remove(state.id, force=True)
+            raise
+
+    def wait(self, container: str, timeout: float | None = None) -> int:
+        """The container's exit code once it has exited; TimeoutError after `timeout` s."""
+        handle = self._monitors.get(container)
+        cdir = None
+        if handle is None:
+            cdir = self._find(container)
+            handle = self._monitors.get(cdir.id)
+        cid = cdir.id if cdir else container
+        if handle is not None:
+            return self._wait_own(cid, handle, timeout)
+        assert cdir is not None
+        state = cdir.read_state()
+        if state["status"] == "created":
+            raise ContainerError(f"container {cid[:12]} has not been started")
+        if state["status"] == "running":
+            self._wait_monitor(state, timeout, cid)
+            with contextlib.suppress(Exception):
+                state = cdir.read_state()
+        return int(state.get("exit_code") or 0)
+
+    def _wait_own(self, cid: str, handle: MonitorHandle, timeout: float | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while handle.exited is None:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            event = handle.next_event(remaining)
+            if event is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
+                break
+        code = handle.exited["exit_code"] if handle.exited else None
+        if code is None:
+            with contextlib.suppress(Exception):
+                code = self._find(cid).read_state().get("exit_code")
+        code = 137 if code is None else int(code)
+        self._exit_codes[cid] = code
+        with contextlib.suppress(Exception):
+            cdir = self._find(cid)
+            if cdir.config["spec"]["auto_remove"]:
+                self.remove(cid, force=True)
+        return code
+
+    def _monitor_alive(self, state: dict) -> bool:
+        monitor = ProcessIdentity.load(state.get("monitor"))
+        return monitor is not None and monitor.alive()
+
+    def _wait_monitor(self, state: dict, timeout: float | None, cid: str) -> None:
+        """Block until the container's monitor has ended (it records the exit first)."""
+        monitor = ProcessIdentity.load(state.get("monitor"))
+        if monitor is None:
+            return
+        try:
+            fd = os.pidfd_open(monitor.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if not monitor.alive():
+                return
+            if not select.select([fd], [], [], timeout)[0]:
+                raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
+        finally:
+            os.close(fd)
+
+    def _reap(self, cid: str) -> None:
+        handle = self._monitors.pop(cid, None)
+        if handle is not None:
+            handle.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(handle.pid, 0)
+
+    def _container_pidfd(self, state: dict) -> int | None:
+        """A pidfd on the container's PID 1 if it still runs (checked by its start time)."""
+        pid, start = state.get("pid"), state.get("pid_start")
+        if not pid or state.get("status") != "running":
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        if linux.process_start_time(pid) != start:
+            os.close(fd)
+            return None
+        return fd
+
+    def stop(self, container: str, timeout: float | None = None) -> None:
+        """Stop signal, up to `timeout` s (default the spec's) for the exit, then SIGKILL."""
+        cdir = self._find(container)
+        state = cdir.read_state()
+        fd = self._container_pidfd(state)
+        if fd is None:
+            self._settle(cdir)
+            return
+        if timeout is None:
+            timeout = cdir.config["spec"]["stop_timeout"]
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal_number(cdir.config["stop_signal"]))
+            if not select.select([fd], [], [], timeout)[0]:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+        finally:
+            os.close(fd)
+        self._settle(cdir)
+
+    def _settle(self, cdir: ContainerDir) -> None:
+        """Wait until the monitor has recorded the exit (it does right after the exit)."""
+        if cdir.id in self._monitors:
+            self._wait_own(cdir.id, self._monitors[cdir.id], STOP_GRACE)
+            return
+        with contextlib.suppress(ContainerNotFound, TimeoutError):
+            state = cdir.read_state()
+            if state["status"] == "running":
+                self._wait_monitor(state, STOP_GRACE, cdir.id)
+
+    def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        cdir = self._find(container)
+        state = cdir.read_state()
+        fd = self._container_pidfd(state)
+        if fd is None:
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        try:
+            number = signal_number(signal)
+            with contextlib.suppress(ProcessLookupError):
+                _send(fd, number)
+        finally:
+            os.close(fd)
+
+    def remove(self, container: str, *, force: bool = False) -> None:
+        cdir = self._find(container)
+        state = cdir.read_state()
+        if state["status"] == "running" and self._monitor_alive(state):
+            if not force:
+                raise ConflictError(
+                    f"you cannot remove a running container {cdir.id}: stop the container "
+                    "before attempting removal or force remove")
+            fd = self._container_pidfd(state)
+            if fd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    _send(fd, 9)
+                os.close(fd)
+            self._settle(cdir)
+        self._reap(cdir.id)
+        monitor = ProcessIdentity.load(cdir.read_state().get("monitor"))
+        if monitor is not None and monitor.alive():  # finishing its release; wait for it
+            with contextlib.suppress(TimeoutError):
+                self._wait_monitor({"monitor": monitor.dump()}, STOP_GRACE, cdir.id)
+        self._release(cdir, delete=True)
+
+    # ------------------------------------------------------------------ containers: views
+
+    def _state_of(self, cdir: ContainerDir, state: dict) -> ContainerState:
+        config = cdir.config
+        status = state["status"]
+        if status == "running" and not self._monitor_alive(state):
+            status = "dead"
+        return ContainerState(
+            id=cdir.id, name=config["name"], image=config["image"], image_id=config["image_id"],
+            status=status, pid=state.get("pid") if status == "running" else None,
+            exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
+            created_at=config["created"], started_at=state.get("started_at"),
+            finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
+            ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
+            labels=dict(config["spec"].get("labels") or {}),
+        )
+
+    def state(self, container: str) -> ContainerState:
+        cdir = self._find(container)
+        handle = self._monitors.get(cdir.id)
+        if handle is not None and handle.reap():
+            self._monitors.pop(cdir.id).close()
+        return self._state_of(cdir, cdir.read_state())
+
+    def inspect(self, container: str) -> dict:
+        """Docker's container JSON, for the fields this engine knows."""
+        cdir = self._find(container)
+        st = self.state(cdir.id)
+        raw = cdir.read_state()
+        config = cdir.config
+        spec = config["spec"]
+        return {
+            "Id": cdir.id, "Name": "/" + config["name"], "Created": _iso(config["created"]),
+            "Path": config["argv"][0], "Args": config["argv"][1:], "Image": config["image_id"],
+            "State": {
+                "Status": st.status, "Running": st.running, "Paused": False,
+                "Restarting": False, "OOMKilled": st.oom_killed, "Dead": st.status == "dead",
+                "Pid": st.pid or 0, "ExitCode": st.exit_code or 0, "Error": raw.get("error", ""),
+                "StartedAt": _iso(st.started_at), "FinishedAt": _iso(st.finished_at),
+            },
+            "Config": {
+                "Hostname": config["hostname"], "User": config["user"],
+                "Env": [f"{k}={v}" for k, v in config["env"].items()],
+                "Cmd": spec["command"] if spec["command"] is not None
+                else config["image_config"].get("Cmd"),
+                "Entrypoint": spec["entrypoint"] if spec["entrypoint"] is not None
+                else config["image_config"].get("Entrypoint"),
+                "WorkingDir": config["workdir"], "Image": config["image"],
+                "Labels": spec["labels"], "Tty": spec["tty"], "OpenStdin": spec["stdin_open"],
+                "StopSignal": config["stop_signal"],
+            },
+            "HostConfig": {
+                "Memory": spec["mem_limit"] or 0,
+                "NanoCpus": int((spec["cpus"] or 0) * 1e9), "CpuShares": spec["cpu_shares"] or 0,
+                "PidsLimit": spec["pids_limit"], "Init": spec["init"],
+                "NetworkMode": spec["network_mode"], "AutoRemove": spec["auto_remove"],
+            },
+            "Mounts": [{"Type": m["type"], "Source": m["source"], "Destination": m["target"],
+                        "RW": not m["read_only"]} for m in spec["mounts"]],
+            "NetworkSettings": {
+                "Networks": {n: {"IPAddress": ip} for n, ip in st.ips.items()},
+                "Ports": {k: [{"HostIp": h, "HostPort": str(p)} for h, p in v]
+                          for k, v in st.ports.items()},
+            },
+        }
+
+    def containers(self, *, all: bool = False) -> list[ContainerState]:
+        found = []
+        for cdir in self.store.all():
+            with contextlib.suppress(Exception):  # removed meanwhile
+                st = self._state_of(cdir, cdir.read_state())
+                if all or st.running:
+                    found.append(st)
+        return sorted(found, key=lambda s: s.created_at or 0, reverse=True)
+
+    def logs(self, container: str, *, stdout: bool = True, stderr: bool = True,
+             follow: bool = False, tail: int | None = None) -> Iterator[tuple[LogStream, bytes]]:
+        cdir = self._find(container)
+        monitor_fd = None
+        if follow:
+            monitor = ProcessIdentity.load(cdir.read_state().get("monitor"))
+            if monitor is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    monitor_fd = os.pidfd_open(monitor.pid)
+                if monitor_fd is not None and not monitor.alive():
+                    os.close(monitor_fd)
+                    monitor_fd = None
+        try:
+            yield from read_log(cdir.log, stdout=stdout, stderr=stderr, follow=follow,
+                                tail=tail, monitor_fd=monitor_fd)
+        finally:
+            if monitor_fd is not None:
+                os.close(monitor_fd)
+
+    def stats(self, container: str) -> ContainerStats:
+        cdir = self._find(container)
+        state = cdir.read_state()
+        if state["status"] == "running" and self._monitor_alive(state):
+            s = self._cgroup(cdir.id).stats()
+            return ContainerStats(s.memory_current, s.memory_peak, s.cpu_time_ns, s.pids)
+        return ContainerStats(0, int(state.get("memory_peak") or 0),
+                              int(state.get("cpu_time_ns") or 0), 0)
+
+    # ------------------------------------------------------------------ exec
+
+    def _exec_target(self, container: str) -> tuple[ContainerDir, int]:
+        cdir = self._find(container)
+        state = cdir.read_state()
+        fd = self._container_pidfd(state)
+        if fd is None:
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        os.close(fd)
+        return cdir, state["pid"]
+
+    def _exec_process(self, cdir: ContainerDir, cmd: list[str], env: dict[str, str] | None,
+                      user: str | None, workdir: str | None, tty: bool) -> ProcessPlan:
+        if not cmd:
+            raise InvalidSpec("exec needs a command")
+        config = cdir.config
+        merged = dict(config["env"])
+        merged.update(env or {})
+        return ProcessPlan(argv=list(cmd), env=merged, workdir=workdir or config["workdir"],
+                           user=config["user"] if user is None else user, tty=tty,
+                           create_workdir=False)
+
+    def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
+                   stdio: tuple[int, int, int], error_w: int) -> int:
+        cgroup = self._cgroup(cdir.id)
+        child = os.fork()
+        if child == 0:
+            try:
+                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                exec_init(pid, process, stdio, error_w, cgroup.add)
+            finally:
+                os._exit(127)
+        return child
+
+    def exec(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None) -> ExecResult:
+        """Run `cmd` in the running container (its namespaces and cgroup), collect output.
+
+        A command that cannot be started gives exit code 126/127 and the reason on stderr.
+        """
+        cdir, pid = self._exec_target(container)
+        process = self._exec_process(cdir, cmd, env, user, workdir, tty=False)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            child = self._fork_exec(cdir, pid, process, (null, out_w, err_w), error_w)
+        finally:
+            for fd in (out_w, err_w, error_w, null):
+                os.close(fd)
+        outputs = _collect({out_r: bytearray(), err_r: bytearray(), error_r: bytearray()})
+        _, status = os.waitpid(child, 0)
+        code = exit_code_of(status)
+        failure = bytes(outputs[error_r])
+        stderr = bytes(outputs[err_r])
+        if failure:
+            text = failure.decode(errors="replace").partition("\n")[2]
+            stderr += f"{text}\n".encode()
+        return ExecResult(code, bytes(outputs[out_r]), stderr)
+
+    def exec_attached(self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
+                      env: dict[str, str] | None = None, user: str | None = None,
+                      workdir: str | None = None) -> int:
+        """`exec -i/-t`: the process talks to this process's terminal (a pty when tty)."""
+        cdir, pid = self._exec_target(container)
+        process = self._exec_process(cdir, cmd, env, user, workdir, tty=tty)
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        master = slave = None
+        if tty:
+            master, slave = os.openpty()
+            _copy_window_size(master)
+            stdio = (slave, slave, slave)
+        else:
+            stdio = (0 if stdin else null, 1, 2)
+        try:
+            child = self._fork_exec(cdir, pid, process, stdio, error_w)
+        finally:
+            for fd in (error_w, null, *((slave,) if slave is not None else ())):
+                os.close(fd)
+        if master is not None:
+            with _raw_terminal():
+                _relay_pty(master, stdin)
+            os.close(master)
+        failure = _read_to_end(error_r)
+        os.close(error_r)
+        _, status = os.waitpid(child, 0)
+        if failure:
+            sys.stderr.write(failure.decode(errors="replace").partition("\n")[2] + "\n")
+        return exit_code_of(status)
+
+    def run_attached(self, spec: ContainerSpec) -> int:
+        """`run -i/-t`: start with this process's terminal relayed, wait, return the exit code."""
+        state = self.create(spec)
+        master = slave = None
+        if spec.tty:
+            master, slave = os.openpty()
+            _copy_window_size(master)
+        terminal = Terminal(stdin=0 if spec.stdin_open else None, stdout=1, stderr=2,
+                            pty_master=master, pty_slave=slave)
+        try:
+            with _raw_terminal() if spec.tty else contextlib.nullcontext():
+                self._start(self._find(state.id), terminal)
+                if slave is not None:
+                    os.close(slave)
+                    slave = None
+                return self.wait(state.id)
+        finally:
+            for fd in (master, slave):
+                if fd is not None:
+                    os.close(fd)
+            if spec.auto_remove:
+                with contextlib.suppress(Exception):
+                    self.remove(state.id, force=True)
+
+    # ------------------------------------------------------------------ archives
+
+    def put_archive(self, container: str, path: str, data: bytes | IO[bytes]) -> None:
+        """Extract a tar into directory `path` of the container; never outside its root."""
+        from pytest_isobox.images.tarsafe import extract_into
+
+        payload = data if isinstance(data, bytes) else data.read()
+        self._in_rootfs(self._find(container),
+                        lambda root: extract_into(root, path, io.BytesIO(payload)))
+
+    def get_archive(self, container: str, path: str) -> bytes:
+        """A tar of `path` in the container, named from its basename (`docker cp`)."""
+        from pytest_isobox.images.tarsafe import archive_path
+
+        return self._in_rootfs(self._find(container), lambda root: archive_path(root, path))
+
+    def _in_rootfs(self, cdir: ContainerDir, action: Callable[[Path], bytes | None]) -> bytes:
+        """Run `action(root)` on the container's root: the live one of a running container,
+        else its overlay mounted in a short-lived private mount namespace (a forked child)."""
+        state = cdir.read_state()
+        fd = self._container_pidfd(state)
+        if fd is not None:
+            os.close(fd)
+            return action(Path(f"/proc/{state['pid']}/root")) or b""
+        plan = self._plan(cdir, tty=False)
+        result_r, result_w = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                os.close(result_r)
+                linux.unshare(linux.CLONE_NEWNS)
+                mounts.make_mounts_private()
+                mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs)
+                try:
+                    out = b"\0" + (action(Path(plan.rootfs)) or b"")
+                except Exception as exc:  # noqa: BLE001 - sent back to the parent
+                    out = b"\1" + json.dumps([type(exc).__name__, str(exc)]).encode()
+                with open(result_w, "wb", closefd=False) as f:
+                    f.write(out)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(result_w)
+        out = _read_to_end(result_r)
+        os.close(result_r)
+        os.waitpid(child, 0)
+        if not out:
+            raise ContainerError(f"cannot mount the filesystem of container {cdir.id[:12]}")
+        if out[:1] == b"\1":
+            kind, message = json.loads(out[1:])
+            if kind in ("InvalidSpec", "UnsafeArchiveEntry"):
+                raise InvalidSpec(message)
+            raise ContainerError(message)
+        return out[1:]
+
+    # ------------------------------------------------------------------ networks
+
+    def network_create(self, name: str, *, subnet: str | None = None,
+                       labels: dict[str, str] | None = None) -> NetworkInfo:
+        return self._network_manager().create(name, subnet=subnet, labels=labels)
+
+    def network_remove(self, name: str) -> None:
+        self._network_manager().remove(name)
+
+    def network_inspect(self, name: str) -> NetworkInfo:
+        return self._network_manager().inspect(name)
+
+    def networks(self) -> list[NetworkInfo]:
+        return self._network_manager().list()
+
+    # ------------------------------------------------------------------ volumes
+
+    def _volume_path(self, name: str) -> Path:
+        if not _NAME.fullmatch(name):
+            raise InvalidSpec(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                              "are allowed")
+        return self.home / "volumes" / name / "_data"
+
+    def volume_create(self, name: str) -> str:
+        self._volume_path(name).mkdir(parents=True, exist_ok=True)
+        return name
+
+    def volume_remove(self, name: str, *, force: bool = False) -> None:
+        path = self._volume_path(name)
+        if not path.is_dir():
+            raise VolumeNotFound(f"no such volume: {name}")
+        users = [c.id[:12] for c in self.store.all()
+                 if any(m["type"] == "volume" and m["source"] == name
+                        for m in c.config["spec"]["mounts"])]
+        if users and not force:
+            raise ConflictError(f"volume {name} is in use by containers {', '.join(users)}")
+        shutil.rmtree(path.parent)
+
+    def volumes(self) -> list[str]:
+        root = self.home / "volumes"
+        return sorted(p.name for p in root.iterdir() if (p / "_data").is_dir())
+
+    # ------------------------------------------------------------------ leftovers
+
+    def sweep(self) -> list[str]:
+        """Remove every leftover of dead owners in this home, and orphaned empty cgroups.
+
+        Never touches a container whose owner (pid and start time) still runs, nor a
+        persistent container (it has no owner) except to free the cgroup of a dead one.
+        """
+        from filelock import FileLock
+
+        cleaned: list[str] = []
+        (self.home / "locks").mkdir(exist_ok=True)
+        with FileLock(str(self.home / "locks" / "container-sweep.lock")):
+            for tmp in self.store.leftover_temp_dirs():
+                shutil.rmtree(tmp, ignore_errors=True)
+                cleaned.append(f"half-created container dir {tmp.name}")
+            live: set[str] = set()
+            for cdir in list(self.store.all()):
+                try:
+                    line = self._sweep_one(cdir)
+                except Exception as exc:  # noqa: BLE001 - one broken leftover stops no sweep
+                    line = f"could not sweep container {cdir.id[:12]}: {exc}"
+                if line:
+                    cleaned.append(line)
+                if cdir.exists():
+                    live.add(cdir.id)
+            for link in self.store.stale_names():
+                link.unlink(missing_ok=True)
+            cleaned += self._sweep_cgroups(live)
+            if self.network is not None and (self.home / "networks").exists():
+                cleaned += self.network.sweep(live)
+        return cleaned
+
+    def _sweep_one(self, cdir: ContainerDir) -> str | None:
+        config = cdir.config
+        owner = ProcessIdentity.load(config.get("owner"))
+        state = cdir.read_state()
+        monitor = ProcessIdentity.load(state.get("monitor"))
+        monitor_alive = monitor is not None and monitor.alive()
+        if owner is None:  # persistent: only a dead one's cgroup and network go
+            if state["status"] == "running" and not monitor_alive:
+                self._release(cdir, delete=False)
+                return f"cgroup of dead persistent container {cdir.id[:12]}"
+            return None
+        if owner.alive():
+            return None
+        if monitor_alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(monitor.pid, signal.SIGKILL)
+        self._release(cdir, delete=True)
+        return f"container {cdir.id[:12]} ({config['name']}) of dead process {owner.pid}"
+
+    def _sweep_cgroups(self, live: set[str]) -> list[str]:
+        """Cgroups named isobox/<id> with no container in this home: only empty ones go (a
+        container of another home has processes; a dead one's died with its monitor)."""
+        cleaned = []
+        for name in list_cgroups("isobox"):
+            cid = name.partition("/")[2]
+            if cid in live or (self.store.root / cid).exists():
+                continue
+            cgroup = open_cgroup(name)
+            with contextlib.suppress(Exception):
+                if not cgroup.procs():
+                    cgroup.destroy()
+                    cleaned.append(f"empty cgroup {name}")
+        return cleaned
+
+
+def _send(pidfd: int, number: int) -> None:
+    signal.pidfd_send_signal(pidfd, number)
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _collect(buffers: dict[int, bytearray]) -> dict[int, bytearray]:
+    """Read every fd to its end (they close when the writer exits)."""
+    open_fds = set(buffers)
+    while open_fds:
+        for fd in select.select(list(open_fds), [], [])[0]:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                buffers[fd] += chunk
+            else:
+                open_fds.discard(fd)
+                os.close(fd)
+    return buffers
+
+
+def _read_to_end(fd: int) -> bytes:
+    data = bytearray()
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    return bytes(data)
+
+
+def _copy_window_size(master: int) -> None:
+    import fcntl
+    import termios
+
+    with contextlib.suppress(OSError):
+        size = fcntl.ioctl(sys.stdin.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+
+
+@contextlib.contextmanager
+def _raw_terminal() -> Iterator[None]:
+    """The caller's terminal in raw mode (keys go to the container), restored afterwards."""
+    import termios
+    import tty
+
+    if not os.isatty(0):
+        yield
+        return
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def _relay_pty(master: int, stdin: bool) -> None:
+    """Copy our stdin to the pty and the pty to our stdout until the pty closes."""
+    sources = [master, 0] if stdin else [master]
+    while True:
+        for fd in select.select(sources, [], [])[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if fd == master:
+                if not data:
+                    return
+                os.write(1, data)
+            elif data:
+                os.write(master, data)
+            else:
+                sources.remove(0)

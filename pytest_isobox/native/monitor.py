@@ -1,0 +1,353 @@
+"""The per-container parent: starts the container, relays its output to the log, records its
+exit (status, OOM, final usage) and releases what it held.
+
+A monitor is forked from the engine's process (no exec, no interpreter start). It stays the
+container's parent for the container's whole life. A non-persistent container dies with the
+process that created it: the monitor watches that owner through a pidfd, and kills and removes
+the container when the owner is gone. The container itself dies with the monitor
+(PR_SET_PDEATHSIG), so a `kill -9` of both still leaves no running process.
+
+The monitor tells its owner what happened as JSON lines on a pipe: `started` (with the
+container's pid) or `failed` (exit code and message), then `exited`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_isobox.native import linux
+from pytest_isobox.native.logs import LogWriter
+from pytest_isobox.native.runtime import ContainerPlan, container_init, exit_code_of
+from pytest_isobox.native.state import ContainerDir, ProcessIdentity
+
+# Callables the engine gives the monitor, all run in the monitor process.
+AttachNetwork = Callable[[int], tuple[dict, dict]]  # netns pid -> (ips, ports)
+
+
+@dataclass
+class Hooks:
+    """What the engine does around the container: cgroup, network and release."""
+
+    create_cgroup: Callable[[], None]
+    join_cgroup: Callable[[int], None]
+    kill_cgroup: Callable[[], None]
+    final_usage: Callable[[], dict]  # oom_killed, memory_peak, cpu_time_ns
+    attach_network: AttachNetwork | None
+    release: Callable[[bool], None]  # delete the state dir too?
+
+
+@dataclass
+class Terminal:
+    """The caller's side of an attached run: fds to relay, and the pty the caller made."""
+
+    stdin: int | None
+    stdout: int
+    stderr: int
+    pty_master: int | None = None
+    pty_slave: int | None = None
+
+
+class MonitorHandle:
+    """The creating process's view of a monitor it forked: its pid and its event pipe."""
+
+    def __init__(self, pid: int, events_fd: int) -> None:
+        self.pid = pid
+        self.events_fd = events_fd
+        self._buf = b""
+        self.exited: dict | None = None
+
+    def next_event(self, timeout: float | None = None) -> dict | None:
+        """The next event; None on timeout or when the monitor has gone without a word."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.events_fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self.events_fd, 4096)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        event = json.loads(line)
+        if event.get("event") == "exited":
+            self.exited = event
+        return event
+
+    def reap(self) -> bool:
+        """Collect the monitor's exit status if it has ended; True once it has."""
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        return pid != 0
+
+    def close(self) -> None:
+        if self.events_fd >= 0:
+            os.close(self.events_fd)
+            self.events_fd = -1
+
+
+def spawn_monitor(plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
+                  owner: ProcessIdentity | None, auto_remove: bool,
+                  terminal: Terminal | None = None) -> MonitorHandle:
+    """Fork the monitor; it starts the container. Returns at once (read the events)."""
+    events_r, events_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(events_r)
+            code = _Monitor(plan, cdir, hooks, owner, auto_remove, terminal, events_w).run()
+        finally:
+            os._exit(code)
+    os.close(events_w)
+    return MonitorHandle(pid, events_r)
+
+
+class _Monitor:
+    def __init__(self, plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
+                 owner: ProcessIdentity | None, auto_remove: bool, terminal: Terminal | None,
+                 events_w: int) -> None:
+        self.plan, self.cdir, self.hooks = plan, cdir, hooks
+        self.owner, self.auto_remove, self.terminal = owner, auto_remove, terminal
+        self.events_w = events_w
+        self.state = cdir.read_state()
+
+    # -- set-up
+
+    def _detach_from_caller(self) -> None:
+        gc.disable()
+        if self.owner is None:  # persistent: leave the caller's session and terminal
+            os.setsid()
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
+                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        keep = {self.events_w}
+        if self.terminal is not None:
+            t = self.terminal
+            keep |= {fd for fd in (t.stdin, t.stdout, t.stderr, t.pty_master, t.pty_slave)
+                     if fd is not None}
+        _close_all_but(keep)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            if fd not in keep:
+                os.dup2(null, fd)
+        if null not in keep and null > 2:
+            os.close(null)
+
+    def _emit(self, **event: object) -> None:
+        try:
+            os.write(self.events_w, json.dumps(event).encode() + b"\n")
+        except OSError:  # the owner is gone; the state file says it all
+            pass
+
+    # -- life
+
+    def run(self) -> int:
+        self._detach_from_caller()
+        owner_fd = self._watch_owner()
+        if owner_fd == -1:
+            return self._finish(None, owner_dead=True)
+        try:
+            self.hooks.create_cgroup()
+            child, streams, stdin_w = self._start_container()
+        except _StartFailed as failure:
+            return self._failed(failure.code, failure.message, owner_fd)
+        except Exception as exc:  # noqa: BLE001 - a broken start is reported, never raised
+            return self._failed(127, str(exc), owner_fd)
+        child_fd = os.pidfd_open(child)
+        start = linux.process_start_time(child) or 0
+        self.state.update(status="running", pid=child, pid_start=start,
+                          monitor=ProcessIdentity.current().dump(), started_at=time.time(),
+                          exit_code=0, oom_killed=False, finished_at=None, error="")
+        self.cdir.write_state(self.state)
+        self._emit(event="started", pid=child)
+        status, owner_dead = self._relay(child, child_fd, owner_fd, streams, stdin_w)
+        return self._finish(status, owner_dead)
+
+    def _watch_owner(self) -> int | None:
+        """A pidfd on the owner (None for persistent containers); -1 if it is already gone."""
+        if self.owner is None:
+            return None
+        try:
+            fd = os.pidfd_open(self.owner.pid)
+        except ProcessLookupError:
+            return -1
+        return fd if self.owner.alive() else -1
+
+    def _start_container(self) -> tuple[int, dict[int, int], int | None]:
+        plan = self.plan
+        t = self.terminal
+        streams: dict[int, int] = {}  # fd to read -> log stream number
+        stdin_w = None
+        if plan.process.tty:
+            if t is not None and t.pty_slave is not None:
+                master, slave = t.pty_master, t.pty_slave
+            else:
+                master, slave = os.openpty()
+            assert master is not None
+            stdio = (slave, slave, slave)
+            streams[master] = 1
+            stdin_w = master if t is not None and t.stdin is not None else None
+            child_side = [slave]
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            if t is not None and t.stdin is not None:
+                in_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            else:
+                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            stdio = (in_r, out_w, err_w)
+            streams[out_r], streams[err_r] = 1, 2
+            child_side = [in_r, out_w, err_w]
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC) if self.hooks.attach_network else (None, None)
+        linux.unshare(linux.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
+        child = os.fork()
+        if child == 0:
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+            container_init(plan, stdio, ready_w, go_r, error_w)
+        for fd in (*child_side, go_r, error_w, *((ready_w,) if ready_w is not None else ())):
+            os.close(fd)
+        try:
+            self.hooks.join_cgroup(child)
+            if self.hooks.attach_network is not None:
+                if os.read(ready_r, 1) != b"r":
+                    raise _StartFailed(127, "the container process died before its network")
+                ips, ports = self.hooks.attach_network(child)
+                self.state.update(ips=ips, ports={k: [list(b) for b in v]
+                                                  for k, v in ports.items()})
+            os.write(go_w, b"g")
+        except BaseException:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise
+        finally:
+            os.close(go_w)
+            if ready_r is not None:
+                os.close(ready_r)
+        message = _read_all(error_r)
+        os.close(error_r)
+        if message:
+            os.waitpid(child, 0)
+            code, _, text = message.decode(errors="replace").partition("\n")
+            raise _StartFailed(int(code) if code.isdigit() else 127, text)
+        return child, streams, stdin_w
+
+    def _relay(self, child: int, child_fd: int, owner_fd: int | None, streams: dict[int, int],
+               stdin_w: int | None) -> tuple[int, bool]:
+        """Copy output to the log (and the caller's terminal) until the container has ended."""
+        log = LogWriter(self.cdir.log)
+        t = self.terminal
+        poller = select.poll()
+        for fd in (*streams, child_fd, *((owner_fd,) if owner_fd is not None else ())):
+            poller.register(fd, select.POLLIN)
+        stdin_r = t.stdin if t is not None and stdin_w is not None else None
+        if stdin_r is not None:
+            poller.register(stdin_r, select.POLLIN)
+        status: int | None = None
+        owner_dead = False
+        while streams or status is None:
+            for fd, _ in poller.poll():
+                if fd in streams:
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:  # EIO: a pty whose last slave was closed
+                        data = b""
+                    if not data:
+                        poller.unregister(fd)
+                        del streams[fd]
+                        continue
+                    log.write(streams[fd], data)
+                    if t is not None:
+                        _write_all(t.stdout if streams[fd] == 1 else t.stderr, data)
+                elif fd == child_fd:
+                    poller.unregister(fd)
+                    status = os.waitpid(child, 0)[1]
+                    if stdin_r is not None:
+                        poller.unregister(stdin_r)
+                        stdin_r = None
+                elif fd == owner_fd:
+                    poller.unregister(fd)
+                    owner_dead = True
+                    os.kill(child, signal.SIGKILL)
+                    self.hooks.kill_cgroup()
+                elif fd == stdin_r:
+                    data = os.read(fd, 65536)
+                    if data:
+                        _write_all(stdin_w, data)
+                    else:
+                        poller.unregister(fd)
+                        stdin_r = None
+                        if stdin_w not in streams:
+                            os.close(stdin_w)
+        log.close()
+        return status, owner_dead
+
+    # -- end
+
+    def _failed(self, code: int, message: str, owner_fd: int | None) -> int:
+        self.state.update(status="created", exit_code=code, error=message)
+        self.cdir.write_state(self.state)
+        self._emit(event="failed", exit_code=code, message=message)
+        owner_dead = owner_fd is not None and not self.owner.alive()
+        self._release(owner_dead)
+        return code
+
+    def _finish(self, status: int | None, owner_dead: bool) -> int:
+        code = 137 if status is None else exit_code_of(status)
+        usage = {}
+        with contextlib.suppress(Exception):  # the exit is recorded even without usage figures
+            usage = self.hooks.final_usage()
+        self.state.update(status="exited", exit_code=code, finished_at=time.time(),
+                          oom_killed=bool(usage.get("oom_killed")),
+                          memory_peak=usage.get("memory_peak", 0),
+                          cpu_time_ns=usage.get("cpu_time_ns", 0))
+        if not owner_dead:
+            self.cdir.write_state(self.state)
+        self._emit(event="exited", exit_code=code, oom_killed=self.state["oom_killed"])
+        self._release(owner_dead)
+        return 0
+
+    def _release(self, owner_dead: bool) -> None:
+        delete = owner_dead or (self.owner is None and self.auto_remove)
+        self.hooks.release(delete)
+
+
+class _StartFailed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the reader went away: the log still has everything
+        pass
+
+
+def _close_all_but(keep: set[int]) -> None:
+    low = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)

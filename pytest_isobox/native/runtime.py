@@ -1,0 +1,246 @@
+"""A container's birth as one ordered sequence, like runc's standard_init_linux.go.
+
+`container_init` runs in the process the monitor forked as PID 1 of a fresh pid namespace and
+ends in execve: namespaces, rootfs, pivot_root, masked and read-only paths, hostname, (wait
+until the monitor has put us in our cgroup and network, which it does meanwhile), user,
+rlimits, capabilities, exec. `exec_init` does the same for a
+process joining a running container. Both never return: a failure is written to the error
+pipe (exit status 127, 126 for a command that cannot be executed) and the process exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from pytest_isobox.engine import ContainerError
+from pytest_isobox.native import capabilities, linux, mounts
+from pytest_isobox.native.users import ExecUser, resolve_user
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NOFILE_LIMIT = 1048576  # what Docker containers get from dockerd, capped by the host's hard limit
+
+
+@dataclass
+class ProcessPlan:
+    """What to execute and as whom, inside the container's root."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str = "/"
+    user: str = ""
+    tty: bool = False
+    create_workdir: bool = True
+
+
+@dataclass
+class ContainerPlan:
+    """Everything the container process needs, resolved by the engine before the fork."""
+
+    id: str
+    rootfs: str
+    lowerdirs: list[str]  # top first, the init layer included
+    upper: str
+    work: str
+    hostname: str
+    process: ProcessPlan
+    etc_files: dict[str, str] = field(default_factory=dict)  # container path -> host file
+    mounts: list[mounts.ResolvedMount] = field(default_factory=list)
+    init_binary: str | None = None
+    new_netns: bool = True
+    loopback_up: bool = True
+    cgroup_ns: bool = False
+
+    @property
+    def unshare_flags(self) -> int:
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        return flags | (linux.CLONE_NEWNET if self.new_netns else 0)
+
+
+class StartFailure(ContainerError):
+    """The container process failed before exec; exit_code is what Docker reports (127/126)."""
+
+    def __init__(self, message: str, exit_code: int = 127) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def container_init(plan: ContainerPlan, stdio: tuple[int, int, int], ready_w: int | None,
+                   go_r: int, error_w: int) -> NoReturn:
+    """Turn this freshly forked process into the container's PID 1, then exec its command."""
+    try:
+        set_up_stdio(stdio, plan.process.tty)
+        linux.unshare(plan.unshare_flags)
+        if ready_w is not None:  # the monitor attaches the network to our new namespace
+            os.write(ready_w, b"r")
+        if plan.cgroup_ns:  # a cgroup namespace must be rooted in our own cgroup
+            _wait_for_go(go_r)
+            linux.unshare(linux.CLONE_NEWCGROUP)
+        if plan.loopback_up:
+            linux.interface_up("lo")
+        build_rootfs(plan)
+        mounts.pivot_root(plan.rootfs)
+        mounts.protect_paths()
+        linux.sethostname(plan.hostname)
+        if not plan.cgroup_ns:  # cgroup and network were set up meanwhile, by the monitor
+            _wait_for_go(go_r)
+        become_process(plan.process, plan.hostname)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then we exit
+        report_failure(error_w, exc)
+
+
+def _wait_for_go(go_r: int) -> None:
+    """Block until the monitor has put us in our cgroup and network; exit if it gave up."""
+    if os.read(go_r, 1) != b"g":
+        os._exit(1)
+
+
+def build_rootfs(plan: ContainerPlan) -> None:
+    """The overlay, Docker's default mounts, the user's mounts and /etc files, below the root."""
+    mounts.make_mounts_private()
+    mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs)
+    mounts.mount_defaults(plan.rootfs, plan.new_netns)
+    for mount in plan.mounts:
+        mounts.mount_user(plan.rootfs, mount)
+    for target, source in plan.etc_files.items():
+        mounts.bind_file(plan.rootfs, source, target)
+    if plan.init_binary:
+        mounts.bind_file(plan.rootfs, plan.init_binary, mounts.INIT_PATH, read_only=True)
+
+
+def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error_w: int,
+              join_cgroup: Callable[[int], None]) -> NoReturn:
+    """Join every namespace and the cgroup of container process `pid`, then exec `process`.
+
+    Runs in a forked child of the engine. setns(CLONE_NEWPID) applies to children only, so
+    this process forks once more; the grandchild execs and this one passes on its status.
+    """
+    try:
+        set_up_stdio(stdio, process.tty)
+        namespaces = [_open_namespace(pid, ns) for ns in ("ipc", "uts", "net", "pid", "cgroup")]
+        mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        join_cgroup(os.getpid())
+        for fd in namespaces:
+            if fd is not None:
+                linux.setns(fd)
+        linux.setns(mnt, linux.CLONE_NEWNS)
+        os.fchdir(root)
+        os.chroot(".")
+        child = os.fork()
+        if child == 0:
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+            become_process(process, os.uname().nodename)
+        os.close(error_w)
+        _, status = os.waitpid(child, 0)
+        os._exit(exit_code_of(status))
+    except BaseException as exc:  # noqa: BLE001
+        report_failure(error_w, exc)
+
+
+def _open_namespace(pid: int, ns: str) -> int | None:
+    """An fd on the container's namespace, or None when it is the one we are in already."""
+    theirs = os.stat(f"/proc/{pid}/ns/{ns}")
+    ours = os.stat(f"/proc/self/ns/{ns}")
+    if theirs.st_ino == ours.st_ino and theirs.st_dev == ours.st_dev:
+        return None
+    return os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def set_up_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
+    """Signals back to defaults, a session of our own, and the given fds as 0, 1, 2."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.setsid()
+    for target, fd in enumerate(stdio):
+        if fd != target:
+            os.dup2(fd, target)
+    if tty:
+        fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+
+
+def become_process(process: ProcessPlan, hostname: str) -> NoReturn:
+    """User, environment, working dir, rlimits and capabilities; then execve."""
+    user = resolve_user(process.user, Path("/etc/passwd"), Path("/etc/group"))
+    env = process_environment(process.env, user, hostname, process.tty)
+    _enter_workdir(process.workdir, process.create_workdir)
+    executable = find_executable(process.argv[0], env.get("PATH", DEFAULT_PATH))
+    set_rlimits()
+    capabilities.drop_bounding_set()
+    os.setgroups(list(user.groups))
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+    capabilities.set_process_capabilities(user.uid)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change cleared it
+    try:
+        os.execve(executable, process.argv, env)
+    except OSError as exc:
+        code = 126 if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR) else 127
+        raise StartFailure(f"exec {process.argv[0]}: {exc.strerror}", code) from None
+
+
+def process_environment(env: dict[str, str], user: ExecUser, hostname: str,
+                        tty: bool) -> dict[str, str]:
+    """Docker's process environment: PATH and HOSTNAME always, HOME from passwd, TERM for ttys."""
+    result = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if tty:
+        result["TERM"] = "xterm"
+    result.update(env)
+    result.setdefault("HOME", user.home)
+    return result
+
+
+def _enter_workdir(workdir: str, create: bool) -> None:
+    if create:
+        os.makedirs(workdir, mode=0o755, exist_ok=True)
+    try:
+        os.chdir(workdir)
+    except OSError as exc:
+        raise StartFailure(f"chdir to cwd ({workdir!r}) set in config: {exc.strerror}") from None
+
+
+def find_executable(name: str, path: str) -> str:
+    """The file execve should run for argv[0], searched in the container's PATH."""
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise StartFailure(f'exec: "{name}": executable file not found in $PATH', 127)
+
+
+def set_rlimits() -> None:
+    """Docker's open-files limit for both soft and hard, never above the host's hard limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def exit_code_of(status: int) -> int:
+    """A wait status as Docker reports it: the exit code, or 128 + the signal number."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def report_failure(error_w: int, exc: BaseException) -> NoReturn:
+    """Tell the waiting parent why the container could not start, then exit."""
+    code = exc.exit_code if isinstance(exc, StartFailure) else 127
+    message = str(exc) or type(exc).__name__
+    try:
+        os.write(error_w, f"{code}\n{message}".encode()[:4000])
+    finally:
+        os._exit(code)

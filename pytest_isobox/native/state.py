@@ -1,0 +1,218 @@
+"""On-disk state of containers: one directory per container under `<home>/containers/`.
+
+Layout of `containers/<id>/`: config.json (written once at create), state.json (rewritten
+atomically by whoever runs the container: the creating engine, then its monitor), upper/ and
+work/ (the overlay's writable half), rootfs/ (the mount point, used only inside the
+container's own mount namespace), hosts, hostname, resolv.conf, log.
+
+Guarantees: a container directory appears complete or not at all (built under `.tmp-*`, then
+renamed); names are unique per home (`.names/<name>` links, created exclusively); every
+container records its owner as pid *and* start time, so `sweep` can tell a dead owner from a
+reused pid and never touches a live process's containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_isobox.engine import ConflictError, ContainerNotFound
+from pytest_isobox.native import linux
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """One process for good: a pid plus its start time (a reused pid has another)."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity | None:
+        start = linux.process_start_time(pid)
+        return None if start is None else cls(pid, start)
+
+    @classmethod
+    def current(cls) -> ProcessIdentity:
+        identity = cls.of(os.getpid())
+        assert identity is not None
+        return identity
+
+    @classmethod
+    def load(cls, raw: dict | None) -> ProcessIdentity | None:
+        return cls(raw["pid"], raw["start"]) if raw else None
+
+    def dump(self) -> dict:
+        return {"pid": self.pid, "start": self.start}
+
+    def alive(self) -> bool:
+        return linux.process_start_time(self.pid) == self.start
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Replace `path` with `data` so readers see the old or the new document, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+class ContainerDir:
+    """The paths and documents of one container's state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.id = path.name
+        self.upper = path / "upper"
+        self.work = path / "work"
+        self.rootfs = path / "rootfs"
+        self.log = path / "log"
+        self.hosts = path / "hosts"
+        self.hostname = path / "hostname"
+        self.resolv_conf = path / "resolv.conf"
+        self._config: dict | None = None
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            try:
+                self._config = json.loads((self.path / "config.json").read_text())
+            except FileNotFoundError:
+                raise ContainerNotFound(f"no such container: {self.id}") from None
+        return self._config
+
+    def read_state(self) -> dict:
+        try:
+            return json.loads((self.path / "state.json").read_text())
+        except FileNotFoundError:
+            raise ContainerNotFound(f"no such container: {self.id}") from None
+
+    def write_state(self, state: dict) -> None:
+        write_json_atomic(self.path / "state.json", state)
+
+    def exists(self) -> bool:
+        return (self.path / "config.json").exists()
+
+
+class ContainerStore:
+    """Every container of one home: create atomically, find by id, prefix or name, delete."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = home / "containers"
+        self.names = self.root / ".names"
+        self.names.mkdir(parents=True, exist_ok=True)
+
+    def create(self, cid: str, name: str, config: dict, state: dict,
+               populate: Callable[[ContainerDir], None]) -> ContainerDir:
+        """Make `containers/<cid>` with its documents and files, then claim `name` for it."""
+        me = ProcessIdentity.current()
+        tmp = ContainerDir(self.root / f".tmp-{me.pid}-{me.start}-{cid}")
+        tmp.path.mkdir()
+        try:
+            for sub in (tmp.upper, tmp.work, tmp.rootfs):
+                sub.mkdir()
+            write_json_atomic(tmp.path / "config.json", config)
+            tmp.write_state(state)
+            populate(tmp)
+            os.rename(tmp.path, self.root / cid)
+        except BaseException:
+            shutil.rmtree(tmp.path, ignore_errors=True)
+            raise
+        cdir = ContainerDir(self.root / cid)
+        try:
+            self._claim_name(name, cid)
+        except BaseException:
+            shutil.rmtree(cdir.path, ignore_errors=True)
+            raise
+        return cdir
+
+    def _claim_name(self, name: str, cid: str) -> None:
+        link = self.names / name
+        try:
+            os.symlink(cid, link)
+            return
+        except FileExistsError:
+            pass
+        holder = self._name_target(name)
+        if holder is not None:
+            raise ConflictError(
+                f'the container name "/{name}" is already in use by container "{holder}"')
+        stale = self.names / f".{name}.{os.getpid()}.tmp"  # holder gone: take over the name
+        stale.unlink(missing_ok=True)
+        os.symlink(cid, stale)
+        os.replace(stale, link)
+
+    def _name_target(self, name: str) -> str | None:
+        try:
+            cid = os.readlink(self.names / name)
+        except (FileNotFoundError, OSError):
+            return None
+        return cid if (self.root / cid / "config.json").exists() else None
+
+    def find(self, ref: str) -> ContainerDir:
+        """A container by full id, name, or unique id prefix."""
+        if ref and "/" not in ref and not ref.startswith("."):
+            cdir = ContainerDir(self.root / ref)
+            if cdir.exists():
+                return cdir
+            by_name = self._name_target(ref.lstrip("/"))
+            if by_name:
+                return ContainerDir(self.root / by_name)
+            if len(ref) >= 1:
+                matches = [c for c in self.ids() if c.startswith(ref)]
+                if len(matches) == 1:
+                    return ContainerDir(self.root / matches[0])
+                if len(matches) > 1:
+                    raise ContainerNotFound(f"container reference {ref!r} is ambiguous")
+        raise ContainerNotFound(f"no such container: {ref}")
+
+    def ids(self) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.root) if not n.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def all(self) -> Iterator[ContainerDir]:
+        for cid in self.ids():
+            cdir = ContainerDir(self.root / cid)
+            if cdir.exists():
+                yield cdir
+
+    def delete(self, cdir: ContainerDir) -> None:
+        """Remove the directory and its name link; idempotent."""
+        name = None
+        try:
+            name = cdir.config.get("name")
+        except ContainerNotFound:
+            pass
+        if name and self._link_points_to(name, cdir.id):
+            (self.names / name).unlink(missing_ok=True)
+        shutil.rmtree(cdir.path, ignore_errors=True)
+
+    def _link_points_to(self, name: str, cid: str) -> bool:
+        try:
+            return os.readlink(self.names / name) == cid
+        except OSError:
+            return False
+
+    def leftover_temp_dirs(self) -> Iterator[Path]:
+        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone."""
+        for entry in os.listdir(self.root):
+            if not entry.startswith(".tmp-"):
+                continue
+            parts = entry.split("-")
+            try:
+                creator = ProcessIdentity(int(parts[1]), int(parts[2]))
+            except (IndexError, ValueError):
+                continue
+            if not creator.alive():
+                yield self.root / entry
+
+    def stale_names(self) -> Iterator[Path]:
+        for entry in os.listdir(self.names):
+            if not entry.startswith(".") and self._name_target(entry) is None:
+                yield self.names / entry
