@@ -411,6 +411,7 @@ def _attach_many(home: str, network: str, count: int, barrier: object, results: 
             attachment = manager.attach(cid, cid[:6], cid[:6], proc.pid,
                                         ContainerSpec(image="x", network_mode=network), hosts_file)
             results.put(attachment.ips[network])
+        barrier.wait()  # both hold all their addresses before any comes back
     finally:
         for cid in ids:
             manager.detach(cid)
