@@ -34,8 +34,10 @@ __all__ = [
     "dump",
     "go_quote",
     "is_go_space",
+    "onbuild_expression",
     "parse",
     "parse_flags",
+    "parse_heredoc_word",
 ]
 
 #: Every instruction the Dockerfile reference defines, lowercased.
@@ -187,6 +189,19 @@ def parse_flags(ins: Instruction, *, booleans: Collection[str] = (),
         else:
             values[name] = value
     return values
+
+
+_ONBUILD_KEYWORD = re.compile(r"(?i)^\s*ONBUILD\s*")
+
+
+def onbuild_expression(ins: Instruction) -> str:
+    """The trigger an image's OnBuild list stores for an ONBUILD instruction, as BuildKit stores
+    it: the instruction without its ONBUILD keyword, each heredoc's body and terminator appended,
+    so that parsing the expression again gives the same trigger, heredocs included."""
+    parts = [_ONBUILD_KEYWORD.sub("", ins.original, count=1)]
+    for heredoc in ins.heredocs:
+        parts.append("\n" + heredoc.content + heredoc.name)
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------- Go compatibility

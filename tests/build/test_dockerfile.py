@@ -11,6 +11,7 @@ from pytest_isobox.build.dockerfile import (
     Instruction,
     dump,
     go_quote,
+    onbuild_expression,
     parse,
     parse_flags,
     parse_heredoc_word,
@@ -425,3 +426,16 @@ def test_seed_example() -> None:
         ("run", ['mkdir /data && echo "hello world" > /data/hello.txt']),
         ("expose", ["80"]),
     ]
+
+
+def test_onbuild_expression_round_trips_with_heredocs() -> None:
+    ins = only("onbuild RUN <<EOF\necho $HOME\nEOF\n")
+    expression = onbuild_expression(ins)
+    assert expression == "RUN <<EOF\necho $HOME\nEOF"
+    trigger = parse(expression).instructions[0]
+    assert ins.next is not None
+    assert (trigger.cmd, trigger.args, trigger.heredocs) == ("run", ins.next.args, ins.heredocs)
+
+
+def test_onbuild_expression_without_heredocs() -> None:
+    assert onbuild_expression(only("ONBUILD   COPY --from=x a /b\n")) == "COPY --from=x a /b"
