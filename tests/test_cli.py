@@ -1,0 +1,128 @@
+"""The `isobox` command end to end: Docker's verbs on the native engine, in real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_root
+
+pytestmark = needs_root
+
+
+def isobox(*args: str, check: bool = True, input: bytes | None = None, timeout: float = 60
+           ) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", *args], capture_output=True,
+                          input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"isobox {' '.join(args)} -> {proc.returncode}\n"
+                             f"{proc.stdout.decode()}\n{proc.stderr.decode()}")
+    return proc
+
+
+@pytest.fixture
+def base(busybox_rootfs: Path, isobox_home: Path) -> str:
+    out = isobox("import", str(busybox_rootfs), "busybox:test").stdout.decode().strip()
+    assert out.startswith("sha256:")
+    return "busybox:test"
+
+
+def test_run_prints_output_and_returns_exit_status(base: str) -> None:
+    proc = isobox("run", "--rm", base, "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert proc.returncode == 3
+    assert proc.stdout == b"out\n"
+    assert proc.stderr == b"err\n"
+    assert isobox("ps", "-a", "-q").stdout.strip() == b""  # --rm removed it
+
+
+def test_run_flags_reach_the_container(base: str) -> None:
+    proc = isobox("run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "nobody",
+                  "-h", "box", base, "sh", "-c", 'echo "$GREETING $(pwd) $(id -u) $(hostname)"')
+    assert proc.stdout.decode().split() == ["hi", "/tmp", "65534", "box"]
+
+
+def test_entrypoint_override(base: str) -> None:
+    proc = isobox("run", "--rm", "--entrypoint", "echo", base, "a", "b")
+    assert proc.stdout == b"a b\n"
+
+
+def test_detached_lifecycle_across_processes(base: str) -> None:
+    cid = isobox("run", "-d", "--name", "sleeper", base, "sh", "-c",
+                 "echo started; exec sleep 1000").stdout.decode().strip()
+    try:
+        listing = isobox("ps").stdout.decode()
+        assert "sleeper" in listing and cid[:12] in listing
+        assert isobox("exec", "sleeper", "cat", "/etc/hostname").stdout.strip() == cid[:12].encode()
+        assert isobox("exec", "sleeper", "sh", "-c", "exit 7", check=False).returncode == 7
+        logs = isobox("logs", "sleeper").stdout
+        assert logs == b"started\n"
+        doc = json.loads(isobox("inspect", "sleeper").stdout)[0]
+        assert doc["State"]["Running"] is True
+        isobox("stop", "-t", "1", "sleeper")
+        doc = json.loads(isobox("inspect", "sleeper").stdout)[0]
+        assert doc["State"]["Running"] is False
+        assert doc["State"]["ExitCode"] == 137  # sleep ignores nothing: SIGTERM as pid 1 is ignored
+        assert "OOMKilled" in doc["State"]
+        assert "Exited (137)" in isobox("ps", "-a").stdout.decode()
+    finally:
+        isobox("rm", "-f", cid, check=False)
+    assert cid[:12].encode() not in isobox("ps", "-a").stdout
+
+
+def test_memory_limit_and_oom_in_inspect(base: str) -> None:
+    proc = isobox("run", "--name", "hog", "-m", "32m", base, "sh", "-c",
+                  "head -c 200m /dev/zero | tail > /dev/null", check=False)
+    try:
+        assert proc.returncode == 137
+        state = json.loads(isobox("inspect", "hog").stdout)[0]["State"]
+        assert state["OOMKilled"] is True and state["ExitCode"] == 137
+    finally:
+        isobox("rm", "-f", "hog", check=False)
+
+
+def test_cp_in_and_out(base: str, tmp_path: Path) -> None:
+    cid = isobox("run", "-d", base, "sleep", "1000").stdout.decode().strip()
+    try:
+        src = tmp_path / "hello.txt"
+        src.write_text("hello\n")
+        isobox("cp", str(src), f"{cid}:/tmp/")
+        assert isobox("exec", cid, "cat", "/tmp/hello.txt").stdout == b"hello\n"
+        isobox("exec", cid, "sh", "-c", "mkdir -p /out/sub && echo deep > /out/sub/f")
+        isobox("cp", f"{cid}:/out", str(tmp_path / "copied"))
+        assert (tmp_path / "copied" / "sub" / "f").read_text() == "deep\n"
+    finally:
+        isobox("rm", "-f", cid)
+
+
+def test_unknown_image_is_one_clear_line(isobox_home: Path) -> None:
+    proc = isobox("run", "--rm", "nosuchimage:1", "true", check=False)
+    assert proc.returncode == 125
+    err = proc.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and "nosuchimage" in err
+
+
+def test_images_tag_rmi(base: str) -> None:
+    isobox("tag", base, "other:v1")
+    listing = isobox("images").stdout.decode()
+    assert "busybox" in listing and "other" in listing and "v1" in listing
+    isobox("rmi", "other:v1")
+    assert "other" not in isobox("images").stdout.decode()
+
+
+def test_build_then_run(base: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f'FROM {base}\nMAINTAINER qingbing "qingbing@qq.com"\n'
+        'RUN mkdir /data && echo "hello world" > /data/hello.txt\nEXPOSE 80\n')
+    first = isobox("build", "-t", "seed:1", str(tmp_path)).stdout.decode()
+    assert "Successfully tagged seed:1" in first
+    second = isobox("build", "-t", "seed:1", str(tmp_path)).stdout.decode()
+    assert second.count("Using cache") == 3
+    image_id = isobox("build", "-q", str(tmp_path)).stdout.decode().strip()
+    assert image_id.startswith("sha256:")
+    cfg = json.loads(isobox("image", "inspect", "seed:1").stdout)[0]
+    assert "80/tcp" in cfg["config"]["ExposedPorts"]
+    assert isobox("run", "--rm", "seed:1", "cat", "/data/hello.txt").stdout == b"hello world\n"
