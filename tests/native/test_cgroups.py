@@ -1,9 +1,10 @@
 """Container cgroups on the real kernel: limits, membership, OOM kills, the pids limit, CPU
 quota, stats, killing forking trees and leaving nothing behind.
 
-Every cgroup lives under a unique top-level `isobox-test-<random>` prefix, so neither other
-runs, other teams' cgroups nor a runtime's sweep of `isobox/` ever meet them; every cgroup and
-child process is removed by finalizers.
+Every cgroup lives under a unique top-level `isobox-test-<owner pid>-<start time>-<random>`
+prefix, so neither other runs, other teams' cgroups nor a runtime's sweep of `isobox/` ever
+meet them; every cgroup and child process is removed by finalizers, and what a killed run left
+is swept by the next one.
 """
 
 from __future__ import annotations
@@ -117,18 +118,38 @@ def hierarchy_roots(layout: Layout) -> set[Path]:
     return roots
 
 
+TEST_PREFIX = "isobox-test-"
+
+
+def start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks (/proc/<pid>/stat field 22): with the pid, it
+    tells a live owner from a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sweep_dead_runs() -> None:
+    """Destroy the test cgroups of earlier runs killed (kill -9) before their finalizers ran;
+    those of a live concurrent run carry its owner's pid and start time and are left alone."""
+    for root in hierarchy_roots(current_layout()):
+        for entry in root.glob(TEST_PREFIX + "*"):
+            owner, start, *_ = entry.name.removeprefix(TEST_PREFIX).split("-") + ["", ""]
+            if not owner.isdigit() or start_time(int(owner)) != start:
+                open_cgroup(entry.name).destroy()
+
+
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A cgroup prefix no one else uses; it must be gone from every hierarchy afterwards."""
-    name = f"isobox-test-{uuid.uuid4().hex[:10]}"
+    me = os.getpid()
+    name = f"{TEST_PREFIX}{me}-{start_time(me)}-{uuid.uuid4().hex[:8]}"
     yield name
     leftovers = [root / name for root in hierarchy_roots(current_layout())
                  if (root / name).exists()]
-    for path in sorted(leftovers, reverse=True):
-        for sub in sorted(path.rglob("*"), reverse=True):
-            if sub.is_dir():
-                sub.rmdir()
-        path.rmdir()
+    open_cgroup(name).destroy()
     assert not leftovers, f"cgroups left behind: {leftovers}"
 
 
