@@ -100,6 +100,8 @@ class ShellLexer:
     - raw_escapes: keep escape tokens in the result.
     - skip_unset: leave `$v`, `${v...}` as written when `v` is unset.
     - check_required: raise for `${v?}`/`${v:?}` (off only for `referenced_names`).
+
+    `looked_up` collects every variable name the lexer has looked up so far.
     """
 
     def __init__(self, escape: str = "\\", *, raw_quotes: bool = False,
@@ -178,9 +180,8 @@ class ShellLexer:
         return "".join(result), words.finish()
 
     def _single_quoted(self) -> str:
-        out = [self._next()] if self.raw_quotes else []
-        if not self.raw_quotes:
-            self._next()
+        quote = self._next()
+        out = [quote] if self.raw_quotes else []
         while True:
             ch = self._next()
             if ch == "":
@@ -193,9 +194,8 @@ class ShellLexer:
             out.append(ch)
 
     def _double_quoted(self) -> str:
-        out = [self._next()] if self.raw_quotes else []
-        if not self.raw_quotes:
-            self._next()
+        quote = self._next()
+        out = [quote] if self.raw_quotes else []
         while True:
             ch = self._peek()
             if ch == "":
