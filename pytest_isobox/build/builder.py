@@ -31,6 +31,7 @@ from pytest_isobox.build.dockerignore import DockerIgnore, ignore_file_for
 from pytest_isobox.build.expand import expand, expand_words, referenced_names
 from pytest_isobox.build.stages import (
     Stage,
+    base_stage,
     find_stage,
     required_stages,
     split_stages,
@@ -126,7 +127,7 @@ class Builder:
 
         def expand_ref(_stage: Stage, ins: Instruction, ref: str) -> str:
             return _located(lambda: expand(ref, meta, df.escape), str(path), ins)
-        needed = required_stages(stages, final, expand_ref)
+        needed = required_stages(stages, final, expand_ref, str(path))
         ignore = DockerIgnore.from_file(ignore_file_for(root, path))
         ctx = BuildContext(root, ignore, self.cache.stat_cache(root))
         run = _Run(context=ctx, filename=str(path), escape=df.escape, buildargs=buildargs,
@@ -160,7 +161,7 @@ class Builder:
         if not base:
             raise BuildError(f"{run.filename}:{ins.start_line}: FROM requires an image name")
         name = stage.name or str(stage.index)
-        earlier = find_stage(run.stages, base, before=stage.index)
+        earlier = base_stage(run.stages, stage, base)
         if earlier is not None:
             image_id = run.results[earlier.index]
             config = self.engine.image_inspect(image_id).config.get("config") or {}

@@ -280,7 +280,7 @@ def write_tar(entries: Iterable[CopyEntry], out: IO[bytes], *,
             info = tarfile.TarInfo(e.dest.lstrip("/"))
             info.mode = chmod if chmod is not None else e.mode
             info.uid, info.gid = chown or (0, 0)
-            info.mtime = e.mtime
+            info.mtime = int(e.mtime)
             if e.kind == "dir":
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)

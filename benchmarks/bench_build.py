@@ -1,0 +1,186 @@
+"""Build speed, side by side with `docker build` on the same contexts.
+
+Prints, for isobox (in-process, native engine) and Docker (the `docker build` command, when a
+daemon answers):
+  1. a fully cached rebuild of a six-step Dockerfile (target: <= 10 ms in-process),
+  2. a cold build's overhead per RUN step beyond the command itself (target: <= 30 ms),
+  3. the time to checksum a 10,000-file context, cold and with the stat cache warm.
+
+Run as root:  python benchmarks/bench_build.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_isobox.build.builder import Builder
+from pytest_isobox.build.context import BuildContext, StatCache
+from pytest_isobox.build.copying import CopyStep
+
+REPO = Path(__file__).resolve().parent.parent
+ROOTFS_TOOL = REPO.parent / "shared" / "tools" / "busybox-rootfs"
+BASE = "isobox-bench/busybox:latest"
+SIX_STEPS = f"""\
+FROM {BASE}
+ENV APP_HOME=/app
+WORKDIR /app
+COPY src/ ./src/
+RUN echo built > /app/built.txt
+CMD ["cat", "/app/built.txt"]
+"""
+RUN_STEPS = 10
+HOUR_AGO = time.time() - 3600
+
+
+def _median_ms(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1000:8.1f} ms"
+
+
+def _write_context(root: Path, dockerfile: str, files: int = 20) -> Path:
+    (root / "src").mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(dockerfile)
+    for i in range(files):
+        path = root / "src" / f"d{i % 100}" / f"f{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"file {i}\n" * 4)
+        os.utime(path, (HOUR_AGO, HOUR_AGO))  # an unchanged checkout, not files written just now
+    return root
+
+
+def _docker_ok() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0
+
+
+def _docker_build(context: Path, *extra: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(["docker", "build", "-q", *extra, str(context)], check=True,
+                   capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    return time.perf_counter() - started
+
+
+def bench_checksum(work: Path, repeat: int) -> None:
+    ctx_dir = _write_context(work / "big", f"FROM {BASE}\nCOPY . /ctx/\n", files=10_000)
+    cache_dir = work / "statcache"
+    step = CopyStep.plan(cmd="COPY", sources=["."], dest="/ctx/", workdir="/", flags={},
+                         add=False, heredocs={})
+
+    def checksum(stat_cache: StatCache | None) -> float:
+        started = time.perf_counter()
+        step.context_checksum(BuildContext(ctx_dir, stat_cache=stat_cache))
+        elapsed = time.perf_counter() - started
+        if stat_cache is not None:
+            stat_cache.save()
+        return elapsed
+
+    cold = [checksum(None) for _ in range(repeat)]
+    checksum(StatCache.for_context(cache_dir, ctx_dir))  # fill the stat cache once
+    warm = [checksum(StatCache.for_context(cache_dir, ctx_dir)) for _ in range(repeat)]
+    print("\n3. checksum of a 10,000-file context (walk + .dockerignore + hash)")
+    print(f"   isobox, reading every file     {_median_ms(cold)}")
+    print(f"   isobox, stat cache warm        {_median_ms(warm)}")
+    if _docker_ok():
+        _docker_build(ctx_dir)  # cold: fills Docker's cache
+        docker = [_docker_build(ctx_dir) for _ in range(max(1, repeat // 2))]
+        print(f"   docker build, all cached       {_median_ms(docker)}  (context upload +"
+              " checksum + cache lookups)")
+
+
+def bench_builds(work: Path, repeat: int) -> None:
+    from pytest_isobox.native.engine import NativeEngine
+
+    home = work / "home"
+    rootfs = work / "rootfs"
+    subprocess.run([str(ROOTFS_TOOL), str(rootfs)], check=True, capture_output=True)
+    engine = NativeEngine(home=home)
+    try:
+        engine.import_rootfs(rootfs, BASE)
+        builder = Builder(engine=engine, cache_dir=home / "buildcache")
+        six = _write_context(work / "six", SIX_STEPS)
+        builder.build(six)
+        cached = []
+        for _ in range(repeat * 5):
+            started = time.perf_counter()
+            builder.build(six)
+            cached.append(time.perf_counter() - started)
+
+        runs = "".join(f"RUN true # step {i}\n" for i in range(RUN_STEPS))
+        many = _write_context(work / "runs", f"FROM {BASE}\n{runs}")
+        per_step: list[float] = []
+        for _ in range(repeat):
+            steps: list = []
+            builder.build(many, no_cache=True, on_step=steps.append)
+            per_step.extend(s.seconds for s in steps if s.instruction.startswith("RUN"))
+        command = _command_time(engine)
+    finally:
+        engine.close()
+    print("1. fully cached rebuild of a six-step Dockerfile")
+    print(f"   isobox, in-process             {_median_ms(cached)}   (target <= 10 ms)")
+    print(f"\n2. cold build, per RUN step ({RUN_STEPS} x `RUN true`, --no-cache)")
+    print(f"   isobox, per step               {_median_ms(per_step)}")
+    print(f"   isobox, the command alone      {command * 1000:8.1f} ms   (`true` in a running"
+          " container)")
+    print(f"   isobox, overhead per RUN       {(statistics.median(per_step) - command) * 1000:8.1f}"
+          " ms   (target <= 30 ms)")
+    if _docker_ok():
+        subprocess.run(["docker", "import", "-", BASE], input=_tar(rootfs), check=True,
+                       capture_output=True)
+        _docker_build(six)
+        docker_cached = [_docker_build(six) for _ in range(repeat)]
+        docker_runs = [_docker_build(many, "--no-cache") / (RUN_STEPS + 1)
+                       for _ in range(max(1, repeat // 2))]
+        print("\n   docker build (classic builder, CLI wall time):")
+        print(f"   docker, cached six-step rebuild {_median_ms(docker_cached)}")
+        print(f"   docker, cold, per step          {_median_ms(docker_runs)}")
+    else:
+        print("\n   (no Docker daemon answers: Docker figures skipped)")
+
+
+def _command_time(engine: object) -> float:
+    """How long `true` takes by itself: exec into one running container, best of a few."""
+    from pytest_isobox.engine import ContainerSpec
+
+    state = engine.run(ContainerSpec(image=BASE, command=["sleep", "30"], network_mode="none"))
+    try:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            engine.exec(state.id, ["true"])
+            times.append(time.perf_counter() - started)
+        return min(times)
+    finally:
+        engine.remove(state.id, force=True)
+
+
+def _tar(root: Path) -> bytes:
+    return subprocess.run(["tar", "-C", str(root), "-c", "."], check=True,
+                          capture_output=True).stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="isobox-bench-build-") as tmp:
+        work = Path(tmp)
+        try:
+            bench_builds(work, args.repeat)
+        except ImportError as exc:
+            print(f"(native engine not importable: {exc}; build figures skipped)")
+        bench_checksum(work, args.repeat)
+    if _docker_ok():
+        subprocess.run(["docker", "rmi", "-f", BASE], check=False, capture_output=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
