@@ -30,6 +30,7 @@ __all__ = [
     "ExpansionError",
     "ShellLexer",
     "expand",
+    "expand_heredoc",
     "expand_words",
     "referenced_names",
 ]
@@ -79,6 +80,14 @@ def expand_words(text: str, env: Mapping[str, str | None], escape: str = "\\") -
     return ShellLexer(escape).process(text, env)[1]
 
 
+def expand_heredoc(text: str, env: Mapping[str, str | None]) -> str:
+    """The body of a COPY/ADD heredoc whose delimiter was unquoted (`Heredoc.expand`; pass
+    `Heredoc.text`), expanded as BuildKit expands it: variables replaced and backslash escapes
+    applied whatever the escape directive, quotes left as they are. RUN heredocs are not
+    expanded by the build: the shell running them does it."""
+    return ShellLexer("\\", skip_quotes=True).process(text, env)[0]
+
+
 def referenced_names(text: str, escape: str = "\\") -> set[str]:
     """Every variable name `text` would look up when expanded, whichever values they have: the
     names inside `${a:-$b}` and `${a:+$b}` count both; names in single quotes or escaped `\\$`
@@ -99,6 +108,7 @@ class ShellLexer:
     - raw_quotes: keep quote characters in the result.
     - raw_escapes: keep escape tokens in the result.
     - skip_unset: leave `$v`, `${v...}` as written when `v` is unset.
+    - skip_quotes: treat quotes as ordinary characters (heredoc bodies).
     - check_required: raise for `${v?}`/`${v:?}` (off only for `referenced_names`).
 
     `looked_up` collects every variable name the lexer has looked up so far.
@@ -106,13 +116,14 @@ class ShellLexer:
 
     def __init__(self, escape: str = "\\", *, raw_quotes: bool = False,
                  raw_escapes: bool = False, skip_unset: bool = False,
-                 check_required: bool = True) -> None:
+                 skip_quotes: bool = False, check_required: bool = True) -> None:
         if escape not in ("\\", "`"):
             raise ValueError(f"invalid escape token {escape!r}: must be \\ or `")
         self.escape = escape
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
+        self.quotes = "" if skip_quotes else "'\""
         self.check_required = check_required
         self.looked_up: set[str] = set()
         self._text = ""
@@ -158,7 +169,7 @@ class ShellLexer:
             elif ch == "<":
                 value = self._possible_heredoc()
                 words.add_raw(value)
-            elif ch in "'\"":
+            elif ch in self.quotes:
                 value = self._single_quoted() if ch == "'" else self._double_quoted()
                 words.add_raw(value)
             else:

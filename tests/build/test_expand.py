@@ -12,6 +12,7 @@ from pytest_isobox.build.expand import (
     ExpansionError,
     ShellLexer,
     expand,
+    expand_heredoc,
     expand_words,
     referenced_names,
 )
@@ -295,3 +296,13 @@ def test_none_value_counts_as_unset() -> None:
     assert expand("${A:-d}|${A-d}|${A+set}|$A", env) == "d|d||"
     with pytest.raises(ExpansionError, match="A: is not allowed to be unset"):
         expand("${A?}", env)
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ('echo "$PWD" \'$SHELL\'\n', "echo \"/home\" 'bash'\n"),
+    ("price: \\$5 for ${UNSET:-one}\n", "price: $5 for one\n"),
+    ("a\\nb\n", "anb\n"),
+    ("it's\n", "it's\n"),
+])
+def test_expand_heredoc(body: str, expected: str) -> None:
+    assert expand_heredoc(body, ENV) == expected
