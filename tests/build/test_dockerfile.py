@@ -105,6 +105,11 @@ def test_syntax_and_escape_directives_together() -> None:
     assert df.instructions[0].args == ["x"]
 
 
+def test_directive_may_be_indented_and_padded() -> None:
+    df = parse("  #  syntax =  docker/dockerfile:1.7  \n\t# escape=`\nFROM x\n")
+    assert (df.syntax, df.escape) == ("docker/dockerfile:1.7", "`")
+
+
 def test_directive_after_a_comment_is_a_comment() -> None:
     df = parse("# hello\n# escape=`\nFROM x\n")
     assert df.escape == "\\" and df.syntax is None
