@@ -27,6 +27,7 @@ from pytest_isobox import wait
 from pytest_isobox.engine import (
     ConflictError,
     Engine,
+    EngineUnavailable,
     InvalidSpec,
     MountSpec,
     NetworkNotFound,
@@ -193,7 +194,11 @@ def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> An
         kwargs.pop("isobox_engine")
         session = request.config.stash[SESSION_KEY]
         kwargs[WORKER_ID] = session.worker_id
-        yield from produce(request, session, kwargs)
+        try:
+            yield from produce(request, session, kwargs)
+        except EngineUnavailable as exc:  # a part of the engine this fixture needs is missing
+            pytest.skip(f"isobox: {session.settings.engine} engine: "
+                        f"{(str(exc).splitlines() or [''])[0]}")
 
     isobox_fixture.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in argnames])

@@ -135,7 +135,8 @@ class Container:
         return next(iter(self._state.ips.values()))
 
     def published_ports(self) -> list[str]:
-        return list(self._state.ports)
+        """Keys (`8000/tcp`) of the ports asked to be published, bound or not (yet)."""
+        return list(dict.fromkeys([*(p.key for p in self.spec.ports), *self._state.ports]))
 
     def get_addr(self, port: int | str) -> tuple[str, int]:
         """(host, port) where the host reaches a published container port, e.g. `8000/tcp`."""

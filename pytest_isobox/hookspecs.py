@@ -1,7 +1,8 @@
 """Hooks a conftest.py or plugin can implement to follow what isobox does.
 
 Registered through `pytest_addhooks`; each is called with keyword arguments, in the process
-(or xdist worker) that did the work. Implementations must not raise: an exception fails the
+(or xdist worker) that did the work. The names carry pytest's `pytest_` prefix because
+pytest only takes functions so named from a conftest.py as hook implementations. Implementations must not raise: an exception fails the
 test whose fixture triggered the hook.
 """
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @pytest.hookspec
-def isobox_container_created(container: Container) -> None:
+def pytest_isobox_container_created(container: Container) -> None:
     """A container was created and started; it is not yet ready.
 
     Called for containers of fixtures and of the `isobox` fixture, and once per process for
@@ -26,15 +27,15 @@ def isobox_container_created(container: Container) -> None:
 
 
 @pytest.hookspec
-def isobox_container_ready(container: Container, seconds: float) -> None:
+def pytest_isobox_container_ready(container: Container, seconds: float) -> None:
     """A container passed its readiness check, `seconds` after it was started."""
 
 
 @pytest.hookspec
-def isobox_container_removed(container: Container) -> None:
+def pytest_isobox_container_removed(container: Container) -> None:
     """A container was stopped and removed (not called for containers that are kept)."""
 
 
 @pytest.hookspec
-def isobox_build_step(step: BuildStep) -> None:
+def pytest_isobox_build_step(step: BuildStep) -> None:
     """One Dockerfile instruction of an image build finished, executed or from the cache."""

@@ -152,7 +152,7 @@ class IsoboxSession:
 
         def on_step(step: BuildStep) -> None:
             steps.append(step)
-            self.config.hook.isobox_build_step(step=step)
+            self.config.hook.pytest_isobox_build_step(step=step)
             if self.config.get_verbosity() > 0:
                 how = "CACHED" if step.cached else f"{step.seconds:.2f}s"
                 self.announce(f"isobox build {label}: step {step.index}/{step.total} "
@@ -213,7 +213,7 @@ class IsoboxSession:
         record.id = container.id
         self._records[container.id] = record
         self.report.containers.append(record)
-        self.config.hook.isobox_container_created(container=container)
+        self.config.hook.pytest_isobox_container_created(container=container)
         self._wait_ready(container, record, ready, timeout)
         return container
 
@@ -223,7 +223,7 @@ class IsoboxSession:
         engine = self.engine()
         container = Container(engine, engine.state(container_id), spec, fixture=fixture,
                               network_names=network_names)
-        self.config.hook.isobox_container_created(container=container)
+        self.config.hook.pytest_isobox_container_created(container=container)
         return container
 
     def _reusable(self, engine: Engine, spec: ContainerSpec) -> ContainerSpec | None:
@@ -251,7 +251,7 @@ class IsoboxSession:
         record.id, record.how, record.start_seconds = container.id, how, 0.0
         self._records[container.id] = record
         self.report.containers.append(record)
-        self.config.hook.isobox_container_created(container=container)
+        self.config.hook.pytest_isobox_container_created(container=container)
         self._wait_ready(container, record, ready, timeout)
         return container
 
@@ -268,7 +268,7 @@ class IsoboxSession:
             if self.dispose(container) and isinstance(exc, wait.ReadinessError):
                 exc.args = (f"{exc.args[0]}\n{record.exec_hint}",)
             raise
-        self.config.hook.isobox_container_ready(container=container,
+        self.config.hook.pytest_isobox_container_ready(container=container,
                                                seconds=record.ready_seconds)
 
     def dispose(self, container: Container) -> bool:
@@ -286,7 +286,7 @@ class IsoboxSession:
             container.engine.remove(container.id, force=True)
         except ContainerNotFound:
             pass
-        self.config.hook.isobox_container_removed(container=container)
+        self.config.hook.pytest_isobox_container_removed(container=container)
         return False
 
     def record_stats(self, container: Container) -> None:

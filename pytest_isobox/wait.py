@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException
 from typing import Protocol
 
-from pytest_isobox.engine import ContainerState, IsoboxError
+from pytest_isobox.engine import ContainerState, InvalidSpec, IsoboxError
 
 FIRST_POLL = 0.01
 MAX_POLL = 0.25
@@ -275,7 +275,11 @@ def probe_port(target: WaitTarget, port: int | str) -> None:
     direct = target.direct_addr(port)
     if direct is not None:
         probe_tcp(*direct)
-    probe_tcp(*target.probe_addr(port))
+    try:
+        published = target.probe_addr(port)
+    except InvalidSpec as exc:  # not bound (yet)
+        raise NotReady(str(exc)) from None
+    probe_tcp(*published)
 
 
 def probe_tcp(host: str, port: int) -> None:
