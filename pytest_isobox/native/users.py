@@ -3,6 +3,8 @@
 `name`, `uid`, `name:group`, `uid:gid` are looked up in the container's own /etc/passwd and
 /etc/group, never the host's. A numeric uid absent from passwd is used as is (gid 0, home /).
 Without an explicit group, the user's primary gid applies plus every group listing the user.
+The primary gid is always among the supplementary groups too (moby's fix for
+GHSA-rc4r-wh2q-q6c4, so that files owned by that group stay reachable after setgroups).
 """
 
 from __future__ import annotations
@@ -71,4 +73,4 @@ def resolve_user(spec: str | None, passwd: Path, group: Path) -> ExecUser:
             if len(row) >= 4 and row[2].isdigit() and name in row[3].split(",") \
                     and int(row[2]) not in groups:
                 groups.append(int(row[2]))
-    return ExecUser(uid=uid, gid=gid, groups=tuple(groups), home=home)
+    return ExecUser(uid=uid, gid=gid, groups=(gid, *(g for g in groups if g != gid)), home=home)
