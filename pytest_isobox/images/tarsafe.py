@@ -186,7 +186,7 @@ class TarExtractor:
         elif member.issym():
             os.symlink(member.linkname, name, dir_fd=parent)
             os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
-            os.utime(name, ns=(member.mtime * 10**9,) * 2, dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=_times(member), dir_fd=parent, follow_symlinks=False)
         elif member.islnk():
             self._make_hardlink(parent, name, member, what)
         elif member.ischr() or member.isblk() or member.isfifo():
@@ -198,7 +198,7 @@ class TarExtractor:
         """Set directory mtimes last (creating children changed them), deepest first."""
         for parts, mtime in reversed(self._dir_times):
             fd = self._dirs.open_dir(parts, create=False, what="/".join(parts))
-            os.utime(fd, ns=(mtime * 10**9,) * 2)
+            os.utime(fd, ns=(mtime, mtime))
         self._dir_times.clear()
 
     def _whiteout(self, parts: list[str], parent: int, name: str, what: str,
@@ -250,7 +250,7 @@ class TarExtractor:
         os.chown(fd, member.uid, member.gid)
         os.chmod(fd, member.mode & 0o7777)
         self._set_xattrs(fd, member)
-        self._dir_times.append((parts, member.mtime))
+        self._dir_times.append((parts, _times(member)[1]))
 
     def _make_file(self, tar: tarfile.TarFile, parent: int, name: str,
                    member: tarfile.TarInfo) -> None:
@@ -264,7 +264,7 @@ class TarExtractor:
             os.chown(fd, member.uid, member.gid)
             os.chmod(fd, member.mode & 0o7777)
             self._set_xattrs(fd, member)
-            os.utime(fd, ns=(member.mtime * 10**9,) * 2)
+            os.utime(fd, ns=_times(member))
         finally:
             os.close(fd)
         self.content_bytes += member.size
@@ -294,7 +294,7 @@ class TarExtractor:
             os.chown(_fd_path(node), member.uid, member.gid)
             if mode is not None:
                 os.chmod(_fd_path(node), mode)
-            os.utime(_fd_path(node), ns=(member.mtime * 10**9,) * 2)
+            os.utime(_fd_path(node), ns=_times(member))
         finally:
             os.close(node)
 
@@ -302,6 +302,12 @@ class TarExtractor:
     def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
         for key, value in _xattrs_from_pax(member).items():
             os.setxattr(fd, key, value)
+
+
+def _times(member: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime, mtime) in ns; PAX headers may give fractional seconds."""
+    mtime = int(member.mtime * 10**9)
+    return mtime, mtime
 
 
 def _write_all(fd: int, data: bytes) -> None:

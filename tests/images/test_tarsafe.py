@@ -156,3 +156,24 @@ def test_archive_path_of_a_missing_path(layout) -> None:
     root, _ = layout
     with pytest.raises(ContainerError, match="could not find '/nope'"):
         archive_path(root, "/nope")
+
+
+def test_fractional_pax_mtimes_are_kept(layout) -> None:
+    root, _ = layout
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("precise")
+        info.mtime = 1_600_000_000.25
+        tar.addfile(info, io.BytesIO(b""))
+    out.seek(0)
+    extract_into(root, "/", out)
+    assert (root / "precise").stat().st_mtime_ns == 1_600_000_000_250_000_000
+
+
+def test_the_root_may_be_reached_through_a_symlink(layout, tmp_path: Path) -> None:
+    """The runtime passes /proc/<pid>/root, a magic link, for a running container."""
+    root, _ = layout
+    (tmp_path / "via").symlink_to(root)
+    extract_into(tmp_path / "via", "/etc", make_tar(("hostname", "file", b"box\n")))
+    assert (root / "etc" / "hostname").read_bytes() == b"box\n"
+    assert names(archive_path(tmp_path / "via", "/etc/hostname")) == ["hostname"]
