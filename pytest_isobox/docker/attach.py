@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import signal
 import termios
+import threading
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pytest_isobox.docker.client import HijackedStream
 from pytest_isobox.docker.streams import FrameParser
@@ -32,6 +34,22 @@ def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def on_resize(callback: Callable[[], None], *, enabled: bool) -> Iterator[None]:
+    """Call `callback` whenever our terminal changes size (SIGWINCH), for the block.
+
+    Only the main thread may take signals; elsewhere the size is set once and kept.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGWINCH, lambda signum, frame: callback())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
 
 
 def terminal_size(fd: int) -> tuple[int, int] | None:

@@ -212,6 +212,25 @@ class DockerClient:
         data = self.request("POST", path, query, body, **options)  # type: ignore[arg-type]
         return json.loads(data) if data else None
 
+    def open_stream(
+        self, method: str, path: str, query: Query = None, body: Body = None, *,
+        headers: dict[str, str] | None = None, kind: str = "", timeout: float | None = None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request on a private connection and return once the response headers came.
+
+        The body is left to the caller, who closes the connection.
+        """
+        conn = self._connect(timeout)
+        try:
+            self._send(conn, method, self.url(path, query), body, headers or {})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raise_for_response(resp.status, resp.read(), kind=kind)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp
+
     @contextmanager
     def stream(
         self, method: str, path: str, query: Query = None, body: Body = None, *,
@@ -221,12 +240,9 @@ class DockerClient:
 
         The connection is private to the stream and closed when the block ends.
         """
-        conn = self._connect(timeout)
+        conn, resp = self.open_stream(method, path, query, body, headers=headers, kind=kind,
+                                      timeout=timeout)
         try:
-            self._send(conn, method, self.url(path, query), body, headers or {})
-            resp = conn.getresponse()
-            if resp.status >= 400:
-                raise_for_response(resp.status, resp.read(), kind=kind)
             yield resp
         finally:
             conn.close()

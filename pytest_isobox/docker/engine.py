@@ -10,6 +10,7 @@ objects without our labels are never touched. A failed create or run leaves no c
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import IO
 
 from pytest_isobox.docker import attach
 from pytest_isobox.docker.build import BuildProgress, context_tar
-from pytest_isobox.docker.client import DockerClient, iter_json_stream
+from pytest_isobox.docker.client import DockerClient, HijackedStream, iter_json_stream
 from pytest_isobox.docker.containers import attachments, create_body, state_from_inspect
 from pytest_isobox.docker.ownership import (
     OWNER_LABEL,
@@ -67,9 +68,13 @@ class DockerEngine:
         self.client = DockerClient(base_url)
         self.owner = Owner.current()
         self.session = uuid.uuid4().hex
+        self._exit_waiters: dict[str, _ExitWaiter] = {}
         self.swept: list[str] = self.sweep()
 
     def close(self) -> None:
+        for waiter in set(self._exit_waiters.values()):
+            waiter.close()
+        self._exit_waiters.clear()
         self.client.close()
 
     def _labels(self, persistent: bool = False) -> dict[str, str]:
@@ -317,11 +322,22 @@ class DockerEngine:
         return self.state(container)
 
     def run(self, spec: ContainerSpec) -> ContainerState:
-        """Create and start; a container that fails to start is removed again."""
+        """Create and start; a container that fails to start is removed again.
+
+        For an auto_remove container the exit is waited for before it starts, so `wait`
+        still gives its exit code after Docker has removed it.
+        """
         state = self.create(spec)
         try:
+            if spec.auto_remove:
+                waiter = self._exit_waiter(state.id, "removed")
+                for key in (state.id, state.name):
+                    self._exit_waiters[key] = waiter
             self.client.request("POST", f"/containers/{state.id}/start", kind="container")
         except BaseException:
+            waiter = self._drop_exit_waiter(state.id)
+            if waiter is not None:
+                waiter.close()
             self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
             raise
         try:
@@ -329,20 +345,31 @@ class DockerEngine:
         except ContainerNotFound:  # auto_remove and already done
             return state
 
+    def _exit_waiter(self, container_id: str, condition: str) -> _ExitWaiter:
+        """A wait registered with the daemon now (it answers headers once it is registered)."""
+        conn, resp = self.client.open_stream("POST", f"/containers/{container_id}/wait",
+                                             {"condition": condition}, kind="container")
+        return _ExitWaiter(container_id, conn, resp)
+
+    def _drop_exit_waiter(self, container: str) -> _ExitWaiter | None:
+        waiter = self._exit_waiters.pop(container, None)
+        if waiter is not None:
+            for key in [k for k, w in self._exit_waiters.items() if w is waiter]:
+                del self._exit_waiters[key]
+        return waiter
+
     def wait(self, container: str, timeout: float | None = None) -> int:
         """The exit code once the container is not running; TimeoutError names it if it runs on."""
+        waiter = self._drop_exit_waiter(container)
+        if waiter is None:
+            waiter = self._exit_waiter(container, "not-running")
         try:
-            with self.client.stream("POST", f"/containers/{container}/wait",
-                                    {"condition": "not-running"}, kind="container",
-                                    timeout=timeout) as resp:
-                doc = json.loads(resp.read())
+            return waiter.exit_code(timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"container {container} still running after {timeout:g} s") from None
-        error = (doc or {}).get("Error")  # type: ignore[union-attr]
-        if error and error.get("Message"):
-            raise ContainerError(f"waiting for {container}: {error['Message']}")
-        return int(doc["StatusCode"])  # type: ignore[index]
+        finally:
+            waiter.close()
 
     def stop(self, container: str, timeout: float | None = None) -> None:
         query = {"t": None if timeout is None else int(timeout)}
@@ -472,18 +499,19 @@ class DockerEngine:
             stream = self.client.hijack(f"/containers/{state.id}/attach", {
                 "stream": True, "stdin": spec.stdin_open, "stdout": True, "stderr": True,
             }, kind="container")
-            with self.client.stream("POST", f"/containers/{state.id}/wait",
-                                    {"condition": "removed" if spec.auto_remove else "next-exit"},
-                                    kind="container") as waiter:
-                self.client.request("POST", f"/containers/{state.id}/start", kind="container")
-                self._resize(f"/containers/{state.id}/resize", spec.tty)
+            try:
+                waiter = self._exit_waiter(state.id,
+                                           "removed" if spec.auto_remove else "next-exit")
                 try:
-                    with attach.raw_terminal(0, spec.tty and spec.stdin_open):
-                        attach.pump(stream, tty=spec.tty, stdin=spec.stdin_open)
+                    self.client.request("POST", f"/containers/{state.id}/start",
+                                        kind="container")
+                    self._attach_terminal(stream, f"/containers/{state.id}/resize",
+                                          tty=spec.tty, stdin=spec.stdin_open)
+                    return waiter.exit_code(None)
                 finally:
-                    stream.close()
-                doc = json.loads(waiter.read())
-            return int(doc["StatusCode"])
+                    waiter.close()
+            finally:
+                stream.close()
         except BaseException:
             if not spec.persistent:
                 self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
@@ -499,17 +527,26 @@ class DockerEngine:
         stream = self.client.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty},
                                     kind="exec")
         try:
-            self._resize(f"/exec/{exec_id}/resize", tty)
-            with attach.raw_terminal(0, tty and stdin):
-                attach.pump(stream, tty=tty, stdin=stdin)
+            self._attach_terminal(stream, f"/exec/{exec_id}/resize", tty=tty, stdin=stdin)
         finally:
             stream.close()
         return self._exec_exit_code(exec_id)
 
-    def _resize(self, path: str, tty: bool) -> None:
-        size = attach.terminal_size(1) if tty else None
-        if size is not None:
-            self.client.request("POST", path, {"h": size[0], "w": size[1]}, kind="container")
+    def _attach_terminal(self, stream: HijackedStream, resize_path: str, *, tty: bool,
+                         stdin: bool) -> None:
+        """Our stdin/stdout/stderr on the stream; with a tty, raw mode and size kept in step."""
+        def resize() -> None:
+            size = attach.terminal_size(1)
+            if size is not None:
+                try:
+                    self.client.request("POST", resize_path, {"h": size[0], "w": size[1]})
+                except IsoboxError:  # the process already ended: nothing to resize
+                    pass
+
+        with attach.raw_terminal(0, tty and stdin), attach.on_resize(resize, enabled=tty):
+            if tty:
+                resize()
+            attach.pump(stream, tty=tty, stdin=stdin)
 
     # ------------------------------------------------------------------ networks
 
@@ -599,6 +636,28 @@ def _image_info(doc: dict) -> ImageInfo:
     }
     return ImageInfo(id=doc["Id"], tags=list(doc.get("RepoTags") or []), config=config,
                      size=int(doc.get("Size") or 0), created=doc.get("Created"))
+
+
+class _ExitWaiter:
+    """The daemon's answer to one wait request, read when the caller asks for the exit code."""
+
+    def __init__(self, container_id: str, conn: http.client.HTTPConnection,
+                 resp: http.client.HTTPResponse) -> None:
+        self.container_id = container_id
+        self._conn = conn
+        self._resp = resp
+
+    def exit_code(self, timeout: float | None) -> int:
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        doc = json.loads(self._resp.read())
+        error = doc.get("Error")
+        if error and error.get("Message"):
+            raise ContainerError(f"waiting for {self.container_id}: {error['Message']}")
+        return int(doc["StatusCode"])
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class _tar_of:

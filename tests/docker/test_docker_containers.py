@@ -44,7 +44,12 @@ def test_echo_keeps_stdout_and_stderr_apart(made: Made) -> None:
     assert [d for s, d in pieces if s == "stdout"] == [b"one\n", b"three\n"]
     assert [d for s, d in pieces if s == "stderr"] == [b"two\n"]
     assert b"".join(d for s, d in made.engine.logs(state.id, stderr=False)) == b"one\nthree\n"
-    assert list(made.engine.logs(state.id, tail=1)) == [("stdout", b"three\n")]
+
+
+def test_logs_tail(made: Made) -> None:
+    state = made.run(["sh", "-c", "echo a; echo b; echo c"])
+    made.engine.wait(state.id, timeout=30)
+    assert list(made.engine.logs(state.id, tail=2)) == [("stdout", b"b\n"), ("stdout", b"c\n")]
 
 
 def test_follow_streams_until_exit(made: Made) -> None:
@@ -263,12 +268,10 @@ def test_start_failure_leaves_no_container(made: Made) -> None:
 
 
 def test_auto_remove_container_is_gone_after_exit(made: Made) -> None:
-    state = made.run(["sleep", "0.2"], auto_remove=True)
-    made.engine.wait(state.id, timeout=30)
-    deadline = time.monotonic() + 20
-    while any(c.id == state.id for c in made.engine.containers(all=True)):
-        assert time.monotonic() < deadline, "auto-removed container still listed"
-        time.sleep(0.05)
+    state = made.run(["sh", "-c", "exit 5"], auto_remove=True)
+    assert made.engine.wait(state.name, timeout=30) == 5  # registered before start: no race
+    with pytest.raises(ContainerNotFound):
+        made.engine.state(state.id)
 
 
 def test_containers_lists_running_and_all(made: Made) -> None:
