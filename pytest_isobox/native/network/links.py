@@ -7,6 +7,7 @@ of a container start (veth, addresses, routes) are in `rtnl`, batched for speed.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 from ipaddress import IPv4Address, IPv4Network
@@ -45,16 +46,20 @@ class Links:
 
     def __init__(self) -> None:
         self._ipr: IPRoute | None = None
+        self._owner = 0
         self._mutex = threading.Lock()
 
     @property
     def ipr(self) -> IPRoute:
-        if self._ipr is None:
+        """The socket, reopened after a fork: a netlink socket shared by two processes could
+        hand one's answers to the other."""
+        if self._ipr is None or self._owner != os.getpid():
             self._ipr = IPRoute()
+            self._owner = os.getpid()
         return self._ipr
 
     def close(self) -> None:
-        if self._ipr is not None:
+        if self._ipr is not None and self._owner == os.getpid():
             self._ipr.close()
             self._ipr = None
 

@@ -57,6 +57,21 @@ def _records(folder: Path) -> Iterator[Record]:
             yield record
 
 
+class ForkSafeLock:
+    """A filelock per process: a FileLock must not cross a fork (the runtime's monitor is a
+    fork of the engine's process), so each process gets its own instance on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._lock: FileLock | None = None
+        self._pid = 0
+
+    def get(self) -> FileLock:
+        if self._lock is None or self._pid != os.getpid():
+            self._lock, self._pid = FileLock(self.path), os.getpid()
+        return self._lock
+
+
 def network_path(home: Path, name: str) -> Path:
     return Path(home) / "networks" / "by-name" / f"{name}.json"
 
@@ -68,7 +83,11 @@ class NetworkStore:
         self.home = Path(home)
         self.root = self.home / "networks"
         (self.home / "locks").mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(self.home / "locks" / "networks.lock"))
+        self._lock = ForkSafeLock(self.home / "locks" / "networks.lock")
+
+    @property
+    def lock(self) -> FileLock:
+        return self._lock.get()
 
     def _network_path(self, name: str) -> Path:
         return network_path(self.home, name)
@@ -115,7 +134,11 @@ class HostRegistry:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or host_registry_dir()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(self.root.parent / "networks.lock"))
+        self._lock = ForkSafeLock(self.root.parent / "networks.lock")
+
+    @property
+    def lock(self) -> FileLock:
+        return self._lock.get()
 
     def entries(self) -> list[Record]:
         return list(_records(self.root))
