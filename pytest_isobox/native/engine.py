@@ -1007,9 +1007,12 @@ class NativeEngine:
             return None
         if owner.alive():
             return None
-        if monitor_alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(monitor.pid, signal.SIGKILL)
+        if monitor_alive:  # it saw its owner die and is removing the container: let it finish
+            try:
+                self._wait_monitor(state, STOP_GRACE, cdir.id)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(monitor.pid, signal.SIGKILL)
         self._release(cdir, delete=True)
         return f"container {cdir.id[:12]} ({config['name']}) of dead process {owner.pid}"
 
