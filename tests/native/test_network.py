@@ -208,6 +208,23 @@ def test_ports_are_free_again_after_detach(manager: NetworkManager,
     assert manager.inspect("bridge").containers == {}
 
 
+def test_republished_udp_port_reaches_the_new_container_at_once(
+        manager: NetworkManager, start: Callable[..., Started]) -> None:
+    host_port = free_port(socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # one flow, one source port
+        client.settimeout(5)
+        first = start(udp_echo(53), ContainerSpec(
+            image="x", ports=[PortSpec.parse(f"{host_port}:53/udp")]))
+        client.sendto(b"one", ("127.0.0.1", host_port))
+        assert client.recv(16) == b"one"
+        manager.detach(first.id)
+        second = start(udp_echo(54), ContainerSpec(
+            image="x", ports=[PortSpec.parse(f"{host_port}:54/udp")]))
+        client.sendto(b"two", ("127.0.0.1", host_port))
+        assert client.recv(16) == b"two"  # not sent on to the first container's old flow
+        assert second.ip == first.ip  # the address came back and was given out again
+
+
 def test_publishing_a_taken_host_port_fails_cleanly(manager: NetworkManager,
                                                     start: Callable[..., Started]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as holder:

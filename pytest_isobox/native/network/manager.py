@@ -334,6 +334,7 @@ class NetworkManager:
             return
         if endpoint["ports"]:
             firewall.remove_tagged({firewall.container_tag(container_id)})
+            firewall.forget_flows(endpoint["networks"][0]["ip"])
         self._release_ports(container_id)
         for net in endpoint["networks"]:
             self._links.delete(net["veth"])
@@ -404,6 +405,8 @@ class NetworkManager:
             if rules:
                 cleaned.append(f"{rules} iptables rules of dead containers")
             for endpoint in dead:
+                if endpoint["ports"]:
+                    firewall.forget_flows(endpoint["networks"][0]["ip"])
                 self._release_ports(endpoint["id"])
                 for net in endpoint["networks"]:
                     if self._links.delete(net["veth"]):
