@@ -494,3 +494,20 @@ def test_sweep_removes_bridges_whose_home_is_gone(tmp_path: Path) -> None:
     assert any(bridge in line for line in cleaned), cleaned
     assert bridge not in links()
     assert firewall.network_tag(net.id) not in iptables_text()
+
+
+def test_close_removes_the_unused_default_network_only(isobox_home: Path) -> None:
+    manager = NetworkManager(isobox_home)
+    named = manager.create(f"kept-{secrets.token_hex(3)}")
+    with NetnsProcess(tcp_echo(1)) as proc:
+        cid = secrets.token_hex(32)
+        manager.attach(cid, "c", "c", proc.pid, ContainerSpec(image="x"), isobox_home / "hosts")
+        bridge = manager.store.network("bridge")["bridge"]
+        manager.close()  # a container still uses the default network: it stays
+        assert bridge in links()
+        manager.detach(cid)
+    manager.close()
+    assert bridge not in links()
+    assert [n.name for n in manager.list()] == [named.name]
+    manager.remove(named.name)
+    manager.close()

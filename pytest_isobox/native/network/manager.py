@@ -109,7 +109,11 @@ class NetworkManager:
         return self._registry
 
     def close(self) -> None:
-        """Close the netlink socket. Published ports stay reserved until their detach."""
+        """Done with networking in this process: the default network goes if no container uses
+        it (the next attach makes it again), and the netlink socket is closed. Named networks
+        stay; published ports stay reserved until their container's detach."""
+        if self.store.network(DEFAULT_NETWORK) is not None:
+            self.destroy_all_if_unused()
         self._links.close()
 
     # ------------------------------------------------------------------ networks
