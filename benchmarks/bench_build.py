@@ -3,7 +3,8 @@
 Prints, for isobox (in-process, native engine) and Docker (the `docker build` command, when a
 daemon answers):
   1. a fully cached rebuild of a six-step Dockerfile (target: <= 10 ms in-process),
-  2. a cold build's overhead per RUN step beyond the command itself (target: <= 30 ms),
+  2. a cold build's overhead per RUN step beyond the command itself (target: <= 30 ms), both
+     sides with --network none, with where isobox's time goes,
   3. the time to checksum a 10,000-file context, cold and with the stat cache warm.
 
 Run as root:  python benchmarks/bench_build.py [--repeat N]
@@ -116,9 +117,11 @@ def bench_builds(work: Path, repeat: int) -> None:
         runs = "".join(f"RUN true # step {i}\n" for i in range(RUN_STEPS))
         many = _write_context(work / "runs", f"FROM {BASE}\n{runs}")
         per_step: list[float] = []
+        timed = _TimedEngine(engine)
+        timed_builder = Builder(engine=timed, cache_dir=home / "buildcache")  # type: ignore[arg-type]
         for _ in range(repeat):
             steps: list = []
-            builder.build(many, no_cache=True, on_step=steps.append)
+            timed_builder.build(many, no_cache=True, network="none", on_step=steps.append)
             per_step.extend(s.seconds for s in steps if s.instruction.startswith("RUN"))
         command = _command_time(engine)
     finally:
@@ -131,18 +134,45 @@ def bench_builds(work: Path, repeat: int) -> None:
           " container)")
     print(f"   isobox, overhead per RUN       {(statistics.median(per_step) - command) * 1000:8.1f}"
           " ms   (target <= 30 ms)")
+    count = len(per_step)
+    print("   where a RUN step's time goes (engine calls, mean per step):")
+    for name, total in sorted(timed.totals.items(), key=lambda kv: -kv[1]):
+        print(f"     {name:<14} {total / count * 1000:8.1f} ms")
+    builder_own = statistics.mean(per_step) - sum(timed.totals.values()) / count
+    print(f"     {'builder itself':<14} {builder_own * 1000:8.1f} ms")
     if _docker_ok():
         subprocess.run(["docker", "import", "-", BASE], input=_tar(rootfs), check=True,
                        capture_output=True)
         _docker_build(six)
         docker_cached = [_docker_build(six) for _ in range(repeat)]
-        docker_runs = [_docker_build(many, "--no-cache") / (RUN_STEPS + 1)
+        docker_runs = [_docker_build(many, "--no-cache", "--network", "none") / (RUN_STEPS + 1)
                        for _ in range(max(1, repeat // 2))]
         print("\n   docker build (classic builder, CLI wall time):")
         print(f"   docker, cached six-step rebuild {_median_ms(docker_cached)}")
         print(f"   docker, cold, per step          {_median_ms(docker_runs)}")
     else:
         print("\n   (no Docker daemon answers: Docker figures skipped)")
+
+
+class _TimedEngine:
+    """Forwards to an engine and adds up the time spent in each of its methods."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+        self.totals: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._engine, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - started
+        return timed
 
 
 def _command_time(engine: object) -> float:

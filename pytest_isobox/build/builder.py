@@ -131,7 +131,8 @@ class Builder:
         ignore = DockerIgnore.from_file(ignore_file_for(root, path))
         ctx = BuildContext(root, ignore, self.cache.stat_cache(root))
         run = _Run(context=ctx, filename=str(path), escape=df.escape, buildargs=buildargs,
-                   meta=meta, no_cache=no_cache, network=network, on_step=on_step,
+                   meta=meta, no_cache=no_cache, network=None if network == "default" else network,
+                   on_step=on_step,
                    total=sum(len(s.instructions) + 1 for s in needed), stages=stages)
         try:
             for stage in needed:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pytest_isobox.build.dockerignore import DockerIgnore, compile_pattern, context_files
+from pytest_isobox.build.dockerignore import DockerIgnore, compile_pattern, walk_context
 from pytest_isobox.engine import BuildError
 
 _GLOB_CHARS = set("*?[")
@@ -47,6 +47,7 @@ class CopyEntry:
     data: bytes | None = None
     link: str = ""
     extract: bool = False
+    stat: os.stat_result | None = None  # of `source`, for its content digest
 
 
 class StatCache:
@@ -78,10 +79,11 @@ class StatCache:
 
     def digest(self, path: str, st: os.stat_result) -> str:
         """sha256 hex of a regular file's content, read only if its stat changed."""
-        entries = self._load()
+        entries = self._entries if self._entries is not None else self._load()
         key = f"{st.st_dev}:{st.st_ino}"
         known = entries.get(key)
-        if known is not None and known[:3] == [st.st_size, st.st_mtime_ns, st.st_mode]:
+        if known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns \
+                and known[2] == st.st_mode:
             return known[3]
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
@@ -115,7 +117,7 @@ class BuildContext:
     def files(self) -> list[str]:
         """Every included entry, context-relative (walked once per build)."""
         if self._all is None:
-            self._all = context_files(self.root, self.ignore)
+            self._all = [path for path, _ in walk_context(self.root, self.ignore)]
         return self._all
 
     def source_path(self, src: str) -> str:
@@ -175,9 +177,10 @@ class BuildContext:
             full = os.path.join(self.root, rel) if rel else self.root
             st = os.lstat(full)
             if stat.S_ISDIR(st.st_mode):
-                for sub in context_files(self.root, self.ignore, under=rel):
-                    tail = sub[len(rel) + 1:] if rel else sub
-                    out.append(self._entry(sub, posixpath.join(dest_path, tail)))
+                base = dest_path.rstrip("/") + "/"
+                cut = len(rel) + 1 if rel else 0
+                out.extend(self._entry(sub, base + sub[cut:], sub_st)
+                           for sub, sub_st in walk_context(self.root, self.ignore, under=rel))
                 continue
             if into or dest_is_dir(dest_path):
                 target = posixpath.join(dest_path, name)
@@ -189,34 +192,35 @@ class BuildContext:
             out.append(entry)
         return out
 
-    def _entry(self, rel: str, dest: str, st: os.stat_result | None = None) -> CopyEntry:
-        full = os.path.join(self.root, rel)
-        st = st or os.lstat(full)
-        base = CopyEntry(dest=dest, kind="file", mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+    def _entry(self, rel: str, dest: str, st: os.stat_result) -> CopyEntry:
+        full = self.root + "/" + rel
+        mode = st.st_mode
+        base = CopyEntry(dest=dest, kind="file", mode=mode & 0o7777, uid=st.st_uid,
                          gid=st.st_gid, mtime=st.st_mtime)
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISREG(mode):
+            base.source, base.stat = full, st
+        elif stat.S_ISDIR(mode):
             base.kind = "dir"
-        elif stat.S_ISLNK(st.st_mode):
+        elif stat.S_ISLNK(mode):
             base.kind, base.link = "symlink", os.readlink(full)
-        elif stat.S_ISREG(st.st_mode):
-            base.source = full
         else:
             raise BuildError(f"{rel!r} in the build context is not a file, directory or symlink")
         return base
 
     def checksum(self, entries: Iterable[CopyEntry]) -> str:
         """sha256 over what the entries write: names, kinds, modes, owners, links, content."""
-        h = hashlib.sha256()
+        digest = self.stat_cache.digest
+        lines = []
         for e in entries:
             if e.source is not None:
-                content = self.stat_cache.digest(e.source, os.stat(e.source))
+                content = digest(e.source, e.stat or os.stat(e.source))
             elif e.data is not None:
                 content = hashlib.sha256(e.data).hexdigest()
             else:
                 content = ""
-            h.update(f"{e.dest}\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.link}\0"
-                     f"{int(e.extract)}\0{content}\n".encode())
-        return h.hexdigest()
+            lines.append(f"{e.dest}\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.link}\0"
+                         f"{int(e.extract)}\0{content}\n")
+        return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _is_archive(path: str) -> bool:

@@ -161,26 +161,36 @@ def context_files(
     entry; symlinks are listed, never followed. `under` limits the walk to one directory of the
     context (its entries are still named relative to the context).
     """
+    return [path for path, _ in walk_context(context_dir, patterns, under=under)]
+
+
+def walk_context(
+    context_dir: str | Path, patterns: DockerIgnore | list[str], *, under: str = "",
+) -> list[tuple[str, os.stat_result]]:
+    """As `context_files`, each path with its lstat result (one stat per entry, no more)."""
     ignore = patterns if isinstance(patterns, DockerIgnore) else DockerIgnore(patterns)
-    out: list[str] = []
-    _walk(os.fspath(context_dir), under.strip("/"), ignore, out)
+    out: list[tuple[str, os.stat_result]] = []
+    root = os.fspath(context_dir)
+    under = under.strip("/")
+    _walk(root + "/" + under if under else root, under, ignore, out)
     return out
 
 
-def _walk(root: str, rel: str, ignore: DockerIgnore, out: list[str]) -> None:
-    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+def _walk(path: str, rel: str, ignore: DockerIgnore,
+          out: list[tuple[str, os.stat_result]]) -> None:
+    with os.scandir(path) as it:
         entries = sorted(it, key=lambda e: e.name)
+    prefix = rel + "/" if rel else ""
     for entry in entries:
-        path = f"{rel}/{entry.name}" if rel else entry.name
+        child = prefix + entry.name
         is_dir = entry.is_dir(follow_symlinks=False)
-        excluded = bool(ignore) and ignore.matches(path)
-        if not excluded:
-            out.append(path)
-            if is_dir:
-                _walk(root, path, ignore, out)
-        elif is_dir and ignore.may_include_below(path):
-            mark = len(out)
-            _walk(root, path, ignore, out)
-            if len(out) > mark:
-                out.insert(mark, path)
-
+        if ignore.patterns and ignore.matches(child):
+            if is_dir and ignore.may_include_below(child):
+                mark = len(out)
+                _walk(entry.path, child, ignore, out)
+                if len(out) > mark:
+                    out.insert(mark, (child, entry.stat(follow_symlinks=False)))
+            continue
+        out.append((child, entry.stat(follow_symlinks=False)))
+        if is_dir:
+            _walk(entry.path, child, ignore, out)

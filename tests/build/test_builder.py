@@ -327,3 +327,30 @@ def test_concurrent_identical_builds_build_once(engine: Engine, isobox_home: Pat
     one, two = _child_builds(isobox_home, ctx, tmp_path, 2)
     assert one["image"] == two["image"]
     assert sorted([one["cached"][1], two["cached"][1]]) == [False, True]
+
+
+def test_run_forms_heredocs_shell_and_workdir(engine: Engine, isobox_home: Path,
+                                              tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "h", f"""\
+        FROM {BASE}
+        WORKDIR /work
+        WORKDIR sub
+        RUN ["/bin/sh", "-c", "pwd > /pwd.txt"]
+        RUN <<EOF
+        echo one > /one.txt
+        echo two >> /one.txt
+        EOF
+        RUN <<EOT
+        #!/bin/sh
+        echo "script $0" > /script.txt
+        EOT
+        RUN cat <<EOF > /cat.txt
+        from cat
+        EOF
+        SHELL ["/bin/sh", "-ec"]
+        RUN echo "$0 $-" > /shell.txt
+        """)
+    image, _ = _build(engine, isobox_home, ctx)
+    out = _run(engine, image, "cat", "/pwd.txt", "/one.txt", "/script.txt", "/cat.txt")
+    assert out == "/work/sub\none\ntwo\nscript /dev/pipes/EOT\nfrom cat\n"
+    assert "e" in _run(engine, image, "cat", "/shell.txt").split()[1]
