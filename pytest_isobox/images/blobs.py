@@ -20,6 +20,8 @@ from pytest_isobox.images.atomic import fsync_dir, remove_path, temp_path
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CHUNK = 1 << 20
+_SMALL_BLOB = 1 << 20  # configs and manifests: kept in memory once verified
+_SMALL_CACHE_ENTRIES = 1024
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 
 
@@ -138,6 +140,7 @@ class BlobStore:
         self.tmp_dir = tmp_dir
         self._dir = root / "blobs" / "sha256"
         self._verified: dict[str, tuple[int, int, int]] = {}
+        self._small: dict[str, tuple[tuple[int, int, int], bytes]] = {}
 
     def ensure_layout(self) -> None:
         """Create the layout directories and `oci-layout` file if they are missing."""
@@ -168,16 +171,29 @@ class BlobStore:
             return writer.commit()
 
     def read_bytes(self, digest: str) -> bytes:
-        """The blob's content, verified against its digest (for small blobs: configs, manifests)."""
+        """The blob's content, verified against its digest (for small blobs: configs, manifests).
+
+        A verified copy is reused while the file keeps its inode, size and mtime.
+        """
         path = self.path(digest)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as source:
+                st = os.fstat(source.fileno())
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                cached = self._small.get(digest)
+                if cached and cached[0] == stamp:
+                    return cached[1]
+                data = source.read()
         except FileNotFoundError:
             raise CorruptedBlob(f"blob {digest} is missing from {self._dir}") from None
         if sha256_digest(data) != digest:
             raise CorruptedBlob(
                 f"blob {digest} at {path} does not match its digest (damaged or truncated)"
             )
+        if len(data) <= _SMALL_BLOB:
+            if len(self._small) >= _SMALL_CACHE_ENTRIES:
+                self._small.clear()
+            self._small[digest] = (stamp, data)
         return data
 
     def open_verified(self, digest: str, what: str = "") -> tuple[IO[bytes], HashingReader]:
@@ -213,6 +229,7 @@ class BlobStore:
         except FileNotFoundError:
             return 0
         self._verified.pop(digest, None)
+        self._small.pop(digest, None)
         return size
 
     def digests(self) -> Iterator[str]:

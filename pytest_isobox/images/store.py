@@ -458,4 +458,5 @@ class ImageStore:
         """
         from pytest_isobox.images.archive import load_archive
 
-        return load_archive(self, path)
+        with self._store_lock.shared():
+            return load_archive(self, path)

@@ -10,21 +10,22 @@ InvalidSpec) naming the entry.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
 import tarfile
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Self
 
 from pytest_isobox.engine import ContainerError, InvalidSpec
 from pytest_isobox.images import whiteouts
+from pytest_isobox.images.tartree import is_kept_xattr, write_entry_tree
 
 _MAX_SYMLINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # root itself may be /proc/<pid>/root
-_KEPT_XATTR = ("security.capability",)
-_KEPT_XATTR_PREFIX = ("user.",)
 _PAX_XATTR = "SCHILY.xattr."
 _CHUNK = 1 << 20
 
@@ -138,7 +139,7 @@ def _xattrs_from_pax(member: tarfile.TarInfo) -> dict[str, bytes]:
         if not key.startswith(_PAX_XATTR):
             continue
         name = key[len(_PAX_XATTR):]
-        if name in _KEPT_XATTR or name.startswith(_KEPT_XATTR_PREFIX):
+        if is_kept_xattr(name):
             found[name] = value.encode("utf-8", "surrogateescape")
     return found
 
@@ -305,8 +306,11 @@ class TarExtractor:
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:
-    """(atime, mtime) in ns; PAX headers may give fractional seconds."""
-    mtime = int(member.mtime * 10**9)
+    """(atime, mtime) in ns; PAX headers may give fractional seconds, kept exactly."""
+    try:
+        mtime = int(Decimal(member.pax_headers["mtime"]) * 10**9)
+    except (KeyError, ArithmeticError):
+        mtime = int(member.mtime * 10**9)
     return mtime, mtime
 
 
@@ -347,10 +351,6 @@ def archive_path(root: Path, path: str) -> bytes:
     Symlinks on the way to `path` resolve inside `root`; a symlink at `path` itself and any
     under it are archived as links, never followed. ContainerError when `path` is missing.
     """
-    import io
-
-    from pytest_isobox.images.tartree import write_entry_tree
-
     parts = path_parts(path)
     out = io.BytesIO()
     with RootedDir(root) as dirs:

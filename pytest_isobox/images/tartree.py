@@ -26,6 +26,12 @@ _KEPT_XATTR = ("security.capability",)
 _KEPT_XATTR_PREFIX = ("user.",)
 
 
+def is_kept_xattr(name: str) -> bool:
+    """The xattrs a layer records, as Docker's: file capabilities and user.* (not overlay's)."""
+    return (name in _KEPT_XATTR or name.startswith(_KEPT_XATTR_PREFIX)) \
+        and not whiteouts.is_overlay_xattr(name)
+
+
 class _TreeTar:
     def __init__(self, out: IO[bytes], overlay_diff: bool) -> None:
         self._tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
@@ -105,8 +111,7 @@ class _TreeTar:
         info.uid, info.gid = st.st_uid, st.st_gid
         info.uname = info.gname = ""
         info.mtime = int(st.st_mtime)
-        kept = {k: v for k, v in xattrs.items()
-                if k in _KEPT_XATTR or k.startswith(_KEPT_XATTR_PREFIX)}
+        kept = {k: v for k, v in xattrs.items() if is_kept_xattr(k)}
         info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
                             for k, v in sorted(kept.items())}
         return info
@@ -127,8 +132,8 @@ class _TreeTar:
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
             return {}
-        wanted = [n for n in names if n in _KEPT_XATTR or n.startswith(_KEPT_XATTR_PREFIX)
-                  or (self._overlay and n.startswith(whiteouts.OVERLAY_XATTR_PREFIX))]
+        wanted = [n for n in names
+                  if is_kept_xattr(n) or (self._overlay and whiteouts.is_overlay_xattr(n))]
         if self._overlay:
             for unsupported in whiteouts.UNSUPPORTED_OVERLAY_XATTRS:
                 if unsupported in wanted:

@@ -15,9 +15,11 @@ import stat
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
+# overlay's private xattrs: trusted.* as root, user.* with `userxattr` (rootless mounts)
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 # Overlay features whose upper dirs cannot be turned into a self-contained diff.
-UNSUPPORTED_OVERLAY_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
+UNSUPPORTED_OVERLAY_XATTRS = tuple(f"{prefix}{feature}" for prefix in OVERLAY_XATTR_PREFIXES
+                                   for feature in ("redirect", "metacopy"))
 
 
 def is_overlay_whiteout(st: os.stat_result) -> bool:
@@ -36,4 +38,9 @@ def mark_opaque(dir_fd: int) -> None:
 
 
 def is_opaque(xattrs: dict[str, bytes]) -> bool:
-    return xattrs.get(OPAQUE_XATTR) == b"y"
+    return any(xattrs.get(f"{prefix}opaque") == b"y" for prefix in OVERLAY_XATTR_PREFIXES)
+
+
+def is_overlay_xattr(name: str) -> bool:
+    """Whether an xattr belongs to overlayfs (never copied into or out of a layer)."""
+    return name.startswith(OVERLAY_XATTR_PREFIXES)

@@ -91,6 +91,14 @@ def test_an_empty_upper_dir_gives_no_entries(tmp_path: Path) -> None:
     assert write_tree(tmp_path, io.BytesIO(), overlay_diff=True) == 0
 
 
+def test_rootless_overlay_xattrs_count_as_overlays_own(upper: Path) -> None:
+    os.removexattr(upper / "var", "trusted.overlay.opaque")
+    os.setxattr(upper / "var", "user.overlay.opaque", b"y")
+    with tarfile.open(fileobj=io.BytesIO(_tar_of(upper))) as tar:
+        assert "var/.wh..wh..opq" in tar.getnames()
+        assert not any("overlay" in k for m in tar.getmembers() for k in m.pax_headers)
+
+
 def test_redirected_dirs_cannot_be_committed(upper: Path) -> None:
     os.setxattr(upper / "var", "trusted.overlay.redirect", b"/old")
     with pytest.raises(ContainerError, match="'var'.*redirect_dir=off"):
@@ -132,10 +140,12 @@ def test_trusted_overlay_xattrs_in_a_tar_are_ignored(tmp_path: Path) -> None:
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("d")
         info.type = tarfile.DIRTYPE
-        info.pax_headers = {"SCHILY.xattr.trusted.overlay.redirect": "/etc"}
+        info.pax_headers = {"SCHILY.xattr.trusted.overlay.redirect": "/etc",
+                            "SCHILY.xattr.user.overlay.opaque": "y",
+                            "SCHILY.xattr.user.note": "kept"}
         tar.addfile(info)
     _unpack(out.getvalue(), tmp_path / "diff")
-    assert "trusted.overlay.redirect" not in os.listxattr(tmp_path / "diff" / "d")
+    assert os.listxattr(tmp_path / "diff" / "d") == ["user.note"]
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
