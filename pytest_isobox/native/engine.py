@@ -486,7 +486,7 @@ class NativeEngine:
             message = event["message"] if event else "the container's monitor died at start"
             raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}")
         self._monitors[cdir.id] = handle
-        return self._state_of(cdir, cdir.read_state())
+        return self._state_of(cdir, event["state"])
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         state = self.create(spec)

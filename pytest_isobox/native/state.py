@@ -105,6 +105,7 @@ class ContainerStore:
         self.root = home / "containers"
         self.names = self.root / ".names"
         self.names.mkdir(parents=True, exist_ok=True)
+        self._known: dict[str, ContainerDir] = {}  # config.json never changes: read it once
 
     def create(self, cid: str, name: str, config: dict, state: dict,
                populate: Callable[[ContainerDir], None]) -> ContainerDir:
@@ -156,9 +157,11 @@ class ContainerStore:
     def find(self, ref: str) -> ContainerDir:
         """A container by full id, name, or unique id prefix."""
         if ref and "/" not in ref and not ref.startswith("."):
-            cdir = ContainerDir(self.root / ref)
+            cdir = self._known.get(ref) or ContainerDir(self.root / ref)
             if cdir.exists():
+                self._known[ref] = cdir
                 return cdir
+            self._known.pop(ref, None)
             by_name = self._name_target(ref.lstrip("/"))
             if by_name:
                 return ContainerDir(self.root / by_name)
