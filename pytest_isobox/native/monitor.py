@@ -169,8 +169,8 @@ class _Monitor:
         self.state.update(status="running", pid=child, pid_start=start,
                           monitor=ProcessIdentity.current().dump(), started_at=time.time(),
                           exit_code=0, oom_killed=False, finished_at=None, error="")
-        self._emit(event="started", state=self.state)  # the owner need not read it back
-        self.cdir.write_state(self.state)
+        self.cdir.write_state(self.state)  # before the event: the owner acts on it at once
+        self._emit(event="started", state=self.state)
         status, owner_dead = self._relay(child, child_fd, owner_fd, streams, stdin_w)
         return self._finish(status, owner_dead)
 
