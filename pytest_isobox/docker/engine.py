@@ -37,6 +37,7 @@ from pytest_isobox.docker.streams import demultiplex, read_output
 from pytest_isobox.engine import (
     BuildError,
     BuildStep,
+    ConflictError,
     ContainerError,
     ContainerNotFound,
     ContainerSpec,
@@ -318,32 +319,37 @@ class DockerEngine:
             raise
 
     def start(self, container: str) -> ContainerState:
-        self.client.request("POST", f"/containers/{container}/start", kind="container")
-        return self.state(container)
-
-    def run(self, spec: ContainerSpec) -> ContainerState:
-        """Create and start; a container that fails to start is removed again.
+        """Start a created container.
 
         For an auto_remove container the exit is waited for before it starts, so `wait`
         still gives its exit code after Docker has removed it.
         """
-        state = self.create(spec)
+        doc = self.inspect(container)
+        state = state_from_inspect(doc)
+        if (doc.get("HostConfig") or {}).get("AutoRemove") and state.id not in self._exit_waiters:
+            waiter = self._exit_waiter(state.id, "removed")
+            for key in (state.id, state.name):
+                self._exit_waiters[key] = waiter
         try:
-            if spec.auto_remove:
-                waiter = self._exit_waiter(state.id, "removed")
-                for key in (state.id, state.name):
-                    self._exit_waiters[key] = waiter
             self.client.request("POST", f"/containers/{state.id}/start", kind="container")
         except BaseException:
             waiter = self._drop_exit_waiter(state.id)
             if waiter is not None:
                 waiter.close()
-            self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
             raise
         try:
             return self.state(state.id)
         except ContainerNotFound:  # auto_remove and already done
             return state
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        """Create and start; a container that fails to start is removed again."""
+        state = self.create(spec)
+        try:
+            return self.start(state.id)
+        except BaseException:
+            self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
+            raise
 
     def _exit_waiter(self, container_id: str, condition: str) -> _ExitWaiter:
         """A wait registered with the daemon now (it answers headers once it is registered)."""
@@ -386,9 +392,21 @@ class DockerEngine:
                             kind="container")
 
     def remove(self, container: str, *, force: bool = False) -> None:
-        """Remove the container and its anonymous volumes (named volumes stay)."""
-        self.client.request("DELETE", f"/containers/{container}", {"force": force, "v": True},
-                            kind="container")
+        """Remove the container and its anonymous volumes (named volumes stay).
+
+        A removal already under way (auto_remove) is waited for rather than reported.
+        """
+        try:
+            self.client.request("DELETE", f"/containers/{container}",
+                                {"force": force, "v": True}, kind="container")
+        except ConflictError as exc:
+            if "already in progress" not in str(exc):
+                raise
+            try:
+                self.client.request("POST", f"/containers/{container}/wait",
+                                    {"condition": "removed"}, kind="container")
+            except ContainerNotFound:
+                pass
 
     def state(self, container: str) -> ContainerState:
         return state_from_inspect(self.inspect(container))

@@ -274,6 +274,17 @@ def test_auto_remove_container_is_gone_after_exit(made: Made) -> None:
         made.engine.state(state.id)
 
 
+def test_create_then_start_auto_remove_still_gives_the_exit_code(made: Made) -> None:
+    spec = ContainerSpec(image=made.image, command=["sh", "-c", "exit 9"], auto_remove=True,
+                         name=f"isobox-test-rm-{made.engine.session[:8]}")
+    made.containers.append(spec.name)  # type: ignore[arg-type]
+    state = made.engine.create(spec)
+    made.engine.start(state.id)
+    assert made.engine.wait(state.id, timeout=30) == 9
+    with pytest.raises(ContainerNotFound):
+        made.engine.state(state.id)
+
+
 def test_containers_lists_running_and_all(made: Made) -> None:
     running = made.run(["sleep", "60"])
     done = made.run(["true"])
