@@ -404,12 +404,13 @@ class Builder:
         self._copy(run, state, ins, add=True)
 
     def _copy(self, run: _Run, state: _StageState, ins: Instruction, *, add: bool) -> None:
-        allowed = ["chown", "chmod", "link", *(["checksum", "keep-git-dir"] if add else
-                                               ["from", "parents"])]
-        given = parse_flags(ins, booleans=("link", "parents", "keep-git-dir"),
-                            strings=[k for k in allowed if k not in ("link", "parents",
-                                                                     "keep-git-dir")],
-                            lists=("exclude",) if not add else (), filename=run.filename)
+        given = parse_flags(
+            ins, booleans=("link", "keep-git-dir") if add else ("link", "parents"),
+            strings=("chown", "chmod", "checksum") if add else ("chown", "chmod", "from"),
+            lists=() if add else ("exclude",), filename=run.filename)
+        unsupported = [name for name in ("parents", "exclude") if given.get(name)]
+        if unsupported:
+            raise BuildError(f"--{unsupported[0]} is not supported")
         flags = {k: self._expand(run, state, v) for k, v in given.items() if isinstance(v, str)}
         words = [self._expand(run, state, w) for w in ins.args]
         if len(words) < 2:
@@ -435,6 +436,10 @@ class Builder:
                 entries = step.entries(run.context, self.engine, source_image,
                                        dest_is_dir=lambda p: self._is_dir(container, p))
                 chown = resolve_chown(flags.get("chown"), self.engine, container)
+                target = step.dest.rstrip("/")
+                if chown and target and any(e.dest.startswith(target + "/") for e in entries) \
+                        and not self._is_dir(container, target):
+                    entries.insert(0, CopyEntry(dest=target, kind="dir", mode=0o755))
                 with tempfile.TemporaryFile() as tar:
                     write_tar(entries, tar, chown=chown, chmod=step.chmod)
                     tar.seek(0)

@@ -60,6 +60,7 @@ class StatCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._entries: dict[str, list] | None = None
+        self._seen: set[str] = set()
         self._dirty = False
 
     @classmethod
@@ -81,6 +82,7 @@ class StatCache:
         """sha256 hex of a regular file's content, read only if its stat changed."""
         entries = self._entries if self._entries is not None else self._load()
         key = f"{st.st_dev}:{st.st_ino}"
+        self._seen.add(key)
         known = entries.get(key)
         if known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns \
                 and known[2] == st.st_mode:
@@ -93,9 +95,15 @@ class StatCache:
         return digest
 
     def save(self) -> None:
-        """Write the cache if it changed (atomic; the last writer of concurrent builds wins)."""
+        """Write the cache if it changed (atomic; the last writer of concurrent builds wins).
+
+        Entries not used by this build are dropped once they outnumber the used ones, so files
+        deleted or replaced over time do not grow the cache forever.
+        """
         if not self._dirty or self.path is None or self._entries is None:
             return
+        if len(self._entries) > 2 * len(self._seen) + 1000:
+            self._entries = {k: v for k, v in self._entries.items() if k in self._seen}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stat-")
         with os.fdopen(fd, "w") as f:
@@ -213,7 +221,11 @@ class BuildContext:
         lines = []
         for e in entries:
             if e.source is not None:
-                content = digest(e.source, e.stat or os.stat(e.source))
+                try:
+                    content = digest(e.source, e.stat or os.stat(e.source))
+                except OSError as exc:
+                    raise BuildError(f"cannot read {e.source!r} in the build context:"
+                                     f" {exc.strerror}") from None
             elif e.data is not None:
                 content = hashlib.sha256(e.data).hexdigest()
             else:

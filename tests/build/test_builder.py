@@ -154,8 +154,10 @@ def test_copy_chown_chmod_dockerignore_and_workdir(engine: Engine, isobox_home: 
               ".dockerignore": "*.key\nbuild\n"})
     subprocess.run(["tar", "-cf", str(ctx / "bundle.tar"), "-C", str(ctx), "lib"], check=True)
     image, _ = _build(engine, isobox_home, ctx)
-    stat = _run(engine, image, "stat", "-c", "%u:%g %a %n", "/app/run.sh", "/app/src/lib/a.py")
-    assert stat.splitlines() == ["65534:65534 751 /app/run.sh", "1234:1234 644 /app/src/lib/a.py"]
+    stat = _run(engine, image, "stat", "-c", "%u:%g %a %n", "/app/run.sh", "/app/src",
+                "/app/src/lib/a.py", "/app")
+    assert stat.splitlines() == ["65534:65534 751 /app/run.sh", "1234:1234 755 /app/src",
+                                 "1234:1234 644 /app/src/lib/a.py", "0:0 755 /app"]
     listing = _run(engine, image, "ls", "-a", "/app/src").split()
     assert "secret.key" not in listing and "build" not in listing and "run.sh" in listing
     assert _run(engine, image, "cat", "/etc/motd", "/opt/lib/a.py") == "hi from heredoc\na"
