@@ -366,6 +366,7 @@ class NativeEngine:
             tmp.hosts.write_text(hosts)
             tmp.hostname.write_text(hostname + "\n")
             tmp.resolv_conf.write_text(self._host_resolv_conf())
+            tmp.log.touch(mode=0o640)  # followers may open it before the monitor writes
 
         cdir = self.store.create(cid, name, config, state, populate)
         return self._state_of(cdir, state)
