@@ -25,7 +25,7 @@ from pytest_isobox.engine import EngineUnavailable, IsoboxError
 
 DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
 MAX_API_VERSION = "1.43"  # the newest API this client was written against
-MIN_API_VERSION = "1.41"  # Docker 20.10: `one-shot` stats, `condition` on wait
+MIN_API_VERSION = "1.30"  # Docker 17.06: `condition` on wait (1.41 adds one-shot stats)
 DEFAULT_TIMEOUT = 120.0
 
 Query = dict[str, object] | list[tuple[str, object]] | None
@@ -67,6 +67,20 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def negotiate_api_version(base_url: str, server_api: str) -> str:
+    """The API version to speak: the older of ours and the daemon's, as Docker's CLI does."""
+    try:
+        chosen = min(MAX_API_VERSION, server_api, key=_version_tuple)
+    except ValueError:
+        raise EngineUnavailable(
+            f"no Docker daemon at {base_url}: it reported API version {server_api!r}") from None
+    if _version_tuple(chosen) < _version_tuple(MIN_API_VERSION):
+        raise EngineUnavailable(
+            f"the Docker daemon at {base_url} speaks API {server_api}; "
+            f"isobox needs {MIN_API_VERSION} or newer (Docker 17.06+)")
+    return chosen
+
+
 @dataclass
 class HijackedStream:
     """A connection the daemon turned into a raw byte pipe (attach, exec).
@@ -99,11 +113,9 @@ class DockerClient:
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
-        self.api_version = MIN_API_VERSION
-        info = self.get_json("/version", versioned=False)
+        info: dict = self.get_json("/version", versioned=False)  # type: ignore[assignment]
         self.server_version: str = info.get("Version", "")
-        server_api = info.get("ApiVersion", MIN_API_VERSION)
-        self.api_version = min(MAX_API_VERSION, server_api, key=_version_tuple)
+        self.api_version = negotiate_api_version(self.base_url, info.get("ApiVersion", ""))
 
     # ------------------------------------------------------------------ connections
 

@@ -1,8 +1,8 @@
 """Docker's HTTP errors as our error types, so callers catch the same errors for every engine.
 
 404 becomes the *NotFound of what is missing (judged from Docker's message, else from what
-the request was about), 409 a `ConflictError` (name taken, resource in use) except "is not
-running", which is a `ContainerError` as with the native engine; everything else keeps
+the request was about), 409 a `ConflictError` (name taken, resource in use; also 403 for a
+network with containers attached) except "is not running", which is a `ContainerError` as with the native engine; everything else keeps
 Docker's message in a `ContainerError` (container requests) or `IsoboxError`.
 """
 
@@ -61,7 +61,7 @@ def error_for(status: int, message: str, kind: str = "") -> IsoboxError:
             if pattern.search(message):
                 return cls(message)
         return _NOT_FOUND_BY_KIND.get(kind, _OTHER_BY_KIND.get(kind, IsoboxError))(message)
-    if status == 409:
+    if status == 409 or (status == 403 and "active endpoints" in message):
         if "is not running" in message or "is paused" in message:
             return ContainerError(message)
         return ConflictError(message)

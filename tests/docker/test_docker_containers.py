@@ -136,6 +136,8 @@ def test_put_and_get_archive(made: Made) -> None:
         assert member is not None and member.read() == b"payload\n"
     with pytest.raises(ContainerError, match="/nope"):
         made.engine.get_archive(state.id, "/nope")
+    with pytest.raises(ContainerError, match="/nope"):
+        made.engine.put_archive(state.id, "/nope", buf.getvalue())
 
 
 def test_stats_report_memory_cpu_and_pids(made: Made) -> None:
@@ -253,10 +255,17 @@ def test_missing_things_raise_our_errors(made: Made) -> None:
         made.engine.volume_remove("isobox-no-such-volume")
 
 
-def test_name_taken_is_a_conflict(made: Made) -> None:
-    first = made.run(["sleep", "60"])
+def test_name_taken_or_in_use_is_a_conflict(made: Made) -> None:
+    net = made.network()
+    first = made.run(["sleep", "60"], network_mode=net)
     with pytest.raises(ConflictError, match=first.name):
         made.engine.create(ContainerSpec(image=made.image, command=["true"], name=first.name))
+    with pytest.raises(ConflictError):
+        made.engine.network_create(net)
+    with pytest.raises(ConflictError):
+        made.engine.network_remove(net)  # a container is attached
+    with pytest.raises(ConflictError):
+        made.engine.remove(first.id)  # running, and not forced
 
 
 def test_start_failure_leaves_no_container(made: Made) -> None:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.docker.build import BuildProgress, context_tar
-from pytest_isobox.docker.client import DockerClient, iter_json_stream, resolve_base_url
+from pytest_isobox.docker.client import (
+    MAX_API_VERSION,
+    DockerClient,
+    iter_json_stream,
+    negotiate_api_version,
+    resolve_base_url,
+)
 from pytest_isobox.docker.containers import create_body, parse_time, state_from_inspect
 from pytest_isobox.docker.engine import split_ref
 from pytest_isobox.docker.errors import error_for
@@ -212,6 +218,18 @@ def test_errors_map_to_our_types() -> None:
     assert isinstance(error_for(409, "name is already in use"), ConflictError)
     assert isinstance(error_for(409, "Container abc is not running"), ContainerError)
     assert isinstance(error_for(500, "boom", "build"), BuildError)
+    busy = "error while removing network: network n id 1 has active endpoints"
+    assert isinstance(error_for(403, busy, "network"), ConflictError)
+
+
+def test_api_version_is_the_older_of_ours_and_the_daemons() -> None:
+    assert negotiate_api_version("unix:///s", "1.41") == "1.41"
+    assert negotiate_api_version("unix:///s", "1.47") == MAX_API_VERSION
+    assert negotiate_api_version("unix:///s", "1.35") == "1.35"
+    with pytest.raises(EngineUnavailable, match="speaks API 1.24; isobox needs 1.30"):
+        negotiate_api_version("unix:///s", "1.24")
+    with pytest.raises(EngineUnavailable, match="reported API version ''"):
+        negotiate_api_version("unix:///s", "")
 
 
 def test_split_ref() -> None:
