@@ -10,6 +10,7 @@ network and check that no link or iptables rule of this test remains.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -511,3 +512,37 @@ def test_close_removes_the_unused_default_network_only(isobox_home: Path) -> Non
     assert [n.name for n in manager.list()] == [named.name]
     manager.remove(named.name)
     manager.close()
+
+
+def _attach_and_hang(home: str, ready: object) -> None:
+    manager = NetworkManager(Path(home))
+    proc = NetnsProcess(udp_echo(53))
+    attachment = manager.attach(secrets.token_hex(32), "doomed", "doomed", proc.pid,
+                                ContainerSpec(image="x", ports=[PortSpec.parse("53/udp"),
+                                                                PortSpec.parse("80")]),
+                                Path(home) / "doomed-hosts")
+    ready.put((proc.pid, attachment.ports["80/tcp"][0][1], attachment.ports["53/udp"][0][1]))
+    read_end, _ = os.pipe()
+    os.read(read_end, 1)  # blocks until killed
+
+
+def test_sweep_after_kill_9_of_the_owner(manager: NetworkManager, isobox_home: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Queue()
+    owner = ctx.Process(target=_attach_and_hang, args=(str(isobox_home), ready))
+    owner.start()
+    netns_pid, tcp_port, udp_port = ready.get(timeout=30)
+    (endpoint,) = manager.store.endpoints()
+    assert firewall.container_tag(endpoint["id"]) in iptables_text()
+    os.kill(owner.pid, 9)
+    owner.join(10)
+    with contextlib.suppress(ProcessLookupError):  # it dies with its owner (PDEATHSIG)
+        os.kill(netns_pid, 9)
+
+    cleaned = manager.sweep(set())
+
+    assert cleaned, "the sweep reported nothing"
+    assert firewall.container_tag(endpoint["id"]) not in iptables_text()
+    assert endpoint["networks"][0]["veth"] not in links()
+    assert manager.inspect("bridge").containers == {}
+    assert can_bind(tcp_port, socket.SOCK_STREAM) and can_bind(udp_port, socket.SOCK_DGRAM)
