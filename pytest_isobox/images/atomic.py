@@ -97,21 +97,28 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Replace `path` with `data`: readers see the old content or the new, never a mix."""
+def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool = True) -> None:
+    """Replace `path` with `data`: readers see the old content or the new, never a mix.
+
+    `durable` also survives a machine crash (fsync of the file and its directory); files that
+    are derived or re-checked on use skip it.
+    """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(tmp_dir, path.name)
     try:
         with open(tmp, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         remove_path(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_json_atomic(path: Path, doc: object, tmp_dir: Path) -> None:
-    write_file_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", tmp_dir)
+def write_json_atomic(path: Path, doc: object, tmp_dir: Path, *, durable: bool = True) -> None:
+    write_file_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", tmp_dir,
+                      durable=durable)

@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 
 from pytest_isobox.engine import InvalidSpec
-from pytest_isobox.images.atomic import fsync_dir, remove_path, temp_path, write_file_atomic
+from pytest_isobox.images.atomic import remove_path, temp_path, write_file_atomic
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
 from pytest_isobox.images.locks import StoreLock, key_lock
 from pytest_isobox.images.tarsafe import TarExtractor
@@ -74,7 +74,8 @@ class LayerStore:
             os.chmod(work / DIFF, 0o755)
             size = self._extract_blob(diff_id, work / DIFF)
             marker = {"chain_id": chain_id, "diff_id": diff_id, "size": size}
-            write_file_atomic(work / MARKER, json.dumps(marker).encode(), self._tmp)
+            write_file_atomic(work / MARKER, json.dumps(marker).encode(), self._tmp,
+                              durable=False)
             self._replace(work, self.root / _hex(chain_id))
         finally:
             remove_path(work)
@@ -100,7 +101,6 @@ class LayerStore:
             os.rename(target, aside)
             remove_path(aside)
         os.rename(work, target)
-        fsync_dir(self.root)
 
     def remove(self, chain_id: str) -> int:
         """Delete an unpacked layer (moved aside first, so it vanishes at once); bytes freed."""

@@ -1,41 +1,41 @@
 """The image store: OCI blobs, unpacked layers and the tag index under one ISOBOX_HOME.
 
 Layout:
-  oci/oci-layout, oci/index.json, oci/blobs/sha256/<hex>   an OCI image layout (every image)
-  layers/<chainid hex>/diff, layer.json                   unpacked layers (overlay lowerdirs)
-  tags.json                                                image records and tags (source of truth)
-  tmp/                                                     work in progress, owner-stamped
-  locks/                                                   filelocks
+  oci/oci-layout, oci/blobs/sha256/<hex>   an OCI image layout: configs, manifests, layers
+  oci/index.json                           its index: every tagged image (derived from tags)
+  imagedb/<id hex>                         one record per image: its manifest digest
+  tags.json                                tag -> image id
+  layers/<chainid hex>/diff, layer.json    unpacked layers (overlay lowerdirs) and markers
+  tmp/                                     work in progress, owner-stamped
+  locks/                                   filelocks
 
 Layers are stored uncompressed (`application/vnd.oci.image.layer.v1.tar`): a layer's blob
 digest is its diff id, nothing is decompressed to start a container, and `docker load`
 accepts them as they are. An image id is `sha256:` + the digest of its config.
 
-Safe for many processes at once: blobs and layers appear by rename only, `tags.json` (and the
-derived `oci/index.json`) is rewritten atomically under a filelock, and `prune` excludes
-producers with a store-wide lock.
+Safe for many processes at once: blobs, layers and image records appear by rename only,
+`tags.json` (and the derived `oci/index.json`) is rewritten atomically under a filelock, and
+`prune` excludes producers with a store-wide lock.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pytest_isobox.engine import ConflictError, ImageInfo, ImageNotFound, InvalidSpec, IsoboxError
+from pytest_isobox.engine import ConflictError, ImageInfo, ImageNotFound, InvalidSpec
 from pytest_isobox.images import config as oci
-from pytest_isobox.images.atomic import sweep_dead_temps, write_json_atomic
+from pytest_isobox.images.atomic import sweep_dead_temps
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
 from pytest_isobox.images.compression import decompressed
+from pytest_isobox.images.index import ImageIndex
 from pytest_isobox.images.layers import LayerStore
-from pytest_isobox.images.locks import StoreLock, key_lock
+from pytest_isobox.images.locks import StoreLock
 from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_reference
 from pytest_isobox.images.tartree import write_tree
-
-_TAGS_FILE = "tags.json"
 
 
 @dataclass
@@ -51,17 +51,6 @@ class StoredImage:
     size: int
 
 
-def _empty_index() -> dict:
-    return {"images": {}, "tags": {}}
-
-
-def _check_index(data: object) -> None:
-    if not isinstance(data, dict):
-        raise TypeError("not a JSON object")
-    if not isinstance(data.get("images"), dict) or not isinstance(data.get("tags"), dict):
-        raise TypeError("missing 'images' or 'tags'")
-
-
 class ImageStore:
     """Images, tags and layers in `home` (see the module docstring for layout and guarantees)."""
 
@@ -69,67 +58,21 @@ class ImageStore:
         self.home = Path(home)
         self._tmp = self.home / "tmp"
         self._locks = self.home / "locks"
-        self._index_path = self.home / _TAGS_FILE
         self.blobs = BlobStore(self.home / "oci", self._tmp)
         self.blobs.ensure_layout()
         self._store_lock = StoreLock(self._locks)
         self.layers = LayerStore(self.home / "layers", self.blobs, self._store_lock,
                                  self._locks, self._tmp)
-        self._index_cache: tuple[tuple[int, int, int], dict] | None = None
+        self.index = ImageIndex(self.home, self.blobs.root, self._tmp, self._locks)
         sweep_dead_temps(self._tmp)
-
-    # ------------------------------------------------------------------ the index
-
-    def _read_index(self) -> dict:
-        try:
-            st = self._index_path.stat()
-        except FileNotFoundError:
-            return _empty_index()
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._index_cache and self._index_cache[0] == stamp:
-            return self._index_cache[1]
-        try:
-            data = json.loads(self._index_path.read_bytes())
-            _check_index(data)
-        except (ValueError, TypeError) as exc:
-            raise IsoboxError(f"{self._index_path}: damaged image index ({exc}); "
-                              "remove it to start an empty store") from None
-        self._index_cache = (stamp, data)
-        return data
-
-    def _update_index(self, change: Callable[[dict], None]) -> None:
-        """Read-modify-write of tags.json under its lock; oci/index.json follows it."""
-        with key_lock(self._locks, "tags"):
-            self._index_cache = None
-            data = json.loads(json.dumps(self._read_index()))
-            change(data)
-            write_json_atomic(self._index_path, data, self._tmp)
-            write_json_atomic(self.blobs.root / "index.json", self._oci_index(data), self._tmp)
-            self._index_cache = None
-
-    @staticmethod
-    def _oci_index(data: dict) -> dict:
-        manifests = []
-        for image_id, record in sorted(data["images"].items()):
-            descriptor = {"mediaType": oci.MEDIA_MANIFEST, "digest": record["manifest"],
-                          "size": record["manifest_size"]}
-            tags = sorted(t for t, i in data["tags"].items() if i == image_id)
-            for tag in tags:
-                ref = parse_reference(tag)
-                manifests.append({**descriptor, "annotations": {
-                    "io.containerd.image.name": f"{ref.full_name}:{ref.tag}",
-                    "org.opencontainers.image.ref.name": ref.tag}})
-            if not tags:
-                manifests.append(descriptor)
-        return {"schemaVersion": 2, "mediaType": oci.MEDIA_INDEX, "manifests": manifests}
 
     # ------------------------------------------------------------------ lookups
 
-    def _find(self, data: dict, ref: str) -> tuple[str, str | None]:
+    def _find(self, ref: str, tags: dict[str, str] | None = None) -> tuple[str, str | None]:
         """(image id, the tag it was found by or None) for `ref`, else ImageNotFound."""
-        images, tags = data["images"], data["tags"]
+        tags = self.index.tags() if tags is None else tags
         if ref.startswith("sha256:") and len(ref) == 71:
-            if ref in images:
+            if self.index.record(ref) is not None:
                 return ref, None
             raise ImageNotFound(f"No such image: {ref}")
         try:
@@ -138,15 +81,15 @@ class ImageStore:
             parsed = None
         if parsed is not None and parsed.digest is None and str(parsed) in tags:
             tag = str(parsed)
-            if tags[tag] in images:
+            if self.index.record(tags[tag]) is not None:
                 return tags[tag], tag
         if parsed is not None and parsed.digest is not None:
-            for image_id, record in images.items():
-                if parsed.digest in (record["manifest"], image_id):
+            for image_id in self.index.ids():
+                if parsed.digest in (image_id, (self.index.record(image_id) or {}).get("manifest")):
                     return image_id, None
         if is_id_prefix(ref):
             prefix = "sha256:" + ref.removeprefix("sha256:")
-            found = [i for i in images if i.startswith(prefix)]
+            found = [i for i in self.index.ids() if i.startswith(prefix)]
             if len(found) == 1:
                 return found[0], None
             if len(found) > 1:
@@ -155,19 +98,20 @@ class ImageStore:
 
     def find(self, ref: str) -> tuple[str, str | None]:
         """(image id, the normalised tag `ref` named, or None when it named an id)."""
-        return self._find(self._read_index(), ref)
+        return self._find(ref)
 
     def resolve(self, ref: str) -> StoredImage:
         """The image named by a tag, `sha256:<hex>`, full hex or unique id prefix.
 
         ImageNotFound names `ref`; CorruptedBlob when its config or manifest is damaged.
         """
-        data = self._read_index()
-        image_id, _ = self._find(data, ref)
-        return self._stored(data, image_id)
+        image_id, _ = self._find(ref)
+        return self._stored(image_id)
 
-    def _stored(self, data: dict, image_id: str) -> StoredImage:
-        record = data["images"][image_id]
+    def _stored(self, image_id: str, tags: dict[str, str] | None = None) -> StoredImage:
+        record = self.index.record(image_id)
+        if record is None:
+            raise ImageNotFound(f"No such image: {image_id}")
         manifest = json.loads(self.blobs.read_bytes(record["manifest"]))
         config = json.loads(self.blobs.read_bytes(image_id))
         diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
@@ -177,7 +121,7 @@ class ImageStore:
             manifest_digest=record["manifest"],
             diff_ids=diff_ids,
             chain_ids=oci.chain_ids(diff_ids),
-            tags=sorted(t for t, i in data["tags"].items() if i == image_id),
+            tags=self.index.tags_of(image_id, tags),
             size=sum(layer["size"] for layer in manifest.get("layers", [])),
         )
 
@@ -189,12 +133,12 @@ class ImageStore:
 
     def images(self) -> list[ImageInfo]:
         """Every image, newest first; one whose blobs are damaged is listed with an empty config."""
-        data = self._read_index()
+        all_tags = self.index.tags()
         found = []
-        for image_id in data["images"]:
-            tags = sorted(t for t, i in data["tags"].items() if i == image_id)
+        for image_id in self.index.ids():
+            tags = self.index.tags_of(image_id, all_tags)
             try:
-                image = self._stored(data, image_id)
+                image = self._stored(image_id, all_tags)
             except CorruptedBlob:
                 found.append(ImageInfo(image_id, tags, {}, 0, None))
                 continue
@@ -219,12 +163,8 @@ class ImageStore:
             layers = [(d, self.blobs.size(d)) for d in diff_ids]
             manifest = oci.encode(oci.new_manifest(config_digest, len(config_bytes), layers))
             manifest_digest = self.blobs.put_bytes(manifest)
-            record = {"manifest": manifest_digest, "manifest_size": len(manifest)}
-
-            def change(data: dict) -> None:
-                data["images"][config_digest] = record
-
-            self._update_index(change)
+            self.index.add(config_digest, {"manifest": manifest_digest,
+                                           "manifest_size": len(manifest)})
         return config_digest
 
     def import_rootfs(self, source: str | Path, ref: str | None) -> str:
@@ -284,23 +224,16 @@ class ImageStore:
     def tag(self, ref_or_id: str, new_ref: str) -> None:
         """Point `new_ref` (normalised, `name` means `name:latest`) at an image."""
         tag = normalize_tag(new_ref)
-
-        def change(data: dict) -> None:
-            image_id, _ = self._find(data, ref_or_id)
-            data["tags"][tag] = image_id
-
-        self._update_index(change)
+        with self.index.editing() as tags:
+            tags[tag] = self._find(ref_or_id, tags)[0]
 
     def untag(self, ref: str) -> None:
         """Remove one tag; the image stays (see `remove` for `docker rmi`)."""
         tag = normalize_tag(ref)
-
-        def change(data: dict) -> None:
-            if tag not in data["tags"]:
+        with self.index.editing() as tags:
+            if tag not in tags:
                 raise ImageNotFound(f"No such image: {ref}")
-            del data["tags"][tag]
-
-        self._update_index(change)
+            del tags[tag]
 
     def remove(self, ref: str, *, force: bool = False,
                in_use: set[str] | frozenset[str] = frozenset()) -> list[str]:
@@ -312,38 +245,32 @@ class ImageStore:
         Space is reclaimed at once (blobs and layers no image references).
         """
         messages: list[str] = []
-
-        def change(data: dict) -> None:
-            messages.clear()
-            image_id, by_tag = self._find(data, ref)
-            tags = sorted(t for t, i in data["tags"].items() if i == image_id)
+        with self.index.editing() as tags:
+            image_id, by_tag = self._find(ref, tags)
+            named = self.index.tags_of(image_id, tags)
             short = image_id.removeprefix("sha256:")[:12]
             used = image_id in in_use
             if by_tag is not None:
-                if len(tags) == 1 and used and not force:
+                if len(named) == 1 and used and not force:
                     raise ConflictError(
                         f'conflict: unable to remove repository reference "{ref}" (must force) '
                         f"- a container is using its referenced image {short}")
-                del data["tags"][by_tag]
-                messages.append(f"Untagged: {by_tag}")
-                if len(tags) > 1 or used:
-                    return
+                untag = [by_tag]
+                delete = len(named) == 1 and not used
             else:
-                if len(tags) > 1 and not force:
+                if len(named) > 1 and not force:
                     raise ConflictError(f"conflict: unable to delete {short} (must be forced) - "
                                         "image is referenced in multiple repositories")
                 if used and not force:
                     raise ConflictError(f"conflict: unable to delete {short} (must be forced) - "
                                         "image is being used by a container")
-                for tag in tags:
-                    del data["tags"][tag]
-                    messages.append(f"Untagged: {tag}")
-                if used:
-                    return
-            del data["images"][image_id]
-            messages.append(f"Deleted: {image_id}")
-
-        self._update_index(change)
+                untag, delete = named, not used
+            for tag in untag:
+                del tags[tag]
+                messages.append(f"Untagged: {tag}")
+            if delete:
+                self.index.drop(image_id)
+                messages.append(f"Deleted: {image_id}")
         if any(m.startswith("Deleted: ") for m in messages):
             with self._store_lock.exclusive():
                 self._collect_garbage()
@@ -355,22 +282,20 @@ class ImageStore:
         """Remove images with no tag that no container uses, then every blob and unpacked layer
         no image references, and dead processes' leftovers; returns the bytes reclaimed."""
         with self._store_lock.exclusive():
-            def change(data: dict) -> None:
-                tagged = set(data["tags"].values())
-                for image_id in list(data["images"]):
+            with self.index.editing() as tags:
+                tagged = set(tags.values())
+                for image_id in self.index.ids():
                     if image_id not in tagged and image_id not in in_use:
-                        del data["images"][image_id]
-
-            self._update_index(change)
+                        self.index.drop(image_id)
             return self._collect_garbage()
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """(blob digests, layer ChainIDs) the recorded images need."""
-        data = self._read_index()
         blobs: set[str] = set()
         chains: set[str] = set()
-        for image_id, record in data["images"].items():
-            blobs.update((image_id, record["manifest"]))
+        for image_id in self.index.ids():
+            record = self.index.record(image_id) or {}
+            blobs.update((image_id, record.get("manifest", image_id)))
             try:
                 config = json.loads(self.blobs.read_bytes(image_id))
             except CorruptedBlob:
@@ -390,14 +315,15 @@ class ImageStore:
     def disk_usage(self) -> dict:
         """Space used, for `isobox df`: images (count, tagged, size of their blobs), unpacked
         layers (count, size) and what `prune` with no container would reclaim."""
-        data = self._read_index()
+        tags = self.index.tags()
+        ids = self.index.ids()
         all_blobs = {d: self.blobs.size(d) for d in self.blobs.digests()}
-        tagged_ids = set(data["tags"].values())
+        tagged_ids = set(tags.values()) & set(ids)
         kept_blobs: set[str] = set()
         kept_chains: set[str] = set()
-        for image_id in tagged_ids & set(data["images"]):
+        for image_id in tagged_ids:
             try:
-                image = self._stored(data, image_id)
+                image = self._stored(image_id, tags)
             except CorruptedBlob:
                 continue
             kept_blobs.update((image.id, image.manifest_digest, *image.diff_ids))
@@ -406,7 +332,7 @@ class ImageStore:
         reclaimable = (sum(s for d, s in all_blobs.items() if d not in kept_blobs)
                        + sum(s for c, s in layers.items() if c not in kept_chains))
         return {
-            "images": {"count": len(data["images"]), "tagged": len(tagged_ids),
+            "images": {"count": len(ids), "tagged": len(tagged_ids),
                        "size": sum(all_blobs.values())},
             "layers": {"count": len(layers), "size": sum(layers.values())},
             "reclaimable": reclaimable,
