@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from pytest_isobox.docker.errors import raise_for_response
 from pytest_isobox.engine import EngineUnavailable, IsoboxError
@@ -155,7 +155,7 @@ class DockerClient:
         prefix = f"/v{self.api_version}" if versioned else ""
         items = query.items() if isinstance(query, dict) else (query or [])
         pairs = [(k, _query_value(v)) for k, v in items if v is not None]
-        return prefix + path + (("?" + urlencode(pairs)) if pairs else "")
+        return prefix + quote(path, safe="/:@") + (("?" + urlencode(pairs)) if pairs else "")
 
     def _send(
         self, conn: http.client.HTTPConnection, method: str, url: str, body: Body,

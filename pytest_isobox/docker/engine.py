@@ -2,9 +2,10 @@
 
 Everything the native engine does, done by dockerd: the same specs give the same containers
 (Docker's own defaults where ours defer to them), the same states and the same errors.
-Guarantees: every container, network and volume we create carries our ownership labels, and
-a new engine first sweeps what dead owners on this host left behind (`swept` lists it);
-objects without our labels are never touched. A failed create or run leaves no container.
+Guarantees: every container, network and volume we create carries our ownership labels; a
+new engine first sweeps the containers and networks that dead owners on this host left
+behind (`swept` lists them), and `close()` removes this engine's non-persistent containers.
+Objects without our labels are never touched. A failed create or run leaves no container.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pytest_isobox.docker.client import DockerClient, HijackedStream, iter_json_
 from pytest_isobox.docker.containers import attachments, create_body, state_from_inspect
 from pytest_isobox.docker.ownership import (
     OWNER_LABEL,
+    PERSISTENT_LABEL,
+    SESSION_LABEL,
     Owner,
     is_orphan,
     ownership_labels,
@@ -73,9 +76,21 @@ class DockerEngine:
         self.swept: list[str] = self.sweep()
 
     def close(self) -> None:
+        """Remove the non-persistent containers this engine made (they die with their owner,
+        as with the native engine); networks and volumes stay until removed or swept."""
         for waiter in set(self._exit_waiters.values()):
             waiter.close()
         self._exit_waiters.clear()
+        try:
+            mine = self.client.get_json("/containers/json", {
+                "all": True, "filters": json.dumps({"label": [f"{SESSION_LABEL}={self.session}"]}),
+            }) or []
+            for doc in mine:  # type: ignore[union-attr]
+                if (doc.get("Labels") or {}).get(PERSISTENT_LABEL) != "1":
+                    self._forget("container", f"/containers/{doc['Id']}",
+                                 {"force": True, "v": True})
+        except (IsoboxError, OSError) as exc:  # the daemon went away: the next sweep cleans
+            log.info("isobox: could not remove this session's containers: %s", exc)
         self.client.close()
 
     def _labels(self, persistent: bool = False) -> dict[str, str]:
@@ -84,7 +99,11 @@ class DockerEngine:
     # ------------------------------------------------------------------ sweep
 
     def sweep(self) -> list[str]:
-        """Remove the containers, networks and volumes of dead owners; returns what went."""
+        """Remove the containers and networks of dead owners; returns what went.
+
+        Named volumes are labelled but never swept: they hold data a user named, and the
+        native engine keeps them too until `volume_remove`.
+        """
         swept: list[str] = []
         query = {"all": True, "filters": _OWNER_FILTER}
         for doc in self.client.get_json("/containers/json", query):  # type: ignore[union-attr]
@@ -96,10 +115,6 @@ class DockerEngine:
         for doc in self.client.get_json("/networks", {"filters": _OWNER_FILTER}) or []:  # type: ignore[union-attr]
             if is_orphan(doc.get("Labels")) and self._forget("network", f"/networks/{doc['Id']}"):
                 swept.append(f"network {doc['Name']}")
-        volumes = self.client.get_json("/volumes", {"filters": _OWNER_FILTER}) or {}
-        for doc in volumes.get("Volumes") or []:  # type: ignore[union-attr]
-            if is_orphan(doc.get("Labels")) and self._forget("volume", f"/volumes/{doc['Name']}"):
-                swept.append(f"volume {doc['Name']}")
         for item in swept:
             log.info("isobox: removed %s left by a dead owner", item)
         return swept

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from pytest_isobox.docker.engine import DockerEngine
-from pytest_isobox.engine import ContainerNotFound, NetworkNotFound
+from pytest_isobox.engine import ContainerNotFound, ContainerSpec, NetworkNotFound
 from tests.conftest import REPO, needs_docker
 from tests.docker.conftest import Made
 
@@ -65,3 +65,19 @@ def test_objects_without_our_labels_are_never_swept(made: Made) -> None:
     fresh = DockerEngine()
     fresh.close()
     assert made.engine.state(name).status == "created"
+
+
+def test_close_removes_only_this_engines_non_persistent_containers(made: Made) -> None:
+    tag = uuid.uuid4().hex[:10]
+    temporary, kept = f"isobox-test-temp-{tag}", f"isobox-test-kept-{tag}"
+    made.containers += [temporary, kept]
+    other = made.run(["sleep", "300"])  # made by another engine (the session's)
+    engine = DockerEngine()
+    engine.run(ContainerSpec(image=made.image, command=["sleep", "300"], name=temporary))
+    engine.run(ContainerSpec(image=made.image, command=["sleep", "300"], name=kept,
+                             persistent=True))
+    engine.close()
+    with pytest.raises(ContainerNotFound):
+        made.engine.state(temporary)
+    assert made.engine.state(kept).running
+    assert made.engine.state(other.id).running
