@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Self
 
-from pytest_isobox.engine import ContainerError, InvalidSpec
+from pytest_isobox.engine import ContainerError, InvalidSpec, IsoboxError
 from pytest_isobox.images import whiteouts
 from pytest_isobox.images.tartree import is_kept_xattr, write_entry_tree
 
@@ -152,7 +152,9 @@ class TarExtractor:
     """
 
     def __init__(self, root: Path, base: list[str] | None = None, *,
-                 overlay_whiteouts: bool = False, keep_dirs: bool = False) -> None:
+                 overlay_whiteouts: bool = False, keep_dirs: bool = False,
+                 error: type[IsoboxError] = InvalidSpec) -> None:
+        self._error = error
         self._dirs = RootedDir(root)
         self._base = base or []
         self._whiteouts = overlay_whiteouts
@@ -169,11 +171,18 @@ class TarExtractor:
         self.finish()
 
     def extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Apply one entry; a system error is raised as `error`, naming the entry."""
         rel = entry_parts(member.name)
         if not rel:
             return  # the root itself: it exists, Docker leaves it alone
         what = f"tar entry {member.name!r}"
-        parts = self._base + rel
+        try:
+            self._apply(tar, member, self._base + rel, what)
+        except OSError as exc:
+            raise self._error(f"cannot extract {what}: {exc.strerror or exc}") from None
+
+    def _apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str],
+               what: str) -> None:
         parent = self._dirs.open_dir(parts[:-1], create=True, what=what)
         name = parts[-1]
         if self._whiteouts and name.startswith(whiteouts.WHITEOUT_PREFIX):
@@ -198,8 +207,15 @@ class TarExtractor:
     def finish(self) -> None:
         """Set directory mtimes last (creating children changed them), deepest first."""
         for parts, mtime in reversed(self._dir_times):
-            fd = self._dirs.open_dir(parts, create=False, what="/".join(parts))
-            os.utime(fd, ns=(mtime, mtime))
+            try:
+                parent = self._dirs.open_dir(parts[:-1], create=False, what="/".join(parts))
+                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                continue  # a later entry replaced or removed it
+            try:
+                os.utime(fd, ns=(mtime, mtime))
+            finally:
+                os.close(fd)
         self._dir_times.clear()
 
     def _whiteout(self, parts: list[str], parent: int, name: str, what: str,
@@ -335,7 +351,7 @@ def extract_into(root: Path, dest: str, fileobj: IO[bytes]) -> None:
             raise ContainerError(f"destination {dest!r} does not exist in the container") from None
         except NotADirectoryError:
             raise ContainerError(f"destination {dest!r} is not a directory") from None
-    extractor = TarExtractor(root, base, keep_dirs=True)
+    extractor = TarExtractor(root, base, keep_dirs=True, error=ContainerError)
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             extractor.extract_all(tar)

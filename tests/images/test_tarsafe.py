@@ -177,3 +177,16 @@ def test_the_root_may_be_reached_through_a_symlink(layout, tmp_path: Path) -> No
     extract_into(tmp_path / "via", "/etc", make_tar(("hostname", "file", b"box\n")))
     assert (root / "etc" / "hostname").read_bytes() == b"box\n"
     assert names(archive_path(tmp_path / "via", "/etc/hostname")) == ["hostname"]
+
+
+def test_an_entry_under_a_file_is_refused_naming_it(layout) -> None:
+    root, _ = layout
+    with pytest.raises(ContainerError, match="cannot extract tar entry 'etc/passwd/x'"):
+        extract_into(root, "/", make_tar(("etc/passwd/x", "file", b"x")))
+
+
+def test_a_directory_replaced_later_in_the_same_tar(layout) -> None:
+    root, _ = layout
+    (root / "srv").mkdir()
+    extract_into(root, "/srv", make_tar(("d", "dir"), ("d/x", "file", b"1"), ("d/x", "file", b"2")))
+    assert (root / "srv" / "d" / "x").read_bytes() == b"2"
