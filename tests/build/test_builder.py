@@ -358,3 +358,21 @@ def test_run_forms_heredocs_shell_and_workdir(engine: Engine, isobox_home: Path,
     out = _run(engine, image, "cat", "/pwd.txt", "/one.txt", "/script.txt", "/cat.txt")
     assert out == "/work/sub\none\ntwo\nscript /dev/pipes/EOT\nfrom cat\n"
     assert "e" in _run(engine, image, "cat", "/shell.txt").split()[1]
+
+
+def test_copy_cache_follows_content_not_mtime(engine: Engine, isobox_home: Path,
+                                              tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "k", f"""\
+        FROM {BASE}
+        COPY . /app/
+        RUN cat /app/a.txt > /copy.txt
+        """, {"a.txt": "one", "ignored.log": "x", ".dockerignore": "*.log\n"})
+    first, _ = _build(engine, isobox_home, ctx)
+    os.utime(ctx / "a.txt", (1_600_000_000, 1_600_000_000))
+    (ctx / "ignored.log").write_text("changed, but excluded")
+    again, steps = _build(engine, isobox_home, ctx)
+    assert again == first and all(s.cached for s in steps[1:])
+    (ctx / "a.txt").write_text("two")
+    changed, steps = _build(engine, isobox_home, ctx)
+    assert [s.cached for s in steps[1:]] == [False, False]
+    assert _run(engine, changed, "cat", "/copy.txt") == "two"
