@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import tarfile
 from pathlib import Path
@@ -50,9 +51,9 @@ def save_archive(store: ImageStore, refs: list[str], path: str | Path | IO[bytes
     images = [(store.resolve(image_id), tags) for image_id, tags in chosen.items()]
     if isinstance(path, str | Path):
         target = Path(path)
-        tmp = temp_path(target.parent, "save") if target.parent.exists() else None
-        if tmp is None:
+        if not target.parent.is_dir():
             raise InvalidSpec(f"save: directory {str(target.parent)!r} does not exist")
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.partial"
         try:
             with open(tmp, "wb") as out:
                 _write_archive(store, images, out)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Self
 
 from pytest_isobox.engine import IsoboxError
-from pytest_isobox.images.atomic import remove_path, temp_path
+from pytest_isobox.images.atomic import remove_path, temp_path, write_file_atomic
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -149,8 +149,6 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
-            from pytest_isobox.images.atomic import write_file_atomic
-
             write_file_atomic(layout, json.dumps(OCI_LAYOUT).encode(), self.tmp_dir)
 
     def path(self, digest: str) -> Path:

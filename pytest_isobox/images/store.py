@@ -167,26 +167,29 @@ class ImageStore:
                                            "manifest_size": len(manifest)})
         return config_digest
 
-    def import_rootfs(self, source: str | Path, ref: str | None) -> str:
-        """`docker import`: one layer from a directory or a tar (gzip, bzip2, xz too).
+    def import_rootfs(self, source: str | Path | IO[bytes], ref: str | None) -> str:
+        """`docker import`: one layer from a directory, a tar file or a tar stream (gzip,
+        bzip2, xz too).
 
         The config holds only a default PATH; the layer is unpacked (and checked) before the
         image is recorded. Returns the image id and tags it `ref` when given.
         """
         tag = normalize_tag(ref) if ref else None
-        path = Path(source)
-        if not path.exists():
-            raise InvalidSpec(f"cannot import {str(source)!r}: no such file or directory")
+        label = "-" if hasattr(source, "read") else str(source)
+        if label != "-" and not Path(label).exists():
+            raise InvalidSpec(f"cannot import {label!r}: no such file or directory")
         with self._store_lock.shared():
             with self.blobs.writer() as writer:
-                if path.is_dir():
-                    write_tree(path, writer.stream)
+                if label == "-":
+                    shutil.copyfileobj(decompressed(source, "stdin"), writer.stream, 1 << 20)
+                elif Path(label).is_dir():
+                    write_tree(Path(label), writer.stream)
                 else:
-                    with open(path, "rb") as raw:
-                        shutil.copyfileobj(decompressed(raw, str(path)), writer.stream, 1 << 20)
+                    with open(label, "rb") as raw:
+                        shutil.copyfileobj(decompressed(raw, label), writer.stream, 1 << 20)
                 diff_id = writer.commit()
             self.layers.ensure(diff_id, diff_id)
-            history = oci.new_history("", comment=f"Imported from {source}")
+            history = oci.new_history("", comment=f"Imported from {label}")
             doc = oci.new_config(None, {"Env": [oci.DEFAULT_PATH_ENV]}, [diff_id], history)
             image_id = self.add_image(oci.encode(doc))
         if tag:

@@ -63,7 +63,7 @@ def test_save_then_load_keeps_ids_tags_and_layers(store: ImageStore, other_store
     _check_loaded(other_store, store, layered)
     members = _members((tmp_path / "both.tar").read_bytes())
     assert {"oci-layout", "index.json", "manifest.json", "repositories"} <= set(members)
-    assert list((tmp_path).glob("*.save")) == []
+    assert list(tmp_path.glob(".*partial")) == []
 
 
 def test_saving_by_id_gives_no_tags(store: ImageStore, other_store: ImageStore, layered: str,
@@ -158,7 +158,7 @@ def test_save_refuses_a_damaged_blob_and_writes_no_file(store: ImageStore, layer
     blob.write_bytes(blob.read_bytes()[:-512])
     with pytest.raises(CorruptedBlob):
         store.save(["web:1"], tmp_path / "out.tar")
-    assert list(tmp_path.glob("*tar*")) == [] and list(tmp_path.glob("*.save")) == []
+    assert list(tmp_path.glob("*tar*")) == [] and list(tmp_path.glob(".*")) == []
 
 
 def test_load_of_something_else_names_the_file(other_store: ImageStore, tmp_path: Path) -> None:

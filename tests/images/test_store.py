@@ -55,7 +55,11 @@ def test_import_of_compressed_and_plain_tars(store: ImageStore) -> None:
     plain = make_tar(("bin", "dir"), ("bin/tool", "file", b"#!/bin/sh\n")).read()
     first = store.import_rootfs(_write(store.home / "in.tar", plain), "plain")
     second = store.import_rootfs(_write(store.home / "in.tgz", gzip.compress(plain)), "zipped")
-    assert store.resolve(first).diff_ids == store.resolve(second).diff_ids
+    third = store.import_rootfs(io.BytesIO(gzip.compress(plain)), None)
+    assert store.resolve(first).diff_ids == store.resolve(second).diff_ids == \
+        store.resolve(third).diff_ids
+    assert store.resolve(third).tags == []
+    assert store.resolve(third).config["history"][0]["comment"] == "Imported from -"
     (lower,) = store.layer_dirs("zipped")
     assert (lower / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"
 
