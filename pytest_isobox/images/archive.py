@@ -218,7 +218,8 @@ def _load_legacy_entry(store: ImageStore, archive: _Archive, entry: object) -> l
 
 
 def _descriptors(index: object, archive: _Archive) -> list[dict]:
-    """Image manifest descriptors of an OCI index, nested indexes resolved to this platform."""
+    """Image manifest descriptors of an OCI index, nested indexes resolved to this platform
+    (the names on an index entry pass to the manifest chosen from it, as containerd writes)."""
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         raise InvalidSpec(f"{archive.label}: index.json has no manifests")
     found = []
@@ -226,7 +227,9 @@ def _descriptors(index: object, archive: _Archive) -> list[dict]:
         if descriptor.get("mediaType") in _INDEX_TYPES:
             nested = json.loads(_read_blob(archive, descriptor))
             platform = [d for d in nested.get("manifests", []) if _this_platform(d)]
-            found.extend(_descriptors({"manifests": platform[:1]}, archive))
+            names = descriptor.get("annotations") or {}
+            found.extend({**d, "annotations": d.get("annotations") or names}
+                         for d in _descriptors({"manifests": platform[:1]}, archive))
         else:
             found.append(descriptor)
     return found

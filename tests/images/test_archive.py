@@ -13,6 +13,7 @@ import pytest
 
 from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.images.blobs import CorruptedBlob
+from pytest_isobox.images.config import MEDIA_INDEX, go_arch
 from pytest_isobox.images.store import ImageStore
 from tests.conftest import needs_root
 
@@ -166,3 +167,29 @@ def test_load_of_something_else_names_the_file(other_store: ImageStore, tmp_path
         other_store.load(_archive({"hello.txt": b"hi"}, tmp_path / "x.tar"))
     with pytest.raises(InvalidSpec, match="is not a file"):
         other_store.load(tmp_path / "missing.tar")
+
+
+def test_load_picks_this_platform_from_a_multi_platform_index(store: ImageStore,
+                                                              other_store: ImageStore,
+                                                              layered: str,
+                                                              tmp_path: Path) -> None:
+    out = io.BytesIO()
+    store.save(["web:1"], out)
+    members = _members(out.getvalue())
+    del members["manifest.json"], members["repositories"]
+    index = json.loads(members["index.json"])
+    ours = dict(index["manifests"][0])
+    annotations = ours.pop("annotations")
+    foreign = {**ours, "digest": "sha256:" + "0" * 64,
+               "platform": {"os": "linux", "architecture": "s390x-none"}}
+    native = {**ours, "platform": {"os": "linux", "architecture": go_arch()}}
+    nested = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_INDEX,
+                         "manifests": [foreign, native]}).encode()
+    nested_digest = "sha256:" + hashlib.sha256(nested).hexdigest()
+    members["blobs/sha256/" + nested_digest[7:]] = nested
+    members["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": MEDIA_INDEX, "digest": nested_digest, "size": len(nested),
+         "annotations": annotations}]}).encode()
+    loaded = other_store.load(_archive(members, tmp_path / "multi.tar"))
+    assert loaded == ["web:1"]  # the name sat on the index entry, as containerd writes it
+    assert other_store.resolve(layered).config == store.resolve(layered).config
