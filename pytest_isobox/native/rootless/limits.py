@@ -1,0 +1,127 @@
+"""Which cgroup limits a rootless container can have: only those of a delegated v2 subtree.
+
+A user may write cgroup files only where the system delegated a cgroup v2 subtree to it
+(systemd's `Delegate=yes` for user@.service: the user's own cgroup directory, writable by
+the user, with the controllers enabled in its `cgroup.subtree_control`). cgroup v1 is never
+delegated. Where limits cannot be applied, `plan_limits` fails with EngineUnavailable saying
+why, unless the user opted into best effort; then it returns what was applied and what was
+skipped, for the report.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_isobox.engine import EngineUnavailable, InvalidSpec
+from pytest_isobox.native.cgroups.common import Limits
+
+LIMIT_MODES = ("strict", "best-effort")
+V2_CONTROLLER = {"memory": "memory", "cpu": "cpu", "pids": "pids"}
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """A cgroup v2 directory this user may create children in, and its usable controllers."""
+
+    path: Path | None
+    controllers: frozenset[str] = frozenset()
+    reason: str = ""  # why there is none, or which controllers are missing
+
+
+@dataclass
+class LimitsPlan:
+    """What a container gets: the limits to write (in `delegation`), and those left out."""
+
+    applied: Limits
+    skipped: dict[str, str] = field(default_factory=dict)  # controller -> the limit asked
+    delegation: Delegation | None = None
+
+    def summary(self) -> str:
+        """One line for the report: which limits hold and which were skipped."""
+        asked = [f"{c}: {why}" for c, why in self.skipped.items()]
+        held = list(self.applied.controllers().values())
+        parts = [f"applied {', '.join(held)}" if held else "no limits applied"]
+        if asked:
+            parts.append(f"skipped {'; '.join(asked)} (rootless, no delegated cgroup)")
+        return "; ".join(parts)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in LIMIT_MODES:
+        raise InvalidSpec(f"invalid limits mode {mode!r}: expected one of {', '.join(LIMIT_MODES)}")
+    return mode
+
+
+def _unified_mount(mountinfo: str) -> Path | None:
+    for line in mountinfo.splitlines():
+        fields = line.split(" - ")
+        if len(fields) == 2 and fields[1].split()[0] == "cgroup2":
+            return Path(fields[0].split()[4])
+    return None
+
+
+def _own_v2_path(proc_cgroup: str) -> str | None:
+    for line in proc_cgroup.splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return None
+
+
+def find_delegation(mountinfo: str | None = None, proc_cgroup: str | None = None,
+                    uid: int | None = None) -> Delegation:
+    """The delegated cgroup v2 subtree of this process's cgroup, if the user owns one."""
+    mountinfo = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
+    proc_cgroup = Path("/proc/self/cgroup").read_text() if proc_cgroup is None else proc_cgroup
+    uid = os.geteuid() if uid is None else uid
+    mount = _unified_mount(mountinfo)
+    if mount is None:
+        return Delegation(None, reason="no cgroup v2 hierarchy is mounted (cgroup v1 cannot "
+                                       "be delegated to users)")
+    own = _own_v2_path(proc_cgroup)
+    if own is None:
+        return Delegation(None, reason="this process has no cgroup v2 membership")
+    path = mount / own.lstrip("/")
+    try:
+        owner = path.stat().st_uid
+        procs_owner = (path / "cgroup.procs").stat().st_uid
+    except OSError as exc:
+        return Delegation(None, reason=f"cannot read cgroup {path}: {exc.strerror}")
+    if owner != uid or procs_owner != uid:
+        return Delegation(None, reason=f"cgroup {path} is not delegated to uid {uid} (owned "
+                                       f"by uid {owner}; systemd's Delegate=yes does that)")
+    try:
+        available = frozenset((path / "cgroup.controllers").read_text().split())
+    except OSError:
+        available = frozenset()
+    return Delegation(path, available & set(V2_CONTROLLER.values()),
+                      "" if available else f"no controllers are enabled for {path}")
+
+
+def plan_limits(limits: Limits, mode: str, delegation: Delegation) -> LimitsPlan:
+    """Split `limits` into what the delegation can apply and what it cannot.
+
+    In strict mode anything that cannot be applied raises EngineUnavailable naming the limit,
+    the reason, and the opt-in; in best-effort mode it is listed in `skipped` instead.
+    """
+    check_mode(mode)
+    needed = limits.controllers()
+    skipped = {c: why for c, why in needed.items()
+               if delegation.path is None or V2_CONTROLLER[c] not in delegation.controllers}
+    if skipped and mode == "strict":
+        reason = delegation.reason or (
+            f"the delegated cgroup {delegation.path} lacks the "
+            f"{', '.join(sorted(skipped))} controller")
+        raise EngineUnavailable(
+            f"rootless containers cannot have {', '.join(skipped.values())}: {reason}. "
+            "Run as root, get a delegated cgroup v2 (systemd user session with Delegate=yes), "
+            "or accept running without them: --isobox-limits=best-effort "
+            "(NativeEngine(limits='best-effort'))")
+    applied = Limits(
+        memory=None if "memory" in skipped else limits.memory,
+        cpus=None if "cpu" in skipped else limits.cpus,
+        cpu_shares=None if "cpu" in skipped else limits.cpu_shares,
+        pids=None if "pids" in skipped else limits.pids,
+    )
+    return LimitsPlan(applied, skipped, delegation if delegation.path else None)

@@ -1,0 +1,207 @@
+"""Named networks of rootless containers: bridges in the user namespace's helper netns.
+
+The rootful `NetworkManager` keeps its records, addresses and hosts files; this subclass
+changes where links live and how ports are published. Every bridge is made in the helper
+network namespace that `UserNamespace` holds (a user may do anything to a namespace its own
+user namespace owns), each container's veth has its host end there and its peer in the
+container's netns, and published ports are relayed (`ports`) instead of DNAT'd. There are no
+iptables rules: the helper namespace routes nothing between its bridges (no forwarding), so
+containers on one network reach each other by name and those on different networks do not.
+
+Must run in a process that entered the user namespace (the container's monitor; for tests a
+`UserNamespace.run` child). The helper namespace lives as long as its `UserNamespace`, so
+containers meet on a network when one engine process started them; records (addresses, the
+hosts files) are in the home as for rootful networks.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pytest_isobox.engine import ConflictError, InvalidSpec, NetworkInfo, PortSpec
+from pytest_isobox.native import linux
+from pytest_isobox.native.network import ipam, rtnl
+from pytest_isobox.native.network.links import Links, bridge_name
+from pytest_isobox.native.network.manager import _NAME, SPECIAL_MODES, NetworkManager, _info
+from pytest_isobox.native.network.store import HostRegistry, Record
+from pytest_isobox.native.rootless.ports import start_relay, stop_relay
+
+T = TypeVar("T")
+
+
+def in_netns(fd: int, func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` on a thread of its own in the network namespace `fd`.
+
+    A process in a user namespace cannot go back to the host's network namespace once it
+    left it (the host's belongs to the initial user namespace), so work in the helper or a
+    container namespace happens on a thread that ends with it. Sockets it makes stay there.
+    """
+    outcome: list = []
+
+    def body() -> None:
+        try:
+            linux.setns(fd, linux.CLONE_NEWNET)
+            outcome.append((True, func(*args)))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=body, name="isobox-netns")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+class HelperLinks(Links):
+    """`Links` whose netlink socket and calls are in the helper netns; route claims (for
+    choosing subnets) still come from the host, so a subnet never shadows a host route."""
+
+    def __init__(self, net_fd: int) -> None:
+        super().__init__()
+        self.net_fd = net_fd
+        self._host = Links()
+
+    def claims(self) -> list[ipam.Claim]:
+        return self._host.claims()
+
+    def create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
+        in_netns(self.net_fd, self._create_bridge, name, gateway, prefixlen)
+
+    def _create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
+        with self._mutex:
+            self.ipr.link("add", ifname=name, kind="bridge")
+            index = self.index(name)
+            self.ipr.addr("add", index=index, address=str(gateway), prefixlen=prefixlen)
+            self.ipr.link("set", index=index, state="up")
+
+    def delete(self, name: str) -> bool:
+        return in_netns(self.net_fd, Links.delete, self, name)
+
+    def exists(self, name: str) -> bool:
+        return in_netns(self.net_fd, Links.exists, self, name)
+
+    def uplinks(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        super().close()
+        self._host.close()
+
+
+class RootlessNetworkManager(NetworkManager):
+    """Networks for rootless containers (see the module docstring)."""
+
+    def __init__(self, home: Path, net_fd: int, user_fd: int | None = None) -> None:
+        super().__init__(home)
+        self._links = HelperLinks(net_fd)
+        self._user_fd = user_fd
+        self._relays: dict[str, int] = {}
+        self._netns_pids: dict[str, int] = {}
+
+    @property
+    def registry(self) -> HostRegistry:
+        """Bridges are per user namespace, not host-wide: the registry lives in the home."""
+        if self._registry is None:
+            self._registry = HostRegistry(self.home / "networks" / "registry")
+        return self._registry
+
+    def create(self, name: str, *, subnet: str | None = None,
+               labels: dict[str, str] | None = None) -> NetworkInfo:
+        """A network record; its bridge is made in the helper netns when first attached to."""
+        if not _NAME.fullmatch(name) or name in SPECIAL_MODES:
+            raise InvalidSpec(f"invalid network name {name!r}: use letters, digits, '_', '.', '-'")
+        with self.registry.lock, self.store.lock:
+            if self.store.network(name) is not None:
+                raise ConflictError(f"network {name!r} already exists")
+            claims = [
+                ipam.Claim(IPv4Network(r["subnet"]), f"isobox network {r['name']}")
+                for r in self.store.networks()
+            ] + self._links.claims() + ipam.docker_pool_claims()
+            net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
+            network_id = secrets.token_hex(32)
+            record: Record = {
+                "name": name, "id": network_id, "bridge": bridge_name(network_id),
+                "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
+                "labels": dict(labels or {}), "created": time.time(), "members": {},
+                "host_sysctls": [], "rootless": True,
+            }
+            self.registry.add(record["bridge"], self.home, name, network_id, str(net))
+            self.store.save_network(record)
+        return _info(record)
+
+    def _ensure_bridge(self, bridge: str, gateway: str, prefixlen: int) -> None:
+        if self._links.exists(bridge):
+            return
+        try:
+            self._links.create_bridge(bridge, IPv4Address(gateway), prefixlen)
+        except NetlinkError as exc:  # a concurrent attach made it first
+            if exc.code != errno.EEXIST:
+                raise
+
+    def _teardown_network(self, bridge: str, network_id: str) -> None:
+        self._links.delete(bridge)
+        self.registry.remove(bridge)
+
+    def _enable_uplink_forwarding(self) -> list[str]:
+        return []
+
+    def _wire(self, endpoint: Record, pid: int) -> None:
+        self._netns_pids[endpoint["id"]] = pid
+        for net in endpoint["networks"]:
+            self._ensure_bridge(net["bridge"], net["gateway"], net["prefixlen"])
+            in_netns(self._links.net_fd, rtnl.add_veth, net["veth"], net["bridge"], pid,
+                     net["ifname"], net["mac"])
+        interfaces = [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"])
+                      for n in endpoint["networks"]]
+        gateway = IPv4Address(endpoint["networks"][0]["gateway"])
+        in_netns(self._links.net_fd, rtnl.configure_netns, pid, interfaces, gateway)
+
+    def _publish(self, endpoint: Record, ports: list[PortSpec],
+                 published: dict[str, list[tuple[str, int]]]) -> None:
+        """Relay the reserved host ports into the container's netns."""
+        if not ports:
+            return
+        cid = endpoint["id"]
+        with self._mutex:
+            sockets = list(self._reservations[cid].sockets)
+        self._relays[cid] = start_relay(self._netns_pids[cid], list(zip(sockets, ports)),
+                                        self._user_fd)
+
+    def detach(self, container_id: str) -> None:
+        """Stop the relay, free the ports, delete the veths, forget the addresses."""
+        relay = self._relays.pop(container_id, None)
+        if relay is not None:
+            stop_relay(relay)
+        self._netns_pids.pop(container_id, None)
+        with self.store.lock:
+            endpoint = self.store.endpoint(container_id)
+        self._release_ports(container_id)
+        if endpoint is None:
+            return
+        for net in endpoint["networks"]:
+            self._links.delete(net["veth"])
+        with self.store.lock:
+            self._forget({container_id})
+
+    def sweep(self, live_container_ids: set[str]) -> list[str]:
+        """Forget the addresses and hosts entries of dead containers. Their veths and relays
+        went with their network namespaces and monitors."""
+        cleaned: list[str] = []
+        with self.store.lock:
+            dead = {e["id"] for e in self.store.endpoints() if e["id"] not in live_container_ids}
+            dead |= {cid for r in self.store.networks() for cid in r["members"]
+                     if cid not in live_container_ids}
+            if dead:
+                cleaned += [f"address {a}" for a in self._forget(dead)]
+        return cleaned
