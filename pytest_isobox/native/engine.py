@@ -23,6 +23,7 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -61,7 +62,13 @@ from pytest_isobox.native.cgroups import (
 )
 from pytest_isobox.native.logs import read_log
 from pytest_isobox.native.monitor import Hooks, MonitorHandle, Terminal, spawn_monitor
-from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, exec_init, exit_code_of
+from pytest_isobox.native.runtime import (
+    ContainerPlan,
+    ProcessPlan,
+    exec_init,
+    exit_code_of,
+    receive_console,
+)
 from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -771,13 +778,14 @@ class NativeEngine:
                            create_workdir=False)
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
-                   stdio: tuple[int, int, int], error_w: int) -> int:
+                   stdio: tuple[int, int, int], error_w: int,
+                   console: socket.socket | None = None) -> int:
         cgroup = self._cgroup(cdir.id)
         child = os.fork()
         if child == 0:
             try:
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-                exec_init(pid, process, stdio, error_w, cgroup.add)
+                exec_init(pid, process, stdio, error_w, cgroup.add, console)
             finally:
                 os._exit(127)
         return child
@@ -817,22 +825,27 @@ class NativeEngine:
         process = self._exec_process(cdir, cmd, env, user, workdir, tty=tty)
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        master = slave = None
-        if tty:
-            master, slave = os.openpty()
-            _copy_window_size(master)
-            stdio = (slave, slave, slave)
+        console = child_console = None
+        if tty:  # the process makes its terminal from the container's devpts, sends the master
+            console, child_console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            stdio = (null, null, null)
         else:
             stdio = (0 if stdin else null, 1, 2)
         try:
-            child = self._fork_exec(cdir, pid, process, stdio, error_w)
+            child = self._fork_exec(cdir, pid, process, stdio, error_w, child_console)
         finally:
-            for fd in (error_w, null, *((slave,) if slave is not None else ())):
-                os.close(fd)
-        if master is not None:
-            with _raw_terminal():
-                _relay_pty(master, stdin)
-            os.close(master)
+            os.close(error_w)
+            os.close(null)
+            if child_console is not None:
+                child_console.close()
+        if console is not None:
+            master = receive_console(console)
+            console.close()
+            if master is not None:
+                _copy_window_size(master)
+                with _raw_terminal():
+                    _relay_pty(master, stdin)
+                os.close(master)
         failure = _read_to_end(error_r)
         os.close(error_r)
         _, status = os.waitpid(child, 0)
@@ -841,25 +854,17 @@ class NativeEngine:
         return exit_code_of(status)
 
     def run_attached(self, spec: ContainerSpec) -> int:
-        """`run -i/-t`: start with this process's terminal relayed, wait, return the exit code."""
+        """`run -i/-t`: start with this process's terminal relayed, wait, return the exit code.
+
+        The terminal is put in raw mode meanwhile (when it is one), so keys reach the
+        container; the container's terminal takes its size."""
         state = self.create(spec)
-        master = slave = None
-        if spec.tty:
-            master, slave = os.openpty()
-            _copy_window_size(master)
-        terminal = Terminal(stdin=0 if spec.stdin_open else None, stdout=1, stderr=2,
-                            pty_master=master, pty_slave=slave)
+        terminal = Terminal(stdin=0 if spec.stdin_open else None, stdout=1, stderr=2)
         try:
             with _raw_terminal() if spec.tty else contextlib.nullcontext():
                 self._start(self._find(state.id), terminal)
-                if slave is not None:
-                    os.close(slave)
-                    slave = None
                 return self.wait(state.id)
         finally:
-            for fd in (master, slave):
-                if fd is not None:
-                    os.close(fd)
             if spec.auto_remove:
                 with contextlib.suppress(Exception):
                     self.remove(state.id, force=True)

@@ -14,18 +14,26 @@ container's pid) or `failed` (exit code and message), then `exited`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import select
 import signal
+import socket
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytest_isobox.native import linux
 from pytest_isobox.native.logs import LogWriter
-from pytest_isobox.native.runtime import ContainerPlan, container_init, exit_code_of
+from pytest_isobox.native.runtime import (
+    ContainerPlan,
+    container_init,
+    exit_code_of,
+    receive_console,
+)
 from pytest_isobox.native.state import ContainerDir, ProcessIdentity
 
 # Callables the engine gives the monitor, all run in the monitor process.
@@ -46,13 +54,11 @@ class Hooks:
 
 @dataclass
 class Terminal:
-    """The caller's side of an attached run: fds to relay, and the pty the caller made."""
+    """The caller's side of an attached run: the fds the monitor relays to and from."""
 
     stdin: int | None
     stdout: int
     stderr: int
-    pty_master: int | None = None
-    pty_slave: int | None = None
 
 
 class MonitorHandle:
@@ -134,8 +140,7 @@ class _Monitor:
         keep = {self.events_w}
         if self.terminal is not None:
             t = self.terminal
-            keep |= {fd for fd in (t.stdin, t.stdout, t.stderr, t.pty_master, t.pty_slave)
-                     if fd is not None}
+            keep |= {fd for fd in (t.stdin, t.stdout, t.stderr) if fd is not None}
         _close_all_but(keep)
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
@@ -189,16 +194,12 @@ class _Monitor:
         t = self.terminal
         streams: dict[int, int] = {}  # fd to read -> log stream number
         stdin_w = None
-        if plan.process.tty:
-            if t is not None and t.pty_slave is not None:
-                master, slave = t.pty_master, t.pty_slave
-            else:
-                master, slave = os.openpty()
-            assert master is not None
-            stdio = (slave, slave, slave)
-            streams[master] = 1
-            stdin_w = master if t is not None and t.stdin is not None else None
-            child_side = [slave]
+        console = child_console = None
+        if plan.process.tty:  # the child makes the terminal and sends us its master end
+            console, child_console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            stdio = (null, null, null)
+            child_side = [null]
         else:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -216,9 +217,11 @@ class _Monitor:
         child = os.fork()
         if child == 0:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-            container_init(plan, stdio, ready_w, go_r, error_w)
+            container_init(plan, stdio, ready_w, go_r, error_w, child_console)
         for fd in (*child_side, go_r, error_w, *((ready_w,) if ready_w is not None else ())):
             os.close(fd)
+        if child_console is not None:
+            child_console.close()
         try:
             self.hooks.join_cgroup(child)
             if self.hooks.attach_network is not None:
@@ -236,6 +239,14 @@ class _Monitor:
             os.close(go_w)
             if ready_r is not None:
                 os.close(ready_r)
+        if console is not None:
+            master = receive_console(console)
+            console.close()
+            if master is not None:
+                streams[master] = 1
+                if t is not None:
+                    _copy_window_size(t, master)
+                    stdin_w = master if t.stdin is not None else None
         message = _read_all(error_r)
         os.close(error_r)
         if message:
@@ -351,3 +362,12 @@ def _close_all_but(keep: set[int]) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
+
+
+def _copy_window_size(terminal: Terminal, master: int) -> None:
+    """Give the container's terminal the size of the caller's, when the caller has one."""
+    for fd in (terminal.stdin, terminal.stdout):
+        if fd is not None and os.isatty(fd):
+            size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+            return

@@ -15,6 +15,7 @@ import fcntl
 import os
 import resource
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +74,14 @@ class StartFailure(ContainerError):
 
 
 def container_init(plan: ContainerPlan, stdio: tuple[int, int, int], ready_w: int | None,
-                   go_r: int, error_w: int) -> NoReturn:
-    """Turn this freshly forked process into the container's PID 1, then exec its command."""
+                   go_r: int, error_w: int, console: socket.socket | None) -> NoReturn:
+    """Turn this freshly forked process into the container's PID 1, then exec its command.
+
+    With a `console` socket (tty), the terminal is made from the container's own /dev/ptmx
+    and its master end is sent back over the socket, as runc's --console-socket does.
+    """
     try:
-        set_up_stdio(stdio, plan.process.tty)
+        set_up_stdio(stdio)
         linux.unshare(plan.unshare_flags)
         if ready_w is not None:  # the monitor attaches the network to our new namespace
             os.write(ready_w, b"r")
@@ -89,6 +94,7 @@ def container_init(plan: ContainerPlan, stdio: tuple[int, int, int], ready_w: in
         mounts.pivot_root(plan.rootfs)
         mounts.protect_paths()
         linux.sethostname(plan.hostname)
+        new_session(console)
         if not plan.cgroup_ns:  # cgroup and network were set up meanwhile, by the monitor
             _wait_for_go(go_r)
         become_process(plan.process, plan.hostname)
@@ -116,14 +122,14 @@ def build_rootfs(plan: ContainerPlan) -> None:
 
 
 def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error_w: int,
-              join_cgroup: Callable[[int], None]) -> NoReturn:
+              join_cgroup: Callable[[int], None], console: socket.socket | None) -> NoReturn:
     """Join every namespace and the cgroup of container process `pid`, then exec `process`.
 
     Runs in a forked child of the engine. setns(CLONE_NEWPID) applies to children only, so
     this process forks once more; the grandchild execs and this one passes on its status.
     """
     try:
-        set_up_stdio(stdio, process.tty)
+        set_up_stdio(stdio)
         namespaces = [_open_namespace(pid, ns) for ns in ("ipc", "uts", "net", "pid", "cgroup")]
         mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -137,6 +143,7 @@ def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error
         child = os.fork()
         if child == 0:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+            new_session(console)
             become_process(process, os.uname().nodename)
         os.close(error_w)
         _, status = os.waitpid(child, 0)
@@ -154,8 +161,8 @@ def _open_namespace(pid: int, ns: str) -> int | None:
     return os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def set_up_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
-    """Signals back to defaults, a session of our own, and the given fds as 0, 1, 2."""
+def set_up_stdio(stdio: tuple[int, int, int]) -> None:
+    """Signals back to defaults and the given fds as 0, 1, 2."""
     for sig in signal.valid_signals():
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
             try:
@@ -163,12 +170,32 @@ def set_up_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
             except (OSError, ValueError):
                 pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    os.setsid()
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target)
-    if tty:
-        fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+
+
+def new_session(console: socket.socket | None) -> None:
+    """A session of our own; with a console socket, a terminal from the container's devpts
+    as 0, 1, 2 and controlling tty, its master end sent over the socket."""
+    os.setsid()
+    if console is None:
+        return
+    master, slave = os.openpty()  # /dev/ptmx here is the container's own devpts instance
+    socket.send_fds(console, [b"m"], [master])
+    os.close(master)
+    console.close()
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    if slave > 2:
+        os.close(slave)
+    fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+
+
+def receive_console(console: socket.socket) -> int | None:
+    """The master end of a container's terminal, or None if the process died first."""
+    _, fds, _, _ = socket.recv_fds(console, 1, 1)
+    return fds[0] if fds else None
 
 
 def become_process(process: ProcessPlan, hostname: str) -> NoReturn:
