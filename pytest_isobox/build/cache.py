@@ -64,9 +64,13 @@ class BuildCache:
             pass
 
     def lock(self, key: str) -> FileLock:
-        """An inter-process lock for producing the image of one key."""
+        """An inter-process lock for producing the image of one key.
+
+        Keys share 4096 lock files (by prefix) so the lock dir stays bounded; a builder holds
+        one step lock at a time, so sharing can delay a step but never deadlock.
+        """
         self._locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self._locks / f"{key[:32]}.lock"))
+        return FileLock(str(self._locks / f"{key[:3]}.lock"))
 
     def stat_cache(self, context_dir: str | Path) -> StatCache:
         """The stat cache of one context directory."""

@@ -376,3 +376,19 @@ def test_copy_cache_follows_content_not_mtime(engine: Engine, isobox_home: Path,
     changed, steps = _build(engine, isobox_home, ctx)
     assert [s.cached for s in steps[1:]] == [False, False]
     assert _run(engine, changed, "cat", "/copy.txt") == "two"
+
+
+def test_proxy_args_reach_run_but_not_the_image_or_the_cache(engine: Engine, isobox_home: Path,
+                                                             tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "p", f"""\
+        FROM {BASE}
+        RUN echo "proxy=$http_proxy undeclared=${{UNDECLARED:-none}}" > /proxy.txt
+        """)
+    image, _ = _build(engine, isobox_home, ctx,
+                      buildargs={"http_proxy": "http://127.0.0.1:3128", "UNDECLARED": "x"})
+    assert _run(engine, image, "cat", "/proxy.txt") == \
+        "proxy=http://127.0.0.1:3128 undeclared=none\n"
+    env = engine.image_inspect(image).config["config"].get("Env") or []
+    assert not any(e.startswith("http_proxy=") for e in env)
+    again, steps = _build(engine, isobox_home, ctx, buildargs={"http_proxy": "http://other:1"})
+    assert again == image and steps[1].cached
