@@ -19,6 +19,7 @@ from pathlib import Path
 from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.images.atomic import remove_path, temp_path, write_file_atomic
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
+from pytest_isobox.images.layercheck import differences
 from pytest_isobox.images.locks import StoreLock, key_lock
 from pytest_isobox.images.tarsafe import TarExtractor
 
@@ -63,6 +64,21 @@ class LayerStore:
         with self._store_lock.shared(), key_lock(self._locks_dir, f"layer-{_hex(chain_id)}"):
             if not self.is_ready(chain_id, diff_id):
                 self._unpack(chain_id, diff_id)
+        return self.diff_dir(chain_id)
+
+    def differences(self, chain_id: str, diff_id: str) -> list[str]:
+        """Paths where the unpacked layer no longer matches its (verified) blob; [] if intact."""
+        source, reader = self._blobs.open_verified(diff_id, f"layer blob {diff_id}")
+        with source:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                found = differences(self.diff_dir(chain_id), tar)
+            reader.finish()
+        return found
+
+    def rebuild(self, chain_id: str, diff_id: str) -> Path:
+        """Unpack the layer again from its blob, replacing what is there (locked)."""
+        with self._store_lock.shared(), key_lock(self._locks_dir, f"layer-{_hex(chain_id)}"):
+            self._unpack(chain_id, diff_id)
         return self.diff_dir(chain_id)
 
     def _unpack(self, chain_id: str, diff_id: str) -> None:

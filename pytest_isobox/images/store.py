@@ -342,8 +342,9 @@ class ImageStore:
         }
 
     def verify(self, image_id: str) -> None:
-        """Check every blob of an image against its digest, rebuild damaged or missing unpacked
-        layers (and layer blobs from intact unpacked layers when they reproduce the digest);
+        """Check every blob of an image against its digest and every unpacked layer against its
+        blob; unpack again layers that are missing or differ, remake damaged layer blobs from
+        intact unpacked layers when that reproduces the digest (layers this store wrote).
         CorruptedBlob names what cannot be repaired."""
         image = self.resolve(image_id)
         self.blobs.verify(image.manifest_digest)
@@ -355,6 +356,8 @@ class ImageStore:
                     if not self._rebuild_layer_blob(chain_id, diff_id):
                         raise
                 self.layers.ensure(chain_id, diff_id)
+                if self.layers.differences(chain_id, diff_id):
+                    self.layers.rebuild(chain_id, diff_id)
 
     def _rebuild_layer_blob(self, chain_id: str, diff_id: str) -> bool:
         """Remake a damaged layer blob from its unpacked dir; True if the digest matches.

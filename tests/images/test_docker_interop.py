@@ -81,6 +81,8 @@ def test_isobox_loads_what_docker_saves_with_its_deletions(store: ImageStore,
     image = store.resolve(built)
     assert image.id == docker_id
     base_dir, top = store.layer_dirs(built)
+    for chain_id, diff_id in zip(image.chain_ids, image.diff_ids):
+        assert store.layers.differences(chain_id, diff_id) == []
     assert (top / "f").read_text() == "hi\n"
     assert Path(top / "etc" / "group").lstat().st_rdev == 0  # a whiteout, not a file
     assert os.getxattr(top / "var", "trusted.overlay.opaque") == b"y"

@@ -172,3 +172,26 @@ def test_concurrent_imports_and_commits_make_one_copy_of_each_layer(
     assert {i.id for i in store.images()} == {o[0] for o in outcomes} | {o[1] for o in outcomes}
     assert store.resolve("shared").id in {o[0] for o in outcomes}
     assert os.listdir(isobox_home / "tmp") == []
+
+
+def test_verify_finds_and_repairs_a_tampered_unpacked_layer(store: ImageStore,
+                                                            busybox_image: str,
+                                                            tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc" / "motd").write_text("hello\n")
+    os.mknod(upper / "etc" / "group", 0o020000, os.makedev(0, 0))
+    image_id = store.commit(busybox_image, upper, {}, "step")
+    image = store.resolve(image_id)
+    base, top = store.layer_dirs(image_id)
+    assert store.layers.differences(image.chain_ids[0], image.diff_ids[0]) == []
+    assert store.layers.differences(image.chain_ids[1], image.diff_ids[1]) == []
+    (top / "etc" / "motd").write_text("tampered\n")
+    (top / "etc" / "group").unlink()
+    (base / "bin" / "extra").write_text("x")
+    assert sorted(store.layers.differences(image.chain_ids[1], image.diff_ids[1])) == [
+        "etc/group", "etc/motd"]
+    assert store.layers.differences(image.chain_ids[0], image.diff_ids[0]) == ["bin/extra"]
+    store.verify(image_id)
+    assert (top / "etc" / "motd").read_text() == "hello\n"
+    assert os.lstat(top / "etc" / "group").st_rdev == 0 and not (base / "bin" / "extra").exists()
