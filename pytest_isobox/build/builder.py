@@ -161,6 +161,12 @@ class Builder:
         base = _located(lambda: expand(stage.base, run.meta, run.escape), run.filename, ins)
         if not base:
             raise BuildError(f"{run.filename}:{ins.start_line}: FROM requires an image name")
+        if stage.platform:
+            platform = _located(lambda: expand(stage.platform or "", run.meta, run.escape),
+                                run.filename, ins)
+            if platform not in ("linux", "linux/amd64", "linux/x86_64"):
+                raise BuildError(f"{run.filename}:{ins.start_line}: FROM --platform={platform}:"
+                                 " only linux/amd64 images can be built here")
         name = stage.name or str(stage.index)
         earlier = base_stage(run.stages, stage, base)
         if earlier is not None:
@@ -294,7 +300,7 @@ class Builder:
             elif sep:
                 state.args[name] = self._expand(run, state, default)
             else:
-                state.args[name] = run.meta.get(name, PLATFORM_ARGS.get(name))
+                state.args[name] = run.meta.get(name)
         self._report(run, ins, cached=True, started=started, image_id=state.image_id)
 
     def _do_env(self, run: _Run, state: _StageState, ins: Instruction) -> None:
