@@ -298,7 +298,7 @@ def test_different_networks_cannot_reach_each_other(manager: NetworkManager,
     def probe(channel: socket.socket) -> None:
         for ip in (server.ip, default_server.ip):
             try:
-                send_line(channel, echo_tcp_timeout((ip, 7777), 1.0))
+                send_line(channel, echo_tcp_timeout((ip, 7777), 2.0))
             except OSError as exc:
                 send_line(channel, f"blocked {type(exc).__name__}")
 
