@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -29,7 +29,7 @@ MIN_API_VERSION = "1.30"  # Docker 17.06: `condition` on wait (1.41 adds one-sho
 DEFAULT_TIMEOUT = 120.0
 
 Query = dict[str, object] | list[tuple[str, object]] | None
-Body = bytes | IO[bytes] | Iterable[bytes] | dict | list | None
+Body = bytes | IO[bytes] | dict | list | None
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -85,15 +85,11 @@ def negotiate_api_version(base_url: str, server_api: str) -> str:
 class HijackedStream:
     """A connection the daemon turned into a raw byte pipe (attach, exec).
 
-    Nothing of the stream has been read yet: read it from `sock` (or `reader()` for blocking
-    reads), write stdin to `sock`, and `close_stdin()` half-closes it so the process inside
-    sees end of file.
+    Nothing of the stream has been read yet: read it from and write stdin to `sock`;
+    `close_stdin()` half-closes it so the process inside sees end of file.
     """
 
     sock: socket.socket
-
-    def reader(self) -> IO[bytes]:
-        return self.sock.makefile("rb")
 
     def close_stdin(self) -> None:
         try:
@@ -167,12 +163,7 @@ class DockerClient:
             headers.setdefault("Content-Type", "application/json")
         if body is None and method in ("POST", "PUT"):
             body = b""
-        if isinstance(body, bytes):
-            conn.request(method, url, body=body, headers=headers)
-        elif hasattr(body, "read"):
-            conn.request(method, url, body=body, headers=headers)  # Content-Length given by caller
-        else:
-            conn.request(method, url, body=body, headers=headers, encode_chunked=True)
+        conn.request(method, url, body=body, headers=headers)  # files: caller gives the length
 
     def request(
         self, method: str, path: str, query: Query = None, body: Body = None, *,
@@ -196,11 +187,12 @@ class DockerClient:
                 self._send(conn, method, url, body, headers or {})
                 resp = conn.getresponse()
                 data = resp.read()
-            except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError):
+            except (ConnectionError, http.client.RemoteDisconnected) as exc:
                 conn.close()
                 if reused and attempt == 0 and not hasattr(body, "read"):
                     continue
-                raise
+                raise EngineUnavailable(
+                    f"Docker daemon at {self.base_url} dropped {method} {path}: {exc}") from None
             except BaseException:
                 conn.close()
                 raise
