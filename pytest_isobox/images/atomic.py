@@ -61,14 +61,19 @@ def sweep_dead_temps(tmp_dir: Path) -> int:
 
 
 def remove_path(path: Path) -> None:
-    """Remove a file or a directory tree; a missing path is fine."""
+    """Remove a file or a directory tree; missing parts are fine (another sweeper got them)."""
     try:
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            shutil.rmtree(path, onerror=_ignore_missing)
         else:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _ignore_missing(func: object, path: str, exc_info: tuple) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def tree_size(path: Path) -> int:
