@@ -293,7 +293,8 @@ class DockerEngine:
         return "sha256:" + config_name.removesuffix(".json")
 
     def prune(self) -> int:
-        """Remove images no tag or container needs; returns the bytes reclaimed."""
+        """Remove images no tag or container needs (`docker image prune`: dangling images of
+        the whole daemon, ours or not, since Docker labels no image's maker); returns bytes."""
         doc = self.client.post_json("/images/prune",
                                     {"filters": json.dumps({"dangling": ["true"]})})
         return int((doc or {}).get("SpaceReclaimed") or 0)  # type: ignore[union-attr]

@@ -147,3 +147,16 @@ def test_derive_image_from_base_and_scratch(made: Made) -> None:
     scratch = made.engine.derive_image(None, config={"Cmd": ["x"]}, created_by="LABEL a=b")
     made.images.append(scratch)
     assert made.engine.image_inspect(scratch).config["rootfs"]["diff_ids"] == []
+
+
+def test_build_network_none_has_only_loopback(made: Made, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, made.image, "RUN ls /sys/class/net > /links")
+    image_id = made.engine.build(ctx, network="none", no_cache=True)
+    made.images.append(image_id)
+    assert _output(made, image_id, ["cat", "/links"]) == b"lo\n"
+
+
+def test_disk_usage_counts_images(made: Made) -> None:
+    usage = made.engine.disk_usage()
+    assert set(usage) == {"Images", "Containers", "Volumes", "Build Cache"}
+    assert usage["Images"]["count"] >= 1 and usage["Images"]["size"] > 0
