@@ -8,6 +8,7 @@ answers, into Docker with `docker import`). Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -51,6 +52,23 @@ def bench_isobox(home: Path, rootfs: Path, runs: int, network: str) -> dict[str,
             "run+remove": statistics.median(a + b for a, b in zip(runs_ms, removes_ms))}
 
 
+def bench_fork_exec(runs: int) -> float:
+    """Milliseconds: median fork + exec of /bin/true from this process, with no isolation at
+    all: the floor any runtime starts from on this machine at this moment."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execv("/bin/true", ["true"])
+            finally:
+                os._exit(127)
+        os.waitpid(pid, 0)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
@@ -83,6 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="isobox-bench-") as tmp:
         rootfs = make_rootfs(Path(tmp) / "rootfs")
+        floor = bench_fork_exec(args.runs)
+        print(f"floor   fork+exec `true` without isolation: median {floor:.1f} ms "
+              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         ours = bench_isobox(Path(tmp) / "home", rootfs, args.runs, args.network)
         print(f"isobox  create+start+wait `true` ({args.network} network): "
               f"median {ours['run']:.1f} ms over {args.runs} runs "

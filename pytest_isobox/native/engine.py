@@ -457,7 +457,14 @@ class NativeEngine:
         def release(delete: bool) -> None:
             self._release(cdir, delete)
 
-        return Hooks(create_cgroup=lambda: cgroup.create(limits), join_cgroup=cgroup.add,
+        def join_cgroup(pid: int) -> None:
+            try:
+                cgroup.add(pid)
+            except EngineUnavailable:  # another home's sweep took it while still empty
+                cgroup.create(limits)
+                cgroup.add(pid)
+
+        return Hooks(create_cgroup=lambda: cgroup.create(limits), join_cgroup=join_cgroup,
                      kill_cgroup=cgroup.kill_all, final_usage=final_usage,
                      attach_network=attach, release=release)
 
@@ -506,11 +513,18 @@ class NativeEngine:
             raise
 
     def wait(self, container: str, timeout: float | None = None) -> int:
-        """The container's exit code once it has exited; TimeoutError after `timeout` s."""
+        """The container's exit code once it has exited; TimeoutError after `timeout` s.
+
+        An auto-removed container's code stays known to the process that ran it."""
         handle = self._monitors.get(container)
         cdir = None
         if handle is None:
-            cdir = self._find(container)
+            try:
+                cdir = self._find(container)
+            except ContainerNotFound:
+                if container in self._exit_codes:
+                    return self._exit_codes[container]
+                raise
             handle = self._monitors.get(cdir.id)
         cid = cdir.id if cdir else container
         if handle is not None:

@@ -116,8 +116,9 @@ class ContainerStore:
         try:
             for sub in (tmp.upper, tmp.work, tmp.rootfs):
                 sub.mkdir()
-            write_json_atomic(tmp.path / "config.json", config)
-            tmp.write_state(state)
+            # nobody sees the directory before the rename: plain writes are atomic enough
+            (tmp.path / "config.json").write_text(json.dumps(config))
+            (tmp.path / "state.json").write_text(json.dumps(state))
             populate(tmp)
             os.rename(tmp.path, self.root / cid)
         except BaseException:
