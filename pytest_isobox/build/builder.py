@@ -9,16 +9,14 @@ when the whole build succeeded.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
 import re
-import shutil
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from pytest_isobox.build.context import BuildContext, CopyEntry, write_tar
 from pytest_isobox.build.copying import CopyStep, resolve_chown
 from pytest_isobox.build.dockerfile import DockerfileError, Heredoc, Instruction, parse, parse_flags
 from pytest_isobox.build.dockerignore import DockerIgnore, ignore_file_for
-from pytest_isobox.build.expand import expand, expand_words, referenced_names
+from pytest_isobox.build.expand import expand, expand_words
 from pytest_isobox.build.stages import (
     Stage,
     base_stage,
@@ -57,6 +55,7 @@ PLATFORM_ARGS = {"TARGETPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETAR
                  "BUILDARCH": "amd64", "BUILDVARIANT": ""}
 _TAIL_LINES = 10
 _URL = re.compile(r"^(https?://|git@|git://)")
+_EMPTY_TAR = bytes(10240)  # a tar with no entries: two zero blocks, padded to a record
 
 
 @dataclass
@@ -281,12 +280,6 @@ class Builder:
     def _expand(self, run: _Run, state: _StageState, word: str) -> str:
         return expand(word, self._env(run, state), run.escape)
 
-    def _used_args(self, run: _Run, state: _StageState, texts: list[str]) -> dict[str, str]:
-        names: set[str] = set()
-        for text in texts:
-            names |= referenced_names(text, run.escape)
-        return {n: v for n, v in state.args.items() if n in names and v is not None}
-
     # ------------------------------------------------------------------ metadata instructions
 
     def _do_arg(self, run: _Run, state: _StageState, ins: Instruction) -> None:
@@ -387,20 +380,19 @@ class Builder:
     def _do_workdir(self, run: _Run, state: _StageState, ins: Instruction) -> None:
         path = ins_config.working_dir(state.config, self._expand(run, state, " ".join(ins.args)))
         config = {**state.config, "WorkingDir": path}
+        created_by = f"/bin/sh -c #(nop) WORKDIR {path}"
 
         def produce() -> tuple[str, dict, str]:
             with self._scratch_container(state) as container:
-                if self._is_dir(container, path):
-                    image_id = self.engine.derive_image(
-                        state.image_id, config=config,
-                        created_by=f"/bin/sh -c #(nop) WORKDIR {path}")
-                    return image_id, config, ""
-                with tempfile.TemporaryFile() as tar:
-                    write_tar([CopyEntry(dest=path, kind="dir", mode=0o755)], tar)
-                    tar.seek(0)
-                    self.engine.put_archive(container, "/", tar)
-                return self._commit(container, config, f"/bin/sh -c #(nop) WORKDIR {path}"), \
-                    config, ""
+                missing = self._missing_dirs(container, path)
+                if not missing:
+                    return self.engine.derive_image(state.image_id, config=config,
+                                                    created_by=created_by), config, ""
+                # BuildKit makes the directories it creates belong to the current USER
+                owner = resolve_chown(state.config.get("User"), self.engine, container)
+                self._put(container, [CopyEntry(dest=d, kind="dir", mode=0o755) for d in missing],
+                          chown=owner)
+                return self._commit(container, config, created_by), config, ""
         self._cached(run, state, ins, f"WORKDIR {path}", produce)
 
     def _do_copy(self, run: _Run, state: _StageState, ins: Instruction) -> None:
@@ -442,14 +434,12 @@ class Builder:
                 entries = step.entries(run.context, self.engine, source_image,
                                        dest_is_dir=lambda p: self._is_dir(container, p))
                 chown = resolve_chown(flags.get("chown"), self.engine, container)
-                target = step.dest.rstrip("/")
-                if chown and target and any(e.dest.startswith(target + "/") for e in entries) \
-                        and not self._is_dir(container, target):
-                    entries.insert(0, CopyEntry(dest=target, kind="dir", mode=0o755))
-                with tempfile.TemporaryFile() as tar:
-                    write_tar(entries, tar, chown=chown, chmod=step.chmod)
-                    tar.seek(0)
-                    self.engine.put_archive(container, "/", tar)
+                if chown and entries:
+                    # directories the copy creates belong to the --chown owner too
+                    parent = posixpath.dirname(min(e.dest for e in entries))
+                    entries[:0] = [CopyEntry(dest=d, kind="dir", mode=0o755)
+                                   for d in self._missing_dirs(container, parent)]
+                self._put(container, entries, chown=chown, chmod=step.chmod)
                 created_by = f"/bin/sh -c #(nop) {ins.cmd.upper()} {content[:64]} in {step.dest}"
                 return self._commit(container, state.config, created_by), state.config, ""
         self._cached(run, state, ins, text, produce, content=content)
@@ -483,47 +473,48 @@ class Builder:
         text = "RUN " + json.dumps({"argv": argv, "script": script, "network": network})
 
         def produce() -> tuple[str, dict, str]:
-            return self._execute(run, state, ins, argv, script, network_mode)
+            return self._execute(run, state, ins, argv, script, network_mode, args)
         self._cached(run, state, ins, text, produce, args=args)
 
     def _execute(self, run: _Run, state: _StageState, ins: Instruction, argv: list[str],
-                 script: tuple[str, str] | None, network_mode: str | None) -> tuple[str, dict, str]:
-        env = {**self._run_args(state), **{k: v for k, v in run.buildargs.items()
-                                           if k in PROXY_ARGS}}
+                 script: tuple[str, str] | None, network_mode: str | None,
+                 args: dict[str, str]) -> tuple[str, dict, str]:
+        env = {**args, **{k: v for k, v in run.buildargs.items() if k in PROXY_ARGS}}
         env.update(ins_config.env_dict(state.config))
-        mounts, pipes = [], None
-        if script is not None:
-            pipes = tempfile.mkdtemp(prefix="isobox-heredoc-")
-            with open(os.path.join(pipes, script[0]), "w") as f:
-                f.write(script[1])
-            os.chmod(os.path.join(pipes, script[0]), 0o755)
-            mounts.append(MountSpec(type="bind", source=pipes, target="/dev/pipes",
-                                    read_only=True))
-        image_id = self._materialize(state)
-        spec = ContainerSpec(image=image_id, entrypoint=argv[:1], command=argv[1:], env=env,
-                             working_dir=state.config.get("WorkingDir") or None,
-                             user=state.config.get("User") or None, mounts=mounts,
-                             network_mode=network_mode or run.network or "bridge")
-        container = self.engine.create(spec).id
-        try:
-            self.engine.start(container)
-            code = self.engine.wait(container)
-            output = b"".join(chunk for _, chunk in self.engine.logs(container)).decode(
-                "utf-8", "replace")
-            if code != 0:
-                tail = "\n".join(output.rstrip("\n").splitlines()[-_TAIL_LINES:])
-                raise BuildError(f"{run.filename}:{ins.start_line}: RUN {_display_args(ins)}"
-                                 f" failed with exit code {code}"
-                                 + (f"; last output:\n{tail}" if tail else ""))
-            args = {k: v for k, v in self._run_args(state).items() if k not in PROXY_ARGS}
-            prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in args.items()) \
-                if args else ""
-            created_by = prefix + " ".join(argv)
-            return self._commit(container, state.config, created_by), state.config, output
-        finally:
-            self._remove(container)
-            if pipes:
-                shutil.rmtree(pipes, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="isobox-heredoc-") as pipes:
+            mounts = []
+            if script is not None:
+                with open(os.path.join(pipes, script[0]), "w") as f:
+                    f.write(script[1])
+                os.chmod(os.path.join(pipes, script[0]), 0o755)
+                mounts.append(MountSpec(type="bind", source=pipes, target="/dev/pipes",
+                                        read_only=True))
+            spec = ContainerSpec(image=self._materialize(state), entrypoint=argv[:1],
+                                 command=argv[1:], env=env, mounts=mounts,
+                                 working_dir=state.config.get("WorkingDir") or None,
+                                 user=state.config.get("User") or None,
+                                 network_mode=network_mode or run.network or "bridge")
+            container = self.engine.create(spec).id
+            try:
+                return self._run_container(run, state, ins, container, argv, args)
+            finally:
+                self._remove(container)
+
+    def _run_container(self, run: _Run, state: _StageState, ins: Instruction, container: str,
+                       argv: list[str], args: dict[str, str]) -> tuple[str, dict, str]:
+        """Start a created RUN container; commit it if the command succeeded."""
+        self.engine.start(container)
+        code = self.engine.wait(container)
+        output = b"".join(chunk for _, chunk in self.engine.logs(container)).decode(
+            "utf-8", "replace")
+        if code != 0:
+            tail = "\n".join(output.rstrip("\n").splitlines()[-_TAIL_LINES:])
+            raise BuildError(f"{run.filename}:{ins.start_line}: RUN {_display_args(ins)}"
+                             f" failed with exit code {code}"
+                             + (f"; last output:\n{tail}" if tail else ""))
+        prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in args.items()) if args else ""
+        created_by = prefix + " ".join(argv)
+        return self._commit(container, state.config, created_by), state.config, output
 
     # ------------------------------------------------------------------ engine helpers
 
@@ -534,10 +525,23 @@ class Builder:
                                                       created_by="FROM scratch")
         return state.image_id
 
-    def _scratch_container(self, state: _StageState) -> _Container:
+    @contextmanager
+    def _scratch_container(self, state: _StageState) -> Iterator[str]:
+        """A created (never started) container of the stage's image, removed afterwards."""
         spec = ContainerSpec(image=self._materialize(state), entrypoint=["/bin/true"],
                              command=[], network_mode="none")
-        return _Container(self, self.engine.create(spec).id)
+        container = self.engine.create(spec).id
+        try:
+            yield container
+        finally:
+            self._remove(container)
+
+    def _put(self, container: str, entries: list[CopyEntry], *,
+             chown: tuple[int, int] | None = None, chmod: int | None = None) -> None:
+        with tempfile.TemporaryFile() as tar:
+            write_tar(entries, tar, chown=chown, chmod=chmod)
+            tar.seek(0)
+            self.engine.put_archive(container, "/", tar)
 
     def _commit(self, container: str, config: dict, created_by: str) -> str:
         return self.engine.commit(container, config=config, created_by=created_by)
@@ -549,29 +553,21 @@ class Builder:
             pass
 
     def _is_dir(self, container: str, path: str) -> bool:
-        """Whether `path` is a directory in the container's filesystem."""
-        if path == "/":
-            return True
+        """Whether `path` is a directory in the container: extracting an empty tar there works
+        only then (Docker's archive rule), and costs nothing however big the directory is."""
         try:
-            data = self.engine.get_archive(container, path)
-        except (ContainerError, FileNotFoundError):
+            self.engine.put_archive(container, path, _EMPTY_TAR)
+        except ContainerError:
             return False
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            first = tar.next()
-        return first is not None and first.isdir()
+        return True
 
-
-class _Container:
-    """A created container removed on exit, whatever happens."""
-
-    def __init__(self, builder: Builder, container_id: str) -> None:
-        self.builder, self.id = builder, container_id
-
-    def __enter__(self) -> str:
-        return self.id
-
-    def __exit__(self, *exc: object) -> None:
-        self.builder._remove(self.id)
+    def _missing_dirs(self, container: str, path: str) -> list[str]:
+        """`path` and its ancestors that do not exist yet, outermost first."""
+        missing: list[str] = []
+        while path not in ("/", "") and not self._is_dir(container, path):
+            missing.insert(0, path)
+            path = posixpath.dirname(path)
+        return missing
 
 
 # ---------------------------------------------------------------------- helpers

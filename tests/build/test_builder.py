@@ -152,6 +152,9 @@ def test_copy_chown_chmod_dockerignore_and_workdir(engine: Engine, isobox_home: 
         hi from heredoc
         EOF
         ADD bundle.tar /opt/
+        COPY --chown=1234:5 run.sh /deep/new/
+        USER nobody
+        WORKDIR /home/nobody/work
         """, {"run.sh": "echo run\n", "lib/a.py": "a", "secret.key": "k", "build/x.o": "o",
               ".dockerignore": "*.key\nbuild\n"})
     subprocess.run(["tar", "-cf", str(ctx / "bundle.tar"), "-C", str(ctx), "lib"], check=True)
@@ -163,7 +166,11 @@ def test_copy_chown_chmod_dockerignore_and_workdir(engine: Engine, isobox_home: 
     listing = _run(engine, image, "ls", "-a", "/app/src").split()
     assert "secret.key" not in listing and "build" not in listing and "run.sh" in listing
     assert _run(engine, image, "cat", "/etc/motd", "/opt/lib/a.py") == "hi from heredoc\na"
-    assert engine.image_inspect(image).config["config"]["WorkingDir"] == "/app"
+    assert engine.image_inspect(image).config["config"]["WorkingDir"] == "/home/nobody/work"
+    owners = _run(engine, image, "stat", "-c", "%u:%g %n", "/deep", "/deep/new/run.sh", "/home",
+                  "/home/nobody/work")
+    assert owners.splitlines() == ["1234:5 /deep", "1234:5 /deep/new/run.sh",
+                                   "65534:65534 /home", "65534:65534 /home/nobody/work"]
 
 
 def test_copy_refuses_paths_outside_the_context(engine: Engine, isobox_home: Path,
