@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,8 +144,10 @@ def free_port(kind: int) -> int:
         return sock.getsockname()[1]
 
 
-def can_bind(port: int, kind: int) -> bool:
+def can_bind(port: int, kind: int, reuse: bool = False) -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
+        if reuse:  # as servers do: a relayed connection's TIME_WAIT may still hold the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -546,3 +549,41 @@ def test_sweep_after_kill_9_of_the_owner(manager: NetworkManager, isobox_home: P
     assert endpoint["networks"][0]["veth"] not in links()
     assert manager.inspect("bridge").containers == {}
     assert can_bind(tcp_port, socket.SOCK_STREAM) and can_bind(udp_port, socket.SOCK_DGRAM)
+
+
+def test_relay_publishing_reaches_services_on_the_containers_loopback(
+        isobox_home: Path, tmp_path: Path) -> None:
+    manager = NetworkManager(isobox_home, publish="relay")
+
+    def loopback_only(channel: socket.socket) -> None:
+        tcp = socket.create_server(("127.0.0.1", 8080))  # DNAT could not reach this one
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 5353))
+        send_line(channel, "listening")
+        for _ in range(2):  # in the order the test sends
+            conn, _ = tcp.accept()
+            with conn:
+                conn.sendall(b"tcp:" + conn.recv(64))
+            data, peer = udp.recvfrom(64)
+            udp.sendto(b"udp:" + data, peer)
+
+    cid = secrets.token_hex(32)
+    spec = ContainerSpec(image="x", ports=[PortSpec.parse("8080"), PortSpec.parse("5353/udp")])
+    with NetnsProcess(loopback_only) as proc:
+        try:
+            attachment = manager.attach(cid, "r", "r", proc.pid, spec, tmp_path / "hosts")
+            proc.start()
+            assert proc.recv_line() == "listening"
+            tcp_addr, udp_addr = attachment.ports["8080/tcp"][0], attachment.ports["5353/udp"][0]
+            assert firewall.container_tag(cid) not in iptables_text()
+            for payload in (b"a", b"b"):
+                with socket.create_connection(tcp_addr, timeout=5) as conn:
+                    conn.sendall(payload)
+                    assert conn.recv(64) == b"tcp:" + payload
+                assert echo_udp(udp_addr, payload) == b"udp:" + payload
+        finally:
+            manager.detach(cid)
+            manager.close()
+    assert can_bind(tcp_addr[1], socket.SOCK_STREAM, reuse=True)
+    assert can_bind(udp_addr[1], socket.SOCK_DGRAM)
+    assert not [t for t in threading.enumerate() if t.name.startswith("isobox-port-relay")]

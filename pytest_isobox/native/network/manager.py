@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_isobox.engine import (
     ConflictError,
@@ -37,6 +37,7 @@ from pytest_isobox.native.network.links import (
     write_sysctl,
 )
 from pytest_isobox.native.network.ports import Reservation, reserve
+from pytest_isobox.native.network.relay import PortRelay
 from pytest_isobox.native.network.store import HostRegistry, NetworkStore, Record
 
 DEFAULT_NETWORK = "bridge"
@@ -94,12 +95,19 @@ def _check_ports(ports: list[PortSpec]) -> None:
 class NetworkManager:
     """Networks and attachments of one isobox home. Root-only (netlink, iptables)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, publish: Literal["dnat", "relay"] = "dnat") -> None:
+        """publish: how ports are published: `dnat` (iptables, kernel speed) or `relay` (a
+        thread of this process relays into the container; this process must live as long as
+        the container, as the runtime's monitor does)."""
+        if publish not in ("dnat", "relay"):
+            raise InvalidSpec(f"invalid port publishing {publish!r}: expected dnat or relay")
+        self.publish = publish
         self.home = Path(home)
         self.store = NetworkStore(self.home)
         self._links = Links()
         self._registry: HostRegistry | None = None
         self._reservations: dict[str, Reservation] = {}
+        self._relays: dict[str, PortRelay] = {}
         self._mutex = threading.RLock()
 
     @property
@@ -232,7 +240,10 @@ class NetworkManager:
             raise
         try:
             self._wire(endpoint, netns_pid)
-            self._publish(endpoint, spec.ports, published)
+            if self.publish == "relay":
+                self._relay(container_id, netns_pid, spec.ports)
+            else:
+                self._publish(endpoint, spec.ports, published)
             with self.store.lock:
                 self._refresh_hosts({n["network"] for n in endpoint["networks"]})
         except BaseException:
@@ -273,7 +284,7 @@ class NetworkManager:
         if self.store.endpoint(container_id) is not None:
             raise ConflictError(f"container {container_id[:12]} is already attached")
         endpoint: Record = {"id": container_id, "name": name, "hosts_file": str(hosts_file),
-                            "networks": [], "ports": published}
+                            "networks": [], "ports": published, "publish": self.publish}
         for index, (want, record) in enumerate(zip(wanted, records)):
             subnet = IPv4Network(record["subnet"])
             used = [m["ip"] for m in record["members"].values()]
@@ -312,6 +323,17 @@ class NetworkManager:
                 published.setdefault(port.key, []).append((port.host_ip or "0.0.0.0", host_port))
         return published
 
+    def _relay(self, container_id: str, pid: int, ports: list[PortSpec]) -> None:
+        """Relay every reserved host port into the container, from a thread of this process."""
+        if not ports:
+            return
+        with self._mutex:
+            sockets = self._reservations[container_id].sockets
+        relay = PortRelay(pid, list(zip(sockets, ports)))
+        relay.start()
+        with self._mutex:
+            self._relays[container_id] = relay
+
     def _publish(self, endpoint: Record, ports: list[PortSpec],
                  published: dict[str, list[tuple[str, int]]]) -> None:
         """DNAT every reserved host port to the container's first address, in one step."""
@@ -336,7 +358,7 @@ class NetworkManager:
         if endpoint is None:
             self._release_ports(container_id)
             return
-        if endpoint["ports"]:
+        if endpoint["ports"] and endpoint.get("publish") != "relay":
             firewall.remove_tagged({firewall.container_tag(container_id)})
             firewall.forget_flows(endpoint["networks"][0]["ip"])
         self._release_ports(container_id)
@@ -347,7 +369,10 @@ class NetworkManager:
 
     def _release_ports(self, container_id: str) -> None:
         with self._mutex:
+            relay = self._relays.pop(container_id, None)
             reservation = self._reservations.pop(container_id, None)
+        if relay is not None:
+            relay.stop()
         if reservation is not None:
             reservation.release()
 

@@ -36,9 +36,11 @@ def reserve(port: PortSpec, reservation: Reservation) -> int:
     except OSError as exc:
         raise ConflictError(f"cannot reserve a {port.protocol} port: {exc}") from None
     try:
+        if port.protocol == "tcp":  # relayed connections' TIME_WAIT must not keep the port;
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # LISTEN still does
         sock.bind((host_ip, port.host_port))
         if port.protocol == "tcp":
-            sock.listen(1)
+            sock.listen(128)
     except OSError as exc:
         sock.close()
         where = f"{host_ip}:{port.host_port}/{port.protocol}"
