@@ -16,7 +16,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,9 +481,10 @@ class Builder:
                  args: dict[str, str]) -> tuple[str, dict, str]:
         env = {**args, **{k: v for k, v in run.buildargs.items() if k in PROXY_ARGS}}
         env.update(ins_config.env_dict(state.config))
-        with tempfile.TemporaryDirectory(prefix="isobox-heredoc-") as pipes:
+        with ExitStack() as cleanup:
             mounts = []
-            if script is not None:
+            if script is not None:  # BuildKit mounts a heredoc script at /dev/pipes/<name>
+                pipes = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="isobox-run-"))
                 with open(os.path.join(pipes, script[0]), "w") as f:
                     f.write(script[1])
                 os.chmod(os.path.join(pipes, script[0]), 0o755)
