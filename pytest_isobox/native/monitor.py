@@ -18,6 +18,7 @@ import fcntl
 import gc
 import json
 import os
+import pickle
 import select
 import signal
 import socket
@@ -118,6 +119,197 @@ def spawn_monitor(plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
     return MonitorHandle(pid, events_r)
 
 
+# What a spare monitor asks the engine once it knows its container:
+# (plan, state dir, hooks, owner, auto_remove).
+Prepare = Callable[[], tuple[ContainerPlan, ContainerDir, Hooks, "ProcessIdentity | None", bool]]
+
+
+class Spare:
+    """A monitor forked ahead of time for container id `cid`: its container process already
+    waits in a new pid namespace, inside the cgroup, so a start skips the slowest kernel step
+    (moving a process between cgroups waits for an RCU grace period on cgroup v1)."""
+
+    def __init__(self, cid: str, pid: int, events_fd: int, control_fd: int) -> None:
+        self.cid = cid
+        self.handle = MonitorHandle(pid, events_fd)
+        self.control_fd = control_fd
+
+    def launch(self) -> MonitorHandle:
+        """Start the container (its state dir must exist now); read events as usual."""
+        os.write(self.control_fd, b"s")
+        os.close(self.control_fd)
+        return self.handle
+
+    def discard(self) -> None:
+        """Let the spare go: it kills its waiting process and removes its cgroup."""
+        os.close(self.control_fd)
+        self.handle.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.handle.pid, 0)
+
+
+def spawn_spare(cid: str, prepare: Prepare, cgroup: CgroupHooks,
+                owner: ProcessIdentity) -> Spare:
+    """Fork a spare monitor for the future container `cid` (see `Spare`)."""
+    events_r, events_w = os.pipe2(os.O_CLOEXEC)
+    control_r, control_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(events_r)
+            os.close(control_w)
+            code = _run_spare(prepare, cgroup, owner, events_w, control_r)
+        finally:
+            os._exit(code)
+    os.close(events_w)
+    os.close(control_r)
+    return Spare(cid, pid, events_r, control_w)
+
+
+@dataclass
+class CgroupHooks:
+    """The cgroup steps a spare takes before it knows its container."""
+
+    create: Callable[[], None]
+    join: Callable[[int], None]
+    destroy: Callable[[], None]
+
+
+def _detach_from_caller(owner: ProcessIdentity | None, keep: set[int]) -> None:
+    """Ignore the caller's terminal signals, close every fd it gave us but `keep`."""
+    gc.disable()
+    if owner is None:  # persistent: leave the caller's session and terminal
+        os.setsid()
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
+                signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _close_all_but(keep)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd not in keep:
+            os.dup2(null, fd)
+    if null not in keep and null > 2:
+        os.close(null)
+
+
+def _watch(owner: ProcessIdentity | None) -> int | None:
+    """A pidfd on the owner (None for persistent containers); -1 if it is already gone."""
+    if owner is None:
+        return None
+    try:
+        fd = os.pidfd_open(owner.pid)
+    except ProcessLookupError:
+        return -1
+    return fd if owner.alive() else -1
+
+
+def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, events_w: int,
+               control_r: int) -> int:
+    _detach_from_caller(owner, {events_w, control_r})
+    owner_fd = _watch(owner)
+    if owner_fd == -1:
+        return 1
+    cgroup.create()
+    channels = _Channels(tty=None, stdin=False)
+    plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
+    linux.unshare(linux.CLONE_NEWPID)
+    child = os.fork()
+    if child == 0:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.close(plan_w)
+        plan = _receive_plan(plan_r)
+        if plan is None:
+            os._exit(1)
+        container_init(plan, *channels.for_child(plan))
+    os.close(plan_r)
+    cgroup.join(child)
+    ready = select.select([control_r, owner_fd], [], [])[0]
+    if owner_fd in ready or os.read(control_r, 1) != b"s":  # not needed after all
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        cgroup.destroy()
+        return 0
+    plan, cdir, hooks, container_owner, auto_remove = prepare()
+    monitor = _Monitor(plan, cdir, hooks, container_owner, auto_remove, None, events_w)
+    if container_owner is None:
+        os.setsid()
+        owner_fd = None
+    try:
+        hooks.create_cgroup()  # the container's limits, on the cgroup we already sit in
+        _write_all(plan_w, pickle.dumps(plan))
+        os.close(plan_w)
+    except Exception as exc:  # noqa: BLE001 - reported like any failed start
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        return monitor.failed(127, str(exc), owner_fd)
+    return monitor.run_started(child, channels, owner_fd, joined=True)
+
+
+def _receive_plan(fd: int) -> ContainerPlan | None:
+    data = _read_all(fd)
+    os.close(fd)
+    return pickle.loads(data) if data else None  # written by our own monitor process
+
+
+class _Channels:
+    """Every fd between a monitor and its container process, made before the fork.
+
+    `tty` None (a spare, which does not know yet) makes both the pipes and the console
+    socket; the unused ones are closed once the plan is known."""
+
+    def __init__(self, tty: bool | None, stdin: bool) -> None:
+        self.tty = tty
+        self.streams: dict[int, int] = {}  # fd to read -> log stream number
+        self.stdin_w: int | None = None
+        self.console = self.child_console = None
+        self.parent_only: list[int] = []
+        self.child_only: list[int] = []
+        if tty is not False:
+            self.console, self.child_console = socket.socketpair(socket.AF_UNIX,
+                                                                 socket.SOCK_STREAM)
+        self.null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        self.child_only.append(self.null)
+        self.out_r = self.out_w = self.err_r = self.err_w = -1
+        if tty is not True:
+            self.out_r, self.out_w = os.pipe2(os.O_CLOEXEC)
+            self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+            self.child_only += [self.out_w, self.err_w]
+            self.parent_only += [self.out_r, self.err_r]
+        self.in_r = self.null
+        if stdin and not tty:
+            self.in_r, self.stdin_w = os.pipe2(os.O_CLOEXEC)
+            self.child_only.append(self.in_r)
+        self.go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        self.error_r, self.error_w = os.pipe2(os.O_CLOEXEC)
+        self.ready_r, self.ready_w = os.pipe2(os.O_CLOEXEC)
+        self.child_only += [self.go_r, self.error_w, self.ready_w]
+
+    def for_child(self, plan: ContainerPlan
+                  ) -> tuple[tuple[int, int, int], int | None, int, int, socket.socket | None]:
+        """container_init's arguments after the plan: stdio, ready_w, go_r, error_w, console."""
+        if plan.process.tty:
+            return (self.null,) * 3, self.ready_w, self.go_r, self.error_w, self.child_console
+        return ((self.in_r, self.out_w, self.err_w), self.ready_w, self.go_r, self.error_w,
+                None)
+
+    def after_fork(self, tty: bool) -> None:
+        """Close the container's ends (and, now that tty is known, the unused channel)."""
+        for fd in self.child_only:
+            os.close(fd)
+        if self.child_console is not None:
+            self.child_console.close()
+        if tty:
+            for fd in self.parent_only:
+                os.close(fd)
+        else:
+            self.streams[self.out_r], self.streams[self.err_r] = 1, 2
+            if self.console is not None:
+                self.console.close()
+                self.console = None
+
+
 class _Monitor:
     def __init__(self, plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
                  owner: ProcessIdentity | None, auto_remove: bool, terminal: Terminal | None,
@@ -126,28 +318,6 @@ class _Monitor:
         self.owner, self.auto_remove, self.terminal = owner, auto_remove, terminal
         self.events_w = events_w
         self.state = cdir.read_state()
-
-    # -- set-up
-
-    def _detach_from_caller(self) -> None:
-        gc.disable()
-        if self.owner is None:  # persistent: leave the caller's session and terminal
-            os.setsid()
-        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
-                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        keep = {self.events_w}
-        if self.terminal is not None:
-            t = self.terminal
-            keep |= {fd for fd in (t.stdin, t.stdout, t.stderr) if fd is not None}
-        _close_all_but(keep)
-        null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            if fd not in keep:
-                os.dup2(null, fd)
-        if null not in keep and null > 2:
-            os.close(null)
 
     def _emit(self, **event: object) -> None:
         try:
@@ -158,17 +328,36 @@ class _Monitor:
     # -- life
 
     def run(self) -> int:
-        self._detach_from_caller()
-        owner_fd = self._watch_owner()
+        t = self.terminal
+        keep = {self.events_w}
+        if t is not None:
+            keep |= {fd for fd in (t.stdin, t.stdout, t.stderr) if fd is not None}
+        _detach_from_caller(self.owner, keep)
+        owner_fd = _watch(self.owner)
         if owner_fd == -1:
             return self._finish(None, owner_dead=True)
         try:
             self.hooks.create_cgroup()
-            child, streams, stdin_w = self._start_container()
-        except _StartFailed as failure:
-            return self._failed(failure.code, failure.message, owner_fd)
+            channels = _Channels(tty=self.plan.process.tty,
+                                 stdin=t is not None and t.stdin is not None)
+            linux.unshare(linux.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
+            child = os.fork()
+            if child == 0:
+                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                container_init(self.plan, *channels.for_child(self.plan))
         except Exception as exc:  # noqa: BLE001 - a broken start is reported, never raised
-            return self._failed(127, str(exc), owner_fd)
+            return self.failed(127, str(exc), owner_fd)
+        return self.run_started(child, channels, owner_fd, joined=False)
+
+    def run_started(self, child: int, channels: _Channels, owner_fd: int | None,
+                    joined: bool) -> int:
+        """From a forked container process to its end: cgroup, network, go, relay, exit."""
+        try:
+            streams, stdin_w = self._launch(child, channels, joined)
+        except _StartFailed as failure:
+            return self.failed(failure.code, failure.message, owner_fd)
+        except Exception as exc:  # noqa: BLE001
+            return self.failed(127, str(exc), owner_fd)
         child_fd = os.pidfd_open(child)
         start = linux.process_start_time(child) or 0
         self.state.update(status="running", pid=child, pid_start=start,
@@ -179,81 +368,44 @@ class _Monitor:
         status, owner_dead = self._relay(child, child_fd, owner_fd, streams, stdin_w)
         return self._finish(status, owner_dead)
 
-    def _watch_owner(self) -> int | None:
-        """A pidfd on the owner (None for persistent containers); -1 if it is already gone."""
-        if self.owner is None:
-            return None
-        try:
-            fd = os.pidfd_open(self.owner.pid)
-        except ProcessLookupError:
-            return -1
-        return fd if self.owner.alive() else -1
-
-    def _start_container(self) -> tuple[int, dict[int, int], int | None]:
-        plan = self.plan
+    def _launch(self, child: int, channels: _Channels, joined: bool
+                ) -> tuple[dict[int, int], int | None]:
+        """Cgroup (unless joined), network, go; then the console and the exec's verdict."""
         t = self.terminal
-        streams: dict[int, int] = {}  # fd to read -> log stream number
-        stdin_w = None
-        console = child_console = None
-        if plan.process.tty:  # the child makes the terminal and sends us its master end
-            console, child_console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            stdio = (null, null, null)
-            child_side = [null]
-        else:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            if t is not None and t.stdin is not None:
-                in_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-            else:
-                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            stdio = (in_r, out_w, err_w)
-            streams[out_r], streams[err_r] = 1, 2
-            child_side = [in_r, out_w, err_w]
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        error_r, error_w = os.pipe2(os.O_CLOEXEC)
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC) if self.hooks.attach_network else (None, None)
-        linux.unshare(linux.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
-        child = os.fork()
-        if child == 0:
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-            container_init(plan, stdio, ready_w, go_r, error_w, child_console)
-        for fd in (*child_side, go_r, error_w, *((ready_w,) if ready_w is not None else ())):
-            os.close(fd)
-        if child_console is not None:
-            child_console.close()
+        channels.after_fork(self.plan.process.tty)
         try:
-            self.hooks.join_cgroup(child)
+            if not joined:
+                self.hooks.join_cgroup(child)
             if self.hooks.attach_network is not None:
-                if os.read(ready_r, 1) != b"r":
+                if os.read(channels.ready_r, 1) != b"r":
                     raise _StartFailed(127, "the container process died before its network")
                 ips, ports = self.hooks.attach_network(child)
                 self.state.update(ips=ips, ports={k: [list(b) for b in v]
                                                   for k, v in ports.items()})
-            os.write(go_w, b"g")
+            os.write(channels.go_w, b"g")
         except BaseException:
             os.kill(child, signal.SIGKILL)
             os.waitpid(child, 0)
             raise
         finally:
-            os.close(go_w)
-            if ready_r is not None:
-                os.close(ready_r)
-        if console is not None:
-            master = receive_console(console)
-            console.close()
+            os.close(channels.go_w)
+            os.close(channels.ready_r)
+        streams, stdin_w = channels.streams, channels.stdin_w
+        if channels.console is not None:
+            master = receive_console(channels.console)
+            channels.console.close()
             if master is not None:
                 streams[master] = 1
                 if t is not None:
                     _copy_window_size(t, master)
                     stdin_w = master if t.stdin is not None else None
-        message = _read_all(error_r)
-        os.close(error_r)
+        message = _read_all(channels.error_r)
+        os.close(channels.error_r)
         if message:
             os.waitpid(child, 0)
             code, _, text = message.decode(errors="replace").partition("\n")
             raise _StartFailed(int(code) if code.isdigit() else 127, text)
-        return child, streams, stdin_w
+        return streams, stdin_w
 
     def _relay(self, child: int, child_fd: int, owner_fd: int | None, streams: dict[int, int],
                stdin_w: int | None) -> tuple[int, bool]:
@@ -307,7 +459,7 @@ class _Monitor:
 
     # -- end
 
-    def _failed(self, code: int, message: str, owner_fd: int | None) -> int:
+    def failed(self, code: int, message: str, owner_fd: int | None) -> int:
         self.state.update(status="created", exit_code=code, error=message)
         self.cdir.write_state(self.state)
         self._emit(event="failed", exit_code=code, message=message)
