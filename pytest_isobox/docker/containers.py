@@ -24,13 +24,26 @@ def attachments(spec: ContainerSpec) -> list[NetworkAttachment]:
     return [NetworkAttachment(spec.network_mode)]
 
 
+AUTO_REMOVE_LABEL = "io.isobox.auto-remove"
+
+
+def docker_removes(spec: ContainerSpec) -> bool:
+    """Whether Docker itself removes the container on exit (AutoRemove).
+
+    Only for persistent containers (`run -d --rm`): a non-persistent auto_remove container
+    is removed by `wait`, once its exit code and logs have been read, as the native engine
+    does; it carries AUTO_REMOVE_LABEL so that any engine's `wait` knows.
+    """
+    return spec.auto_remove and spec.persistent
+
+
 def create_body(spec: ContainerSpec, labels: dict[str, str]) -> dict:
     """The body of POST /containers/create for `spec`, with `labels` added to the spec's."""
     nets = attachments(spec)
     host_config: dict = {
         "NetworkMode": nets[0].network if nets else spec.network_mode,
         "Init": spec.init or None,
-        "AutoRemove": spec.auto_remove,
+        "AutoRemove": docker_removes(spec),
         "PortBindings": _port_bindings(spec),
         "Mounts": [_mount(m) for m in spec.mounts],
     }
@@ -41,7 +54,9 @@ def create_body(spec: ContainerSpec, labels: dict[str, str]) -> dict:
     body: dict = {
         "Image": spec.image,
         "Env": [f"{k}={v}" for k, v in spec.env.items()],
-        "Labels": {**spec.labels, **labels},
+        "Labels": {**spec.labels, **labels,
+                   **({AUTO_REMOVE_LABEL: "1"} if spec.auto_remove and not spec.persistent
+                      else {})},
         "Tty": spec.tty,
         "OpenStdin": spec.stdin_open,
         "StdinOnce": spec.stdin_open,

@@ -27,7 +27,13 @@ from typing import IO
 from pytest_isobox.docker import attach
 from pytest_isobox.docker.build import BuildProgress, context_tar
 from pytest_isobox.docker.client import DockerClient, HijackedStream, iter_json_stream
-from pytest_isobox.docker.containers import attachments, create_body, state_from_inspect
+from pytest_isobox.docker.containers import (
+    AUTO_REMOVE_LABEL,
+    attachments,
+    create_body,
+    docker_removes,
+    state_from_inspect,
+)
 from pytest_isobox.docker.ownership import (
     OWNER_LABEL,
     PERSISTENT_LABEL,
@@ -337,8 +343,8 @@ class DockerEngine:
     def start(self, container: str) -> ContainerState:
         """Start a created container.
 
-        For an auto_remove container the exit is waited for before it starts, so `wait`
-        still gives its exit code after Docker has removed it.
+        For a container Docker removes on exit (persistent auto_remove), the exit is waited for
+        before it starts, so `wait` still gives its exit code after Docker removed it.
         """
         doc = self.inspect(container)
         state = state_from_inspect(doc)
@@ -381,17 +387,29 @@ class DockerEngine:
         return waiter
 
     def wait(self, container: str, timeout: float | None = None) -> int:
-        """The exit code once the container is not running; TimeoutError names it if it runs on."""
+        """The exit code once the container is not running; TimeoutError names it if it runs on.
+
+        A non-persistent auto_remove container is removed once its exit code is known.
+        """
         waiter = self._drop_exit_waiter(container)
         if waiter is None:
             waiter = self._exit_waiter(container, "not-running")
         try:
-            return waiter.exit_code(timeout)
+            code = waiter.exit_code(timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"container {container} still running after {timeout:g} s") from None
         finally:
             waiter.close()
+        self._remove_if_auto(container)
+        return code
+
+    def _remove_if_auto(self, container: str) -> None:
+        try:
+            if self.state(container).labels.get(AUTO_REMOVE_LABEL) == "1":
+                self.remove(container, force=True)
+        except ContainerNotFound:  # removed already (by Docker, or another waiter)
+            pass
 
     def stop(self, container: str, timeout: float | None = None) -> None:
         query = {"t": None if timeout is None else int(timeout)}
@@ -535,17 +553,19 @@ class DockerEngine:
             }, kind="container")
             try:
                 waiter = self._exit_waiter(state.id,
-                                           "removed" if spec.auto_remove else "next-exit")
+                                           "removed" if docker_removes(spec) else "next-exit")
                 try:
                     self.client.request("POST", f"/containers/{state.id}/start",
                                         kind="container")
                     self._attach_terminal(stream, f"/containers/{state.id}/resize",
                                           tty=spec.tty, stdin=spec.stdin_open)
-                    return waiter.exit_code(None)
+                    code = waiter.exit_code(None)
                 finally:
                     waiter.close()
             finally:
                 stream.close()
+            self._remove_if_auto(state.id)
+            return code
         except BaseException:
             if not spec.persistent:
                 self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})

@@ -11,6 +11,9 @@ import textwrap
 import time
 import uuid
 
+import pytest
+
+from pytest_isobox.engine import ContainerNotFound
 from tests.conftest import REPO, needs_docker
 from tests.docker.conftest import Made
 
@@ -61,6 +64,8 @@ def test_run_attached_pipes_stdin_and_separates_output(made: Made) -> None:
     assert done.returncode == 3, done.stderr
     assert done.stdout == b"hello from stdin\n"
     assert done.stderr == b"err\n"
+    with pytest.raises(ContainerNotFound):  # auto_remove: gone once its exit code was read
+        made.engine.state(name)
 
 
 def test_exec_attached_pipes_stdin(made: Made) -> None:

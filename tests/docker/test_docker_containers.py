@@ -46,6 +46,20 @@ def test_echo_keeps_stdout_and_stderr_apart(made: Made) -> None:
     assert b"".join(d for s, d in made.engine.logs(state.id, stderr=False)) == b"one\nthree\n"
 
 
+def test_tty_logs_are_one_raw_stream(made: Made) -> None:
+    state = made.run(["sh", "-c", "echo out; echo err >&2"], tty=True)
+    made.engine.wait(state.id, timeout=30)
+    pieces = list(made.engine.logs(state.id))
+    assert {s for s, _ in pieces} == {"stdout"}
+    assert sorted(b"".join(d for _, d in pieces).split()) == [b"err", b"out"]
+
+
+def test_udp_port_is_published_on_loopback(made: Made) -> None:
+    state = made.run(["sleep", "60"], ports=[PortSpec.parse("5353/udp")])
+    [(host, port)] = state.ports["5353/udp"]
+    assert host == "127.0.0.1" and port > 0
+
+
 def test_logs_tail(made: Made) -> None:
     state = made.run(["sh", "-c", "echo a; echo b; echo c"])
     made.engine.wait(state.id, timeout=30)
@@ -276,20 +290,24 @@ def test_start_failure_leaves_no_container(made: Made) -> None:
         made.engine.state(name)
 
 
-def test_auto_remove_container_is_gone_after_exit(made: Made) -> None:
-    state = made.run(["sh", "-c", "exit 5"], auto_remove=True)
-    assert made.engine.wait(state.name, timeout=30) == 5  # registered before start: no race
+def test_auto_remove_keeps_logs_until_waited_then_removes(made: Made) -> None:
+    state = made.run(["sh", "-c", "echo bye; exit 5"], auto_remove=True)
+    assert made.engine.inspect(state.id)["HostConfig"]["AutoRemove"] is False
+    assert b"".join(d for _, d in made.engine.logs(state.id, follow=True)) == b"bye\n"
+    assert made.engine.state(state.id).exit_code == 5  # exited, still there to be read
+    assert made.engine.wait(state.id, timeout=30) == 5
     with pytest.raises(ContainerNotFound):
         made.engine.state(state.id)
 
 
-def test_create_then_start_auto_remove_still_gives_the_exit_code(made: Made) -> None:
+def test_persistent_auto_remove_is_dockers_and_wait_still_gives_the_code(made: Made) -> None:
     spec = ContainerSpec(image=made.image, command=["sh", "-c", "exit 9"], auto_remove=True,
-                         name=f"isobox-test-rm-{made.engine.session[:8]}")
+                         persistent=True, name=f"isobox-test-rm-{made.engine.session[:8]}")
     made.containers.append(spec.name)  # type: ignore[arg-type]
     state = made.engine.create(spec)
+    assert made.engine.inspect(state.id)["HostConfig"]["AutoRemove"] is True
     made.engine.start(state.id)
-    assert made.engine.wait(state.id, timeout=30) == 9
+    assert made.engine.wait(spec.name, timeout=30) == 9  # type: ignore[arg-type]
     with pytest.raises(ContainerNotFound):
         made.engine.state(state.id)
 

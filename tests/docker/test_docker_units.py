@@ -89,12 +89,16 @@ def test_create_body_maps_every_field() -> None:
     host = body["HostConfig"]
     assert body["Cmd"] == ["run"] and body["Entrypoint"] == []
     assert body["Env"] == ["A=1"] and body["WorkingDir"] == "/w" and body["User"] == "nobody"
-    assert body["Hostname"] == "h" and body["Labels"] == {"l": "v", "ours": "1"}
+    assert body["Hostname"] == "h" and body["Labels"]["l"] == "v" and body["Labels"]["ours"] == "1"
     assert body["Tty"] and body["OpenStdin"] and body["StopSignal"] == "SIGINT"
     assert body["StopTimeout"] == 3
     assert (host["Memory"], host["NanoCpus"], host["CpuShares"], host["PidsLimit"]) == (
         1 << 20, 500_000_000, 256, 10)
-    assert host["Init"] is True and host["AutoRemove"] is True
+    assert host["Init"] is True and host["AutoRemove"] is False  # wait removes it
+    assert body["Labels"]["io.isobox.auto-remove"] == "1"
+    spec.persistent = True  # outlives its owner: Docker removes it on exit
+    assert create_body(spec, {})["HostConfig"]["AutoRemove"] is True
+    assert "io.isobox.auto-remove" not in create_body(spec, {})["Labels"]
     assert host["NetworkMode"] == "one"
     assert body["NetworkingConfig"] == {"EndpointsConfig": {"one": {"Aliases": ["a"]}}}
     assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
