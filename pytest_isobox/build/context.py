@@ -120,13 +120,21 @@ class BuildContext:
         self.root = os.path.realpath(root)
         self.ignore = ignore or DockerIgnore()
         self.stat_cache = stat_cache or StatCache(None)
-        self._all: list[str] | None = None
 
-    def files(self) -> list[str]:
-        """Every included entry, context-relative (walked once per build)."""
-        if self._all is None:
-            self._all = [path for path, _ in walk_context(self.root, self.ignore)]
-        return self._all
+    def glob(self, pattern: str) -> list[str]:
+        """Included context paths matching a cleaned source pattern, walking only the
+        directories the pattern can reach (below its literal prefix, to its depth)."""
+        parts = pattern.split("/")
+        fixed = 0
+        while fixed < len(parts) and not _GLOB_CHARS & set(parts[fixed]):
+            fixed += 1
+        under = "/".join(parts[:fixed])
+        if under and not os.path.isdir(os.path.join(self.root, under)):
+            return []
+        depth = None if "**" in pattern else len(parts) - fixed
+        regex = compile_pattern(pattern)
+        return [path for path, _ in walk_context(self.root, self.ignore, under=under,
+                                                 max_depth=depth) if regex.match(path)]
 
     def source_path(self, src: str) -> str:
         """Clean a COPY source into a context-relative path; refuse one that leaves the context."""
@@ -145,8 +153,7 @@ class BuildContext:
         for src in sources:
             rel = self.source_path(src)
             if _GLOB_CHARS & set(rel):
-                regex = compile_pattern(rel)
-                hits = [p for p in self.files() if regex.match(p)]
+                hits = self.glob(rel)
                 if not hits:
                     raise BuildError(f"no source files were specified: {src!r} matches nothing"
                                      " in the build context")

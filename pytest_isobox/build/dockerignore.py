@@ -166,31 +166,35 @@ def context_files(
 
 def walk_context(
     context_dir: str | Path, patterns: DockerIgnore | list[str], *, under: str = "",
+    max_depth: int | None = None,
 ) -> list[tuple[str, os.stat_result]]:
-    """As `context_files`, each path with its lstat result (one stat per entry, no more)."""
+    """As `context_files`, each path with its lstat result (one stat per entry, no more);
+    `max_depth` stops the walk that many levels below `under`."""
     ignore = patterns if isinstance(patterns, DockerIgnore) else DockerIgnore(patterns)
     out: list[tuple[str, os.stat_result]] = []
     root = os.fspath(context_dir)
     under = under.strip("/")
-    _walk(root + "/" + under if under else root, under, ignore, out)
+    _walk(root + "/" + under if under else root, under, ignore, out, max_depth)
     return out
 
 
 def _walk(path: str, rel: str, ignore: DockerIgnore,
-          out: list[tuple[str, os.stat_result]]) -> None:
+          out: list[tuple[str, os.stat_result]], depth: int | None) -> None:
     with os.scandir(path) as it:
         entries = sorted(it, key=lambda e: e.name)
     prefix = rel + "/" if rel else ""
+    deeper = depth is None or depth > 1
+    below = None if depth is None else depth - 1
     for entry in entries:
         child = prefix + entry.name
         is_dir = entry.is_dir(follow_symlinks=False)
         if ignore.patterns and ignore.matches(child):
-            if is_dir and ignore.may_include_below(child):
+            if is_dir and deeper and ignore.may_include_below(child):
                 mark = len(out)
-                _walk(entry.path, child, ignore, out)
+                _walk(entry.path, child, ignore, out, below)
                 if len(out) > mark:
                     out.insert(mark, (child, entry.stat(follow_symlinks=False)))
             continue
         out.append((child, entry.stat(follow_symlinks=False)))
-        if is_dir:
-            _walk(entry.path, child, ignore, out)
+        if is_dir and deeper:
+            _walk(entry.path, child, ignore, out, below)

@@ -245,3 +245,12 @@ def test_build_cache_entries_are_shared_and_forgettable(tmp_path: Path) -> None:
     two.forget(key)
     assert one.get(key) is None
     assert not [p for p in (tmp_path / "keys").rglob(".tmp-*")]
+
+
+def test_glob_walks_only_what_the_pattern_can_reach(ctx_dir: Path) -> None:
+    ctx = BuildContext(ctx_dir)
+    assert ctx.glob("lib/*.py") == ["lib/a.py", "lib/b.py"]
+    assert ctx.glob("*/sub/*.txt") == ["lib/sub/c.txt"]
+    assert ctx.glob("*.py") == ["app.py"]
+    assert ctx.glob("**/*.txt") == ["lib/sub/c.txt"]
+    assert ctx.glob("missing/*") == []
