@@ -61,7 +61,7 @@ def _networks_scenario(home: str) -> dict:
     front_id, front_client, back_client = "a" * 64, "b" * 64, "c" * 64
     with UserNamespace(current_mapping()) as ns:
         def inside() -> dict:
-            manager = RootlessNetworkManager(Path(home), ns.net_fd)
+            manager = RootlessNetworkManager(Path(home), ns)
             manager.create("front")
             manager.create("back")
             found: dict = {}

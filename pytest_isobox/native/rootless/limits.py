@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_isobox.engine import EngineUnavailable, InvalidSpec
-from pytest_isobox.native.cgroups.common import Limits
+from pytest_isobox.native.cgroups.common import CgroupStats, Limits
 
 LIMIT_MODES = ("strict", "best-effort")
 V2_CONTROLLER = {"memory": "memory", "cpu": "cpu", "pids": "pids"}
@@ -125,3 +125,36 @@ def plan_limits(limits: Limits, mode: str, delegation: Delegation) -> LimitsPlan
         pids=None if "pids" in skipped else limits.pids,
     )
     return LimitsPlan(applied, skipped, delegation if delegation.path else None)
+
+
+class NoCgroup:
+    """The `Cgroup` of a rootless container without a delegated subtree: nothing to write,
+    nothing to read. Its processes still all end with it: killing the container's PID 1
+    ends its pid namespace."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def create(self, limits: Limits) -> None:
+        """Nothing: `plan_limits` decided that no limit can be applied."""
+
+    def add(self, pid: int) -> None:
+        """Nothing: there is no cgroup of ours to join."""
+
+    def procs(self) -> list[int]:
+        return []
+
+    def stats(self) -> CgroupStats:
+        return CgroupStats(memory_current=0, memory_peak=0, cpu_time_ns=0, pids=0)
+
+    def oom_killed(self) -> bool:
+        return False
+
+    def kill_all(self) -> None:
+        """Nothing: the monitor kills PID 1, which takes the pid namespace down."""
+
+    def destroy(self) -> None:
+        """Nothing was created."""
+
+    def exists(self) -> bool:
+        return False

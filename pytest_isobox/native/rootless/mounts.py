@@ -49,3 +49,13 @@ def setgroups_allowed() -> bool:
             return f.read().strip() == "allow"
     except FileNotFoundError:
         return True
+
+
+def gid_mapped(gid: int) -> bool:
+    """Whether `gid` has a host group in this process's user namespace."""
+    with open("/proc/self/gid_map") as f:
+        for line in f:
+            inside, _, count = (int(n) for n in line.split())
+            if inside <= gid < inside + count:
+                return True
+    return False

@@ -34,6 +34,7 @@ from pytest_isobox.native.network.links import Links, bridge_name
 from pytest_isobox.native.network.manager import _NAME, SPECIAL_MODES, NetworkManager, _info
 from pytest_isobox.native.network.store import HostRegistry, Record
 from pytest_isobox.native.rootless.ports import start_relay, stop_relay
+from pytest_isobox.native.rootless.userns import UserNamespace
 
 T = TypeVar("T")
 
@@ -67,10 +68,14 @@ class HelperLinks(Links):
     """`Links` whose netlink socket and calls are in the helper netns; route claims (for
     choosing subnets) still come from the host, so a subnet never shadows a host route."""
 
-    def __init__(self, net_fd: int) -> None:
+    def __init__(self, userns: UserNamespace) -> None:
         super().__init__()
-        self.net_fd = net_fd
+        self.userns = userns
         self._host = Links()
+
+    @property
+    def net_fd(self) -> int:
+        return self.userns.net_fd
 
     def claims(self) -> list[ipam.Claim]:
         return self._host.claims()
@@ -102,10 +107,9 @@ class HelperLinks(Links):
 class RootlessNetworkManager(NetworkManager):
     """Networks for rootless containers (see the module docstring)."""
 
-    def __init__(self, home: Path, net_fd: int, user_fd: int | None = None) -> None:
+    def __init__(self, home: Path, userns: UserNamespace) -> None:
         super().__init__(home)
-        self._links = HelperLinks(net_fd)
-        self._user_fd = user_fd
+        self._links = HelperLinks(userns)
         self._relays: dict[str, int] = {}
         self._netns_pids: dict[str, int] = {}
 
@@ -175,8 +179,7 @@ class RootlessNetworkManager(NetworkManager):
         cid = endpoint["id"]
         with self._mutex:
             sockets = list(self._reservations[cid].sockets)
-        self._relays[cid] = start_relay(self._netns_pids[cid], list(zip(sockets, ports)),
-                                        self._user_fd)
+        self._relays[cid] = start_relay(self._netns_pids[cid], list(zip(sockets, ports)))
 
     def detach(self, container_id: str) -> None:
         """Stop the relay, free the ports, delete the veths, forget the addresses."""

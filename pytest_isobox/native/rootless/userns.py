@@ -104,6 +104,7 @@ class UserNamespace:
         os.close(to_keeper_r)
         os.close(from_keeper_w)
         self.pid = pid
+        self._maker = os.getpid()
         self._control = to_keeper_w
         self.user_fd = self.net_fd = -1
         try:
@@ -125,7 +126,17 @@ class UserNamespace:
             os.close(from_keeper_r)
 
     def enter(self) -> None:
-        """Make the calling (single-threaded, forked) process root in the namespace."""
+        """Make the calling (single-threaded, forked) process root in the namespace.
+
+        A forked process may have closed the maker's descriptors (a monitor closes all it
+        does not need), so it opens its own, by the keeper's pid: the keeper is the maker's
+        unreaped child while the maker lives, so its pid cannot name another process.
+        """
+        if os.getpid() != self._maker:
+            self.user_fd = os.open(f"/proc/{self.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            self.net_fd = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            self._control = -1
+            self._maker = os.getpid()
         linux.setns(self.user_fd, linux.CLONE_NEWUSER)
 
     def enter_helper_net(self) -> None:

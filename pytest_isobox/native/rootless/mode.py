@@ -1,0 +1,86 @@
+"""Rootless mode of `NativeEngine`: everything the engine does differently without root.
+
+The engine holds one `RootlessMode` (None when rootful) and asks it for its image store,
+network manager, cgroups and limits, and to run file work in the user namespace. Opening
+one checks, in this order, the kernel (`prerequisites`), the store's owner and id mapping
+(`store`), then starts the user namespace keeper (`userns`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pytest_isobox.native.cgroups.common import Cgroup, Limits
+from pytest_isobox.native.rootless import store
+from pytest_isobox.native.rootless.idmap import current_mapping
+from pytest_isobox.native.rootless.images import NamespacedImageStore, open_store
+from pytest_isobox.native.rootless.limits import (
+    LimitsPlan,
+    NoCgroup,
+    check_mode,
+    find_delegation,
+    plan_limits,
+)
+from pytest_isobox.native.rootless.networks import RootlessNetworkManager
+from pytest_isobox.native.rootless.prerequisites import check_rootless
+from pytest_isobox.native.rootless.userns import UserNamespace
+
+T = TypeVar("T")
+
+
+class RootlessMode:
+    """The user namespace, the limits policy and the store guard of one rootless engine."""
+
+    def __init__(self, home: Path, limits: str = "strict") -> None:
+        self.limits_mode = check_mode(limits)
+        self.mapping = current_mapping()
+        check_rootless(self.mapping)
+        store.check_owner(home)
+        store.claim(home, self.mapping)
+        self.delegation = find_delegation()
+        self.userns = UserNamespace(self.mapping)
+        self._inode = os.fstat(self.userns.user_fd).st_ino
+
+    @property
+    def note(self) -> str:
+        """What the id mapping limits (empty with subordinate ids)."""
+        return self.mapping.note
+
+    def inside(self) -> bool:
+        """Whether this process already entered the namespace (a monitor, a `run` child)."""
+        return os.stat("/proc/self/ns/user").st_ino == self._inode
+
+    def enter(self) -> None:
+        self.userns.enter()
+
+    def run(self, func: Callable[..., T], *args: Any) -> T:
+        """`func(*args)` as root in the namespace (directly when already inside)."""
+        return func(*args) if self.inside() else self.userns.run(func, *args)
+
+    def image_store(self, home: Path) -> NamespacedImageStore:
+        return open_store(home, self.userns)
+
+    def network_manager(self, home: Path) -> RootlessNetworkManager:
+        return RootlessNetworkManager(home, self.userns)
+
+    def plan_limits(self, limits: Limits) -> LimitsPlan:
+        """What of `limits` applies; EngineUnavailable in strict mode when something cannot."""
+        return plan_limits(limits, self.limits_mode, self.delegation)
+
+    def cgroup(self, name: str) -> Cgroup:
+        """The container's cgroup: in the delegated subtree when there is one, else none."""
+        if self.delegation.path is None:
+            return NoCgroup(name)
+        from pytest_isobox.native.cgroups import open_cgroup
+        from pytest_isobox.native.cgroups.hierarchies import current_layout
+
+        unified = current_layout().unified
+        assert unified is not None
+        base = self.delegation.path.relative_to(unified.mountpoint)
+        return open_cgroup(f"{base}/{name}")
+
+    def close(self) -> None:
+        self.userns.close()
