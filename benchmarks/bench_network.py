@@ -5,9 +5,10 @@
    (busybox `nc` echo) to the first echo through that port, median of N runs; the same for
    `docker run -d -p 127.0.0.1:PORT:8080` on the same rootfs imported into Docker, when a
    daemon answers. Target: 20 ms or less for isobox.
-2. the network part alone: attach + publish for a bare network namespace (no container).
-3. throughput of one TCP stream into a sink: through a published port (DNAT), straight to the
-   container's address, and over plain loopback on the host.
+2. the network part alone: attach + publish for a bare network namespace (no container), with
+   DNAT and with the relay.
+3. throughput of one TCP stream into a sink: through a published port (DNAT, and the
+   userland relay), straight to the container's address, and over plain loopback on the host.
 
 Run as root: python benchmarks/bench_network.py [--runs 30] [--megabytes 512]
 """
@@ -29,12 +30,12 @@ import time
 from pathlib import Path
 
 from pytest_isobox.engine import ContainerSpec, PortSpec
-from pytest_isobox.native.network.manager import NetworkManager
+from pytest_isobox.native.network.manager import Attachment, NetworkManager
 from pytest_isobox.native.network.sandbox import NetnsProcess, send_line
 
 ROOTFS_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "busybox-rootfs"
 ECHO = ["nc", "-ll", "-p", "8080", "-e", "cat"]
-CHUNK = 1 << 16
+CHUNK = 1 << 20
 
 
 def echo_once(addr: tuple[str, int], deadline: float) -> None:
@@ -143,27 +144,55 @@ def stream(addr: tuple[str, int], megabytes: int) -> float:
 
 
 def bench_bare_netns(home: Path, runs: int, megabytes: int) -> None:
-    manager = NetworkManager(home)
-    spec = ContainerSpec(image="none", ports=[PortSpec.parse("8080")])
-    attach_samples: list[float] = []
+    """Attach + publish of a bare netns with DNAT and with the relay; then throughput on every
+    path, measured in interleaved rounds so that a busy machine skews them all alike."""
+    pid, loopback_addr = host_sink()
+    live: list[tuple[NetworkManager, NetnsProcess, str]] = []
+    paths = {"plain loopback on the host": loopback_addr}
     try:
-        for i in range(runs + 1):
-            with NetnsProcess(sink) as proc:
-                cid = secrets.token_hex(32)
-                start = time.perf_counter()
-                attachment = manager.attach(cid, "bench", "bench", proc.pid, spec,
-                                            home / "hosts")
-                attach_samples.append(time.perf_counter() - start)
-                if i == runs:
-                    proc.start()
-                    assert proc.recv_line() == "listening"
-                    throughput(attachment.ports["8080/tcp"][0], attachment.ips["bridge"],
-                               megabytes)
-                manager.detach(cid)
-        print(f"attach + publish (bare netns): {median_ms(attach_samples[1:])}")
+        for publish in ("dnat", "relay"):
+            manager = NetworkManager(home, publish=publish)  # type: ignore[arg-type]
+            samples, proc, cid, attachment = attach_runs(manager, home, runs)
+            live.append((manager, proc, cid))
+            print(f"attach + publish, bare netns ({publish:5}): {median_ms(samples)}")
+            paths[f"published port 127.0.0.1, {publish}"] = attachment.ports["8080/tcp"][0]
+            if publish == "dnat":
+                paths["container address over the bridge"] = (attachment.ips["bridge"], 8080)
+        best = dict.fromkeys(paths, 0.0)
+        for _ in range(3):
+            for name, addr in paths.items():
+                best[name] = max(best[name], stream(addr, megabytes))
+        loopback = best["plain loopback on the host"]
+        print(f"throughput, one TCP stream of {megabytes} MiB into a Python sink (best of 3):")
+        for name, rate in best.items():
+            print(f"  {name:38} {rate:7.0f} MB/s  ({rate / loopback:.0%} of loopback)")
     finally:
-        manager.destroy_all_if_unused()
-        manager.close()
+        for manager, proc, cid in live:
+            manager.detach(cid)
+            proc.stop()
+            manager.close()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def attach_runs(manager: NetworkManager, home: Path, runs: int) -> tuple[
+        list[float], NetnsProcess, str, Attachment]:
+    """Time attach+publish `runs` times (after one warm-up); the last one stays attached."""
+    spec = ContainerSpec(image="none", ports=[PortSpec.parse("8080")])
+    samples: list[float] = []
+    for i in range(runs + 1):
+        proc = NetnsProcess(sink)
+        cid = secrets.token_hex(32)
+        start = time.perf_counter()
+        attachment = manager.attach(cid, "bench", "bench", proc.pid, spec, home / "hosts")
+        samples.append(time.perf_counter() - start)
+        if i == runs:
+            proc.start()
+            assert proc.recv_line() == "listening"
+            return samples[1:], proc, cid, attachment
+        manager.detach(cid)
+        proc.stop()
+    raise AssertionError("unreachable")
 
 
 def host_sink() -> tuple[int, tuple[str, int]]:
@@ -185,22 +214,6 @@ def host_sink() -> tuple[int, tuple[str, int]]:
     addr = server.getsockname()
     server.close()
     return pid, addr
-
-
-def throughput(published: tuple[str, int], container_ip: str, megabytes: int) -> None:
-    """Best of three streams on each path."""
-    pid, loopback_addr = host_sink()
-    try:
-        via_port, direct, loopback = (max(stream(addr, megabytes) for _ in range(3)) for addr in
-                                      (published, (container_ip, 8080), loopback_addr))
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    print(f"throughput, one TCP stream of {megabytes} MiB (best of 3):")
-    print(f"  published port 127.0.0.1 -> DNAT -> bridge: {via_port:8.0f} MB/s "
-          f"({via_port / loopback:.0%} of loopback)")
-    print(f"  container address over the bridge:         {direct:8.0f} MB/s")
-    print(f"  plain loopback on the host:                {loopback:8.0f} MB/s")
 
 
 def main() -> None:
