@@ -61,7 +61,15 @@ from pytest_isobox.native.cgroups import (
     open_cgroup,
 )
 from pytest_isobox.native.logs import read_log
-from pytest_isobox.native.monitor import Hooks, MonitorHandle, Terminal, spawn_monitor
+from pytest_isobox.native.monitor import (
+    CgroupHooks,
+    Hooks,
+    MonitorHandle,
+    Spare,
+    Terminal,
+    spawn_monitor,
+    spawn_spare,
+)
 from pytest_isobox.native.runtime import (
     ContainerPlan,
     ProcessPlan,
@@ -175,6 +183,8 @@ class NativeEngine:
         self.runtime_dir.mkdir(exist_ok=True)
         self._me = ProcessIdentity.current()
         self._monitors: dict[str, MonitorHandle] = {}
+        self._spare: Spare | None = None  # the next container's monitor, forked ahead
+        self._reserved: dict[str, Spare] = {}  # created containers with a spare waiting
         self._exit_codes: dict[str, int] = {}
         self._images: Any = None
         self._network: Any = None
@@ -217,6 +227,10 @@ class NativeEngine:
             with contextlib.suppress(Exception):  # a container removed meanwhile is fine
                 if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
                     self.remove(cdir.id, force=True)
+        for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ())]:
+            spare.discard()
+        self._reserved.clear()
+        self._spare = None
         for handle in self._monitors.values():
             handle.close()
             with contextlib.suppress(ChildProcessError):
@@ -343,13 +357,26 @@ class NativeEngine:
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         limits = self._limits(spec)
         check_available(limits)
-        resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
         if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
             self._network_manager()
+        spare, self._spare = self._spare, None
+        cid = spare.cid if spare is not None else secrets.token_hex(32)
+        try:
+            state = self._create(spec, cid, image_id, image_config, lowerdirs)
+        except BaseException:
+            if spare is not None:
+                spare.discard()
+            raise
+        if spare is not None:
+            self._reserved[cid] = spare
+        return state
+
+    def _create(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
+                lowerdirs: list[str]) -> ContainerState:
+        resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
         argv = command_line(image_config, spec)
         env = _env_dict(list(image_config.get("Env") or []))
         env.update(spec.env)
-        cid = secrets.token_hex(32)
         name = spec.name or f"isobox_{cid[:12]}"
         host_network = spec.network_mode == "host" and not spec.networks
         hostname = spec.hostname or (os.uname().nodename if host_network else cid[:12])
@@ -490,10 +517,16 @@ class NativeEngine:
             return self._state_of(cdir, state)
         self._reap(cdir.id)
         spec = cdir.config["spec"]
-        plan = self._plan(cdir, spec["tty"])
-        owner = ProcessIdentity.load(cdir.config["owner"])
-        handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
-                               spec["auto_remove"], terminal)
+        spare = self._reserved.pop(cdir.id, None)
+        if spare is not None and terminal is None:
+            handle = spare.launch()
+        else:
+            if spare is not None:
+                spare.discard()
+            plan = self._plan(cdir, spec["tty"])
+            owner = ProcessIdentity.load(cdir.config["owner"])
+            handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
+                                   spec["auto_remove"], terminal)
         event = handle.next_event()
         if event is None or event["event"] != "started":
             handle.close()
@@ -501,7 +534,26 @@ class NativeEngine:
             message = event["message"] if event else "the container's monitor died at start"
             raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}")
         self._monitors[cdir.id] = handle
+        self._fork_spare()
         return self._state_of(cdir, event["state"])
+
+    def _fork_spare(self) -> None:
+        """Have the next container's monitor ready, its process already in its cgroup."""
+        if self._spare is not None:
+            return
+        cid = secrets.token_hex(32)
+        cgroup = self._cgroup(cid)
+
+        def prepare() -> tuple[ContainerPlan, ContainerDir, Hooks, ProcessIdentity | None, bool]:
+            cdir = self._find(cid)
+            spec = cdir.config["spec"]
+            plan = self._plan(cdir, spec["tty"])
+            return (plan, cdir, self._hooks(cdir, plan),
+                    ProcessIdentity.load(cdir.config["owner"]), spec["auto_remove"])
+
+        self._spare = spawn_spare(cid, prepare, CgroupHooks(
+            create=lambda: cgroup.create(Limits()), join=cgroup.add, destroy=cgroup.destroy),
+            self._me)
 
     def run(self, spec: ContainerSpec) -> ContainerState:
         state = self.create(spec)
@@ -647,6 +699,8 @@ class NativeEngine:
 
     def remove(self, container: str, *, force: bool = False) -> None:
         cdir = self._find(container)
+        if cdir.id in self._reserved:
+            self._reserved.pop(cdir.id).discard()
         state = cdir.read_state()
         if state["status"] == "running" and self._monitor_alive(state):
             if not force:
