@@ -74,6 +74,12 @@ def test_context_files_walks_sorted_and_skips_excluded(tmp_path: Path) -> None:
     assert files == ["a", "a/y.py", "b.txt", "z", "z/keep"]
 
 
+def test_exception_with_globstar_below_an_excluded_directory(tmp_path: Path) -> None:
+    _tree(tmp_path, ["node_modules/m/keep.me", "node_modules/m/index.js"])
+    assert context_files(tmp_path, ["node_modules", "!node_modules/**/keep.me"]) == \
+        ["node_modules", "node_modules/m", "node_modules/m/keep.me"]
+
+
 def test_context_files_under_one_directory(tmp_path: Path) -> None:
     _tree(tmp_path, ["a/x", "a/b/y", "c"])
     assert context_files(tmp_path, [], under="a") == ["a/b", "a/b/y", "a/x"]
