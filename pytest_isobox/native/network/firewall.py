@@ -30,25 +30,48 @@ def container_tag(container_id: str) -> str:
     return f"isobox:ctr:{container_id}"
 
 
+class Pending:
+    """An iptables command under way; `wait` returns its output or raises naming the failure."""
+
+    def __init__(self, args: list[str], stdin: str | None = None) -> None:
+        if shutil.which(args[0]) is None:
+            raise EngineUnavailable(f"{args[0]} is not installed (Debian package iptables)")
+        self.args, self.stdin = args, stdin
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+        self._result: str | None = None
+
+    def wait(self) -> str:
+        if self._result is None:
+            out, err = self._proc.communicate(self.stdin)
+            if self._proc.returncode != 0:
+                detail = err.strip().splitlines()
+                raise OSError(f"{' '.join(self.args)} failed: "
+                              f"{detail[-1] if detail else self._proc.returncode}"
+                              + (f"\n{self.stdin}" if self.stdin else ""))
+            self._result = out
+        return self._result
+
+
 def _run(args: list[str], stdin: str | None = None) -> str:
-    if shutil.which(args[0]) is None:
-        raise EngineUnavailable(f"{args[0]} is not installed (Debian package iptables)")
-    done = subprocess.run(args, check=False, input=stdin, capture_output=True, text=True)
-    if done.returncode != 0:
-        detail = done.stderr.strip().splitlines()
-        raise OSError(f"{' '.join(args)} failed: {detail[-1] if detail else done.returncode}"
-                      + (f"\n{stdin}" if stdin else ""))
-    return done.stdout
+    return Pending(args, stdin).wait()
 
 
-def apply(rules: Rules) -> None:
-    """Apply rule lines (`-A ...`, `-I ...`, `-D ...`) of several tables in one transaction."""
+def start_apply(rules: Rules) -> Pending | None:
+    """Start applying rule lines (`-A ...`, `-I ...`, `-D ...`) of several tables as one
+    transaction; None when there is nothing to apply. Call `wait()` on the result."""
     text = "".join(
         f"*{table}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
         for table, lines in rules.items() if lines
     )
-    if text:
-        _run(["iptables-restore", "--noflush", "-w"], text)
+    return Pending(["iptables-restore", "--noflush", "-w"], text) if text else None
+
+
+def apply(rules: Rules) -> None:
+    """Apply rule lines of several tables in one transaction: all of them or none."""
+    pending = start_apply(rules)
+    if pending is not None:
+        pending.wait()
 
 
 def tagged_rules() -> dict[str, Rules]:

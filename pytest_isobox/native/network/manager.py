@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
@@ -238,15 +239,21 @@ class NetworkManager:
         except BaseException:
             self._release_ports(container_id)
             raise
+        rules = None
         try:
+            if self.publish == "dnat":  # iptables-restore runs while the links are made
+                rules = self._publish(endpoint, spec.ports, published)
             self._wire(endpoint, netns_pid)
             if self.publish == "relay":
                 self._relay(container_id, netns_pid, spec.ports)
-            else:
-                self._publish(endpoint, spec.ports, published)
             with self.store.lock:
                 self._refresh_hosts({n["network"] for n in endpoint["networks"]})
+            if rules is not None:
+                rules.wait()
         except BaseException:
+            if rules is not None:  # finished before the undo, so no rule lands after it
+                with contextlib.suppress(OSError):
+                    rules.wait()
             self.detach(container_id)
             raise
         nets = endpoint["networks"]
@@ -335,10 +342,11 @@ class NetworkManager:
             self._relays[container_id] = relay
 
     def _publish(self, endpoint: Record, ports: list[PortSpec],
-                 published: dict[str, list[tuple[str, int]]]) -> None:
-        """DNAT every reserved host port to the container's first address, in one step."""
+                 published: dict[str, list[tuple[str, int]]]) -> firewall.Pending | None:
+        """Start the DNAT of every reserved host port to the container's first address, as
+        one transaction; the caller waits for it."""
         if not ports:
-            return
+            return None
         first = endpoint["networks"][0]
         needs_chain = any(not IPv4Address(p.host_ip or "0.0.0.0").is_loopback for p in ports)
         chain = firewall.forward_chain() if needs_chain else ""
@@ -348,7 +356,7 @@ class NetworkManager:
             _, host_port = taken[port.key].pop(0)
             rules.append(firewall.port_rules(port, host_port, IPv4Address(first["ip"]),
                                              first["bridge"], endpoint["id"], chain))
-        firewall.apply(firewall.merge(*rules))
+        return firewall.start_apply(firewall.merge(*rules))
 
     def detach(self, container_id: str) -> None:
         """Undo an attachment: port rules, reserved ports, veths, addresses, hosts entries.
