@@ -588,3 +588,12 @@ def test_relay_publishing_reaches_services_on_the_containers_loopback(
     assert can_bind(tcp_addr[1], socket.SOCK_STREAM, reuse=True)
     assert can_bind(udp_addr[1], socket.SOCK_DGRAM)
     assert not [t for t in threading.enumerate() if t.name.startswith("isobox-port-relay")]
+
+
+def test_attaching_twice_is_refused_and_keeps_the_first(manager: NetworkManager,
+                                                        start: Callable[..., Started]) -> None:
+    c = start(tcp_echo(8080), ContainerSpec(image="x", ports=[PortSpec.parse("8080")]))
+    with pytest.raises(ConflictError, match="already attached"):
+        manager.attach(c.id, "c", "c", c.proc.pid,
+                       ContainerSpec(image="x", ports=[PortSpec.parse("8080")]), c.hosts_file)
+    assert echo_tcp(c.addr("8080/tcp"), b"still") == b"still"

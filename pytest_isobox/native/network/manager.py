@@ -232,6 +232,8 @@ class NetworkManager:
                 hosts.write_in_place(hosts_file, hosts.render([("127.0.0.1", [hostname])]))
             return Attachment(ips={}, ports={})
         _check_ports(spec.ports)
+        if container_id in self._reservations or self.store.endpoint(container_id) is not None:
+            raise ConflictError(f"container {container_id[:12]} is already attached")
         try:
             published = self._reserve_ports(container_id, spec.ports)
             endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file,
