@@ -1,0 +1,13 @@
+"""Container networking of the native engine, one module per job:
+
+  manager    NetworkManager: networks, attach/detach of containers, the sweep (the runtime's API)
+  ipam       subnet choice and address allocation (pure decisions)
+  store      on-disk records (per home) and the host-wide registry of bridges
+  links      bridges and host routes over netlink (pyroute2)
+  rtnl       the batched netlink requests of a container start (veth, addresses, routes)
+  firewall   tagged iptables rules: forwarding beside dockerd, NAT, DNAT of published ports
+  ports      host ports held while published
+  relay      PortRelay: publishing in user space, into the container's namespace
+  hosts      the /etc/hosts files that resolve peers by name and alias
+  sandbox    a bare network namespace holder, for tests and benchmarks
+"""
