@@ -510,8 +510,8 @@ class Builder:
             "utf-8", "replace")
         if code != 0:
             tail = "\n".join(output.rstrip("\n").splitlines()[-_TAIL_LINES:])
-            raise BuildError(f"{run.filename}:{ins.start_line}: RUN {_display_args(ins)}"
-                             f" failed with exit code {code}"
+            raise BuildError(f"{run.filename}:{ins.start_line}: step {run.index + 1}/{run.total}:"
+                             f" RUN {_display_args(ins)} failed with exit code {code}"
                              + (f"; last output:\n{tail}" if tail else ""))
         prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in args.items()) if args else ""
         created_by = prefix + " ".join(argv)

@@ -252,7 +252,8 @@ def test_failing_run_names_step_exit_code_and_output_and_tags_nothing(
     with pytest.raises(BuildError) as err:
         _build(engine, isobox_home, ctx, tag="broken:1")
     message = str(err.value)
-    assert "Dockerfile:2" in message and "exit code 42" in message and "it broke" in message
+    assert "Dockerfile:2: step 2/2: RUN echo first line" in message
+    assert "exit code 42" in message and "it broke" in message
     with pytest.raises(ImageNotFound):
         engine.image_inspect("broken:1")
     assert engine.containers(all=True) == []
