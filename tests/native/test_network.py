@@ -597,3 +597,20 @@ def test_attaching_twice_is_refused_and_keeps_the_first(manager: NetworkManager,
         manager.attach(c.id, "c", "c", c.proc.pid,
                        ContainerSpec(image="x", ports=[PortSpec.parse("8080")]), c.hosts_file)
     assert echo_tcp(c.addr("8080/tcp"), b"still") == b"still"
+
+
+def test_a_network_whose_bridge_vanished_comes_back_on_attach(
+        manager: NetworkManager, start: Callable[..., Started]) -> None:
+    net = manager.create(f"reboot-{secrets.token_hex(3)}", subnet="10.198.77.0/24")
+    record = manager.store.network(net.name)
+    # what a reboot does: interfaces, rules and /run are gone, the home's records stay
+    firewall.remove_tagged({firewall.network_tag(net.id)})
+    subprocess.run(["ip", "link", "del", record["bridge"]], check=True)
+    manager.registry.remove(record["bridge"])
+
+    server = start(tcp_echo(9), ContainerSpec(image="x", network_mode=net.name))
+
+    assert record["bridge"] in links()
+    assert firewall.network_tag(net.id) in iptables_text()
+    assert server.ip == "10.198.77.2"
+    assert echo_tcp((server.ip, 9), b"back") == b"back"

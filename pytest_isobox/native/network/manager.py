@@ -198,6 +198,31 @@ class NetworkManager:
             self._teardown_network(record["bridge"], record["id"])
             self.store.delete_network(name)
 
+    def _ensure_bridges(self, endpoint: Record) -> None:
+        """Bring back the bridge (and rules) of a network whose bridge is gone, as after a
+        reboot: records in the home outlive the interfaces and rules of the host."""
+        for net in endpoint["networks"]:
+            if self._links.index(net["bridge"]) is not None:
+                continue
+            with self.registry.lock:
+                if self._links.index(net["bridge"]) is not None:
+                    continue
+                record = self.store.network(net["network"])
+                if record is None or record["id"] != net["network_id"]:
+                    raise NetworkNotFound(f"network {net['network']!r} was removed meanwhile")
+                subnet = IPv4Network(record["subnet"])
+                collision = ipam.first_collision(subnet, self._links.claims())
+                if collision is not None:
+                    raise InvalidSpec(f"network {record['name']!r} cannot come back: its subnet "
+                                      f"{subnet} now collides with {collision.owner}")
+                self.registry.add(record["bridge"], self.home, record["name"], record["id"],
+                                  record["subnet"])
+                firewall.remove_tagged({firewall.network_tag(record["id"])})
+                self._links.create_bridge(record["bridge"], ipam.gateway_of(subnet),
+                                          subnet.prefixlen)
+                firewall.apply(firewall.network_rules(
+                    record["bridge"], subnet, record["id"], firewall.forward_chain()))
+
     def _teardown_network(self, bridge: str, network_id: str) -> None:
         firewall.remove_tagged({firewall.network_tag(network_id)})
         self._links.delete(bridge)
@@ -243,6 +268,7 @@ class NetworkManager:
             raise
         rules = None
         try:
+            self._ensure_bridges(endpoint)
             if self.publish == "dnat":  # iptables-restore runs while the links are made
                 rules = self._publish(endpoint, spec.ports, published)
             self._wire(endpoint, netns_pid)
