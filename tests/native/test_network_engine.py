@@ -88,3 +88,16 @@ def test_none_network_has_only_loopback(engine) -> None:
     assert engine.wait(state.id) == 0
     assert b"".join(data for _, data in engine.logs(state.id)) == b"lo\n"
     assert engine.state(state.id).ips == {}
+
+
+def test_wget_and_ping_resolve_peers_through_etc_hosts(engine) -> None:
+    net = engine.network_create("webnet")
+    serve = "mkdir -p /www && echo served > /www/index.html && exec httpd -f -p 80 -h /www"
+    engine.run(ContainerSpec(image="busybox:net", name="web", command=["sh", "-c", serve],
+                             networks=[NetworkAttachment(net.name, ("site",))]))
+    client = engine.run(ContainerSpec(image="busybox:net", command=["sleep", "60"],
+                                      networks=[NetworkAttachment(net.name)]))
+    fetch = ("for i in $(seq 100); do wget -q -O- http://site/index.html && exit 0; "
+             "usleep 20000; done; exit 1")
+    assert engine.exec(client.id, ["sh", "-c", fetch]).stdout == b"served\n"
+    assert engine.exec(client.id, ["ping", "-c", "1", "-W", "2", "web"]).exit_code == 0
