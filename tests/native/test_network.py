@@ -614,3 +614,16 @@ def test_a_network_whose_bridge_vanished_comes_back_on_attach(
     assert firewall.network_tag(net.id) in iptables_text()
     assert server.ip == "10.198.77.2"
     assert echo_tcp((server.ip, 9), b"back") == b"back"
+
+
+def test_publishing_on_all_addresses(manager: NetworkManager,
+                                     start: Callable[..., Started]) -> None:
+    c = start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse("0.0.0.0:0:80")]))
+    host, port = c.addr("80/tcp")
+    assert host == "0.0.0.0"
+    assert echo_tcp(("127.0.0.1", port), b"any") == b"any"  # loopback only, by the rules
+    ours = [r for r in iptables_text().splitlines() if firewall.container_tag(c.id) in r]
+    assert {r.split()[1] for r in ours} == {"OUTPUT", "PREROUTING", "DOCKER-USER"} or \
+        {r.split()[1] for r in ours} == {"OUTPUT", "PREROUTING", "FORWARD"}
+    manager.detach(c.id)
+    assert firewall.container_tag(c.id) not in iptables_text()
