@@ -10,23 +10,15 @@ Objects without our labels are never touched. A failed create or run leaves no c
 
 from __future__ import annotations
 
-import hashlib
 import http.client
-import io
 import json
 import logging
-import os
-import tarfile
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterator
 from typing import IO
 
 from pytest_isobox.docker import attach
-from pytest_isobox.docker.build import BuildProgress, context_tar
-from pytest_isobox.docker.client import DockerClient, HijackedStream, iter_json_stream
+from pytest_isobox.docker.client import DockerClient, HijackedStream
 from pytest_isobox.docker.containers import (
     AUTO_REMOVE_LABEL,
     attachments,
@@ -34,6 +26,8 @@ from pytest_isobox.docker.containers import (
     docker_removes,
     state_from_inspect,
 )
+from pytest_isobox.docker.images import ImageMethods
+from pytest_isobox.docker.networks import NetworkMethods
 from pytest_isobox.docker.ownership import (
     OWNER_LABEL,
     PERSISTENT_LABEL,
@@ -44,8 +38,6 @@ from pytest_isobox.docker.ownership import (
 )
 from pytest_isobox.docker.streams import demultiplex, read_output
 from pytest_isobox.engine import (
-    BuildError,
-    BuildStep,
     ConflictError,
     ContainerError,
     ContainerNotFound,
@@ -53,11 +45,8 @@ from pytest_isobox.engine import (
     ContainerState,
     ContainerStats,
     ExecResult,
-    ImageInfo,
-    ImageNotFound,
     IsoboxError,
     LogStream,
-    NetworkInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -65,7 +54,7 @@ log = logging.getLogger(__name__)
 _OWNER_FILTER = json.dumps({"label": [OWNER_LABEL]})
 
 
-class DockerEngine:
+class DockerEngine(ImageMethods, NetworkMethods):
     """Containers, images, networks and volumes of one Docker daemon.
 
     `base_url` is `unix:///path/docker.sock` or `tcp://host:port`; by default DOCKER_HOST,
@@ -78,6 +67,7 @@ class DockerEngine:
         self.client = DockerClient(base_url)
         self.owner = Owner.current()
         self.session = uuid.uuid4().hex
+        self.labels = ownership_labels(self.owner, self.session)
         self._exit_waiters: dict[str, _ExitWaiter] = {}
         self.swept: list[str] = self.sweep()
 
@@ -98,9 +88,6 @@ class DockerEngine:
         except (IsoboxError, OSError) as exc:  # the daemon went away: the next sweep cleans
             log.info("isobox: could not remove this session's containers: %s", exc)
         self.client.close()
-
-    def _labels(self, persistent: bool = False) -> dict[str, str]:
-        return ownership_labels(self.owner, self.session, persistent=persistent)
 
     # ------------------------------------------------------------------ sweep
 
@@ -134,198 +121,12 @@ class DockerEngine:
             return False
         return True
 
-    # ------------------------------------------------------------------ images
-
-    def build(
-        self,
-        context: str | Path,
-        *,
-        dockerfile: str | None = None,
-        tag: str | None = None,
-        buildargs: dict[str, str] | None = None,
-        target: str | None = None,
-        no_cache: bool = False,
-        network: str | None = None,
-        on_step: Callable[[BuildStep], None] | None = None,
-    ) -> str:
-        """Build with the daemon's builder from a context tar we made (ignored files left out)."""
-        body, size, dockerfile_name = context_tar(Path(context), dockerfile)
-        query = {
-            "dockerfile": dockerfile_name, "t": tag, "buildargs": buildargs or None,
-            "target": target, "nocache": no_cache or None, "networkmode": network,
-            "rm": True, "forcerm": True,
-        }
-        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
-        progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id)
-        try:
-            with body, self.client.stream("POST", "/build", query, body, headers=headers,
-                                          kind="build") as resp:
-                for message in iter_json_stream(resp):
-                    progress.feed(message)
-        except BuildError as exc:  # refused before any step: a Dockerfile or option error
-            raise BuildError(f"{dockerfile or 'Dockerfile'}: {exc}") from None
-        return progress.result()
-
-    def _full_image_id(self, short_id: str) -> str:
-        try:
-            return self.image_inspect(short_id).id
-        except ImageNotFound:
-            return short_id
-
-    def import_rootfs(self, source: str | Path, ref: str) -> str:
-        """Import a rootfs directory or tar as a one-layer image tagged `ref`; returns its id."""
-        path = Path(source)
-        if not path.exists():
-            raise ImageNotFound(f"import: no such file or directory: {path}")
-        repo, tag = split_ref(ref)
-        query = {"fromSrc": "-", "repo": repo, "tag": tag}
-        with _tar_of(path) as (body, size):
-            headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
-            with self.client.stream("POST", "/images/create", query, body, headers=headers,
-                                    kind="image") as resp:
-                messages = list(iter_json_stream(resp))
-        for message in messages:
-            if "error" in message:
-                raise IsoboxError(f"import of {path} failed: {message['error']}")
-        return self.image_inspect(ref).id
-
-    def image_inspect(self, ref: str) -> ImageInfo:
-        doc = self.client.get_json(f"/images/{ref}/json", kind="image")
-        return _image_info(doc)  # type: ignore[arg-type]
-
-    def images(self) -> list[ImageInfo]:
-        infos = []
-        for summary in self.client.get_json("/images/json") or []:  # type: ignore[union-attr]
-            try:
-                infos.append(self.image_inspect(summary["Id"]))
-            except ImageNotFound:  # removed meanwhile
-                continue
-        return infos
-
-    def tag(self, ref: str, new_ref: str) -> None:
-        repo, tag = split_ref(new_ref)
-        self.client.request("POST", f"/images/{ref}/tag", {"repo": repo, "tag": tag},
-                            kind="image")
-
-    def remove_image(self, ref: str, *, force: bool = False) -> None:
-        self.client.request("DELETE", f"/images/{ref}", {"force": force}, kind="image")
-
-    def save_images(self, refs: list[str], path: str | Path) -> None:
-        """Write `docker save` archive of `refs` to `path` atomically (temp file, rename)."""
-        target = Path(path)
-        for ref in refs:
-            self.image_inspect(ref)  # a clear ImageNotFound before anything is written
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, self.client.stream(
-                    "GET", "/images/get", [("names", r) for r in refs], kind="image") as resp:
-                while chunk := resp.read1(1 << 20):
-                    out.write(chunk)
-            os.replace(temp, target)
-        except BaseException:
-            os.unlink(temp)
-            raise
-
-    def load_images(self, path: str | Path) -> list[str]:
-        """Load a `docker save` archive; returns the loaded tags (or ids for untagged images)."""
-        source = Path(path)
-        headers = {"Content-Type": "application/x-tar",
-                   "Content-Length": str(source.stat().st_size)}
-        loaded = []
-        with source.open("rb") as body, self.client.stream(
-                "POST", "/images/load", {"quiet": True}, body, headers=headers,
-                kind="image") as resp:
-            for message in iter_json_stream(resp):
-                if "error" in message:
-                    raise IsoboxError(f"load of {source} failed: {message['error']}")
-                text = message.get("stream", "")
-                for prefix in ("Loaded image: ", "Loaded image ID: "):
-                    if text.startswith(prefix):
-                        loaded.append(text[len(prefix):].strip())
-        return loaded
-
-    def commit(self, container: str, *, config: dict | None = None, created_by: str = "") -> str:
-        """Commit the container's changes as an image; `config` overrides its config fields."""
-        doc = self.client.post_json("/commit", {"container": container,
-                                                "comment": created_by or None},
-                                    config or {}, kind="container")
-        return doc["Id"]  # type: ignore[index]
-
-    def derive_image(
-        self, base: str | None, *, config: dict, created_by: str, author: str | None = None,
-    ) -> str:
-        """A new image: base's layers (none for scratch) under a new runtime config.
-
-        With a base, a never-started container whose config already is `config` is committed
-        (Docker records an empty layer); from scratch, a layerless image archive is loaded.
-        Docker writes the container's command as the history's created_by, so `created_by`
-        goes into the history's comment.
-        """
-        if base is None:
-            return self._load_layerless(config, created_by, author)
-        body = {**config, "Image": base, "Labels": {**(config.get("Labels") or {})}}
-        doc = self.client.post_json("/containers/create", body=body, kind="container")
-        container_id = doc["Id"]  # type: ignore[index]
-        try:
-            base_author = self.client.get_json(f"/images/{base}/json", kind="image").get("Author")  # type: ignore[union-attr]
-            commit = self.client.post_json("/commit", {
-                "container": container_id, "comment": created_by,
-                "author": base_author if author is None else author,
-            }, config, kind="container")
-        finally:
-            self._forget("container", f"/containers/{container_id}", {"force": True})
-        return commit["Id"]  # type: ignore[index]
-
-    def _load_layerless(self, config: dict, created_by: str, author: str | None) -> str:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        document = json.dumps({
-            "architecture": "amd64", "os": "linux", "author": author or "", "created": now,
-            "config": config, "rootfs": {"type": "layers", "diff_ids": []},
-            "history": [{"created": now, "created_by": created_by, "empty_layer": True}],
-        }).encode()
-        config_name = hashlib.sha256(document).hexdigest() + ".json"
-        manifest = json.dumps([{"Config": config_name, "RepoTags": None, "Layers": []}]).encode()
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w") as tar:
-            for name, data in ((config_name, document), ("manifest.json", manifest)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        doc = self.client.request("POST", "/images/load", {"quiet": True}, archive.getvalue(),
-                                  headers={"Content-Type": "application/x-tar"}, kind="image")
-        for message in iter_json_stream(io.BytesIO(doc)):
-            if "error" in message:
-                raise IsoboxError(f"creating a scratch image failed: {message['error']}")
-        return "sha256:" + config_name.removesuffix(".json")
-
-    def prune(self) -> int:
-        """Remove images no tag or container needs (`docker image prune`: dangling images of
-        the whole daemon, ours or not, since Docker labels no image's maker); returns bytes."""
-        doc = self.client.post_json("/images/prune",
-                                    {"filters": json.dumps({"dangling": ["true"]})})
-        return int((doc or {}).get("SpaceReclaimed") or 0)  # type: ignore[union-attr]
-
-    def disk_usage(self) -> dict[str, dict[str, int]]:
-        doc: dict = self.client.get_json("/system/df")  # type: ignore[assignment]
-        images = doc.get("Images") or []
-        containers = doc.get("Containers") or []
-        volumes = doc.get("Volumes") or []
-        cache = doc.get("BuildCache") or []
-        return {
-            "Images": {"count": len(images), "size": int(doc.get("LayersSize") or 0)},
-            "Containers": {"count": len(containers),
-                           "size": sum(c.get("SizeRw") or 0 for c in containers)},
-            "Volumes": {"count": len(volumes),
-                        "size": sum(max((v.get("UsageData") or {}).get("Size", 0), 0)
-                                    for v in volumes)},
-            "Build Cache": {"count": len(cache), "size": sum(c.get("Size") or 0 for c in cache)},
-        }
-
     # ------------------------------------------------------------------ containers
 
     def create(self, spec: ContainerSpec) -> ContainerState:
         """Create (not start) a container; extra named networks are connected before returning."""
-        body = create_body(spec, self._labels(spec.persistent))
+        body = create_body(spec, ownership_labels(self.owner, self.session,
+                                                 persistent=spec.persistent))
         doc = self.client.post_json("/containers/create", {"name": spec.name}, body,
                                     kind="container")
         container_id = doc["Id"]  # type: ignore[index]
@@ -602,94 +403,11 @@ class DockerEngine:
                 resize()
             attach.pump(stream, tty=tty, stdin=stdin)
 
-    # ------------------------------------------------------------------ networks
-
-    def network_create(
-        self, name: str, *, subnet: str | None = None, labels: dict[str, str] | None = None,
-    ) -> NetworkInfo:
-        """A bridge network; persistent when `labels` holds `io.isobox.persistent=1`."""
-        body: dict = {"Name": name, "Driver": "bridge", "CheckDuplicate": True,
-                      "Labels": {**(labels or {}), **self._labels()}}
-        if subnet:
-            body["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
-        self.client.post_json("/networks/create", body=body, kind="network")
-        return self.network_inspect(name)
-
-    def network_remove(self, name: str) -> None:
-        self.client.request("DELETE", f"/networks/{name}", kind="network")
-
-    def network_inspect(self, name: str) -> NetworkInfo:
-        doc: dict = self.client.get_json(f"/networks/{name}", kind="network")  # type: ignore[assignment]
-        config = ((doc.get("IPAM") or {}).get("Config") or [{}])[0]
-        return NetworkInfo(
-            name=doc["Name"], id=doc["Id"], driver=doc.get("Driver", ""),
-            subnet=config.get("Subnet"), gateway=config.get("Gateway"),
-            containers={cid: (c.get("IPv4Address") or "").split("/")[0]
-                        for cid, c in (doc.get("Containers") or {}).items()},
-            labels=dict(doc.get("Labels") or {}),
-        )
-
-    def networks(self) -> list[NetworkInfo]:
-        infos = []
-        for summary in self.client.get_json("/networks") or []:  # type: ignore[union-attr]
-            try:
-                infos.append(self.network_inspect(summary["Id"]))
-            except IsoboxError:  # removed meanwhile
-                continue
-        return infos
-
-    # ------------------------------------------------------------------ volumes
-
-    def volume_create(self, name: str, *, labels: dict[str, str] | None = None) -> str:
-        """A named local volume; persistent when `labels` holds `io.isobox.persistent=1`."""
-        doc = self.client.post_json("/volumes/create", body={
-            "Name": name, "Driver": "local", "Labels": {**(labels or {}), **self._labels()},
-        }, kind="volume")
-        return doc["Name"]  # type: ignore[index]
-
-    def volume_remove(self, name: str, *, force: bool = False) -> None:
-        self.client.request("DELETE", f"/volumes/{name}", {"force": force}, kind="volume")
-
-    def volumes(self) -> list[str]:
-        doc = self.client.get_json("/volumes") or {}
-        return sorted(v["Name"] for v in doc.get("Volumes") or [])  # type: ignore[union-attr]
-
-
 # --------------------------------------------------------------------------- helpers
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """`name[:tag]` to (name, tag), tag defaulting to latest; a registry port is not a tag."""
-    name, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        return ref, "latest"
-    return name, tag
-
 
 def cmd_text(exec_doc: dict) -> str:
     config = exec_doc.get("ProcessConfig") or {}
     return " ".join([config.get("entrypoint", ""), *(config.get("arguments") or [])]).strip()
-
-
-_OCI_RUNTIME_CONFIG = frozenset({
-    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
-    "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "Shell",
-})
-
-
-def _image_info(doc: dict) -> ImageInfo:
-    """Docker's image inspect as our ImageInfo; `config` is shaped as an OCI image config."""
-    rootfs = doc.get("RootFS") or {}
-    config = {
-        "architecture": doc.get("Architecture", ""),
-        "os": doc.get("Os", ""),
-        "created": doc.get("Created"),
-        "author": doc.get("Author", ""),
-        "config": {k: v for k, v in (doc.get("Config") or {}).items()
-                   if k in _OCI_RUNTIME_CONFIG and v not in (None, "")},
-        "rootfs": {"type": "layers", "diff_ids": list(rootfs.get("Layers") or [])},
-    }
-    return ImageInfo(id=doc["Id"], tags=list(doc.get("RepoTags") or []), config=config,
-                     size=int(doc.get("Size") or 0), created=doc.get("Created"))
 
 
 class _ExitWaiter:
@@ -714,26 +432,3 @@ class _ExitWaiter:
         self._conn.close()
 
 
-class _tar_of:
-    """A tar file to upload: the file itself, or a temporary tar of a directory's contents."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: IO[bytes] | None = None
-
-    def __enter__(self) -> tuple[IO[bytes], int]:
-        if self.path.is_dir():
-            spool = tempfile.TemporaryFile()
-            with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for entry in sorted(os.listdir(self.path)):
-                    tar.add(self.path / entry, arcname=entry)
-            self._file = spool
-        else:
-            self._file = self.path.open("rb")
-        size = self._file.seek(0, io.SEEK_END)
-        self._file.seek(0)
-        return self._file, size
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._file is not None
-        self._file.close()

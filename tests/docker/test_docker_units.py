@@ -18,8 +18,8 @@ from pytest_isobox.docker.client import (
     resolve_base_url,
 )
 from pytest_isobox.docker.containers import create_body, parse_time, state_from_inspect
-from pytest_isobox.docker.engine import split_ref
 from pytest_isobox.docker.errors import error_for
+from pytest_isobox.docker.images import split_ref
 from pytest_isobox.docker.ownership import (
     OWNER_LABEL,
     PERSISTENT_LABEL,

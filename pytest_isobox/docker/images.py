@@ -1,0 +1,269 @@
+"""Images of a Docker daemon: builds, imports, archives, commits, tags (part of DockerEngine).
+
+Builds run in the daemon's builder on a context tar we make (ignored files never leave the
+host); `ImageInfo.config` is shaped as an OCI image config, as the native store keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from pytest_isobox.docker.build import BuildProgress, context_tar
+from pytest_isobox.docker.client import DockerClient, iter_json_stream
+from pytest_isobox.engine import BuildError, BuildStep, ImageInfo, ImageNotFound, IsoboxError
+
+
+class ImageMethods:
+    """The image half of the Engine protocol; mixed into DockerEngine, which sets `client`."""
+
+    client: DockerClient
+
+    def build(
+        self,
+        context: str | Path,
+        *,
+        dockerfile: str | None = None,
+        tag: str | None = None,
+        buildargs: dict[str, str] | None = None,
+        target: str | None = None,
+        no_cache: bool = False,
+        network: str | None = None,
+        on_step: Callable[[BuildStep], None] | None = None,
+    ) -> str:
+        """Build with the daemon's builder from a context tar we made (ignored files left out)."""
+        body, size, dockerfile_name = context_tar(Path(context), dockerfile)
+        query = {
+            "dockerfile": dockerfile_name, "t": tag, "buildargs": buildargs or None,
+            "target": target, "nocache": no_cache or None, "networkmode": network,
+            "rm": True, "forcerm": True,
+        }
+        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+        progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id)
+        try:
+            with body, self.client.stream("POST", "/build", query, body, headers=headers,
+                                          kind="build") as resp:
+                for message in iter_json_stream(resp):
+                    progress.feed(message)
+        except BuildError as exc:  # refused before any step: a Dockerfile or option error
+            raise BuildError(f"{dockerfile or 'Dockerfile'}: {exc}") from None
+        return progress.result()
+
+    def _full_image_id(self, short_id: str) -> str:
+        try:
+            return self.image_inspect(short_id).id
+        except ImageNotFound:
+            return short_id
+
+    def import_rootfs(self, source: str | Path, ref: str) -> str:
+        """Import a rootfs directory or tar as a one-layer image tagged `ref`; returns its id."""
+        path = Path(source)
+        if not path.exists():
+            raise ImageNotFound(f"import: no such file or directory: {path}")
+        repo, tag = split_ref(ref)
+        query = {"fromSrc": "-", "repo": repo, "tag": tag}
+        with _tar_of(path) as (body, size):
+            headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+            with self.client.stream("POST", "/images/create", query, body, headers=headers,
+                                    kind="image") as resp:
+                messages = list(iter_json_stream(resp))
+        for message in messages:
+            if "error" in message:
+                raise IsoboxError(f"import of {path} failed: {message['error']}")
+        return self.image_inspect(ref).id
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        doc = self.client.get_json(f"/images/{ref}/json", kind="image")
+        return _image_info(doc)  # type: ignore[arg-type]
+
+    def images(self) -> list[ImageInfo]:
+        infos = []
+        for summary in self.client.get_json("/images/json") or []:  # type: ignore[union-attr]
+            try:
+                infos.append(self.image_inspect(summary["Id"]))
+            except ImageNotFound:  # removed meanwhile
+                continue
+        return infos
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        repo, tag = split_ref(new_ref)
+        self.client.request("POST", f"/images/{ref}/tag", {"repo": repo, "tag": tag},
+                            kind="image")
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.client.request("DELETE", f"/images/{ref}", {"force": force}, kind="image")
+
+    def save_images(self, refs: list[str], path: str | Path) -> None:
+        """Write `docker save` archive of `refs` to `path` atomically (temp file, rename)."""
+        target = Path(path)
+        for ref in refs:
+            self.image_inspect(ref)  # a clear ImageNotFound before anything is written
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, self.client.stream(
+                    "GET", "/images/get", [("names", r) for r in refs], kind="image") as resp:
+                while chunk := resp.read1(1 << 20):
+                    out.write(chunk)
+            os.replace(temp, target)
+        except BaseException:
+            os.unlink(temp)
+            raise
+
+    def load_images(self, path: str | Path) -> list[str]:
+        """Load a `docker save` archive; returns the loaded tags (or ids for untagged images)."""
+        source = Path(path)
+        headers = {"Content-Type": "application/x-tar",
+                   "Content-Length": str(source.stat().st_size)}
+        loaded = []
+        with source.open("rb") as body, self.client.stream(
+                "POST", "/images/load", {"quiet": True}, body, headers=headers,
+                kind="image") as resp:
+            for message in iter_json_stream(resp):
+                if "error" in message:
+                    raise IsoboxError(f"load of {source} failed: {message['error']}")
+                text = message.get("stream", "")
+                for prefix in ("Loaded image: ", "Loaded image ID: "):
+                    if text.startswith(prefix):
+                        loaded.append(text[len(prefix):].strip())
+        return loaded
+
+    def commit(self, container: str, *, config: dict | None = None, created_by: str = "") -> str:
+        """Commit the container's changes as an image; `config` overrides its config fields."""
+        doc = self.client.post_json("/commit", {"container": container,
+                                                "comment": created_by or None},
+                                    config or {}, kind="container")
+        return doc["Id"]  # type: ignore[index]
+
+    def derive_image(
+        self, base: str | None, *, config: dict, created_by: str, author: str | None = None,
+    ) -> str:
+        """A new image: base's layers (none for scratch) under a new runtime config.
+
+        With a base, a never-started container whose config already is `config` is committed
+        (Docker records an empty layer); from scratch, a layerless image archive is loaded.
+        Docker writes the container's command as the history's created_by, so `created_by`
+        goes into the history's comment.
+        """
+        if base is None:
+            return self._load_layerless(config, created_by, author)
+        body = {**config, "Image": base, "Labels": {**(config.get("Labels") or {})}}
+        doc = self.client.post_json("/containers/create", body=body, kind="container")
+        container_id = doc["Id"]  # type: ignore[index]
+        try:
+            base_author = self.client.get_json(f"/images/{base}/json", kind="image").get("Author")  # type: ignore[union-attr]
+            commit = self.client.post_json("/commit", {
+                "container": container_id, "comment": created_by,
+                "author": base_author if author is None else author,
+            }, config, kind="container")
+        finally:
+            self.client.request("DELETE", f"/containers/{container_id}", {"force": True},
+                                kind="container")
+        return commit["Id"]  # type: ignore[index]
+
+    def _load_layerless(self, config: dict, created_by: str, author: str | None) -> str:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        document = json.dumps({
+            "architecture": "amd64", "os": "linux", "author": author or "", "created": now,
+            "config": config, "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{"created": now, "created_by": created_by, "empty_layer": True}],
+        }).encode()
+        config_name = hashlib.sha256(document).hexdigest() + ".json"
+        manifest = json.dumps([{"Config": config_name, "RepoTags": None, "Layers": []}]).encode()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for name, data in ((config_name, document), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        doc = self.client.request("POST", "/images/load", {"quiet": True}, archive.getvalue(),
+                                  headers={"Content-Type": "application/x-tar"}, kind="image")
+        for message in iter_json_stream(io.BytesIO(doc)):
+            if "error" in message:
+                raise IsoboxError(f"creating a scratch image failed: {message['error']}")
+        return "sha256:" + config_name.removesuffix(".json")
+
+    def prune(self) -> int:
+        """Remove images no tag or container needs (`docker image prune`: dangling images of
+        the whole daemon, ours or not, since Docker labels no image's maker); returns bytes."""
+        doc = self.client.post_json("/images/prune",
+                                    {"filters": json.dumps({"dangling": ["true"]})})
+        return int((doc or {}).get("SpaceReclaimed") or 0)  # type: ignore[union-attr]
+
+    def disk_usage(self) -> dict[str, dict[str, int]]:
+        doc: dict = self.client.get_json("/system/df")  # type: ignore[assignment]
+        images = doc.get("Images") or []
+        containers = doc.get("Containers") or []
+        volumes = doc.get("Volumes") or []
+        cache = doc.get("BuildCache") or []
+        return {
+            "Images": {"count": len(images), "size": int(doc.get("LayersSize") or 0)},
+            "Containers": {"count": len(containers),
+                           "size": sum(c.get("SizeRw") or 0 for c in containers)},
+            "Volumes": {"count": len(volumes),
+                        "size": sum(max((v.get("UsageData") or {}).get("Size", 0), 0)
+                                    for v in volumes)},
+            "Build Cache": {"count": len(cache), "size": sum(c.get("Size") or 0 for c in cache)},
+        }
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """`name[:tag]` to (name, tag), tag defaulting to latest; a registry port is not a tag."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+_OCI_RUNTIME_CONFIG = frozenset({
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "Shell",
+})
+
+
+def _image_info(doc: dict) -> ImageInfo:
+    """Docker's image inspect as our ImageInfo; `config` is shaped as an OCI image config."""
+    rootfs = doc.get("RootFS") or {}
+    config = {
+        "architecture": doc.get("Architecture", ""),
+        "os": doc.get("Os", ""),
+        "created": doc.get("Created"),
+        "author": doc.get("Author", ""),
+        "config": {k: v for k, v in (doc.get("Config") or {}).items()
+                   if k in _OCI_RUNTIME_CONFIG and v not in (None, "")},
+        "rootfs": {"type": "layers", "diff_ids": list(rootfs.get("Layers") or [])},
+    }
+    return ImageInfo(id=doc["Id"], tags=list(doc.get("RepoTags") or []), config=config,
+                     size=int(doc.get("Size") or 0), created=doc.get("Created"))
+
+
+class _tar_of:
+    """A tar file to upload: the file itself, or a temporary tar of a directory's contents."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = None
+
+    def __enter__(self) -> tuple[IO[bytes], int]:
+        if self.path.is_dir():
+            spool = tempfile.TemporaryFile()
+            with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for entry in sorted(os.listdir(self.path)):
+                    tar.add(self.path / entry, arcname=entry)
+            self._file = spool
+        else:
+            self._file = self.path.open("rb")
+        size = self._file.seek(0, io.SEEK_END)
+        self._file.seek(0)
+        return self._file, size
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._file is not None
+        self._file.close()

@@ -1,0 +1,64 @@
+"""Networks and volumes of a Docker daemon (part of DockerEngine), labelled as ours."""
+
+from __future__ import annotations
+
+from pytest_isobox.docker.client import DockerClient
+from pytest_isobox.engine import IsoboxError, NetworkInfo
+
+
+class NetworkMethods:
+    """Networks and volumes of the Engine protocol; mixed into DockerEngine, which sets
+    `client` and `labels` (our ownership labels, added to every object made here)."""
+
+    client: DockerClient
+    labels: dict[str, str]
+
+    def network_create(
+        self, name: str, *, subnet: str | None = None, labels: dict[str, str] | None = None,
+    ) -> NetworkInfo:
+        """A bridge network; persistent when `labels` holds `io.isobox.persistent=1`."""
+        body: dict = {"Name": name, "Driver": "bridge", "CheckDuplicate": True,
+                      "Labels": {**(labels or {}), **self.labels}}
+        if subnet:
+            body["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
+        self.client.post_json("/networks/create", body=body, kind="network")
+        return self.network_inspect(name)
+
+    def network_remove(self, name: str) -> None:
+        self.client.request("DELETE", f"/networks/{name}", kind="network")
+
+    def network_inspect(self, name: str) -> NetworkInfo:
+        doc: dict = self.client.get_json(f"/networks/{name}", kind="network")  # type: ignore[assignment]
+        config = ((doc.get("IPAM") or {}).get("Config") or [{}])[0]
+        return NetworkInfo(
+            name=doc["Name"], id=doc["Id"], driver=doc.get("Driver", ""),
+            subnet=config.get("Subnet"), gateway=config.get("Gateway"),
+            containers={cid: (c.get("IPv4Address") or "").split("/")[0]
+                        for cid, c in (doc.get("Containers") or {}).items()},
+            labels=dict(doc.get("Labels") or {}),
+        )
+
+    def networks(self) -> list[NetworkInfo]:
+        infos = []
+        for summary in self.client.get_json("/networks") or []:  # type: ignore[union-attr]
+            try:
+                infos.append(self.network_inspect(summary["Id"]))
+            except IsoboxError:  # removed meanwhile
+                continue
+        return infos
+
+    # ------------------------------------------------------------------ volumes
+
+    def volume_create(self, name: str, *, labels: dict[str, str] | None = None) -> str:
+        """A named local volume, labelled as ours (volumes are never swept: they hold data)."""
+        doc = self.client.post_json("/volumes/create", body={
+            "Name": name, "Driver": "local", "Labels": {**(labels or {}), **self.labels},
+        }, kind="volume")
+        return doc["Name"]  # type: ignore[index]
+
+    def volume_remove(self, name: str, *, force: bool = False) -> None:
+        self.client.request("DELETE", f"/volumes/{name}", {"force": force}, kind="volume")
+
+    def volumes(self) -> list[str]:
+        doc = self.client.get_json("/volumes") or {}
+        return sorted(v["Name"] for v in doc.get("Volumes") or [])  # type: ignore[union-attr]
