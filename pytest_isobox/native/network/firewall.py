@@ -74,11 +74,16 @@ def apply(rules: Rules) -> None:
         pending.wait()
 
 
-def tagged_rules() -> dict[str, Rules]:
+def start_save() -> Pending:
+    """Start reading the host's rules (for `tagged_rules`), so other work can go on meanwhile."""
+    return Pending(["iptables-save"])
+
+
+def tagged_rules(saved: Pending | None = None) -> dict[str, Rules]:
     """Every rule of ours on the host: tag -> table -> `-A` lines as iptables-save prints them."""
     found: dict[str, Rules] = defaultdict(lambda: defaultdict(list))
     table = ""
-    for line in _run(["iptables-save"]).splitlines():
+    for line in (saved or start_save()).wait().splitlines():
         if line.startswith("*"):
             table = line[1:]
         elif line.startswith("-A ") and "isobox:" in line:
@@ -89,10 +94,11 @@ def tagged_rules() -> dict[str, Rules]:
     return found
 
 
-def remove_tagged(tags: set[str]) -> int:
-    """Delete every rule carrying one of `tags`, in one transaction; how many were deleted."""
+def remove_tagged(tags: set[str], saved: Pending | None = None) -> int:
+    """Delete every rule carrying one of `tags`, in one transaction; how many were deleted.
+    `saved`: an iptables-save started earlier with `start_save`."""
     deletions: Rules = defaultdict(list)
-    for tag, rules in tagged_rules().items():
+    for tag, rules in tagged_rules(saved).items():
         if tag in tags:
             for table, lines in rules.items():
                 deletions[table].extend("-D" + line[2:] for line in lines)

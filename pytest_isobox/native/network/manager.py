@@ -394,12 +394,15 @@ class NetworkManager:
         if endpoint is None:
             self._release_ports(container_id)
             return
-        if endpoint["ports"] and endpoint.get("publish") != "relay":
-            firewall.remove_tagged({firewall.container_tag(container_id)})
-            firewall.forget_flows(endpoint["networks"][0]["ip"])
-        self._release_ports(container_id)
+        dnat = bool(endpoint["ports"]) and endpoint.get("publish") != "relay"
+        saved = firewall.start_save() if dnat else None  # runs while the veths go
         for net in endpoint["networks"]:
             self._links.delete(net["veth"])
+        if saved is not None:
+            firewall.remove_tagged({firewall.container_tag(container_id)}, saved)
+            if any(key.endswith("/udp") for key in endpoint["ports"]):
+                firewall.forget_flows(endpoint["networks"][0]["ip"])
+        self._release_ports(container_id)
         with self.store.lock:
             self._forget({container_id})
 
@@ -470,7 +473,7 @@ class NetworkManager:
             if rules:
                 cleaned.append(f"{rules} iptables rules of dead containers")
             for endpoint in dead:
-                if endpoint["ports"]:
+                if any(key.endswith("/udp") for key in endpoint["ports"]):
                     firewall.forget_flows(endpoint["networks"][0]["ip"])
                 self._release_ports(endpoint["id"])
                 for net in endpoint["networks"]:
