@@ -370,6 +370,8 @@ def test_network_errors_name_the_value_at_fault(manager: NetworkManager) -> None
         manager.remove("nowhere")
     with pytest.raises(ConflictError, match="default network"):
         manager.remove("bridge")
+    with pytest.raises(ConflictError, match="default network"):
+        manager.create("bridge")
     net = manager.create(f"dup-{secrets.token_hex(3)}")
     with pytest.raises(ConflictError, match="already exists"):
         manager.create(net.name)

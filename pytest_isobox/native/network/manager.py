@@ -132,6 +132,11 @@ class NetworkManager:
         """A new network: its bridge, its subnet (ours unless given), its rules."""
         if not _NAME.fullmatch(name) or name in SPECIAL_MODES:
             raise InvalidSpec(f"invalid network name {name!r}: use letters, digits, '_', '.', '-'")
+        if name == DEFAULT_NETWORK:
+            raise ConflictError("'bridge' is the default network: choose another name")
+        return self._create(name, subnet, labels)
+
+    def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None) -> NetworkInfo:
         with self.registry.lock, self.store.lock:
             if self.store.network(name) is not None:
                 raise ConflictError(f"network {name!r} already exists")
@@ -309,7 +314,7 @@ class NetworkManager:
             if named:
                 raise NetworkNotFound(f"network {named[0]!r} not found")
             try:
-                self.create(DEFAULT_NETWORK)
+                self._create(DEFAULT_NETWORK, None, None)
             except ConflictError:
                 pass  # another process made it first
 
