@@ -149,7 +149,19 @@ class DockerEngine(ImageMethods, NetworkMethods):
         """
         doc = self.inspect(container)
         state = state_from_inspect(doc)
-        if (doc.get("HostConfig") or {}).get("AutoRemove") and state.id not in self._exit_waiters:
+        return self._start(state, bool((doc.get("HostConfig") or {}).get("AutoRemove")))
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        """Create and start; a container that fails to start is removed again."""
+        state = self.create(spec)
+        try:
+            return self._start(state, docker_removes(spec))
+        except BaseException:
+            self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
+            raise
+
+    def _start(self, state: ContainerState, docker_removes_it: bool) -> ContainerState:
+        if docker_removes_it and state.id not in self._exit_waiters:
             waiter = self._exit_waiter(state.id, "removed")
             for key in (state.id, state.name):
                 self._exit_waiters[key] = waiter
@@ -162,17 +174,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
             raise
         try:
             return self.state(state.id)
-        except ContainerNotFound:  # auto_remove and already done
+        except ContainerNotFound:  # removed by Docker already
             return state
-
-    def run(self, spec: ContainerSpec) -> ContainerState:
-        """Create and start; a container that fails to start is removed again."""
-        state = self.create(spec)
-        try:
-            return self.start(state.id)
-        except BaseException:
-            self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
-            raise
 
     def _exit_waiter(self, container_id: str, condition: str) -> _ExitWaiter:
         """A wait registered with the daemon now (it answers headers once it is registered)."""
