@@ -244,6 +244,8 @@ def test_publishing_a_taken_host_port_fails_cleanly(manager: NetworkManager,
 # ----------------------------------------------------------------------- bridges and names
 
 def test_containers_on_default_bridge_reach_each_other_by_ip(start: Callable[..., Started]) -> None:
+    """Bridged traffic crosses iptables' FORWARD (br_netfilter): with dockerd's DROP policy,
+    only our ACCEPT rules let it through."""
     server = start(tcp_echo(5000))
 
     def client(channel: socket.socket) -> None:
