@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import struct
@@ -18,6 +19,7 @@ from pytest_isobox.docker.client import (
     resolve_base_url,
 )
 from pytest_isobox.docker.containers import create_body, parse_time, state_from_inspect
+from pytest_isobox.docker.engine import DockerEngine
 from pytest_isobox.docker.errors import error_for
 from pytest_isobox.docker.images import split_ref
 from pytest_isobox.docker.ownership import (
@@ -34,6 +36,7 @@ from pytest_isobox.engine import (
     ContainerError,
     ContainerNotFound,
     ContainerSpec,
+    Engine,
     EngineUnavailable,
     ImageNotFound,
     MountSpec,
@@ -257,3 +260,18 @@ def test_docker_host_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     assert resolve_base_url(None) == "tcp://127.0.0.1:2375"
     assert resolve_base_url("/run/x.sock") == "unix:///run/x.sock"
+
+
+def test_every_engine_method_is_implemented_with_its_signature() -> None:
+    """The protocol's parameters, in order and kind, are all accepted (extra ones optional)."""
+    for name, member in vars(Engine).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        ours = inspect.signature(getattr(DockerEngine, name)).parameters
+        for param in inspect.signature(member).parameters.values():
+            assert param.name in ours, f"DockerEngine.{name} lacks {param.name}"
+            assert ours[param.name].kind == param.kind, f"DockerEngine.{name}({param.name})"
+            assert (ours[param.name].default is inspect.Parameter.empty) == (
+                param.default is inspect.Parameter.empty), f"DockerEngine.{name}({param.name})"
+        extra = [p for n, p in ours.items() if n not in inspect.signature(member).parameters]
+        assert all(p.default is not inspect.Parameter.empty for p in extra), name
