@@ -51,10 +51,13 @@ class CopyEntry:
 
 
 class StatCache:
-    """(dev, inode) -> (size, mtime_ns, mode, sha256) of context files, kept between builds.
+    """(dev, inode) -> (size, mtime_ns, ctime_ns, mode, sha256) of context files, kept between
+    builds.
 
     One JSON file per context directory in the cache dir, rewritten atomically; a stale or
-    missing entry only costs a re-read, never a wrong digest.
+    missing entry only costs a re-read, never a wrong digest: ctime catches a content change
+    whose mtime was put back (`cp -p`, `touch -r`), and files modified less than a second before
+    they were hashed are not remembered (a later write in the same clock tick could hide).
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -85,12 +88,12 @@ class StatCache:
         self._seen.add(key)
         known = entries.get(key)
         if known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns \
-                and known[2] == st.st_mode:
-            return known[3]
+                and known[2] == st.st_ctime_ns and known[3] == st.st_mode:
+            return known[4]
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         if time.time_ns() - st.st_mtime_ns > _RACY_NS:
-            entries[key] = [st.st_size, st.st_mtime_ns, st.st_mode, digest]
+            entries[key] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, digest]
             self._dirty = True
         return digest
 

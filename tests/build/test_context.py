@@ -123,18 +123,31 @@ def test_checksum_covers_content_mode_and_names_not_mtime(ctx_dir: Path) -> None
     assert checksum() != first
 
 
-def test_stat_cache_skips_reading_unchanged_files(ctx_dir: Path, tmp_path: Path) -> None:
+def test_stat_cache_skips_reading_unchanged_files(ctx_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     path = ctx_dir / "app.py"
     cache = StatCache(tmp_path / "stat.json")
     before = cache.digest(str(path), os.stat(path))
     cache.save()
-    # Same inode, size and mtime but different bytes: only a cache that trusts stat misses it.
-    with open(path, "r+") as f:
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"read {args[0]} although its stat did not change")
+
+    reloaded = StatCache(tmp_path / "stat.json")
+    monkeypatch.setattr("builtins.open", no_reading)
+    assert reloaded.digest(str(path), os.stat(path)) == before
+
+
+def test_stat_cache_sees_content_changed_with_mtime_put_back(ctx_dir: Path,
+                                                             tmp_path: Path) -> None:
+    path = ctx_dir / "app.py"
+    cache = StatCache(tmp_path / "stat.json")
+    before = cache.digest(str(path), os.stat(path))
+    cache.save()
+    with open(path, "r+") as f:  # same inode, size and mtime: only ctime tells
         f.write("print(2)\n")
     os.utime(path, (OLD, OLD))
-    reloaded = StatCache(tmp_path / "stat.json")
-    assert reloaded.digest(str(path), os.stat(path)) == before
-    assert StatCache(None).digest(str(path), os.stat(path)) != before
+    assert StatCache(tmp_path / "stat.json").digest(str(path), os.stat(path)) != before
 
 
 def test_stat_cache_does_not_trust_files_changed_just_now(tmp_path: Path) -> None:
