@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -631,3 +632,13 @@ def test_publishing_on_all_addresses(manager: NetworkManager,
         {r.split()[1] for r in ours} == {"OUTPUT", "PREROUTING", "FORWARD"}
     manager.detach(c.id)
     assert firewall.container_tag(c.id) not in iptables_text()
+
+
+def test_without_host_root_networks_fail_with_one_clear_error(tmp_path: Path) -> None:
+    script = ("from pytest_isobox.native.network.manager import NetworkManager\n"
+              "from pytest_isobox.engine import EngineUnavailable\n"
+              f"try:\n    NetworkManager({str(tmp_path)!r}).create('n')\n"
+              "except EngineUnavailable as exc:\n    print(exc)\n")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", script],
+                          capture_output=True, text=True, check=True)
+    assert "container networks need root in the host's user namespace" in done.stdout

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import re
 import secrets
 import threading
@@ -23,6 +25,7 @@ from typing import Any, Literal
 from pytest_isobox.engine import (
     ConflictError,
     ContainerSpec,
+    EngineUnavailable,
     InvalidSpec,
     NetworkAttachment,
     NetworkInfo,
@@ -76,6 +79,25 @@ def requested_networks(spec: ContainerSpec) -> list[NetworkAttachment]:
             raise InvalidSpec("network aliases need a user-defined network, not 'bridge'")
         seen.add(item.network)
     return wanted
+
+
+def require_host_privileges() -> None:
+    """Bridges, veths on them and iptables need root in the host's user namespace; say so
+    clearly instead of failing on the first EPERM. (`none` and `host` need neither.)"""
+    if not _host_root():
+        raise EngineUnavailable(
+            "container networks need root in the host's user namespace (bridges, veth pairs, "
+            "iptables); rootless networking is not available yet: use network_mode 'none' or "
+            "'host'")
+
+
+@functools.cache
+def _host_root() -> bool:
+    try:
+        uid_map = Path("/proc/self/uid_map").read_text().split()
+    except OSError:
+        uid_map = []
+    return os.geteuid() == 0 and uid_map[:3] == ["0", "0", "4294967295"]
 
 
 def _info(record: Record) -> NetworkInfo:
@@ -137,6 +159,7 @@ class NetworkManager:
         return self._create(name, subnet, labels)
 
     def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None) -> NetworkInfo:
+        require_host_privileges()
         with self.registry.lock, self.store.lock:
             if self.store.network(name) is not None:
                 raise ConflictError(f"network {name!r} already exists")
@@ -193,6 +216,7 @@ class NetworkManager:
         return record
 
     def _remove_network(self, name: str) -> None:
+        require_host_privileges()
         with self.registry.lock, self.store.lock:
             record = self.store.network(name)
             if record is None:
@@ -262,6 +286,7 @@ class NetworkManager:
                 hosts.write_in_place(hosts_file, hosts.render([("127.0.0.1", [hostname])]))
             return Attachment(ips={}, ports={})
         _check_ports(spec.ports)
+        require_host_privileges()
         if container_id in self._reservations or self.store.endpoint(container_id) is not None:
             raise ConflictError(f"container {container_id[:12]} is already attached")
         try:
