@@ -203,7 +203,7 @@ class NetworkManager:
         """Remove the default network when no container is attached (it comes back lazily)."""
         try:
             self._remove_network(DEFAULT_NETWORK)
-        except (NetworkNotFound, ConflictError):
+        except (NetworkNotFound, ConflictError, EngineUnavailable):
             pass
 
     def _resolve(self, ref: str) -> Record:
