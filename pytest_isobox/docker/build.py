@@ -44,16 +44,21 @@ def context_tar(context: Path, dockerfile: str | None) -> tuple[IO[bytes], int, 
     except ValueError:
         name, outside = f".dockerfile.{secrets.token_hex(10)}", True
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
-    with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        included = set()
-        for rel in context_files(context, ignore):
-            tar.add(context / rel, arcname=rel, recursive=False, filter=_owned_by_root)
-            included.add(rel)
-        for must in ([] if outside else [name]) + [".dockerignore"]:
-            if must not in included and (context / must).is_file():
-                tar.add(context / must, arcname=must, recursive=False, filter=_owned_by_root)
-        if outside:
-            tar.add(dockerfile_path, arcname=name, recursive=False, filter=_owned_by_root)
+    entries = [(context / rel, rel) for rel in context_files(context, ignore)]
+    included = {rel for _, rel in entries}
+    for must in ([] if outside else [name]) + [".dockerignore"]:
+        if must not in included and (context / must).is_file():
+            entries.append((context / must, must))
+    if outside:
+        entries.append((dockerfile_path, name))
+    try:
+        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path, arcname in entries:
+                tar.add(path, arcname=arcname, recursive=False, filter=_owned_by_root)
+    except OSError as exc:
+        spool.close()
+        raise BuildError(f"cannot read {exc.filename or context} for the build context: "
+                         f"{exc.strerror or exc}") from None
     size = spool.tell()
     spool.seek(0)
     return spool, size, name
