@@ -114,10 +114,6 @@ class Links:
                 return False
             return True
 
-    def exists(self, name: str) -> bool:
-        with self._mutex:
-            return self.index(name) is not None
-
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""
         with self._mutex:
