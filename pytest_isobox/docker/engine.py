@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Self
 
 from pytest_isobox.docker import attach
 from pytest_isobox.docker.client import DockerClient, HijackedStream
@@ -88,6 +88,12 @@ class DockerEngine(ImageMethods, NetworkMethods):
         except (IsoboxError, OSError) as exc:  # the daemon went away: the next sweep cleans
             log.info("isobox: could not remove this session's containers: %s", exc)
         self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ sweep
 

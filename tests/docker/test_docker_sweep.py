@@ -72,11 +72,10 @@ def test_close_removes_only_this_engines_non_persistent_containers(made: Made) -
     temporary, kept = f"isobox-test-temp-{tag}", f"isobox-test-kept-{tag}"
     made.containers += [temporary, kept]
     other = made.run(["sleep", "300"])  # made by another engine (the session's)
-    engine = DockerEngine()
-    engine.run(ContainerSpec(image=made.image, command=["sleep", "300"], name=temporary))
-    engine.run(ContainerSpec(image=made.image, command=["sleep", "300"], name=kept,
-                             persistent=True))
-    engine.close()
+    with DockerEngine() as engine:
+        engine.run(ContainerSpec(image=made.image, command=["sleep", "300"], name=temporary))
+        engine.run(ContainerSpec(image=made.image, command=["sleep", "300"], name=kept,
+                                 persistent=True))
     with pytest.raises(ContainerNotFound):
         made.engine.state(temporary)
     assert made.engine.state(kept).running
