@@ -1,0 +1,137 @@
+"""Options from the command line, the ini file and ISOBOX_*; skips; keep; reuse."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.plugin.conftest import base_conftest, gone, remove_quietly
+
+CONFTEST_NO_ENGINE = """
+from pytest_isobox import container, image
+
+base = image(rootfs="/nonexistent", tag="x")
+box = container(image="{base}")
+"""
+
+
+def test_unavailable_engine_skips_with_one_line_reason(pytester, isobox_home):
+    pytester.makeconftest(CONFTEST_NO_ENGINE)
+    pytester.makepyfile("""
+        def test_needs(box):
+            pass
+        def test_plain():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--isobox-engine=docker",
+                                "--isobox-docker-url=unix:///nonexistent/docker.sock")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *: isobox: docker engine: *nonexistent*"])
+    result.stdout.fnmatch_lines(["*engine unavailable, container tests skipped: docker engine:*"])
+    skip_line = next(ln for ln in result.outlines if ln.startswith("SKIPPED"))
+    assert "\n" not in skip_line
+
+
+def test_environment_chooses_the_engine(pytester, isobox_home, monkeypatch):
+    pytester.makeconftest(CONFTEST_NO_ENGINE)
+    pytester.makepyfile("def test_needs(box):\n    pass\n")
+    monkeypatch.setenv("ISOBOX_ENGINE", "docker")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["isobox: engine docker, keep never, home *",
+                                 "SKIPPED * isobox: docker engine: *"])
+
+
+def test_command_line_beats_environment_beats_ini(pytester, isobox_home, monkeypatch):
+    pytester.makeini("[pytest]\nisobox_keep = always\nisobox_engine = docker\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    assert "keep always" in pytester.runpytest("-p", "no:cacheprovider").stdout.str()
+    monkeypatch.setenv("ISOBOX_KEEP", "failed")
+    assert "keep failed" in pytester.runpytest("-p", "no:cacheprovider").stdout.str()
+    out = pytester.runpytest("-p", "no:cacheprovider", "--isobox-keep=never").stdout.str()
+    assert "engine docker, keep never" in out
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ISOBOX_KEEP": "sometimes"},
+     "environment variable ISOBOX_KEEP: 'sometimes' is not one of never, failed, always"),
+    ({"ISOBOX_REUSE": "maybe"}, "environment variable ISOBOX_REUSE: 'maybe' is not a boolean"),
+    ({"ISOBOX_TIMEOUT": "-3"}, "ISOBOX_TIMEOUT: '-3' is not a positive number of seconds"),
+])
+def test_bad_values_are_one_clear_usage_error(pytester, monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *{message}*"])
+
+
+def test_rootless_is_not_there_yet(pytester, isobox_home):
+    pytester.makeconftest(CONFTEST_NO_ENGINE)
+    pytester.makepyfile("def test_needs(box):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--isobox-rootless")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([("*rootless mode is not supported yet (forced by "
+                                 "--isobox-rootless)*")])
+
+
+def test_bad_factory_argument_names_the_value(pytester):
+    pytester.makeconftest("""
+        from pytest_isobox import container
+        box = container(image="x", scope="forever")
+    """)
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret != 0
+    assert ("InvalidSpec: container(scope='forever'): expected one of function, class, module, "
+            "package, session") in result.stdout.str() + result.stderr.str()
+
+
+def test_keep_failed_keeps_and_says_how_to_exec(project, busybox_rootfs, engine, engine_kind):
+    project.makeconftest(base_conftest(busybox_rootfs, """
+        box = container(image="{base}", command="sleep 300", init=True, scope="function")
+    """))
+    project.makepyfile("""
+        def test_ok(box):
+            pass
+        def test_bad(box):
+            assert False
+    """)
+    result = project.runpytest("-p", "no:cacheprovider", "--isobox-keep=failed")
+    result.assert_outcomes(passed=1, failed=1)
+    tool = "docker" if engine_kind == "docker" else "isobox"
+    result.stdout.fnmatch_lines(["kept containers (remove with `isobox rm -f <id>`):",
+                                 f"  box: kept isobox-box-*-master-2: {tool} exec -it * sh"])
+    kept = re.search(r"exec -it (\w+) sh", result.stdout.str()).group(1)
+    try:
+        assert engine.state(kept).running
+        assert len(re.findall(r"exec -it", result.stdout.str())) == 1
+    finally:
+        remove_quietly(engine, kept)
+
+
+def test_reuse_keeps_a_container_until_its_configuration_changes(project, busybox_rootfs,
+                                                                 engine, tmp_path):
+    def run(value: str) -> str:
+        project.makeconftest(base_conftest(busybox_rootfs, f"""
+            box = container(image="{{base}}", command="sleep 300", init=True,
+                            environment={{"VALUE": "{value}"}})
+        """))
+        project.makepyfile(f"""
+            def test_it(box):
+                open({str(tmp_path / "id")!r}, "w").write(box.id)
+                assert box.exec("sh -c 'echo $VALUE'").output == "{value}\\n"
+        """)
+        project.runpytest("-p", "no:cacheprovider", "--isobox-reuse").assert_outcomes(passed=1)
+        return (tmp_path / "id").read_text()
+
+    first = run("one")
+    try:
+        assert run("one") == first
+        changed = run("two")
+        assert changed != first and gone(engine, first)
+    finally:
+        remove_quietly(engine, first)
+        remove_quietly(engine, (tmp_path / "id").read_text())
