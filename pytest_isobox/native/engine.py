@@ -231,10 +231,9 @@ class NativeEngine:
             spare.discard()
         self._reserved.clear()
         self._spare = None
-        for handle in self._monitors.values():
+        for handle in self._monitors.values():  # persistent ones run on: reap only the ended
             handle.close()
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(handle.pid, 0)
+            handle.reap()
         self._monitors.clear()
         if self._network is not None:
             self._network.close()
