@@ -103,7 +103,8 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
         auto_remove=args.rm,
-        persistent=args.detach,
+        # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
+        persistent=args.detach or not args.rm,
     )
 
 
