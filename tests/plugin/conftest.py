@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,16 @@ def gone(engine: Engine, container_id: str) -> bool:
     except ContainerNotFound:
         return True
     return False
+
+
+def eventually_gone(engine: Engine, container_id: str, timeout: float = 30) -> bool:
+    """Gone now or soon: another process's sweep may be removing it at this moment."""
+    deadline = time.monotonic() + timeout
+    while not gone(engine, container_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def remove_quietly(engine: Engine, container_id: str) -> None:
