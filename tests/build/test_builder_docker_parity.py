@@ -21,7 +21,15 @@ pytestmark = [*native_marks, needs_docker, pytest.mark.docker]
 BASE = "isobox-parity/busybox:latest"
 DOCKERFILE = f"""\
 ARG GREETING=hello
+FROM {BASE} AS build
+RUN mkdir -p /out/bin && echo tool > /out/bin/tool && chmod 700 /out/bin/tool
 FROM {BASE}
+COPY --from=build /out /opt/out
+COPY --from=build /out/bin/tool /opt/
+ADD bundle.tar.gz /opt/bundle/
+COPY files/a.txt /tmp
+COPY files/a.txt /opt/renamed.txt
+COPY --chown=1000:1000 files /opt/files
 ARG GREETING
 ARG PORT=8080
 ENV APP=/srv/app GREETING_COPY=$GREETING
@@ -42,8 +50,8 @@ USER nobody
 """
 CONFIG_KEYS = ["Cmd", "Entrypoint", "ExposedPorts", "Healthcheck", "Labels", "OnBuild", "Shell",
                "StopSignal", "User", "Volumes", "WorkingDir"]
-PROBE = ["sh", "-c", ("cd /srv/app && find . /usr/local/bin -exec stat -c '%n %u:%g %a' {} + "
-         "| sort && cat greeting.txt files/a.txt")]
+PROBE = ["sh", "-c", ("cd /srv/app && find . /usr/local/bin /opt /tmp -exec stat -c "
+                     "'%n %u:%g %a %F' {} + | sort && cat greeting.txt files/a.txt")]
 
 
 def _docker(*args: str, data: bytes | None = None) -> str:
@@ -60,6 +68,8 @@ def context(tmp_path: Path) -> Path:
     (ctx / "files" / "sub" / "b.txt").write_text("b\n")
     (ctx / "run.sh").write_text(textwrap.dedent("#!/bin/sh\nexec \"$@\"\n"))
     (ctx / "run.sh").chmod(0o755)
+    subprocess.run(["tar", "-czf", str(ctx / "bundle.tar.gz"), "-C", str(ctx), "files"],
+                   check=True)
     return ctx
 
 
