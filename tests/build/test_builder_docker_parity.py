@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tests.conftest import needs_docker
 
 pytestmark = [*native_marks, needs_docker, pytest.mark.docker]
 
-BASE = "isobox-parity/busybox:latest"
+BASE = "isobox-parity/busybox:" + uuid.uuid4().hex[:12]  # one per run: parallel runs never meet
 DOCKERFILE = f"""\
 ARG GREETING=hello
 FROM {BASE} AS build
