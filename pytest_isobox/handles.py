@@ -47,8 +47,9 @@ class Image:
 
     @property
     def cached(self) -> bool:
-        """True when every build step came from the cache."""
-        return bool(self.steps) and all(step.cached for step in self.steps)
+        """True when every build step (but FROM, which only names the base) came from the cache."""
+        steps = [s for s in self.steps if not s.instruction.lstrip().upper().startswith("FROM")]
+        return bool(steps) and all(step.cached for step in steps)
 
     def __str__(self) -> str:
         return self.ref

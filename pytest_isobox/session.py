@@ -154,7 +154,8 @@ class IsoboxSession:
             steps.append(step)
             self.config.hook.pytest_isobox_build_step(step=step)
             if self.config.get_verbosity() > 0:
-                how = "CACHED" if step.cached else f"{step.seconds:.2f}s"
+                how = ("base" if _is_from(step) else "CACHED" if step.cached
+                       else f"{step.seconds:.2f}s")
                 self.announce(f"isobox build {label}: step {step.index}/{step.total} "
                               f"{step.instruction}  {how}")
 
@@ -185,9 +186,10 @@ class IsoboxSession:
 
     def _remember_image(self, image: Image) -> None:
         self._images[image.ref] = self._images[image.id] = image
+        steps = [s for s in image.steps if not _is_from(s)]
         self.report.images.append(ImageRecord(
-            image.source, image.id, image.seconds, len(image.steps),
-            sum(s.cached for s in image.steps), self.worker_id))
+            image.source, image.id, image.seconds, len(steps), sum(s.cached for s in steps),
+            self.worker_id))
 
     # ------------------------------------------------------------------ containers
     def launch(self, options: ContainerOptions, *, fixture: str, name: str | None,
@@ -316,3 +318,8 @@ class IsoboxSession:
     def _build_seconds(self, ref: str) -> float | None:
         image = self._images.get(ref)
         return image.seconds if image else None
+
+
+def _is_from(step: BuildStep) -> bool:
+    """FROM only names the base: there is nothing to cache or run."""
+    return step.instruction.lstrip().upper().startswith("FROM")
