@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pytest_isobox.engine import ContainerSpec, EngineUnavailable
@@ -42,16 +43,12 @@ def start_owner(home: Path, rootfs: Path, mode: str) -> tuple[subprocess.Popen, 
     return proc, json.loads(line)
 
 
-def pid_namespace(pid: int) -> str:
-    return os.readlink(f"/proc/{pid}/ns/pid")
-
-
-def leftovers(baseline: Path, ids: list[str], namespaces: set[str]) -> list[str]:
-    """What leakcheck reports as new that is ours (other test runs may share this host)."""
+def leftovers(baseline: Path, ids: list[str]) -> list[str]:
+    """What leakcheck reports as new that is ours. Other runs may share this host, and pid
+    namespace numbers are reused at once, so processes are checked by pid instead."""
     result = subprocess.run([str(LEAKCHECK), "--baseline", str(baseline)], check=False,
                             capture_output=True, text=True)
-    return [line for line in result.stdout.splitlines()
-            if any(cid in line for cid in ids) or any(ns in line for ns in namespaces)]
+    return [line for line in result.stdout.splitlines() if any(cid in line for cid in ids)]
 
 
 @pytest.fixture
@@ -70,16 +67,23 @@ def test_kill_9_of_the_owner_then_sweep_leaves_nothing(isobox_home, busybox_root
     doomed, doomed_ids = start_owner(isobox_home, busybox_rootfs, "owned")
     alive, alive_ids = start_owner(isobox_home, busybox_rootfs, "owned")
     try:
-        engine = NativeEngine(home=isobox_home)
-        namespaces = {pid_namespace(engine.state(c).pid) for c in doomed_ids}
+        descendants = psutil.Process(doomed.pid).children(recursive=True)  # monitors, spare
+        cgroups = {line.split(":", 2)[2] for p in descendants
+                   for line in Path(f"/proc/{p.pid}/cgroup").read_text().splitlines()
+                   if "isobox/" in line}
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
         sweeper = NativeEngine(home=isobox_home)  # sweeps at start
+        _, still_alive = psutil.wait_procs(descendants, timeout=30)  # containers included
+        assert still_alive == []
+        assert cgroups and not [c for c in cgroups
+                                if any(Path(f"/sys/fs/cgroup/{h}{c}").exists()
+                                       for h in ("pids", "memory", "cpu", "freezer", "unified"))]
         for cid in doomed_ids:  # gone: by the monitor that saw its owner die, or by the sweep
             assert not (isobox_home / "containers" / cid).exists()
         for cid in alive_ids:  # a live owner's containers are never touched
             assert sweeper.state(cid).status == "running"
-        assert leftovers(leak_baseline, doomed_ids, namespaces) == []
+        assert leftovers(leak_baseline, doomed_ids) == []
         assert all(sweeper.exec(c, ["true"]).exit_code == 0 for c in alive_ids)
     finally:
         alive.stdin.close()  # its engine.close() removes its containers
