@@ -325,6 +325,11 @@ class NativeEngine:
             config = self.images_store.resolve(image_id).config.get("config") or {}
         return self.images_store.commit(image_id, cdir.upper, config, created_by)
 
+    def derive_image(self, base: str | None, *, config: dict, created_by: str,
+                     author: str | None = None) -> str:
+        """A new image: base's layers (none for scratch) with a new runtime config."""
+        return self.images_store.commit(base, None, config, created_by, author=author)
+
     def _images_in_use(self) -> set[str]:
         return {cdir.config["image_id"] for cdir in self.store.all()}
 
