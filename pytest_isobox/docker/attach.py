@@ -37,19 +37,30 @@ def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def on_resize(callback: Callable[[], None], *, enabled: bool) -> Iterator[None]:
-    """Call `callback` whenever our terminal changes size (SIGWINCH), for the block.
+def resize_events(enabled: bool) -> Iterator[int | None]:
+    """A file descriptor that becomes readable when our terminal changes size (SIGWINCH).
 
-    Only the main thread may take signals; elsewhere the size is set once and kept.
+    The signal handler only writes a byte, so the resize itself happens in `pump`'s loop and
+    never inside a request that the signal interrupted. Only the main thread may take
+    signals; elsewhere (or when not enabled) there are no events.
     """
     if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
+        yield None
         return
-    previous = signal.signal(signal.SIGWINCH, lambda signum, frame: callback())
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def note(signum: int, frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(write_fd, b"w")
+
+    previous = signal.signal(signal.SIGWINCH, note)
     try:
-        yield
+        yield read_fd
     finally:
         signal.signal(signal.SIGWINCH, previous)
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 def terminal_size(fd: int) -> tuple[int, int] | None:
@@ -62,16 +73,25 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
 
 
 def pump(stream: HijackedStream, *, tty: bool, stdin: bool, stdin_fd: int = 0,
-         stdout_fd: int = 1, stderr_fd: int = 2) -> None:
-    """Copy stdin to the container and its output to ours until the container side closes."""
+         stdout_fd: int = 1, stderr_fd: int = 2, resize_fd: int | None = None,
+         on_resize: Callable[[], None] | None = None) -> None:
+    """Copy stdin to the container and its output to ours until the container side closes.
+
+    When `resize_fd` becomes readable, `on_resize` is called from this loop.
+    """
     parser = None if tty else FrameParser()
     selector = selectors.DefaultSelector()
     selector.register(stream.sock, selectors.EVENT_READ, "remote")
     if stdin:
         selector.register(stdin_fd, selectors.EVENT_READ, "local")
+    if resize_fd is not None and on_resize is not None:
+        selector.register(resize_fd, selectors.EVENT_READ, "resize")
     try:
         while True:
             ready = [key.data for key, _ in selector.select()]
+            if "resize" in ready:
+                os.read(resize_fd, 512)  # type: ignore[arg-type]
+                on_resize()  # type: ignore[misc]
             if "local" in ready:
                 data = os.read(stdin_fd, _CHUNK)
                 if data:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from pytest_isobox.docker.errors import raise_for_response
@@ -58,7 +58,8 @@ def resolve_base_url(base_url: str | None) -> str:
     scheme = urlsplit(url).scheme
     if scheme not in ("unix", "tcp", "http"):
         raise EngineUnavailable(
-            f"no Docker daemon at {url}: only unix://PATH and tcp://HOST:PORT (no TLS) are supported"
+            f"no Docker daemon at {url}: only unix://PATH and tcp://HOST:PORT (no TLS) "
+            "are supported"
         )
     return url
 
@@ -109,7 +110,7 @@ class DockerClient:
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
-        info: dict = self.get_json("/version", versioned=False)  # type: ignore[assignment]
+        info = json.loads(self.request("GET", "/version", versioned=False))
         self.server_version: str = info.get("Version", "")
         self.api_version = negotiate_api_version(self.base_url, info.get("ApiVersion", ""))
 
@@ -207,13 +208,15 @@ class DockerClient:
             return data
         raise AssertionError("unreachable")
 
-    def get_json(self, path: str, query: Query = None, **options: object) -> object:
-        data = self.request("GET", path, query, **options)  # type: ignore[arg-type]
+    def get_json(self, path: str, query: Query = None, *, kind: str = "") -> Any:
+        """The decoded JSON body of a GET (None when empty)."""
+        data = self.request("GET", path, query, kind=kind)
         return json.loads(data) if data else None
 
-    def post_json(self, path: str, query: Query = None, body: Body = None,
-                  **options: object) -> object:
-        data = self.request("POST", path, query, body, **options)  # type: ignore[arg-type]
+    def post_json(self, path: str, query: Query = None, body: Body = None, *,
+                  kind: str = "") -> Any:
+        """The decoded JSON body of a POST (None when empty)."""
+        data = self.request("POST", path, query, body, kind=kind)
         return json.loads(data) if data else None
 
     def open_stream(

@@ -81,7 +81,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
             mine = self.client.get_json("/containers/json", {
                 "all": True, "filters": json.dumps({"label": [f"{SESSION_LABEL}={self.session}"]}),
             }) or []
-            for doc in mine:  # type: ignore[union-attr]
+            for doc in mine:
                 if (doc.get("Labels") or {}).get(PERSISTENT_LABEL) != "1":
                     self._forget("container", f"/containers/{doc['Id']}",
                                  {"force": True, "v": True})
@@ -105,13 +105,13 @@ class DockerEngine(ImageMethods, NetworkMethods):
         """
         swept: list[str] = []
         query = {"all": True, "filters": _OWNER_FILTER}
-        for doc in self.client.get_json("/containers/json", query):  # type: ignore[union-attr]
+        for doc in self.client.get_json("/containers/json", query):
             if is_orphan(doc.get("Labels")):
                 name = (doc.get("Names") or ["/" + doc["Id"][:12]])[0].lstrip("/")
                 if self._forget("container", f"/containers/{doc['Id']}",
                                 {"force": True, "v": True}):
                     swept.append(f"container {name}")
-        for doc in self.client.get_json("/networks", {"filters": _OWNER_FILTER}) or []:  # type: ignore[union-attr]
+        for doc in self.client.get_json("/networks", {"filters": _OWNER_FILTER}) or []:
             if is_orphan(doc.get("Labels")) and self._forget("network", f"/networks/{doc['Id']}"):
                 swept.append(f"network {doc['Name']}")
         for item in swept:
@@ -135,7 +135,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
                                                  persistent=spec.persistent))
         doc = self.client.post_json("/containers/create", {"name": spec.name}, body,
                                     kind="container")
-        container_id = doc["Id"]  # type: ignore[index]
+        container_id = doc["Id"]
         try:
             for extra in attachments(spec)[1:]:
                 self.client.request("POST", f"/networks/{extra.network}/connect", body={
@@ -257,11 +257,11 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def inspect(self, container: str) -> dict:
         return self.client.get_json(f"/containers/{container}/json",
-                                    kind="container")  # type: ignore[return-value]
+                                    kind="container")
 
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         states = []
-        for summary in self.client.get_json("/containers/json", {"all": all}) or []:  # type: ignore[union-attr]
+        for summary in self.client.get_json("/containers/json", {"all": all}) or []:
             try:
                 states.append(self.state(summary["Id"]))
             except ContainerNotFound:  # removed meanwhile
@@ -308,10 +308,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
         if workdir is not None:
             body["WorkingDir"] = workdir
         doc = self.client.post_json(f"/containers/{container}/exec", body=body, kind="container")
-        return doc["Id"]  # type: ignore[index]
+        return doc["Id"]
 
     def _exec_exit_code(self, exec_id: str) -> int:
-        doc: dict = self.client.get_json(f"/exec/{exec_id}/json", kind="exec")  # type: ignore[assignment]
+        doc: dict = self.client.get_json(f"/exec/{exec_id}/json", kind="exec")
         if doc.get("ExitCode") is None:
             raise ContainerError(f"exec {cmd_text(doc)} gave no exit code")
         return int(doc["ExitCode"])
@@ -339,7 +339,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
             raise
 
     def stats(self, container: str) -> ContainerStats:
-        doc: dict = self.client.get_json(f"/containers/{container}/stats",  # type: ignore[assignment]
+        doc: dict = self.client.get_json(f"/containers/{container}/stats",
                                          {"stream": False, "one-shot": True}, kind="container")
         memory = doc.get("memory_stats") or {}
         usage = int(memory.get("usage") or 0)
@@ -407,10 +407,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
                 except IsoboxError:  # the process already ended: nothing to resize
                     pass
 
-        with attach.raw_terminal(0, tty and stdin), attach.on_resize(resize, enabled=tty):
+        with attach.raw_terminal(0, tty and stdin), attach.resize_events(tty) as resized:
             if tty:
                 resize()
-            attach.pump(stream, tty=tty, stdin=stdin)
+            attach.pump(stream, tty=tty, stdin=stdin, resize_fd=resized, on_resize=resize)
 
 # --------------------------------------------------------------------------- helpers
 

@@ -1,9 +1,10 @@
 """Docker's HTTP errors as our error types, so callers catch the same errors for every engine.
 
 404 becomes the *NotFound of what is missing (judged from Docker's message, else from what
-the request was about), 409 a `ConflictError` (name taken, resource in use; also 403 for a
-network with containers attached) except "is not running", which is a `ContainerError` as with the native engine; everything else keeps
-Docker's message in a `ContainerError` (container requests) or `IsoboxError`.
+the request was about); 409 a `ConflictError` (name taken, resource in use; also 403 for a
+network with containers attached) except "is not running", a `ContainerError` as with the
+native engine; everything else keeps Docker's message in a `ContainerError` (container
+requests), a `BuildError` (builds), an `InvalidSpec` (other 400s) or an `IsoboxError`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pytest_isobox.engine import (
 )
 
 _NOT_FOUND_BY_MESSAGE: list[tuple[re.Pattern[str], type[IsoboxError]]] = [
-    (re.compile(r"no such image|image .* not found|reference does not exist", re.IGNORECASE), ImageNotFound),
+    (re.compile(r"no such image|image .* not found|reference does not exist", re.IGNORECASE),
+     ImageNotFound),
     (re.compile(r"no such container", re.IGNORECASE), ContainerNotFound),
     (re.compile(r"network .* not found|no such network", re.IGNORECASE), NetworkNotFound),
     (re.compile(r"no such volume|volume .* not found", re.IGNORECASE), VolumeNotFound),

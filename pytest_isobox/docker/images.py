@@ -82,11 +82,11 @@ class ImageMethods:
 
     def image_inspect(self, ref: str) -> ImageInfo:
         doc = self.client.get_json(f"/images/{ref}/json", kind="image")
-        return _image_info(doc)  # type: ignore[arg-type]
+        return _image_info(doc)
 
     def images(self) -> list[ImageInfo]:
         infos = []
-        for summary in self.client.get_json("/images/json") or []:  # type: ignore[union-attr]
+        for summary in self.client.get_json("/images/json") or []:
             try:
                 infos.append(self.image_inspect(summary["Id"]))
             except ImageNotFound:  # removed meanwhile
@@ -140,7 +140,7 @@ class ImageMethods:
         doc = self.client.post_json("/commit", {"container": container,
                                                 "comment": created_by or None},
                                     config or {}, kind="container")
-        return doc["Id"]  # type: ignore[index]
+        return doc["Id"]
 
     def derive_image(
         self, base: str | None, *, config: dict, created_by: str, author: str | None = None,
@@ -156,9 +156,9 @@ class ImageMethods:
             return self._load_layerless(config, created_by, author)
         body = {**config, "Image": base, "Labels": {**(config.get("Labels") or {})}}
         doc = self.client.post_json("/containers/create", body=body, kind="container")
-        container_id = doc["Id"]  # type: ignore[index]
+        container_id = doc["Id"]
         try:
-            base_author = self.client.get_json(f"/images/{base}/json", kind="image").get("Author")  # type: ignore[union-attr]
+            base_author = self.client.get_json(f"/images/{base}/json", kind="image").get("Author")
             commit = self.client.post_json("/commit", {
                 "container": container_id, "comment": created_by,
                 "author": base_author if author is None else author,
@@ -166,7 +166,7 @@ class ImageMethods:
         finally:
             self.client.request("DELETE", f"/containers/{container_id}", {"force": True},
                                 kind="container")
-        return commit["Id"]  # type: ignore[index]
+        return commit["Id"]
 
     def _load_layerless(self, config: dict, created_by: str, author: str | None) -> str:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -195,10 +195,10 @@ class ImageMethods:
         the whole daemon, ours or not, since Docker labels no image's maker); returns bytes."""
         doc = self.client.post_json("/images/prune",
                                     {"filters": json.dumps({"dangling": ["true"]})})
-        return int((doc or {}).get("SpaceReclaimed") or 0)  # type: ignore[union-attr]
+        return int((doc or {}).get("SpaceReclaimed") or 0)
 
     def disk_usage(self) -> dict[str, dict[str, int]]:
-        doc: dict = self.client.get_json("/system/df")  # type: ignore[assignment]
+        doc: dict = self.client.get_json("/system/df")
         images = doc.get("Images") or []
         containers = doc.get("Containers") or []
         volumes = doc.get("Volumes") or []

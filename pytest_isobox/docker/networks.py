@@ -28,7 +28,7 @@ class NetworkMethods:
         self.client.request("DELETE", f"/networks/{name}", kind="network")
 
     def network_inspect(self, name: str) -> NetworkInfo:
-        doc: dict = self.client.get_json(f"/networks/{name}", kind="network")  # type: ignore[assignment]
+        doc: dict = self.client.get_json(f"/networks/{name}", kind="network")
         config = ((doc.get("IPAM") or {}).get("Config") or [{}])[0]
         return NetworkInfo(
             name=doc["Name"], id=doc["Id"], driver=doc.get("Driver", ""),
@@ -40,7 +40,7 @@ class NetworkMethods:
 
     def networks(self) -> list[NetworkInfo]:
         infos = []
-        for summary in self.client.get_json("/networks") or []:  # type: ignore[union-attr]
+        for summary in self.client.get_json("/networks") or []:
             try:
                 infos.append(self.network_inspect(summary["Id"]))
             except IsoboxError:  # removed meanwhile
@@ -54,11 +54,11 @@ class NetworkMethods:
         doc = self.client.post_json("/volumes/create", body={
             "Name": name, "Driver": "local", "Labels": {**(labels or {}), **self.labels},
         }, kind="volume")
-        return doc["Name"]  # type: ignore[index]
+        return doc["Name"]
 
     def volume_remove(self, name: str, *, force: bool = False) -> None:
         self.client.request("DELETE", f"/volumes/{name}", {"force": force}, kind="volume")
 
     def volumes(self) -> list[str]:
         doc = self.client.get_json("/volumes") or {}
-        return sorted(v["Name"] for v in doc.get("Volumes") or [])  # type: ignore[union-attr]
+        return sorted(v["Name"] for v in doc.get("Volumes") or [])

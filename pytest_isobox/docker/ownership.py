@@ -2,9 +2,9 @@
 
 Every container, network and volume we create carries `io.isobox.owner=<host>:<pid>:<start>`
 (the owner's start time tells a dead owner from a reused pid) and `io.isobox.session=<uuid>`.
-The sweep removes only containers and networks that carry our owner label, name this host, name a process
-that is gone, and are not labelled `io.isobox.persistent=1`: a live concurrent run and
-anything we did not make are never touched.
+The sweep removes only containers and networks that carry our owner label, name this host,
+name a process that is gone, and are not labelled `io.isobox.persistent=1`: a live
+concurrent run and anything we did not make are never touched.
 """
 
 from __future__ import annotations

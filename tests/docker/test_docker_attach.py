@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 import uuid
@@ -37,14 +41,21 @@ _EXEC_ATTACHED = textwrap.dedent("""
     sys.exit(DockerEngine().exec_attached(container, ["sh", "-c", script], tty=False, stdin=True))
 """)
 
+# the daemon applies a resize to the container's terminal asynchronously: poll for it
+_AFTER_A_LINE_AWAIT_SIZE = (
+    'tty; read line; echo got:$line; i=0; '
+    'while [ "$(stty size 2>/dev/null)" != "33 77" ] && [ $i -lt 500 ]; do '
+    'i=$((i+1)); sleep 0.01; done; stty size; exit 4'
+)
+
 _TTY_RESTORED = textwrap.dedent("""
     import sys, termios
     from pytest_isobox.docker.engine import DockerEngine
     from pytest_isobox.engine import ContainerSpec
-    image, name, report = sys.argv[1:]
+    image, name, report, script = sys.argv[1:]
     before = termios.tcgetattr(0)
     spec = ContainerSpec(image=image, name=name, tty=True, stdin_open=True, auto_remove=True,
-                         command=["sh", "-c", "tty; read line; echo got:$line; exit 4"])
+                         command=["sh", "-c", script])
     code = DockerEngine().run_attached(spec)
     with open(report, "w") as out:
         out.write(f"{code} {termios.tcgetattr(0) == before}")
@@ -80,25 +91,30 @@ def test_run_attached_with_a_terminal_restores_it(made: Made, tmp_path) -> None:
     report = tmp_path / "report"
     master, slave = pty.openpty()
     try:
-        child = subprocess.Popen([sys.executable, "-c", _TTY_RESTORED, made.image, name,
-                                  str(report)], stdin=slave, stdout=slave, stderr=slave,
-                                 cwd=REPO, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _TTY_RESTORED, made.image, name, str(report),
+             _AFTER_A_LINE_AWAIT_SIZE],
+            stdin=slave, stdout=slave, stderr=slave, cwd=REPO, start_new_session=True)
         os.close(slave)
         seen = _read_until(master, b"/dev/pts/")  # the container has its own terminal
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
+        os.kill(child.pid, signal.SIGWINCH)  # it has no controlling terminal to get it from
         os.write(master, b"typed\r")
-        seen += _read_until(master, b"got:typed")
+        seen = _read_until(master, b"got:typed", seen)
+        seen = _read_until(master, b"33 77", seen)  # the new size reached the container's tty
         assert child.wait(timeout=60) == 0, seen
     finally:
         os.close(master)
     assert report.read_text() == "4 True"
 
 
-def _read_until(fd: int, marker: bytes, deadline: float = 30.0) -> bytes:
-    data = b""
+def _read_until(fd: int, marker: bytes, data: bytes = b"", deadline: float = 30.0) -> bytes:
+    """`data` plus what the terminal at `fd` prints until `marker` has appeared in all of it."""
     end = time.monotonic() + deadline
     while marker not in data:
         left = end - time.monotonic()
-        assert left > 0 and select.select([fd], [], [], left)[0], f"never saw {marker!r} in {data!r}"
+        ready = left > 0 and select.select([fd], [], [], left)[0]
+        assert ready, f"never saw {marker!r} in {data!r}"
         try:
             chunk = os.read(fd, 4096)
         except OSError:  # the other side closed
