@@ -57,6 +57,7 @@ from pytest_isobox.native.cgroups import (
     Limits,
     cgroup_path_for_ns,
     check_available,
+    current_layout,
     list_cgroups,
     open_cgroup,
 )
@@ -87,6 +88,7 @@ _LOCALHOST = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n
 _FALLBACK_DNS = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"  # Docker's, when the host has none
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
 STOP_GRACE = 10.0  # seconds to wait after SIGKILL for the monitor to record the exit
+ORPHAN_CGROUP_AGE = 60.0  # seconds before a sweep may take an empty cgroup of no container
 
 
 def default_home() -> Path:
@@ -491,7 +493,7 @@ class NativeEngine:
         def join_cgroup(pid: int) -> None:
             try:
                 cgroup.add(pid)
-            except EngineUnavailable:  # another home's sweep took it while still empty
+            except (EngineUnavailable, ContainerError, OSError):  # removed while still empty
                 cgroup.create(limits)
                 cgroup.add(pid)
 
@@ -1095,12 +1097,18 @@ class NativeEngine:
         return f"container {cdir.id[:12]} ({config['name']}) of dead process {owner.pid}"
 
     def _sweep_cgroups(self, live: set[str]) -> list[str]:
-        """Cgroups named isobox/<id> with no container in this home: only empty ones go (a
-        container of another home has processes; a dead one's died with its monitor)."""
+        """Cgroups named isobox/<id> with no container in this home go only when empty and
+        older than ORPHAN_CGROUP_AGE: a container of another home has processes, or is
+        being started (its cgroup is seconds old); a dead one's processes died with it."""
         cleaned = []
+        layout = current_layout()
+        roots = [h.mountpoint for h in layout.v1.values()]
+        roots += [layout.unified.mountpoint] if layout.unified is not None else []
         for name in list_cgroups("isobox"):
             cid = name.partition("/")[2]
             if cid in live or (self.store.root / cid).exists():
+                continue
+            if time.time() - _newest_mtime([root / name for root in roots]) < ORPHAN_CGROUP_AGE:
                 continue
             cgroup = open_cgroup(name)
             with contextlib.suppress(Exception):
@@ -1108,6 +1116,14 @@ class NativeEngine:
                     cgroup.destroy()
                     cleaned.append(f"empty cgroup {name}")
         return cleaned
+
+
+def _newest_mtime(paths: list[Path]) -> float:
+    times = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    return max(times, default=time.time())
 
 
 def _send(pidfd: int, number: int) -> None:
