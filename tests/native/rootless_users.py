@@ -120,14 +120,15 @@ def run_as(user: ThrowawayUser, func: Callable[..., Any], *args: Any) -> Any:
             except BaseException as exc:  # noqa: BLE001 - reported to the test
                 failure = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
                 payload = pickle.dumps((False, failure))
-            with open(result_w, "wb") as out:
-                out.write(payload)
+            with open(result_w, "wb") as out:  # sized: descendants may hold the pipe open
+                out.write(len(payload).to_bytes(8, "big") + payload)
             code = 0
         finally:
             os._exit(code)
     os.close(result_w)
     with open(result_r, "rb") as source:
-        data = source.read()
+        size = int.from_bytes(source.read(8) or b"\0", "big")
+        data = source.read(size) if size else b""
     os.waitpid(pid, 0)
     if not data:
         raise AssertionError(f"the child running {func.__name__} as {user.name} died")

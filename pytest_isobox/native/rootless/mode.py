@@ -56,6 +56,10 @@ class RootlessMode:
     def enter(self) -> None:
         self.userns.enter()
 
+    def fds(self) -> set[int]:
+        """The descriptors a forked helper must keep to use the namespaces."""
+        return {self.userns.user_fd, self.userns.net_fd}
+
     def run(self, func: Callable[..., T], *args: Any) -> T:
         """`func(*args)` as root in the namespace (directly when already inside)."""
         return func(*args) if self.inside() else self.userns.run(func, *args)

@@ -8,8 +8,8 @@ container's netns, and published ports are relayed (`ports`) instead of DNAT'd. 
 iptables rules: the helper namespace routes nothing between its bridges (no forwarding), so
 containers on one network reach each other by name and those on different networks do not.
 
-Must run in a process that entered the user namespace (the container's monitor; for tests a
-`UserNamespace.run` child). The helper namespace lives as long as its `UserNamespace`, so
+Must run in a process that entered the user namespace and may start threads and fork (the
+container's network agent, see `agent`; for tests a `UserNamespace.run` child). The helper namespace lives as long as its `UserNamespace`, so
 containers meet on a network when one engine process started them; records (addresses, the
 hosts files) are in the home as for rootful networks.
 """
@@ -33,7 +33,7 @@ from pytest_isobox.native.network import ipam, rtnl
 from pytest_isobox.native.network.links import Links, bridge_name
 from pytest_isobox.native.network.manager import _NAME, SPECIAL_MODES, NetworkManager, _info
 from pytest_isobox.native.network.store import HostRegistry, Record
-from pytest_isobox.native.rootless.ports import start_relay, stop_relay
+from pytest_isobox.native.rootless.ports import PortRelay, start_relay
 from pytest_isobox.native.rootless.userns import UserNamespace
 
 T = TypeVar("T")
@@ -108,10 +108,8 @@ class RootlessNetworkManager(NetworkManager):
     """Networks for rootless containers (see the module docstring)."""
 
     def __init__(self, home: Path, userns: UserNamespace) -> None:
-        super().__init__(home)
+        super().__init__(home, publish="relay")
         self._links = HelperLinks(userns)
-        self._relays: dict[str, int] = {}
-        self._netns_pids: dict[str, int] = {}
 
     @property
     def registry(self) -> HostRegistry:
@@ -119,6 +117,10 @@ class RootlessNetworkManager(NetworkManager):
         if self._registry is None:
             self._registry = HostRegistry(self.home / "networks" / "registry")
         return self._registry
+
+    def close(self) -> None:
+        """Close the netlink sockets. Bridges go with the helper namespace."""
+        self._links.close()
 
     def create(self, name: str, *, subnet: str | None = None,
                labels: dict[str, str] | None = None) -> NetworkInfo:
@@ -144,14 +146,16 @@ class RootlessNetworkManager(NetworkManager):
             self.store.save_network(record)
         return _info(record)
 
-    def _ensure_bridge(self, bridge: str, gateway: str, prefixlen: int) -> None:
-        if self._links.exists(bridge):
-            return
-        try:
-            self._links.create_bridge(bridge, IPv4Address(gateway), prefixlen)
-        except NetlinkError as exc:  # a concurrent attach made it first
-            if exc.code != errno.EEXIST:
-                raise
+    def _ensure_bridges(self, endpoint: Record) -> None:
+        for net in endpoint["networks"]:
+            if self._links.exists(net["bridge"]):
+                continue
+            try:
+                self._links.create_bridge(net["bridge"], IPv4Address(net["gateway"]),
+                                          net["prefixlen"])
+            except NetlinkError as exc:  # a concurrent attach made it first
+                if exc.code != errno.EEXIST:
+                    raise
 
     def _teardown_network(self, bridge: str, network_id: str) -> None:
         self._links.delete(bridge)
@@ -161,9 +165,7 @@ class RootlessNetworkManager(NetworkManager):
         return []
 
     def _wire(self, endpoint: Record, pid: int) -> None:
-        self._netns_pids[endpoint["id"]] = pid
         for net in endpoint["networks"]:
-            self._ensure_bridge(net["bridge"], net["gateway"], net["prefixlen"])
             in_netns(self._links.net_fd, rtnl.add_veth, net["veth"], net["bridge"], pid,
                      net["ifname"], net["mac"])
         interfaces = [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"])
@@ -171,35 +173,30 @@ class RootlessNetworkManager(NetworkManager):
         gateway = IPv4Address(endpoint["networks"][0]["gateway"])
         in_netns(self._links.net_fd, rtnl.configure_netns, pid, interfaces, gateway)
 
-    def _publish(self, endpoint: Record, ports: list[PortSpec],
-                 published: dict[str, list[tuple[str, int]]]) -> None:
-        """Relay the reserved host ports into the container's netns."""
+    def _relay(self, container_id: str, pid: int, ports: list[PortSpec]) -> None:
+        """Relay the reserved host ports into the container's netns from a relay process."""
         if not ports:
             return
-        cid = endpoint["id"]
         with self._mutex:
-            sockets = list(self._reservations[cid].sockets)
-        self._relays[cid] = start_relay(self._netns_pids[cid], list(zip(sockets, ports)))
+            sockets = list(self._reservations[container_id].sockets)
+        relay = PortRelay(start_relay(pid, list(zip(sockets, ports))))
+        with self._mutex:
+            self._relays[container_id] = relay
 
     def detach(self, container_id: str) -> None:
-        """Stop the relay, free the ports, delete the veths, forget the addresses."""
-        relay = self._relays.pop(container_id, None)
-        if relay is not None:
-            stop_relay(relay)
-        self._netns_pids.pop(container_id, None)
-        with self.store.lock:
-            endpoint = self.store.endpoint(container_id)
+        """Stop the relay (if this process holds it), free the ports, forget the addresses.
+
+        The veths need no deleting: a veth pair goes when the container's network namespace
+        does, which is when its last process and the relay in it (gone with the network
+        agent, see `agent`) have ended. So detach needs no thread and works in a monitor."""
         self._release_ports(container_id)
-        if endpoint is None:
-            return
-        for net in endpoint["networks"]:
-            self._links.delete(net["veth"])
         with self.store.lock:
-            self._forget({container_id})
+            if self.store.endpoint(container_id) is not None:
+                self._forget({container_id})
 
     def sweep(self, live_container_ids: set[str]) -> list[str]:
         """Forget the addresses and hosts entries of dead containers. Their veths and relays
-        went with their network namespaces and monitors."""
+        went with their network namespaces and agents."""
         cleaned: list[str] = []
         with self.store.lock:
             dead = {e["id"] for e in self.store.endpoints() if e["id"] not in live_container_ids}

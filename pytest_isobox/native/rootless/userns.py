@@ -68,7 +68,8 @@ def _stop_forwarding() -> None:
         f.write("0")
 
 
-def _close_fds_but(keep: set[int]) -> None:
+def close_fds_but(keep: set[int]) -> None:
+    """Close every fd of this (forked) process but `keep`."""
     low = 3
     for fd in sorted(f for f in keep if f >= 3):
         os.closerange(low, fd)
@@ -87,7 +88,7 @@ class UserNamespace:
         if pid == 0:  # the keeper: never returns
             code = 1
             try:
-                _close_fds_but({to_keeper_r, from_keeper_w})
+                close_fds_but({to_keeper_r, from_keeper_w})
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 linux.unshare(linux.CLONE_NEWUSER)
@@ -158,14 +159,15 @@ class UserNamespace:
                     payload = pickle.dumps((True, func(*args)))
                 except BaseException as exc:  # noqa: BLE001 - sent back to the caller
                     payload = pickle.dumps((False, _picklable(exc)))
-                with open(result_w, "wb", closefd=False) as out:
-                    out.write(payload)
+                with open(result_w, "wb", closefd=False) as out:  # sized: `func` may have
+                    out.write(len(payload).to_bytes(8, "big") + payload)  # forked holders
                 code = 0
             finally:
                 os._exit(code)
         os.close(result_w)
         with open(result_r, "rb") as source:
-            data = source.read()
+            size = int.from_bytes(source.read(8) or b"\0", "big")
+            data = source.read(size) if size else b""
         os.waitpid(pid, 0)
         if not data:
             raise IsoboxError(f"{getattr(func, '__name__', func)} died in the user namespace")

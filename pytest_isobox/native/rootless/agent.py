@@ -1,0 +1,97 @@
+"""The network agent of a rootless container: where its network is wired and its ports kept.
+
+A container's monitor calls unshare(CLONE_NEWPID) before forking the container, and after
+that call the kernel lets it neither start threads nor fork anything but the container's
+PID 1 (a second child would live in the container's pid namespace). Wiring a rootless
+network needs threads (to enter the helper and container network namespaces and come back)
+and a relay process for published ports. So the monitor forks this agent first, still in
+its own pid namespace; the agent attaches the container when told its pid, answers with its
+addresses and ports, and then stays (holding the relay, its child) until the monitor closes
+the pipe or dies. Its end ends the relay, which lets the container's network namespace and
+veths go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+from collections.abc import Callable
+
+from pytest_isobox.engine import ContainerError
+from pytest_isobox.native import linux
+from pytest_isobox.native.rootless.userns import close_fds_but
+
+Attach = Callable[[int], tuple[dict, dict]]  # container pid -> (ips, ports)
+
+
+class NetworkAgent:
+    """Fork with `start` (before the pid namespace); `attach` from the monitor; `stop`."""
+
+    def __init__(self, attach: Attach) -> None:
+        self._attach = attach
+        self.pid = 0
+        self._to_agent = self._from_agent = -1
+
+    def start(self, keep: set[int]) -> None:
+        """Fork the agent; it keeps only its pipes and the fds in `keep` (the namespaces'):
+        any other fd of the monitor it held (its container's error pipe) would never close."""
+        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        from_r, from_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                close_fds_but({to_r, from_w, *keep})
+                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                self._serve(to_r, from_w)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_r)
+        os.close(from_w)
+        self.pid, self._to_agent, self._from_agent = pid, to_w, from_r
+
+    @staticmethod
+    def _read_all(fd: int) -> bytes:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data
+
+    def _serve(self, requests: int, replies: int) -> None:
+        raw = os.read(requests, 64)
+        if not raw:
+            return
+        try:
+            reply = pickle.dumps((True, self._attach(int(raw))))
+        except BaseException as exc:  # noqa: BLE001 - the monitor reports it as a failed start
+            reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+        os.write(replies, reply)
+        os.close(replies)
+        os.read(requests, 1)  # until the monitor closes the pipe (or dies)
+
+    def attach(self, container_pid: int) -> tuple[dict, dict]:
+        """Have the agent attach the container; its (ips, ports)."""
+        os.write(self._to_agent, str(container_pid).encode())
+        data = self._read_all(self._from_agent)
+        if not data:
+            raise ContainerError("the network agent died while attaching the container")
+        ok, value = pickle.loads(data)
+        if not ok:
+            raise ContainerError(f"cannot attach the network: {value}")
+        return value
+
+    def stop(self) -> None:
+        """End the agent (by its pid) and its relay; idempotent."""
+        for fd in (self._to_agent, self._from_agent):
+            if fd >= 0:
+                os.close(fd)
+        self._to_agent = self._from_agent = -1
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
