@@ -6,16 +6,17 @@ of a container start (veth, addresses, routes) are in `rtnl`, batched for speed.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import threading
 from ipaddress import IPv4Address, IPv4Network
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from pytest_isobox.native.network.ipam import Claim
+from pytest_isobox.native.network.rtnl import delete_link
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 BRIDGE_PREFIX = "isobox-"
 VETH_PREFIX = "ibv"
@@ -54,6 +55,8 @@ class Links:
         """The socket, reopened after a fork: a netlink socket shared by two processes could
         hand one's answers to the other."""
         if self._ipr is None or self._owner != os.getpid():
+            from pyroute2 import IPRoute  # a second to import: only when a bridge is made
+
             self._ipr = IPRoute()
             self._owner = os.getpid()
         return self._ipr
@@ -100,19 +103,10 @@ class Links:
             self.ipr.addr("add", index=idx, address=str(gateway), prefixlen=prefixlen)
             self.ipr.link("set", index=idx, state="up")
 
-    def delete(self, name: str) -> bool:
+    @staticmethod
+    def delete(name: str) -> bool:
         """Delete a link by name; False when it was already gone."""
-        with self._mutex:
-            idx = self.index(name)
-            if idx is None:
-                return False
-            try:
-                self.ipr.link("del", index=idx)
-            except NetlinkError as exc:
-                if exc.code != errno.ENODEV:
-                    raise
-                return False
-            return True
+        return delete_link(name)
 
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""

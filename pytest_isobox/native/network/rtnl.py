@@ -4,13 +4,15 @@ A container start needs a veth pair (host end on the bridge, peer in the contain
 the container: loopback and eth0 up, an address, a default route. Through pyroute2 0.9 (an
 asyncio request path and generic encoders) that costs 10 ms or more on this machine; here it
 is two sends, one per namespace, each answered by one acknowledgement per request, in about
-a millisecond. Off the start path (bridges, deletion, route dumps) pyroute2 does the work.
+a millisecond. Link deletion is here too; bridges and route dumps, off the start path, are
+pyroute2's work (links.py), which is imported only when a bridge is made.
 
 Each failing request raises OSError with its errno and the step that failed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -23,7 +25,7 @@ from pytest_isobox.native import linux
 
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 1, 3, 10, 18, 19
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -104,6 +106,20 @@ def add_veth(host_name: str, bridge: str, pid: int, peer_name: str, mac: str) ->
               f"create veth {host_name} on {bridge} with peer {peer_name} in pid {pid}")
     with _socket() as sock:
         batch.send(sock)
+
+
+def delete_link(name: str) -> bool:
+    """Delete a link (a veth takes its peer along); False when it was already gone."""
+    batch = Batch()
+    batch.add(RTM_DELLINK, 0, _ifinfomsg() + _nla(IFLA_IFNAME, _name(name)), f"delete link {name}")
+    try:
+        with _socket() as sock:
+            batch.send(sock)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return False
+        raise
+    return True
 
 
 @contextmanager
