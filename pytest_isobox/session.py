@@ -8,6 +8,7 @@ started, waited on, recorded and removed here; fixtures.py and imperative.py onl
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import time
 import uuid
@@ -38,18 +39,27 @@ SESSION_KEY = pytest.StashKey["IsoboxSession"]()
 def engine_choice(settings: Settings) -> tuple[str, dict]:
     """The engine kind and its options; the one place that picks rootful or rootless.
 
-    The native engine runs rootful as root; for other users (or --isobox-rootless) it would
-    run rootless, which is issue 6 and not there yet: that is reported as unavailable.
+    The native engine runs rootful as root, and rootless for other users or when
+    --isobox-rootless forces it, with --isobox-limits saying what to do about limits the
+    user cannot apply. An engine without a rootless mode yet is reported as unavailable.
     """
     if settings.engine == "docker":
         return "docker", {"base_url": settings.docker_url}
+    options: dict = {"home": settings.home} if settings.home else {}
     rootless = settings.rootless if settings.rootless is not None else os.geteuid() != 0
     if rootless:
-        why = "forced by --isobox-rootless" if settings.rootless else "not running as root"
-        raise EngineUnavailable(
-            f"the native engine's rootless mode is not supported yet ({why}); run as root "
-            "or use --isobox-engine=docker")
-    return "native", ({"home": settings.home} if settings.home else {})
+        from pytest_isobox.native.engine import NativeEngine
+
+        accepted = inspect.signature(NativeEngine).parameters
+        if "rootless" not in accepted:
+            why = "forced by --isobox-rootless" if settings.rootless else "not running as root"
+            raise EngineUnavailable(
+                f"the native engine's rootless mode is not supported yet ({why}); run as "
+                "root or use --isobox-engine=docker")
+        options["rootless"] = True
+        if "limits" in accepted:
+            options["limits"] = settings.limits
+    return "native", options
 
 
 class IsoboxSession:

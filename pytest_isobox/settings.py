@@ -55,6 +55,10 @@ OPTIONS = (
     Option("isobox_rootless", "--isobox-rootless", "ISOBOX_ROOTLESS",
            "force the native engine's rootless mode (default: chosen from the user)",
            "bool", default=None),
+    Option("isobox_limits", "--isobox-limits", "ISOBOX_LIMITS",
+           "rootless without a delegated cgroup: strict (default; limits are an error) or "
+           "best-effort (run without them; the summary says so)", "choice",
+           ("strict", "best-effort"), "strict"),
     Option("isobox_timeout", "--isobox-timeout", "ISOBOX_TIMEOUT",
            "default seconds a container may take to become ready (default 60)",
            "float", default=60.0),
@@ -86,6 +90,7 @@ class Settings:
     home: Path | None = None
     docker_url: str | None = None
     rootless: bool | None = None
+    limits: str = "strict"
     timeout: float = 60.0
 
     @classmethod
@@ -95,7 +100,8 @@ class Settings:
             engine=values["isobox_engine"], keep=values["isobox_keep"],
             no_cache=values["isobox_no_cache"], reuse=values["isobox_reuse"],
             home=values["isobox_home"], docker_url=values["isobox_docker_url"],
-            rootless=values["isobox_rootless"], timeout=values["isobox_timeout"],
+            rootless=values["isobox_rootless"], limits=values["isobox_limits"],
+            timeout=values["isobox_timeout"],
         )
 
     @property
