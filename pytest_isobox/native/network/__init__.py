@@ -6,6 +6,7 @@
   links      bridges and host routes over netlink (pyroute2)
   rtnl       the batched netlink requests of a container start (veth, addresses, routes)
   firewall   tagged iptables rules: forwarding beside dockerd, NAT, DNAT of published ports
+  conntrack  forgetting a removed container's tracked flows
   ports      host ports held while published
   relay      PortRelay: publishing in user space, into the container's namespace
   hosts      the /etc/hosts files that resolve peers by name and alias

@@ -160,19 +160,3 @@ def merge(*parts: Rules) -> Rules:
             merged[table].extend(lines)
     return merged
 
-
-def forget_flows(ip: str) -> int:
-    """Delete the conntrack entries of flows answered by `ip` (a removed container's address):
-    a DNAT'd UDP flow would otherwise keep going to it after its rules are gone."""
-    from pyroute2 import Conntrack
-    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
-    deleted = 0
-    with Conntrack() as ct:
-        for entry in list(ct.dump_entries(tuple_reply=NFCTAttrTuple(saddr=ip))):
-            try:
-                ct.delete(entry)
-                deleted += 1
-            except OSError:  # expired meanwhile
-                pass
-    return deleted

@@ -32,7 +32,7 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     PortSpec,
 )
-from pytest_isobox.native.network import firewall, hosts, ipam, rtnl
+from pytest_isobox.native.network import conntrack, firewall, hosts, ipam, rtnl
 from pytest_isobox.native.network.links import (
     Links,
     bridge_name,
@@ -431,7 +431,7 @@ class NetworkManager:
         if saved is not None:
             firewall.remove_tagged({firewall.container_tag(container_id)}, saved)
             if any(key.endswith("/udp") for key in endpoint["ports"]):
-                firewall.forget_flows(endpoint["networks"][0]["ip"])
+                conntrack.forget_flows(endpoint["networks"][0]["ip"])
         self._release_ports(container_id)
         with self.store.lock:
             self._forget({container_id})
@@ -504,7 +504,7 @@ class NetworkManager:
                 cleaned.append(f"{rules} iptables rules of dead containers")
             for endpoint in dead:
                 if any(key.endswith("/udp") for key in endpoint["ports"]):
-                    firewall.forget_flows(endpoint["networks"][0]["ip"])
+                    conntrack.forget_flows(endpoint["networks"][0]["ip"])
                 self._release_ports(endpoint["id"])
                 for net in endpoint["networks"]:
                     if self._links.delete(net["veth"]):
