@@ -147,3 +147,13 @@ def test_port_rules_loopback_and_all_addresses() -> None:
 def test_netlink_attributes_are_padded_to_four_bytes() -> None:
     assert _nla(3, b"eth0\0") == b"\x09\x00\x03\x00eth0\0\0\0\0"
     assert len(_nla(1, b"\x01\x02\x03\x04")) == 8
+
+
+def test_conntrack_attributes_are_found_inside_nested_ones() -> None:
+    from pytest_isobox.native.network.conntrack import _attrs, _find
+
+    inner = _nla(1, b"\x0a\x00\x00\x02") + _nla(2, b"\x7f\x00\x00\x01")
+    data = _nla(1 | 0x8000, _nla(1 | 0x8000, inner)) + _nla(18, b"\x00\x00")
+    assert [kind for kind, _, _ in _attrs(data)] == [1, 18]
+    assert _find(_find(_find(data, 1), 1), 1) == b"\x0a\x00\x00\x02"
+    assert _find(data, 7) is None

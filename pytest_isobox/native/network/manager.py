@@ -511,6 +511,8 @@ class NetworkManager:
                         cleaned.append(f"veth {net['veth']} of container {endpoint['id'][:12]}")
             with self.store.lock:
                 cleaned += [f"address {a}" for a in self._forget(dead_ids)]
+        if not _host_root():
+            return cleaned
         with self.registry.lock:
             for entry in self.registry.orphans():
                 self._teardown_network(entry["bridge"], entry["id"])
