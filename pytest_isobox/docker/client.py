@@ -103,13 +103,15 @@ class HijackedStream:
 
 
 class DockerClient:
-    """Requests to one daemon. Safe to share between threads: idle connections are pooled."""
+    """Requests to one daemon. Safe to share between threads (idle connections are pooled)
+    and across fork (a child never reuses its parent's connections)."""
 
     def __init__(self, base_url: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.base_url = resolve_base_url(base_url)
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         info = json.loads(self.request("GET", "/version", versioned=False))
         self.server_version: str = info.get("Version", "")
         self.api_version = negotiate_api_version(self.base_url, info.get("ApiVersion", ""))
@@ -132,6 +134,8 @@ class DockerClient:
 
     def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
+                self._idle, self._pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop(), True
         return self._connect(self.timeout), False

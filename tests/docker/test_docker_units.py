@@ -44,6 +44,7 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     PortSpec,
 )
+from tests.conftest import needs_docker
 
 
 def _frame(kind: int, data: bytes) -> bytes:
@@ -275,3 +276,24 @@ def test_every_engine_method_is_implemented_with_its_signature() -> None:
                 param.default is inspect.Parameter.empty), f"DockerEngine.{name}({param.name})"
         extra = [p for n, p in ours.items() if n not in inspect.signature(member).parameters]
         assert all(p.default is not inspect.Parameter.empty for p in extra), name
+
+
+@needs_docker
+def test_a_forked_child_opens_its_own_connections() -> None:
+    client = DockerClient()
+    try:
+        client.request("GET", "/_ping")  # leaves a pooled connection behind
+        parents = client._idle[0]
+        pid = os.fork()
+        if pid == 0:  # the child: must not talk on the parent's socket
+            code = 2
+            try:
+                ok = client.request("GET", "/_ping") == b"OK"
+                code = 0 if ok and client._idle[-1] is not parents else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert client.request("GET", "/_ping") == b"OK"  # the parent's connection still works
+    finally:
+        client.close()
