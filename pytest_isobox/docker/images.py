@@ -6,6 +6,7 @@ host); `ImageInfo.config` is shaped as an OCI image config, as the native store 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -164,8 +165,9 @@ class ImageMethods:
                 "author": base_author if author is None else author,
             }, config, kind="container")
         finally:
-            self.client.request("DELETE", f"/containers/{container_id}", {"force": True},
-                                kind="container")
+            with contextlib.suppress(IsoboxError):  # never hide why the commit failed
+                self.client.request("DELETE", f"/containers/{container_id}", {"force": True},
+                                    kind="container")
         return commit["Id"]
 
     def _load_layerless(self, config: dict, created_by: str, author: str | None) -> str:
