@@ -147,6 +147,10 @@ class NetworkManager:
             self.destroy_all_if_unused()
         self._links.close()
 
+    def _require_privileges(self) -> None:
+        """Root-only steps ahead (host bridges, iptables); a rootless subclass needs none."""
+        require_host_privileges()
+
     # ------------------------------------------------------------------ networks
 
     def create(self, name: str, *, subnet: str | None = None,
@@ -159,7 +163,7 @@ class NetworkManager:
         return self._create(name, subnet, labels)
 
     def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None) -> NetworkInfo:
-        require_host_privileges()
+        self._require_privileges()
         with self.registry.lock, self.store.lock:
             if self.store.network(name) is not None:
                 raise ConflictError(f"network {name!r} already exists")
@@ -216,7 +220,7 @@ class NetworkManager:
         return record
 
     def _remove_network(self, name: str) -> None:
-        require_host_privileges()
+        self._require_privileges()
         with self.registry.lock, self.store.lock:
             record = self.store.network(name)
             if record is None:
@@ -286,7 +290,7 @@ class NetworkManager:
                 hosts.write_in_place(hosts_file, hosts.render([("127.0.0.1", [hostname])]))
             return Attachment(ips={}, ports={})
         _check_ports(spec.ports)
-        require_host_privileges()
+        self._require_privileges()
         if container_id in self._reservations or self.store.endpoint(container_id) is not None:
             raise ConflictError(f"container {container_id[:12]} is already attached")
         try:
