@@ -31,6 +31,7 @@ from pytest_isobox.native import linux
 from pytest_isobox.native.logs import LogWriter
 from pytest_isobox.native.runtime import (
     ContainerPlan,
+    close_fds_except,
     container_init,
     exit_code_of,
     receive_console,
@@ -185,7 +186,7 @@ def _detach_from_caller(owner: ProcessIdentity | None, keep: set[int]) -> None:
                 signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _close_all_but(keep)
+    close_fds_except(keep)
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         if fd not in keep:
@@ -506,14 +507,6 @@ def _write_all(fd: int, data: bytes) -> None:
             data = data[os.write(fd, data):]
     except OSError:  # the reader went away: the log still has everything
         pass
-
-
-def _close_all_but(keep: set[int]) -> None:
-    low = 3
-    for fd in sorted(f for f in keep if f >= 3):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
 
 
 def _copy_window_size(terminal: Terminal, master: int) -> None:

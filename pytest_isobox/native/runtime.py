@@ -130,6 +130,7 @@ def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error
     """
     try:
         set_up_stdio(stdio)
+        close_fds_except({error_w, *((console.fileno(),) if console is not None else ())})
         namespaces = [_open_namespace(pid, ns) for ns in ("ipc", "uts", "net", "pid", "cgroup")]
         mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -173,6 +174,15 @@ def set_up_stdio(stdio: tuple[int, int, int]) -> None:
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd above 2 but `keep`: the engine's pipes must not live on in us."""
+    low = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
 
 
 def new_session(console: socket.socket | None) -> None:
