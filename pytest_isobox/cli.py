@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from pytest_isobox.engine import (
+    PERSISTENT_LABEL,
     BuildStep,
     ContainerNotFound,
     ContainerSpec,
@@ -446,7 +447,9 @@ def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- networks, volumes
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
-    print(engine.network_create(args.name, subnet=args.subnet, labels=_env(args.label)).id)
+    # A network made from the CLI lives until `network rm`, as in Docker.
+    labels = {**_env(args.label), PERSISTENT_LABEL: "1"}
+    print(engine.network_create(args.name, subnet=args.subnet, labels=labels).id)
     return 0
 
 

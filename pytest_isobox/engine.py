@@ -251,6 +251,10 @@ class BuildStep:
 
 LogStream = Literal["stdout", "stderr"]
 
+# A label that keeps a network or container past its creator's life (no sweep of dead owners).
+PERSISTENT_LABEL = "io.isobox.persistent"
+
+
 
 # --------------------------------------------------------------------------- the interface
 

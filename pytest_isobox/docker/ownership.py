@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import psutil
 
+from pytest_isobox.engine import PERSISTENT_LABEL
+
 OWNER_LABEL = "io.isobox.owner"
 SESSION_LABEL = "io.isobox.session"
-PERSISTENT_LABEL = "io.isobox.persistent"
 
 _START_TIME_TOLERANCE = 0.05  # seconds; psutil derives start times from clock ticks
 
