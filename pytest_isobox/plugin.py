@@ -89,6 +89,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     report = terminalreporter.config.stash[SESSION_KEY].report
     if report.empty:
         return
+    terminalreporter.ensure_newline()
     terminalreporter.section("isobox")
     for line in summary_lines(report):
         terminalreporter.write_line(line)
