@@ -499,7 +499,8 @@ class NativeEngine:
 
         return Hooks(create_cgroup=lambda: cgroup.create(limits), join_cgroup=join_cgroup,
                      kill_cgroup=cgroup.kill_all, final_usage=final_usage,
-                     attach_network=attach, release=release)
+                     attach_network=attach, release=release,
+                     has_limits=bool(limits.controllers()))
 
     def _release(self, cdir: ContainerDir, delete: bool) -> None:
         """Give back the container's cgroup and network; with delete, its directory too."""

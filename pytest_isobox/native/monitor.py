@@ -52,6 +52,7 @@ class Hooks:
     final_usage: Callable[[], dict]  # oom_killed, memory_peak, cpu_time_ns
     attach_network: AttachNetwork | None
     release: Callable[[bool], None]  # delete the state dir too?
+    has_limits: bool = True  # whether create_cgroup writes any limit
 
 
 @dataclass
@@ -238,7 +239,8 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
         os.setsid()
         owner_fd = None
     try:
-        hooks.create_cgroup()  # the container's limits, on the cgroup we already sit in
+        if hooks.has_limits:  # the container's limits, on the cgroup we already sit in
+            hooks.create_cgroup()
         _write_all(plan_w, pickle.dumps(plan))
         os.close(plan_w)
     except Exception as exc:  # noqa: BLE001 - reported like any failed start

@@ -230,6 +230,7 @@ def test_memory_hog_is_oom_killed(engine, rootfs):
 
 
 def test_fork_bomb_stops_at_the_pids_limit(engine, rootfs):
+    run_output(engine, rootfs, "true")  # the next start takes the spare monitor forked meanwhile
     script = "for i in $(seq 60); do sleep 600 & done; echo spawned; exec sleep 600"
     state = engine.run(ContainerSpec(image=rootfs, command=["sh", "-c", script], pids_limit=20,
                                      network_mode="none"))
