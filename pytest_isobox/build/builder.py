@@ -24,7 +24,14 @@ from pytest_isobox.build import instructions as ins_config
 from pytest_isobox.build.cache import BuildCache, step_key
 from pytest_isobox.build.context import BuildContext, CopyEntry, write_tar
 from pytest_isobox.build.copying import CopyStep, resolve_chown
-from pytest_isobox.build.dockerfile import DockerfileError, Heredoc, Instruction, parse, parse_flags
+from pytest_isobox.build.dockerfile import (
+    DockerfileError,
+    Heredoc,
+    Instruction,
+    onbuild_expression,
+    parse,
+    parse_flags,
+)
 from pytest_isobox.build.dockerignore import DockerIgnore, ignore_file_for
 from pytest_isobox.build.expand import expand, expand_words
 from pytest_isobox.build.stages import (
@@ -369,9 +376,7 @@ class Builder:
                        config)
 
     def _do_onbuild(self, run: _Run, state: _StageState, ins: Instruction) -> None:
-        if ins.next is None:
-            raise BuildError("ONBUILD requires an instruction")
-        trigger = ins_config.onbuild_trigger(ins.next.original)
+        trigger = onbuild_expression(ins)  # the parser refused ONBUILD ONBUILD/FROM/MAINTAINER
         config = {**state.config, "OnBuild": [*(state.config.get("OnBuild") or []), trigger]}
         self._metadata(run, state, ins, f"ONBUILD {trigger}", config)
 

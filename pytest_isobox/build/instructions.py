@@ -16,7 +16,6 @@ from pytest_isobox.engine import BuildError
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                    "m": 60_000_000_000, "h": 3_600_000_000_000}
-_ONBUILD_FORBIDDEN = {"ONBUILD", "FROM", "MAINTAINER"}
 
 
 def env_dict(config: dict) -> dict[str, str]:
@@ -147,14 +146,3 @@ def healthcheck(config: dict, values: dict[str, str], args: list[str], json_form
         if int(values["retries"]):
             check["Retries"] = int(values["retries"])
     config["Healthcheck"] = check
-
-
-def onbuild_trigger(text: str) -> str:
-    """ONBUILD: the trigger as stored in the config, refused if it is ONBUILD, FROM or MAINTAINER."""
-    trigger = text.strip()
-    keyword = trigger.split(None, 1)[0].upper() if trigger else ""
-    if not keyword:
-        raise BuildError("ONBUILD requires an instruction")
-    if keyword in _ONBUILD_FORBIDDEN:
-        raise BuildError(f"{keyword} isn't allowed as an ONBUILD trigger")
-    return trigger

@@ -222,6 +222,9 @@ def test_metadata_instructions_in_config(engine: Engine, isobox_home: Path,
         ENTRYPOINT ["/bin/echo"]
         CMD echo hi
         ONBUILD RUN echo triggered > /tmp/onbuild.txt
+        ONBUILD COPY <<EOF /tmp/from-heredoc.txt
+        copied by a trigger
+        EOF
         """)
     image, _ = _build(engine, isobox_home, ctx, tag="meta:1")
     config = engine.image_inspect(image).config["config"]
@@ -236,10 +239,12 @@ def test_metadata_instructions_in_config(engine: Engine, isobox_home: Path,
     assert config["Shell"] == ["/bin/sh", "-ec"]
     assert config["Entrypoint"] == ["/bin/echo"]
     assert config["Cmd"] == ["/bin/sh", "-ec", "echo hi"]
-    assert config["OnBuild"] == ["RUN echo triggered > /tmp/onbuild.txt"]
+    assert config["OnBuild"] == ["RUN echo triggered > /tmp/onbuild.txt",
+                                 "COPY <<EOF /tmp/from-heredoc.txt\ncopied by a trigger\nEOF"]
     child = _context(tmp_path / "child", "FROM meta:1\nUSER root\n")
     child_image, _ = _build(engine, isobox_home, child)
-    assert _run(engine, child_image, "cat", "/tmp/onbuild.txt") == "triggered\n"
+    assert _run(engine, child_image, "cat", "/tmp/onbuild.txt", "/tmp/from-heredoc.txt") == \
+        "triggered\ncopied by a trigger\n"
     assert not engine.image_inspect(child_image).config["config"].get("OnBuild")
 
 

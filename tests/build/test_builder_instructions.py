@@ -59,9 +59,3 @@ def test_stop_signal_accepts(good: str) -> None:
 def test_stop_signal_rejects_nonsense() -> None:
     with pytest.raises(BuildError, match="invalid signal 'SIGNOPE'"):
         ic.stop_signal("SIGNOPE")
-
-
-def test_onbuild_refuses_nested_triggers() -> None:
-    assert ic.onbuild_trigger(" RUN echo hi ") == "RUN echo hi"
-    with pytest.raises(BuildError, match="FROM isn't allowed"):
-        ic.onbuild_trigger("FROM x")
