@@ -26,8 +26,6 @@ else:
 pytestmark = [
     needs_root,
     pytest.mark.skipif(NativeEngine is None, reason=f"native engine not importable: {_IMPORT_ERROR}"),
-    pytest.mark.skipif(NativeEngine is not None and not hasattr(NativeEngine, "derive_image"),
-                       reason="NativeEngine.derive_image (Engine protocol) is not implemented yet"),
 ]
 
 BASE = "isobox-test/busybox:latest"
