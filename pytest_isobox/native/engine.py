@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Self
 
@@ -47,9 +46,7 @@ from pytest_isobox.engine import (
     InvalidSpec,
     LogStream,
     MountSpec,
-    NetworkAttachment,
     NetworkInfo,
-    PortSpec,
     VolumeNotFound,
 )
 from pytest_isobox.native import linux, mounts
@@ -61,6 +58,7 @@ from pytest_isobox.native.cgroups import (
     list_cgroups,
     open_cgroup,
 )
+from pytest_isobox.native.container_json import container_json
 from pytest_isobox.native.logs import read_log
 from pytest_isobox.native.monitor import (
     CgroupHooks,
@@ -78,7 +76,15 @@ from pytest_isobox.native.runtime import (
     exit_code_of,
     receive_console,
 )
+from pytest_isobox.native.specs import (
+    command_line,
+    env_dict,
+    signal_number,
+    spec_from_dict,
+    spec_to_dict,
+)
 from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
+from pytest_isobox.native.terminal import copy_window_size, raw_terminal, relay_pty
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _SPECIAL_NETWORKS = ("none", "host")
@@ -114,60 +120,6 @@ def check_prerequisites() -> None:
                                 "try `modprobe overlay`)")
     if not hasattr(os, "pidfd_open"):
         raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
-
-
-def signal_number(value: str | int) -> int:
-    """`SIGTERM`, `TERM`, `15` to 15; InvalidSpec names a value that is no signal."""
-    text = str(value).strip().upper()
-    if text.isdigit():
-        return int(text)
-    try:
-        return int(signal.Signals["SIG" + text.removeprefix("SIG")])
-    except KeyError:
-        raise InvalidSpec(f"invalid signal {value!r}") from None
-
-
-def command_line(image_config: dict, spec: ContainerSpec) -> list[str]:
-    """Docker's argv: entrypoint + command; overriding the entrypoint drops the image's Cmd."""
-    entrypoint = spec.entrypoint if spec.entrypoint is not None \
-        else list(image_config.get("Entrypoint") or [])
-    if spec.command is not None:
-        cmd = list(spec.command)
-    elif spec.entrypoint is not None:
-        cmd = []
-    else:
-        cmd = list(image_config.get("Cmd") or [])
-    argv = [*entrypoint, *cmd]
-    if not argv:
-        raise InvalidSpec(f"no command specified for image {spec.image!r}: give a command")
-    return argv
-
-
-def _env_dict(entries: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for entry in entries:
-        key, _, value = entry.partition("=")
-        env[key] = value
-    return env
-
-
-def spec_to_dict(spec: ContainerSpec) -> dict:
-    return asdict(spec)
-
-
-def spec_from_dict(raw: dict) -> ContainerSpec:
-    data = dict(raw)
-    data["ports"] = [PortSpec(**p) for p in data.get("ports", [])]
-    data["mounts"] = [MountSpec(**m) for m in data.get("mounts", [])]
-    data["networks"] = [NetworkAttachment(n["network"], tuple(n.get("aliases", ())))
-                        for n in data.get("networks", [])]
-    return ContainerSpec(**data)
-
-
-def _iso(ts: float | None) -> str:
-    if not ts:
-        return "0001-01-01T00:00:00Z"
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class NativeEngine:
@@ -381,7 +333,7 @@ class NativeEngine:
                 lowerdirs: list[str]) -> ContainerState:
         resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
         argv = command_line(image_config, spec)
-        env = _env_dict(list(image_config.get("Env") or []))
+        env = env_dict(list(image_config.get("Env") or []))
         env.update(spec.env)
         name = spec.name or f"isobox_{cid[:12]}"
         host_network = spec.network_mode == "host" and not spec.networks
@@ -755,43 +707,7 @@ class NativeEngine:
         """Docker's container JSON, for the fields this engine knows."""
         cdir = self._find(container)
         st = self.state(cdir.id)
-        raw = cdir.read_state()
-        config = cdir.config
-        spec = config["spec"]
-        return {
-            "Id": cdir.id, "Name": "/" + config["name"], "Created": _iso(config["created"]),
-            "Path": config["argv"][0], "Args": config["argv"][1:], "Image": config["image_id"],
-            "State": {
-                "Status": st.status, "Running": st.running, "Paused": False,
-                "Restarting": False, "OOMKilled": st.oom_killed, "Dead": st.status == "dead",
-                "Pid": st.pid or 0, "ExitCode": st.exit_code or 0, "Error": raw.get("error", ""),
-                "StartedAt": _iso(st.started_at), "FinishedAt": _iso(st.finished_at),
-            },
-            "Config": {
-                "Hostname": config["hostname"], "User": config["user"],
-                "Env": [f"{k}={v}" for k, v in config["env"].items()],
-                "Cmd": spec["command"] if spec["command"] is not None
-                else config["image_config"].get("Cmd"),
-                "Entrypoint": spec["entrypoint"] if spec["entrypoint"] is not None
-                else config["image_config"].get("Entrypoint"),
-                "WorkingDir": config["workdir"], "Image": config["image"],
-                "Labels": spec["labels"], "Tty": spec["tty"], "OpenStdin": spec["stdin_open"],
-                "StopSignal": config["stop_signal"],
-            },
-            "HostConfig": {
-                "Memory": spec["mem_limit"] or 0,
-                "NanoCpus": int((spec["cpus"] or 0) * 1e9), "CpuShares": spec["cpu_shares"] or 0,
-                "PidsLimit": spec["pids_limit"], "Init": spec["init"],
-                "NetworkMode": spec["network_mode"], "AutoRemove": spec["auto_remove"],
-            },
-            "Mounts": [{"Type": m["type"], "Source": m["source"], "Destination": m["target"],
-                        "RW": not m["read_only"]} for m in spec["mounts"]],
-            "NetworkSettings": {
-                "Networks": {n: {"IPAddress": ip} for n, ip in st.ips.items()},
-                "Ports": {k: [{"HostIp": h, "HostPort": str(p)} for h, p in v]
-                          for k, v in st.ports.items()},
-            },
-        }
+        return container_json(cdir.id, cdir.config, cdir.read_state(), st)
 
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         found = []
@@ -917,9 +833,9 @@ class NativeEngine:
             master = receive_console(console)
             console.close()
             if master is not None:
-                _copy_window_size(master)
-                with _raw_terminal():
-                    _relay_pty(master, stdin)
+                copy_window_size((0, 1), master)
+                with raw_terminal():
+                    relay_pty(master, stdin)
                 os.close(master)
         failure = _read_to_end(error_r)
         os.close(error_r)
@@ -936,7 +852,7 @@ class NativeEngine:
         state = self.create(spec)
         terminal = Terminal(stdin=0 if spec.stdin_open else None, stdout=1, stderr=2)
         try:
-            with _raw_terminal() if spec.tty else contextlib.nullcontext():
+            with raw_terminal() if spec.tty else contextlib.nullcontext():
                 self._start(self._find(state.id), terminal)
                 return self.wait(state.id)
         finally:
@@ -1159,48 +1075,3 @@ def _read_to_end(fd: int) -> bytes:
     while chunk := os.read(fd, 65536):
         data += chunk
     return bytes(data)
-
-
-def _copy_window_size(master: int) -> None:
-    import fcntl
-    import termios
-
-    with contextlib.suppress(OSError):
-        size = fcntl.ioctl(sys.stdin.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
-        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
-
-
-@contextlib.contextmanager
-def _raw_terminal() -> Iterator[None]:
-    """The caller's terminal in raw mode (keys go to the container), restored afterwards."""
-    import termios
-    import tty
-
-    if not os.isatty(0):
-        yield
-        return
-    saved = termios.tcgetattr(0)
-    tty.setraw(0)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
-
-
-def _relay_pty(master: int, stdin: bool) -> None:
-    """Copy our stdin to the pty and the pty to our stdout until the pty closes."""
-    sources = [master, 0] if stdin else [master]
-    while True:
-        for fd in select.select(sources, [], [])[0]:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            if fd == master:
-                if not data:
-                    return
-                os.write(1, data)
-            elif data:
-                os.write(master, data)
-            else:
-                sources.remove(0)

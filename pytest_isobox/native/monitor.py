@@ -14,7 +14,6 @@ container's pid) or `failed` (exit code and message), then `exited`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import os
@@ -22,7 +21,6 @@ import pickle
 import select
 import signal
 import socket
-import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from pytest_isobox.native.runtime import (
     receive_console,
 )
 from pytest_isobox.native.state import ContainerDir, ProcessIdentity
+from pytest_isobox.native.terminal import copy_window_size
 
 # Callables the engine gives the monitor, all run in the monitor process.
 AttachNetwork = Callable[[int], tuple[dict, dict]]  # netns pid -> (ips, ports)
@@ -400,7 +399,7 @@ class _Monitor:
             if master is not None:
                 streams[master] = 1
                 if t is not None:
-                    _copy_window_size(t, master)
+                    copy_window_size((t.stdin, t.stdout), master)
                     stdin_w = master if t.stdin is not None else None
         message = _read_all(channels.error_r)
         os.close(channels.error_r)
@@ -509,12 +508,3 @@ def _write_all(fd: int, data: bytes) -> None:
             data = data[os.write(fd, data):]
     except OSError:  # the reader went away: the log still has everything
         pass
-
-
-def _copy_window_size(terminal: Terminal, master: int) -> None:
-    """Give the container's terminal the size of the caller's, when the caller has one."""
-    for fd in (terminal.stdin, terminal.stdout):
-        if fd is not None and os.isatty(fd):
-            size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(master, termios.TIOCSWINSZ, size)
-            return

@@ -8,9 +8,9 @@ import pytest
 
 from pytest_isobox.engine import ContainerError, ContainerSpec, InvalidSpec
 from pytest_isobox.native.capabilities import DOCKER_DEFAULT_MASK, capability_mask
-from pytest_isobox.native.engine import command_line, signal_number
 from pytest_isobox.native.logs import LogWriter, read_log
 from pytest_isobox.native.mounts import secure_join
+from pytest_isobox.native.specs import command_line, signal_number
 from pytest_isobox.native.users import ExecUser, resolve_user
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33:www:/var/www:/bin/false\n# comment\n"
