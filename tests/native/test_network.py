@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import (
+    PERSISTENT_LABEL,
     ConflictError,
     ContainerSpec,
     InvalidSpec,
@@ -553,7 +554,8 @@ def test_sweep_after_kill_9_of_the_owner(manager: NetworkManager, isobox_home: P
     assert cleaned, "the sweep reported nothing"
     assert firewall.container_tag(endpoint["id"]) not in iptables_text()
     assert endpoint["networks"][0]["veth"] not in links()
-    assert manager.inspect("bridge").containers == {}
+    assert f"network bridge of dead process {owner.pid}" in cleaned  # the dead one made it
+    assert manager.list() == []
     assert can_bind(tcp_port, socket.SOCK_STREAM) and can_bind(udp_port, socket.SOCK_DGRAM)
 
 
@@ -642,3 +644,29 @@ def test_without_host_root_networks_fail_with_one_clear_error(tmp_path: Path) ->
     done = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", script],
                           capture_output=True, text=True, check=True)
     assert "container networks need root in the host's user namespace" in done.stdout
+
+
+def _create_networks(home: str, names: list[str]) -> None:
+    creator = NetworkManager(Path(home))
+    creator.create(names[0])
+    creator.create(names[1], labels={PERSISTENT_LABEL: "1"})
+    creator.close()
+
+
+def test_sweep_removes_networks_of_dead_creators_unless_persistent(
+        manager: NetworkManager, isobox_home: Path) -> None:
+    names = [f"owned-{secrets.token_hex(3)}", f"kept-{secrets.token_hex(3)}"]
+    ctx = multiprocessing.get_context("fork")
+    creator = ctx.Process(target=_create_networks, args=(str(isobox_home), names))
+    creator.start()
+    creator.join(60)
+    assert creator.exitcode == 0
+    owned = manager.store.network(names[0])
+    mine = manager.create(f"mine-{secrets.token_hex(3)}")  # its creator (we) lives on
+
+    cleaned = manager.sweep(set())
+
+    assert f"network {names[0]} of dead process {creator.pid}" in cleaned
+    assert owned["bridge"] not in links()
+    assert firewall.network_tag(owned["id"]) not in iptables_text()
+    assert sorted(n.name for n in manager.list()) == sorted([names[1], mine.name])

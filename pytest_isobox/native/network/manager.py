@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_isobox.engine import (
+    PERSISTENT_LABEL,
     ConflictError,
     ContainerSpec,
     EngineUnavailable,
@@ -43,6 +44,7 @@ from pytest_isobox.native.network.links import (
 from pytest_isobox.native.network.ports import Reservation, reserve
 from pytest_isobox.native.network.relay import PortRelay
 from pytest_isobox.native.network.store import HostRegistry, NetworkStore, Record
+from pytest_isobox.native.state import ProcessIdentity
 
 DEFAULT_NETWORK = "bridge"
 SPECIAL_MODES = ("none", "host")
@@ -155,7 +157,9 @@ class NetworkManager:
 
     def create(self, name: str, *, subnet: str | None = None,
                labels: dict[str, str] | None = None) -> NetworkInfo:
-        """A new network: its bridge, its subnet (ours unless given), its rules."""
+        """A new network: its bridge, its subnet (ours unless given), its rules. It belongs to
+        this process (a sweep removes it, unused, once the process is dead) unless its labels
+        hold PERSISTENT_LABEL=1 (then only `remove` does, as in Docker)."""
         if not _NAME.fullmatch(name) or name in SPECIAL_MODES:
             raise InvalidSpec(f"invalid network name {name!r}: use letters, digits, '_', '.', '-'")
         if name == DEFAULT_NETWORK:
@@ -177,7 +181,8 @@ class NetworkManager:
                 "name": name, "id": network_id, "bridge": bridge_name(network_id),
                 "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
                 "labels": dict(labels or {}), "created": time.time(), "members": {},
-                "host_sysctls": [],
+                "host_sysctls": [], "owner": None if (labels or {}).get(PERSISTENT_LABEL) == "1"
+                else ProcessIdentity.current().dump(),
             }
             self.registry.add(record["bridge"], self.home, name, network_id, str(net))
             try:
@@ -495,7 +500,8 @@ class NetworkManager:
 
     def sweep(self, live_container_ids: set[str]) -> list[str]:
         """Remove every attachment of a container not in the set (veths, rules, addresses,
-        hosts entries), and bridges whose home is gone. Returns one line per thing cleaned."""
+        hosts entries); unused networks whose creating process is dead (unless created with
+        the persistent label); bridges whose home is gone. Returns one line per thing cleaned."""
         cleaned: list[str] = []
         with self.store.lock:
             dead = [e for e in self.store.endpoints() if e["id"] not in live_container_ids]
@@ -517,6 +523,15 @@ class NetworkManager:
                 cleaned += [f"address {a}" for a in self._forget(dead_ids)]
         if not _host_root():
             return cleaned
+        for record in self.store.networks():
+            owner = ProcessIdentity.load(record.get("owner"))
+            if owner is None or owner.alive() or record["members"]:
+                continue
+            try:
+                self._remove_network(record["name"])
+            except (NetworkNotFound, ConflictError):  # gone, or joined meanwhile
+                continue
+            cleaned.append(f"network {record['name']} of dead process {owner.pid}")
         with self.registry.lock:
             for entry in self.registry.orphans():
                 self._teardown_network(entry["bridge"], entry["id"])
