@@ -47,7 +47,6 @@ from pytest_isobox.engine import (
     LogStream,
     MountSpec,
     NetworkInfo,
-    VolumeNotFound,
 )
 from pytest_isobox.native import linux, mounts
 from pytest_isobox.native.cgroups import (
@@ -85,6 +84,7 @@ from pytest_isobox.native.specs import (
 )
 from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
 from pytest_isobox.native.terminal import copy_window_size, raw_terminal, relay_pty
+from pytest_isobox.native.volumes import VolumeStore
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _SPECIAL_NETWORKS = ("none", "host")
@@ -131,8 +131,8 @@ class NativeEngine:
         check_prerequisites()
         self.home = Path(home) if home else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "volumes").mkdir(exist_ok=True)
         self.store = ContainerStore(self.home)
+        self.volume_store = VolumeStore(self.home, self._volume_users)
         self.runtime_dir = self.home / "runtime"
         self.runtime_dir.mkdir(exist_ok=True)
         self._me = ProcessIdentity.current()
@@ -301,7 +301,7 @@ class NativeEngine:
             "Containers": {"count": len(containers),
                            "size": sum(_tree_size(c.upper) for c in containers)},
             "Volumes": {"count": len(volumes),
-                        "size": sum(_tree_size(self._volume_path(v)) for v in volumes)},
+                        "size": sum(_tree_size(self.volume_store.path(v)) for v in volumes)},
             "Build Cache": {"count": len(list(cache.iterdir())) if cache.is_dir() else 0,
                             "size": _tree_size(cache)},
         }
@@ -382,7 +382,7 @@ class NativeEngine:
                     raise InvalidSpec(f"volume mount at {m.target} needs a volume name")
                 self.volume_create(m.source)
                 resolved.append(mounts.ResolvedMount("bind", m.target,
-                                                     str(self._volume_path(m.source)),
+                                                     str(self.volume_store.path(m.source)),
                                                      m.read_only))
             elif m.type == "tmpfs":
                 resolved.append(mounts.ResolvedMount("tmpfs", m.target, "", m.read_only, m.size))
@@ -933,30 +933,19 @@ class NativeEngine:
 
     # ------------------------------------------------------------------ volumes
 
-    def _volume_path(self, name: str) -> Path:
-        if not _NAME.fullmatch(name):
-            raise InvalidSpec(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
-                              "are allowed")
-        return self.home / "volumes" / name / "_data"
+    def _volume_users(self, name: str) -> list[str]:
+        return [c.id for c in self.store.all()
+                if any(m["type"] == "volume" and m["source"] == name
+                       for m in c.config["spec"]["mounts"])]
 
     def volume_create(self, name: str) -> str:
-        self._volume_path(name).mkdir(parents=True, exist_ok=True)
-        return name
+        return self.volume_store.create(name)
 
     def volume_remove(self, name: str, *, force: bool = False) -> None:
-        path = self._volume_path(name)
-        if not path.is_dir():
-            raise VolumeNotFound(f"no such volume: {name}")
-        users = [c.id[:12] for c in self.store.all()
-                 if any(m["type"] == "volume" and m["source"] == name
-                        for m in c.config["spec"]["mounts"])]
-        if users and not force:
-            raise ConflictError(f"volume {name} is in use by containers {', '.join(users)}")
-        shutil.rmtree(path.parent)
+        self.volume_store.remove(name, force=force)
 
     def volumes(self) -> list[str]:
-        root = self.home / "volumes"
-        return sorted(p.name for p in root.iterdir() if (p / "_data").is_dir())
+        return self.volume_store.names()
 
     # ------------------------------------------------------------------ leftovers
 
