@@ -157,3 +157,12 @@ def test_conntrack_attributes_are_found_inside_nested_ones() -> None:
     assert [kind for kind, _, _ in _attrs(data)] == [1, 18]
     assert _find(_find(_find(data, 1), 1), 1) == b"\x0a\x00\x00\x02"
     assert _find(data, 7) is None
+
+
+@pytest.mark.parametrize(("host_ip", "message"), [("localhost", "not an IP address"),
+                                                   ("::1", "only IPv4")])
+def test_published_host_address_must_be_ipv4(host_ip: str, message: str) -> None:
+    from pytest_isobox.native.network.manager import _check_ports
+
+    with pytest.raises(InvalidSpec, match=message):
+        _check_ports([PortSpec(80, host_ip=host_ip)])

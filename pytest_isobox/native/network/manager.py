@@ -5,7 +5,9 @@
   replaced atomically) and across homes on one host (subnets chosen under a host-wide lock);
 - an attachment either completes or is undone; what a crash leaves, `sweep` removes, because
   the endpoint record is written before any veth, rule or port exists;
-- every rule carries its owner's tag and goes with its owner (network or container).
+- every rule carries its owner's tag and goes with its owner (network or container);
+- a network belongs to the process that made it (unless labelled persistent, as the CLI's are):
+  once that process is dead and no container uses it, the sweep removes it.
 """
 
 from __future__ import annotations
@@ -113,7 +115,12 @@ def _info(record: Record) -> NetworkInfo:
 
 def _check_ports(ports: list[PortSpec]) -> None:
     for port in ports:
-        if port.host_ip and ip_address(port.host_ip).version != 4:
+        try:
+            version = ip_address(port.host_ip).version if port.host_ip else 4
+        except ValueError:
+            raise InvalidSpec(f"cannot publish {port.key} on {port.host_ip!r}: "
+                              "not an IP address") from None
+        if version != 4:
             raise InvalidSpec(f"cannot publish {port.key} on {port.host_ip}: only IPv4 host addresses")
 
 
