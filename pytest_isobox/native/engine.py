@@ -510,8 +510,12 @@ class NativeEngine:
             return (plan, cdir, self._hooks(cdir, plan),
                     ProcessIdentity.load(cdir.config["owner"]), spec["auto_remove"])
 
+        def destroy_if_unused() -> None:  # another process may have started the container
+            if not cgroup.procs():
+                cgroup.destroy()
+
         self._spare = spawn_spare(cid, prepare, CgroupHooks(
-            create=lambda: cgroup.create(Limits()), join=cgroup.add, destroy=cgroup.destroy),
+            create=lambda: cgroup.create(Limits()), join=cgroup.add, destroy=destroy_if_unused),
             self._me)
 
     def run(self, spec: ContainerSpec) -> ContainerState:
