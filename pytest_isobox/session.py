@@ -213,7 +213,8 @@ class IsoboxSession:
         spec = options.to_spec(name=name, fixture=fixture, worker=self.worker_id, base=base,
                                persistent=persistent or keep or self.settings.reuse or shared)
         record = ContainerRecord(fixture, name, "", self._image_label(spec.image),
-                                 self.worker_id, self._build_seconds(spec.image))
+                                 self.worker_id, self._build_seconds(spec.image),
+                                 how="shared" if shared else "started")
         if self.settings.reuse:
             reused = self._reusable(engine, spec)
             if reused is not None:
