@@ -69,7 +69,6 @@ _EMPTY_TAR = bytes(10240)  # a tar with no entries: two zero blocks, padded to a
 class _StageState:
     """Where one stage is: its current image, key, runtime config and ARGs in scope."""
 
-    name: str
     image_id: str | None
     key: str
     config: dict
@@ -173,7 +172,6 @@ class Builder:
             if platform not in ("linux", "linux/amd64", "linux/x86_64"):
                 raise BuildError(f"{run.filename}:{ins.start_line}: FROM --platform={platform}:"
                                  " only linux/amd64 images can be built here")
-        name = stage.name or str(stage.index)
         earlier = base_stage(run.stages, stage, base)
         if earlier is not None:
             image_id = run.results[earlier.index]
@@ -188,7 +186,7 @@ class Builder:
                                  " here (builds are offline: import, load or build it first)"
                                  ) from None
             image_id, config = info.id, dict(info.config.get("config") or {})
-        state = _StageState(name=name, image_id=image_id, config=dict(config),
+        state = _StageState(image_id=image_id, config=dict(config),
                             key=step_key("", f"FROM {image_id or 'scratch'}"))
         self._report(run, ins, cached=False, started=started, image_id=image_id)
         triggers = state.config.pop("OnBuild", None) or []
