@@ -356,3 +356,27 @@ def test_image_from_the_store_and_commit(engine, rootfs):
     child = engine.run(ContainerSpec(image=image_id, network_mode="none"))
     assert engine.wait(child.id) == 0
     assert b"".join(d for _, d in engine.logs(child.id)) == b"made\n"
+
+
+def test_stats_listing_and_inspect(engine, rootfs):
+    running = sleeper(engine, rootfs, name="busy", labels={"team": "runtime"})
+    done = engine.run(ContainerSpec(image=rootfs, command=["true"], network_mode="none")).id
+    engine.wait(done)
+    stats = engine.stats(running)
+    assert stats.pids == 1 and stats.memory_current > 0 and stats.cpu_time_ns > 0
+    assert [s.id for s in engine.containers()] == [running]
+    assert {s.id for s in engine.containers(all=True)} == {running, done}
+    doc = engine.inspect("busy")
+    assert (doc["Name"], doc["State"]["Status"], doc["Config"]["Labels"]) == (
+        "/busy", "running", {"team": "runtime"})
+    assert engine.state(done).status == "exited" and engine.stats(done).pids == 0
+    engine.remove("busy", force=True)
+
+
+def test_copy_a_single_file_from_a_file_object(engine, rootfs):
+    cid = engine.create(ContainerSpec(image=rootfs, command=["true"], network_mode="none")).id
+    engine.put_archive(cid, "/etc", io.BytesIO(tar_of({"motd": b"welcome\n"})))
+    assert files_of(engine.get_archive(cid, "/etc/motd")) == {"motd": b"welcome\n"}
+    engine.start(cid)
+    assert engine.wait(cid) == 0
+    assert files_of(engine.get_archive(cid, "/etc/motd")) == {"motd": b"welcome\n"}
