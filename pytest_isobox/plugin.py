@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -27,6 +29,16 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = IsoboxSession(config, Settings.from_config(config))
+    config.stash[SIGTERM_KEY] = teardown_on_sigterm()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(SIGTERM_KEY, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+SIGTERM_KEY = pytest.StashKey[object]()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -103,3 +115,20 @@ def _containers_of(item: pytest.Item) -> list[Container]:
         elif isinstance(value, Isobox):
             found += value.containers
     return found
+
+
+def teardown_on_sigterm() -> object:
+    """Make SIGTERM (a CI job's timeout, `kill`) end the run like Ctrl-C, so fixtures tear
+    their containers down; only where nobody else handles SIGTERM. The old handler or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return previous

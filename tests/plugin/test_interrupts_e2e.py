@@ -57,6 +57,16 @@ def test_ctrl_c_removes_the_containers(project, busybox_rootfs, engine, tmp_path
     assert gone(engine, container_id), out
 
 
+def test_sigterm_tears_down_like_ctrl_c(project, busybox_rootfs, engine, tmp_path):
+    marker = tmp_path / "id"
+    proc = start_hanging_run(project, busybox_rootfs, marker)
+    container_id = wait_for_file(marker, proc)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in out and "SIGTERM" in out
+    assert gone(engine, container_id), out
+
+
 @pytest.mark.skipif(not LEAKCHECK.exists(), reason="no leakcheck tool in this checkout")
 def test_kill_9_leaves_nothing_after_the_next_run(project, busybox_rootfs, engine, tmp_path):
     """kill -9 of a whole xdist run (controller and workers) while a shared and a private
