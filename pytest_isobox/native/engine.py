@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -53,8 +52,6 @@ from pytest_isobox.native.cgroups import (
     Limits,
     cgroup_path_for_ns,
     check_available,
-    current_layout,
-    list_cgroups,
     open_cgroup,
 )
 from pytest_isobox.native.container_json import container_json
@@ -83,6 +80,7 @@ from pytest_isobox.native.specs import (
     spec_to_dict,
 )
 from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
+from pytest_isobox.native.sweep import Sweeper
 from pytest_isobox.native.terminal import copy_window_size, raw_terminal, relay_pty
 from pytest_isobox.native.volumes import VolumeStore
 
@@ -94,7 +92,6 @@ _LOCALHOST = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n
 _FALLBACK_DNS = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"  # Docker's, when the host has none
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
 STOP_GRACE = 10.0  # seconds to wait after SIGKILL for the monitor to record the exit
-ORPHAN_CGROUP_AGE = 60.0  # seconds before a sweep may take an empty cgroup of no container
 
 
 def default_home() -> Path:
@@ -954,86 +951,11 @@ class NativeEngine:
     # ------------------------------------------------------------------ leftovers
 
     def sweep(self) -> list[str]:
-        """Remove every leftover of dead owners in this home, and orphaned empty cgroups.
-
-        Never touches a container whose owner (pid and start time) still runs, nor a
-        persistent container (it has no owner) except to free the cgroup of a dead one.
-        """
-        from filelock import FileLock
-
-        cleaned: list[str] = []
-        (self.home / "locks").mkdir(exist_ok=True)
-        with FileLock(str(self.home / "locks" / "container-sweep.lock")):
-            for tmp in self.store.leftover_temp_dirs():
-                shutil.rmtree(tmp, ignore_errors=True)
-                cleaned.append(f"half-created container dir {tmp.name}")
-            live: set[str] = set()
-            for cdir in list(self.store.all()):
-                try:
-                    line = self._sweep_one(cdir)
-                except Exception as exc:  # noqa: BLE001 - one broken leftover stops no sweep
-                    line = f"could not sweep container {cdir.id[:12]}: {exc}"
-                if line:
-                    cleaned.append(line)
-                if cdir.exists():
-                    live.add(cdir.id)
-            for link in self.store.stale_names():
-                link.unlink(missing_ok=True)
-            cleaned += self._sweep_cgroups(live)
-            if self.network is not None and (self.home / "networks").exists():
-                cleaned += self.network.sweep(live)
-        return cleaned
-
-    def _sweep_one(self, cdir: ContainerDir) -> str | None:
-        config = cdir.config
-        owner = ProcessIdentity.load(config.get("owner"))
-        state = cdir.read_state()
-        monitor = ProcessIdentity.load(state.get("monitor"))
-        monitor_alive = monitor is not None and monitor.alive()
-        if owner is None:  # persistent: only a dead one's cgroup and network go
-            if state["status"] == "running" and not monitor_alive:
-                self._release(cdir, delete=False)
-                return f"cgroup of dead persistent container {cdir.id[:12]}"
-            return None
-        if owner.alive():
-            return None
-        if monitor_alive:  # it saw its owner die and is removing the container: let it finish
-            try:
-                self._wait_monitor(state, STOP_GRACE, cdir.id)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(monitor.pid, signal.SIGKILL)
-        self._release(cdir, delete=True)
-        return f"container {cdir.id[:12]} ({config['name']}) of dead process {owner.pid}"
-
-    def _sweep_cgroups(self, live: set[str]) -> list[str]:
-        """Cgroups named isobox/<id> with no container in this home go only when empty and
-        older than ORPHAN_CGROUP_AGE: a container of another home has processes, or is
-        being started (its cgroup is seconds old); a dead one's processes died with it."""
-        cleaned = []
-        layout = current_layout()
-        roots = [h.mountpoint for h in layout.v1.values()]
-        roots += [layout.unified.mountpoint] if layout.unified is not None else []
-        for name in list_cgroups("isobox"):
-            cid = name.partition("/")[2]
-            if cid in live or (self.store.root / cid).exists():
-                continue
-            if time.time() - _newest_mtime([root / name for root in roots]) < ORPHAN_CGROUP_AGE:
-                continue
-            cgroup = open_cgroup(name)
-            with contextlib.suppress(Exception):
-                if not cgroup.procs():
-                    cgroup.destroy()
-                    cleaned.append(f"empty cgroup {name}")
-        return cleaned
-
-
-def _newest_mtime(paths: list[Path]) -> float:
-    times = []
-    for path in paths:
-        with contextlib.suppress(OSError):
-            times.append(path.stat().st_mtime)
-    return max(times, default=time.time())
+        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`); one line
+        per thing cleaned."""
+        network = self.network if (self.home / "networks").exists() else None
+        return Sweeper(self.home, self.store, self._release, self._wait_monitor,
+                       network).sweep()
 
 
 def _send(pidfd: int, number: int) -> None:

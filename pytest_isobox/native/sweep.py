@@ -1,0 +1,119 @@
+"""The sweep of dead owners' leftovers in one home, run by every new NativeEngine.
+
+Guarantees: under one file lock per home; never touches a container whose owner (pid and
+start time) still runs, nor a persistent container (it has no owner) except to free the
+cgroup of one whose monitor died; a dead owner's monitor that is already removing its
+containers is let finish. Cgroups of no container in this home go only when empty and older
+than ORPHAN_CGROUP_AGE (another home may be starting one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from pytest_isobox.native.cgroups import current_layout, list_cgroups, open_cgroup
+from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
+
+ORPHAN_CGROUP_AGE = 60.0  # seconds before a sweep may take an empty cgroup of no container
+MONITOR_GRACE = 10.0  # seconds a dead owner's monitor gets to finish its own cleanup
+
+
+class Sweeper:
+    """What one sweep needs from the engine: its store, how to release a container (cgroup,
+    network, and with delete its directory), how to wait for a monitor, the networks."""
+
+    def __init__(self, home: Path, store: ContainerStore,
+                 release: Callable[[ContainerDir, bool], None],
+                 wait_monitor: Callable[[dict, float, str], None], network: Any) -> None:
+        self.home = home
+        self.store = store
+        self._release = release
+        self._wait_monitor = wait_monitor
+        self.network = network
+
+    def sweep(self) -> list[str]:
+        """One line per thing removed."""
+        cleaned: list[str] = []
+        (self.home / "locks").mkdir(exist_ok=True)
+        with FileLock(str(self.home / "locks" / "container-sweep.lock")):
+            for tmp in self.store.leftover_temp_dirs():
+                shutil.rmtree(tmp, ignore_errors=True)
+                cleaned.append(f"half-created container dir {tmp.name}")
+            live: set[str] = set()
+            for cdir in list(self.store.all()):
+                try:
+                    line = self._sweep_one(cdir)
+                except Exception as exc:  # noqa: BLE001 - one broken leftover stops no sweep
+                    line = f"could not sweep container {cdir.id[:12]}: {exc}"
+                if line:
+                    cleaned.append(line)
+                if cdir.exists():
+                    live.add(cdir.id)
+            for link in self.store.stale_names():
+                link.unlink(missing_ok=True)
+            cleaned += self._sweep_cgroups(live)
+            if self.network is not None:
+                cleaned += self.network.sweep(live)
+        return cleaned
+
+    def _sweep_one(self, cdir: ContainerDir) -> str | None:
+        config = cdir.config
+        owner = ProcessIdentity.load(config.get("owner"))
+        state = cdir.read_state()
+        monitor = ProcessIdentity.load(state.get("monitor"))
+        monitor_alive = monitor is not None and monitor.alive()
+        if owner is None:  # persistent: only a dead one's cgroup and network go
+            if state["status"] == "running" and not monitor_alive:
+                self._release(cdir, delete=False)
+                return f"cgroup of dead persistent container {cdir.id[:12]}"
+            return None
+        if owner.alive():
+            return None
+        if monitor_alive:  # it saw its owner die and is removing the container: let it finish
+            try:
+                self._wait_monitor(state, MONITOR_GRACE, cdir.id)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(monitor.pid, signal.SIGKILL)
+        self._release(cdir, delete=True)
+        return f"container {cdir.id[:12]} ({config['name']}) of dead process {owner.pid}"
+
+    def _sweep_cgroups(self, live: set[str]) -> list[str]:
+        """Cgroups named isobox/<id> with no container in this home go only when empty and
+        older than ORPHAN_CGROUP_AGE: a container of another home has processes, or is
+        being started (its cgroup is seconds old); a dead one's processes died with it."""
+        cleaned = []
+        layout = current_layout()
+        roots = [h.mountpoint for h in layout.v1.values()]
+        roots += [layout.unified.mountpoint] if layout.unified is not None else []
+        for name in list_cgroups("isobox"):
+            cid = name.partition("/")[2]
+            if cid in live or (self.store.root / cid).exists():
+                continue
+            if time.time() - _newest_mtime([root / name for root in roots]) < ORPHAN_CGROUP_AGE:
+                continue
+            cgroup = open_cgroup(name)
+            with contextlib.suppress(Exception):
+                if not cgroup.procs():
+                    cgroup.destroy()
+                    cleaned.append(f"empty cgroup {name}")
+        return cleaned
+
+
+
+
+def _newest_mtime(paths: list[Path]) -> float:
+    times = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    return max(times, default=time.time())
