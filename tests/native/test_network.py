@@ -670,3 +670,13 @@ def test_sweep_removes_networks_of_dead_creators_unless_persistent(
     assert owned["bridge"] not in links()
     assert firewall.network_tag(owned["id"]) not in iptables_text()
     assert sorted(n.name for n in manager.list()) == sorted([names[1], mine.name])
+
+
+def test_default_network_attach_leaves_other_hosts_files_alone(
+        start: Callable[..., Started]) -> None:
+    first = start(tcp_echo(1))
+    before = first.hosts_file.stat().st_mtime_ns
+    second = start(tcp_echo(1))
+    assert first.hosts_file.stat().st_mtime_ns == before  # nothing in it changed: not rewritten
+    assert f"{second.ip}\t" in second.hosts_file.read_text()
+    assert second.ip not in first.hosts_file.read_text()

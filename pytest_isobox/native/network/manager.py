@@ -321,7 +321,8 @@ class NetworkManager:
             if self.publish == "relay":
                 self._relay(container_id, netns_pid, spec.ports)
             with self.store.lock:
-                self._refresh_hosts({n["network"] for n in endpoint["networks"]})
+                self._refresh_hosts({n["network"] for n in endpoint["networks"]},
+                                    also=frozenset({container_id}))
             if rules is not None:
                 rules.wait()
         except BaseException:
@@ -478,15 +479,18 @@ class NetworkManager:
         self._refresh_hosts(touched)
         return freed
 
-    def _refresh_hosts(self, network_names: set[str]) -> None:
-        """Rewrite the hosts file of every member of these networks. Caller holds the lock."""
-        records = self.store.networks()
+    def _refresh_hosts(self, network_names: set[str], also: frozenset[str] = frozenset()) -> None:
+        """Rewrite the hosts files that a change of these networks' members alters: every
+        member's of a named one among them (the default network resolves no names, so its
+        members' files do not change), and those of the containers in `also`. Caller holds
+        the lock."""
+        changed = network_names - {DEFAULT_NETWORK}
         memberships: dict[str, list[tuple[Record, dict[str, Any]]]] = {}
-        for record in records:
+        for record in self.store.networks():
             for cid, member in record["members"].items():
                 memberships.setdefault(cid, []).append((record, member))
         for cid, joined in memberships.items():
-            if not network_names & {r["name"] for r, _ in joined}:
+            if cid not in also and not changed & {r["name"] for r, _ in joined}:
                 continue
             entries = []
             for record, member in joined:
