@@ -79,11 +79,15 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(f"engine unavailable, container tests skipped: {report.unavailable}")
     if report.images:
         lines.append("images:")
+        by_image: dict[tuple[str, str], list[ImageRecord]] = {}
+        for image in report.images:  # under xdist each worker builds (or finds) each image
+            by_image.setdefault((image.source, image.id), []).append(image)
         lines += _table(
-            ["source", "id", "build", "steps"],
-            [[i.source, _short(i.id), _secs(i.seconds),
-              f"{i.cached_steps}/{i.steps} cached" if i.steps else "-"]
-             for i in report.images])
+            ["source", "id", "build", "steps", ""],
+            [[i.source, _short(i.id), _secs(max(r.seconds for r in same)),
+              f"{i.cached_steps}/{i.steps} cached" if i.steps else "-",
+              f"in {len(same)} workers" if len(same) > 1 else ""]
+             for same in by_image.values() for i in same[:1]])
     if report.containers:
         lines.append("containers:")
         lines += _table(
