@@ -120,7 +120,7 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
         if shared and session.worker_count > 1:
             yield from _shared_container(session, opts, launch)
             return
-        handle = session.launch(opts, **launch)
+        handle = session.launch(opts, **launch, reusable=scope == "session")
         try:
             yield handle
         finally:
@@ -143,7 +143,8 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
                 values: dict[str, Any]) -> Generator[Network]:
         engine = session.engine()
         net_name = (render(name, values) if name
-                    else session.resource_name(request.fixturename, shared=shared))
+                    else session.resource_name(request.fixturename, shared=shared,
+                                               stable=session.settings.reuse))
         if shared and session.worker_count > 1:
             SharedRegistry.of(session).acquire(
                 f"network:{request.fixturename}",
@@ -171,8 +172,14 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Volume]:
         engine = session.engine()
-        vol_name = render(name, values) if name else session.resource_name(request.fixturename)
-        handle = Volume(engine.volume_create(vol_name) or vol_name)
+        vol_name = render(name, values) if name else session.resource_name(
+            request.fixturename, stable=session.settings.reuse)
+        try:
+            handle = Volume(engine.volume_create(vol_name) or vol_name)
+        except ConflictError:
+            if not session.settings.reuse:
+                raise
+            handle = Volume(vol_name)  # an earlier run's, kept for reuse
         try:
             yield handle
         finally:

@@ -24,7 +24,8 @@ class ContainerRecord:
     ready_seconds: float | None = None
     peak_memory: int | None = None
     cpu_seconds: float | None = None
-    how: str = "started"  # started, reused, shared
+    how: str = "started"  # started, shared, reused (from an earlier run), reusable (left for
+    #                       the next run)
     kept: bool = False
     exec_hint: str = ""
 

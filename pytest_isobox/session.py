@@ -125,13 +125,13 @@ class IsoboxSession:
     def home(self) -> Path:
         return self.settings.store
 
-    def resource_name(self, fixture: str, *, shared: bool = False) -> str:
+    def resource_name(self, fixture: str, *, shared: bool = False, stable: bool = False) -> str:
         """A name no other worker, run or earlier instance of this fixture uses at once.
 
-        With --isobox-reuse names are stable across runs (per project and worker) instead.
+        Stable names (--isobox-reuse) are the same in every run, per project and worker.
         """
         fixture = fixture.replace("_", "-")
-        if self.settings.reuse:
+        if stable:
             project = hashlib.sha256(str(self.config.rootpath).encode()).hexdigest()[:6]
             base = f"isobox-{fixture}-{project}-{'shared' if shared else self.worker_id}"
         else:
@@ -205,20 +205,27 @@ class IsoboxSession:
     def launch(self, options: ContainerOptions, *, fixture: str, name: str | None,
                ready: wait.Strategy | bool | None, timeout: float | None, base: Path,
                network_names: dict[str, str] | None = None, shared: bool = False,
-               persistent: bool = False) -> Container:
-        """Create, start and wait for a container; on failure nothing is left (unless kept)."""
+               persistent: bool = False, reusable: bool = False) -> Container:
+        """Create, start and wait for a container; on failure nothing is left (unless kept).
+
+        A reusable container (a session fixture's, under --isobox-reuse) gets a stable name,
+        is adopted when an earlier run left it with the same configuration, and is left
+        running at the end for the next run.
+        """
         engine = self.engine()
-        name = name or self.resource_name(fixture, shared=shared)
+        reuse = reusable and self.settings.reuse
+        name = name or self.resource_name(fixture, shared=shared, stable=reuse)
         keep = self.settings.keep != "never"
         spec = options.to_spec(name=name, fixture=fixture, worker=self.worker_id, base=base,
-                               persistent=persistent or keep or self.settings.reuse or shared)
+                               persistent=persistent or keep or reuse or shared)
         record = ContainerRecord(fixture, name, "", self._image_label(spec.image),
                                  self.worker_id, self._build_seconds(spec.image),
                                  how="shared" if shared else "started")
-        if self.settings.reuse:
+        if reuse:
             reused = self._reusable(engine, spec)
             if reused is not None:
                 return self._adopt(reused, record, ready, timeout, network_names, "reused")
+            record.how = "reusable"
         started = time.monotonic()
         state = engine.run(spec)
         record.start_seconds = time.monotonic() - started
@@ -293,7 +300,7 @@ class IsoboxSession:
                 record.kept = True
                 record.exec_hint = self.exec_hint(container)
             return True
-        if self.settings.reuse and record is not None and record.how != "shared":
+        if record is not None and record.how in ("reused", "reusable"):
             return False
         try:
             container.engine.remove(container.id, force=True)
