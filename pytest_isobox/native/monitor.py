@@ -8,7 +8,12 @@ the container when the owner is gone. The container itself dies with the monitor
 (PR_SET_PDEATHSIG), so a `kill -9` of both still leaves no running process.
 
 The monitor tells its owner what happened as JSON lines on a pipe: `started` (with the
-container's pid) or `failed` (exit code and message), then `exited`.
+container's state) or `failed` (exit code and message), then `exited`.
+
+A *spare* monitor is forked ahead of time for the engine's next container: its container
+process already waits as PID 1 of a new pid namespace inside the cgroup, because moving a
+process into a cgroup waits for an RCU grace period on cgroup v1 (often 10-20 ms). It learns
+its container's plan when the engine starts it, and cleans up after itself if never used.
 """
 
 from __future__ import annotations
