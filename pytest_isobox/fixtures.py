@@ -106,8 +106,8 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
                "networks": networks, "aliases": list(aliases), "mounts": list(mounts),
                "mem_limit": mem_limit, "cpus": cpus, "pids_limit": pids_limit, "init": init,
                "labels": dict(labels or {}), "stop_signal": stop_signal}
-    ContainerOptions(**options)  # fail at declaration on an unknown shape, not at setup
     base = _caller_dir()
+    _check(options, base)
     deps = references(options) | references(name)
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
@@ -211,6 +211,14 @@ def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> An
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in argnames])
     isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{kind}"
     return pytest.fixture(scope=scope)(isobox_fixture)  # type: ignore[call-overload]
+
+
+def _check(options: dict[str, Any], base: Path) -> None:
+    """Raise InvalidSpec at declaration for every value that holds no reference yet."""
+    fixed = {k: [item for item in v if not references(item)] if isinstance(v, list) else v
+             for k, v in options.items() if not references(v) or isinstance(v, list)}
+    ContainerOptions(**{**fixed, "image": "check"}).to_spec(
+        name="check", fixture="check", worker="check", base=base, persistent=False)
 
 
 def _shared_container(session: IsoboxSession, opts: ContainerOptions,

@@ -71,3 +71,13 @@ def test_config_hash_follows_configuration_and_image():
     assert config_hash(a, "sha256:1") != config_hash(a, "sha256:2")
     a.labels[CONFIG_HASH_LABEL] = "old"
     assert config_hash(a, "sha256:1") == config_hash(spec(environment={"V": "1"}), "sha256:1")
+
+
+def test_factory_checks_values_without_references_at_declaration():
+    from pytest_isobox import container
+
+    container(image="{img}", mem_limit="{size}", ports=["{port}", 80])  # filled in at setup
+    with pytest.raises(InvalidSpec, match="mem_limit: invalid size 'lots'"):
+        container(image="{img}", mem_limit="lots")
+    with pytest.raises(InvalidSpec, match="invalid port '80/sctp'"):
+        container(image="{img}", ports=["{port}", "80/sctp"])
