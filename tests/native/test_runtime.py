@@ -130,10 +130,11 @@ def test_default_mounts_and_etc_files(engine, rootfs):
 
 
 def test_capabilities_are_dockers_default_set(engine, rootfs):
-    _, out, _ = run_output(engine, rootfs, "grep", "^Cap", "/proc/self/status")
+    _, out, _ = run_output(engine, rootfs, "grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status")
     caps = {line.split(":")[0]: int(line.split()[1], 16) for line in out.splitlines()}
     assert caps == {"CapInh": 0, "CapPrm": DOCKER_DEFAULT_MASK, "CapEff": DOCKER_DEFAULT_MASK,
-                    "CapBnd": DOCKER_DEFAULT_MASK, "CapAmb": 0}
+                    "CapBnd": DOCKER_DEFAULT_MASK, "CapAmb": 0,
+                    "NoNewPrivs": 0}  # Docker does not set no_new_privs by default
     _, out, _ = run_output(engine, rootfs, "grep", "^CapEff", "/proc/self/status", user="nobody")
     assert int(out.split()[1], 16) == 0
 
