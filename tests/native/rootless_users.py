@@ -17,6 +17,7 @@ import pwd
 import secrets
 import signal
 import subprocess
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ import pytest_isobox.native.rootless.userns  # noqa: F401 - loaded for the dropp
 from pytest_isobox.native import linux
 
 PR_SET_DUMPABLE = 4
+PREFIX = "isobox-t"
+OWNER_FILE = ".isobox-test-owner"  # pid and start time of the process that made the user
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 
 
@@ -47,11 +50,15 @@ class ThrowawayUser:
 
     @classmethod
     def create(cls, subids: bool) -> ThrowawayUser:
-        name = f"isobox-t{secrets.token_hex(4)}"
+        """A new user; first, the users of test runs that died before their finalizers."""
+        remove_orphans()
+        name = f"{PREFIX}{secrets.token_hex(4)}"
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True,
                        capture_output=True)
         entry = pwd.getpwnam(name)
         user = cls(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), subids)
+        me = psutil.Process()
+        (user.home / OWNER_FILE).write_text(f"{me.pid} {me.create_time()}\n")
         granted = _granted(name)
         if not subids and granted:
             args = []
@@ -80,6 +87,30 @@ class ThrowawayUser:
                 pass
         psutil.wait_procs(self.processes(), timeout=10)
         subprocess.run(["userdel", "--remove", self.name], check=False, capture_output=True)
+
+
+def remove_orphans() -> None:
+    """Remove throwaway users whose creating process is gone (a run killed mid-test)."""
+    for entry in pwd.getpwall():
+        if not entry.pw_name.startswith(PREFIX):
+            continue
+        try:
+            pid, started = (Path(entry.pw_dir) / OWNER_FILE).read_text().split()
+            alive = psutil.Process(int(pid)).create_time() == float(started)
+        except FileNotFoundError:  # being made right now, or made by a run long dead
+            alive = _age(Path(entry.pw_dir)) < 60
+        except (OSError, ValueError, psutil.NoSuchProcess):
+            alive = False
+        if not alive:
+            ThrowawayUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir),
+                          False).remove()
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _granted(name: str) -> list[tuple[int, int]] | None:

@@ -54,11 +54,11 @@ class NetworkAgent:
         self.pid, self._to_agent, self._from_agent = pid, to_w, from_r
 
     @staticmethod
-    def _read_all(fd: int) -> bytes:
-        data = b""
-        while chunk := os.read(fd, 65536):
-            data += chunk
-        return data
+    def _read_reply(fd: int) -> bytes:
+        """One sized reply (the relay, the agent's child, holds the pipe open too)."""
+        with open(fd, "rb", closefd=False) as source:
+            size = int.from_bytes(source.read(8) or b"\0", "big")
+            return source.read(size) if size else b""
 
     def _serve(self, requests: int, replies: int) -> None:
         raw = os.read(requests, 64)
@@ -68,14 +68,14 @@ class NetworkAgent:
             reply = pickle.dumps((True, self._attach(int(raw))))
         except BaseException as exc:  # noqa: BLE001 - the monitor reports it as a failed start
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
-        os.write(replies, reply)
+        os.write(replies, len(reply).to_bytes(8, "big") + reply)
         os.close(replies)
         os.read(requests, 1)  # until the monitor closes the pipe (or dies)
 
     def attach(self, container_pid: int) -> tuple[dict, dict]:
         """Have the agent attach the container; its (ips, ports)."""
         os.write(self._to_agent, str(container_pid).encode())
-        data = self._read_all(self._from_agent)
+        data = self._read_reply(self._from_agent)
         if not data:
             raise ContainerError("the network agent died while attaching the container")
         ok, value = pickle.loads(data)

@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pytest_isobox.engine import ConflictError, InvalidSpec, NetworkInfo, PortSpec
+from pytest_isobox.engine import ConflictError, NetworkInfo, PortSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.network import ipam, rtnl
 from pytest_isobox.native.network.links import Links, bridge_name
-from pytest_isobox.native.network.manager import _NAME, SPECIAL_MODES, NetworkManager, _info
+from pytest_isobox.native.network.manager import NetworkManager, _info
 from pytest_isobox.native.network.store import HostRegistry, Record
 from pytest_isobox.native.rootless.ports import PortRelay, start_relay
 from pytest_isobox.native.rootless.userns import UserNamespace
@@ -90,11 +90,11 @@ class HelperLinks(Links):
             self.ipr.addr("add", index=index, address=str(gateway), prefixlen=prefixlen)
             self.ipr.link("set", index=index, state="up")
 
-    def delete(self, name: str) -> bool:
-        return in_netns(self.net_fd, Links.delete, self, name)
+    def delete(self, name: str) -> bool:  # type: ignore[override]
+        return in_netns(self.net_fd, rtnl.delete_link, name)
 
     def exists(self, name: str) -> bool:
-        return in_netns(self.net_fd, Links.exists, self, name)
+        return in_netns(self.net_fd, Links.index, name) is not None
 
     def uplinks(self) -> list[str]:
         return []
@@ -122,11 +122,12 @@ class RootlessNetworkManager(NetworkManager):
         """Close the netlink sockets. Bridges go with the helper namespace."""
         self._links.close()
 
-    def create(self, name: str, *, subnet: str | None = None,
-               labels: dict[str, str] | None = None) -> NetworkInfo:
+    def _require_privileges(self) -> None:
+        """Nothing: the helper namespace is the user's own."""
+
+    def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None,
+                ) -> NetworkInfo:
         """A network record; its bridge is made in the helper netns when first attached to."""
-        if not _NAME.fullmatch(name) or name in SPECIAL_MODES:
-            raise InvalidSpec(f"invalid network name {name!r}: use letters, digits, '_', '.', '-'")
         with self.registry.lock, self.store.lock:
             if self.store.network(name) is not None:
                 raise ConflictError(f"network {name!r} already exists")
