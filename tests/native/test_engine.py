@@ -29,7 +29,7 @@ ids = [engine.run(ContainerSpec(image=rootfs, network_mode="none", persistent=pe
 print(json.dumps(ids), flush=True)
 if not persistent:
     sys.stdin.read()  # stay alive (and own the containers) until told or killed
-    engine.close()
+engine.close()  # persistent containers run on
 """
 
 
