@@ -211,6 +211,21 @@ def _watch(owner: ProcessIdentity | None) -> int | None:
     return fd if owner.alive() else -1
 
 
+def _fork_pid1() -> int:
+    """Fork the container process as PID 1 of a new pid namespace; the monitor's own later
+    children (iptables, conntrack at release) stay in ours. A fork into a pid namespace whose
+    PID 1 has died fails with ENOMEM, so without the switch back the release after the
+    container's exit could not run a single subprocess."""
+    ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)  # closed by the exec
+    linux.unshare(linux.CLONE_NEWPID)
+    child = os.fork()
+    if child != 0:
+        with contextlib.suppress(OSError):  # a user namespace may forbid it: no iptables there
+            linux.setns(ours, linux.CLONE_NEWPID)
+        os.close(ours)
+    return child
+
+
 def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, events_w: int,
                control_r: int) -> int:
     _detach_from_caller(owner, {events_w, control_r})
@@ -220,8 +235,7 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
     cgroup.create()
     channels = _Channels(tty=None, stdin=False)
     plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
-    linux.unshare(linux.CLONE_NEWPID)
-    child = os.fork()
+    child = _fork_pid1()
     if child == 0:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.close(plan_w)
@@ -347,8 +361,7 @@ class _Monitor:
             self.hooks.create_cgroup()
             channels = _Channels(tty=self.plan.process.tty,
                                  stdin=t is not None and t.stdin is not None)
-            linux.unshare(linux.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
-            child = os.fork()
+            child = _fork_pid1()
             if child == 0:
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 container_init(self.plan, *channels.for_child(self.plan))

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import textwrap
 
-import pytest
-
 from tests.plugin.conftest import base_conftest
 
 
-def test_stop_restart_and_exit_codes(project, busybox_rootfs, engine_kind, request):
-    if engine_kind == "native":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="native engine: start after stop raises 'container is already "
-            "attached' (its network attachment outlives the stop)"))
+def test_stop_restart_and_exit_codes(project, busybox_rootfs, engine_kind):
     project.makeconftest(base_conftest(busybox_rootfs, """
         web = container(image="{base}", command="httpd -f -p 80 -h /etc", ports=["80/tcp"],
                         scope="function")
