@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root
+from tests.conftest import docker_available, needs_root
 
 pytestmark = needs_root
 
 
 def isobox(*args: str, check: bool = True, input: bytes | None = None, timeout: float = 60
            ) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", *args], check=False,
+                          capture_output=True,
                           input=input, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"isobox {' '.join(args)} -> {proc.returncode}\n"
@@ -126,3 +127,63 @@ def test_build_then_run(base: str, tmp_path: Path) -> None:
     cfg = json.loads(isobox("image", "inspect", "seed:1").stdout)[0]
     assert "80/tcp" in cfg["config"]["ExposedPorts"]
     assert isobox("run", "--rm", "seed:1", "cat", "/data/hello.txt").stdout == b"hello world\n"
+
+
+def test_network_port_and_inspect(base: str) -> None:
+    isobox("network", "create", "clinet")
+    try:
+        assert "clinet" in isobox("network", "ls").stdout.decode()
+        cid = isobox("run", "-d", "--network", "clinet", "--network-alias", "svc", "-p",
+                     "127.0.0.1::80", base, "httpd", "-f", "-p", "80").stdout.decode().strip()
+        try:
+            port_line = isobox("port", cid).stdout.decode().strip()
+            assert port_line.startswith("80/tcp -> 127.0.0.1:")
+            host_port = int(port_line.rsplit(":", 1)[1])
+            assert isobox("port", cid, "80").stdout.decode().strip() == f"127.0.0.1:{host_port}"
+            doc = json.loads(isobox("inspect", cid).stdout)[0]
+            assert "clinet" in doc["NetworkSettings"]["Networks"]
+            assert doc["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"] == str(host_port)
+            peer = isobox("run", "--rm", "--network", "clinet", base, "wget", "-qO-",
+                          "http://svc/etc/hostname", check=False)
+            assert peer.stdout.strip() == cid[:12].encode()
+        finally:
+            isobox("rm", "-f", cid)
+        isobox("network", "rm", "clinet")
+        assert "clinet" not in isobox("network", "ls").stdout.decode()
+    finally:
+        isobox("network", "rm", "clinet", check=False)
+
+
+def test_volume_df_and_prune(base: str) -> None:
+    isobox("volume", "create", "keep")
+    isobox("run", "--rm", "-v", "keep:/data", base, "sh", "-c", "echo kept > /data/f")
+    assert isobox("run", "--rm", "-v", "keep:/data", base, "cat", "/data/f").stdout == b"kept\n"
+    assert "keep" in isobox("volume", "ls").stdout.decode()
+    isobox("volume", "rm", "keep")
+    df = isobox("df").stdout.decode()
+    assert "Images" in df or "images" in df
+    isobox("rmi", base)
+    assert "Total reclaimed space" in isobox("prune").stdout.decode()
+    assert isobox("images", "-q").stdout.strip() == b""
+
+
+@pytest.mark.skipif(not docker_available(), reason="no Docker daemon answers")
+def test_save_runs_under_docker_and_docker_save_loads(base: str, tmp_path: Path) -> None:
+    archive = tmp_path / "busybox.tar"
+    isobox("save", "-o", str(archive), base)
+    tag = "isobox-cli-test/busybox:saved"
+    isobox("tag", base, tag)
+    isobox("save", "-o", str(archive), tag)
+    subprocess.run(["docker", "load", "-i", str(archive)], check=True, capture_output=True)
+    try:
+        ours = isobox("run", "--rm", tag, "cat", "/etc/passwd").stdout
+        theirs = subprocess.run(["docker", "run", "--rm", tag, "cat", "/etc/passwd"],
+                                check=True, capture_output=True).stdout
+        assert ours == theirs
+        back = tmp_path / "from-docker.tar"
+        subprocess.run(["docker", "save", "-o", str(back), tag], check=True)
+        isobox("rmi", tag)
+        assert "Loaded image" in isobox("load", "-i", str(back)).stdout.decode()
+        assert isobox("run", "--rm", tag, "cat", "/etc/passwd").stdout == theirs
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True)
