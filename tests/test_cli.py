@@ -187,3 +187,57 @@ def test_save_runs_under_docker_and_docker_save_loads(base: str, tmp_path: Path)
         assert isobox("run", "--rm", tag, "cat", "/etc/passwd").stdout == theirs
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True)
+
+
+def _converse(args: list[str], script: list[tuple[bytes, bytes]], timeout: float = 30
+              ) -> tuple[int, bytes]:
+    """Run `isobox ARGS` on a real pty; for each (send, expect) pair, type `send` and read until
+    `expect` appears. Returns the exit status and everything the terminal showed."""
+    import os
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "pytest_isobox.cli", *args])
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        for send, expect in script:
+            if send:
+                os.write(fd, send)
+            while expect not in seen:
+                assert time.monotonic() < deadline, f"waited for {expect!r}; terminal: {seen!r}"
+                if select.select([fd], [], [], 0.5)[0]:
+                    try:
+                        seen += os.read(fd, 4096)
+                    except OSError:  # the pty closed: the command ended
+                        break
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen
+
+
+def test_run_it_gives_an_interactive_terminal(base: str) -> None:
+    code, seen = _converse(["run", "-it", "--rm", base, "sh"], [
+        (b"", b"# "),
+        (b"tty; echo sum-$((20+22))\r", b"sum-42"),
+        (b"exit 3\r", b"exit 3"),
+    ])
+    assert code == 3
+    assert b"/dev/pts/" in seen
+
+
+def test_exec_it_into_a_running_container(base: str) -> None:
+    cid = isobox("run", "-d", base, "sleep", "1000").stdout.decode().strip()
+    try:
+        code, _ = _converse(["exec", "-it", cid, "sh"], [
+            (b"", b"# "),
+            (b"echo in-$(hostname)\r", f"in-{cid[:12]}".encode()),
+            (b"exit\r", b"exit"),
+        ])
+        assert code == 0
+    finally:
+        isobox("rm", "-f", cid)
