@@ -241,3 +241,17 @@ def test_exec_it_into_a_running_container(base: str) -> None:
         assert code == 0
     finally:
         isobox("rm", "-f", cid)
+
+
+def test_logs_follow_ends_with_the_container(base: str) -> None:
+    cid = isobox("run", "-d", base, "sh", "-c",
+                 "echo one; read x < /dev/null; sleep 0.5; echo two >&2; echo three"
+                 ).stdout.decode().strip()
+    try:
+        proc = isobox("logs", "-f", cid)
+        assert proc.stdout == b"one\nthree\n"
+        assert proc.stderr == b"two\n"
+        last = isobox("logs", "--tail", "1", cid)
+        assert last.stdout + last.stderr in (b"three\n", b"two\n")  # streams race each other
+    finally:
+        isobox("rm", "-f", cid)
