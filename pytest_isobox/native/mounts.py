@@ -26,6 +26,7 @@ from pytest_isobox.native.linux import (
     MS_REMOUNT,
     MS_STRICTATIME,
 )
+from pytest_isobox.native.rootless import mounts as rootless_mounts
 
 # moby/oci/defaults.go
 MASKED_PATHS = (
@@ -87,12 +88,17 @@ def make_mounts_private() -> None:
     linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def overlay_options(lowerdirs: list[str], upper: str, work: str) -> str:
-    """The overlay mount data; `lowerdirs` top first (overlayfs's order)."""
+def overlay_options(lowerdirs: list[str], upper: str, work: str, userxattr: bool = False,
+                    ) -> str:
+    """The overlay mount data; `lowerdirs` top first (overlayfs's order); `userxattr` in a
+    user namespace (overlay's own state in user.overlay.* xattrs, see rootless.mounts)."""
+    if userxattr:
+        return rootless_mounts.overlay_options(lowerdirs, upper, work)
     return f"lowerdir={':'.join(lowerdirs)},upperdir={upper},workdir={work}"
 
 
-def mount_overlay(lowerdirs: list[str], upper: str, work: str, target: str) -> None:
+def mount_overlay(lowerdirs: list[str], upper: str, work: str, target: str,
+                  userxattr: bool = False) -> None:
     """Mount the image layers (read-only) with the container's writable upper dir at `target`.
 
     Lower dirs that share one parent are given relative to it (the kernel resolves them
@@ -105,7 +111,8 @@ def mount_overlay(lowerdirs: list[str], upper: str, work: str, target: str) -> N
         os.chdir(parents.pop())
         lowerdirs = [os.path.basename(d) for d in lowerdirs]
     try:
-        linux.mount("overlay", target, "overlay", 0, overlay_options(lowerdirs, upper, work))
+        linux.mount("overlay", target, "overlay", 0, overlay_options(lowerdirs, upper, work,
+                                                                     userxattr))
     finally:
         if cwd is not None:
             os.chdir(cwd)
@@ -147,22 +154,25 @@ def _mountpoint(root: str, path: str, is_dir: bool) -> str:
     return target
 
 
-def mount_defaults(root: str, new_netns: bool) -> None:
+def mount_defaults(root: str, new_netns: bool, rootless: bool = False) -> None:
     """Docker's default mounts: /proc, /dev (tmpfs + nodes + links), /dev/pts, /dev/shm,
-    /dev/mqueue, /sys read-only."""
+    /dev/mqueue, /sys read-only. Rootless: the host's device nodes are bound, not made."""
     proc = _mountpoint(root, "/proc", True)
     linux.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     dev = _mountpoint(root, "/dev", True)
     linux.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
-    for name, (major, minor) in DEVICES.items():
+    if rootless:
+        rootless_mounts.bind_devices(dev)
+    for name, (major, minor) in () if rootless else DEVICES.items():
         path = f"{dev}/{name}"
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(path, 0o666)
     for name, target in DEV_SYMLINKS.items():
         os.symlink(target, f"{dev}/{name}")
     os.mkdir(f"{dev}/pts", 0o755)
+    tty_gid = not rootless or rootless_mounts.gid_mapped(rootless_mounts.TTY_GID)
     linux.mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=0620,gid=5")
+                rootless_mounts.devpts_options(tty_gid))
     os.mkdir(f"{dev}/shm", 0o1777)
     linux.mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                 f"mode=1777,size={SHM_SIZE}")

@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from pytest_isobox.engine import ContainerError
 from pytest_isobox.native import capabilities, linux, mounts
+from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.users import ExecUser, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -58,6 +59,7 @@ class ContainerPlan:
     new_netns: bool = True
     loopback_up: bool = True
     cgroup_ns: bool = False
+    rootless: bool = False  # in a user namespace (the monitor entered it): see rootless/
 
     @property
     def unshare_flags(self) -> int:
@@ -111,8 +113,9 @@ def _wait_for_go(go_r: int) -> None:
 def build_rootfs(plan: ContainerPlan) -> None:
     """The overlay, Docker's default mounts, the user's mounts and /etc files, below the root."""
     mounts.make_mounts_private()
-    mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs)
-    mounts.mount_defaults(plan.rootfs, plan.new_netns)
+    mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs,
+                         userxattr=plan.rootless)
+    mounts.mount_defaults(plan.rootfs, plan.new_netns, rootless=plan.rootless)
     for mount in plan.mounts:
         mounts.mount_user(plan.rootfs, mount)
     for target, source in plan.etc_files.items():
@@ -131,7 +134,8 @@ def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error
     try:
         set_up_stdio(stdio)
         close_fds_except({error_w, *((console.fileno(),) if console is not None else ())})
-        namespaces = [_open_namespace(pid, ns) for ns in ("ipc", "uts", "net", "pid", "cgroup")]
+        namespaces = [_open_namespace(pid, ns) for ns in ("user", "ipc", "uts", "net", "pid",
+                                                                "cgroup")]
         mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         join_cgroup(os.getpid())
@@ -216,7 +220,8 @@ def become_process(process: ProcessPlan, hostname: str) -> NoReturn:
     executable = find_executable(process.argv[0], env.get("PATH", DEFAULT_PATH))
     set_rlimits()
     capabilities.drop_bounding_set()
-    os.setgroups(list(user.groups))
+    if rootless_mounts.setgroups_allowed():  # denied for good in a single-id namespace
+        os.setgroups(list(user.groups))
     os.setgid(user.gid)
     os.setuid(user.uid)
     capabilities.set_process_capabilities(user.uid)
