@@ -56,6 +56,7 @@ class Hooks:
     final_usage: Callable[[], dict]  # oom_killed, memory_peak, cpu_time_ns
     attach_network: AttachNetwork | None
     release: Callable[[bool], None]  # delete the state dir too?
+    enter_userns: Callable[[], None] | None = None  # rootless: before the pid namespace
     has_limits: bool = True  # whether create_cgroup writes any limit
 
 
@@ -361,6 +362,8 @@ class _Monitor:
             self.hooks.create_cgroup()
             channels = _Channels(tty=self.plan.process.tty,
                                  stdin=t is not None and t.stdin is not None)
+            if self.hooks.enter_userns is not None:  # before the pid namespace it will own
+                self.hooks.enter_userns()
             child = _fork_pid1()
             if child == 0:
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
