@@ -65,6 +65,11 @@ from pytest_isobox.native.monitor import (
     spawn_monitor,
     spawn_spare,
 )
+from pytest_isobox.native.rootless.agent import NetworkAgent
+from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
+from pytest_isobox.native.rootless.mode import RootlessMode
+from pytest_isobox.native.rootless.store import check_owner as check_store_owner
+from pytest_isobox.native.rootless.userns import is_rootless
 from pytest_isobox.native.runtime import (
     ContainerPlan,
     ProcessPlan,
@@ -106,8 +111,8 @@ def check_prerequisites() -> None:
     """Raise EngineUnavailable naming the first missing prerequisite of the rootful engine."""
     if os.geteuid() != 0:
         raise EngineUnavailable(
-            f"the native engine needs root (running as uid {os.geteuid()}); "
-            "rootless containers are not available yet")
+            f"the rootful native engine needs root (running as uid {os.geteuid()}); "
+            "leave rootless mode on (the default for users) to run without root")
     try:
         filesystems = Path("/proc/filesystems").read_text()
     except OSError:
@@ -124,9 +129,18 @@ class NativeEngine:
 
     name = "native"
 
-    def __init__(self, home: str | Path | None = None) -> None:
-        check_prerequisites()
+    def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
+                 limits: str = "strict") -> None:
+        """`rootless` None: rootless unless root. `limits` "strict": a container asking for
+        limits that rootless mode cannot apply fails; "best-effort": it runs without them."""
         self.home = Path(home) if home else default_home()
+        self._rootless: RootlessMode | None = None
+        if is_rootless(rootless):
+            self._rootless = RootlessMode(self.home, limits)
+        else:
+            check_prerequisites()
+            check_limits_mode(limits)
+            check_store_owner(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = ContainerStore(self.home)
         self.volume_store = VolumeStore(self.home, self._volume_users)
@@ -151,7 +165,8 @@ class NativeEngine:
         if self._images is None:
             from pytest_isobox.images.store import ImageStore
 
-            self._images = ImageStore(self.home)
+            self._images = self._rootless.image_store(self.home) if self._rootless \
+                else ImageStore(self.home)
         return self._images
 
     @property
@@ -163,7 +178,8 @@ class NativeEngine:
                 from pytest_isobox.native.network.manager import NetworkManager
             except ImportError:
                 return None
-            self._network = NetworkManager(self.home)
+            self._network = self._rootless.network_manager(self.home) if self._rootless \
+                else NetworkManager(self.home)
         return self._network
 
     def _network_manager(self) -> Any:
@@ -188,6 +204,8 @@ class NativeEngine:
         self._monitors.clear()
         if self._network is not None:
             self._network.close()
+        if self._rootless is not None:
+            self._rootless.close()
 
     def __enter__(self) -> Self:
         return self
@@ -196,7 +214,21 @@ class NativeEngine:
         self.close()
 
     def _cgroup(self, cid: str) -> Any:
+        if self._rootless is not None:
+            return self._rootless.cgroup(f"isobox/{cid}")
         return open_cgroup(f"isobox/{cid}")
+
+    @property
+    def rootless(self) -> bool:
+        return self._rootless is not None
+
+    def _limits_plan(self, spec: ContainerSpec) -> tuple[Limits, str]:
+        """The limits a container gets and, rootless, one line saying which were applied."""
+        limits = self._limits(spec)
+        if self._rootless is None:
+            return limits, ""
+        plan = self._rootless.plan_limits(limits)
+        return plan.applied, plan.summary() if limits.controllers() else ""
 
     def _resolve_image(self, ref: str) -> tuple[str, dict, list[str]]:
         """(image id, runtime config, lower dirs top first) of an image ref or rootfs dir."""
@@ -310,8 +342,9 @@ class NativeEngine:
             raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
                               " are allowed")
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
-        limits = self._limits(spec)
-        check_available(limits)
+        limits, _ = self._limits_plan(spec)
+        if self._rootless is None:
+            check_available(limits)
         if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
             self._network_manager()
         spare, self._spare = self._spare, None
@@ -413,7 +446,9 @@ class NativeEngine:
             mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
             init_binary=init_binary, new_netns=not host_network,
             loopback_up=not host_network and not uses_manager,
-            cgroup_ns=cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
+            cgroup_ns=self._rootless is None
+            and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
+            rootless=self._rootless is not None,
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
@@ -421,8 +456,8 @@ class NativeEngine:
         cgroup = self._cgroup(cid)
         config = cdir.config
         spec = spec_from_dict(config["spec"])
-        limits = self._limits(spec)
-        attach = None
+        limits, _ = self._limits_plan(spec)
+        attach = agent = None
         if plan.new_netns and not plan.loopback_up:
             manager = self._network_manager()
 
@@ -431,13 +466,24 @@ class NativeEngine:
                                         cdir.hosts)
                 return result.ips, result.ports
 
+            if self._rootless is not None:  # wired by an agent the monitor forks first
+                agent = NetworkAgent(attach)
+                attach = agent.attach
+
         def final_usage() -> dict:
             stats = cgroup.stats()
             return {"oom_killed": cgroup.oom_killed(), "memory_peak": stats.memory_peak,
                     "cpu_time_ns": stats.cpu_time_ns}
 
         def release(delete: bool) -> None:
+            if agent is not None:
+                agent.stop()
             self._release(cdir, delete)
+
+        def enter_userns() -> None:
+            self._rootless.enter()
+            if agent is not None:
+                agent.start(self._rootless.fds())
 
         def join_cgroup(pid: int) -> None:
             try:
@@ -449,10 +495,17 @@ class NativeEngine:
         return Hooks(create_cgroup=lambda: cgroup.create(limits), join_cgroup=join_cgroup,
                      kill_cgroup=cgroup.kill_all, final_usage=final_usage,
                      attach_network=attach, release=release,
+                     enter_userns=enter_userns if self._rootless else None,
                      has_limits=bool(limits.controllers()))
 
     def _release(self, cdir: ContainerDir, delete: bool) -> None:
-        """Give back the container's cgroup and network; with delete, its directory too."""
+        """Give back the container's cgroup and network; with delete, its directory too.
+
+        Rootless, this runs in the user namespace, where the files of mapped ids and the
+        helper network namespace are ours."""
+        if self._rootless is not None and not self._rootless.inside():
+            self._rootless.run(self._release, cdir, delete)
+            return
         self._cgroup(cdir.id).destroy()
         try:
             spec = cdir.config["spec"]
@@ -495,8 +548,8 @@ class NativeEngine:
 
     def _fork_spare(self) -> None:
         """Have the next container's monitor ready, its process already in its cgroup."""
-        if self._spare is not None:
-            return
+        if self._spare is not None or self._rootless is not None:
+            return  # (rootless: a spare would need the user namespace before its plan)
         cid = secrets.token_hex(32)
         cgroup = self._cgroup(cid)
 
@@ -708,7 +761,13 @@ class NativeEngine:
         """Docker's container JSON, for the fields this engine knows."""
         cdir = self._find(container)
         st = self.state(cdir.id)
-        return container_json(cdir.id, cdir.config, cdir.read_state(), st)
+        data = container_json(cdir.id, cdir.config, cdir.read_state(), st)
+        data["Isobox"] = {  # ours, not Docker's: rootless mode, the limits held, the id map
+            "Rootless": self._rootless is not None,
+            "Limits": self._limits_plan(spec_from_dict(cdir.config["spec"]))[1],
+            "IdMapping": self._rootless.note if self._rootless else "",
+        }
+        return data
 
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         found = []
@@ -884,7 +943,10 @@ class NativeEngine:
         fd = self._container_pidfd(state)
         if fd is not None:
             os.close(fd)
-            return action(Path(f"/proc/{state['pid']}/root")) or b""
+            root = Path(f"/proc/{state['pid']}/root")
+            if self._rootless is not None:  # files of mapped ids: handled as root inside
+                return self._rootless.run(action, root) or b""
+            return action(root) or b""
         plan = self._plan(cdir, tty=False)
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         child = os.fork()
@@ -892,9 +954,12 @@ class NativeEngine:
             code = 1
             try:
                 os.close(result_r)
+                if self._rootless is not None:
+                    self._rootless.enter()
                 linux.unshare(linux.CLONE_NEWNS)
                 mounts.make_mounts_private()
-                mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs)
+                mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs,
+                                     userxattr=plan.rootless)
                 try:
                     out = b"\0" + (action(Path(plan.rootfs)) or b"")
                 except Exception as exc:  # noqa: BLE001 - sent back to the parent
@@ -924,7 +989,10 @@ class NativeEngine:
         return self._network_manager().create(name, subnet=subnet, labels=labels)
 
     def network_remove(self, name: str) -> None:
-        self._network_manager().remove(name)
+        if self._rootless is not None:  # its bridge is in the user namespace's helper netns
+            self._rootless.run(self._network_manager().remove, name)
+        else:
+            self._network_manager().remove(name)
 
     def network_inspect(self, name: str) -> NetworkInfo:
         return self._network_manager().inspect(name)
