@@ -64,6 +64,12 @@ def test_delegation_found_only_in_a_cgroup_the_user_owns(tmp_path: Path) -> None
     assert theirs.path is None and "not delegated" in theirs.reason
 
 
+def test_the_root_cgroup_is_no_delegation(tmp_path: Path) -> None:
+    mountinfo = f"36 25 0:31 / {tmp_path} rw - cgroup2 cgroup2 rw\n"
+    found = find_delegation(mountinfo, "0::/\n", uid=os.geteuid())
+    assert found.path is None and "no delegated subtree" in found.reason
+
+
 def test_bad_mode_is_named() -> None:
     with pytest.raises(InvalidSpec, match="'sometimes'"):
         plan_limits(LIMITS, "sometimes", Delegation(None))

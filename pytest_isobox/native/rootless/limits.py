@@ -82,6 +82,9 @@ def find_delegation(mountinfo: str | None = None, proc_cgroup: str | None = None
     own = _own_v2_path(proc_cgroup)
     if own is None:
         return Delegation(None, reason="this process has no cgroup v2 membership")
+    if own in ("", "/"):
+        return Delegation(None, reason=f"this process sits in the root of {mount}, which is "
+                                       "no delegated subtree")
     path = mount / own.lstrip("/")
     try:
         owner = path.stat().st_uid

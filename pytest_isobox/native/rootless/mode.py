@@ -76,7 +76,7 @@ class RootlessMode:
 
     def cgroup(self, name: str) -> Cgroup:
         """The container's cgroup: in the delegated subtree when there is one, else none."""
-        if self.delegation.path is None:
+        if self.delegation.path is None or not self.delegation.controllers:
             return NoCgroup(name)
         from pytest_isobox.native.cgroups import open_cgroup
         from pytest_isobox.native.cgroups.hierarchies import current_layout
