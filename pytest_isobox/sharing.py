@@ -35,9 +35,12 @@ def controller_token() -> str:
 
 
 def token_alive(token: str) -> bool:
+    """True while that process runs; a zombie (killed, not yet reaped) counts as dead."""
     pid, _, started = token.partition(":")
     try:
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) < _START_TOLERANCE
+        process = psutil.Process(int(pid))
+        return (abs(process.create_time() - float(started)) < _START_TOLERANCE
+                and process.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, ValueError):
         return False
 
