@@ -14,7 +14,7 @@ import pytest
 from pytest_isobox import wait
 from pytest_isobox.engine import ContainerNotFound, Engine, NetworkNotFound, VolumeNotFound
 from pytest_isobox.handles import Container, Image, Network, Volume
-from pytest_isobox.session import IsoboxSession
+from pytest_isobox.session import SESSION_KEY, IsoboxSession
 from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
 
 
@@ -92,8 +92,6 @@ def _ignore(missing: type[Exception], action: Callable[..., None], *args: Any,
 @pytest.fixture
 def isobox(request: pytest.FixtureRequest, isobox_engine: Engine) -> Any:
     """Run containers and build images imperatively; all removed at the end of the test."""
-    from pytest_isobox.session import SESSION_KEY
-
     runner = Isobox(request.config.stash[SESSION_KEY], request)
     yield runner
     runner.close()
