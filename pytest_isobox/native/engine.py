@@ -14,6 +14,7 @@ as an absolute path to a directory runs that directory as the only, read-only, l
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -1011,7 +1012,10 @@ class NativeEngine:
         return self.volume_store.create(name)
 
     def volume_remove(self, name: str, *, force: bool = False) -> None:
-        self.volume_store.remove(name, force=force)
+        if self._rootless is not None:  # its files may belong to mapped ids
+            self._rootless.run(functools.partial(self.volume_store.remove, name, force=force))
+        else:
+            self.volume_store.remove(name, force=force)
 
     def volumes(self) -> list[str]:
         return self.volume_store.names()
