@@ -39,26 +39,26 @@ SESSION_KEY = pytest.StashKey["IsoboxSession"]()
 def engine_choice(settings: Settings) -> tuple[str, dict]:
     """The engine kind and its options; the one place that picks rootful or rootless.
 
-    The native engine runs rootful as root, and rootless for other users or when
-    --isobox-rootless forces it, with --isobox-limits saying what to do about limits the
-    user cannot apply. An engine without a rootless mode yet is reported as unavailable.
+    The native engine decides by itself (rootful as root, rootless otherwise) unless
+    --isobox-rootless forces rootless; --isobox-limits says what to do with limits a
+    rootless user cannot apply. An engine without a rootless mode reports it unavailable.
     """
     if settings.engine == "docker":
         return "docker", {"base_url": settings.docker_url}
-    options: dict = {"home": settings.home} if settings.home else {}
-    rootless = settings.rootless if settings.rootless is not None else os.geteuid() != 0
-    if rootless:
-        from pytest_isobox.native.engine import NativeEngine
+    from pytest_isobox.native.engine import NativeEngine
 
-        accepted = inspect.signature(NativeEngine).parameters
-        if "rootless" not in accepted:
-            why = "forced by --isobox-rootless" if settings.rootless else "not running as root"
-            raise EngineUnavailable(
-                f"the native engine's rootless mode is not supported yet ({why}); run as "
-                "root or use --isobox-engine=docker")
-        options["rootless"] = True
+    options: dict = {"home": settings.home} if settings.home else {}
+    accepted = inspect.signature(NativeEngine).parameters
+    if "rootless" in accepted:
+        options["rootless"] = settings.rootless
         if "limits" in accepted:
             options["limits"] = settings.limits
+        return "native", options
+    if settings.rootless if settings.rootless is not None else os.geteuid() != 0:
+        why = "forced by --isobox-rootless" if settings.rootless else "not running as root"
+        raise EngineUnavailable(
+            f"the native engine's rootless mode is not supported yet ({why}); run as root "
+            "or use --isobox-engine=docker")
     return "native", options
 
 

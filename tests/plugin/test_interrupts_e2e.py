@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pytest_isobox.engine import ContainerNotFound
 from tests.conftest import LEAKCHECK
 from tests.plugin.conftest import base_conftest, eventually_gone, gone, remove_quietly
 
@@ -112,14 +113,22 @@ def test_kill_9_leaves_nothing_after_the_next_run(project, busybox_rootfs, engin
     zombie_owned = [cid for cid in left if owner_is_zombie(engine, cid)]
     for cid in zombie_owned:
         remove_quietly(engine, cid)
-    assert [(cid, engine.state(cid).labels, engine.state(cid).status) for cid in left
-            if cid not in zombie_owned] == [], result.stdout.str()
+    stuck = [(cid, status) for cid in left if cid not in zombie_owned
+             for status in [status_of(engine, cid)] if status not in ("gone", "removing")]
+    assert stuck == [], result.stdout.str()  # 'removing': the daemon has it in hand
     check = subprocess.run([str(LEAKCHECK), "--baseline", str(baseline)], check=False,
                            capture_output=True, text=True)
     assert ours(check.stdout, ids) == [], check.stdout
     if zombie_owned:  # the engine's own sweep, not the plugin: visible until fixed
         pytest.xfail(f"{engine.name} engine's sweep takes a zombie owner (killed, not yet "
                      f"reaped by pid 1 here) for a live one: {len(zombie_owned)} containers")
+
+
+def status_of(engine, container_id: str) -> str:
+    try:
+        return engine.state(container_id).status
+    except ContainerNotFound:
+        return "gone"
 
 
 def owner_is_zombie(engine, container_id: str) -> bool:

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from pytest_isobox.session import engine_choice
+from pytest_isobox.settings import Settings
 from tests.plugin.conftest import base_conftest, gone, remove_quietly
 
 CONFTEST_NO_ENGINE = """
@@ -68,13 +70,15 @@ def test_bad_values_are_one_clear_usage_error(pytester, monkeypatch, env, messag
     result.stderr.fnmatch_lines([f"ERROR: *{message}*"])
 
 
-def test_rootless_is_not_there_yet(pytester, isobox_home):
-    pytester.makeconftest(CONFTEST_NO_ENGINE)
-    pytester.makepyfile("def test_needs(box):\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--isobox-rootless")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([("*rootless mode is not supported yet (forced by "
-                                 "--isobox-rootless)*")])
+def test_rootless_and_limits_reach_the_native_engine(pytester, monkeypatch):
+    pytester.makeini("[pytest]\nisobox_limits = best-effort\n")
+    monkeypatch.setenv("ISOBOX_ROOTLESS", "1")
+    config = pytester.parseconfigure("-p", "no:cacheprovider")
+    kind, options = engine_choice(Settings.from_config(config))
+    assert (kind, options["rootless"], options["limits"]) == ("native", True, "best-effort")
+    monkeypatch.delenv("ISOBOX_ROOTLESS")
+    kind, options = engine_choice(Settings.from_config(pytester.parseconfigure()))
+    assert options["rootless"] is None  # the engine decides: rootful as root
 
 
 def test_bad_factory_argument_names_the_value(pytester):
