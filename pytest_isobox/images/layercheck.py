@@ -53,8 +53,10 @@ def _actual(dirs: RootedDir, parts: tuple[str, ...], kind: str) -> tuple | None:
     try:
         parent = dirs.open_dir(list(parts[:-1]), create=False, what="/".join(parts))
         if kind == "opaque":
-            opaque = os.getxattr(f"/proc/self/fd/{parent}", whiteouts.OPAQUE_XATTR)
-            return ("opaque",) if opaque == b"y" else None
+            path = f"/proc/self/fd/{parent}"
+            xattrs = {name: os.getxattr(path, name) for name in os.listxattr(path)
+                      if whiteouts.is_overlay_xattr(name)}
+            return ("opaque",) if whiteouts.is_opaque(xattrs) else None
         st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
     except OSError:
         return None

@@ -5,12 +5,14 @@ them. Keyed by ChainID, so identical stacks share their directories. A layer dir
 built in `tmp/` (blob verified while it is read) and renamed into place with its marker
 `layer.json`: one that exists with a valid marker is complete. A missing or damaged marker
 makes the directory be rebuilt. One filelock per ChainID: a layer is unpacked once however
-many processes ask for it at the same moment.
+many processes ask for it at the same moment. What a user namespace could not reproduce
+(owners it does not map, device nodes) is logged and kept as `notes` in the marker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tarfile
@@ -22,6 +24,8 @@ from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
 from pytest_isobox.images.layercheck import differences
 from pytest_isobox.images.locks import StoreLock, key_lock
 from pytest_isobox.images.tarsafe import TarExtractor
+
+log = logging.getLogger(__name__)
 
 MARKER = "layer.json"
 DIFF = "diff"
@@ -88,15 +92,19 @@ class LayerStore:
             (work / DIFF).mkdir(parents=True)
             os.chmod(work, 0o755)
             os.chmod(work / DIFF, 0o755)
-            size = self._extract_blob(diff_id, work / DIFF)
+            size, notes = self._extract_blob(diff_id, work / DIFF)
             marker = {"chain_id": chain_id, "diff_id": diff_id, "size": size}
+            if notes:
+                marker["notes"] = notes
+                for note in notes:
+                    log.warning("layer %s: %s", diff_id, note)
             write_file_atomic(work / MARKER, json.dumps(marker).encode(), self._tmp,
                               durable=False)
             self._replace(work, self.root / _hex(chain_id))
         finally:
             remove_path(work)
 
-    def _extract_blob(self, diff_id: str, dest: Path) -> int:
+    def _extract_blob(self, diff_id: str, dest: Path) -> tuple[int, list[str]]:
         source, reader = self._blobs.open_verified(diff_id, f"layer blob {diff_id}")
         extractor = TarExtractor(dest, overlay_whiteouts=True)
         with source:
@@ -109,7 +117,7 @@ class LayerStore:
             finally:
                 extractor.close()
             reader.finish()
-        return extractor.content_bytes
+        return extractor.content_bytes, extractor.notes
 
     def _replace(self, work: Path, target: Path) -> None:
         if target.exists():  # a damaged copy: move it aside, then drop it

@@ -6,10 +6,15 @@ that would climb above root is refused, like securejoin and moby's archive code.
 that are absolute or hold `..` are refused too. The final component is never followed, so a
 symlink planted in root cannot redirect a write. Refusals raise UnsafeArchiveEntry (an
 InvalidSpec) naming the entry.
+
+In a user namespace that maps few ids (the single-id mapping of a user without subordinate
+ids), an owner the namespace does not map becomes root, and device nodes (which only the
+host's root may make) are skipped; both are recorded in `TarExtractor.notes`, not failures.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -160,7 +165,43 @@ class TarExtractor:
         self._whiteouts = overlay_whiteouts
         self._keep_dirs = keep_dirs
         self._dir_times: list[tuple[list[str], int]] = []
+        self._unmapped: dict[str, set[int]] = {"uid": set(), "gid": set()}
+        self._skipped_nodes: list[str] = []
         self.content_bytes = 0
+
+    @property
+    def notes(self) -> list[str]:
+        """What this user namespace could not reproduce (empty when everything was)."""
+        found = []
+        owners = ", ".join(f"{kind}s {' '.join(map(str, sorted(ids)))}"
+                           for kind, ids in self._unmapped.items() if ids)
+        if owners:
+            found.append(f"owners this user namespace does not map were given to root: {owners}")
+        if self._skipped_nodes:
+            shown = ", ".join(self._skipped_nodes[:5])
+            more = f" and {len(self._skipped_nodes) - 5} more" if len(self._skipped_nodes) > 5 \
+                else ""
+            found.append(f"device nodes skipped (not allowed in a user namespace): {shown}{more}")
+        return found
+
+    def _chown(self, target: int | str, uid: int, gid: int, *, dir_fd: int | None = None,
+               follow_symlinks: bool = True) -> None:
+        """chown; an id the user namespace does not map (EINVAL) becomes root, noted."""
+        try:
+            os.chown(target, uid, gid, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            new_uid = uid if _is_mapped("uid", uid) else 0
+            new_gid = gid if _is_mapped("gid", gid) else 0
+            if (new_uid, new_gid) == (uid, gid):
+                raise
+        if new_uid != uid:
+            self._unmapped["uid"].add(uid)
+        if new_gid != gid:
+            self._unmapped["gid"].add(gid)
+        os.chown(target, new_uid, new_gid, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
     def close(self) -> None:
         self._dirs.close()
@@ -195,7 +236,7 @@ class TarExtractor:
             self._make_file(tar, parent, name, member)
         elif member.issym():
             os.symlink(member.linkname, name, dir_fd=parent)
-            os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+            self._chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
             os.utime(name, ns=_times(member), dir_fd=parent, follow_symlinks=False)
         elif member.islnk():
             self._make_hardlink(parent, name, member, what)
@@ -264,7 +305,7 @@ class TarExtractor:
         except FileExistsError:
             pass
         fd = self._dirs.open_dir(parts, create=False, what=member.name)
-        os.chown(fd, member.uid, member.gid)
+        self._chown(fd, member.uid, member.gid)
         os.chmod(fd, member.mode & 0o7777)
         self._set_xattrs(fd, member)
         self._dir_times.append((parts, _times(member)[1]))
@@ -278,7 +319,7 @@ class TarExtractor:
             if source is not None:
                 while chunk := source.read(_CHUNK):
                     _write_all(fd, chunk)
-            os.chown(fd, member.uid, member.gid)
+            self._chown(fd, member.uid, member.gid)
             os.chmod(fd, member.mode & 0o7777)
             self._set_xattrs(fd, member)
             os.utime(fd, ns=_times(member))
@@ -299,16 +340,22 @@ class TarExtractor:
 
     def _make_node(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
-        os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent)
+        try:
+            os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor),
+                     dir_fd=parent)
+        except PermissionError:
+            if kind == stat.S_IFIFO or not whiteouts.in_user_namespace():
+                raise
+            self._skipped_nodes.append(member.name)
+            return
         self._set_node_owner_and_time(parent, name, member, member.mode & 0o7777)
 
-    @staticmethod
-    def _set_node_owner_and_time(parent: int, name: str, member: tarfile.TarInfo,
+    def _set_node_owner_and_time(self, parent: int, name: str, member: tarfile.TarInfo,
                                  mode: int | None = None) -> None:
         """Owner, mode and mtime of a device node or fifo, set through an O_PATH fd."""
         node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         try:
-            os.chown(_fd_path(node), member.uid, member.gid)
+            self._chown(_fd_path(node), member.uid, member.gid)
             if mode is not None:
                 os.chmod(_fd_path(node), mode)
             os.utime(_fd_path(node), ns=_times(member))
@@ -319,6 +366,16 @@ class TarExtractor:
     def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
         for key, value in _xattrs_from_pax(member).items():
             os.setxattr(fd, key, value)
+
+
+def _is_mapped(kind: str, inside: int) -> bool:
+    """Whether this process's user namespace maps `inside` (kind: "uid" or "gid")."""
+    with open(f"/proc/self/{kind}_map") as f:
+        for line in f:
+            start, _, count = (int(n) for n in line.split())
+            if start <= inside < start + count:
+                return True
+    return False
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:

@@ -3,8 +3,10 @@
 In a layer tar (OCI, AUFS heritage) a deleted `name` is an empty file `.wh.name`, and a
 directory whose lower contents are hidden holds an entry `.wh..wh..opq`. In an overlay
 directory a deletion is a 0:0 character device and an opaque directory carries the xattr
-`trusted.overlay.opaque=y`. Making those two overlay forms needs root (mknod, trusted.*
-xattrs): this module is the only place that does it.
+`trusted.overlay.opaque=y`, or `user.overlay.opaque=y` in a user namespace, where trusted.*
+is refused and overlay is mounted with `userxattr` (which reads and writes user.overlay.*).
+The kernel lets a user namespace's root make 0:0 character devices (whiteouts), no others.
+This module is the only place that makes those overlay forms.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import stat
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+_FULL_ID_MAP = "0 0 4294967295"
 # overlay's private xattrs: trusted.* as root, user.* with `userxattr` (rootless mounts)
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 # Overlay features whose upper dirs cannot be turned into a self-contained diff.
@@ -28,13 +32,29 @@ def is_overlay_whiteout(st: os.stat_result) -> bool:
 
 
 def make_overlay_whiteout(parent_fd: int, name: str) -> None:
-    """Record the deletion of `name` in an overlay lower dir (root only: mknod)."""
+    """Record the deletion of `name` in an overlay lower dir (mknod: root, also in a userns)."""
     os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
 
 
+def in_user_namespace() -> bool:
+    """Whether this process lives in a user namespace other than the host's (its uid map is
+    not the identity over all ids). Read each time: a process may enter one (setns)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            lines = f.read().split("\n")
+    except OSError:
+        return False
+    return [" ".join(line.split()) for line in lines if line.strip()] != [_FULL_ID_MAP]
+
+
+def opaque_xattr() -> str:
+    """The opaque xattr overlay reads here: user.* in a user namespace (`userxattr`)."""
+    return USER_OPAQUE_XATTR if in_user_namespace() else OPAQUE_XATTR
+
+
 def mark_opaque(dir_fd: int) -> None:
-    """Make a lower dir hide what the layers below hold at its path (root only)."""
-    os.setxattr(dir_fd, OPAQUE_XATTR, b"y")
+    """Make a lower dir hide what the layers below hold at its path."""
+    os.setxattr(dir_fd, opaque_xattr(), b"y")
 
 
 def is_opaque(xattrs: dict[str, bytes]) -> bool:
