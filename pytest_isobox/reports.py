@@ -6,6 +6,9 @@ Records are plain data so xdist workers can send theirs to the controller (`work
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pytest_isobox.engine import IsoboxError
 
 LOG_SECTION_LINES = 200
 
@@ -28,6 +31,7 @@ class ContainerRecord:
     #                       the next run)
     kept: bool = False
     exec_hint: str = ""
+    limits: str = ""  # rootless: which limits were applied and which skipped (else empty)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,11 +101,23 @@ def summary_lines(report: RunReport) -> list[str]:
               _secs(c.ready_seconds), _bytes(c.peak_memory), _secs(c.cpu_seconds),
               c.how if c.how != "started" else ""]
              for c in report.containers])
+    if any("skipped" in c.limits for c in report.containers):
+        lines.append("limits (rootless, --isobox-limits=best-effort):")
+        lines += [f"  {c.fixture} ({c.name}): {c.limits}" for c in report.containers
+                  if c.limits]
     kept = [c for c in report.containers if c.kept]
     if kept:
         lines.append("kept containers (remove with `isobox rm -f <id>`):")
         lines += [f"  {c.fixture}: {c.exec_hint}" for c in kept]
     return lines
+
+
+def limits_note(engine: Any, container_id: str) -> str:
+    """The native engine's line on which limits a rootless container got ("" otherwise)."""
+    try:
+        return str(engine.inspect(container_id).get("Isobox", {}).get("Limits", ""))
+    except IsoboxError:
+        return ""
 
 
 def log_section(fixture: str, name: str, logs: str) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from pytest_isobox.engine import (
     open_engine,
 )
 from pytest_isobox.handles import Container, Image
-from pytest_isobox.reports import ContainerRecord, ImageRecord, RunReport
+from pytest_isobox.reports import ContainerRecord, ImageRecord, RunReport, limits_note
 from pytest_isobox.rootfs import rootfs_digest
 from pytest_isobox.settings import Settings
 from pytest_isobox.specs import CONFIG_HASH_LABEL, ContainerOptions, config_hash
@@ -231,6 +231,7 @@ class IsoboxSession:
         record.start_seconds = time.monotonic() - started
         container = Container(engine, state, spec, fixture=fixture, network_names=network_names)
         record.id = container.id
+        record.limits = limits_note(engine, container.id)
         self._records[container.id] = record
         self.report.containers.append(record)
         self.config.hook.pytest_isobox_container_created(container=container)
@@ -269,6 +270,7 @@ class IsoboxSession:
         container = Container(engine, engine.state(str(spec.name)), spec, fixture=record.fixture,
                               network_names=network_names)
         record.id, record.how, record.start_seconds = container.id, how, 0.0
+        record.limits = limits_note(engine, container.id)
         self._records[container.id] = record
         self.report.containers.append(record)
         self.config.hook.pytest_isobox_container_created(container=container)
