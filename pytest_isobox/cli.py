@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from pytest_isobox.engine import (
     PERSISTENT_LABEL,
@@ -25,6 +24,7 @@ from pytest_isobox.engine import (
     IsoboxError,
     MountSpec,
     NetworkAttachment,
+    NetworkInfo,
     PortSpec,
     open_engine,
     parse_size,
@@ -371,7 +371,8 @@ def _size(n: int) -> str:
 
 
 def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
-    infos = engine.images()
+    # As Docker, untagged images (a build's intermediate steps) show only with -a.
+    infos = [i for i in engine.images() if args.all or i.tags]
     if args.quiet:
         for info in infos:
             print(_short(info.id))
@@ -453,16 +454,34 @@ def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+# Docker lists these modes as networks; an engine without such objects still offers them.
+_MODE_NETWORKS = (("host", "host"), ("none", "null"))
+
+
 def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:
     rows = [("NETWORK ID", "NAME", "DRIVER", "SUBNET")]
-    for n in engine.networks():
+    networks = engine.networks()
+    for n in networks:
         rows.append((n.id[:12], n.name, n.driver, n.subnet or ""))
+    names = {n.name for n in networks}
+    rows += [("-", name, driver, "") for name, driver in _MODE_NETWORKS if name not in names]
     _table(rows)
     return 0
 
 
+def _network_doc(info: NetworkInfo) -> dict:
+    """Docker's network inspect document."""
+    config = [{"Subnet": info.subnet, "Gateway": info.gateway}] if info.subnet else []
+    return {
+        "Name": info.name, "Id": info.id, "Driver": info.driver,
+        "IPAM": {"Driver": "default", "Config": config},
+        "Containers": {cid: {"IPv4Address": ip} for cid, ip in info.containers.items()},
+        "Labels": info.labels,
+    }
+
+
 def cmd_network_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    print(json.dumps([asdict(engine.network_inspect(n)) for n in args.names], indent=4))
+    print(json.dumps([_network_doc(engine.network_inspect(n)) for n in args.names], indent=4))
     return 0
 
 
@@ -586,6 +605,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("path")
     p = verb("images", cmd_images, "list images")
+    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
     p.add_argument("-q", "--quiet", action="store_true")
     p = verb("rmi", cmd_rmi, "remove images")
     p.add_argument("-f", "--force", action="store_true")
@@ -611,6 +631,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p = isub.add_parser("ls")
     p.set_defaults(func=cmd_images)
+    p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p = isub.add_parser("rm")
     p.set_defaults(func=cmd_rmi)
