@@ -132,11 +132,11 @@ def status_of(engine, container_id: str) -> str:
 
 
 def owner_is_zombie(engine, container_id: str) -> bool:
-    owner = engine.state(container_id).labels.get("io.isobox.owner", "")
     try:
+        owner = engine.state(container_id).labels.get("io.isobox.owner", "")
         return psutil.Process(int(owner.split(":")[1])).status() == psutil.STATUS_ZOMBIE
-    except (IndexError, ValueError, psutil.NoSuchProcess):
-        return False
+    except (ContainerNotFound, IndexError, ValueError, psutil.NoSuchProcess):
+        return False  # gone meanwhile, or not ours to judge
 
 
 def ours(leakcheck_output: str, ids: set[str]) -> list[str]:
