@@ -144,6 +144,8 @@ class NativeEngine:
             check_store_owner(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = ContainerStore(self.home)
+        if self._rootless is None:  # (rootless: a forked helper deletes, in the namespace)
+            self.store.delete_in_background()
         self.volume_store = VolumeStore(self.home, self._volume_users)
         self.runtime_dir = self.home / "runtime"
         self.runtime_dir.mkdir(exist_ok=True)
@@ -207,6 +209,7 @@ class NativeEngine:
             self._network.close()
         if self._rootless is not None:
             self._rootless.close()
+        self.store.drain()
 
     def __enter__(self) -> Self:
         return self

@@ -6,7 +6,9 @@ work/ (the overlay's writable half), rootfs/ (the mount point, used only inside 
 container's own mount namespace), hosts, hostname, resolv.conf, log.
 
 Guarantees: a container directory appears complete or not at all (built under `.tmp-*`, then
-renamed); names are unique per home (`.names/<name>` links, created exclusively); every
+renamed) and disappears at once (renamed into `.trash/`, where it is deleted afterwards, in
+the background in the process that enabled it: unlinking is slow on a disk mounted with
+`discard`); names are unique per home (`.names/<name>` links, created exclusively); every
 container records its owner as pid *and* start time, so `sweep` can tell a dead owner from a
 reused pid and never touches a live process's containers.
 """
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +109,10 @@ class ContainerStore:
         self.root = home / "containers"
         self.names = self.root / ".names"
         self.names.mkdir(parents=True, exist_ok=True)
+        self.trash = self.root / ".trash"
+        self.trash.mkdir(exist_ok=True)
         self._known: dict[str, ContainerDir] = {}  # config.json never changes: read it once
+        self._deleter: BackgroundDeleter | None = None
 
     def create(self, cid: str, name: str, config: dict, state: dict,
                populate: Callable[[ContainerDir], None]) -> ContainerDir:
@@ -186,8 +193,20 @@ class ContainerStore:
             if cdir.exists():
                 yield cdir
 
+    def delete_in_background(self) -> None:
+        """From now on, this process deletes removed directories in a thread (see `drain`)."""
+        if self._deleter is None or not self._deleter.ours():
+            self._deleter = BackgroundDeleter()
+
+    def drain(self) -> None:
+        """Wait until every directory this process removed is deleted."""
+        if self._deleter is not None and self._deleter.ours():
+            self._deleter.drain()
+
     def delete(self, cdir: ContainerDir) -> None:
-        """Remove the directory and its name link; idempotent."""
+        """Remove the directory and its name link; idempotent. The directory is gone from
+        the store when this returns; its files are deleted now, or soon by the background
+        deleter (a crash leaves them in `.trash/` for the sweep)."""
         name = None
         try:
             name = cdir.config.get("name")
@@ -195,7 +214,23 @@ class ContainerStore:
             pass
         if name and self._link_points_to(name, cdir.id):
             (self.names / name).unlink(missing_ok=True)
-        shutil.rmtree(cdir.path, ignore_errors=True)
+        me = ProcessIdentity.current()
+        doomed = self.trash / f"{me.pid}-{me.start}-{cdir.id}"
+        try:
+            os.rename(cdir.path, doomed)
+        except FileNotFoundError:
+            return
+        except OSError:  # e.g. a leftover of the same name: delete in place
+            doomed = cdir.path
+        self._known.pop(cdir.id, None)
+        if self._deleter is not None and self._deleter.ours():
+            self._deleter.put(doomed)
+        else:
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    def leftover_trash(self) -> Iterator[Path]:
+        """`.trash/<pid>-<start>-<id>` dirs whose deleting process is gone."""
+        yield from _of_dead_processes(self.trash, "")
 
     def _link_points_to(self, name: str, cid: str) -> bool:
         try:
@@ -205,18 +240,52 @@ class ContainerStore:
 
     def leftover_temp_dirs(self) -> Iterator[Path]:
         """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone."""
-        for entry in os.listdir(self.root):
-            if not entry.startswith(".tmp-"):
-                continue
-            parts = entry.split("-")
-            try:
-                creator = ProcessIdentity(int(parts[1]), int(parts[2]))
-            except (IndexError, ValueError):
-                continue
-            if not creator.alive():
-                yield self.root / entry
+        yield from _of_dead_processes(self.root, ".tmp-")
 
     def stale_names(self) -> Iterator[Path]:
         for entry in os.listdir(self.names):
             if not entry.startswith(".") and self._name_target(entry) is None:
                 yield self.names / entry
+
+
+def _of_dead_processes(directory: Path, prefix: str) -> Iterator[Path]:
+    """Entries `<prefix><pid>-<start>-...` of `directory` whose process is gone."""
+    for entry in os.listdir(directory):
+        if not entry.startswith(prefix):
+            continue
+        parts = entry[len(prefix):].split("-")
+        try:
+            creator = ProcessIdentity(int(parts[0]), int(parts[1]))
+        except (IndexError, ValueError):
+            continue
+        if not creator.alive():
+            yield directory / entry
+
+
+class BackgroundDeleter:
+    """One daemon thread that deletes directory trees handed to it, off the caller's path.
+
+    Only the process that made it uses it (a forked child deletes synchronously)."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._queue: queue.Queue[Path] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="isobox-deleter", daemon=True)
+        self._thread.start()
+
+    def ours(self) -> bool:
+        return os.getpid() == self._pid
+
+    def put(self, path: Path) -> None:
+        self._queue.put(path)
+
+    def drain(self) -> None:
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                self._queue.task_done()

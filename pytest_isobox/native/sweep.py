@@ -48,6 +48,9 @@ class Sweeper:
             for tmp in self.store.leftover_temp_dirs():
                 shutil.rmtree(tmp, ignore_errors=True)
                 cleaned.append(f"half-created container dir {tmp.name}")
+            for doomed in self.store.leftover_trash():
+                shutil.rmtree(doomed, ignore_errors=True)
+                cleaned.append(f"half-deleted container dir {doomed.name}")
             live: set[str] = set()
             for cdir in list(self.store.all()):
                 try:
