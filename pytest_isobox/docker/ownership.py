@@ -53,7 +53,10 @@ class Owner:
         if self.host != socket.gethostname():
             return True
         try:
-            started = psutil.Process(self.pid).create_time()
+            process = psutil.Process(self.pid)
+            started = process.create_time()
+            if process.status() == psutil.STATUS_ZOMBIE:  # dead, only not reaped yet
+                return False
         except psutil.NoSuchProcess:
             return False
         return abs(started - self.start_time) < _START_TIME_TOLERANCE
