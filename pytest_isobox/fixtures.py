@@ -184,8 +184,9 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
             yield handle
         finally:
             if not session.settings.reuse:
-                _remove(lambda: engine.volume_remove(handle.name, force=True), VolumeNotFound,
-                        keeping=session.settings.keep != "never")
+                keeping = session.settings.keep != "never"  # a kept container keeps its data
+                _remove(lambda: engine.volume_remove(handle.name, force=not keeping),
+                        VolumeNotFound, keeping=keeping)
 
     return _make_fixture("volume", scope, references(name), produce)
 

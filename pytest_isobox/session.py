@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import shlex
 import time
 import uuid
 from pathlib import Path
@@ -329,6 +330,8 @@ class IsoboxSession:
 
     def exec_hint(self, container: Container) -> str:
         tool = "docker" if self.settings.engine == "docker" else "isobox"
+        if tool == "isobox" and self.settings.home:  # the command must find the same store
+            tool += f" --home {shlex.quote(str(self.settings.home))}"
         return f"kept {container.name}: {tool} exec -it {container.id[:12]} sh"
 
     def _image_label(self, ref: str) -> str:

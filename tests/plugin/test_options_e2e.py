@@ -107,13 +107,37 @@ def test_keep_failed_keeps_and_says_how_to_exec(project, busybox_rootfs, engine,
     result.assert_outcomes(passed=1, failed=1)
     tool = "docker" if engine_kind == "docker" else "isobox"
     result.stdout.fnmatch_lines(["kept containers (remove with `isobox rm -f <id>`):",
-                                 f"  box: kept isobox-box-*-master-2: {tool} exec -it * sh"])
+                                 f"  box: kept isobox-box-*-master-2: {tool}* exec -it * sh"])
     kept = re.search(r"exec -it (\w+) sh", result.stdout.str()).group(1)
     try:
         assert engine.state(kept).running
         assert len(re.findall(r"exec -it", result.stdout.str())) == 1
     finally:
         remove_quietly(engine, kept)
+
+
+def test_keep_always_keeps_the_volume_and_names_the_home(project, busybox_rootfs, engine,
+                                                         engine_kind, isobox_home):
+    project.makeconftest(base_conftest(busybox_rootfs, """
+        data = volume()
+        box = container(image="{base}", command="sleep 300", init=True, mounts=["{data}:/vol"])
+    """))
+    project.makepyfile("""
+        def test_writes(box):
+            assert box.exec("sh -c 'echo kept > /vol/f'").exit_code == 0
+    """)
+    before = set(engine.volumes())
+    result = project.runpytest("-p", "no:cacheprovider", "--isobox-keep=always")
+    result.assert_outcomes(passed=1)
+    kept = re.search(r"exec -it (\w+) sh", result.stdout.str()).group(1)
+    try:
+        if engine_kind == "native":  # the hint works from a shell with no ISOBOX_HOME
+            result.stdout.fnmatch_lines([f"*isobox --home {isobox_home} exec -it {kept} sh"])
+        assert engine.exec(kept, ["cat", "/vol/f"]).stdout == b"kept\n"
+    finally:
+        remove_quietly(engine, kept)
+        for name in set(engine.volumes()) - before:  # only the one this run made
+            engine.volume_remove(name, force=True)
 
 
 def test_reuse_keeps_a_container_until_its_configuration_changes(project, busybox_rootfs,
