@@ -1,10 +1,11 @@
 """Content-addressed blobs in an OCI image layout (`oci/blobs/sha256/<hex>`).
 
-A blob appears only complete (temp file, fsync, rename) and is checked against its digest
-whenever it is read for use: a corrupted or truncated blob raises CorruptedBlob and is never
-handed out. Writing a blob that already exists replaces it, so a rewrite heals a damaged copy.
-The directory is not fsynced after the rename: a blob lost to a machine crash is missing,
-which reads report like any damage.
+A blob appears only complete (temp file, rename; layers are fsynced first) and is checked
+against its digest whenever it is read for use: a corrupted or truncated blob raises
+CorruptedBlob and is never handed out. Writing a blob that already exists replaces it, so a
+rewrite heals a damaged copy. The directory is not fsynced after the rename, nor are small
+documents (`put_bytes`: configs, manifests) before it: one lost or truncated by a machine
+crash is missing or fails its digest, which reads report like any damage.
 """
 
 from __future__ import annotations
@@ -103,11 +104,16 @@ class BlobWriter:
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/discard
         self.stream = HashingWriter(self._file)
 
-    def commit(self, expected: str | None = None, what: str = "blob") -> str:
-        """Publish the blob under its digest; CorruptedBlob if it differs from `expected`."""
+    def commit(self, expected: str | None = None, what: str = "blob", *,
+               durable: bool = True) -> str:
+        """Publish the blob under its digest; CorruptedBlob if it differs from `expected`.
+
+        `durable` fsyncs the content before the rename (a machine crash cannot leave it
+        truncated); the rename alone is atomic against a killed process."""
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if durable:
+                os.fsync(self._file.fileno())
             self._file.close()
             digest = self.stream.digest
             if expected is not None and digest != expected:
@@ -164,10 +170,10 @@ class BlobStore:
         return BlobWriter(self)
 
     def put_bytes(self, data: bytes) -> str:
-        """Store `data`; returns its digest."""
+        """Store `data` (a small document, re-verified on every read); returns its digest."""
         with self.writer() as writer:
             writer.stream.write(data)
-            return writer.commit()
+            return writer.commit(durable=False)
 
     def read_bytes(self, digest: str) -> bytes:
         """The blob's content, verified against its digest (for small blobs: configs, manifests).

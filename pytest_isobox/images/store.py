@@ -21,6 +21,7 @@ Safe for many processes at once: blobs, layers and image records appear by renam
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,9 @@ class ImageStore:
             return self.add_image(oci.encode(doc))
 
     def _layer_from_upper(self, upper_dir: Path) -> str | None:
+        with os.scandir(upper_dir) as entries:
+            if next(entries, None) is None:  # nothing written: no layer, no blob file
+                return None
         with self.blobs.writer() as writer:
             if write_tree(Path(upper_dir), writer.stream, overlay_diff=True) == 0:
                 return None
