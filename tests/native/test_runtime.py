@@ -253,7 +253,7 @@ def test_cpu_quota_holds_a_busy_loop_near_half_a_core(engine, rootfs):
     time.sleep(1.5)  # the measurement window, not a wait for a condition
     used = (engine.stats(cid).cpu_time_ns - first) / 1e9 / (time.monotonic() - t0)
     engine.remove(cid, force=True)
-    assert 0.05 < used < 0.65
+    assert 0.3 < used < 0.6  # a quota of a tenth or of a whole core fails
 
 
 # --------------------------------------------------------------------------- exec, copy, logs
