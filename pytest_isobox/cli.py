@@ -28,6 +28,7 @@ from pytest_isobox.engine import (
     PortSpec,
     open_engine,
     parse_size,
+    parse_ulimit,
 )
 
 # Docker's exit statuses for `run` when the container did not run at all.
@@ -104,6 +105,7 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
         auto_remove=args.rm,
+        ulimits=dict(parse_ulimit(u) for u in args.ulimit or ()),
         # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
         persistent=args.detach or not args.rm,
     )
@@ -525,6 +527,7 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=float)
     p.add_argument("-c", "--cpu-shares", type=int)
     p.add_argument("--pids-limit", type=int)
+    p.add_argument("--ulimit", action="append", metavar="NAME=SOFT[:HARD]")
     p.add_argument("--init", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")

@@ -116,6 +116,27 @@ def _port(text: str, raw: str, low: int = 1) -> int:
     return int(text)
 
 
+ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+                "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack", "as")
+
+
+def parse_ulimit(text: str) -> tuple[str, tuple[int, int]]:
+    """Docker's `--ulimit name=soft[:hard]` (-1 for unlimited) to (name, (soft, hard))."""
+    name, sep, values = text.partition("=")
+    soft, _, hard = values.partition(":")
+    try:
+        limits = (int(soft), int(hard or soft))
+    except ValueError:
+        limits = None
+    if not sep or name not in ULIMIT_NAMES or limits is None:
+        raise InvalidSpec(f"invalid ulimit {text!r}: expected NAME=SOFT[:HARD] with NAME one of "
+                          f"{', '.join(ULIMIT_NAMES)}")
+    soft_value, hard_value = (float("inf") if v == -1 else v for v in limits)
+    if soft_value > hard_value:
+        raise InvalidSpec(f"invalid ulimit {text!r}: soft limit above hard limit")
+    return name, limits
+
+
 @dataclass(frozen=True)
 class MountSpec:
     """A bind mount of a host path, a tmpfs, or a named volume, at `target` in the container."""
@@ -169,6 +190,7 @@ class ContainerSpec:
     stop_timeout: float = 10.0
     auto_remove: bool = False
     persistent: bool = False
+    ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
 
 
 @dataclass

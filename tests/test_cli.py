@@ -255,3 +255,19 @@ def test_logs_follow_ends_with_the_container(base: str) -> None:
         assert last.stdout + last.stderr in (b"three\n", b"two\n")  # streams race each other
     finally:
         isobox("rm", "-f", cid)
+
+
+def test_ulimits_within_the_host_hard_limits(base: str) -> None:
+    import resource
+
+    proc = isobox("run", "--rm", "--ulimit", "nofile=512:1024", "--ulimit", "core=0", base,
+                  "sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c")
+    assert proc.stdout.split() == [b"512", b"1024", b"0"]
+    host_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    too_high = isobox("run", "--rm", "--ulimit", f"nofile={host_hard + 1}", base, "true",
+                      check=False)
+    assert too_high.returncode == 125
+    assert f"exceeds the host's hard limit {host_hard}" in too_high.stderr.decode()
+    bad = isobox("run", "--rm", "--ulimit", "nofile=9:1", base, "true", check=False)
+    assert bad.returncode == 125 and b"soft limit above hard limit" in bad.stderr
+    assert isobox("ps", "-a", "-q").stdout.strip() == b""  # nothing made by the refusals

@@ -74,6 +74,7 @@ from pytest_isobox.native.rootless.userns import is_rootless
 from pytest_isobox.native.runtime import (
     ContainerPlan,
     ProcessPlan,
+    check_ulimits,
     exec_init,
     exit_code_of,
     receive_console,
@@ -347,6 +348,7 @@ class NativeEngine:
                               " are allowed")
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         limits, _ = self._limits_plan(spec)
+        check_ulimits(spec.ulimits)
         if self._rootless is None:
             check_available(limits)
         if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
@@ -444,7 +446,8 @@ class NativeEngine:
             lowerdirs=[str(init_layer), *config["lowerdirs"]],
             upper=str(cdir.upper), work=str(cdir.work), hostname=config["hostname"],
             process=ProcessPlan(argv=argv, env=config["env"], workdir=config["workdir"],
-                                user=config["user"], tty=tty),
+                                user=config["user"], tty=tty,
+                                rlimits=dict(config["spec"].get("ulimits") or {})),
             etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
                        "/etc/resolv.conf": str(cdir.resolv_conf)},
             mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
@@ -532,7 +535,12 @@ class NativeEngine:
         spec = cdir.config["spec"]
         spare = self._reserved.pop(cdir.id, None)
         if spare is not None and terminal is None:
-            handle = spare.launch()
+            try:
+                plan = self._plan(cdir, spec["tty"])
+            except BaseException:
+                spare.discard()
+                raise
+            handle = spare.launch(plan)
         else:
             if spare is not None:
                 spare.discard()
@@ -540,6 +548,7 @@ class NativeEngine:
             owner = ProcessIdentity.load(cdir.config["owner"])
             handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
                                    spec["auto_remove"], terminal)
+        self._fork_spare()  # while the monitor starts this one: the two overlap
         event = handle.next_event()
         if event is None or event["event"] != "started":
             handle.close()
@@ -547,7 +556,6 @@ class NativeEngine:
             message = event["message"] if event else "the container's monitor died at start"
             raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}")
         self._monitors[cdir.id] = handle
-        self._fork_spare()
         return self._state_of(cdir, event["state"])
 
     def _fork_spare(self) -> None:
@@ -557,12 +565,11 @@ class NativeEngine:
         cid = secrets.token_hex(32)
         cgroup = self._cgroup(cid)
 
-        def prepare() -> tuple[ContainerPlan, ContainerDir, Hooks, ProcessIdentity | None, bool]:
+        def prepare(plan: ContainerPlan) -> tuple[ContainerDir, Hooks, ProcessIdentity | None,
+                                                  bool]:
             cdir = self._find(cid)
-            spec = cdir.config["spec"]
-            plan = self._plan(cdir, spec["tty"])
-            return (plan, cdir, self._hooks(cdir, plan),
-                    ProcessIdentity.load(cdir.config["owner"]), spec["auto_remove"])
+            return (cdir, self._hooks(cdir, plan), ProcessIdentity.load(cdir.config["owner"]),
+                    cdir.config["spec"]["auto_remove"])
 
         def destroy_if_unused() -> None:  # another process may have started the container
             if not cgroup.procs():
@@ -830,7 +837,8 @@ class NativeEngine:
         merged.update(env or {})
         return ProcessPlan(argv=list(cmd), env=merged, workdir=workdir or config["workdir"],
                            user=config["user"] if user is None else user, tty=tty,
-                           create_workdir=False)
+                           create_workdir=False,
+                           rlimits=dict(config["spec"].get("ulimits") or {}))
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,

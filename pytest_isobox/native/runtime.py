@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from pytest_isobox.engine import ContainerError
+from pytest_isobox.engine import ContainerError, InvalidSpec
 from pytest_isobox.native import capabilities, linux, mounts
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.users import ExecUser, resolve_user
@@ -40,6 +40,7 @@ class ProcessPlan:
     user: str = ""
     tty: bool = False
     create_workdir: bool = True
+    rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # Docker's ulimits
 
 
 @dataclass
@@ -218,7 +219,7 @@ def become_process(process: ProcessPlan, hostname: str) -> NoReturn:
     env = process_environment(process.env, user, hostname, process.tty)
     _enter_workdir(process.workdir, process.create_workdir)
     executable = find_executable(process.argv[0], env.get("PATH", DEFAULT_PATH))
-    set_rlimits()
+    set_rlimits(process.rlimits)
     capabilities.drop_bounding_set()
     if rootless_mounts.setgroups_allowed():  # denied for good in a single-id namespace
         os.setgroups(list(user.groups))
@@ -264,11 +265,32 @@ def find_executable(name: str, path: str) -> str:
     raise StartFailure(f'exec: "{name}": executable file not found in $PATH', 127)
 
 
-def set_rlimits() -> None:
-    """Docker's open-files limit for both soft and hard, never above the host's hard limit."""
+def set_rlimits(ulimits: dict[str, tuple[int, int]]) -> None:
+    """Docker's open-files limit for both soft and hard, never above the host's hard limit,
+    then the container's own ulimits (checked against the host by `check_ulimits`)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    for name, (soft, hard) in ulimits.items():
+        resource.setrlimit(_rlimit(name), (_rlim(soft), _rlim(hard)))
+
+
+def check_ulimits(ulimits: dict[str, tuple[int, int]]) -> None:
+    """Refuse, before anything is made, a ulimit above the host's hard limit: without
+    CAP_SYS_RESOURCE no process here may raise a hard limit."""
+    for name, (_, hard) in ulimits.items():
+        host = resource.getrlimit(_rlimit(name))[1]
+        if host != resource.RLIM_INFINITY and (_rlim(hard) == resource.RLIM_INFINITY
+                                               or hard > host):
+            raise InvalidSpec(f"ulimit {name}={hard} exceeds the host's hard limit {host}")
+
+
+def _rlimit(name: str) -> int:
+    return getattr(resource, f"RLIMIT_{name.upper()}")
+
+
+def _rlim(value: int) -> int:
+    return resource.RLIM_INFINITY if value == -1 else value
 
 
 def exit_code_of(status: int) -> int:
