@@ -126,9 +126,9 @@ def spawn_monitor(plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
     return MonitorHandle(pid, events_r)
 
 
-# What a spare monitor asks the engine once it knows its container:
-# (plan, state dir, hooks, owner, auto_remove).
-Prepare = Callable[[], tuple[ContainerPlan, ContainerDir, Hooks, "ProcessIdentity | None", bool]]
+# What a spare monitor asks the engine once its container process has its plan:
+# (state dir, hooks, owner, auto_remove).
+Prepare = Callable[[ContainerPlan], tuple[ContainerDir, Hooks, "ProcessIdentity | None", bool]]
 
 
 class Spare:
@@ -141,9 +141,10 @@ class Spare:
         self.handle = MonitorHandle(pid, events_fd)
         self.control_fd = control_fd
 
-    def launch(self) -> MonitorHandle:
-        """Start the container (its state dir must exist now); read events as usual."""
-        os.write(self.control_fd, b"s")
+    def launch(self, plan: ContainerPlan) -> MonitorHandle:
+        """Start the container (its state dir must exist now) with `plan`, made here so the
+        container process sets up while the spare prepares the rest; read events as usual."""
+        _write_all(self.control_fd, b"s" + pickle.dumps(plan))
         os.close(self.control_fd)
         return self.handle
 
@@ -247,12 +248,16 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
     os.close(plan_r)
     cgroup.join(child)
     ready = select.select([control_r, owner_fd], [], [])[0]
-    if owner_fd in ready or os.read(control_r, 1) != b"s":  # not needed after all
+    message = b"" if owner_fd in ready else _read_all(control_r)
+    if message[:1] != b"s":  # not needed after all
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
         cgroup.destroy()
         return 0
-    plan, cdir, hooks, container_owner, auto_remove = prepare()
+    _write_all(plan_w, message[1:])  # the container sets up meanwhile; it waits for "go"
+    os.close(plan_w)
+    plan = pickle.loads(message[1:])  # from our own engine process
+    cdir, hooks, container_owner, auto_remove = prepare(plan)
     monitor = _Monitor(plan, cdir, hooks, container_owner, auto_remove, None, events_w)
     if container_owner is None:
         os.setsid()
@@ -260,8 +265,6 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
     try:
         if hooks.has_limits:  # the container's limits, on the cgroup we already sit in
             hooks.create_cgroup()
-        _write_all(plan_w, pickle.dumps(plan))
-        os.close(plan_w)
     except Exception as exc:  # noqa: BLE001 - reported like any failed start
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
