@@ -176,22 +176,14 @@ class NetworkManager:
     def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None) -> NetworkInfo:
         self._require_privileges()
         with self.registry.lock, self.store.lock:
-            if self.store.network(name) is not None:
-                raise ConflictError(f"network {name!r} already exists")
             claims = [
                 ipam.Claim(IPv4Network(e["subnet"]), f"isobox network {e['name']} ({e['bridge']})")
                 for e in self.registry.entries()
-            ] + self._links.claims() + ipam.docker_pool_claims()
-            net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
-            network_id = secrets.token_hex(32)
-            record: Record = {
-                "name": name, "id": network_id, "bridge": bridge_name(network_id),
-                "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
-                "labels": dict(labels or {}), "created": time.time(), "members": {},
-                "host_sysctls": [], "owner": None if (labels or {}).get(PERSISTENT_LABEL) == "1"
-                else ProcessIdentity.current().dump(),
-            }
-            self.registry.add(record["bridge"], self.home, name, network_id, str(net))
+            ]
+            record = self._new_record(name, subnet, labels, claims)
+            record["owner"] = None if (labels or {}).get(PERSISTENT_LABEL) == "1" \
+                else ProcessIdentity.current().dump()
+            net, network_id = IPv4Network(record["subnet"]), record["id"]
             try:
                 self._links.create_bridge(record["bridge"], ipam.gateway_of(net), net.prefixlen)
                 firewall.apply(firewall.network_rules(
@@ -202,6 +194,24 @@ class NetworkManager:
                 self._teardown_network(record["bridge"], network_id)
                 raise
         return _info(record)
+
+    def _new_record(self, name: str, subnet: str | None, labels: dict[str, str] | None,
+                    claims: list[ipam.Claim]) -> Record:
+        """A new network's record with a subnet colliding with none of `claims`, host routes
+        or Docker's pools, registered host-wide. Caller holds the registry and store locks."""
+        if self.store.network(name) is not None:
+            raise ConflictError(f"network {name!r} already exists")
+        claims = claims + self._links.claims() + ipam.docker_pool_claims()
+        net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
+        network_id = secrets.token_hex(32)
+        record: Record = {
+            "name": name, "id": network_id, "bridge": bridge_name(network_id),
+            "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
+            "labels": dict(labels or {}), "created": time.time(), "members": {},
+            "host_sysctls": [],
+        }
+        self.registry.add(record["bridge"], self.home, name, network_id, str(net))
+        return record
 
     def remove(self, name: str) -> None:
         """Remove a network nobody is attached to. The default network is not removable."""

@@ -17,9 +17,7 @@ hosts files) are in the home as for rootful networks.
 from __future__ import annotations
 
 import errno
-import secrets
 import threading
-import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -27,10 +25,10 @@ from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pytest_isobox.engine import ConflictError, NetworkInfo, PortSpec
+from pytest_isobox.engine import NetworkInfo, PortSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.network import ipam, rtnl
-from pytest_isobox.native.network.links import Links, bridge_name
+from pytest_isobox.native.network.links import Links
 from pytest_isobox.native.network.manager import NetworkManager, _info
 from pytest_isobox.native.network.store import HostRegistry, Record
 from pytest_isobox.native.rootless.ports import PortRelay, start_relay
@@ -129,21 +127,10 @@ class RootlessNetworkManager(NetworkManager):
                 ) -> NetworkInfo:
         """A network record; its bridge is made in the helper netns when first attached to."""
         with self.registry.lock, self.store.lock:
-            if self.store.network(name) is not None:
-                raise ConflictError(f"network {name!r} already exists")
-            claims = [
-                ipam.Claim(IPv4Network(r["subnet"]), f"isobox network {r['name']}")
-                for r in self.store.networks()
-            ] + self._links.claims() + ipam.docker_pool_claims()
-            net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
-            network_id = secrets.token_hex(32)
-            record: Record = {
-                "name": name, "id": network_id, "bridge": bridge_name(network_id),
-                "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
-                "labels": dict(labels or {}), "created": time.time(), "members": {},
-                "host_sysctls": [], "rootless": True,
-            }
-            self.registry.add(record["bridge"], self.home, name, network_id, str(net))
+            claims = [ipam.Claim(IPv4Network(r["subnet"]), f"isobox network {r['name']}")
+                      for r in self.store.networks()]
+            record = self._new_record(name, subnet, labels, claims)
+            record["rootless"] = True
             self.store.save_network(record)
         return _info(record)
 
