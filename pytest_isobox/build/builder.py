@@ -223,7 +223,9 @@ class Builder:
                 args: dict[str, str] | None = None, content: str = "") -> None:
         """Reuse the image of this step's key, or produce it under the key's lock."""
         started = time.perf_counter()
-        key = step_key(state.key, text, args, content)
+        # Keyed on the image this step starts from (as Docker does), not on the previous
+        # step's key: a step re-run on a new parent image never reuses a child of the old one.
+        key = step_key(state.image_id or state.key, text, args, content)
         hit = None if run.no_cache else self._lookup(key)
         output = ""
         if hit is None:

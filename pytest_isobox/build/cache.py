@@ -17,13 +17,14 @@ from filelock import FileLock
 
 from pytest_isobox.build.context import StatCache
 
-KEY_VERSION = "isobox-build-v1"
+KEY_VERSION = "isobox-build-v2"
 
 
 def step_key(parent: str, instruction: str, args: dict[str, str] | None = None,
              content: str = "") -> str:
-    """sha256 of the parent's key (or base image id), the expanded instruction, the build args
-    it uses (names and values) and, for COPY/ADD, the checksum of what it copies."""
+    """sha256 of the parent (the image the step starts from, or the key of a FROM scratch
+    before any image), the expanded instruction, the build args it uses (names and values)
+    and, for COPY/ADD, the checksum of what it copies."""
     h = hashlib.sha256(KEY_VERSION.encode())
     for part in (parent, instruction, content):
         h.update(b"\0" + part.encode())

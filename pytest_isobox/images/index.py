@@ -46,7 +46,8 @@ class ImageIndex:
         return self._records / hex_part
 
     def record(self, image_id: str) -> dict | None:
-        """The image's record ({"manifest", "manifest_size"}), None if there is no such image."""
+        """The image's record ({"manifest", "manifest_size"} and "parent" when made from a base
+        image), None if there is no such image."""
         try:
             doc = json.loads(self._record_path(image_id).read_bytes())
         except FileNotFoundError:

@@ -149,9 +149,11 @@ class ImageStore:
 
     # ------------------------------------------------------------------ making images
 
-    def add_image(self, config_bytes: bytes) -> str:
+    def add_image(self, config_bytes: bytes, parent: str | None = None) -> str:
         """Record an image from its config bytes; its layer blobs must already be stored.
 
+        `parent` is the id of the image it was made from (a build step's base): prune keeps
+        the parents of every image it keeps, as Docker does, so build cache chains stay whole.
         Returns the image id (the config's digest). The config bytes are stored unchanged.
         """
         try:
@@ -164,8 +166,11 @@ class ImageStore:
             layers = [(d, self.blobs.size(d)) for d in diff_ids]
             manifest = oci.encode(oci.new_manifest(config_digest, len(config_bytes), layers))
             manifest_digest = self.blobs.put_bytes(manifest)
-            self.index.add(config_digest, {"manifest": manifest_digest,
-                                           "manifest_size": len(manifest)})
+            record = {"manifest": manifest_digest, "manifest_size": len(manifest)}
+            parent = parent or (self.index.record(config_digest) or {}).get("parent")
+            if parent:
+                record["parent"] = parent
+            self.index.add(config_digest, record)
         return config_digest
 
     def import_rootfs(self, source: str | Path | IO[bytes], ref: str | None) -> str:
@@ -215,7 +220,7 @@ class ImageStore:
             history = oci.new_history(created_by, comment, empty_layer=diff_id is None)
             doc = oci.new_config(parent.config if parent else None, config, diff_ids, history,
                                  author)
-            return self.add_image(oci.encode(doc))
+            return self.add_image(oci.encode(doc), parent.id if parent else None)
 
     def _layer_from_upper(self, upper_dir: Path) -> str | None:
         with os.scandir(upper_dir) as entries:
@@ -286,15 +291,30 @@ class ImageStore:
     # ------------------------------------------------------------------ space
 
     def prune(self, in_use: set[str] | frozenset[str] = frozenset()) -> int:
-        """Remove images with no tag that no container uses, then every blob and unpacked layer
-        no image references, and dead processes' leftovers; returns the bytes reclaimed."""
+        """Remove images with no tag that no container uses and that are no parent (build
+        step) of such an image, then every blob and unpacked layer no image references, and
+        dead processes' leftovers; returns the bytes reclaimed."""
         with self._store_lock.exclusive():
             with self.index.editing() as tags:
-                tagged = set(tags.values())
+                keep = self._with_ancestors(set(tags.values()) | set(in_use))
                 for image_id in self.index.ids():
-                    if image_id not in tagged and image_id not in in_use:
+                    if image_id not in keep:
                         self.index.drop(image_id)
             return self._collect_garbage()
+
+    def _with_ancestors(self, image_ids: set[str]) -> set[str]:
+        """`image_ids` and every recorded parent of them, transitively."""
+        found: set[str] = set()
+        todo = list(image_ids)
+        while todo:
+            image_id = todo.pop()
+            if image_id in found:
+                continue
+            found.add(image_id)
+            parent = (self.index.record(image_id) or {}).get("parent")
+            if parent:
+                todo.append(parent)
+        return found
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """(blob digests, layer ChainIDs) the recorded images need."""

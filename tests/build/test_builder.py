@@ -117,6 +117,39 @@ def test_cache_hit_is_verified_against_the_store(engine: Engine, isobox_home: Pa
     assert _run(engine, rebuilt, "cat", "/one") == "one\n"
 
 
+PRUNE_CHAIN = f"""\
+FROM {BASE}
+RUN echo 1 > /a
+RUN echo 2 > /b
+CMD ["sh"]
+"""
+
+
+def test_prune_keeps_the_step_images_of_a_tagged_build(engine: Engine, isobox_home: Path,
+                                                       tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "c", PRUNE_CHAIN)
+    image, steps = _build(engine, isobox_home, ctx, tag="seed")
+    engine.prune()
+    again, steps2 = _build(engine, isobox_home, ctx, tag="seed")
+    assert again == image
+    assert all(s.cached for s in steps2[1:])
+    assert [s.image_id for s in steps2] == [s.image_id for s in steps]
+
+
+def test_a_step_rebuilt_on_a_new_parent_rebuilds_every_later_step(engine: Engine,
+                                                                  isobox_home: Path,
+                                                                  tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "c", PRUNE_CHAIN)
+    image, steps = _build(engine, isobox_home, ctx)
+    engine.remove_image(steps[1].image_id, force=True)  # the cache of step 2 now points nowhere
+    rebuilt, steps2 = _build(engine, isobox_home, ctx)
+    assert [s.cached for s in steps2[1:]] == [False, False, False]
+    assert rebuilt != image
+    history = engine.image_inspect(rebuilt).config["history"]
+    assert len(history) == len(engine.image_inspect(steps2[1].image_id).config["history"]) + 2
+    assert _run(engine, rebuilt, "cat", "/a", "/b") == "1\n2\n"
+
+
 def test_multi_stage_target_skips_unneeded_stages(engine: Engine, isobox_home: Path,
                                                   tmp_path: Path) -> None:
     ctx = _context(tmp_path / "m", f"""\

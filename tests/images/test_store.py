@@ -184,6 +184,23 @@ def test_prune_keeps_tagged_and_used_images(store: ImageStore, busybox_image: st
     assert store.prune(in_use={used}) == 0
 
 
+def test_prune_keeps_the_parents_of_kept_images(store: ImageStore, busybox_image: str,
+                                                tmp_path: Path) -> None:
+    step = store.commit(busybox_image, _upper(tmp_path / "u1", {"a": "1"}), {}, "a")
+    meta = store.commit(step, None, {"Cmd": ["sh"]}, "cmd")
+    used_step = store.commit(busybox_image, _upper(tmp_path / "u2", {"b": "2"}), {}, "b")
+    used = store.commit(used_step, None, {}, "noop")
+    dropped = store.commit(busybox_image, _upper(tmp_path / "u3", {"c": "3"}), {}, "c")
+    store.tag(meta, "final")
+    store.prune(in_use={used})
+    assert {i.id for i in store.images()} == {busybox_image, step, meta, used_step, used}
+    with pytest.raises(ImageNotFound):
+        store.resolve(dropped)
+    store.untag("final")
+    store.prune(in_use=set())
+    assert {i.id for i in store.images()} == {busybox_image}
+
+
 def test_images_lists_newest_first(store: ImageStore, busybox_image: str, tmp_path: Path) -> None:
     newer = store.commit(busybox_image, None, {}, "noop")
     store.tag(newer, "newer")
