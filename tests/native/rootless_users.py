@@ -10,6 +10,7 @@ user for good (groups, gid, uid: no capability is left), because this Python liv
 
 from __future__ import annotations
 
+import contextlib
 import encodings.idna  # noqa: F401 - socket's lazy import, done before the fork
 import os
 import pickle
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import pytest_isobox.native.engine
 import pytest_isobox.native.rootless.idmap
 import pytest_isobox.native.rootless.userns  # noqa: F401 - loaded for the dropped child
 from pytest_isobox.native import linux
+from tests.conftest import BUSYBOX_ROOTFS_TOOL
 
 PR_SET_DUMPABLE = 4
 PREFIX = "isobox-t"
@@ -87,6 +89,21 @@ class ThrowawayUser:
                 pass
         psutil.wait_procs(self.processes(), timeout=10)
         subprocess.run(["userdel", "--remove", self.name], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def throwaway_user(*, subids: bool, rootfs: bool = False) -> Iterator[ThrowawayUser]:
+    """A user for the length of the block, removed after it even if the block fails; with
+    rootfs, a busybox root filesystem owned by the user at `~/rootfs`."""
+    made = ThrowawayUser.create(subids=subids)
+    try:
+        if rootfs:
+            subprocess.run([str(BUSYBOX_ROOTFS_TOOL), str(made.home / "rootfs")], check=True,
+                           capture_output=True)
+            subprocess.run(["chown", "-R", f"{made.uid}:{made.gid}", str(made.home)], check=True)
+        yield made
+    finally:
+        made.remove()
 
 
 def remove_orphans() -> None:

@@ -14,16 +14,15 @@ import pytest
 from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.images import open_store
 from pytest_isobox.native.rootless.userns import UserNamespace
-from tests.native.rootless_users import ThrowawayUser, run_as
+from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 
 @pytest.fixture(scope="module")
 def user() -> ThrowawayUser:
     if os.geteuid() != 0:
         pytest.skip("creates throwaway users: needs root")
-    made = ThrowawayUser.create(subids=True)
-    yield made
-    made.remove()
+    with throwaway_user(subids=True) as made:
+        yield made
 
 
 def _image_tar(path: Path) -> None:

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import stat
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -19,22 +18,15 @@ import pytest_isobox.build.builder  # noqa: F401 - loaded before the user's chil
 from pytest_isobox.engine import ContainerSpec
 from pytest_isobox.images import whiteouts
 from pytest_isobox.native.engine import NativeEngine
-from tests.conftest import BUSYBOX_ROOTFS_TOOL
-from tests.native.rootless_users import ThrowawayUser, run_as
+from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates throwaway users: needs root")
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["subids", "single-id"])
 def user(request: pytest.FixtureRequest) -> ThrowawayUser:
-    made = ThrowawayUser.create(subids=request.param)
-    try:
-        rootfs = made.home / "rootfs"
-        subprocess.run([str(BUSYBOX_ROOTFS_TOOL), str(rootfs)], check=True, capture_output=True)
-        subprocess.run(["chown", "-R", f"{made.uid}:{made.gid}", str(made.home)], check=True)
+    with throwaway_user(subids=request.param, rootfs=True) as made:
         yield made
-    finally:
-        made.remove()
 
 
 def _run(engine: NativeEngine, image: str, script: str) -> tuple[int, str]:

@@ -21,7 +21,7 @@ from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.networks import RootlessNetworkManager
 from pytest_isobox.native.rootless.ports import PortRelay, publish
 from pytest_isobox.native.rootless.userns import UserNamespace
-from tests.native.rootless_users import ThrowawayUser, run_as
+from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="creates throwaway users: needs root")
@@ -29,9 +29,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 
 @pytest.fixture(scope="module")
 def user() -> ThrowawayUser:
-    made = ThrowawayUser.create(subids=True)
-    yield made
-    made.remove()
+    with throwaway_user(subids=True) as made:
+        yield made
 
 
 def _echo_roundtrip(addr: tuple[str, int], payload: bytes) -> bytes:

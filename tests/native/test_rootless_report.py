@@ -4,15 +4,13 @@ some out: from the engine as a throwaway user, and end to end through the plugin
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from pytest_isobox.engine import ContainerSpec
 from pytest_isobox.native.engine import NativeEngine
 from pytest_isobox.reports import ContainerRecord, RunReport, limits_note, summary_lines
-from tests.conftest import BUSYBOX_ROOTFS_TOOL
-from tests.native.rootless_users import ThrowawayUser, run_as
+from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates throwaway users: needs root")
 
@@ -21,14 +19,8 @@ HEADING = "limits (rootless, --isobox-limits=best-effort):"
 
 @pytest.fixture(scope="module")
 def user() -> ThrowawayUser:
-    made = ThrowawayUser.create(subids=True)
-    try:
-        subprocess.run([str(BUSYBOX_ROOTFS_TOOL), str(made.home / "rootfs")], check=True,
-                       capture_output=True)
-        subprocess.run(["chown", "-R", f"{made.uid}:{made.gid}", str(made.home)], check=True)
+    with throwaway_user(subids=True, rootfs=True) as made:
         yield made
-    finally:
-        made.remove()
 
 
 def _summary_of_limited_and_plain(rootfs: str) -> list[str]:

@@ -13,7 +13,7 @@ from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.native.rootless import store
 from pytest_isobox.native.rootless.idmap import IdMapping, IdRange
 from pytest_isobox.native.rootless.prerequisites import check_rootless, missing_prerequisite
-from tests.native.rootless_users import ThrowawayUser, run_as
+from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 FULL = IdMapping((IdRange(0, 1000, 1), IdRange(1, 100000, 65536)),
                  (IdRange(0, 1000, 1), IdRange(1, 100000, 65536)))
@@ -66,9 +66,8 @@ def test_store_marker_claims_a_mapping_and_refuses_another(tmp_path: Path) -> No
 def user() -> ThrowawayUser:
     if os.geteuid() != 0:
         pytest.skip("creates throwaway users: needs root")
-    made = ThrowawayUser.create(subids=True)
-    yield made
-    made.remove()
+    with throwaway_user(subids=True) as made:
+        yield made
 
 
 def test_root_refuses_a_users_store(user: ThrowawayUser) -> None:

@@ -22,7 +22,7 @@ from pytest_isobox.native.rootless.idmap import (
     parse_subordinate,
 )
 from pytest_isobox.native.rootless.userns import UserNamespace, is_rootless
-from tests.native.rootless_users import ThrowawayUser, run_as
+from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates throwaway users: needs root")
 
@@ -70,9 +70,8 @@ def test_rootless_unless_root_and_forcing_wins() -> None:
 def user(request: pytest.FixtureRequest) -> ThrowawayUser:
     if os.geteuid() != 0:
         pytest.skip("creates throwaway users: needs root")
-    made = ThrowawayUser.create(subids=request.param)
-    yield made
-    made.remove()
+    with throwaway_user(subids=request.param) as made:
+        yield made
 
 
 def _ownership(workdir: str) -> dict:
