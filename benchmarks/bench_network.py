@@ -121,6 +121,11 @@ def sink(channel: socket.socket) -> None:
     """Accept connections on 0.0.0.0:8080; count each one's bytes and answer the count."""
     server = socket.create_server(("0.0.0.0", 8080))
     send_line(channel, "listening")
+    count_forever(server)
+
+
+def count_forever(server: socket.socket) -> None:
+    """Answer each connection with the number of bytes it sent."""
     while True:
         conn, _ = server.accept()
         with conn:
@@ -202,13 +207,7 @@ def host_sink() -> tuple[int, tuple[str, int]]:
     pid = os.fork()
     if pid == 0:
         try:
-            while True:
-                conn, _ = server.accept()
-                with conn:
-                    total = 0
-                    while data := conn.recv(1 << 20):
-                        total += len(data)
-                    conn.sendall(str(total).encode())
+            count_forever(server)
         finally:
             os._exit(0)
     addr = server.getsockname()
