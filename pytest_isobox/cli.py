@@ -106,6 +106,7 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
         auto_remove=args.rm,
         ulimits=dict(parse_ulimit(u) for u in args.ulimit or ()),
+        security_opt=list(args.security_opt or ()),
         # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
         persistent=args.detach or not args.rm,
     )
@@ -528,6 +529,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--cpu-shares", type=int)
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--ulimit", action="append", metavar="NAME=SOFT[:HARD]")
+    p.add_argument("--security-opt", action="append", metavar="OPT",
+                   help="seccomp=unconfined turns the default seccomp profile off")
     p.add_argument("--init", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")

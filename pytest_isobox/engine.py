@@ -191,6 +191,7 @@ class ContainerSpec:
     auto_remove: bool = False
     persistent: bool = False
     ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
+    security_opt: list[str] = field(default_factory=list)  # Docker's, e.g. seccomp=unconfined
 
 
 @dataclass
