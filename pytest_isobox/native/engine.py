@@ -48,7 +48,7 @@ from pytest_isobox.engine import (
     MountSpec,
     NetworkInfo,
 )
-from pytest_isobox.native import linux, mounts
+from pytest_isobox.native import linux, mounts, seccomp
 from pytest_isobox.native.cgroups import (
     Limits,
     cgroup_path_for_ns,
@@ -456,6 +456,7 @@ class NativeEngine:
             cgroup_ns=self._rootless is None
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
+            seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:

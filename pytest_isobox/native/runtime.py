@@ -61,6 +61,7 @@ class ContainerPlan:
     loopback_up: bool = True
     cgroup_ns: bool = False
     rootless: bool = False  # in a user namespace (the monitor entered it): see rootless/
+    seccomp: bytes | None = None  # a classic BPF program (struct sock_filter[]), see seccomp.py
 
     @property
     def unshare_flags(self) -> int:
