@@ -3,19 +3,19 @@
 Guarantees: entries appear atomically (temp file + rename) and are shared by every process
 using the same cache dir; `lock(key)` serialises the builders of one step so that the same
 image built by several processes at once is built once; a hit is only a hint until the caller
-has checked that the image still exists.
+has checked that the image still exists. Entries are not fsynced: one lost to a machine crash
+is a cache miss, and one pointing at an image the crash lost is forgotten on lookup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
-from filelock import FileLock
-
 from pytest_isobox.build.context import StatCache
+from pytest_isobox.images.locks import KeyLock, key_lock
 
 KEY_VERSION = "isobox-build-v2"
 
@@ -51,11 +51,22 @@ class BuildCache:
     def put(self, key: str, image_id: str) -> None:
         """Record key -> image id atomically (a reader sees the old entry or the new one)."""
         folder = self._keys / key[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            f.write(image_id)
-        os.replace(tmp, folder / key)
+        tmp = folder / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            os.write(fd, image_id.encode())
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, folder / key)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def forget(self, key: str) -> None:
         """Drop an entry whose image is gone."""
@@ -64,14 +75,13 @@ class BuildCache:
         except FileNotFoundError:
             pass
 
-    def lock(self, key: str) -> FileLock:
-        """An inter-process lock for producing the image of one key.
+    def lock(self, key: str) -> KeyLock:
+        """An inter-process lock for producing the image of one key (not re-entrant).
 
-        Keys share 4096 lock files (by prefix) so the lock dir stays bounded; a builder holds
-        one step lock at a time, so sharing can delay a step but never deadlock.
+        All keys lock bytes of one file, so taking a step's lock creates no file; a builder
+        holds one step lock at a time, so it never waits on itself.
         """
-        self._locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self._locks / f"{key[:3]}.lock"))
+        return key_lock(self._locks, key)
 
     def stat_cache(self, context_dir: str | Path) -> StatCache:
         """The stat cache of one context directory."""

@@ -1,27 +1,73 @@
 """Locks that let many processes share one store.
 
-- `key_lock`: one filelock per thing being produced (a layer's ChainID, the tag index), held
-  only while producing it; readers of finished things never take it.
+- `key_lock`: one lock per thing being produced (a layer's ChainID, a build step's key, the
+  tag index), held only while producing it; readers of finished things never take it. All
+  keys of a directory share one lock file, each locking its own byte (an open-file-description
+  lock, F_OFD_SETLKW), so taking a lock creates no file and a store's lock dir stays at a
+  handful of files however many keys it has seen.
 - `StoreLock`: a store-wide reader/writer lock (flock). Everything that writes blobs, layers or
   image records holds it shared, so they run in parallel; `prune` holds it exclusive, so it
   never deletes a blob another process has written but not yet recorded.
+
+Both kinds belong to an open file description, so they work between threads as between
+processes, and the kernel drops them when their holder dies. Neither is re-entrant: taking a
+lock its holder already holds waits forever.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Self
 
-from filelock import FileLock
+KEYS_FILE = "keys.lock"
+# struct flock on Linux (64-bit off_t): l_type, l_whence, l_start, l_len, l_pid, padding
+_FLOCK = struct.Struct("hhqqi4x")
+_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
 
 
-def key_lock(locks_dir: Path, key: str) -> FileLock:
-    """The lock for producing `key` (a short, filename-safe string)."""
-    locks_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(locks_dir / f"{key}.lock"))
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+class KeyLock:
+    """An exclusive lock on one key, safe across processes and threads (see module doc)."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self._path = path
+        # 2**56 bytes to choose from: two keys share a byte with negligible odds
+        self._offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "big")
+        self._fd: int | None = None
+
+    def __enter__(self) -> Self:
+        fd = _open_lock_file(self._path)
+        try:
+            fcntl.fcntl(fd, _OFD_SETLKW, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET,
+                                                     self._offset, 1, 0))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor of the description drops its locks
+
+
+def key_lock(locks_dir: Path, key: str) -> KeyLock:
+    """The lock for producing `key` (any string) among the keys of `locks_dir`."""
+    return KeyLock(locks_dir / KEYS_FILE, key)
 
 
 class StoreLock:
@@ -32,8 +78,7 @@ class StoreLock:
 
     @contextmanager
     def _hold(self, mode: int) -> Iterator[None]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_lock_file(self._path)
         try:
             fcntl.flock(fd, mode)
             yield
