@@ -102,6 +102,7 @@ class BlobWriter:
         self._blobs = blobs
         self._tmp = temp_path(blobs.tmp_dir, "blob")
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/discard
+        self._published = False
         self.stream = HashingWriter(self._file)
 
     def commit(self, expected: str | None = None, what: str = "blob", *,
@@ -121,8 +122,8 @@ class BlobWriter:
                     f"{what}: content has digest {digest}, expected {expected} "
                     "(damaged or truncated)"
                 )
-            target = self._blobs.path(digest)
-            os.replace(self._tmp, target)
+            os.replace(self._tmp, self._blobs.path(digest))
+            self._published = True
             return digest
         finally:
             self.discard()
@@ -130,7 +131,9 @@ class BlobWriter:
     def discard(self) -> None:
         if not self._file.closed:
             self._file.close()
-        remove_path(self._tmp)
+        if not self._published:
+            self._published = True  # once is enough
+            remove_path(self._tmp)
 
     def __enter__(self) -> Self:
         return self
@@ -170,10 +173,26 @@ class BlobStore:
         return BlobWriter(self)
 
     def put_bytes(self, data: bytes) -> str:
-        """Store `data` (a small document, re-verified on every read); returns its digest."""
-        with self.writer() as writer:
-            writer.stream.write(data)
-            return writer.commit(durable=False)
+        """Store `data` (a small document, re-verified on every read); returns its digest.
+
+        Published by rename like every blob, without fsync (see the module docstring)."""
+        digest = sha256_digest(data)
+        tmp = temp_path(self.tmp_dir, "blob")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path(digest))
+        except BaseException:
+            remove_path(tmp)
+            raise
+        self._remember(digest, (st.st_ino, st.st_size, st.st_mtime_ns), data)
+        return digest
 
     def read_bytes(self, digest: str) -> bytes:
         """The blob's content, verified against its digest (for small blobs: configs, manifests).
@@ -195,11 +214,14 @@ class BlobStore:
             raise CorruptedBlob(
                 f"blob {digest} at {path} does not match its digest (damaged or truncated)"
             )
+        self._remember(digest, stamp, data)
+        return data
+
+    def _remember(self, digest: str, stamp: tuple[int, int, int], data: bytes) -> None:
         if len(data) <= _SMALL_BLOB:
             if len(self._small) >= _SMALL_CACHE_ENTRIES:
                 self._small.clear()
             self._small[digest] = (stamp, data)
-        return data
 
     def open_verified(self, digest: str, what: str = "") -> tuple[IO[bytes], HashingReader]:
         """Open a blob for streaming; call the reader's `finish()` before trusting what was read."""

@@ -1,7 +1,10 @@
 """Which images exist and which tags name them.
 
 - `imagedb/<id hex>`: one small record per image (its manifest digest), created by rename and
-  never rewritten, so recording a build step's image touches no shared file.
+  never rewritten, so recording a build step's image touches no shared file. Not fsynced: the
+  config and manifest it names are not either, so a machine crash may lose a recent image
+  whatever we do; a record it leaves empty or cut short reads as damaged (CorruptedBlob), and
+  prune drops it unless a tag names it.
 - `tags.json`: tag -> image id, rewritten atomically (and durably) under a filelock.
 - `oci/index.json`: derived from the tags for OCI tools (every tagged image, annotated with
   its names), rewritten with `tags.json`.
@@ -19,6 +22,7 @@ from pathlib import Path
 from pytest_isobox.engine import IsoboxError
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import write_file_atomic, write_json_atomic
+from pytest_isobox.images.blobs import CorruptedBlob
 from pytest_isobox.images.locks import key_lock
 from pytest_isobox.images.reference import parse_reference
 
@@ -47,22 +51,30 @@ class ImageIndex:
 
     def record(self, image_id: str) -> dict | None:
         """The image's record ({"manifest", "manifest_size"} and "parent" when made from a base
-        image), None if there is no such image."""
+        image), None if there is no such image; CorruptedBlob if the record is damaged."""
+        path = self._record_path(image_id)
         try:
-            doc = json.loads(self._record_path(image_id).read_bytes())
+            doc = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
         except ValueError as exc:
-            raise IsoboxError(f"{self._record_path(image_id)}: damaged image record ({exc})") \
-                from None
+            raise CorruptedBlob(f"{path}: damaged image record ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), str):
+            raise CorruptedBlob(f"{path}: damaged image record (no manifest digest)")
         return doc
+
+    def has(self, image_id: str) -> bool:
+        """Whether the image is recorded (its record may still turn out damaged)."""
+        return self._record_path(image_id).is_file()
 
     def ids(self) -> list[str]:
         return sorted(f"sha256:{name}" for name in os.listdir(self._records) if _HEX.fullmatch(name))
 
     def add(self, image_id: str, record: dict) -> None:
-        """Record an image (atomic: it appears complete or not at all)."""
-        write_file_atomic(self._record_path(image_id), json.dumps(record).encode(), self._tmp)
+        """Record an image (atomic: it appears complete or not at all; see the module doc
+        for what a machine crash may do)."""
+        write_file_atomic(self._record_path(image_id), json.dumps(record).encode(), self._tmp,
+                          durable=False)
 
     def drop(self, image_id: str) -> None:
         try:
@@ -114,7 +126,10 @@ class ImageIndex:
     def _oci_document(self, tags: dict[str, str]) -> dict:
         manifests = []
         for tag, image_id in sorted(tags.items()):
-            record = self.record(image_id)
+            try:
+                record = self.record(image_id)
+            except CorruptedBlob:
+                continue
             if record is None:
                 continue
             ref = parse_reference(tag)

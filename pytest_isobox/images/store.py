@@ -50,6 +50,7 @@ class StoredImage:
     chain_ids: list[str]
     tags: list[str]
     size: int
+    layer_sizes: list[int]
 
 
 class ImageStore:
@@ -73,7 +74,7 @@ class ImageStore:
         """(image id, the tag it was found by or None) for `ref`, else ImageNotFound."""
         tags = self.index.tags() if tags is None else tags
         if ref.startswith("sha256:") and len(ref) == 71:
-            if self.index.record(ref) is not None:
+            if self.index.has(ref):
                 return ref, None
             raise ImageNotFound(f"No such image: {ref}")
         try:
@@ -82,11 +83,11 @@ class ImageStore:
             parsed = None
         if parsed is not None and parsed.digest is None and str(parsed) in tags:
             tag = str(parsed)
-            if self.index.record(tags[tag]) is not None:
+            if self.index.has(tags[tag]):
                 return tags[tag], tag
         if parsed is not None and parsed.digest is not None:
             for image_id in self.index.ids():
-                if parsed.digest in (image_id, (self.index.record(image_id) or {}).get("manifest")):
+                if parsed.digest in (image_id, self._record_or_empty(image_id).get("manifest")):
                     return image_id, None
         if is_id_prefix(ref):
             prefix = "sha256:" + ref.removeprefix("sha256:")
@@ -116,6 +117,7 @@ class ImageStore:
         manifest = json.loads(self.blobs.read_bytes(record["manifest"]))
         config = json.loads(self.blobs.read_bytes(image_id))
         diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+        layer_sizes = [layer["size"] for layer in manifest.get("layers", [])]
         return StoredImage(
             id=image_id,
             config=config,
@@ -123,7 +125,8 @@ class ImageStore:
             diff_ids=diff_ids,
             chain_ids=oci.chain_ids(diff_ids),
             tags=self.index.tags_of(image_id, tags),
-            size=sum(layer["size"] for layer in manifest.get("layers", [])),
+            size=sum(layer_sizes),
+            layer_sizes=layer_sizes,
         )
 
     def layer_dirs(self, image_id: str) -> list[Path]:
@@ -162,15 +165,26 @@ class ImageStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidSpec(f"invalid image config: {exc}") from None
         with self._store_lock.shared():
-            config_digest = self.blobs.put_bytes(config_bytes)
-            layers = [(d, self.blobs.size(d)) for d in diff_ids]
-            manifest = oci.encode(oci.new_manifest(config_digest, len(config_bytes), layers))
-            manifest_digest = self.blobs.put_bytes(manifest)
-            record = {"manifest": manifest_digest, "manifest_size": len(manifest)}
-            parent = parent or (self.index.record(config_digest) or {}).get("parent")
-            if parent:
-                record["parent"] = parent
-            self.index.add(config_digest, record)
+            return self._record_image(config_bytes, diff_ids,
+                                      [self.blobs.size(d) for d in diff_ids], parent)
+
+    def _record_image(self, config_bytes: bytes, diff_ids: list[str], sizes: list[int],
+                      parent: str | None) -> str:
+        """Store config and manifest, then the record that makes the image exist (the caller
+        holds the store lock shared and has stored the layer blobs, of these sizes)."""
+        config_digest = self.blobs.put_bytes(config_bytes)
+        manifest = oci.encode(oci.new_manifest(config_digest, len(config_bytes),
+                                               list(zip(diff_ids, sizes))))
+        manifest_digest = self.blobs.put_bytes(manifest)
+        record = {"manifest": manifest_digest, "manifest_size": len(manifest)}
+        if parent is None:
+            try:
+                parent = (self.index.record(config_digest) or {}).get("parent")
+            except CorruptedBlob:
+                parent = None
+        if parent:
+            record["parent"] = parent
+        self.index.add(config_digest, record)
         return config_digest
 
     def import_rootfs(self, source: str | Path | IO[bytes], ref: str | None) -> str:
@@ -212,24 +226,30 @@ class ImageStore:
         image does not change when the container writes on. Returns the image id.
         """
         parent = self.resolve(base) if base else None
+        diff_ids = list(parent.diff_ids) if parent else []
+        sizes = list(parent.layer_sizes) if parent else []
         with self._store_lock.shared():
-            diff_id = self._layer_from_upper(upper_dir) if upper_dir is not None else None
-            diff_ids = [*(parent.diff_ids if parent else []), *([diff_id] if diff_id else [])]
-            if diff_id:
-                self.layers.ensure(oci.chain_ids(diff_ids)[-1], diff_id)
-            history = oci.new_history(created_by, comment, empty_layer=diff_id is None)
+            layer = self._layer_from_upper(upper_dir) if upper_dir is not None else None
+            if layer is not None:
+                diff_ids.append(layer[0])
+                sizes.append(layer[1])
+                self.layers.ensure(oci.chain_ids(diff_ids)[-1], layer[0])
+            history = oci.new_history(created_by, comment, empty_layer=layer is None)
             doc = oci.new_config(parent.config if parent else None, config, diff_ids, history,
                                  author)
-            return self.add_image(oci.encode(doc), parent.id if parent else None)
+            return self._record_image(oci.encode(doc), diff_ids, sizes,
+                                      parent.id if parent else None)
 
-    def _layer_from_upper(self, upper_dir: Path) -> str | None:
+    def _layer_from_upper(self, upper_dir: Path) -> tuple[str, int] | None:
+        """(diff id, size) of the layer blob written from `upper_dir`; None if it is empty."""
         with os.scandir(upper_dir) as entries:
             if next(entries, None) is None:  # nothing written: no layer, no blob file
                 return None
         with self.blobs.writer() as writer:
             if write_tree(Path(upper_dir), writer.stream, overlay_diff=True) == 0:
                 return None
-            return writer.commit()
+            size = writer.stream.size
+            return writer.commit(), size
 
     # ------------------------------------------------------------------ tags
 
@@ -311,17 +331,24 @@ class ImageStore:
             if image_id in found:
                 continue
             found.add(image_id)
-            parent = (self.index.record(image_id) or {}).get("parent")
+            parent = self._record_or_empty(image_id).get("parent")
             if parent:
                 todo.append(parent)
         return found
+
+    def _record_or_empty(self, image_id: str) -> dict:
+        """The image's record; {} when it is missing or damaged (nothing to follow)."""
+        try:
+            return self.index.record(image_id) or {}
+        except CorruptedBlob:
+            return {}
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """(blob digests, layer ChainIDs) the recorded images need."""
         blobs: set[str] = set()
         chains: set[str] = set()
         for image_id in self.index.ids():
-            record = self.index.record(image_id) or {}
+            record = self._record_or_empty(image_id)
             blobs.update((image_id, record.get("manifest", image_id)))
             try:
                 config = json.loads(self.blobs.read_bytes(image_id))

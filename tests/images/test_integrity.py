@@ -100,6 +100,21 @@ def test_a_damaged_tag_index_is_reported_naming_the_file(store: ImageStore, busy
         store.resolve("busybox")
 
 
+def test_an_image_record_a_crash_cut_short_is_reported_and_pruned(
+        store: ImageStore, busybox_image: str, isobox_home: Path) -> None:
+    # records are not fsynced: a machine crash may leave one empty; it must never be used
+    step = store.commit(busybox_image, None, {"Cmd": ["true"]}, "CMD true")
+    record = isobox_home / "imagedb" / step.removeprefix("sha256:")
+    for garbage in (b"", b'{"manifest": "sha', b"[]"):
+        record.write_bytes(garbage)
+        with pytest.raises(CorruptedBlob, match="damaged image record"):
+            store.resolve(step)
+        assert {i.id: i.config for i in store.images()}[step] == {}  # listed, removable
+    assert store.prune() > 0
+    assert [i.id for i in store.images()] == [busybox_image]
+    store.verify("busybox")
+
+
 def test_a_rewrite_heals_a_damaged_blob(store: ImageStore, busybox_rootfs: Path,
                                         busybox_image: str) -> None:
     diff_id = store.resolve(busybox_image).diff_ids[0]
