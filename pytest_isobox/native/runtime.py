@@ -2,8 +2,8 @@
 
 `container_init` runs in the process the monitor forked as PID 1 of a fresh pid namespace and
 ends in execve: namespaces, rootfs, pivot_root, masked and read-only paths, hostname, (wait
-until the monitor has put us in our cgroup and network, which it does meanwhile), user,
-rlimits, capabilities, exec. `exec_init` does the same for a
+until the monitor has put us in our cgroup and network, which it does meanwhile), rlimits,
+no_new_privs and seccomp, user, capabilities, exec. `exec_init` does the same for a
 process joining a running container. Both never return: a failure is written to the error
 pipe (exit status 127, 126 for a command that cannot be executed) and the process exits.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pytest_isobox.engine import ContainerError, InvalidSpec
-from pytest_isobox.native import capabilities, linux, mounts
+from pytest_isobox.native import capabilities, linux, mounts, seccomp
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.users import ExecUser, resolve_user
 
@@ -61,7 +61,8 @@ class ContainerPlan:
     loopback_up: bool = True
     cgroup_ns: bool = False
     rootless: bool = False  # in a user namespace (the monitor entered it): see rootless/
-    seccomp: bytes | None = None  # a classic BPF program (struct sock_filter[]), see seccomp.py
+    seccomp: bytes | None = None  # a classic BPF program (struct sock_filter[]), see seccomp/
+    no_new_privs: bool = False  # --security-opt no-new-privileges
 
     @property
     def unshare_flags(self) -> int:
@@ -101,7 +102,7 @@ def container_init(plan: ContainerPlan, stdio: tuple[int, int, int], ready_w: in
         new_session(console)
         if not plan.cgroup_ns:  # cgroup and network were set up meanwhile, by the monitor
             _wait_for_go(go_r)
-        become_process(plan.process, plan.hostname)
+        become_process(plan.process, plan.hostname, plan.seccomp, plan.no_new_privs)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then we exit
         report_failure(error_w, exc)
 
@@ -127,8 +128,10 @@ def build_rootfs(plan: ContainerPlan) -> None:
 
 
 def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error_w: int,
-              join_cgroup: Callable[[int], None], console: socket.socket | None) -> NoReturn:
-    """Join every namespace and the cgroup of container process `pid`, then exec `process`.
+              join_cgroup: Callable[[int], None], console: socket.socket | None,
+              seccomp_filter: bytes | None = None, no_new_privs: bool = False) -> NoReturn:
+    """Join every namespace and the cgroup of container process `pid`, then exec `process`
+    under the container's seccomp filter and no_new_privs (the container's plan has them).
 
     Runs in a forked child of the engine. setns(CLONE_NEWPID) applies to children only, so
     this process forks once more; the grandchild execs and this one passes on its status.
@@ -151,7 +154,7 @@ def exec_init(pid: int, process: ProcessPlan, stdio: tuple[int, int, int], error
         if child == 0:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
             new_session(console)
-            become_process(process, os.uname().nodename)
+            become_process(process, os.uname().nodename, seccomp_filter, no_new_privs)
         os.close(error_w)
         _, status = os.waitpid(child, 0)
         os._exit(exit_code_of(status))
@@ -214,14 +217,23 @@ def receive_console(console: socket.socket) -> int | None:
     return fds[0] if fds else None
 
 
-def become_process(process: ProcessPlan, hostname: str) -> NoReturn:
-    """User, environment, working dir, rlimits and capabilities; then execve."""
+def become_process(process: ProcessPlan, hostname: str, seccomp_filter: bytes | None = None,
+                   no_new_privs: bool = False) -> NoReturn:
+    """User, environment, working dir, rlimits, seccomp and capabilities; then execve.
+
+    The filter goes in while we still hold CAP_SYS_ADMIN (without no_new_privs the kernel
+    wants it), as runc does; all this function calls after it is allowed by Docker's profile.
+    """
     user = resolve_user(process.user, Path("/etc/passwd"), Path("/etc/group"))
     env = process_environment(process.env, user, hostname, process.tty)
     _enter_workdir(process.workdir, process.create_workdir)
     executable = find_executable(process.argv[0], env.get("PATH", DEFAULT_PATH))
     set_rlimits(process.rlimits)
     capabilities.drop_bounding_set()
+    if no_new_privs:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    if seccomp_filter is not None:
+        seccomp.load(seccomp_filter)
     if rootless_mounts.setgroups_allowed():  # denied for good in a single-id namespace
         os.setgroups(list(user.groups))
     os.setgid(user.gid)

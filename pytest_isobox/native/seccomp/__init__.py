@@ -1,0 +1,56 @@
+"""Docker's seccomp confinement for native containers: the filter a container's --security-opt
+values ask for, and loading it into the process about to exec the container's command.
+
+Every container gets Docker's default profile (default_profile.py) unless it asks for
+seccomp=unconfined or a profile of its own; processes exec'd into it get the same filter.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+
+from pytest_isobox.native import linux
+from pytest_isobox.native.capabilities import DOCKER_DEFAULT_CAPABILITIES
+from pytest_isobox.native.seccomp import options
+from pytest_isobox.native.seccomp.bpf import compile_filter
+from pytest_isobox.native.seccomp.default_profile import DEFAULT_PROFILE
+from pytest_isobox.native.seccomp.profile import resolve
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+def filter_for(security_opt: list[str],
+               capabilities: tuple[str, ...] = DOCKER_DEFAULT_CAPABILITIES) -> bytes | None:
+    """The BPF program a container with these --security-opt values and capabilities gets;
+    None: unconfined. InvalidSpec names a bad option or profile."""
+    choice = options.parse(security_opt).seccomp
+    if choice == "unconfined":
+        return None
+    if choice == "default":
+        return _default_filter(tuple(sorted(capabilities)))
+    resolved = resolve(choice, capabilities)
+    return None if resolved is None else compile_filter(resolved)
+
+
+def no_new_privs(security_opt: list[str]) -> bool:
+    """Whether the container asked for no-new-privileges (execve grants no privileges)."""
+    return options.parse(security_opt).no_new_privs
+
+
+@lru_cache(maxsize=8)
+def _default_filter(capabilities: tuple[str, ...]) -> bytes:
+    return compile_filter(resolve(DEFAULT_PROFILE, capabilities))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load(program: bytes) -> None:
+    """Install `program` on this thread for good (and on what it execs). Without
+    no_new_privs set, the kernel wants CAP_SYS_ADMIN: call it before dropping capabilities."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    linux.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
