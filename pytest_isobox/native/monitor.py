@@ -40,7 +40,7 @@ from pytest_isobox.native.runtime import (
     receive_console,
 )
 from pytest_isobox.native.state import ContainerDir, ProcessIdentity
-from pytest_isobox.native.terminal import copy_window_size
+from pytest_isobox.native.terminal import WindowSizeFollower
 
 # Callables the engine gives the monitor, all run in the monitor process.
 AttachNetwork = Callable[[int], tuple[dict, dict]]  # netns pid -> (ips, ports)
@@ -190,7 +190,7 @@ def _detach_from_caller(owner: ProcessIdentity | None, keep: set[int]) -> None:
     if owner is None:  # persistent: leave the caller's session and terminal
         os.setsid()
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
-                signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
+                signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     close_fds_except(keep)
@@ -343,6 +343,7 @@ class _Monitor:
         self.owner, self.auto_remove, self.terminal = owner, auto_remove, terminal
         self.events_w = events_w
         self.state = cdir.read_state()
+        self.window: WindowSizeFollower | None = None  # the container's pty, when attached
 
     def _emit(self, **event: object) -> None:
         try:
@@ -422,8 +423,8 @@ class _Monitor:
             channels.console.close()
             if master is not None:
                 streams[master] = 1
-                if t is not None:
-                    copy_window_size((t.stdin, t.stdout), master)
+                if t is not None:  # SIGWINCH: from the caller's terminal or its engine
+                    self.window = WindowSizeFollower((t.stdin, t.stdout), master)
                     stdin_w = master if t.stdin is not None else None
         message = _read_all(channels.error_r)
         os.close(channels.error_r)
@@ -439,6 +440,9 @@ class _Monitor:
         log = LogWriter(self.cdir.log)
         t = self.terminal
         poller = select.poll()
+        resized = self.window.fd if self.window is not None else None
+        if resized is not None:  # first: a resize goes before keys read in the same poll
+            poller.register(resized, select.POLLIN)
         for fd in (*streams, child_fd, *((owner_fd,) if owner_fd is not None else ())):
             poller.register(fd, select.POLLIN)
         stdin_r = t.stdin if t is not None and stdin_w is not None else None
@@ -460,6 +464,8 @@ class _Monitor:
                     log.write(streams[fd], data)
                     if t is not None:
                         _write_all(t.stdout if streams[fd] == 1 else t.stderr, data)
+                elif fd == resized:
+                    self.window.follow()  # type: ignore[union-attr]
                 elif fd == child_fd:
                     poller.unregister(fd)
                     status = os.waitpid(child, 0)[1]
