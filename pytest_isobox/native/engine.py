@@ -88,7 +88,12 @@ from pytest_isobox.native.specs import (
 )
 from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
 from pytest_isobox.native.sweep import Sweeper
-from pytest_isobox.native.terminal import copy_window_size, raw_terminal, relay_pty
+from pytest_isobox.native.terminal import (
+    WindowChangeForwarder,
+    copy_window_size,
+    raw_terminal,
+    relay_pty,
+)
 from pytest_isobox.native.volumes import VolumeStore
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -921,12 +926,17 @@ class NativeEngine:
         """`run -i/-t`: start with this process's terminal relayed, wait, return the exit code.
 
         The terminal is put in raw mode meanwhile (when it is one), so keys reach the
-        container; the container's terminal takes its size."""
+        container; the container's terminal takes its size and follows it: the monitor
+        copies the size on SIGWINCH, which we pass on (a persistent container's monitor has
+        a session of its own, so the terminal never signals it)."""
         state = self.create(spec)
         terminal = Terminal(stdin=0 if spec.stdin_open else None, stdout=1, stderr=2)
         try:
-            with raw_terminal() if spec.tty else contextlib.nullcontext():
-                self._start(self._find(state.id), terminal)
+            with (raw_terminal() if spec.tty else contextlib.nullcontext(),
+                  WindowChangeForwarder(spec.tty) as resizes):
+                cdir = self._find(state.id)
+                self._start(cdir, terminal)
+                resizes.to(self._monitors[cdir.id].pid)
                 return self.wait(state.id)
         finally:
             if spec.auto_remove:
