@@ -125,6 +125,12 @@ def bench_builds(work: Path, repeat: int) -> None:
         per_step: list[float] = []
         timed = _TimedEngine(engine)
         timed_builder = Builder(engine=timed, cache_dir=home / "buildcache")  # type: ignore[arg-type]
+        inner: dict[str, float] = {}
+        store = engine.images_store
+        _time_methods(store, inner, {"resolve": "resolve base", "_layer_from_upper": "layer tar",
+                                     "_record_image": "config+record"})
+        _time_methods(store.layers, inner, {"ensure": "unpacked layer"})
+        _time_methods(timed_builder.cache, inner, {"lock": "step lock", "put": "cache entry"})
         for _ in range(repeat):
             steps: list = []
             timed_builder.build(many, no_cache=True, network="none", on_step=steps.append)
@@ -144,8 +150,13 @@ def bench_builds(work: Path, repeat: int) -> None:
     print("   where a RUN step's time goes (engine calls, mean per step):")
     for name, total in sorted(timed.totals.items(), key=lambda kv: -kv[1]):
         print(f"     {name:<14} {total / count * 1000:8.1f} ms")
+        if name == "commit":
+            for part in ("resolve base", "layer tar", "unpacked layer", "config+record"):
+                print(f"       {part:<16} {inner.get(part, 0.0) / count * 1000:6.1f} ms")
     builder_own = statistics.mean(per_step) - sum(timed.totals.values()) / count
     print(f"     {'builder itself':<14} {builder_own * 1000:8.1f} ms")
+    for part in ("step lock", "cache entry"):
+        print(f"       {part:<16} {inner.get(part, 0.0) / count * 1000:6.1f} ms")
     if _docker_ok():
         subprocess.run(["docker", "import", "-", BASE], input=_tar(rootfs), check=True,
                        capture_output=True)
@@ -181,6 +192,42 @@ class _TimedEngine:
             finally:
                 self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - started
         return timed
+
+
+def _time_methods(obj: object, totals: dict[str, float], names: dict[str, str]) -> None:
+    """Wrap methods of `obj` (this instance only) to add their time to `totals[label]`; for
+    a lock (a label ending in "lock") the time until it is entered counts."""
+    for name, label in names.items():
+        method = getattr(obj, name)
+
+        def timed(*args: object, _method=method, _label=label, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                result = _method(*args, **kwargs)
+                if _label.endswith("lock"):
+                    return _TimedEntry(result, totals, _label, started)
+                return result
+            finally:
+                totals[_label] = totals.get(_label, 0.0) + time.perf_counter() - started
+        setattr(obj, name, timed)
+
+
+class _TimedEntry:
+    """A context manager whose entering (waiting for a lock) is added to a total."""
+
+    def __init__(self, inner: object, totals: dict[str, float], label: str,
+                 started: float) -> None:
+        self._inner, self._totals, self._label = inner, totals, label
+
+    def __enter__(self) -> object:
+        started = time.perf_counter()
+        try:
+            return self._inner.__enter__()  # type: ignore[attr-defined]
+        finally:
+            self._totals[self._label] += time.perf_counter() - started
+
+    def __exit__(self, *exc: object) -> object:
+        return self._inner.__exit__(*exc)  # type: ignore[attr-defined]
 
 
 def _command_time(rootfs: Path) -> float:
