@@ -96,14 +96,9 @@ def resolve(profile_json: str | dict, capabilities: tuple[str, ...] | list[str],
     if not profile.get("defaultAction") and not profile.get("syscalls"):
         return None
     arch = arch or native_arch()
-    docker_arch = {table: name for table, name in _NATIVE.values()}.get(arch, arch)
-    caps = {c if c.startswith("CAP_") else f"CAP_{c}" for c in capabilities}
-    kernel = kernel or _running_kernel()
     default = _action(profile.get("defaultAction") or "", profile.get("defaultErrnoRet"))
     arches = [ArchRules(a) for a in _arches(profile, arch)]
-    entries = [e for e in profile.get("syscalls") or ()
-               if _applies(e, docker_arch, caps, kernel)]
-    for entry in entries:
+    for entry in applicable_entries(profile, capabilities, arch, kernel):
         action = _action(entry.get("action") or "", entry.get("errnoRet"))
         rules = [Rule(conds, action) for conds in _condition_sets(entry)]
         for name in _names(entry):
@@ -118,6 +113,15 @@ def resolve(profile_json: str | dict, capabilities: tuple[str, ...] | list[str],
         for target in arches:
             target.highest = None
     return Resolved(default, arches)
+
+
+def applicable_entries(profile: dict, capabilities: tuple[str, ...] | list[str], arch: str,
+                       kernel: tuple[int, int] | None = None) -> list[dict]:
+    """The profile's "syscalls" entries whose includes and excludes let them apply here."""
+    docker_arch = {table: name for table, name in _NATIVE.values()}.get(arch, arch)
+    caps = {c if c.startswith("CAP_") else f"CAP_{c}" for c in capabilities}
+    kernel = kernel or _running_kernel()
+    return [e for e in profile.get("syscalls") or () if _applies(e, docker_arch, caps, kernel)]
 
 
 def _arches(profile: dict, native: str) -> list[str]:

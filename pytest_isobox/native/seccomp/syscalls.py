@@ -16,7 +16,7 @@ from functools import cache
 
 X32_SYSCALL_BIT = 0x40000000
 
-# 424 on: one number on every architecture (x32: plus its bit)
+# 424 on: one number on every architecture (x32: plus its bit), though not all wire every one
 _COMMON_FROM_424 = """
     pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount
     fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd faccessat2
@@ -270,6 +270,7 @@ _ARM = (
 
 _TABLES = {"x86_64": _X86_64, "x86": _X86, "x32": _X32, "aarch64": _AARCH64, "arm": _ARM}
 _BASES = {"x32": X32_SYSCALL_BIT}
+_NOT_WIRED = {"x32": {"map_shadow_stack"}, "arm": {"memfd_secret"}}  # numbers of the others
 
 
 @cache
@@ -279,6 +280,6 @@ def table(arch: str) -> dict[str, int]:
     base = _BASES.get(arch, 0)
     for start, names in (*_TABLES[arch], (424, _COMMON_FROM_424)):
         for offset, name in enumerate(names.split()):
-            if name != "-":
+            if name != "-" and name not in _NOT_WIRED.get(arch, ()):
                 numbers.setdefault(name, base + start + offset)
     return numbers
