@@ -367,27 +367,58 @@ class ImageStore:
         return freed + sweep_dead_temps(self._tmp)
 
     def disk_usage(self) -> dict:
-        """Space used, for `isobox df`: images (count, tagged, size of their blobs), unpacked
-        layers (count, size) and what `prune` with no container would reclaim."""
+        """Space used, for `isobox df`.
+
+        - "images": count, tagged, "size" (every blob once), and as Docker's `system df`
+          counts layers: "layers_size" (each layer once however many images stack it),
+          "shared_size" (layers that more than one image stacks) and "unique_size".
+        - "per_image": for each image (newest first) its id, tags, "size" (its layers and
+          config), "shared_size" (its layers another image stacks too) and "unique_size"
+          (the rest): Docker's Size, SharedSize and Size - SharedSize.
+        - "layers": unpacked layers (count, size); "reclaimable": what `prune` with no
+          container would free.
+        A layer is shared when its ChainID (the layer and all below it) is in several images,
+        as Docker counts; an image with a damaged config counts with size 0.
+        """
         tags = self.index.tags()
         ids = self.index.ids()
         all_blobs = {d: self.blobs.size(d) for d in self.blobs.digests()}
         tagged_ids = set(tags.values()) & set(ids)
+        stored: list[StoredImage] = []
+        for image_id in ids:
+            try:
+                stored.append(self._stored(image_id, tags))
+            except (CorruptedBlob, ImageNotFound):
+                continue
+        users: dict[str, int] = {}  # ChainID -> how many images stack it
+        layer_size: dict[str, int] = {}
+        for image in stored:
+            for chain_id, size in zip(image.chain_ids, image.layer_sizes):
+                users[chain_id] = users.get(chain_id, 0) + 1
+                layer_size[chain_id] = size
+        per_image = []
+        for image in sorted(stored, key=lambda i: i.config.get("created") or "", reverse=True):
+            size = image.size + all_blobs.get(image.id, 0)
+            shared = sum(s for c, s in zip(image.chain_ids, image.layer_sizes) if users[c] > 1)
+            per_image.append({"id": image.id, "tags": image.tags, "size": size,
+                              "shared_size": shared, "unique_size": size - shared,
+                              "created": image.config.get("created")})
         kept_blobs: set[str] = set()
         kept_chains: set[str] = set()
-        for image_id in tagged_ids:
-            try:
-                image = self._stored(image_id, tags)
-            except CorruptedBlob:
-                continue
-            kept_blobs.update((image.id, image.manifest_digest, *image.diff_ids))
-            kept_chains.update(image.chain_ids)
+        for image in stored:
+            if image.id in tagged_ids:
+                kept_blobs.update((image.id, image.manifest_digest, *image.diff_ids))
+                kept_chains.update(image.chain_ids)
         layers = {c: self.layers.size(c) for c in self.layers.chain_ids()}
         reclaimable = (sum(s for d, s in all_blobs.items() if d not in kept_blobs)
                        + sum(s for c, s in layers.items() if c not in kept_chains))
+        shared_total = sum(s for c, s in layer_size.items() if users[c] > 1)
+        layers_total = sum(layer_size.values())
         return {
             "images": {"count": len(ids), "tagged": len(tagged_ids),
-                       "size": sum(all_blobs.values())},
+                       "size": sum(all_blobs.values()), "layers_size": layers_total,
+                       "shared_size": shared_total, "unique_size": layers_total - shared_total},
+            "per_image": per_image,
             "layers": {"count": len(layers), "size": sum(layers.values())},
             "reclaimable": reclaimable,
         }

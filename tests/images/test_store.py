@@ -184,6 +184,31 @@ def test_prune_keeps_tagged_and_used_images(store: ImageStore, busybox_image: st
     assert store.prune(in_use={used}) == 0
 
 
+def test_disk_usage_counts_a_shared_layer_once(store: ImageStore, busybox_image: str,
+                                              tmp_path: Path) -> None:
+    base = store.resolve(busybox_image)
+    one = store.commit(busybox_image, _upper(tmp_path / "u1", {"a": "1" * 1000}), {}, "a")
+    two = store.commit(busybox_image, _upper(tmp_path / "u2", {"b": "2" * 3000}), {}, "b")
+    meta = store.commit(two, None, {"Cmd": ["sh"]}, "cmd")  # same layers as `two`
+    usage = store.disk_usage()
+    rows = {row["id"]: row for row in usage["per_image"]}
+    assert set(rows) == {busybox_image, one, two, meta}
+    busybox_layer = base.layer_sizes[0]
+    one_layer = store.resolve(one).layer_sizes[1]
+    two_layer = store.resolve(two).layer_sizes[1]
+    # busybox's layer is in all four images; `two`'s own layer is in `two` and `meta`
+    assert rows[one]["shared_size"] == busybox_layer
+    assert rows[one]["unique_size"] == rows[one]["size"] - busybox_layer
+    assert rows[one]["size"] == busybox_layer + one_layer + store.blobs.size(one)
+    assert rows[two]["shared_size"] == rows[meta]["shared_size"] == busybox_layer + two_layer
+    assert rows[busybox_image]["shared_size"] == busybox_layer
+    images = usage["images"]
+    assert images["layers_size"] == busybox_layer + one_layer + two_layer  # each layer once
+    assert images["shared_size"] == busybox_layer + two_layer
+    assert images["unique_size"] == one_layer
+    assert usage["per_image"][0]["id"] == meta  # newest first
+
+
 def test_prune_keeps_the_parents_of_kept_images(store: ImageStore, busybox_image: str,
                                                 tmp_path: Path) -> None:
     step = store.commit(busybox_image, _upper(tmp_path / "u1", {"a": "1"}), {}, "a")
