@@ -436,7 +436,10 @@ class _Monitor:
 
     def _relay(self, child: int, child_fd: int, owner_fd: int | None, streams: dict[int, int],
                stdin_w: int | None) -> tuple[int, bool]:
-        """Copy output to the log (and the caller's terminal) until the container has ended."""
+        """Copy output to the log (and the caller's terminal) until the container has ended.
+
+        Each stream keeps its order; between stdout and stderr (two pipes) the order is the
+        one in which they are found ready, as with Docker."""
         log = LogWriter(self.cdir.log)
         t = self.terminal
         poller = select.poll()

@@ -28,6 +28,15 @@ with NativeEngine(home=sys.argv[1]) as engine:
 sys.exit(code)
 """
 
+RUN_ATTACHED_PIPES = """
+import sys
+from pytest_isobox.engine import ContainerSpec
+from pytest_isobox.native.engine import NativeEngine
+with NativeEngine(home=sys.argv[1]) as engine:
+    sys.exit(engine.run_attached(ContainerSpec(image=sys.argv[2], command=sys.argv[3:],
+                                               network_mode="none", auto_remove=True)))
+"""
+
 EXEC_ATTACHED = """
 import sys
 from pytest_isobox.native.engine import NativeEngine
@@ -100,3 +109,18 @@ def test_exec_attached_with_a_tty(isobox_home: Path, running: str):
         b"tty; exit 6\n")
     assert status == 6, output
     assert b"/dev/pts/" in output
+
+
+def test_run_attached_keeps_each_stream_in_order(isobox_home: Path, busybox_rootfs: Path):
+    """The monitor relays stdout and stderr from two pipes: each arrives whole and in order.
+    Between the two streams there is no order to keep (none is given by Docker either): the
+    monitor passes on whichever pipe it finds ready."""
+    lines = 50000
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_ATTACHED_PIPES, str(isobox_home), str(busybox_rootfs),
+         "sh", "-c", f"seq 1 {lines} & seq 1 {lines} >&2; wait"],
+        capture_output=True, cwd=REPO, timeout=120, check=False)
+    expected = "".join(f"{n}\n" for n in range(1, lines + 1)).encode()
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert proc.stdout == expected
+    assert proc.stderr == expected
