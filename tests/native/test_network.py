@@ -15,6 +15,7 @@ import errno
 import multiprocessing
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from pytest_isobox.engine import (
     PortSpec,
 )
 from pytest_isobox.native import linux
-from pytest_isobox.native.network import firewall
+from pytest_isobox.native.network import firewall, nft
 from pytest_isobox.native.network.manager import Attachment, NetworkManager
 from pytest_isobox.native.network.sandbox import NetnsProcess, Target, send_line, tcp_echo, udp_echo
 
@@ -44,6 +45,16 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netlink, 
 
 def iptables_text() -> str:
     return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+
+
+def port_rules_text() -> str:
+    """Our nftables table as `nft` lists it (every published port's rule, with its comment),
+    or as our own dump reads it where the nft tool is missing."""
+    if shutil.which("nft") is None:
+        return "\n".join(f"{r.chain} {' '.join(r.tags)}" for r in nft.rules())
+    listed = subprocess.run(["nft", "list", "table", "ip", nft.TABLE], capture_output=True,
+                            text=True, check=False)
+    return listed.stdout if listed.returncode == 0 else ""
 
 
 def links() -> set[str]:
@@ -119,6 +130,7 @@ def start(manager: NetworkManager, tmp_path: Path) -> Iterator[Callable[..., Sta
     for item in started:
         manager.detach(item.id)
         item.proc.stop()
+    manager.settle()
     left = {name for name in links() for item in started if name.startswith(f"ibv{item.id[:10]}")}
     assert not left, f"veths left: {left}"
 
@@ -201,12 +213,12 @@ def test_ports_are_free_again_after_detach(manager: NetworkManager,
     tcp_port, udp_port = c.addr("9000/tcp")[1], c.addr("9000/udp")[1]
     assert not can_bind(tcp_port, socket.SOCK_STREAM)
     assert not can_bind(udp_port, socket.SOCK_DGRAM)
-    assert firewall.container_tag(c.id) in iptables_text()
+    assert nft.container_tag(c.id) in port_rules_text()
 
     manager.detach(c.id)
     manager.detach(c.id)  # idempotent
 
-    assert firewall.container_tag(c.id) not in iptables_text()
+    assert nft.container_tag(c.id) not in port_rules_text()
     assert can_bind(tcp_port, socket.SOCK_STREAM)
     assert can_bind(udp_port, socket.SOCK_DGRAM)
     with pytest.raises(ConnectionRefusedError):
@@ -224,6 +236,7 @@ def test_republished_udp_port_reaches_the_new_container_at_once(
         client.sendto(b"one", ("127.0.0.1", host_port))
         assert client.recv(16) == b"one"
         manager.detach(first.id)
+        manager.settle()  # its veth is gone, so its address may be given out again
         second = start(udp_echo(54), ContainerSpec(
             image="x", ports=[PortSpec.parse(f"{host_port}:54/udp")]))
         client.sendto(b"two", ("127.0.0.1", host_port))
@@ -479,9 +492,9 @@ def test_sweep_removes_what_dead_containers_left(manager: NetworkManager,
 
     cleaned = manager.sweep({alive.id})
 
-    assert any("iptables" in line for line in cleaned), cleaned
+    assert any("port rules" in line for line in cleaned), cleaned
     assert any(dead.ip in line for line in cleaned), cleaned
-    assert firewall.container_tag(dead.id) not in iptables_text()
+    assert nft.container_tag(dead.id) not in port_rules_text()
     assert record["networks"][0]["veth"] not in links()
     assert manager.inspect(net.name).containers == {alive.id: alive.ip}
     assert "dead" not in alive.hosts_file.read_text()
@@ -543,7 +556,7 @@ def test_sweep_after_kill_9_of_the_owner(manager: NetworkManager, isobox_home: P
     owner.start()
     netns_pid, tcp_port, udp_port = ready.get(timeout=30)
     (endpoint,) = manager.store.endpoints()
-    assert firewall.container_tag(endpoint["id"]) in iptables_text()
+    assert nft.container_tag(endpoint["id"]) in port_rules_text()
     os.kill(owner.pid, 9)
     owner.join(10)
     with contextlib.suppress(ProcessLookupError):  # it dies with its owner (PDEATHSIG)
@@ -552,7 +565,7 @@ def test_sweep_after_kill_9_of_the_owner(manager: NetworkManager, isobox_home: P
     cleaned = manager.sweep(set())
 
     assert cleaned, "the sweep reported nothing"
-    assert firewall.container_tag(endpoint["id"]) not in iptables_text()
+    assert nft.container_tag(endpoint["id"]) not in port_rules_text()
     assert endpoint["networks"][0]["veth"] not in links()
     assert f"network bridge of dead process {owner.pid}" in cleaned  # the dead one made it
     assert manager.list() == []
@@ -583,7 +596,7 @@ def test_relay_publishing_reaches_services_on_the_containers_loopback(
             proc.start()
             assert proc.recv_line() == "listening"
             tcp_addr, udp_addr = attachment.ports["8080/tcp"][0], attachment.ports["5353/udp"][0]
-            assert firewall.container_tag(cid) not in iptables_text()
+            assert nft.container_tag(cid) not in port_rules_text()
             for payload in (b"a", b"b"):
                 with socket.create_connection(tcp_addr, timeout=5) as conn:
                     conn.sendall(payload)
@@ -629,11 +642,10 @@ def test_publishing_on_all_addresses(manager: NetworkManager,
     host, port = c.addr("80/tcp")
     assert host == "0.0.0.0"
     assert echo_tcp(("127.0.0.1", port), b"any") == b"any"  # loopback only, by the rules
-    ours = [r for r in iptables_text().splitlines() if firewall.container_tag(c.id) in r]
-    assert {r.split()[1] for r in ours} == {"OUTPUT", "PREROUTING", "DOCKER-USER"} or \
-        {r.split()[1] for r in ours} == {"OUTPUT", "PREROUTING", "FORWARD"}
+    ours = [r for r in nft.rules() if nft.container_tag(c.id) in r.tags]
+    assert sorted(r.chain for r in ours) == ["output", "prerouting"]
     manager.detach(c.id)
-    assert firewall.container_tag(c.id) not in iptables_text()
+    assert nft.container_tag(c.id) not in port_rules_text()
 
 
 def test_without_host_root_networks_fail_with_one_clear_error(tmp_path: Path) -> None:

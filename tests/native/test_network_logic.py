@@ -16,7 +16,7 @@ from pytest_isobox.engine import (
     NetworkAttachment,
     PortSpec,
 )
-from pytest_isobox.native.network import firewall, hosts, ipam
+from pytest_isobox.native.network import firewall, hosts, ipam, nft
 from pytest_isobox.native.network.links import bridge_name, veth_name
 from pytest_isobox.native.network.manager import requested_networks
 from pytest_isobox.native.network.rtnl import _nla
@@ -131,17 +131,34 @@ def test_network_rules_tag_every_rule_and_isolate() -> None:
     assert "-A POSTROUTING -s 10.213.0.0/24 ! -o isobox-n1" in rules["nat"][0]
 
 
+def test_network_rules_accept_connections_dnatted_to_the_bridge() -> None:
+    rules = firewall.network_rules("isobox-n1", IPv4Network("10.213.0.0/24"), "n1", "FORWARD")
+    assert any("-o isobox-n1 -m conntrack --ctstate DNAT" in r and r.endswith("-j ACCEPT")
+               for r in rules["filter"])
+
+
 def test_port_rules_loopback_and_all_addresses() -> None:
-    local = firewall.port_rules(PortSpec.parse("5353:53/udp"), 5353, IPv4Address("10.0.0.2"),
-                                "isobox-n1", "c1", "")
-    assert local == {"nat": [
-        ("-A OUTPUT -d 127.0.0.1/32 -p udp -m udp --dport 5353 -m comment --comment isobox:ctr:c1"
-         " -j DNAT --to-destination 10.0.0.2:53")]}
-    everywhere = firewall.port_rules(PortSpec.parse("0.0.0.0:8080:80"), 8080,
-                                     IPv4Address("10.0.0.2"), "isobox-n1", "c1", "FORWARD")
-    assert [r.split()[1] for r in everywhere["nat"]] == ["OUTPUT", "PREROUTING"]
-    assert "--dst-type LOCAL" in everywhere["nat"][0]
-    assert everywhere["filter"][0].startswith("-I FORWARD 1 -d 10.0.0.2/32 -o isobox-n1 -p tcp")
+    """Loopback: only the output chain (connections made on this host); every address: the
+    prerouting chain too. Each rule is tagged with its container and network."""
+    local = nft.Transaction()
+    local.add_dnat(PortSpec.parse("5353:53/udp"), 5353, IPv4Address("10.0.0.2"), "c1", "n" * 64)
+    assert [what.split()[4] for _, _, _, what in local._messages] == ["output:"]
+    everywhere = nft.Transaction()
+    everywhere.add_dnat(PortSpec.parse("0.0.0.0:8080:80"), 8080, IPv4Address("10.0.0.2"), "c1",
+                        "n1")
+    assert [what.split()[4] for _, _, _, what in everywhere._messages] == \
+        ["output:", "prerouting:"]
+    body = local._messages[0][2]
+    assert b"fib" not in body and b"\x7f\x00\x00\x01" in body  # ip daddr 127.0.0.1
+    assert b"fib" in everywhere._messages[0][2]  # fib daddr type local
+
+
+def test_rule_comments_carry_container_and_network_within_nfts_limit() -> None:
+    text = f"{nft.container_tag('c' * 64)} {nft.network_tag('n' * 64)}"
+    data = nft._comment(text)
+    assert len(data) - 2 <= 128
+    assert nft._tag_of(data) == text
+    assert nft.network_tag("n" * 64) == "isobox:net:" + "n" * nft.NETWORK_TAG_LENGTH
 
 
 def test_netlink_attributes_are_padded_to_four_bytes() -> None:

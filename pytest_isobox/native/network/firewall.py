@@ -1,11 +1,16 @@
-"""iptables rules for our bridges and published ports, each tagged with its owner.
+"""iptables rules of our bridges, each tagged with its network.
 
-Root-only. Every rule carries a comment `isobox:net:<network id>` or `isobox:ctr:<container
-id>`: the owner removes its rules by that tag, and a sweep finds a dead owner's rules by it.
-One change is one `iptables-restore --noflush -w` transaction: all of its rules or none.
+Root-only. Every rule carries a comment `isobox:net:<network id>`: the network removes its
+rules by that tag, and a sweep finds a dead network's rules by it. One change is one
+`iptables-restore --noflush -w` transaction: all of its rules or none. These change only when
+a network is made or removed; a container's published ports are nftables rules of our own
+table (`nft`), cheap to change on every start. Older versions tagged per-container iptables
+rules `isobox:ctr:<container id>`; the sweep still removes those.
 
 Beside dockerd (FORWARD policy DROP, br_netfilter on) the forwarding rules go into DOCKER-USER,
-which Docker evaluates first and never flushes; without Docker they go into FORWARD.
+which Docker evaluates first and never flushes; without Docker they go into FORWARD. Each
+network accepts there the connections DNAT'd to its bridge, which is what lets a port
+published on a non-loopback address through Docker's DROP policy.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import defaultdict
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 
-from pytest_isobox.engine import EngineUnavailable, PortSpec
+from pytest_isobox.engine import EngineUnavailable
 
 Rules = dict[str, list[str]]  # table -> rule lines in iptables-restore syntax
 
@@ -27,6 +32,7 @@ def network_tag(network_id: str) -> str:
 
 
 def container_tag(container_id: str) -> str:
+    """The tag of an older version's per-container rules (see the module docstring)."""
     return f"isobox:ctr:{container_id}"
 
 
@@ -113,8 +119,9 @@ def forward_chain() -> str:
 
 
 def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str) -> Rules:
-    """A network's rules: talk inside it, go out NATed, reach no other bridge, and let
-    DNAT'd loopback connections in (their 127/8 source masqueraded to the gateway)."""
+    """A network's rules: talk inside it, go out NATed, reach no other bridge, let connections
+    DNAT'd to a published port in, and DNAT'd loopback connections too (their 127/8 source
+    masqueraded to the gateway)."""
     c = f"-m comment --comment {network_tag(network_id)}"
     drops = [f"-i {bridge} -o {other} {c} -j DROP" for other in OTHER_BRIDGES]
     forward = [
@@ -122,6 +129,7 @@ def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str)
         *drops,
         f"-i {bridge} {c} -j ACCEPT",
         f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
+        f"-o {bridge} -m conntrack --ctstate DNAT {c} -j ACCEPT",
     ]
     return {
         "filter": [f"-I {chain} {n} {rule}" for n, rule in enumerate(forward, 1)],
@@ -130,33 +138,4 @@ def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str)
             f"-A POSTROUTING -s 127.0.0.0/8 -o {bridge} {c} -j MASQUERADE",
         ],
     }
-
-
-def port_rules(port: PortSpec, host_port: int, ip: IPv4Address, bridge: str,
-               container_id: str, chain: str) -> Rules:
-    """DNAT of host_ip:host_port to ip:container_port, for connections made on this host and,
-    when the host address is not loopback, arriving from outside too."""
-    c = f"-m comment --comment {container_tag(container_id)}"
-    proto = f"-p {port.protocol} -m {port.protocol} --dport {host_port}"
-    target = f"-j DNAT --to-destination {ip}:{port.container_port}"
-    if port.host_ip in ("0.0.0.0", ""):
-        match = "-m addrtype --dst-type LOCAL"
-    else:
-        match = f"-d {port.host_ip}/32"
-    rules: Rules = {"nat": [f"-A OUTPUT {match} {proto} {c} {target}"]}
-    if not IPv4Address(port.host_ip or "0.0.0.0").is_loopback:
-        rules["nat"].append(f"-A PREROUTING {match} {proto} {c} {target}")
-        rules["filter"] = [
-            (f"-I {chain} 1 -d {ip}/32 -o {bridge} -p {port.protocol} -m {port.protocol} "
-             f"--dport {port.container_port} {c} -j ACCEPT"),
-        ]
-    return rules
-
-
-def merge(*parts: Rules) -> Rules:
-    merged: Rules = defaultdict(list)
-    for part in parts:
-        for table, lines in part.items():
-            merged[table].extend(lines)
-    return merged
 

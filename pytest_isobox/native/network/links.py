@@ -7,6 +7,7 @@ of a container start (veth, addresses, routes) are in `rtnl`, batched for speed.
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import threading
 from ipaddress import IPv4Address, IPv4Network
@@ -49,6 +50,9 @@ class Links:
         self._ipr: IPRoute | None = None
         self._owner = 0
         self._mutex = threading.Lock()
+        self._doomed: queue.Queue[str] | None = None
+        self._deleter: threading.Thread | None = None
+        self._left: list[str] = []  # left to the kernel (see `left_to_kernel`)
 
     @property
     def ipr(self) -> IPRoute:
@@ -61,7 +65,10 @@ class Links:
             self._owner = os.getpid()
         return self._ipr
 
+    _owner_pid = 0
+
     def close(self) -> None:
+        self.settle()
         if self._ipr is not None and self._owner == os.getpid():
             self._ipr.close()
             self._ipr = None
@@ -107,6 +114,46 @@ class Links:
     def delete(name: str) -> bool:
         """Delete a link by name; False when it was already gone."""
         return delete_link(name)
+
+    def delete_later(self, name: str) -> None:
+        """Delete a link from a thread of this process, so the caller need not wait.
+
+        Deleting a veth waits in the kernel for RCU grace periods, about 25 ms here. If this
+        process ends first, a veth whose container has ended goes with its network namespace
+        anyway; `settle` waits for what is queued."""
+        if self._deleter is None or not self._deleter.is_alive() or self._owner_pid != os.getpid():
+            self._doomed, self._owner_pid = queue.Queue(), os.getpid()
+            self._deleter = threading.Thread(target=self._delete_queued, args=(self._doomed,),
+                                             daemon=True, name="isobox-link-deleter")
+            self._deleter.start()
+        assert self._doomed is not None
+        self._doomed.put(name)
+
+    @staticmethod
+    def _delete_queued(doomed: queue.Queue[str]) -> None:
+        while True:
+            name = doomed.get()
+            try:
+                delete_link(name)
+            except OSError:  # the sweep finds it (its address stays taken until it is gone)
+                pass
+            finally:
+                doomed.task_done()
+
+    def left_to_kernel(self, name: str) -> None:
+        """A veth whose network namespace is going away: the kernel deletes it along with
+        the namespace's other links, in one pass, so it is not deleted here. `settle` makes
+        sure of it, for callers that must see it gone."""
+        self._left.append(name)
+
+    def settle(self) -> None:
+        """Return once every link this process deleted or left to the kernel is gone:
+        wait for the deleter thread, delete what the kernel has not."""
+        if self._doomed is not None and self._owner_pid == os.getpid():
+            self._doomed.join()
+        left, self._left = self._left, []
+        for name in left:
+            delete_link(name)
 
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -35,7 +34,7 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     PortSpec,
 )
-from pytest_isobox.native.network import conntrack, firewall, hosts, ipam, rtnl
+from pytest_isobox.native.network import conntrack, firewall, hosts, ipam, nft, rtnl
 from pytest_isobox.native.network.links import (
     Links,
     bridge_name,
@@ -149,10 +148,12 @@ class NetworkManager:
         return self._registry
 
     def close(self) -> None:
-        """Done with networking in this process: the default network goes if no container uses
-        it (the next attach makes it again), and the netlink socket is closed. Named networks
-        stay; published ports stay reserved until their container's detach."""
-        if self.store.network(DEFAULT_NETWORK) is not None:
+        """Done with networking in this process: the veths of detached containers are gone,
+        the default network goes if no container uses it (the next attach makes it again),
+        and the netlink socket is closed. Named networks stay; published ports stay reserved
+        until their container's detach."""
+        self.settle()
+        if self.store.network(DEFAULT_NETWORK, members=False) is not None:
             self.destroy_all_if_unused()
         self._links.close()
 
@@ -241,17 +242,19 @@ class NetworkManager:
             raise NetworkNotFound(f"network {ref!r} not found")
         return record
 
-    def _remove_network(self, name: str) -> None:
+    def _remove_network(self, name: str, store: NetworkStore | None = None) -> None:
+        """Remove a network of this home (or of `store`'s) that nobody is attached to."""
         self._require_privileges()
-        with self.registry.lock, self.store.lock:
-            record = self.store.network(name)
+        store = store or self.store
+        with self.registry.lock, store.lock:
+            record = store.network(name)
             if record is None:
                 raise NetworkNotFound(f"network {name!r} not found")
             if record["members"]:
                 names = ", ".join(m["name"] for m in record["members"].values())
                 raise ConflictError(f"network {name!r} has containers attached: {names}")
             self._teardown_network(record["bridge"], record["id"])
-            self.store.delete_network(name)
+            store.delete_network(name)
 
     def _ensure_bridges(self, endpoint: Record) -> None:
         """Bring back the bridge (and rules) of a network whose bridge is gone, as after a
@@ -262,7 +265,7 @@ class NetworkManager:
             with self.registry.lock:
                 if self._links.index(net["bridge"]) is not None:
                     continue
-                record = self.store.network(net["network"])
+                record = self.store.network(net["network"], members=False)
                 if record is None or record["id"] != net["network_id"]:
                     raise NetworkNotFound(f"network {net['network']!r} was removed meanwhile")
                 subnet = IPv4Network(record["subnet"])
@@ -279,9 +282,13 @@ class NetworkManager:
                     record["bridge"], subnet, record["id"], firewall.forward_chain()))
 
     def _teardown_network(self, bridge: str, network_id: str) -> None:
+        """A network's rules and bridge, and its registration; with the last network on
+        this host, our nftables table too. Caller holds the registry lock."""
         firewall.remove_tagged({firewall.network_tag(network_id)})
         self._links.delete(bridge)
         self.registry.remove(bridge)
+        if not self.registry.entries():
+            nft.remove_table()
 
     def _enable_uplink_forwarding(self) -> list[str]:
         """Per-interface forwarding on default-route interfaces when the host-wide switch is
@@ -313,32 +320,29 @@ class NetworkManager:
             return Attachment(ips={}, ports={})
         _check_ports(spec.ports)
         self._require_privileges()
-        if container_id in self._reservations or self.store.endpoint(container_id) is not None:
+        if container_id in self._reservations:  # (the endpoint record is checked when made)
             raise ConflictError(f"container {container_id[:12]} is already attached")
         try:
             published = self._reserve_ports(container_id, spec.ports)
             endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file,
-                                             published)
+                                             published, netns_pid)
         except BaseException:
             self._release_ports(container_id)
             raise
-        rules = None
         try:
             self._ensure_bridges(endpoint)
-            if self.publish == "dnat":  # iptables-restore runs while the links are made
-                rules = self._publish(endpoint, spec.ports, published)
             self._wire(endpoint, netns_pid)
-            if self.publish == "relay":
+            if self.publish == "dnat":
+                self._publish(endpoint, spec.ports, published)
+            else:
                 self._relay(container_id, netns_pid, spec.ports)
-            with self.store.lock:
-                self._refresh_hosts({n["network"] for n in endpoint["networks"]},
-                                    also=frozenset({container_id}))
-            if rules is not None:
-                rules.wait()
+            named = {n["network"] for n in endpoint["networks"]} - {DEFAULT_NETWORK}
+            if named:
+                with self.store.lock:
+                    self._refresh_hosts(self.store, named, also={container_id: endpoint})
+            else:  # the default network resolves no names: only this container's file
+                self._write_hosts(endpoint)
         except BaseException:
-            if rules is not None:  # finished before the undo, so no rule lands after it
-                with contextlib.suppress(OSError):
-                    rules.wait()
             self.detach(container_id)
             raise
         nets = endpoint["networks"]
@@ -352,16 +356,17 @@ class NetworkManager:
 
     def _claim_addresses(self, container_id: str, name: str, hostname: str,
                          wanted: list[NetworkAttachment], hosts_file: Path,
-                         published: dict[str, list[tuple[str, int]]]) -> Record:
+                         published: dict[str, list[tuple[str, int]]],
+                         netns_pid: int | None = None) -> Record:
         """Record the endpoint and take one address per network, in one locked step."""
         while True:
             with self.store.lock:
-                records = [self.store.network(w.network) for w in wanted]
+                records = [self.store.network(w.network, members=False) for w in wanted]
                 missing = [w.network for w, r in zip(wanted, records) if r is None]
                 if not missing:
                     return self._record_endpoint(container_id, name, hostname, wanted,
                                                  records, hosts_file,  # type: ignore[arg-type]
-                                                 published)
+                                                 published, netns_pid)
             named = [m for m in missing if m != DEFAULT_NETWORK]
             if named:
                 raise NetworkNotFound(f"network {named[0]!r} not found")
@@ -372,29 +377,50 @@ class NetworkManager:
 
     def _record_endpoint(self, container_id: str, name: str, hostname: str,
                          wanted: list[NetworkAttachment], records: list[Record],
-                         hosts_file: Path, published: dict[str, list[tuple[str, int]]]) -> Record:
+                         hosts_file: Path, published: dict[str, list[tuple[str, int]]],
+                         netns_pid: int | None) -> Record:
+        """The endpoint record first (what a sweep undoes), then one member file per address.
+        Caller holds the store lock."""
         if self.store.endpoint(container_id) is not None:
             raise ConflictError(f"container {container_id[:12]} is already attached")
-        endpoint: Record = {"id": container_id, "name": name, "hosts_file": str(hosts_file),
-                            "networks": [], "ports": published, "publish": self.publish}
+        holder = ProcessIdentity.of(netns_pid) if netns_pid else None
+        endpoint: Record = {"id": container_id, "name": name, "hostname": hostname,
+                            "hosts_file": str(hosts_file), "networks": [], "ports": published,
+                            "publish": self.publish, "rules": "nft",
+                            "holder": holder.dump() if holder else None}
+        members = []
         for index, (want, record) in enumerate(zip(wanted, records)):
             subnet = IPv4Network(record["subnet"])
-            used = [m["ip"] for m in record["members"].values()]
+            used = self._taken(record)
             ip = ipam.allocate_address(subnet, used, record["name"])
             endpoint["networks"].append({
                 "network": record["name"], "network_id": record["id"],
                 "bridge": record["bridge"], "veth": veth_name(container_id, index),
                 "ifname": f"eth{index}", "ip": str(ip), "prefixlen": subnet.prefixlen,
                 "gateway": record["gateway"], "mac": ipam.mac_for(ip),
+                "aliases": list(want.aliases),
             })
-            record["members"][container_id] = {
-                "ip": str(ip), "name": name, "hostname": hostname,
+            members.append((record["name"], {
+                "id": container_id, "ip": str(ip), "name": name, "hostname": hostname,
                 "aliases": list(want.aliases), "hosts_file": str(hosts_file),
-            }
+            }))
         self.store.save_endpoint(endpoint)
-        for record in records:
-            self.store.save_network(record)
+        for network, member in members:
+            self.store.add_member(network, member)
         return endpoint
+
+    def _taken(self, record: Record) -> set[str]:
+        """Addresses not to hand out on a network: its members', and those whose old veth
+        is still going away (its host's neighbour and bridge entries would point a new
+        container's traffic at the old one). Caller holds the store lock."""
+        taken = self.store.taken_addresses(record["name"])
+        taken |= {m["ip"] for m in record["members"].values()}
+        for ip, veth in self.store.leaving_addresses(record["name"]).items():
+            if self._links.index(veth) is None:
+                self.store.forget_leaving(record["name"], ip, veth)
+            else:
+                taken.add(ip)
+        return taken
 
     def _wire(self, endpoint: Record, pid: int) -> None:
         for net in endpoint["networks"]:
@@ -426,42 +452,60 @@ class NetworkManager:
         with self._mutex:
             self._relays[container_id] = relay
 
-    def _publish(self, endpoint: Record, ports: list[PortSpec],
-                 published: dict[str, list[tuple[str, int]]]) -> firewall.Pending | None:
-        """Start the DNAT of every reserved host port to the container's first address, as
-        one transaction; the caller waits for it."""
+    @staticmethod
+    def _publish(endpoint: Record, ports: list[PortSpec],
+                 published: dict[str, list[tuple[str, int]]]) -> None:
+        """DNAT every reserved host port to the container's first address, as one
+        transaction."""
         if not ports:
-            return None
+            return
         first = endpoint["networks"][0]
-        needs_chain = any(not IPv4Address(p.host_ip or "0.0.0.0").is_loopback for p in ports)
-        chain = firewall.forward_chain() if needs_chain else ""
         taken = {key: list(pairs) for key, pairs in published.items()}
-        rules = []
-        for port in ports:
-            _, host_port = taken[port.key].pop(0)
-            rules.append(firewall.port_rules(port, host_port, IPv4Address(first["ip"]),
-                                             first["bridge"], endpoint["id"], chain))
-        return firewall.start_apply(firewall.merge(*rules))
+        pairs = [(port, taken[port.key].pop(0)[1]) for port in ports]
+        nft.publish(pairs, IPv4Address(first["ip"]), endpoint["id"], first["network_id"])
 
     def detach(self, container_id: str) -> None:
-        """Undo an attachment: port rules, reserved ports, veths, addresses, hosts entries.
-        Idempotent; a container never attached is a no-op."""
+        """Undo an attachment: port rules, reserved ports, addresses, hosts entries, veths.
+        Idempotent; a container never attached is a no-op.
+
+        Deleting a veth takes the kernel some 25 ms, so detach does not wait for it: when
+        the container has ended, its veths go with its network namespace; else a thread of
+        this process deletes them. Until each is gone its address is not handed out again
+        (see `_taken`), and a sweep deletes any that a process ending first left."""
         with self.store.lock:
             endpoint = self.store.endpoint(container_id)
         if endpoint is None:
             self._release_ports(container_id)
             return
-        dnat = bool(endpoint["ports"]) and endpoint.get("publish") != "relay"
-        saved = firewall.start_save() if dnat else None  # runs while the veths go
-        for net in endpoint["networks"]:
-            self._links.delete(net["veth"])
-        if saved is not None:
-            firewall.remove_tagged({firewall.container_tag(container_id)}, saved)
-            if any(key.endswith("/udp") for key in endpoint["ports"]):
-                conntrack.forget_flows(endpoint["networks"][0]["ip"])
+        self._remove_port_rules([endpoint])
         self._release_ports(container_id)
         with self.store.lock:
-            self._forget({container_id})
+            self._forget(self.store, {container_id}, [endpoint], leaving=True)
+        for net in endpoint["networks"]:
+            if _holder_dead(endpoint):
+                self._links.left_to_kernel(net["veth"])
+            else:
+                self._links.delete_later(net["veth"])
+
+    def settle(self) -> None:
+        """Return once the veths of every container this process detached are gone."""
+        self._links.settle()
+
+    @staticmethod
+    def _remove_port_rules(endpoints: list[Record]) -> int:
+        """Delete the DNAT rules of these endpoints (and any left by older versions) and
+        forget their UDP flows; how many rules went."""
+        dnat = [e for e in endpoints if e["ports"] and e.get("publish") != "relay"]
+        if not dnat:
+            return 0
+        removed = nft.remove_tagged({e["id"] for e in dnat})
+        legacy = {firewall.container_tag(e["id"]) for e in dnat if e.get("rules") != "nft"}
+        if legacy:
+            removed += firewall.remove_tagged(legacy)
+        for endpoint in dnat:
+            if any(key.endswith("/udp") for key in endpoint["ports"]):
+                conntrack.forget_flows(endpoint["networks"][0]["ip"])
+        return removed
 
     def _release_ports(self, container_id: str) -> None:
         with self._mutex:
@@ -472,90 +516,182 @@ class NetworkManager:
         if reservation is not None:
             reservation.release()
 
-    def _forget(self, container_ids: set[str]) -> list[str]:
+    def _forget(self, store: NetworkStore | set[str], container_ids: set[str] | None = None,
+                endpoints: list[Record] | None = None, *, leaving: bool = False) -> list[str]:
         """Drop the containers' addresses and endpoint records, then rewrite the hosts files of
-        whoever shared a network with them. Caller holds the store lock."""
-        touched, freed = set(), []
-        for record in self.store.networks():
-            gone = container_ids & record["members"].keys()
-            if gone:
-                for cid in gone:
+        whoever shared a named network with them. Caller holds the store lock.
+
+        endpoints: their records, when the caller has them (else every network is read).
+        leaving: their veths are still going away; their addresses stay taken until then.
+        (`_forget(ids)` is the older spelling, on this manager's store.)"""
+        if not isinstance(store, NetworkStore):
+            store, container_ids = self.store, store
+        assert container_ids is not None
+        freed: list[str] = []
+        touched: set[str] = set()
+        if endpoints is not None and all(e.get("rules") == "nft" for e in endpoints):
+            for endpoint in endpoints:
+                for net in endpoint["networks"]:
+                    store.remove_address(net["network"], net["ip"], endpoint["id"],
+                                         net["veth"] if leaving else None)
+                    freed.append(f"{net['ip']} on {net['network']}")
+                    touched.add(net["network"])
+        else:
+            for record in store.networks():
+                for cid in container_ids & record["members"].keys():
                     freed.append(f"{record['members'][cid]['ip']} on {record['name']}")
-                    del record["members"][cid]
-                self.store.save_network(record)
-                touched.add(record["name"])
+                    store.remove_member(record, cid)
+                    touched.add(record["name"])
         for cid in container_ids:
-            self.store.delete_endpoint(cid)
-        self._refresh_hosts(touched)
+            store.delete_endpoint(cid)
+        self._refresh_hosts(store, touched - {DEFAULT_NETWORK})
         return freed
 
-    def _refresh_hosts(self, network_names: set[str], also: frozenset[str] = frozenset()) -> None:
-        """Rewrite the hosts files that a change of these networks' members alters: every
-        member's of a named one among them (the default network resolves no names, so its
-        members' files do not change), and those of the containers in `also`. Caller holds
-        the lock."""
-        changed = network_names - {DEFAULT_NETWORK}
-        memberships: dict[str, list[tuple[Record, dict[str, Any]]]] = {}
-        for record in self.store.networks():
-            for cid, member in record["members"].items():
-                memberships.setdefault(cid, []).append((record, member))
-        for cid, joined in memberships.items():
-            if cid not in also and not changed & {r["name"] for r, _ in joined}:
+    def _refresh_hosts(self, store: NetworkStore, network_names: set[str],
+                       also: dict[str, Record] | None = None) -> None:
+        """Rewrite the hosts files that a change of these named networks' members alters
+        (every member's), and those of the containers in `also` (id -> endpoint record).
+        Caller holds the store lock."""
+        members: dict[str, dict[str, Record]] = {}
+
+        def members_of(network: str) -> dict[str, Record]:
+            if network not in members:
+                record = store.network(network)
+                members[network] = record["members"] if record else {}
+            return members[network]
+
+        endpoints = dict(also or {})
+        affected = set(endpoints)
+        for network in network_names - {DEFAULT_NETWORK}:
+            affected |= members_of(network).keys()
+        for cid in sorted(affected):
+            endpoint = endpoints.get(cid) or store.endpoint(cid)
+            if endpoint is not None:
+                self._write_hosts(endpoint, members_of)
+
+    @staticmethod
+    def _write_hosts(endpoint: Record, members_of: Any = None) -> None:
+        """A container's hosts file: its own names on each network, then its peers on each
+        named one (the default network resolves no names, as in Docker)."""
+        cid = endpoint["id"]
+        entries = []
+        for net in endpoint["networks"]:
+            own: Record = {"hostname": endpoint.get("hostname"), "aliases": net.get("aliases")}
+            if own["hostname"] is None or own["aliases"] is None:  # an older version's record
+                own = (members_of(net["network"]) if members_of else {}).get(cid, own)
+            entries.append((net["ip"], [own.get("hostname") or "", endpoint["name"],
+                                        *(own.get("aliases") or []), cid[:12]]))
+        for net in endpoint["networks"]:
+            if net["network"] == DEFAULT_NETWORK or members_of is None:
                 continue
-            entries = []
-            for record, member in joined:
-                entries.append((member["ip"], [member["hostname"], member["name"],
-                                               *member["aliases"], cid[:12]]))
-            for record, _ in joined:
-                if record["name"] == DEFAULT_NETWORK:
-                    continue  # as in Docker, the default network resolves no names
-                for peer_id, peer in record["members"].items():
-                    if peer_id != cid:
-                        entries.append((peer["ip"], [peer["name"], *peer["aliases"],
-                                                     peer_id[:12]]))
-            hosts_file = Path(joined[0][1]["hosts_file"])
-            if hosts_file.parent.is_dir():
-                hosts.write_in_place(hosts_file, hosts.render(entries))
+            for peer_id, peer in members_of(net["network"]).items():
+                if peer_id != cid:
+                    entries.append((peer["ip"], [peer["name"], *peer["aliases"], peer_id[:12]]))
+        hosts_file = Path(endpoint["hosts_file"])
+        if hosts_file.parent.is_dir():
+            hosts.write_in_place(hosts_file, hosts.render(entries))
 
     # ------------------------------------------------------------------ leftovers
 
     def sweep(self, live_container_ids: set[str]) -> list[str]:
         """Remove every attachment of a container not in the set (veths, rules, addresses,
         hosts entries); unused networks whose creating process is dead (unless created with
-        the persistent label); bridges whose home is gone. Returns one line per thing cleaned."""
-        cleaned: list[str] = []
+        the persistent label); bridges whose home is gone; and, in other homes, what dead
+        containers and networks left there (see `_sweep_other_homes`). Returns one line per
+        thing cleaned."""
         with self.store.lock:
             dead = [e for e in self.store.endpoints() if e["id"] not in live_container_ids]
             stray = {cid for r in self.store.networks() for cid in r["members"]
                      if cid not in live_container_ids}
-        dead_ids = {e["id"] for e in dead} | stray
-        if dead_ids:
-            rules = firewall.remove_tagged({firewall.container_tag(c) for c in dead_ids})
-            if rules:
-                cleaned.append(f"{rules} iptables rules of dead containers")
-            for endpoint in dead:
-                if any(key.endswith("/udp") for key in endpoint["ports"]):
-                    conntrack.forget_flows(endpoint["networks"][0]["ip"])
-                self._release_ports(endpoint["id"])
-                for net in endpoint["networks"]:
-                    if self._links.delete(net["veth"]):
-                        cleaned.append(f"veth {net['veth']} of container {endpoint['id'][:12]}")
-            with self.store.lock:
-                cleaned += [f"address {a}" for a in self._forget(dead_ids)]
+        cleaned = self._sweep_endpoints(self.store, dead, stray)
+        cleaned += self._sweep_leaving(self.store)
         if not _host_root():
             return cleaned
-        for record in self.store.networks():
+        cleaned += self._sweep_networks(self.store, self.store.networks())
+        with self.registry.lock:
+            for entry in self.registry.orphans():
+                nft.remove_tagged(network_ids={entry["id"]})
+                self._teardown_network(entry["bridge"], entry["id"])
+                cleaned.append(f"bridge {entry['bridge']} of network {entry['name']} "
+                               f"(its home {entry['home']} no longer has it)")
+        cleaned += self._sweep_other_homes()
+        return cleaned
+
+    def _sweep_endpoints(self, store: NetworkStore, dead: list[Record],
+                         stray: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+        """Undo the attachments of dead containers: rules, ports, veths, then records."""
+        dead_ids = {e["id"] for e in dead} | set(stray)
+        if not dead_ids:
+            return []
+        cleaned = []
+        rules = self._remove_port_rules(dead)
+        if rules:
+            cleaned.append(f"{rules} port rules of dead containers")
+        for endpoint in dead:
+            self._release_ports(endpoint["id"])
+            for net in endpoint["networks"]:
+                if self._links.delete(net["veth"]):
+                    cleaned.append(f"veth {net['veth']} of container {endpoint['id'][:12]}")
+        with store.lock:
+            cleaned += [f"address {a}" for a in self._forget(store, dead_ids)]
+        return cleaned
+
+    def _sweep_leaving(self, store: NetworkStore) -> list[str]:
+        """Delete the veths that a detach left to a thread of a process that ended first."""
+        cleaned = []
+        for record in store.networks(members=False):
+            for ip, veth in store.leaving_addresses(record["name"]).items():
+                if self._links.delete(veth):
+                    cleaned.append(f"veth {veth} of a removed container")
+                with store.lock:
+                    store.forget_leaving(record["name"], ip, veth)
+        return cleaned
+
+    def _sweep_networks(self, store: NetworkStore, records: list[Record]) -> list[str]:
+        """Remove the unused networks among `records` whose creating process is dead."""
+        cleaned = []
+        for record in records:
             owner = ProcessIdentity.load(record.get("owner"))
             if owner is None or owner.alive() or record["members"]:
                 continue
             try:
-                self._remove_network(record["name"])
+                self._remove_network(record["name"], store)
             except (NetworkNotFound, ConflictError):  # gone, or joined meanwhile
                 continue
             cleaned.append(f"network {record['name']} of dead process {owner.pid}")
-        with self.registry.lock:
-            for entry in self.registry.orphans():
-                self._teardown_network(entry["bridge"], entry["id"])
-                cleaned.append(f"bridge {entry['bridge']} of network {entry['name']} "
-                               f"(its home {entry['home']} no longer has it)")
         return cleaned
+
+    def _sweep_other_homes(self) -> list[str]:
+        """What dead runs of other homes left: a home is swept only when it is opened, so a
+        home abandoned while a kept container lived would keep its bridges and rules for good.
+
+        In each other home with a bridge on this host: attachments whose container is dead
+        (the process holding its network namespace has ended; records of older versions,
+        which lack it, are left alone), then networks of that home whose creating process is
+        dead and which no container uses. Nothing of a live container or a live process's
+        network is touched."""
+        cleaned: list[str] = []
+        with self.registry.lock:
+            entries = self.registry.entries()
+        homes: dict[Path, list[Record]] = {}
+        for entry in entries:
+            home = Path(entry["home"])
+            if home != self.home and (home / "networks").is_dir():
+                homes.setdefault(home, []).append(entry)
+        for home, registered in homes.items():
+            store = NetworkStore(home)
+            with store.lock:
+                dead = [e for e in store.endpoints() if _holder_dead(e)]
+            cleaned += self._sweep_endpoints(store, dead)
+            cleaned += self._sweep_leaving(store)
+            records = [r for r in (store.network(e["name"]) for e in registered)
+                       if r is not None and r["id"] in {e["id"] for e in registered}]
+            cleaned += [f"{line} (home {home})" for line in self._sweep_networks(store, records)]
+        return cleaned
+
+
+def _holder_dead(endpoint: Record) -> bool:
+    """Whether the process that held the container's network namespace has ended (False
+    when the record does not say which process that was)."""
+    holder = ProcessIdentity.load(endpoint.get("holder"))
+    return holder is not None and not holder.alive()

@@ -1,14 +1,25 @@
 """On-disk state of networks, shared by every process that uses one isobox home.
 
 Layout under `$ISOBOX_HOME/networks/`:
-  by-name/<name>.json    a network: id, bridge, subnet, gateway, labels, and its members
-                         (container id -> ip, mac, names, aliases, hosts file): the address
-                         allocator's state, one file per network
-  endpoints/<id>.json    a container's attachment: its veths, networks and published ports,
-                         written before anything is created so a sweep can undo a half-made one
+  by-name/<name>.json    a network: id, bridge, subnet, gateway, labels; written once, when
+                         the network is made
+  members/<name>/<ip>.json  one per address taken on that network: its container's id, names,
+                         aliases and hosts file. The file names are the address allocator's
+                         state: a directory listing says which addresses are taken
+  members/<name>/<ip>.leaving-<veth>  an address whose container is gone but whose veth
+                         the kernel may still be deleting: not handed out until it is gone
+  endpoints/<id>.json    a container's attachment: its veths, networks, published ports and
+                         the process holding its network namespace, written before anything
+                         is created so a sweep can undo a half-made one
 
-Every file is replaced atomically (temp file + rename). Callers hold `lock` (a filelock) around
-each read-modify-write, so concurrent processes never allocate one address twice.
+Every file is written whole under a new name and renamed into place (readers see all of it
+or nothing), and no file is ever replaced: on ext4 a rename over an existing file forces the
+new data out to the disk first (auto_da_alloc), 2 ms here, while a rename to a new name or
+an unlink costs some microseconds. Callers hold `lock` (an flock) around each
+read-modify-write, so concurrent processes never allocate one address twice.
+
+Records of older versions kept the members inside the network's file; they are read as
+members still, and dropped from there (one rewrite) when their container goes.
 
 Bridges and subnets are host-wide, not per home: `HostRegistry` records every bridge of every
 home under /run, so two homes never pick one subnet and a bridge whose home is gone is found.
@@ -16,28 +27,36 @@ home under /run, so two homes never pick one subnet and a bridge whose home is g
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import tempfile
+import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
+from typing import Any, Self
 
 Record = dict[str, Any]
+LEAVING = ".leaving-"  # a member file renamed so: its container is gone, its veth going
 
 
 def write_json_atomic(path: Path, data: Record) -> None:
     """Write JSON so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    text = json.dumps(data, sort_keys=True).encode()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -57,18 +76,49 @@ def _records(folder: Path) -> Iterator[Record]:
             yield record
 
 
-class ForkSafeLock:
-    """A filelock per process: a FileLock must not cross a fork (the runtime's monitor is a
-    fork of the engine's process), so each process gets its own instance on first use."""
+class HostLock:
+    """An exclusive flock on a file, reentrant within a thread, exclusive across threads and
+    processes. A fork (the runtime's monitor is a fork of the engine's process) starts
+    unlocked with a descriptor of its own: an flock belongs to the open file, which a fork
+    would share."""
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
-        self._lock: FileLock | None = None
+        self._fd = -1
         self._pid = 0
+        self._depth = 0
+        self._mutex = threading.RLock()
 
-    def get(self) -> FileLock:
-        if self._lock is None or self._pid != os.getpid():
-            self._lock, self._pid = FileLock(self.path), os.getpid()
+    def __enter__(self) -> Self:
+        if self._pid != os.getpid():  # a fork: nothing of the parent's holds here
+            self._mutex = threading.RLock()
+            self._fd, self._pid, self._depth = -1, os.getpid(), 0
+        self._mutex.acquire()
+        try:
+            if self._depth == 0:
+                if self._fd < 0:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._depth += 1
+        except BaseException:
+            self._mutex.release()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._mutex.release()
+
+
+class ForkSafeLock:
+    """A `HostLock` on a path (kept for callers of the `get()` spelling)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = HostLock(path)
+
+    def get(self) -> HostLock:
         return self._lock
 
 
@@ -77,17 +127,21 @@ def network_path(home: Path, name: str) -> Path:
 
 
 class NetworkStore:
-    """One home's network and endpoint records. Hold `lock` around read-modify-write."""
+    """One home's network, member and endpoint records. Hold `lock` around read-modify-write.
+
+    A network record read here has its members (container id -> ip, name, hostname, aliases,
+    hosts file) filled in from the member files; `members=False` leaves them out, for callers
+    that need only the network's own fields."""
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
         self.root = self.home / "networks"
         (self.home / "locks").mkdir(parents=True, exist_ok=True)
-        self._lock = ForkSafeLock(self.home / "locks" / "networks.lock")
+        self._lock = HostLock(self.home / "locks" / "networks.lock")
 
     @property
-    def lock(self) -> FileLock:
-        return self._lock.get()
+    def lock(self) -> HostLock:
+        return self._lock
 
     def _network_path(self, name: str) -> Path:
         return network_path(self.home, name)
@@ -95,17 +149,91 @@ class NetworkStore:
     def _endpoint_path(self, container_id: str) -> Path:
         return self.root / "endpoints" / f"{container_id}.json"
 
-    def network(self, name: str) -> Record | None:
-        return read_json(self._network_path(name))
+    def _members_dir(self, name: str) -> Path:
+        return self.root / "members" / name
 
-    def networks(self) -> list[Record]:
-        return list(_records(self.root / "by-name"))
+    def network(self, name: str, *, members: bool = True) -> Record | None:
+        record = read_json(self._network_path(name))
+        if record is not None:
+            self._fill_members(record, members)
+        return record
+
+    def networks(self, *, members: bool = True) -> list[Record]:
+        records = list(_records(self.root / "by-name"))
+        for record in records:
+            self._fill_members(record, members)
+        return records
+
+    def _fill_members(self, record: Record, read: bool) -> None:
+        legacy = record.get("members") or {}
+        record["legacy_members"] = sorted(legacy)
+        record["members"] = dict(legacy)
+        if read:
+            for member in _records(self._members_dir(record["name"])):
+                record["members"][member["id"]] = member
+
+    def taken_addresses(self, name: str) -> set[str]:
+        """The addresses taken on a network: one directory listing (plus older records')."""
+        try:
+            listed = os.listdir(self._members_dir(name))
+        except FileNotFoundError:
+            listed = []
+        return {entry[:-5] for entry in listed if entry.endswith(".json")
+                and not entry.startswith(".")}
 
     def save_network(self, record: Record) -> None:
-        write_json_atomic(self._network_path(record["name"]), record)
+        """Write a network's own fields (a new network; members are written one by one)."""
+        fields = {k: v for k, v in record.items() if k not in ("members", "legacy_members")}
+        write_json_atomic(self._network_path(record["name"]), fields)
 
     def delete_network(self, name: str) -> None:
         self._network_path(name).unlink(missing_ok=True)
+        folder = self._members_dir(name)
+        if folder.is_dir():
+            for entry in os.listdir(folder):
+                (folder / entry).unlink(missing_ok=True)
+            folder.rmdir()
+
+    def add_member(self, name: str, member: Record) -> None:
+        """Take member["ip"] on network `name` for container member["id"]."""
+        write_json_atomic(self._members_dir(name) / f"{member['ip']}.json", member)
+
+    def remove_address(self, name: str, ip: str, container_id: str,
+                       leaving_veth: str | None = None) -> None:
+        """Give back the container's address `ip` on a network; with `leaving_veth`, the
+        address stays taken (see `leaving_addresses`) until that veth is gone."""
+        path = self._members_dir(name) / f"{ip}.json"
+        member = read_json(path)
+        if member is None or member.get("id") != container_id:
+            return
+        if leaving_veth is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.replace(path, path.with_name(f"{ip}{LEAVING}{leaving_veth}"))
+
+    def leaving_addresses(self, name: str) -> dict[str, str]:
+        """Addresses of removed containers whose veth may still exist: ip -> veth name."""
+        try:
+            listed = os.listdir(self._members_dir(name))
+        except FileNotFoundError:
+            return {}
+        return dict(entry.split(LEAVING, 1) for entry in listed if LEAVING in entry)
+
+    def forget_leaving(self, name: str, ip: str, veth: str) -> None:
+        """The veth that held `ip` is gone: the address is free."""
+        (self._members_dir(name) / f"{ip}{LEAVING}{veth}").unlink(missing_ok=True)
+
+    def remove_member(self, record: Record, container_id: str) -> None:
+        """Give back a container's address on a network (as read by `network`)."""
+        member = record["members"].get(container_id)
+        if member is None:
+            return
+        (self._members_dir(record["name"]) / f"{member['ip']}.json").unlink(missing_ok=True)
+        if container_id in record.get("legacy_members", ()):
+            stored = read_json(self._network_path(record["name"]))
+            if stored is not None and container_id in stored.get("members", {}):
+                del stored["members"][container_id]
+                write_json_atomic(self._network_path(record["name"]), stored)
 
     def endpoint(self, container_id: str) -> Record | None:
         return read_json(self._endpoint_path(container_id))
@@ -134,11 +262,11 @@ class HostRegistry:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or host_registry_dir()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = ForkSafeLock(self.root.parent / "networks.lock")
+        self._lock = HostLock(self.root.parent / "networks.lock")
 
     @property
-    def lock(self) -> FileLock:
-        return self._lock.get()
+    def lock(self) -> HostLock:
+        return self._lock
 
     def entries(self) -> list[Record]:
         return list(_records(self.root))
@@ -156,7 +284,7 @@ class HostRegistry:
         """Entries whose home no longer holds that network (home deleted, or state lost)."""
         found = []
         for entry in self.entries():
-            net = read_json(network_path(entry["home"], entry["name"]))
+            net = read_json(network_path(Path(entry["home"]), entry["name"]))
             if net is None or net.get("id") != entry["id"]:
                 found.append(entry)
         return found
