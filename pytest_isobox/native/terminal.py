@@ -78,13 +78,14 @@ class WindowChangeForwarder:
 
     For a monitor in a session of its own (a persistent container's), which never gets its
     caller's terminal signals. A change seen before `to` is passed on by `to`; one before
-    this object existed is covered by the monitor's own first copy of the size. Main thread
-    only (elsewhere, or when not enabled, nothing is passed on); closing puts the previous
-    handler back.
+    this object existed is covered by the monitor's own first copy of the size. The process
+    is held by a pidfd, so a signal never reaches another process that reused its pid. Main
+    thread only (elsewhere, or when not enabled, nothing is passed on); closing puts the
+    previous handler back.
     """
 
     def __init__(self, enabled: bool = True) -> None:
-        self._pid: int | None = None
+        self._pidfd: int | None = None
         self._pending = False
         self._installed = enabled and threading.current_thread() is threading.main_thread()
         if self._installed:
@@ -95,19 +96,25 @@ class WindowChangeForwarder:
         self._forward()
 
     def _forward(self) -> None:
-        if self._pid is not None and self._pending:
+        if self._pidfd is not None and self._pending:
             self._pending = False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGWINCH)
+            with contextlib.suppress(ProcessLookupError):  # it has ended
+                signal.pidfd_send_signal(self._pidfd, signal.SIGWINCH)
 
     def to(self, pid: int) -> None:
-        self._pid = pid
-        self._forward()
+        """Forward to `pid` from now on; it must be alive (say, our unreaped child)."""
+        if self._installed and self._pidfd is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._pidfd = os.pidfd_open(pid)
+            self._forward()
 
     def close(self) -> None:
         if self._installed:
             signal.signal(signal.SIGWINCH, self._previous)
             self._installed = False
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def __enter__(self) -> Self:
         return self
