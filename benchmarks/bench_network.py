@@ -6,7 +6,8 @@
    `docker run -d -p 127.0.0.1:PORT:8080` on the same rootfs imported into Docker, when a
    daemon answers. Target: 20 ms or less for isobox.
 2. the network part alone: attach + publish for a bare network namespace (no container), with
-   DNAT and with the relay.
+   DNAT and with the relay, and the detach after the namespace's process has ended (as the
+   engine detaches a container that has exited).
 3. throughput of one TCP stream into a sink: through a published port (DNAT, and the
    userland relay), straight to the container's address, and over plain loopback on the host.
 
@@ -157,9 +158,10 @@ def bench_bare_netns(home: Path, runs: int, megabytes: int) -> None:
     try:
         for publish in ("dnat", "relay"):
             manager = NetworkManager(home, publish=publish)  # type: ignore[arg-type]
-            samples, proc, cid, attachment = attach_runs(manager, home, runs)
+            samples, detaches, proc, cid, attachment = attach_runs(manager, home, runs)
             live.append((manager, proc, cid))
             print(f"attach + publish, bare netns ({publish:5}): {median_ms(samples)}")
+            print(f"detach, bare netns ({publish:5}):          {median_ms(detaches)}")
             paths[f"published port 127.0.0.1, {publish}"] = attachment.ports["8080/tcp"][0]
             if publish == "dnat":
                 paths["container address over the bridge"] = (attachment.ips["bridge"], 8080)
@@ -181,10 +183,12 @@ def bench_bare_netns(home: Path, runs: int, megabytes: int) -> None:
 
 
 def attach_runs(manager: NetworkManager, home: Path, runs: int) -> tuple[
-        list[float], NetnsProcess, str, Attachment]:
-    """Time attach+publish `runs` times (after one warm-up); the last one stays attached."""
+        list[float], list[float], NetnsProcess, str, Attachment]:
+    """Time attach+publish `runs` times (after one warm-up), and each detach after its
+    namespace's process ended; the last one stays attached."""
     spec = ContainerSpec(image="none", ports=[PortSpec.parse("8080")])
     samples: list[float] = []
+    detaches: list[float] = []
     for i in range(runs + 1):
         proc = NetnsProcess(sink)
         cid = secrets.token_hex(32)
@@ -194,9 +198,11 @@ def attach_runs(manager: NetworkManager, home: Path, runs: int) -> tuple[
         if i == runs:
             proc.start()
             assert proc.recv_line() == "listening"
-            return samples[1:], proc, cid, attachment
-        manager.detach(cid)
+            return samples[1:], detaches[1:], proc, cid, attachment
         proc.stop()
+        start = time.perf_counter()
+        manager.detach(cid)
+        detaches.append(time.perf_counter() - start)
     raise AssertionError("unreachable")
 
 

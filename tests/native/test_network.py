@@ -37,6 +37,7 @@ from pytest_isobox.engine import (
 )
 from pytest_isobox.native import linux
 from pytest_isobox.native.network import firewall, nft
+from pytest_isobox.native.network.links import veth_name
 from pytest_isobox.native.network.manager import Attachment, NetworkManager
 from pytest_isobox.native.network.sandbox import NetnsProcess, Target, send_line, tcp_echo, udp_echo
 
@@ -692,3 +693,90 @@ def test_default_network_attach_leaves_other_hosts_files_alone(
     assert first.hosts_file.stat().st_mtime_ns == before  # nothing in it changed: not rewritten
     assert f"{second.ip}\t" in second.hosts_file.read_text()
     assert second.ip not in first.hosts_file.read_text()
+
+
+def test_an_address_comes_back_only_once_its_old_veth_is_gone(
+        manager: NetworkManager, start: Callable[..., Started]) -> None:
+    """A detached container's veth may outlive the detach (the kernel deletes it with its
+    namespace); meanwhile its address, whose MAC the host and bridge still know, is not
+    handed out again."""
+    first = start(tcp_echo(1))
+    pinned = os.open(f"/proc/{first.proc.pid}/ns/net", os.O_RDONLY)  # the namespace outlives
+    try:                                                               # its process
+        first.proc.stop()
+        manager.detach(first.id)  # its process has ended: the veth is left to the kernel
+        veth = veth_name(first.id, 0)
+        assert veth in links()  # the namespace is pinned, so the kernel deletes nothing yet
+        second = start(tcp_echo(1))
+        assert second.ip != first.ip
+        manager.settle()
+        assert veth not in links()
+        third = start(tcp_echo(1))
+        assert third.ip == first.ip
+    finally:
+        os.close(pinned)
+
+
+def _attach_pid_and_hang(home: str, pid: int, ready: object) -> None:
+    manager = NetworkManager(Path(home))
+    cid = secrets.token_hex(32)
+    attachment = manager.attach(cid, "kept", "kept", pid,
+                                ContainerSpec(image="x", ports=[PortSpec.parse("80")]),
+                                Path(home) / "kept-hosts")
+    ready.put((cid, attachment.ports["80/tcp"][0][1]))
+    read_end, _ = os.pipe()
+    os.read(read_end, 1)  # blocks until killed
+
+
+def test_a_sweep_from_any_home_cleans_an_abandoned_home(tmp_path: Path) -> None:
+    """A home whose run died while its kept container lived: a sweep from another home
+    leaves that container alone while it lives, and removes its attachment and the dead run's
+    network once it has ended. A live run's network and container are never touched."""
+    abandoned, sweeper_home = tmp_path / "abandoned", tmp_path / "sweeper"
+    live = NetworkManager(tmp_path / "live")
+    sweeper = NetworkManager(sweeper_home)
+    kept = NetnsProcess(tcp_echo(80))  # the kept container: it outlives its run
+    live_proc = NetnsProcess(tcp_echo(7))
+    live_id = secrets.token_hex(32)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        ready = ctx.Queue()
+        run = ctx.Process(target=_attach_pid_and_hang, args=(str(abandoned), kept.pid, ready))
+        run.start()
+        kept_id, _ = ready.get(timeout=30)
+        os.kill(run.pid, 9)  # the run dies; its home is never opened again
+        run.join(10)
+        kept.start()
+        assert kept.recv_line() == "listening"
+        live_attachment = live.attach(live_id, "live", "live", live_proc.pid, ContainerSpec(
+            image="x", ports=[PortSpec.parse("7")]), tmp_path / "live-hosts")
+        live_proc.start()
+        assert live_proc.recv_line() == "listening"
+        store = NetworkManager(abandoned).store
+        (endpoint,) = store.endpoints()
+        bridge = store.network("bridge")["bridge"]
+
+        sweeper.sweep(set())  # the kept container lives: nothing of it goes
+
+        assert nft.container_tag(kept_id) in port_rules_text()
+        assert endpoint["networks"][0]["veth"] in links() and bridge in links()
+        assert echo_tcp((endpoint["networks"][0]["ip"], 80), b"kept") == b"kept"
+
+        kept.stop()
+        cleaned = sweeper.sweep(set())
+
+        assert any(f"network bridge of dead process {run.pid}" in line for line in cleaned), \
+            cleaned
+        assert nft.container_tag(kept_id) not in port_rules_text()
+        assert endpoint["networks"][0]["veth"] not in links()
+        assert bridge not in links()
+        assert store.endpoints() == [] and store.network("bridge") is None
+        # the live run's container still answers through its published port
+        assert nft.container_tag(live_id) in port_rules_text()
+        assert echo_tcp(live_attachment.ports["7/tcp"][0], b"live") == b"live"
+    finally:
+        kept.stop()
+        live.detach(live_id)
+        live_proc.stop()
+        live.close()
+        sweeper.close()
