@@ -13,6 +13,7 @@ as an absolute path to a directory runs that directory as the only, read-only, l
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -48,7 +49,7 @@ from pytest_isobox.engine import (
     MountSpec,
     NetworkInfo,
 )
-from pytest_isobox.native import linux, mounts, seccomp
+from pytest_isobox.native import linux, mounts, seccomp, shim
 from pytest_isobox.native.cgroups import (
     Limits,
     cgroup_path_for_ns,
@@ -104,6 +105,9 @@ _LOCALHOST = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n
 _FALLBACK_DNS = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"  # Docker's, when the host has none
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
 STOP_GRACE = 10.0  # seconds to wait after SIGKILL for the monitor to record the exit
+POOL_MAX = 8  # shims spawned ahead at most (each: two sleeping processes and empty cgroups)
+POOL_BURST = 1.0  # s: a pool emptied again this soon doubles the next batch
+POOL_QUIET = 10.0  # s: a pool emptied after this long starts again from one
 
 
 def default_home() -> Path:
@@ -156,8 +160,12 @@ class NativeEngine:
         self.runtime_dir = self.home / "runtime"
         self.runtime_dir.mkdir(exist_ok=True)
         self._me = ProcessIdentity.current()
+        self._shim: str | None | bool = False  # the compiled isobox-shim; False: not looked up
         self._monitors: dict[str, MonitorHandle] = {}
         self._spare: Spare | None = None  # the next container's monitor, forked ahead
+        self._pool: collections.deque[_ShimSpare] = collections.deque()  # shims, spawned ahead
+        self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
+        self._pool_refilled = 0.0
         self._reserved: dict[str, Spare] = {}  # created containers with a spare waiting
         self._exit_codes: dict[str, int] = {}
         self._images: Any = None
@@ -203,10 +211,15 @@ class NativeEngine:
             with contextlib.suppress(Exception):  # a container removed meanwhile is fine
                 if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
                     self.remove(cdir.id, force=True)
-        for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ())]:
+        for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ()),
+                      *self._pool]:
             spare.discard()
+        self._pool.clear()
         self._reserved.clear()
         self._spare = None
+        if self._rootless is None:
+            with contextlib.suppress(Exception):  # the shared cgroup parents, when idle
+                open_cgroup("isobox/parent").prune_parents()
         for handle in self._monitors.values():  # persistent ones run on: reap only the ended
             handle.close()
             handle.reap()
@@ -358,7 +371,10 @@ class NativeEngine:
             check_available(limits)
         if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
             self._network_manager()
-        spare, self._spare = self._spare, None
+        if self._pool:
+            spare = self._pool.popleft()
+        else:
+            spare, self._spare = self._spare, None
         cid = spare.cid if spare is not None else secrets.token_hex(32)
         try:
             state = self._create(spec, cid, image_id, image_config, lowerdirs)
@@ -519,6 +535,9 @@ class NativeEngine:
         if self._rootless is not None and not self._rootless.inside():
             self._rootless.run(self._release, cdir, delete)
             return
+        if not delete:
+            with contextlib.suppress(Exception):
+                self._usage_of(cdir, cdir.read_state())
         self._cgroup(cdir.id).destroy()
         try:
             spec = cdir.config["spec"]
@@ -529,17 +548,32 @@ class NativeEngine:
             self.network.detach(cdir.id)
         if delete:
             self.store.delete(cdir)
+        else:
+            with contextlib.suppress(Exception):  # a shim's container: released now
+                state = cdir.read_state()
+                if state.pop("needs_release", None):
+                    cdir.write_state(state)
 
     def start(self, container: str) -> ContainerState:
         return self._start(self._find(container), None)
 
     def _start(self, cdir: ContainerDir, terminal: Terminal | None) -> ContainerState:
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         if state["status"] == "running" and self._monitor_alive(state):
             return self._state_of(cdir, state)
         self._reap(cdir.id)
+        if state.get("needs_release"):  # a restart: the last run's network and cgroup go first
+            self._release(cdir, delete=False)
         spec = cdir.config["spec"]
         spare = self._reserved.pop(cdir.id, None)
+        if terminal is None and (isinstance(spare, _ShimSpare)
+                                 or (spare is None and self._shim_binary() is not None)):
+            plan = self._plan(cdir, spec["tty"])
+            if shim.eligible(plan):
+                return self._start_shim(cdir, plan, state, spare)
+        if isinstance(spare, _ShimSpare):
+            spare.discard()
+            spare = None
         if spare is not None and terminal is None:
             try:
                 plan = self._plan(cdir, spec["tty"])
@@ -564,10 +598,149 @@ class NativeEngine:
         self._monitors[cdir.id] = handle
         return self._state_of(cdir, event["state"])
 
+    def _shim_binary(self) -> str | None:
+        if self._shim is False:
+            self._shim = None if self._rootless is not None else shim.binary(self.home / "bin")
+        return self._shim  # type: ignore[return-value]
+
+    def _spawn_shim(self, cid: str, limits: Limits) -> _ShimSpare:
+        """A shim for `cid` whose container process is in its cgroup, waiting for the plan."""
+        cgroup = self._cgroup(cid)
+        cgroup.create(limits)
+        try:
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(),
+                                os.pidfd_open(os.getpid()))
+        except BaseException:
+            cgroup.destroy()
+            raise
+        return _ShimSpare(cid, handle, cgroup)
+
+    def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
+                    spare: _ShimSpare | None) -> ContainerState:
+        """Start with isobox-shim: the engine attaches the network itself while the container
+        process waits for it, and records the start; the shim records the exit."""
+        config = cdir.config
+        spec = spec_from_dict(config["spec"])
+        limits, _ = self._limits_plan(spec)
+        network = plan.new_netns and not plan.loopback_up
+        try:
+            if spare is None:
+                spare = self._spawn_shim(cdir.id, limits)
+            elif limits.controllers():  # the spare's cgroup was made before its limits were known
+                spare.cgroup.create(limits)
+            blob = shim.encode_plan(plan, log=str(cdir.log), exit_file=str(cdir.path / "exit"),
+                                    persistent=config["owner"] is None, network=network)
+        except BaseException:
+            if spare is not None:
+                spare.discard()
+            raise
+        with contextlib.suppress(FileNotFoundError):  # a restart's previous exit
+            (cdir.path / "exit").unlink()
+        handle = spare.handle
+        handle.send_plan(blob)
+        self._fork_spare()  # while the container sets up: the two overlap
+        ips: dict = {}
+        ports: dict = {}
+        try:
+            while True:
+                event = handle.next_event()
+                if event is None:
+                    raise _StartError(127, "the container's shim died at start")
+                if event["event"] == "ready":
+                    result = self._network_manager().attach(
+                        cdir.id, config["name"], config["hostname"], event["pid"], spec,
+                        cdir.hosts)
+                    ips, ports = result.ips, result.ports
+                    handle.go()
+                elif event["event"] == "failed":
+                    raise _StartError(event["exit_code"], event["message"])
+                elif event["event"] == "started":
+                    break
+        except BaseException as exc:
+            handle.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(handle.pid, 0)
+            code, message = (exc.code, exc.message) if isinstance(exc, _StartError) \
+                else (127, str(exc))
+            state.update(status="created", exit_code=code, error=message)
+            with contextlib.suppress(Exception):
+                cdir.write_state(state)
+            self._release(cdir, delete=False)
+            if isinstance(exc, _StartError):
+                raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}") from None
+            raise
+        pid = event["pid"]
+        monitor = ProcessIdentity.of(handle.pid)
+        state.update(status="running", pid=pid, pid_start=linux.process_start_time(pid) or 0,
+                     monitor=monitor.dump() if monitor else None,
+                     started_at=time.time(), exit_code=0, oom_killed=False, finished_at=None,
+                     error="", needs_release=True, ips=ips,
+                     ports={k: [list(b) for b in v] for k, v in ports.items()})
+        cdir.write_state(state)
+        self._monitors[cdir.id] = handle
+        return self._state_of(cdir, state)
+
+    def _record_exit(self, cdir: ContainerDir, status: int, finished_at: float | None = None,
+                     ) -> dict:
+        """The shim's record of the exit into state.json. The cgroup's final usage (OOM kill,
+        peak memory, CPU time) stays in the cgroup until someone asks (`_usage_of`) or the
+        cgroup goes (`_release`): a run that is only waited for and removed never reads it."""
+        state = cdir.read_state()
+        if state.get("status") != "running":
+            return state
+        state.update(status="exited", exit_code=exit_code_of(status),
+                     finished_at=finished_at or time.time(), usage_pending=True)
+        cdir.write_state(state)
+        return state
+
+    def _usage_of(self, cdir: ContainerDir, state: dict) -> dict:
+        """`state` with the final usage read from the still existing cgroup, once."""
+        if not state.get("usage_pending"):
+            return state
+        cgroup = self._cgroup(cdir.id)
+        with contextlib.suppress(Exception):  # the exit stays recorded without usage figures
+            stats = cgroup.stats()
+            state.update(oom_killed=cgroup.oom_killed(), memory_peak=stats.memory_peak,
+                         cpu_time_ns=stats.cpu_time_ns)
+        state.pop("usage_pending")
+        with contextlib.suppress(Exception):
+            cdir.write_state(state)
+        return state
+
+    def _read_state(self, cdir: ContainerDir) -> dict:
+        """state.json, with an exit the shim recorded while nobody was watching folded in."""
+        state = cdir.read_state()
+        if state.get("status") == "running" and state.get("needs_release") \
+                and cdir.id not in self._monitors and not self._monitor_alive(state):
+            recorded = shim.read_exit(cdir.path / "exit")
+            if recorded is not None:
+                state = self._record_exit(cdir, *recorded)
+        return state
+
+    def _refill_pool(self) -> None:
+        """Spawn shims for the next containers when none is left, several at once when
+        containers come fast. Each shim moves its waiting process into its new cgroup; on
+        cgroup v1 the first such move after a quiet spell waits for an RCU grace period
+        (milliseconds, during which every fork on the machine waits too), while moves close
+        together share one. So a burst of containers pays that once per batch."""
+        if self._pool:
+            return
+        now = time.monotonic()
+        if now - self._pool_refilled < POOL_BURST:
+            self._pool_batch = min(self._pool_batch * 2, POOL_MAX)
+        elif now - self._pool_refilled > POOL_QUIET:
+            self._pool_batch = 1
+        self._pool_refilled = now
+        for _ in range(self._pool_batch):
+            self._pool.append(self._spawn_shim(secrets.token_hex(32), Limits()))
+
     def _fork_spare(self) -> None:
         """Have the next container's monitor ready, its process already in its cgroup."""
         if self._spare is not None or self._rootless is not None:
             return  # (rootless: a spare would need the user namespace before its plan)
+        if self._shim_binary() is not None:
+            self._refill_pool()
+            return
         cid = secrets.token_hex(32)
         cgroup = self._cgroup(cid)
 
@@ -612,7 +785,7 @@ class NativeEngine:
         if handle is not None:
             return self._wait_own(cid, handle, timeout)
         assert cdir is not None
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         if state["status"] == "created":
             raise ContainerError(f"container {cid[:12]} has not been started")
         if state["status"] == "running":
@@ -631,6 +804,11 @@ class NativeEngine:
                     raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
                 break
         code = handle.exited["exit_code"] if handle.exited else None
+        if getattr(handle, "is_shim", False) and handle.exited is not None \
+                and not handle.exited.get("recorded"):
+            handle.exited["recorded"] = True
+            with contextlib.suppress(ContainerNotFound):
+                self._record_exit(self._find(cid), handle.exited["status"])
         if code is None:
             with contextlib.suppress(Exception):
                 code = self._find(cid).read_state().get("exit_code")
@@ -687,7 +865,7 @@ class NativeEngine:
     def stop(self, container: str, timeout: float | None = None) -> None:
         """Stop signal, up to `timeout` s (default the spec's) for the exit, then SIGKILL."""
         cdir = self._find(container)
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         fd = self._container_pidfd(state)
         if fd is None:
             self._settle(cdir)
@@ -705,18 +883,27 @@ class NativeEngine:
         self._settle(cdir)
 
     def _settle(self, cdir: ContainerDir) -> None:
-        """Wait until the monitor has recorded the exit (it does right after the exit)."""
+        """Wait until the monitor has recorded the exit (it does right after the exit); a
+        shim's container then gives back its network and cgroup, as the Python monitor's does."""
         if cdir.id in self._monitors:
             self._wait_own(cdir.id, self._monitors[cdir.id], STOP_GRACE)
+            if getattr(self._monitors.get(cdir.id), "is_shim", False):
+                self._reap(cdir.id)
+                self._release_exited(cdir)
             return
         with contextlib.suppress(ContainerNotFound, TimeoutError):
             state = cdir.read_state()
             if state["status"] == "running":
                 self._wait_monitor(state, STOP_GRACE, cdir.id)
 
+    def _release_exited(self, cdir: ContainerDir) -> None:
+        state = self._read_state(cdir)
+        if state.get("needs_release") and state.get("status") != "running":
+            self._release(cdir, delete=False)
+
     def kill(self, container: str, signal: str = "SIGKILL") -> None:
         cdir = self._find(container)
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         fd = self._container_pidfd(state)
         if fd is None:
             raise ContainerError(f"container {cdir.id[:12]} is not running")
@@ -731,7 +918,7 @@ class NativeEngine:
         cdir = self._find(container)
         if cdir.id in self._reserved:
             self._reserved.pop(cdir.id).discard()
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         if state["status"] == "running" and self._monitor_alive(state):
             if not force:
                 raise ConflictError(
@@ -753,6 +940,7 @@ class NativeEngine:
     # ------------------------------------------------------------------ containers: views
 
     def _state_of(self, cdir: ContainerDir, state: dict) -> ContainerState:
+        state = self._usage_of(cdir, state)
         config = cdir.config
         status = state["status"]
         if status == "running" and not self._monitor_alive(state):
@@ -772,13 +960,14 @@ class NativeEngine:
         handle = self._monitors.get(cdir.id)
         if handle is not None and handle.reap():
             self._monitors.pop(cdir.id).close()
-        return self._state_of(cdir, cdir.read_state())
+        return self._state_of(cdir, self._read_state(cdir))
 
     def inspect(self, container: str) -> dict:
         """Docker's container JSON, for the fields this engine knows."""
         cdir = self._find(container)
         st = self.state(cdir.id)
-        data = container_json(cdir.id, cdir.config, cdir.read_state(), st)
+        data = container_json(cdir.id, cdir.config, self._usage_of(cdir, self._read_state(cdir)),
+                              st)
         data["Isobox"] = {  # ours, not Docker's: rootless mode, the limits held, the id map
             "Rootless": self._rootless is not None,
             "Limits": self._limits_plan(spec_from_dict(cdir.config["spec"]))[1],
@@ -790,7 +979,7 @@ class NativeEngine:
         found = []
         for cdir in self.store.all():
             with contextlib.suppress(Exception):  # removed meanwhile
-                st = self._state_of(cdir, cdir.read_state())
+                st = self._state_of(cdir, self._read_state(cdir))
                 if all or st.running:
                     found.append(st)
         return sorted(found, key=lambda s: s.created_at or 0, reverse=True)
@@ -816,7 +1005,7 @@ class NativeEngine:
 
     def stats(self, container: str) -> ContainerStats:
         cdir = self._find(container)
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         if state["status"] == "running" and self._monitor_alive(state):
             s = self._cgroup(cdir.id).stats()
             return ContainerStats(s.memory_current, s.memory_peak, s.cpu_time_ns, s.pids)
@@ -827,7 +1016,7 @@ class NativeEngine:
 
     def _exec_target(self, container: str) -> tuple[ContainerDir, int]:
         cdir = self._find(container)
-        state = cdir.read_state()
+        state = self._read_state(cdir)
         fd = self._container_pidfd(state)
         if fd is None:
             raise ContainerError(f"container {cdir.id[:12]} is not running")
@@ -1084,3 +1273,22 @@ def _read_to_end(fd: int) -> bytes:
     while chunk := os.read(fd, 65536):
         data += chunk
     return bytes(data)
+
+
+class _ShimSpare:
+    """A shim spawned ahead for container `cid`, its process already in the cgroup."""
+
+    def __init__(self, cid: str, handle: shim.ShimHandle, cgroup: Any) -> None:
+        self.cid, self.handle, self.cgroup = cid, handle, cgroup
+
+    def discard(self) -> None:
+        self.handle.discard()
+        with contextlib.suppress(Exception):
+            if not self.cgroup.procs():
+                self.cgroup.destroy()
+
+
+class _StartError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message

@@ -15,6 +15,7 @@ reused pid and never touches a live process's containers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -59,9 +60,24 @@ class ProcessIdentity:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Replace `path` with `data` so readers see the old or the new document, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
+    write_file_atomic(path, json.dumps(data).encode())
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` by a rename, for readers in other processes.
+
+    The blocks are allocated before the write: ext4 flushes a delay-allocated file that is
+    renamed over an existing one (auto_da_alloc), which costs milliseconds per state change
+    on a small VM. A process killed at any point leaves the old or the new file."""
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        if data:
+            with contextlib.suppress(OSError):  # a filesystem without fallocate
+                os.posix_fallocate(fd, 0, len(data))
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

@@ -109,6 +109,8 @@ class Sweeper:
                 if not cgroup.procs():
                     cgroup.destroy()
                     cleaned.append(f"empty cgroup {name}")
+        with contextlib.suppress(Exception):  # the shared parents, when idle
+            open_cgroup("isobox/parent").prune_parents()
         return cleaned
 
 

@@ -99,9 +99,14 @@ class Controller:
     """
 
     name = ""
+    inherited = False  # True: a child of a prepared directory is born prepared (v1 only)
 
     def prepare(self, path: Path) -> None:
         """Make a new directory usable; nothing to do for most controllers."""
+
+    def prepared(self, path: Path) -> bool:
+        """Whether `prepare` has run on this (existing) directory, for `inherited` ones."""
+        return False
 
     def apply(self, path: Path, limits: Limits) -> None:
         """Write this controller's part of `limits`; nothing for controllers without limits."""

@@ -72,6 +72,11 @@ class HybridCgroup:
         for part in self.parts:
             part.add(pid)
 
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs file of every hierarchy: writing a pid in each is `add`."""
+        files = [str(d / "cgroup.procs") for d in self.v1.unique_dirs()] if self.v1 else []
+        return files + ([str(self.v2.dir / "cgroup.procs")] if self.v2 is not None else [])
+
     def procs(self) -> list[int]:
         return sorted(set().union(*(part.procs() for part in self.parts)))
 
@@ -119,8 +124,10 @@ class HybridCgroup:
                 frozen.thaw()
 
     def destroy(self) -> None:
-        """Destroy child cgroups first, kill_all, then rmdir everywhere (and shared parents
-        left empty); idempotent."""
+        """Destroy child cgroups first, kill_all, then rmdir everywhere; idempotent. Shared
+        parents left empty stay until `prune_parents`: the next container reuses them."""
+        if not any(part.remove() for part in self.parts):  # the usual case: empty leaves
+            return
         if not self.exists():
             return
         for child in sorted(set().union(*(part.children() for part in self.parts))):
@@ -136,6 +143,11 @@ class HybridCgroup:
 
     def exists(self) -> bool:
         return any(part.exists() for part in self.parts)
+
+    def prune_parents(self) -> None:
+        """rmdir the shared parents (`isobox/`) no cgroup uses any more."""
+        for part in self.parts:
+            part.prune_parents()
 
 
 def _kill(pids: list[int]) -> None:

@@ -9,12 +9,18 @@ from pytest_isobox.native.cgroups.common import Controller, read_value, write_va
 
 class Cpuset(Controller):
     name = "cpuset"
+    inherited = True
+
+    def prepared(self, path: Path) -> bool:
+        return read_value(path / "cgroup.clone_children") == "1"
 
     def prepare(self, path: Path) -> None:
-        """Copy cpuset.cpus and cpuset.mems from the parent where they are still empty.
+        """Copy cpuset.cpus and cpuset.mems from the parent where they are still empty, and
+        have the kernel copy them into every child made from now on (clone_children).
 
         Runs top down, so the parent is always filled by then.
         """
         for file in ("cpuset.cpus", "cpuset.mems"):
             if not read_value(path / file):
                 write_value(path / file, read_value(path.parent / file))
+        write_value(path / "cgroup.clone_children", 1)

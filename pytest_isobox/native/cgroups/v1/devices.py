@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_isobox.native.cgroups.common import Controller, Limits, write_value
+from pytest_isobox.native.cgroups.common import Controller, read_value, write_value
 
 ALLOWED = (
     "c *:* m", "b *:* m",                                # mknod anything
@@ -17,9 +17,16 @@ ALLOWED = (
 
 
 class Devices(Controller):
-    name = "devices"
+    """The rules go on every new level, our shared parent included: a v1 devices cgroup
+    starts with a copy of its parent's rules, so a container's own cgroup needs no writes."""
 
-    def apply(self, path: Path, limits: Limits) -> None:
+    name = "devices"
+    inherited = True
+
+    def prepared(self, path: Path) -> bool:
+        return "a *:* rwm" not in read_value(path / "devices.list").splitlines()
+
+    def prepare(self, path: Path) -> None:
         write_value(path / "devices.deny", "a")
         for rule in ALLOWED:
             write_value(path / "devices.allow", rule)

@@ -25,6 +25,9 @@ from pytest_isobox.native.cgroups.v1.freezer import Freezer
 from pytest_isobox.native.cgroups.v1.memory import Memory
 from pytest_isobox.native.cgroups.v1.pids import Pids
 
+# shared parents seen by this process -> the controllers whose setup their children inherit
+_PREPARED: dict[Path, set[str]] = {}
+
 CONTROLLERS: dict[str, Controller] = {
     c.name: c for c in (Memory(), Cpu(), Cpuacct(), Cpuset(), Pids(), Freezer(), Devices())
 }
@@ -43,14 +46,32 @@ class V1Cgroup:
         return list(dict.fromkeys(self.dirs.values()))
 
     def create(self, limits: Limits) -> None:
-        """mkdir the chain of directories top down in every hierarchy, preparing each new level
-        (cpuset), then write the limits in the leaf."""
+        """mkdir the chain of directories top down in every hierarchy, preparing each level
+        (cpuset, devices), then write the limits in the leaf.
+
+        The shared parents (`isobox/`) are prepared once per process and outlive the
+        container (`prune_parents` removes them when idle); under them a new leaf inherits
+        what its controllers need, so the common case is one mkdir per hierarchy."""
         for directory in self.unique_dirs():
-            here = [c for c, d in self.dirs.items() if d == directory]
-            for level in reversed([directory, *cgroup_ancestors(directory, self.name)]):
-                make_dir(level)
-                for controller in here:
-                    self.controllers[controller].prepare(level)
+            here = [self.controllers[c] for c, d in self.dirs.items() if d == directory]
+            ancestors = cgroup_ancestors(directory, self.name)
+            if ancestors and ancestors[0] not in _PREPARED:
+                for level in reversed(ancestors):
+                    if make_dir(level):
+                        for controller in here:
+                            controller.prepare(level)
+                # made by another process: it may have children, and then rules cannot change
+                _PREPARED[ancestors[0]] = {c.name for c in here
+                                           if c.inherited and c.prepared(ancestors[0])}
+            try:
+                make_dir(directory)
+            except FileNotFoundError:  # another process pruned the idle parent meanwhile
+                _PREPARED.pop(ancestors[0], None)
+                raise
+            inherited = _PREPARED.get(ancestors[0], set()) if ancestors else set()
+            for controller in here:
+                if controller.name not in inherited:
+                    controller.prepare(directory)
         for controller, directory in self.dirs.items():
             self.controllers[controller].apply(directory, limits)
 
@@ -82,12 +103,15 @@ class V1Cgroup:
             freezer.thaw(self.dirs["freezer"])
 
     def remove(self) -> list[Path]:
-        """rmdir the leaf and then every ancestor that became empty; the leaves still busy."""
-        busy = [directory for directory in self.unique_dirs() if not remove_dir(directory)]
+        """rmdir the leaf; the leaves still busy. Its idle parents stay (`prune_parents`)."""
+        return [directory for directory in self.unique_dirs() if not remove_dir(directory)]
+
+    def prune_parents(self) -> None:
+        """rmdir the shared parents this cgroup's removal left empty (none in use is touched)."""
         for directory in self.unique_dirs():
-            if directory not in busy:
-                prune_empty_ancestors(directory, self.name)
-        return busy
+            prune_empty_ancestors(directory, self.name)
+            for level in cgroup_ancestors(directory, self.name):
+                _PREPARED.pop(level, None)
 
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.unique_dirs())

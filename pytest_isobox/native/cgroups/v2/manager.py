@@ -96,6 +96,10 @@ class V2Cgroup:
         prune_empty_ancestors(self.dir, self.name)
         return []
 
+    def prune_parents(self) -> None:
+        """rmdir the ancestors left empty (`remove` already does it on cgroup v2)."""
+        prune_empty_ancestors(self.dir, self.name)
+
     def exists(self) -> bool:
         return self.dir.is_dir()
 
