@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ from pytest_isobox.engine import (
     PortSpec,
 )
 from pytest_isobox.native import linux
-from pytest_isobox.native.network import firewall, nft
+from pytest_isobox.native.network import firewall, nft, rtnl
 from pytest_isobox.native.network.links import veth_name
 from pytest_isobox.native.network.manager import Attachment, NetworkManager
 from pytest_isobox.native.network.sandbox import NetnsProcess, Target, send_line, tcp_echo, udp_echo
@@ -780,3 +781,38 @@ def test_a_sweep_from_any_home_cleans_an_abandoned_home(tmp_path: Path) -> None:
         live_proc.stop()
         live.close()
         sweeper.close()
+
+
+def _connect_and_echo(addr: tuple[str, int]) -> Target:
+    def client(channel: socket.socket) -> None:
+        try:
+            send_line(channel, echo_tcp(addr, b"from-outside").decode())
+        except OSError as exc:
+            send_line(channel, f"failed: {exc}")
+    return client
+
+
+def test_a_port_published_on_every_address_is_reached_from_outside(
+        start: Callable[..., Started]) -> None:
+    """A connection from another machine (here a namespace behind a veth of the host's) is
+    DNAT'd and then forwarded: beside dockerd the FORWARD policy is DROP, and the network's
+    rule for DNAT'd connections is what lets it through to the container."""
+    c = start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse("0.0.0.0:0:80")]))
+    port = c.addr("80/tcp")[1]
+    third = 4 + secrets.randbelow(250)
+    host_ip, outside_ip = f"10.216.{third}.1", f"10.216.{third}.2"
+    host_end = f"ibxo{secrets.token_hex(4)}"
+    outside = NetnsProcess(_connect_and_echo((host_ip, port)))
+    try:
+        subprocess.run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0",
+                        "netns", str(outside.pid)], check=True)
+        subprocess.run(["ip", "addr", "add", f"{host_ip}/30", "dev", host_end], check=True)
+        subprocess.run(["ip", "link", "set", host_end, "up"], check=True)
+        Path(f"/proc/sys/net/ipv4/conf/{host_end}/forwarding").write_text("1")
+        rtnl.configure_netns(outside.pid, [("eth0", IPv4Address(outside_ip), 30)],
+                             IPv4Address(host_ip))
+        outside.start()
+        assert outside.recv_line() == "from-outside"
+    finally:
+        outside.stop()
+        subprocess.run(["ip", "link", "del", host_end], check=False, capture_output=True)
