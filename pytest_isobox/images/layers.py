@@ -6,11 +6,14 @@ built in `tmp/` (blob verified while it is read) and renamed into place with its
 `layer.json`: one that exists with a valid marker is complete. A missing or damaged marker
 makes the directory be rebuilt. One filelock per ChainID: a layer is unpacked once however
 many processes ask for it at the same moment. What a user namespace could not reproduce
-(owners it does not map, device nodes) is logged and kept as `notes` in the marker.
+(owners it does not map, device nodes) is logged and kept as `notes` in the marker. A commit
+whose caller hands over the container's upper dir has it renamed into place (`adopt`): no
+copy, no unpacking.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,6 +27,7 @@ from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
 from pytest_isobox.images.layercheck import differences
 from pytest_isobox.images.locks import StoreLock, key_lock
 from pytest_isobox.images.tarsafe import TarExtractor
+from pytest_isobox.images.whiteouts import is_overlay_xattr
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,35 @@ class LayerStore:
             self._unpack(chain_id, diff_id)
         return self.diff_dir(chain_id)
 
+    def adopt(self, chain_id: str, diff_id: str, source: Path, content_bytes: int) -> bool:
+        """Make `source` (an overlay upper dir already made a lower dir holding exactly the
+        layer blob's content, see `tartree.write_handover_tree`) the layer's dir by renaming
+        it. True when the layer is ready afterwards: moved, or found there already (then
+        `source` is left to its owner to delete); False when it lies on another filesystem."""
+        with self._store_lock.shared(), key_lock(self._locks_dir, f"layer-{_hex(chain_id)}"):
+            if self.is_ready(chain_id, diff_id):
+                return True
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            work = temp_path(self._tmp, "layer")
+            try:
+                work.mkdir()
+                try:
+                    os.rename(source, work / DIFF)
+                except OSError as exc:
+                    if exc.errno == errno.EXDEV:
+                        return False
+                    raise
+                os.chmod(work, 0o755)
+                os.chmod(work / DIFF, 0o755)
+                _drop_overlay_xattrs(work / DIFF)
+                marker = {"chain_id": chain_id, "diff_id": diff_id, "size": content_bytes}
+                write_file_atomic(work / MARKER, json.dumps(marker).encode(), self._tmp,
+                                  durable=False)
+                self._replace(work, self.root / _hex(chain_id))
+            finally:
+                remove_path(work)
+        return True
+
     def _unpack(self, chain_id: str, diff_id: str) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
         work = temp_path(self._tmp, "layer")
@@ -145,6 +178,13 @@ class LayerStore:
 
     def size(self, chain_id: str) -> int:
         return int((self.marker(chain_id) or {}).get("size", 0))
+
+
+def _drop_overlay_xattrs(path: Path) -> None:
+    """Overlay's bookkeeping on an upper dir's root has no meaning on a lower dir."""
+    for name in os.listxattr(path):
+        if is_overlay_xattr(name):
+            os.removexattr(path, name)
 
 
 def _hex(digest: str) -> str:

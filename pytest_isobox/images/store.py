@@ -36,7 +36,7 @@ from pytest_isobox.images.index import ImageIndex
 from pytest_isobox.images.layers import LayerStore
 from pytest_isobox.images.locks import StoreLock
 from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_reference
-from pytest_isobox.images.tartree import write_tree
+from pytest_isobox.images.tartree import write_handover_tree, write_tree
 
 
 @dataclass
@@ -217,39 +217,54 @@ class ImageStore:
         return image_id
 
     def commit(self, base: str | None, upper_dir: Path | None, config: dict, created_by: str,
-               *, comment: str = "", author: str | None = None) -> str:
+               *, comment: str = "", author: str | None = None,
+               take_upper: bool = False) -> str:
         """A new image: `base`'s layers plus one made from `upper_dir` (an overlay upper dir).
 
         An empty or absent `upper_dir` adds no layer (history marks `empty_layer`). The
         config's "config" section becomes `config`; `author` (MAINTAINER) is kept from the
         base unless given. The new layer is copied out of `upper_dir` (never shared), so the
-        image does not change when the container writes on. Returns the image id.
+        image does not change when the container writes on. With `take_upper` the caller
+        hands `upper_dir` over (its container has stopped, nothing mounts it, and it is
+        deleted next): it is renamed into the layer store instead of being unpacked again
+        from the blob, and may be gone afterwards. Returns the image id.
         """
         parent = self.resolve(base) if base else None
         diff_ids = list(parent.diff_ids) if parent else []
         sizes = list(parent.layer_sizes) if parent else []
         with self._store_lock.shared():
-            layer = self._layer_from_upper(upper_dir) if upper_dir is not None else None
+            layer = self._layer_from_upper(upper_dir, take_upper) if upper_dir is not None \
+                else None
             if layer is not None:
-                diff_ids.append(layer[0])
-                sizes.append(layer[1])
-                self.layers.ensure(oci.chain_ids(diff_ids)[-1], layer[0])
+                diff_id, size, content_bytes = layer
+                diff_ids.append(diff_id)
+                sizes.append(size)
+                chain_id = oci.chain_ids(diff_ids)[-1]
+                if not (take_upper and self.layers.adopt(chain_id, diff_id, Path(upper_dir),
+                                                         content_bytes)):
+                    self.layers.ensure(chain_id, diff_id)
             history = oci.new_history(created_by, comment, empty_layer=layer is None)
             doc = oci.new_config(parent.config if parent else None, config, diff_ids, history,
                                  author)
             return self._record_image(oci.encode(doc), diff_ids, sizes,
                                       parent.id if parent else None)
 
-    def _layer_from_upper(self, upper_dir: Path) -> tuple[str, int] | None:
-        """(diff id, size) of the layer blob written from `upper_dir`; None if it is empty."""
+    def _layer_from_upper(self, upper_dir: Path, handover: bool) -> tuple[str, int, int] | None:
+        """(diff id, blob size, content bytes) of the layer blob written from `upper_dir`
+        (made a lower dir too when handed over); None if it is empty."""
         with os.scandir(upper_dir) as entries:
             if next(entries, None) is None:  # nothing written: no layer, no blob file
                 return None
         with self.blobs.writer() as writer:
-            if write_tree(Path(upper_dir), writer.stream, overlay_diff=True) == 0:
+            if handover:
+                count, content_bytes = write_handover_tree(Path(upper_dir), writer.stream)
+            else:
+                count, content_bytes = write_tree(Path(upper_dir), writer.stream,
+                                                  overlay_diff=True), 0
+            if count == 0:
                 return None
             size = writer.stream.size
-            return writer.commit(), size
+            return writer.commit(), size, content_bytes
 
     # ------------------------------------------------------------------ tags
 

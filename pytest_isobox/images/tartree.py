@@ -7,7 +7,9 @@ several times inside the tree become one file plus hard-link entries. Sockets ar
 
 With `overlay_diff`, the tree is an overlay upper dir and its deletions become OCI whiteouts:
 a 0:0 character device `x` becomes an empty file `.wh.x`, an opaque directory gets a
-`.wh..wh..opq` entry right after its own, and overlay's private xattrs are dropped.
+`.wh..wh..opq` entry right after its own, and overlay's private xattrs are dropped. With
+`handover` too, the walk also makes the tree itself a lower dir holding exactly what the tar
+says (it is about to become one): overlay xattrs other than opaque and sockets are removed.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ def is_kept_xattr(name: str) -> bool:
 
 
 class _TreeTar:
-    def __init__(self, out: IO[bytes], overlay_diff: bool) -> None:
+    def __init__(self, out: IO[bytes], overlay_diff: bool, handover: bool = False) -> None:
         self._tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
                                  encoding="utf-8", errors="surrogateescape")
         self._overlay = overlay_diff
+        self._handover = handover
         self._links: dict[tuple[int, int], str] = {}
         self.count = 0
+        self.content_bytes = 0  # regular files' sizes, each inode once
 
     def close(self) -> None:
         self._tar.close()
@@ -51,8 +55,14 @@ class _TreeTar:
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         mode = st.st_mode
         if stat.S_ISSOCK(mode):
+            if self._handover:  # keeping the directory's mtime, which its tar entry records
+                parent = os.fstat(parent_fd)
+                os.unlink(name, dir_fd=parent_fd)
+                os.utime(parent_fd, ns=(parent.st_atime_ns, parent.st_mtime_ns))
             return
         xattrs = self._xattrs(parent_fd, name, arcname)
+        if self._handover:
+            self._drop_overlay_xattrs(parent_fd, name, xattrs)
         info = self._info(arcname, st, xattrs)
         if stat.S_ISDIR(mode):
             info.type = tarfile.DIRTYPE
@@ -96,6 +106,7 @@ class _TreeTar:
             self._links[key] = info.name
         info.type = tarfile.REGTYPE
         info.size = st.st_size
+        self.content_bytes += st.st_size
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
         with os.fdopen(fd, "rb") as source:
             self._emit(info, source)
@@ -126,6 +137,14 @@ class _TreeTar:
         info.mtime = int(st.st_mtime)
         return info
 
+    @staticmethod
+    def _drop_overlay_xattrs(parent_fd: int, name: str, xattrs: dict[str, bytes]) -> None:
+        """Remove overlay's bookkeeping (origin, impure, ...) but the opaque mark: a lower dir
+        means by its xattrs only what its layer's tar says."""
+        for key in xattrs:
+            if whiteouts.is_overlay_xattr(key) and not key.endswith(".opaque"):
+                os.removexattr(f"/proc/self/fd/{parent_fd}/{name}", key, follow_symlinks=False)
+
     def _xattrs(self, parent_fd: int, name: str, arcname: str) -> dict[str, bytes]:
         path = f"/proc/self/fd/{parent_fd}/{name}"
         try:
@@ -146,14 +165,25 @@ class _TreeTar:
 
 def write_tree(root: Path, out: IO[bytes], *, overlay_diff: bool = False) -> int:
     """Write the contents of `root` (not root itself) as a tar to `out`; returns the entry count."""
+    return _write_tree(root, _TreeTar(out, overlay_diff)).count
+
+
+def write_handover_tree(upper: Path, out: IO[bytes]) -> tuple[int, int]:
+    """Write an overlay upper dir as a layer tar (as `write_tree(overlay_diff=True)`) and make
+    it an overlay lower dir with the same content (see the module doc); the caller owns
+    `upper` and nothing may use it any more. Returns (entry count, content bytes)."""
+    tree = _write_tree(upper, _TreeTar(out, overlay_diff=True, handover=True))
+    return tree.count, tree.content_bytes
+
+
+def _write_tree(root: Path, tree: _TreeTar) -> _TreeTar:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    tree = _TreeTar(out, overlay_diff)
     try:
         tree.add_children(fd, "")
     finally:
         os.close(fd)
         tree.close()
-    return tree.count
+    return tree
 
 
 def write_entry_tree(parent_fd: int, name: str | None, out: IO[bytes], *, arcname: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 from pathlib import Path
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import ContainerError
+from pytest_isobox.images.layercheck import differences
 from pytest_isobox.images.tarsafe import TarExtractor
-from pytest_isobox.images.tartree import write_tree
+from pytest_isobox.images.tartree import write_handover_tree, write_tree
 from tests.conftest import needs_root
 
 from .tarhelp import make_tar
@@ -133,6 +135,26 @@ def test_unpacked_layer_tars_back_to_the_same_bytes(upper: Path, tmp_path: Path)
     assert os.getxattr(tmp_path / "diff" / "bin" / "ping", "security.capability") == CAP_NET_BIND
     assert os.stat(tmp_path / "diff" / "bin" / "ping").st_ino == \
         os.stat(tmp_path / "diff" / "bin" / "ping6").st_ino
+
+
+def test_a_handed_over_upper_dir_becomes_what_its_tar_unpacks_to(upper: Path,
+                                                                  tmp_path: Path) -> None:
+    socket_path = upper / "etc" / "ctl.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(socket_path))
+    os.utime(upper / "etc", (1_600_000_000, 1_600_000_000))
+    expected = _tar_of(upper)
+    out = io.BytesIO()
+    count, content_bytes = write_handover_tree(upper, out)
+    assert out.getvalue() == expected  # the same layer tar, byte for byte
+    with tarfile.open(fileobj=io.BytesIO(expected)) as tar:
+        assert count == len(tar.getmembers())
+    assert content_bytes == len("hello\n") + len("n\n") + len(b"\x7fELF")  # ping6 is a link
+    assert not socket_path.exists()
+    assert os.listxattr(upper / "var") == ["trusted.overlay.opaque"]  # origin dropped
+    with tarfile.open(fileobj=io.BytesIO(expected)) as tar:
+        assert differences(upper, tar) == []
+    assert _tar_of(upper) == expected
 
 
 def test_trusted_overlay_xattrs_in_a_tar_are_ignored(tmp_path: Path) -> None:

@@ -126,6 +126,28 @@ def test_commit_of_nothing_adds_an_empty_layer_entry(store: ImageStore, busybox_
         assert image.config["history"][-1]["empty_layer"] is True
 
 
+def test_a_handed_over_upper_dir_is_moved_into_the_layer(store: ImageStore, busybox_image: str,
+                                                         tmp_path: Path) -> None:
+    copied = store.commit(busybox_image, _upper(tmp_path / "u1", {"app/a": "1"}), {}, "x")
+    upper = _upper(tmp_path / "u2", {"app/a": "1"})
+    os.setxattr(upper / "app", "trusted.overlay.impure", b"y")
+    moved = store.commit(busybox_image, upper, {}, "x", take_upper=True)
+    assert store.resolve(moved).diff_ids == store.resolve(copied).diff_ids  # same layer
+    # that layer was there already: the upper dir stays with its owner
+    assert upper.is_dir()
+    fresh = _upper(tmp_path / "u3", {"app/b": "2" * 100})
+    os.setxattr(fresh / "app", "trusted.overlay.impure", b"y")
+    image = store.commit(busybox_image, fresh, {}, "y", take_upper=True)
+    assert not fresh.exists()
+    lower = store.layer_dirs(image)[-1]
+    assert (lower / "app" / "b").read_text() == "2" * 100
+    assert os.listxattr(lower / "app") == []
+    assert oct(lower.stat().st_mode & 0o777) == oct(0o755)
+    assert store.layers.size(store.resolve(image).chain_ids[-1]) == 100
+    store.verify(image)  # the moved dir matches its blob
+    assert os.listdir(store.home / "tmp") == []
+
+
 def test_identical_content_from_scratch_shares_one_layer(store: ImageStore,
                                                           tmp_path: Path) -> None:
     uppers = [_upper(tmp_path / name, {"x": "same\n"}) for name in ("a", "b")]
