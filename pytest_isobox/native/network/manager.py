@@ -413,9 +413,9 @@ class NetworkManager:
         """Addresses not to hand out on a network: its members', and those whose old veth
         is still going away (its host's neighbour and bridge entries would point a new
         container's traffic at the old one). Caller holds the store lock."""
-        taken = self.store.taken_addresses(record["name"])
+        taken, leaving = self.store.addresses(record["name"])
         taken |= {m["ip"] for m in record["members"].values()}
-        for ip, veth in self.store.leaving_addresses(record["name"]).items():
+        for ip, veth in leaving.items():
             if self._links.index(veth) is None:
                 self.store.forget_leaving(record["name"], ip, veth)
             else:

@@ -172,14 +172,19 @@ class NetworkStore:
             for member in _records(self._members_dir(record["name"])):
                 record["members"][member["id"]] = member
 
-    def taken_addresses(self, name: str) -> set[str]:
-        """The addresses taken on a network: one directory listing (plus older records')."""
+    def addresses(self, name: str) -> tuple[set[str], dict[str, str]]:
+        """One directory listing: the addresses members hold on a network, and those of
+        removed containers whose veth may still exist (ip -> veth name)."""
         try:
             listed = os.listdir(self._members_dir(name))
         except FileNotFoundError:
             listed = []
-        return {entry[:-5] for entry in listed if entry.endswith(".json")
-                and not entry.startswith(".")}
+        taken = {entry[:-5] for entry in listed if entry.endswith(".json")
+                 and not entry.startswith(".")}
+        return taken, dict(entry.split(LEAVING, 1) for entry in listed if LEAVING in entry)
+
+    def taken_addresses(self, name: str) -> set[str]:
+        return self.addresses(name)[0]
 
     def save_network(self, record: Record) -> None:
         """Write a network's own fields (a new network; members are written one by one)."""
@@ -213,11 +218,7 @@ class NetworkStore:
 
     def leaving_addresses(self, name: str) -> dict[str, str]:
         """Addresses of removed containers whose veth may still exist: ip -> veth name."""
-        try:
-            listed = os.listdir(self._members_dir(name))
-        except FileNotFoundError:
-            return {}
-        return dict(entry.split(LEAVING, 1) for entry in listed if LEAVING in entry)
+        return self.addresses(name)[1]
 
     def forget_leaving(self, name: str, ip: str, veth: str) -> None:
         """The veth that held `ip` is gone: the address is free."""
@@ -251,6 +252,15 @@ class NetworkStore:
 def host_registry_dir() -> Path:
     """Host-wide state lives on tmpfs, so it vanishes with the bridges at reboot."""
     return Path(os.environ.get("ISOBOX_RUN_DIR", "/run/isobox")) / "networks"
+
+
+def host_has_networks() -> bool:
+    """Whether any home has a bridge on this host (one directory listing): then a sweep from
+    any home has something to look at, even from a home that never had a network."""
+    try:
+        return any(name.endswith(".json") for name in os.listdir(host_registry_dir()))
+    except FileNotFoundError:
+        return False
 
 
 class HostRegistry:
