@@ -6,20 +6,23 @@ by pid and deletes the user with its home, where all of its files live (its isob
 `~/.cache/isobox`). `run_as` forks this already loaded interpreter and drops the child to the
 user for good (groups, gid, uid: no capability is left), because this Python lives under
 /root, which other users cannot enter; so everything the child needs is imported here first.
+`tun_open_to_users` lets the users' slirp4netns open /dev/net/tun for a while.
 """
 
 from __future__ import annotations
 
 import contextlib
 import encodings.idna  # noqa: F401 - socket's lazy import, done before the fork
+import fcntl
+import functools
 import os
-import pickle
 import pwd
 import secrets
+import select
 import signal
+import stat
 import subprocess
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +37,15 @@ import pytest_isobox.native.engine
 import pytest_isobox.native.rootless.idmap
 import pytest_isobox.native.rootless.userns  # noqa: F401 - loaded for the dropped child
 from pytest_isobox.native import linux
+from pytest_isobox.native.rootless.forked import call_in_child
 from tests.conftest import BUSYBOX_ROOTFS_TOOL
 
 PR_SET_DUMPABLE = 4
 PREFIX = "isobox-t"
 OWNER_FILE = ".isobox-test-owner"  # pid and start time of the process that made the user
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+TUN = Path("/dev/net/tun")
+TUN_LOCK = Path("/run/isobox-tests-tun.lock")  # see tun_open_to_users
 
 
 @dataclass
@@ -155,32 +161,51 @@ def drop_to(user: ThrowawayUser) -> None:
 
 
 def run_as(user: ThrowawayUser, func: Callable[..., Any], *args: Any) -> Any:
-    """`func(*args)` in a child that is the user; its result or its error (with traceback)."""
-    result_r, result_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
+    """`func(*args)` in a child that is the user; its result, or its exception raised here
+    (with the child's traceback as a note)."""
+    return call_in_child(func, *args, prepare=functools.partial(drop_to, user))
+
+
+def runtime_dir() -> Path:
+    """Where a scenario run as a user keeps its namespace holder (in the user's home)."""
+    return Path.home() / ".isobox-test-runtime"
+
+
+def process_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process `pid` (not necessarily our child) has ended within `timeout` seconds:
+    a pidfd turns readable when it exits, so no polling of /proc."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def tun_open_to_users() -> Iterator[None]:
+    """/dev/net/tun usable by every user for the block, which slirp4netns needs (mode 0666,
+    as udev makes it on most distributions; this VM's is 0600). Blocks of several test
+    processes overlap: each holds a shared flock while inside, and the last one out (it gets
+    the lock exclusively) puts back the mode recorded by the first one in."""
+    fd = os.open(TUN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not os.pread(fd, 16, 0):
+            os.pwrite(fd, f"{stat.S_IMODE(TUN.stat().st_mode):o}".encode(), 0)
+        os.chmod(TUN, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         try:
-            os.close(result_r)
-            try:
-                drop_to(user)
-                payload = pickle.dumps((True, func(*args)))
-            except BaseException as exc:  # noqa: BLE001 - reported to the test
-                failure = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-                payload = pickle.dumps((False, failure))
-            with open(result_w, "wb") as out:  # sized: descendants may hold the pipe open
-                out.write(len(payload).to_bytes(8, "big") + payload)
-            code = 0
+            yield
         finally:
-            os._exit(code)
-    os.close(result_w)
-    with open(result_r, "rb") as source:
-        size = int.from_bytes(source.read(8) or b"\0", "big")
-        data = source.read(size) if size else b""
-    os.waitpid(pid, 0)
-    if not data:
-        raise AssertionError(f"the child running {func.__name__} as {user.name} died")
-    ok, value = pickle.loads(data)
-    if not ok:
-        raise AssertionError(f"as {user.name}: {value}")
-    return value
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another block is still inside: it restores the mode
+            else:
+                os.chmod(TUN, int(os.pread(fd, 16, 0).decode(), 8))
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

@@ -14,7 +14,7 @@ import pytest
 from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.images import open_store
 from pytest_isobox.native.rootless.userns import UserNamespace
-from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
+from tests.native.rootless_users import ThrowawayUser, run_as, runtime_dir, throwaway_user
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _image_tar(path: Path) -> None:
 
 def _import(tar_path: str, home: str) -> dict:
     mapping = current_mapping()
-    with UserNamespace(mapping) as ns:
+    with UserNamespace(mapping, runtime_dir()) as ns:
         store = open_store(Path(home), ns)
         image_id = store.import_rootfs(tar_path, "owned:latest")
         diff = store.layer_dirs(image_id)[0]
@@ -56,7 +56,7 @@ def _import(tar_path: str, home: str) -> dict:
 
 
 def _remove(home: str) -> list[str]:
-    with UserNamespace(current_mapping()) as ns:
+    with UserNamespace(current_mapping(), runtime_dir()) as ns:
         store = open_store(Path(home), ns)
         store.remove("owned:latest")
         store.prune()

@@ -21,7 +21,7 @@ from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.networks import RootlessNetworkManager
 from pytest_isobox.native.rootless.ports import PortRelay, publish
 from pytest_isobox.native.rootless.userns import UserNamespace
-from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
+from tests.native.rootless_users import ThrowawayUser, run_as, runtime_dir, throwaway_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="creates throwaway users: needs root")
@@ -58,7 +58,7 @@ def _networks_scenario(home: str) -> dict:
     """A server on `front` (alias `db`); a client on `front` and one on `back` try to reach
     it at the address its name has in their hosts files."""
     front_id, front_client, back_client = "a" * 64, "b" * 64, "c" * 64
-    with UserNamespace(current_mapping()) as ns:
+    with UserNamespace(current_mapping(), runtime_dir()) as ns:
         def inside() -> dict:
             manager = RootlessNetworkManager(Path(home), ns)
             manager.create("front")
@@ -109,7 +109,7 @@ def test_containers_on_one_network_reach_each_other_by_name_and_no_other(
 
 
 def _published_scenario(protocol: str) -> dict:
-    with UserNamespace(current_mapping()) as ns:
+    with UserNamespace(current_mapping(), runtime_dir()) as ns:
         target = tcp_echo(8080) if protocol == "tcp" else udp_echo(5353)
         port = PortSpec(8080) if protocol == "tcp" else PortSpec(5353, "udp")
         result: dict = {}

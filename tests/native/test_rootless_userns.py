@@ -22,7 +22,13 @@ from pytest_isobox.native.rootless.idmap import (
     parse_subordinate,
 )
 from pytest_isobox.native.rootless.userns import UserNamespace, is_rootless
-from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
+from tests.native.rootless_users import (
+    ThrowawayUser,
+    process_gone,
+    run_as,
+    runtime_dir,
+    throwaway_user,
+)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates throwaway users: needs root")
 
@@ -78,7 +84,7 @@ def _ownership(workdir: str) -> dict:
     """Inside the namespace: chown a file to nobody (65534); the owner the host sees."""
     mapping = current_mapping()
     path = Path(workdir) / "owned-by-nobody"
-    with UserNamespace(mapping) as ns:
+    with UserNamespace(mapping, runtime_dir()) as ns:
         def inside() -> dict:
             path.write_text("x")
             try:
@@ -92,7 +98,7 @@ def _ownership(workdir: str) -> dict:
     found["owner_outside"] = path.stat().st_uid
     found["single"] = mapping.single
     found["expected_outside"] = mapping.host_uid(65534)
-    found["keeper_gone"] = not os.path.exists(f"/proc/{ns.pid or -1}")
+    found["holder_gone"] = process_gone(ns.pid)  # its last user closed: the holder ends
     return found
 
 
@@ -109,14 +115,14 @@ def test_root_inside_and_image_owners_kept_with_subordinate_ids(user: ThrowawayU
         assert found["chown"] == 22  # EINVAL: 65534 has no host id in a single-id namespace
         assert found["owner_outside"] == user.uid
         assert not found["setgroups"]
-    assert found["keeper_gone"]
+    assert found["holder_gone"]
 
 
 def _overlay_and_devices(workdir: str) -> dict:
     """Layers made inside the namespace (whiteout, user.overlay.opaque) and one made by root
     (trusted.overlay.opaque), overlaid with `userxattr`; device nodes bound into a tmpfs."""
     base = Path(workdir)
-    with UserNamespace(current_mapping()) as ns:
+    with UserNamespace(current_mapping(), runtime_dir()) as ns:
         def inside() -> dict:
             found: dict = {}
             lower, top = base / "lower", base / "top"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from pytest_isobox.engine import ContainerError
 from pytest_isobox.native import linux
-from pytest_isobox.native.rootless.userns import close_fds_but
+from pytest_isobox.native.runtime import close_fds_except
 
 Attach = Callable[[int], tuple[dict, dict]]  # container pid -> (ips, ports)
 
@@ -43,7 +43,7 @@ class NetworkAgent:
         if pid == 0:
             code = 1
             try:
-                close_fds_but({to_r, from_w, *keep})
+                close_fds_except({to_r, from_w, *keep})
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 self._serve(to_r, from_w)
                 code = 0

@@ -3,7 +3,7 @@
 The engine holds one `RootlessMode` (None when rootful) and asks it for its image store,
 network manager, cgroups and limits, and to run file work in the user namespace. Opening
 one checks, in this order, the kernel (`prerequisites`), the store's owner and id mapping
-(`store`), then starts the user namespace keeper (`userns`).
+(`store`), then joins the home's user namespace, starting its holder if none runs (`userns`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pytest_isobox.native.rootless.limits import (
     plan_limits,
 )
 from pytest_isobox.native.rootless.networks import RootlessNetworkManager
+from pytest_isobox.native.rootless.outbound import host_loopback_wanted
 from pytest_isobox.native.rootless.prerequisites import check_rootless
 from pytest_isobox.native.rootless.userns import UserNamespace
 
@@ -41,7 +42,8 @@ class RootlessMode:
         store.check_owner(home)
         store.claim(home, self.mapping)
         self.delegation = find_delegation()
-        self.userns = UserNamespace(self.mapping)
+        self.userns = UserNamespace(self.mapping, home / "runtime" / "rootless",
+                                    host_loopback_wanted())
         self._inode = os.fstat(self.userns.user_fd).st_ino
 
     @property
@@ -49,16 +51,23 @@ class RootlessMode:
         """What the id mapping limits (empty with subordinate ids)."""
         return self.mapping.note
 
+    @property
+    def outbound_note(self) -> str:
+        """Why containers have no outbound network (empty when they have it)."""
+        return self.userns.outbound
+
     def inside(self) -> bool:
         """Whether this process already entered the namespace (a monitor, a `run` child)."""
         return os.stat("/proc/self/ns/user").st_ino == self._inode
 
     def enter(self) -> None:
-        self.userns.enter()
+        """Enter the namespace in a forked process that may outlive this engine (a monitor):
+        it keeps the holder alive with a connection of its own."""
+        self.userns.enter(pin=True)
 
     def fds(self) -> set[int]:
         """The descriptors a forked helper must keep to use the namespaces."""
-        return {self.userns.user_fd, self.userns.net_fd}
+        return self.userns.fds()
 
     def run(self, func: Callable[..., T], *args: Any) -> T:
         """`func(*args)` as root in the namespace (directly when already inside)."""

@@ -2,16 +2,16 @@
 
 The rootful `NetworkManager` keeps its records, addresses and hosts files; this subclass
 changes where links live and how ports are published. Every bridge is made in the helper
-network namespace that `UserNamespace` holds (a user may do anything to a namespace its own
-user namespace owns), each container's veth has its host end there and its peer in the
-container's netns, and published ports are relayed (`ports`) instead of DNAT'd. There are no
-iptables rules: the helper namespace routes nothing between its bridges (no forwarding), so
+network namespace of the home's holder (`userns`, `holder`: one per home, shared by every
+engine process, so containers of different processes meet on a network), each container's
+veth has its host end there and its peer in the container's netns, and published ports are
+relayed (`ports`) instead of DNAT'd. The helper namespace routes the bridges out through
+slirp4netns's tap0 and nowhere else (`outbound`: FORWARD drops bridge-to-bridge packets), so
 containers on one network reach each other by name and those on different networks do not.
 
 Must run in a process that entered the user namespace and may start threads and fork (the
-container's network agent, see `agent`; for tests a `UserNamespace.run` child). The helper namespace lives as long as its `UserNamespace`, so
-containers meet on a network when one engine process started them; records (addresses, the
-hosts files) are in the home as for rootful networks.
+container's network agent, see `agent`; for tests a `UserNamespace.run` child). Records
+(addresses, the hosts files) are in the home as for rootful networks.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pytest_isobox.native.network import ipam, rtnl
 from pytest_isobox.native.network.links import Links
 from pytest_isobox.native.network.manager import NetworkManager, _info
 from pytest_isobox.native.network.store import HostRegistry, Record
+from pytest_isobox.native.rootless.outbound import SLIRP_CIDR
 from pytest_isobox.native.rootless.ports import PortRelay, start_relay
 from pytest_isobox.native.rootless.userns import UserNamespace
 
@@ -76,7 +77,8 @@ class HelperLinks(Links):
         return self.userns.net_fd
 
     def claims(self) -> list[ipam.Claim]:
-        return self._host.claims()
+        """The host's routes, and slirp4netns's network (tap0's, in the helper netns)."""
+        return [*self._host.claims(), ipam.Claim(SLIRP_CIDR, "slirp4netns (rootless outbound)")]
 
     def create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
         in_netns(self.net_fd, self._create_bridge, name, gateway, prefixlen)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pytest_isobox.engine import PortSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.network.ports import Reservation, reserve
-from pytest_isobox.native.rootless.userns import close_fds_but
+from pytest_isobox.native.runtime import close_fds_except
 
 BUFFER = 65536
 
@@ -71,7 +71,7 @@ def start_relay(netns_pid: int, listeners: list[Listener], user_fd: int | None =
     if pid == 0:
         code = 1
         try:
-            close_fds_but({ready_w, netns, *(() if user_fd is None else (user_fd,)),
+            close_fds_except({ready_w, netns, *(() if user_fd is None else (user_fd,)),
                            *(sock.fileno() for sock, _ in listeners)})
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
