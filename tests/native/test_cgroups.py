@@ -167,6 +167,7 @@ def new_cgroup(prefix: str) -> Iterator[Callable[..., HybridCgroup]]:
     yield make
     for cgroup in reversed(made):
         cgroup.destroy()
+        cgroup.prune_parents()
 
 
 @pytest.fixture
@@ -409,9 +410,12 @@ def test_destroy_leaves_nothing_in_any_hierarchy(new_cgroup, spawn, prefix):
     cgroup.destroy()
     assert os.WTERMSIG(child.wait()) == signal.SIGKILL
     assert [d for d in dirs if d.exists()] == []
-    assert [d.parent for d in dirs if d.parent.exists()] == []  # the empty prefix too
     assert not cgroup.exists()
     cgroup.destroy()  # again: no error
+    # the shared parent stays for the next container until pruned while idle
+    assert all(d.parent.exists() for d in dirs)
+    cgroup.prune_parents()
+    assert [d.parent for d in dirs if d.parent.exists()] == []
 
 
 def test_list_cgroups_names_the_children_of_a_prefix(new_cgroup, prefix):
@@ -482,7 +486,7 @@ def test_v1_freezer_stops_the_tasks(new_cgroup, spawn):
 
 
 def test_concurrent_creates_and_destroys_under_one_parent_never_fail(spawn, prefix):
-    """Each destroy removes the shared parent when it is empty, while other processes are
+    """Each round prunes the shared parent when it is empty, while other processes are
     creating beside it: creates must retry, never fail or leave a half-made cgroup."""
 
     def churn(worker: int) -> int:
@@ -490,6 +494,7 @@ def test_concurrent_creates_and_destroys_under_one_parent_never_fail(spawn, pref
             cgroup = open_cgroup(f"{prefix}/w{worker}-{round_}")
             cgroup.create(Limits(memory=64 * MiB, pids=10))
             cgroup.destroy()
+            cgroup.prune_parents()
         return 0
 
     workers = [spawn(lambda w=w: churn(w)) for w in range(4)]

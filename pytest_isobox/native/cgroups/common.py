@@ -105,7 +105,7 @@ class Controller:
         """Make a new directory usable; nothing to do for most controllers."""
 
     def prepared(self, path: Path) -> bool:
-        """Whether `prepare` has run on this (existing) directory, for `inherited` ones."""
+        """Whether a new directory is usable as it is (`inherited` controllers only)."""
         return False
 
     def apply(self, path: Path, limits: Limits) -> None:

@@ -12,7 +12,7 @@ class Cpuset(Controller):
     inherited = True
 
     def prepared(self, path: Path) -> bool:
-        return read_value(path / "cgroup.clone_children") == "1"
+        return all(read_value(path / file) for file in ("cpuset.cpus", "cpuset.mems"))
 
     def prepare(self, path: Path) -> None:
         """Copy cpuset.cpus and cpuset.mems from the parent where they are still empty, and

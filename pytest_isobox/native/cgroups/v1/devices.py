@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_isobox.native.cgroups.common import Controller, read_value, write_value
+from pytest_isobox.native.cgroups.common import Controller, Limits, write_value
 
 ALLOWED = (
     "c *:* m", "b *:* m",                                # mknod anything
@@ -17,16 +17,13 @@ ALLOWED = (
 
 
 class Devices(Controller):
-    """The rules go on every new level, our shared parent included: a v1 devices cgroup
-    starts with a copy of its parent's rules, so a container's own cgroup needs no writes."""
+    """The rules go on each container's own cgroup. (Rules on the shared parent would be
+    inherited, but a parent that gets a child while its rules are being written can take no
+    more: each leaf writing its own is the race-free way.)"""
 
     name = "devices"
-    inherited = True
 
-    def prepared(self, path: Path) -> bool:
-        return "a *:* rwm" not in read_value(path / "devices.list").splitlines()
-
-    def prepare(self, path: Path) -> None:
+    def apply(self, path: Path, limits: Limits) -> None:
         write_value(path / "devices.deny", "a")
         for rule in ALLOWED:
             write_value(path / "devices.allow", rule)

@@ -25,8 +25,7 @@ from pytest_isobox.native.cgroups.v1.freezer import Freezer
 from pytest_isobox.native.cgroups.v1.memory import Memory
 from pytest_isobox.native.cgroups.v1.pids import Pids
 
-# shared parents seen by this process -> the controllers whose setup their children inherit
-_PREPARED: dict[Path, set[str]] = {}
+_PREPARED: set[Path] = set()  # shared parents this process has made sure of
 
 CONTROLLERS: dict[str, Controller] = {
     c.name: c for c in (Memory(), Cpu(), Cpuacct(), Cpuset(), Pids(), Freezer(), Devices())
@@ -56,21 +55,20 @@ class V1Cgroup:
             here = [self.controllers[c] for c, d in self.dirs.items() if d == directory]
             ancestors = cgroup_ancestors(directory, self.name)
             if ancestors and ancestors[0] not in _PREPARED:
-                for level in reversed(ancestors):
-                    if make_dir(level):
-                        for controller in here:
-                            controller.prepare(level)
-                # made by another process: it may have children, and then rules cannot change
-                _PREPARED[ancestors[0]] = {c.name for c in here
-                                           if c.inherited and c.prepared(ancestors[0])}
+                for level in reversed(ancestors):  # made by us or being made by another
+                    make_dir(level)
+                    for controller in here:
+                        controller.prepare(level)
+                _PREPARED.add(ancestors[0])
             try:
                 make_dir(directory)
             except FileNotFoundError:  # another process pruned the idle parent meanwhile
-                _PREPARED.pop(ancestors[0], None)
+                _PREPARED.discard(ancestors[0])
                 raise
-            inherited = _PREPARED.get(ancestors[0], set()) if ancestors else set()
+            # A parent being made by another process may not be ready yet when our leaf
+            # is made: a leaf checks what it inherited.
             for controller in here:
-                if controller.name not in inherited:
+                if not (ancestors and controller.inherited and controller.prepared(directory)):
                     controller.prepare(directory)
         for controller, directory in self.dirs.items():
             self.controllers[controller].apply(directory, limits)
@@ -110,8 +108,7 @@ class V1Cgroup:
         """rmdir the shared parents this cgroup's removal left empty (none in use is touched)."""
         for directory in self.unique_dirs():
             prune_empty_ancestors(directory, self.name)
-            for level in cgroup_ancestors(directory, self.name):
-                _PREPARED.pop(level, None)
+            _PREPARED.difference_update(cgroup_ancestors(directory, self.name))
 
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.unique_dirs())
