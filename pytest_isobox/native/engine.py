@@ -600,7 +600,7 @@ class NativeEngine:
 
     def _shim_binary(self) -> str | None:
         if self._shim is False:
-            self._shim = None if self._rootless is not None else shim.binary(self.home / "bin")
+            self._shim = None if self._rootless is not None else shim.binary(shim.build_dir())
         return self._shim  # type: ignore[return-value]
 
     def _spawn_shim(self, cid: str, limits: Limits) -> _ShimSpare:

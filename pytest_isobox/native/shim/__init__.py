@@ -6,9 +6,10 @@ spawned with vfork + exec and does the same work in a few hundred microseconds. 
 decision of its own: `encode_plan` turns a `ContainerPlan` into the list of steps that
 `runtime.container_init` would take, and the shim carries them out.
 
-The binary is compiled once per source version from the C file beside this module into the
-engine's runtime dir (a C compiler is needed: Debian's gcc; `scripts/install-deps` installs
-it). Without one, or with ISOBOX_SHIM=0, the engine uses the Python monitor instead.
+The binary is compiled once per source version from the C file beside this module into a
+cache shared by every home of the user (`build_dir`; a C compiler is needed: Debian's gcc,
+which `scripts/install-deps` installs). Without one, or with ISOBOX_SHIM=0, the engine uses the
+Python monitor instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ def _flags(*names: str) -> int:
     for name in names:
         value |= _MS[name]
     return value
+
+
+def build_dir() -> Path:
+    """ISOBOX_SHIM_DIR, else $XDG_CACHE_HOME/isobox-shim, else ~/.cache/isobox-shim."""
+    if os.environ.get("ISOBOX_SHIM_DIR"):
+        return Path(os.environ["ISOBOX_SHIM_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "isobox-shim"
 
 
 def binary(build_dir: Path) -> str | None:
