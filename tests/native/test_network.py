@@ -792,13 +792,9 @@ def _connect_and_echo(addr: tuple[str, int]) -> Target:
     return client
 
 
-def test_a_port_published_on_every_address_is_reached_from_outside(
-        start: Callable[..., Started]) -> None:
-    """A connection from another machine (here a namespace behind a veth of the host's) is
-    DNAT'd and then forwarded: beside dockerd the FORWARD policy is DROP, and the network's
-    rule for DNAT'd connections is what lets it through to the container."""
-    c = start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse("0.0.0.0:0:80")]))
-    port = c.addr("80/tcp")[1]
+def reach_from_outside(port: int) -> str:
+    """What a client in a namespace behind a veth of the host's (another machine, as far as
+    the host can tell) gets back from connecting to the host's address there at `port`."""
     third = 4 + secrets.randbelow(250)
     host_ip, outside_ip = f"10.216.{third}.1", f"10.216.{third}.2"
     host_end = f"ibxo{secrets.token_hex(4)}"
@@ -812,7 +808,38 @@ def test_a_port_published_on_every_address_is_reached_from_outside(
         rtnl.configure_netns(outside.pid, [("eth0", IPv4Address(outside_ip), 30)],
                              IPv4Address(host_ip))
         outside.start()
-        assert outside.recv_line() == "from-outside"
+        return outside.recv_line()
     finally:
         outside.stop()
         subprocess.run(["ip", "link", "del", host_end], check=False, capture_output=True)
+
+
+def test_a_port_published_on_every_address_is_reached_from_outside(
+        start: Callable[..., Started]) -> None:
+    """A connection from another machine is DNAT'd and then forwarded: beside dockerd the
+    FORWARD policy is DROP, and the network's rule for DNAT'd connections is what lets it
+    through to the container."""
+    c = start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse("0.0.0.0:0:80")]))
+    assert reach_from_outside(c.addr("80/tcp")[1]) == "from-outside"
+
+
+def test_a_network_of_an_older_version_gets_the_rule_for_published_ports(
+        manager: NetworkManager, start: Callable[..., Started]) -> None:
+    """Networks made before ports were accepted per network lack that rule; publishing on
+    every address adds it, once."""
+    net = manager.create(f"older-{secrets.token_hex(3)}")
+    record = manager.store.network(net.name)
+    rule = firewall.dnat_accept(record["bridge"], net.id)
+    subprocess.run(["iptables", "-D", firewall.forward_chain(), *rule.split()], check=True)
+    manager.store.update_network(net.name, rules_version=1)
+
+    c = start(tcp_echo(80), ContainerSpec(image="x", network_mode=net.name,
+                                          ports=[PortSpec.parse("0.0.0.0:0:80")]))
+
+    assert reach_from_outside(c.addr("80/tcp")[1]) == "from-outside"
+    assert manager.store.network(net.name)["rules_version"] == firewall.RULES_VERSION
+    start(tcp_echo(80), ContainerSpec(image="x", network_mode=net.name,
+                                      ports=[PortSpec.parse("0.0.0.0:0:80")]))
+    accepts = [line for line in iptables_text().replace('"', "").splitlines()
+               if "--ctstate DNAT" in line and firewall.network_tag(net.id) in line]
+    assert len(accepts) == 1, accepts

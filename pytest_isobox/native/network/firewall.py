@@ -25,6 +25,7 @@ from pytest_isobox.engine import EngineUnavailable
 Rules = dict[str, list[str]]  # table -> rule lines in iptables-restore syntax
 
 OTHER_BRIDGES = ("isobox-+", "docker+", "br-+")  # networks ours must not reach
+RULES_VERSION = 2  # 2: networks accept DNAT'd connections (before, each published port did)
 
 
 def network_tag(network_id: str) -> str:
@@ -118,6 +119,12 @@ def forward_chain() -> str:
     return "DOCKER-USER" if "\n:DOCKER-USER " in saved else "FORWARD"
 
 
+def dnat_accept(bridge: str, network_id: str) -> str:
+    """The forwarding rule for connections DNAT'd to a published port on this bridge."""
+    return f"-o {bridge} -m conntrack --ctstate DNAT -m comment --comment " \
+           f"{network_tag(network_id)} -j ACCEPT"
+
+
 def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str) -> Rules:
     """A network's rules: talk inside it, go out NATed, reach no other bridge, let connections
     DNAT'd to a published port in, and DNAT'd loopback connections too (their 127/8 source
@@ -129,7 +136,7 @@ def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str)
         *drops,
         f"-i {bridge} {c} -j ACCEPT",
         f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
-        f"-o {bridge} -m conntrack --ctstate DNAT {c} -j ACCEPT",
+        dnat_accept(bridge, network_id),
     ]
     return {
         "filter": [f"-I {chain} {n} {rule}" for n, rule in enumerate(forward, 1)],

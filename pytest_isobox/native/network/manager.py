@@ -184,6 +184,7 @@ class NetworkManager:
             record = self._new_record(name, subnet, labels, claims)
             record["owner"] = None if (labels or {}).get(PERSISTENT_LABEL) == "1" \
                 else ProcessIdentity.current().dump()
+            record["rules_version"] = firewall.RULES_VERSION
             net, network_id = IPv4Network(record["subnet"]), record["id"]
             try:
                 self._links.create_bridge(record["bridge"], ipam.gateway_of(net), net.prefixlen)
@@ -398,7 +399,7 @@ class NetworkManager:
                 "bridge": record["bridge"], "veth": veth_name(container_id, index),
                 "ifname": f"eth{index}", "ip": str(ip), "prefixlen": subnet.prefixlen,
                 "gateway": record["gateway"], "mac": ipam.mac_for(ip),
-                "aliases": list(want.aliases),
+                "aliases": list(want.aliases), "rules_version": record.get("rules_version", 1),
             })
             members.append((record["name"], {
                 "id": container_id, "ip": str(ip), "name": name, "hostname": hostname,
@@ -452,17 +453,32 @@ class NetworkManager:
         with self._mutex:
             self._relays[container_id] = relay
 
-    @staticmethod
-    def _publish(endpoint: Record, ports: list[PortSpec],
+    def _publish(self, endpoint: Record, ports: list[PortSpec],
                  published: dict[str, list[tuple[str, int]]]) -> None:
         """DNAT every reserved host port to the container's first address, as one
         transaction."""
         if not ports:
             return
         first = endpoint["networks"][0]
+        if first.get("rules_version", 1) < firewall.RULES_VERSION and any(
+                not IPv4Address(p.host_ip or "0.0.0.0").is_loopback for p in ports):
+            self._upgrade_network_rules(first["network"], first["network_id"])
         taken = {key: list(pairs) for key, pairs in published.items()}
         pairs = [(port, taken[port.key].pop(0)[1]) for port in ports]
         nft.publish(pairs, IPv4Address(first["ip"]), endpoint["id"], first["network_id"])
+
+    def _upgrade_network_rules(self, name: str, network_id: str) -> None:
+        """Give a network made by an older version the forwarding rule that lets connections
+        from outside reach its published ports beside dockerd (once per network)."""
+        with self.registry.lock:
+            record = self.store.network(name, members=False)
+            if record is None or record["id"] != network_id \
+                    or record.get("rules_version", 1) >= firewall.RULES_VERSION:
+                return
+            rule = firewall.dnat_accept(record["bridge"], network_id)
+            firewall.apply({"filter": [f"-I {firewall.forward_chain()} 1 {rule}"]})
+            with self.store.lock:
+                self.store.update_network(name, rules_version=firewall.RULES_VERSION)
 
     def detach(self, container_id: str) -> None:
         """Undo an attachment: port rules, reserved ports, addresses, hosts entries, veths.

@@ -191,6 +191,13 @@ class NetworkStore:
         fields = {k: v for k, v in record.items() if k not in ("members", "legacy_members")}
         write_json_atomic(self._network_path(record["name"]), fields)
 
+    def update_network(self, name: str, **fields: Any) -> None:
+        """Set fields of a network's own record (a rewrite: off the start path)."""
+        stored = read_json(self._network_path(name))
+        if stored is not None:
+            stored.update(fields)
+            write_json_atomic(self._network_path(name), stored)
+
     def delete_network(self, name: str) -> None:
         self._network_path(name).unlink(missing_ok=True)
         folder = self._members_dir(name)
