@@ -268,8 +268,8 @@ class _Holder:
         """Fork slirp4netns's process now, in the host's user namespace (it joins ours only to
         make tap0); it execs once told to. Returns the pipe that tells it."""
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        self.ready_r, ready_w = os.pipe()
-        self.slirp_exit, exit_r = os.pipe2(os.O_CLOEXEC)
+        self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        exit_r, self.slirp_exit = os.pipe2(os.O_CLOEXEC)
         holder = os.getpid()
         pid = os.fork()
         if pid == 0:
@@ -280,7 +280,8 @@ class _Holder:
                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                     os.dup2(log, 1)
                     os.dup2(log, 2)
-                    os.set_inheritable(exit_r, True)
+                    for fd in (ready_w, exit_r):  # (what slirp4netns gets across exec)
+                        os.set_inheritable(fd, True)
                     close_fds_except({ready_w, exit_r})
                     argv = outbound.slirp_command(holder, ready_w, exit_r, self.host_loopback)
                     os.execv(argv[0], argv)
@@ -302,7 +303,8 @@ class _Holder:
         if answer != b"1":
             self._stop_slirp()
             log = (self.runtime_dir / SLIRP_LOG).read_text(errors="replace").strip()
-            return f"slirp4netns did not start: {log.splitlines()[-1] if log else 'no output'}"
+            last = log.splitlines()[-1] if log else "no output"
+            return f"slirp4netns did not start: {last} (see {self.runtime_dir / SLIRP_LOG})"
         try:
             outbound.route_out()
         except (OSError, subprocess.SubprocessError) as exc:
