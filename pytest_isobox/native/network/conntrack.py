@@ -4,7 +4,9 @@ A DNAT'd UDP flow keeps its translation in conntrack after the rule that made it
 client that goes on sending from the same port would still reach the old address. The
 container's teardown deletes every entry whose reply comes from its address. Root-only.
 Encoded here rather than through pyroute2, whose import costs most of a second in the
-short-lived process (the runtime's monitor) that tears a container down.
+short-lived process (the runtime's monitor) that tears a container down; sent through the
+process's netfilter socket (`nfnetlink`), whose close right after the teardown's nftables
+deletion would wait for the kernel.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 
-NETLINK_NETFILTER = 12
+from pytest_isobox.native.network.nfnetlink import SOCKET
+
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 1, 2
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -72,9 +75,7 @@ def _request(kind: int, flags: int, body: bytes, seq: int) -> bytes:
 def forget_flows(ip: str) -> int:
     """Delete every IPv4 conntrack entry answered by `ip`; how many were deleted."""
     wanted = IPv4Address(ip).packed
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                       NETLINK_NETFILTER) as sock:
-        sock.bind((0, 0))
+    with SOCKET as sock:
         sock.sendall(_request(IPCTNL_MSG_CT_GET, NLM_F_DUMP, _NFGEN, 1))
         doomed = []
         for _, payload in _messages(sock):

@@ -23,18 +23,17 @@ import errno
 import os
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from pytest_isobox.engine import PortSpec
+from pytest_isobox.native.network.nfnetlink import SOCKET as _SOCKET
 
 TABLE = "isobox"
 CHAINS = {"prerouting": 0, "output": 3}  # chain -> NF_INET_PRE_ROUTING / NF_INET_LOCAL_OUT
 PRIORITY_DSTNAT = -100
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
 NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN = 0, 2, 3
@@ -226,49 +225,6 @@ class Transaction:
         if failures:
             seq, err = min(failures)
             raise OSError(err, f"nftables: {self._messages[seq - 1][3]}: {os.strerror(err)}")
-
-
-class _ProcessSocket:
-    """This process's netfilter netlink socket, used by one thread at a time.
-
-    Kept open on purpose: closing a socket that committed a deletion makes the kernel finish
-    releasing the deleted objects first (an RCU grace period, 7 to 20 ms here). A fork gets
-    a socket of its own: two processes sharing one could read each other's answers."""
-
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._pid = 0
-        self._mutex = threading.Lock()
-
-    def __enter__(self) -> socket.socket:
-        self._mutex.acquire()
-        try:
-            if self._sock is None or self._pid != os.getpid():
-                self._sock = _open_socket()
-                self._pid = os.getpid()
-        except BaseException:
-            self._mutex.release()
-            raise
-        return self._sock
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        if kind is not None and self._sock is not None:  # unread answers may be left in it
-            self._sock.close()
-            self._sock = None
-        self._mutex.release()
-
-
-def _open_socket() -> socket.socket:
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                             NETLINK_NETFILTER)
-    except OSError as exc:
-        raise OSError(exc.errno, f"nftables: no netfilter netlink socket: {exc.strerror}") from None
-    sock.bind((0, 0))
-    return sock
-
-
-_SOCKET = _ProcessSocket()
 
 
 def _messages(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
