@@ -3,7 +3,7 @@
 A user may write cgroup files only where the system delegated a cgroup v2 subtree to it
 (systemd's `Delegate=yes` for user@.service: the user's own cgroup directory, writable by
 the user, with the controllers enabled in its `cgroup.subtree_control`). cgroup v1 is never
-delegated. Where limits cannot be applied, `plan_limits` fails with EngineUnavailable saying
+delegated. Containers' cgroups are made at `<top of the delegation>/isobox/<id>`. Where limits cannot be applied, `plan_limits` fails with EngineUnavailable saying
 why, unless the user opted into best effort; then it returns what was applied and what was
 skipped, for the report.
 """
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_isobox.engine import EngineUnavailable, InvalidSpec
-from pytest_isobox.native.cgroups.common import CgroupStats, Limits
+from pytest_isobox.native.cgroups import open_cgroup
+from pytest_isobox.native.cgroups.common import Cgroup, CgroupStats, Limits
+from pytest_isobox.native.cgroups.hierarchies import Hierarchy, Layout
 
 LIMIT_MODES = ("strict", "best-effort")
 V2_CONTROLLER = {"memory": "memory", "cpu": "cpu", "pids": "pids"}
@@ -69,9 +71,22 @@ def _own_v2_path(proc_cgroup: str) -> str | None:
     return None
 
 
+def _owned_by(path: Path, uid: int) -> bool:
+    """Whether `uid` may manage the cgroup `path`: it owns the directory and cgroup.procs."""
+    try:
+        return path.stat().st_uid == uid and (path / "cgroup.procs").stat().st_uid == uid
+    except OSError:
+        return False
+
+
 def find_delegation(mountinfo: str | None = None, proc_cgroup: str | None = None,
                     uid: int | None = None) -> Delegation:
-    """The delegated cgroup v2 subtree of this process's cgroup, if the user owns one."""
+    """The cgroup v2 subtree delegated to the user that this process sits in, if any.
+
+    Its top is returned (from this process's cgroup, up while the user owns the parent:
+    `user@UID.service` under systemd), not this process's own cgroup: cgroup v2 enables
+    controllers below a cgroup only when it holds no processes, and our own cgroup holds us.
+    A top that holds processes itself is reported as no delegation, with the reason."""
     mountinfo = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
     proc_cgroup = Path("/proc/self/cgroup").read_text() if proc_cgroup is None else proc_cgroup
     uid = os.geteuid() if uid is None else uid
@@ -86,20 +101,31 @@ def find_delegation(mountinfo: str | None = None, proc_cgroup: str | None = None
         return Delegation(None, reason=f"this process sits in the root of {mount}, which is "
                                        "no delegated subtree")
     path = mount / own.lstrip("/")
-    try:
-        owner = path.stat().st_uid
-        procs_owner = (path / "cgroup.procs").stat().st_uid
-    except OSError as exc:
-        return Delegation(None, reason=f"cannot read cgroup {path}: {exc.strerror}")
-    if owner != uid or procs_owner != uid:
+    if not _owned_by(path, uid):
+        try:
+            owner: int | str = path.stat().st_uid
+        except OSError as exc:
+            return Delegation(None, reason=f"cannot read cgroup {path}: {exc.strerror}")
         return Delegation(None, reason=f"cgroup {path} is not delegated to uid {uid} (owned "
                                        f"by uid {owner}; systemd's Delegate=yes does that)")
+    top = path
+    while top.parent != mount and _owned_by(top.parent, uid):
+        top = top.parent
     try:
-        available = frozenset((path / "cgroup.controllers").read_text().split())
+        busy = bool((top / "cgroup.procs").read_text().split())
+    except OSError:
+        busy = False
+    if busy:
+        return Delegation(None, reason=f"the delegated cgroup {top} holds processes itself, so "
+                                       "cgroup v2 enables no controllers below it (start pytest "
+                                       "from a systemd user session, e.g. `systemd-run --user "
+                                       "--scope -p Delegate=yes`)")
+    try:
+        available = frozenset((top / "cgroup.controllers").read_text().split())
     except OSError:
         available = frozenset()
-    return Delegation(path, available & set(V2_CONTROLLER.values()),
-                      "" if available else f"no controllers are enabled for {path}")
+    return Delegation(top, available & set(V2_CONTROLLER.values()),
+                      "" if available else f"no controllers are enabled for {top}")
 
 
 def plan_limits(limits: Limits, mode: str, delegation: Delegation) -> LimitsPlan:
@@ -128,6 +154,22 @@ def plan_limits(limits: Limits, mode: str, delegation: Delegation) -> LimitsPlan
         pids=None if "pids" in skipped else limits.pids,
     )
     return LimitsPlan(applied, skipped, delegation if delegation.path else None)
+
+
+def delegated_layout(delegation: Delegation) -> Layout:
+    """A cgroup layout whose unified hierarchy is the delegated subtree, with only its
+    controllers: cgroups made in it never touch a file above the delegation (the user could
+    not write there) and never ask for a controller it was not given."""
+    assert delegation.path is not None
+    return Layout(unified=Hierarchy(2, delegation.path, delegation.controllers))
+
+
+def delegated_cgroup(delegation: Delegation, name: str) -> Cgroup:
+    """The cgroup `name` (`isobox/<container id>`) inside the delegated subtree, or a
+    `NoCgroup` where there is none."""
+    if delegation.path is None or not delegation.controllers:
+        return NoCgroup(name)
+    return open_cgroup(name, layout=delegated_layout(delegation))
 
 
 class NoCgroup:

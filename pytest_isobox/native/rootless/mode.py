@@ -19,8 +19,8 @@ from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.images import NamespacedImageStore, open_store
 from pytest_isobox.native.rootless.limits import (
     LimitsPlan,
-    NoCgroup,
     check_mode,
+    delegated_cgroup,
     find_delegation,
     plan_limits,
 )
@@ -85,15 +85,7 @@ class RootlessMode:
 
     def cgroup(self, name: str) -> Cgroup:
         """The container's cgroup: in the delegated subtree when there is one, else none."""
-        if self.delegation.path is None or not self.delegation.controllers:
-            return NoCgroup(name)
-        from pytest_isobox.native.cgroups import open_cgroup
-        from pytest_isobox.native.cgroups.hierarchies import current_layout
-
-        unified = current_layout().unified
-        assert unified is not None
-        base = self.delegation.path.relative_to(unified.mountpoint)
-        return open_cgroup(f"{base}/{name}")
+        return delegated_cgroup(self.delegation, name)
 
     def close(self) -> None:
         self.userns.close()
