@@ -251,6 +251,16 @@ def test_bad_profiles_are_named(profile, message):
         seccomp.filter_for([f"seccomp={json.dumps(profile)}"])
 
 
+def test_a_malformed_profile_file_is_named(tmp_path: Path):
+    path = tmp_path / "odd.json"
+    path.write_text('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [5]}')
+    with pytest.raises(InvalidSpec, match=f"seccomp profile: malformed .*in {path}"):
+        seccomp.filter_for([f"seccomp={path}"])
+    path.write_text('{"defaultAction": ')
+    with pytest.raises(InvalidSpec, match=f"decoding seccomp profile {path} failed"):
+        seccomp.filter_for([f"seccomp={path}"])
+
+
 def _args_profile(op: str, value: int, value_two: int = 0) -> dict:
     return {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
         {"names": ["read"], "action": "SCMP_ACT_ALLOW",

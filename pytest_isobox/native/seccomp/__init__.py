@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 from functools import lru_cache
 
+from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.capabilities import DOCKER_DEFAULT_CAPABILITIES
 from pytest_isobox.native.seccomp import options
@@ -25,13 +26,16 @@ def filter_for(security_opt: list[str],
                capabilities: tuple[str, ...] = DOCKER_DEFAULT_CAPABILITIES) -> bytes | None:
     """The BPF program a container with these --security-opt values and capabilities gets;
     None: unconfined. InvalidSpec names a bad option or profile."""
-    choice = options.parse(security_opt).seccomp
-    if choice == "unconfined":
+    chosen = options.parse(security_opt)
+    if chosen.seccomp == "unconfined":
         return None
-    if choice == "default":
+    if chosen.seccomp == "default":
         return _default_filter(tuple(sorted(capabilities)))
-    resolved = resolve(choice, capabilities)
-    return None if resolved is None else compile_filter(resolved)
+    try:
+        resolved = resolve(chosen.seccomp, capabilities)
+        return None if resolved is None else compile_filter(resolved)
+    except InvalidSpec as exc:
+        raise InvalidSpec(f"{exc} (in {chosen.profile_source})") from None
 
 
 def no_new_privs(security_opt: list[str]) -> bool:

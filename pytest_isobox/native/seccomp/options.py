@@ -19,10 +19,12 @@ from pytest_isobox.engine import InvalidSpec
 
 @dataclass(frozen=True)
 class SecurityOptions:
-    """seccomp: "default", "unconfined", or a profile's JSON text."""
+    """seccomp: "default", "unconfined", or a profile's JSON text (from `profile_source`: a
+    file's path or "inline JSON")."""
 
     seccomp: str = "default"
     no_new_privs: bool = False
+    profile_source: str = ""
 
 
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
@@ -31,7 +33,7 @@ _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 
 def parse(security_opt: list[str] | tuple[str, ...]) -> SecurityOptions:
     """The options a container asked for; InvalidSpec names the first one that is wrong."""
-    seccomp, no_new_privs = "default", False
+    seccomp, no_new_privs, source = "default", False, ""
     for opt in security_opt:
         if opt == "no-new-privileges":
             no_new_privs = True
@@ -41,16 +43,17 @@ def parse(security_opt: list[str] | tuple[str, ...]) -> SecurityOptions:
         sep = "=" if "=" in opt else ":"
         key, found, value = opt.partition(sep)
         if not found:
-            raise InvalidSpec(f"invalid --security-opt 1: {opt!r}")
+            raise InvalidSpec(f"invalid --security-opt 1: {json.dumps(opt)}")
         if key in ("label", "apparmor"):
             continue
         if key == "seccomp":
             seccomp = _seccomp_value(value)
+            source = "inline JSON" if seccomp == value else value  # else: the file's path
         elif key == "no-new-privileges" and value in _TRUE | _FALSE:
             no_new_privs = value in _TRUE
         else:
-            raise InvalidSpec(f"invalid --security-opt 2: {opt!r}")
-    return SecurityOptions(seccomp, no_new_privs)
+            raise InvalidSpec(f"invalid --security-opt 2: {json.dumps(opt)}")
+    return SecurityOptions(seccomp, no_new_privs, source)
 
 
 def _seccomp_value(value: str) -> str:

@@ -90,12 +90,23 @@ def resolve(profile_json: str | dict, capabilities: tuple[str, ...] | list[str],
 
     `arch` and `kernel` default to this machine's (they are parameters for tests).
     """
-    profile = json.loads(profile_json) if isinstance(profile_json, str) else profile_json
-    if not isinstance(profile, dict):
-        raise InvalidSpec("seccomp profile: expected a JSON object")
-    if not profile.get("defaultAction") and not profile.get("syscalls"):
-        return None
-    arch = arch or native_arch()
+    try:
+        profile = json.loads(profile_json) if isinstance(profile_json, str) else profile_json
+        if not isinstance(profile, dict):
+            raise InvalidSpec("seccomp profile: expected a JSON object")
+        if not profile.get("defaultAction") and not profile.get("syscalls"):
+            return None
+        if not profile.get("defaultAction"):
+            raise InvalidSpec("seccomp profile: no defaultAction")
+        return _resolve(profile, capabilities, arch or native_arch(), kernel)
+    except InvalidSpec:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # the JSON's shape
+        raise InvalidSpec(f"seccomp profile: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _resolve(profile: dict, capabilities: tuple[str, ...] | list[str], arch: str,
+             kernel: tuple[int, int] | None) -> Resolved:
     default = _action(profile.get("defaultAction") or "", profile.get("defaultErrnoRet"))
     arches = [ArchRules(a) for a in _arches(profile, arch)]
     for entry in applicable_entries(profile, capabilities, arch, kernel):
@@ -160,7 +171,10 @@ def _names(entry: dict) -> list[str]:
     if entry.get("name") and entry.get("names"):
         raise InvalidSpec("seccomp profile: 'name' and 'names' were both specified in one "
                           f"entry ({entry['name']}), use either")
-    return [entry["name"]] if entry.get("name") else list(entry.get("names") or ())
+    names = [entry["name"]] if entry.get("name") else entry.get("names") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidSpec(f"seccomp profile: 'names' must be a list of strings, not {names!r}")
+    return names
 
 
 def _action(name: str, errno_ret: int | None) -> int:
