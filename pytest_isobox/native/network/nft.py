@@ -125,12 +125,15 @@ def _dnat_expressions(port: PortSpec, host_port: int, ip: IPv4Address) -> bytes:
         match = _load_payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4) \
             + _equals(IPv4Address(port.host_ip).packed)
     proto = socket.IPPROTO_TCP if port.protocol == "tcp" else socket.IPPROTO_UDP
-    return match + _expr("meta", _u32(1, NFT_REG_1), _u32(2, NFT_META_L4PROTO)) \
-        + _equals(bytes((proto,))) \
-        + _load_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2) + _equals(struct.pack(">H", host_port)) \
-        + _immediate(NFT_REG_1, ip.packed) + _immediate(NFT_REG_2, struct.pack(">H", port.container_port)) \
+    protocol = _expr("meta", _u32(1, NFT_REG_1), _u32(2, NFT_META_L4PROTO)) \
+        + _equals(bytes((proto,)))
+    dport = _load_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2) \
+        + _equals(struct.pack(">H", host_port))
+    target = _immediate(NFT_REG_1, ip.packed) \
+        + _immediate(NFT_REG_2, struct.pack(">H", port.container_port)) \
         + _expr("nat", _u32(1, NFT_NAT_DNAT), _u32(2, NFPROTO_IPV4), _u32(3, NFT_REG_1),
                 _u32(5, NFT_REG_2))
+    return match + protocol + dport + target
 
 
 # ---------------------------------------------------------------- transactions
@@ -217,11 +220,14 @@ class Transaction:
             pending = len(self._messages)
             while pending:
                 for kind, seq, payload in _messages(sock.recv(1 << 16)):
-                    if kind == NLMSG_ERROR:
-                        (error,) = struct.unpack_from("=i", payload)
-                        if error and 0 < seq <= len(self._messages):
-                            failures.append((seq, -error))
-                        pending -= 1
+                    if kind != NLMSG_ERROR:
+                        continue
+                    (error,) = struct.unpack_from("=i", payload)
+                    if not 0 < seq <= len(self._messages):  # the batch as a whole: refused
+                        raise OSError(-error, f"nftables: batch refused: {os.strerror(-error)}")
+                    if error:
+                        failures.append((seq, -error))
+                    pending -= 1
         if failures:
             seq, err = min(failures)
             raise OSError(err, f"nftables: {self._messages[seq - 1][3]}: {os.strerror(err)}")
