@@ -535,9 +535,9 @@ class NativeEngine:
         if self._rootless is not None and not self._rootless.inside():
             self._rootless.run(self._release, cdir, delete)
             return
-        if not delete:
+        if not delete:  # an exit the shim recorded unwatched, and the usage, before they go
             with contextlib.suppress(Exception):
-                self._usage_of(cdir, cdir.read_state())
+                self._usage_of(cdir, self._read_state(cdir))
         self._cgroup(cdir.id).destroy()
         try:
             spec = cdir.config["spec"]
