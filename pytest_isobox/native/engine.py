@@ -478,6 +478,7 @@ class NativeEngine:
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
             seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
+            no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
@@ -1039,11 +1040,15 @@ class NativeEngine:
                    stdio: tuple[int, int, int], error_w: int,
                    console: socket.socket | None = None) -> int:
         cgroup = self._cgroup(cdir.id)
+        security_opt = list(cdir.config["spec"].get("security_opt") or ())
+        seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
+        no_new_privs = seccomp.no_new_privs(security_opt)
         child = os.fork()
         if child == 0:
             try:
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-                exec_init(pid, process, stdio, error_w, cgroup.add, console)
+                exec_init(pid, process, stdio, error_w, cgroup.add, console, seccomp_filter,
+                          no_new_privs)
             finally:
                 os._exit(127)
         return child

@@ -116,10 +116,10 @@ def encode_plan(plan: ContainerPlan, *, log: str, exit_file: str, persistent: bo
     for name, (soft, hard) in process.rlimits.items():
         step("rlimit", getattr(resource, f"RLIMIT_{name.upper()}"), soft, hard)
     step("bounding", capabilities.DOCKER_DEFAULT_MASK, linux.last_cap())
+    if plan.no_new_privs:
+        step("nonewprivs")
     if plan.seccomp:  # while still root: without no_new_privs a filter needs CAP_SYS_ADMIN
         step("seccomp", plan.seccomp.hex())
-    if getattr(plan, "no_new_privs", False):
-        step("nonewprivs")
     step("identity", 1)
     step("caps", capabilities.DOCKER_DEFAULT_MASK)
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": plan.hostname, **process.env}
