@@ -520,7 +520,8 @@ class Builder:
                              + (f"; last output:\n{tail}" if tail else ""))
         prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in args.items()) if args else ""
         created_by = prefix + " ".join(argv)
-        return self._commit(container, state.config, created_by), state.config, output
+        return (self.engine.commit(container, config=state.config, created_by=created_by,
+                                   remove=True), state.config, output)
 
     # ------------------------------------------------------------------ engine helpers
 

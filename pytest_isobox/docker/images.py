@@ -136,11 +136,15 @@ class ImageMethods:
                         loaded.append(text[len(prefix):].strip())
         return loaded
 
-    def commit(self, container: str, *, config: dict | None = None, created_by: str = "") -> str:
-        """Commit the container's changes as an image; `config` overrides its config fields."""
+    def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
+               remove: bool = False) -> str:
+        """Commit the container's changes as an image; `config` overrides its config fields;
+        `remove` removes the container afterwards."""
         doc = self.client.post_json("/commit", {"container": container,
                                                 "comment": created_by or None},
                                     config or {}, kind="container")
+        if remove:
+            self.remove(container, force=True)  # type: ignore[attr-defined]
         return doc["Id"]
 
     def derive_image(

@@ -320,8 +320,11 @@ class NativeEngine:
     def load_images(self, path: str | Path) -> list[str]:
         return self.images_store.load(path)
 
-    def commit(self, container: str, *, config: dict | None = None, created_by: str = "") -> str:
-        """A new image: the container's image plus its upper dir as one layer."""
+    def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
+               remove: bool = False) -> str:
+        """A new image: the container's image plus its upper dir as one layer. With `remove`
+        (a stopped container), the upper dir itself becomes the layer's unpacked copy instead
+        of being unpacked again from the new blob, and the container is removed."""
         cdir = self._find(container)
         image_id = cdir.config["image_id"]
         if cdir.config["image"].startswith("/"):
@@ -329,7 +332,14 @@ class NativeEngine:
                               f"directory {cdir.config['image']}; import it first")
         if config is None:
             config = self.images_store.resolve(image_id).config.get("config") or {}
-        return self.images_store.commit(image_id, cdir.upper, config, created_by)
+        take = remove and self._read_state(cdir)["status"] != "running"
+        if take:
+            self._reap(cdir.id)  # its monitor has ended: nothing mounts the upper dir now
+        image = self.images_store.commit(image_id, cdir.upper, config, created_by,
+                                         **({"take_upper": True} if take else {}))
+        if remove:
+            self.remove(cdir.id, force=True)
+        return image
 
     def derive_image(self, base: str | None, *, config: dict, created_by: str,
                      author: str | None = None) -> str:
@@ -973,6 +983,7 @@ class NativeEngine:
             "Rootless": self._rootless is not None,
             "Limits": self._limits_plan(spec_from_dict(cdir.config["spec"]))[1],
             "IdMapping": self._rootless.note if self._rootless else "",
+            "Outbound": getattr(self._rootless, "outbound_note", "") if self._rootless else "",
         }
         return data
 
