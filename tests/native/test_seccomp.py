@@ -165,6 +165,24 @@ def test_exec_init_applies_the_filter(engine, rootfs, security_opt, expected):
     assert status_fields(out, "Seccomp", "NoNewPrivs") == expected
 
 
+@pytest.mark.parametrize(("security_opt", "expected"), [
+    ([], {"Seccomp": "2", "NoNewPrivs": "0"}),
+    (["no-new-privileges:true"], {"Seccomp": "2", "NoNewPrivs": "1"}),
+    (["seccomp=unconfined"], {"Seccomp": "0", "NoNewPrivs": "0"}),
+])
+def test_the_engine_execs_under_the_containers_options(engine, rootfs, security_opt, expected):
+    cid = engine.run(ContainerSpec(image=rootfs, command=["sleep", "600"], network_mode="none",
+                                   security_opt=security_opt)).id
+    try:
+        first = engine.exec(cid, ["cat", "/proc/1/status"])
+        execd = engine.exec(cid, ["cat", "/proc/self/status"])
+    finally:
+        engine.remove(cid, force=True)
+    for result in (first, execd):
+        assert result.exit_code == 0
+        assert status_fields(result.stdout.decode(), "Seccomp", "NoNewPrivs") == expected
+
+
 # --------------------------------------------------------------------------- against Docker
 
 @pytest.fixture(scope="module")
