@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from pytest_isobox.engine import ContainerSpec, ContainerState, MountSpec, NetworkAttachment
+from pytest_isobox.engine import (
+    ContainerSpec,
+    ContainerState,
+    InvalidSpec,
+    MountSpec,
+    NetworkAttachment,
+)
 
 _BUILTIN_NETWORK_MODES = ("bridge", "none", "host", "default")
 
@@ -52,7 +58,7 @@ def create_body(spec: ContainerSpec, labels: dict[str, str]) -> dict:
     _set_if(host_config, "CpuShares", spec.cpu_shares)
     _set_if(host_config, "PidsLimit", spec.pids_limit)
     if spec.security_opt:
-        host_config["SecurityOpt"] = list(spec.security_opt)
+        host_config["SecurityOpt"] = [_security_opt(o) for o in spec.security_opt]
     if spec.ulimits:
         host_config["Ulimits"] = [{"Name": name, "Soft": soft, "Hard": hard}
                                   for name, (soft, hard) in spec.ulimits.items()]
@@ -154,3 +160,17 @@ def state_from_inspect(doc: dict) -> ContainerState:
                for key, bindings in (settings.get("Ports") or {}).items() if bindings},
         labels=dict(config.get("Labels") or {}),
     )
+
+
+def _security_opt(option: str) -> str:
+    """dockerd takes a seccomp profile as its JSON text: read a profile file, as docker's CLI
+    does (unconfined, builtin and inline JSON pass as they are)."""
+    key, sep, value = option.partition("=")
+    if key != "seccomp" or not sep or value in ("unconfined", "builtin") \
+            or value.lstrip().startswith("{"):
+        return option
+    try:
+        with open(value) as f:
+            return f"seccomp={f.read()}"
+    except OSError as exc:
+        raise InvalidSpec(f"opening seccomp profile ({value}) failed: {exc.strerror}") from None

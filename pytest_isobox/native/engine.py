@@ -649,7 +649,8 @@ class NativeEngine:
             (cdir.path / "exit").unlink()
         handle = spare.handle
         handle.send_plan(blob)
-        self._fork_spare()  # while the container sets up: the two overlap
+        if not network:
+            self._fork_spare()  # while the container sets up: the two overlap
         ips: dict = {}
         ports: dict = {}
         try:
@@ -663,6 +664,7 @@ class NativeEngine:
                         cdir.hosts)
                     ips, ports = result.ips, result.ports
                     handle.go()
+                    self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
                     raise _StartError(event["exit_code"], event["message"])
                 elif event["event"] == "started":

@@ -88,17 +88,19 @@ def _monitor_exe(engine, cid: str) -> str:
 
 @needs_root
 def test_the_shim_monitors_a_container_and_keeps_its_streams_apart(engine, busybox_rootfs):
-    state = engine.run(ContainerSpec(image=str(busybox_rootfs), network_mode="none",
-                                     command=["sh", "-c", "read x < /dev/null; echo out; "
-                                              "echo err >&2; exec sleep 600"]))
-    try:
-        assert "isobox-shim" in _monitor_exe(engine, state.id)
-        assert engine.state(state.id).running
-    finally:
-        engine.stop(state.id, timeout=0)
+    image = str(busybox_rootfs)
+    state = engine.run(ContainerSpec(image=image, network_mode="none", command=["sleep", "600"]))
+    assert "isobox-shim" in _monitor_exe(engine, state.id)
+    assert engine.state(state.id).running
+    engine.stop(state.id, timeout=0)
     assert engine.wait(state.id) == 137
+    engine.remove(state.id)
+    state = engine.run(ContainerSpec(image=image, network_mode="none", command=[
+        "sh", "-c", "echo out; echo err >&2; echo out2; exit 3"]))
+    assert engine.wait(state.id) == 3
     logs = list(engine.logs(state.id))
-    assert ("stdout", b"out\n") in logs and ("stderr", b"err\n") in logs
+    assert b"".join(d for s, d in logs if s == "stdout") == b"out\nout2\n"
+    assert b"".join(d for s, d in logs if s == "stderr") == b"err\n"
     engine.remove(state.id)
 
 
