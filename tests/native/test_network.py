@@ -843,3 +843,16 @@ def test_a_network_of_an_older_version_gets_the_rule_for_published_ports(
     accepts = [line for line in iptables_text().replace('"', "").splitlines()
                if "--ctstate DNAT" in line and firewall.network_tag(net.id) in line]
     assert len(accepts) == 1, accepts
+
+
+def test_ports_are_published_after_the_table_went_meanwhile(
+        manager: NetworkManager, start: Callable[..., Started]) -> None:
+    """Another process removing the last network takes our nftables table along; the next
+    publish in this process, which made the table before, makes it again."""
+    first = start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse("80")]))
+    nft.remove_table()
+    assert nft.container_tag(first.id) not in port_rules_text()
+    second = start(tcp_echo(80), ContainerSpec(image="x", ports=[PortSpec.parse("80")]))
+    assert echo_tcp(second.addr("80/tcp"), b"again") == b"again"
+    manager.detach(first.id)  # its rules went with the table: nothing to delete, no error
+    assert nft.container_tag(second.id) in port_rules_text()

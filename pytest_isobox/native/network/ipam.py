@@ -72,10 +72,11 @@ def gateway_of(subnet: IPv4Network) -> IPv4Address:
 
 def allocate_address(subnet: IPv4Network, used: Iterable[str], network: str) -> IPv4Address:
     """The lowest host address that is neither the gateway nor in `used`."""
-    taken = {IPv4Address(ip) for ip in used} | {gateway_of(subnet)}
-    for host in subnet.hosts():
+    taken = {int(IPv4Address(ip)) for ip in used} | {int(gateway_of(subnet))}
+    first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address)
+    for host in range(first, last):  # every address but the network's and the broadcast
         if host not in taken:
-            return host
+            return IPv4Address(host)
     raise ConflictError(f"network {network!r} has no free address left in {subnet}")
 
 

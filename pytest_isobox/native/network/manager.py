@@ -382,8 +382,6 @@ class NetworkManager:
                          netns_pid: int | None) -> Record:
         """The endpoint record first (what a sweep undoes), then one member file per address.
         Caller holds the store lock."""
-        if self.store.endpoint(container_id) is not None:
-            raise ConflictError(f"container {container_id[:12]} is already attached")
         holder = ProcessIdentity.of(netns_pid) if netns_pid else None
         endpoint: Record = {"id": container_id, "name": name, "hostname": hostname,
                             "hosts_file": str(hosts_file), "networks": [], "ports": published,
@@ -405,7 +403,8 @@ class NetworkManager:
                 "id": container_id, "ip": str(ip), "name": name, "hostname": hostname,
                 "aliases": list(want.aliases), "hosts_file": str(hosts_file),
             }))
-        self.store.save_endpoint(endpoint)
+        if not self.store.create_endpoint(endpoint):
+            raise ConflictError(f"container {container_id[:12]} is already attached")
         for network, member in members:
             self.store.add_member(network, member)
         return endpoint
@@ -416,11 +415,7 @@ class NetworkManager:
         container's traffic at the old one). Caller holds the store lock."""
         taken, leaving = self.store.addresses(record["name"])
         taken |= {m["ip"] for m in record["members"].values()}
-        for ip, veth in leaving.items():
-            if self._links.index(veth) is None:
-                self.store.forget_leaving(record["name"], ip, veth)
-            else:
-                taken.add(ip)
+        taken |= {ip for ip, veth in leaving.items() if self._links.index(veth) is not None}
         return taken
 
     def _wire(self, endpoint: Record, pid: int) -> None:
@@ -497,6 +492,8 @@ class NetworkManager:
         self._release_ports(container_id)
         with self.store.lock:
             self._forget(self.store, {container_id}, [endpoint], leaving=True)
+            for net in endpoint["networks"]:  # earlier containers' veths that are gone now
+                self._forget_gone_veths(self.store, net["network"])
         for net in endpoint["networks"]:
             if _holder_dead(endpoint):
                 self._links.left_to_kernel(net["veth"])
@@ -506,6 +503,12 @@ class NetworkManager:
     def settle(self) -> None:
         """Return once the veths of every container this process detached are gone."""
         self._links.settle()
+
+    def _forget_gone_veths(self, store: NetworkStore, network: str) -> None:
+        """Free the addresses held for veths that are gone now. Caller holds the store lock."""
+        for ip, veth in store.leaving_addresses(network).items():
+            if self._links.index(veth) is None:
+                store.forget_leaving(network, ip, veth)
 
     @staticmethod
     def _remove_port_rules(endpoints: list[Record]) -> int:

@@ -295,17 +295,33 @@ def rules() -> list[Rule]:
 # ---------------------------------------------------------------- the API
 
 
+_table_made_by = 0  # the process that last made sure our table and chains exist
+
+
 def publish(ports: list[tuple[PortSpec, int]], ip: IPv4Address, container_id: str,
             network_id: str) -> None:
     """DNAT each (port, host port) to ip on the network, as one transaction tagged with the
-    container and the network."""
+    container and the network. The table and chains come along the first time in a process,
+    and again whenever they were removed meanwhile."""
+    global _table_made_by
     if not ports:
         return
-    transaction = Transaction()
-    transaction.ensure_table()
-    for port, host_port in ports:
-        transaction.add_dnat(port, host_port, ip, container_id, network_id)
-    transaction.commit()
+    ensure = _table_made_by != os.getpid()
+    while True:
+        transaction = Transaction()
+        if ensure:
+            transaction.ensure_table()
+        for port, host_port in ports:
+            transaction.add_dnat(port, host_port, ip, container_id, network_id)
+        try:
+            transaction.commit()
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or ensure:
+                raise
+            ensure = True  # the table went (with the last network): make it again
+            continue
+        _table_made_by = os.getpid()
+        return
 
 
 def remove_tagged(container_ids: set[str] = frozenset(),  # type: ignore[assignment]

@@ -60,6 +60,29 @@ def write_json_atomic(path: Path, data: Record) -> None:
         raise
 
 
+def create_json(path: Path, data: Record) -> bool:
+    """Write JSON under a name that must not exist yet, whole or not at all (readers never see
+    a part); False when the name exists."""
+    text = json.dumps(data, sort_keys=True).encode()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)  # unlike a rename, fails when the name exists
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
+
+
 def read_json(path: Path) -> Record | None:
     try:
         return json.loads(path.read_text())
@@ -249,8 +272,9 @@ class NetworkStore:
     def endpoints(self) -> list[Record]:
         return list(_records(self.root / "endpoints"))
 
-    def save_endpoint(self, record: Record) -> None:
-        write_json_atomic(self._endpoint_path(record["id"]), record)
+    def create_endpoint(self, record: Record) -> bool:
+        """Record a new attachment; False when the container has one already."""
+        return create_json(self._endpoint_path(record["id"]), record)
 
     def delete_endpoint(self, container_id: str) -> None:
         self._endpoint_path(container_id).unlink(missing_ok=True)
