@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import select
+import threading
 import signal
 import socket
 import sys
@@ -166,6 +167,7 @@ class NativeEngine:
         self._pool: collections.deque[_ShimSpare] = collections.deque()  # shims, spawned ahead
         self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
         self._pool_refilled = 0.0
+        self._pool_thread: threading.Thread | None = None  # spawning the next batch
         self._reserved: dict[str, Spare] = {}  # created containers with a spare waiting
         self._exit_codes: dict[str, int] = {}
         self._images: Any = None
@@ -211,6 +213,7 @@ class NativeEngine:
             with contextlib.suppress(Exception):  # a container removed meanwhile is fine
                 if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
                     self.remove(cdir.id, force=True)
+        self._join_pool()
         for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ()),
                       *self._pool]:
             spare.discard()
@@ -381,6 +384,8 @@ class NativeEngine:
             check_available(limits)
         if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
             self._network_manager()
+        if not self._pool:
+            self._join_pool()  # a batch on its way: its first shim is soon ready
         if self._pool:
             spare = self._pool.popleft()
         else:
@@ -585,6 +590,7 @@ class NativeEngine:
         if isinstance(spare, _ShimSpare):
             spare.discard()
             spare = None
+        self._join_pool()  # the Python monitor is a fork of this process
         if spare is not None and terminal is None:
             try:
                 plan = self._plan(cdir, spec["tty"])
@@ -693,17 +699,15 @@ class NativeEngine:
         self._monitors[cdir.id] = handle
         return self._state_of(cdir, state)
 
-    def _record_exit(self, cdir: ContainerDir, status: int, finished_at: float | None = None,
-                     ) -> dict:
-        """The shim's record of the exit into state.json. The cgroup's final usage (OOM kill,
-        peak memory, CPU time) stays in the cgroup until someone asks (`_usage_of`) or the
-        cgroup goes (`_release`): a run that is only waited for and removed never reads it."""
-        state = cdir.read_state()
-        if state.get("status") != "running":
-            return state
-        state.update(status="exited", exit_code=exit_code_of(status),
-                     finished_at=finished_at or time.time(), usage_pending=True)
-        cdir.write_state(state)
+    @staticmethod
+    def _with_exit(state: dict, status: int, finished_at: float) -> dict:
+        """`state` with the shim's record of the exit folded in. It reaches state.json when
+        the container is released; the cgroup's final usage (OOM kill, peak memory, CPU
+        time) is read only when someone asks (`_usage_of`) or before the cgroup goes: a run
+        that is only waited for and removed never pays for either."""
+        if state.get("status") == "running":
+            state.update(status="exited", exit_code=exit_code_of(status),
+                         finished_at=finished_at, usage_pending=True)
         return state
 
     def _usage_of(self, cdir: ContainerDir, state: dict) -> dict:
@@ -721,22 +725,23 @@ class NativeEngine:
         return state
 
     def _read_state(self, cdir: ContainerDir) -> dict:
-        """state.json, with an exit the shim recorded while nobody was watching folded in."""
+        """state.json, with the exit the shim recorded (if the container has ended) folded in."""
         state = cdir.read_state()
-        if state.get("status") == "running" and state.get("needs_release") \
-                and cdir.id not in self._monitors and not self._monitor_alive(state):
+        if state.get("status") == "running" and state.get("needs_release"):
             recorded = shim.read_exit(cdir.path / "exit")
             if recorded is not None:
-                state = self._record_exit(cdir, *recorded)
+                state = self._with_exit(state, *recorded)
         return state
 
     def _refill_pool(self) -> None:
         """Spawn shims for the next containers when none is left, several at once when
-        containers come fast. Each shim moves its waiting process into its new cgroup; on
-        cgroup v1 the first such move after a quiet spell waits for an RCU grace period
-        (milliseconds, during which every fork on the machine waits too), while moves close
-        together share one. So a burst of containers pays that once per batch."""
-        if self._pool:
+        containers come fast, from a thread (mkdir and posix_spawn release the GIL), so the
+        engine goes on with the container it is starting. Each shim moves its waiting
+        process into its new cgroup; on cgroup v1 the first such move after a quiet spell
+        waits for an RCU grace period (milliseconds, during which every fork on the machine
+        waits too), while moves close together share one: a burst of containers pays that
+        once per batch."""
+        if self._pool or (self._pool_thread is not None and self._pool_thread.is_alive()):
             return
         now = time.monotonic()
         if now - self._pool_refilled < POOL_BURST:
@@ -744,8 +749,24 @@ class NativeEngine:
         elif now - self._pool_refilled > POOL_QUIET:
             self._pool_batch = 1
         self._pool_refilled = now
-        for _ in range(self._pool_batch):
-            self._pool.append(self._spawn_shim(secrets.token_hex(32), Limits()))
+        cids = [secrets.token_hex(32) for _ in range(self._pool_batch)]
+        self._pool_thread = threading.Thread(target=self._spawn_pool, args=(cids,),
+                                             name="isobox-shim-pool", daemon=True)
+        self._pool_thread.start()
+
+    def _spawn_pool(self, cids: list[str]) -> None:
+        for cid in cids:
+            try:
+                self._pool.append(self._spawn_shim(cid, Limits()))
+            except Exception:  # noqa: BLE001 - a start without a spare spawns its own
+                return
+
+    def _join_pool(self) -> None:
+        """Wait for the batch being spawned: before a fork, which must not copy a process
+        whose other thread is mid-way through anything."""
+        if self._pool_thread is not None:
+            self._pool_thread.join()
+            self._pool_thread = None
 
     def _fork_spare(self) -> None:
         """Have the next container's monitor ready, its process already in its cgroup."""
@@ -816,12 +837,7 @@ class NativeEngine:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
                 break
-        code = handle.exited["exit_code"] if handle.exited else None
-        if getattr(handle, "is_shim", False) and handle.exited is not None \
-                and not handle.exited.get("recorded"):
-            handle.exited["recorded"] = True
-            with contextlib.suppress(ContainerNotFound):
-                self._record_exit(self._find(cid), handle.exited["status"])
+        code = handle.exited["exit_code"] if handle.exited else None  # (a shim's: in its file)
         if code is None:
             with contextlib.suppress(Exception):
                 code = self._find(cid).read_state().get("exit_code")
@@ -1052,6 +1068,7 @@ class NativeEngine:
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,
                    console: socket.socket | None = None) -> int:
+        self._join_pool()  # no fork while another thread works
         cgroup = self._cgroup(cdir.id)
         security_opt = list(cdir.config["spec"].get("security_opt") or ())
         seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
@@ -1179,6 +1196,7 @@ class NativeEngine:
             return action(root) or b""
         plan = self._plan(cdir, tty=False)
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
+        self._join_pool()  # no fork while another thread works
         child = os.fork()
         if child == 0:
             code = 1

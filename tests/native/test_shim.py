@@ -165,3 +165,22 @@ def test_a_persistent_containers_exit_is_read_by_a_later_engine(isobox_home, bus
         assert eng.wait(cid) == 137
         assert eng.inspect(cid)["State"]["ExitCode"] == 137
         eng.remove(cid)
+
+
+@needs_root
+def test_host_network_joins_the_hosts_namespace_and_the_others_get_their_own(engine,
+                                                                             busybox_rootfs):
+    """A spare's container process makes its namespaces before its plan comes; a container
+    on the host's network joins that one back."""
+    image = str(busybox_rootfs)
+    host_ns = os.readlink("/proc/self/ns/net")
+    seen = {}
+    for mode in ("host", "none", "host"):
+        state = engine.run(ContainerSpec(image=image, network_mode=mode,
+                                         command=["readlink", "/proc/self/ns/net"]))
+        assert engine.wait(state.id) == 0
+        seen.setdefault(mode, []).append(
+            b"".join(d for _, d in engine.logs(state.id)).decode().strip())
+        engine.remove(state.id)
+    assert seen["host"] == [host_ns, host_ns]
+    assert seen["none"][0].startswith("net:[") and seen["none"][0] != host_ns

@@ -134,7 +134,7 @@ def encode_plan(plan: ContainerPlan, *, log: str, exit_file: str, persistent: bo
 def _rootfs_steps(plan: ContainerPlan, step) -> None:
     """The overlay, Docker's default mounts, the user's mounts and /etc files (mounts.py's
     build_rootfs, step by step; paths in the root are resolved by the shim, symlink-safe)."""
-    step("mount", "", "/", "", _flags("rec", "private"), "")
+    step("private")
     lowerdirs = list(plan.lowerdirs)
     parents = {os.path.dirname(d) for d in lowerdirs}
     if len(parents) == 1 and len(lowerdirs) > 1:  # relative lowerdirs fit the one-page data

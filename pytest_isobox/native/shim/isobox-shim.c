@@ -60,6 +60,27 @@
 
 static int error_fd = -1; /* in the container process: where a failure is told */
 
+/* What a spare's container process makes before its plan arrives (every container needs
+ * them, except host networking, which joins back): the namespaces, private mounts, lo up. */
+#define AHEAD_FLAGS (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+static int ahead_done = 0;
+static int host_net_fd = -1; /* the shim's network namespace, for host networking */
+
+static void prepare_ahead(void) {
+  if (unshare(AHEAD_FLAGS) < 0) return; /* the plan's own steps will say why */
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return;
+  ahead_done = 1;
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct ifreq req;
+  memset(&req, 0, sizeof req);
+  snprintf(req.ifr_name, sizeof req.ifr_name, "lo");
+  if (sock >= 0 && ioctl(sock, SIOCGIFFLAGS, &req) == 0) {
+    req.ifr_flags |= IFF_UP;
+    ioctl(sock, SIOCSIFFLAGS, &req);
+  }
+  if (sock >= 0) close(sock);
+}
+
 static void write_all(int fd, const void *buf, size_t len) {
   const char *p = buf;
   while (len > 0) {
@@ -430,12 +451,32 @@ static void run_steps(char **f, int count, int first, int ready_w, int go_r) {
   int have_user = 0;
   int i = first;
 #define ARG(k) (i + (k) < count ? f[i + (k)] : (fail(127, "plan: step %s lacks arguments", f[i]), ""))
+#ifdef TRACE
+  struct timespec t_prev, t_now;
+  clock_gettime(CLOCK_MONOTONIC, &t_prev);
+  const char *prev_op = "start";
+#endif
   while (i < count) {
     const char *op = f[i];
+#ifdef TRACE
+    clock_gettime(CLOCK_MONOTONIC, &t_now);
+    dprintf(TRACE, "%s %ld\n", prev_op, (t_now.tv_sec - t_prev.tv_sec) * 1000000 + (t_now.tv_nsec - t_prev.tv_nsec) / 1000);
+    t_prev = t_now;
+    prev_op = op;
+#endif
     if (!strcmp(op, "end")) break;
     if (!strcmp(op, "unshare")) {
-      if (unshare((int)number(ARG(1))) < 0) fail(127, "unshare: %s", strerror(errno));
+      int flags = (int)number(ARG(1));
+      if (ahead_done) { /* made ahead: only what is left, and back to the host's network */
+        if (!(flags & CLONE_NEWNET) && setns(host_net_fd, CLONE_NEWNET) < 0)
+          fail(127, "join the host network: %s", strerror(errno));
+        flags &= ~AHEAD_FLAGS;
+      }
+      if (flags && unshare(flags) < 0) fail(127, "unshare: %s", strerror(errno));
       i += 2;
+    } else if (!strcmp(op, "private")) { /* mount events stay out of the host's namespace */
+      if (!ahead_done) do_mount("", "/", "", MS_REC | MS_PRIVATE, "");
+      i += 1;
     } else if (!strcmp(op, "ready")) { /* the engine attaches our network meanwhile */
       write_all(ready_w, "r", 1);
       i += 1;
@@ -443,7 +484,7 @@ static void run_steps(char **f, int count, int first, int ready_w, int go_r) {
       wait_for_go(go_r);
       i += 1;
     } else if (!strcmp(op, "lo")) {
-      interface_up("lo");
+      if (!ahead_done) interface_up("lo");
       i += 1;
     } else if (!strcmp(op, "chdir")) {
       if (chdir(ARG(1)) < 0) fail(127, "chdir %s: %s", f[i + 1], strerror(errno));
@@ -656,6 +697,7 @@ int main(int argc, char **argv) {
     event("failed 127 pipe: %s", strerror(errno));
     return 1;
   }
+  host_net_fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   if (unshare(CLONE_NEWPID) < 0) {
     event("failed 127 unshare pid namespace: %s", strerror(errno));
     return 1;
@@ -672,6 +714,7 @@ int main(int argc, char **argv) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     error_fd = error_p[1];
+    prepare_ahead(); /* while no plan is there yet */
     uint32_t len;
     if (read_full(plan_p[0], &len, 4) < 0) _exit(1);
     struct plan p = {0};
@@ -790,6 +833,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   event("started %d", child);
+  /* Hold the container's mount namespace: when the container exits, its mounts are then torn
+   * down when we let go, after the exit is told, rather than before its parent can see it. */
+  char ns_path[64];
+  snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/mnt", child);
+  int mnt_hold = open(ns_path, O_RDONLY | O_CLOEXEC);
 
   /* Relay the output to the log until the container has ended. */
   int log_fd = p.log_path ? open(p.log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640) : -1;
@@ -830,5 +878,6 @@ int main(int argc, char **argv) {
   }
   record_exit(p.exit_path, status);
   event("exited %d", status);
+  if (mnt_hold >= 0) close(mnt_hold);
   return 0;
 }
