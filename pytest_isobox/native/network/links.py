@@ -144,6 +144,8 @@ class Links:
         """A veth whose network namespace is going away: the kernel deletes it along with
         the namespace's other links, in one pass, so it is not deleted here. `settle` makes
         sure of it, for callers that must see it gone."""
+        if len(self._left) >= 64:  # a long-lived process: forget those already gone
+            self._left = [left for left in self._left if self.index(left) is not None]
         self._left.append(name)
 
     def settle(self) -> None:
