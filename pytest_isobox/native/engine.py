@@ -168,6 +168,7 @@ class NativeEngine:
         self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
         self._pool_refilled = 0.0
         self._pool_thread: threading.Thread | None = None  # spawning the next batch
+        self._pool_ready = threading.Condition()
         self._reserved: dict[str, Spare] = {}  # created containers with a spare waiting
         self._exit_codes: dict[str, int] = {}
         self._images: Any = None
@@ -385,7 +386,7 @@ class NativeEngine:
         if spec.networks or spec.network_mode not in _SPECIAL_NETWORKS:
             self._network_manager()
         if not self._pool:
-            self._join_pool()  # a batch on its way: its first shim is soon ready
+            self._wait_pool()  # a batch on its way: its first shim is soon ready
         if self._pool:
             spare = self._pool.popleft()
         else:
@@ -755,11 +756,26 @@ class NativeEngine:
         self._pool_thread.start()
 
     def _spawn_pool(self, cids: list[str]) -> None:
-        for cid in cids:
-            try:
-                self._pool.append(self._spawn_shim(cid, Limits()))
-            except Exception:  # noqa: BLE001 - a start without a spare spawns its own
-                return
+        try:
+            for cid in cids:
+                spare = self._spawn_shim(cid, Limits())
+                with self._pool_ready:
+                    self._pool.append(spare)
+                    self._pool_ready.notify_all()
+        except Exception:  # noqa: BLE001 - a start without a spare spawns its own
+            pass
+        finally:
+            with self._pool_ready:
+                self._pool_ready.notify_all()
+
+    def _wait_pool(self) -> None:
+        """Wait for the first shim of the batch being spawned, if any."""
+        thread = self._pool_thread
+        if thread is None:
+            return
+        with self._pool_ready:
+            while not self._pool and thread.is_alive():
+                self._pool_ready.wait(timeout=1.0)
 
     def _join_pool(self) -> None:
         """Wait for the batch being spawned: before a fork, which must not copy a process
@@ -1272,7 +1288,12 @@ class NativeEngine:
     def sweep(self) -> list[str]:
         """Remove every leftover of dead owners in this home (see `sweep.Sweeper`); one line
         per thing cleaned."""
-        network = self.network if (self.home / "networks").exists() else None
+        from pytest_isobox.native.network.store import host_has_networks
+
+        # a home without networks of its own still cleans those abandoned homes left
+        own = (self.home / "networks").exists()
+        network = self.network if own or (self._rootless is None and host_has_networks()) \
+            else None
         return Sweeper(self.home, self.store, self._release, self._wait_monitor,
                        network).sweep()
 
