@@ -65,15 +65,18 @@ def binary(build_dir: Path) -> str | None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    build_dir.mkdir(parents=True, exist_ok=True)
     tmp = build_dir / f".isobox-shim-{digest}.{os.getpid()}.tmp"
-    for static in (["-static"], []):  # static starts faster; not every libc has a static build
-        result = subprocess.run([compiler, "-O2", *static, "-o", str(tmp), str(SOURCE)],
-                                capture_output=True)
-        if result.returncode == 0:
-            os.replace(tmp, target)  # atomic: another process may build it at the same time
-            return str(target)
-    with contextlib.suppress(FileNotFoundError):
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        for static in (["-static"], []):  # static starts faster; not every libc has one
+            result = subprocess.run([compiler, "-O2", *static, "-o", str(tmp), str(SOURCE)],
+                                    capture_output=True)
+            if result.returncode == 0:
+                os.replace(tmp, target)  # atomic: another process may build it meanwhile
+                return str(target)
+    except OSError:  # an unwritable cache: the Python monitor does the work
+        pass
+    with contextlib.suppress(OSError):
         tmp.unlink()
     return None
 
