@@ -4,7 +4,7 @@
 Debian 12's docker.io is 20.10 (the legacy layout only, tested in tests/docker). This module
 runs Debian 13's dockerd 26 (fetched and unpacked by scripts/install-deps into
 /opt/isobox-docker25, or ISOBOX_DOCKERD25) as a second, private daemon: its own socket, data
-and exec roots, no bridge, no iptables rules, stopped at the end. An image built by isobox goes
+and exec roots, network and mount namespaces, no bridge, no iptables rules, stopped at the end. An image built by isobox goes
 in with `docker load`, comes back out with Docker 26's `docker save`, loads into a fresh isobox
 home and runs with the same output.
 """
@@ -39,8 +39,11 @@ def docker25(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("docker25")
     sock = root / "docker.sock"
     log = open(root / "dockerd.log", "wb")
+    # In network and mount namespaces of its own: with --bridge=none dockerd deletes the
+    # host's docker0 (the system daemon's), and whatever it mounts goes with it.
     daemon = subprocess.Popen(
-        [str(DOCKERD), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+        ["unshare", "--net", "--mount", "--propagation", "private", "--",
+         str(DOCKERD), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
          "-H", f"unix://{sock}", "--pidfile", str(root / "docker.pid"), "--bridge=none",
          "--iptables=false", "--ip6tables=false"],
         stdout=log, stderr=subprocess.STDOUT)
