@@ -445,6 +445,16 @@ def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
     for kind, entry in usage.items():
         rows.append((kind, str(entry.get("count", "")), _size(int(entry.get("size", 0)))))
     _table(rows)
+    if args.verbose:  # Docker's `system df -v`: a layer several images stack is shared
+        print("\nImages space usage:\n")
+        rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE")]
+        for image in usage.get("Images", {}).get("per_image", []):
+            short = image["id"].removeprefix("sha256:")[:12]
+            for tag in image["tags"] or ["<none>:<none>"]:
+                repo, _, name = tag.rpartition(":")
+                rows.append((repo, name, short, _size(image["size"]),
+                             _size(image["shared_size"]), _size(image["unique_size"])))
+        _table(rows)
     return 0
 
 
@@ -628,7 +638,8 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("load", cmd_load, "read images from a docker-save archive")
     p.add_argument("-i", "--input", required=True)
     verb("prune", cmd_prune, "remove what no tag or container needs")
-    verb("df", cmd_df, "disk used by images, layers, containers and the build cache")
+    p = verb("df", cmd_df, "disk used by images, layers, containers and the build cache")
+    p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
 
     image = verb("image", None, "manage images")
     isub = image.add_subparsers(metavar="COMMAND")

@@ -162,6 +162,13 @@ def test_volume_df_and_prune(base: str) -> None:
     isobox("volume", "rm", "keep")
     df = isobox("df").stdout.decode()
     assert "Images" in df or "images" in df
+    isobox("tag", base, "cli-df/second:v1")  # one image, two tags: a row each, one id
+    rows = [line.split() for line in isobox("df", "-v").stdout.decode().splitlines()]
+    header = rows.index(["REPOSITORY", "TAG", "IMAGE", "ID", "SIZE", "SHARED", "SIZE", "UNIQUE",
+                         "SIZE"])
+    ids = {tuple(r[:2]): r[2] for r in rows[header + 1:]}
+    assert ids[("cli-df/second", "v1")] == ids[tuple(base.rsplit(":", 1))]
+    isobox("rmi", "cli-df/second:v1")
     isobox("rmi", base)
     assert "Total reclaimed space" in isobox("prune").stdout.decode()
     assert isobox("images", "-q").stdout.strip() == b""

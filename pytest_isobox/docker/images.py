@@ -203,14 +203,22 @@ class ImageMethods:
                                     {"filters": json.dumps({"dangling": ["true"]})})
         return int((doc or {}).get("SpaceReclaimed") or 0)
 
-    def disk_usage(self) -> dict[str, dict[str, int]]:
+    def disk_usage(self) -> dict[str, dict]:
         doc: dict = self.client.get_json("/system/df")
         images = doc.get("Images") or []
         containers = doc.get("Containers") or []
         volumes = doc.get("Volumes") or []
         cache = doc.get("BuildCache") or []
         return {
-            "Images": {"count": len(images), "size": int(doc.get("LayersSize") or 0)},
+            "Images": {"count": len(images), "size": int(doc.get("LayersSize") or 0),
+                       "per_image": [{"id": i.get("Id", ""),
+                                      "tags": [t for t in i.get("RepoTags") or ()
+                                               if t != "<none>:<none>"],
+                                      "size": int(i.get("Size") or 0),
+                                      "shared_size": max(int(i.get("SharedSize") or 0), 0),
+                                      "unique_size": int(i.get("Size") or 0)
+                                      - max(int(i.get("SharedSize") or 0), 0)}
+                                     for i in images]},
             "Containers": {"count": len(containers),
                            "size": sum(c.get("SizeRw") or 0 for c in containers)},
             "Volumes": {"count": len(volumes),

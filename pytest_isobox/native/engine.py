@@ -356,14 +356,15 @@ class NativeEngine:
     def prune(self) -> int:
         return self.images_store.prune(in_use=self._images_in_use())
 
-    def disk_usage(self) -> dict[str, dict[str, int]]:
+    def disk_usage(self) -> dict[str, dict]:
         usage = self.images_store.disk_usage()
         containers = list(self.store.all())
         volumes = self.volumes()
         cache = self.home / "buildcache"
         return {
             "Images": {"count": usage["images"]["count"],
-                       "size": usage["images"]["size"] + usage["layers"]["size"]},
+                       "size": usage["images"]["size"] + usage["layers"]["size"],
+                       "per_image": usage.get("per_image", [])},
             "Containers": {"count": len(containers),
                            "size": sum(_tree_size(c.upper) for c in containers)},
             "Volumes": {"count": len(volumes),
