@@ -451,7 +451,7 @@ static void run_steps(char **f, int count, int first, int ready_w, int go_r) {
   int have_user = 0;
   int i = first;
 #define ARG(k) (i + (k) < count ? f[i + (k)] : (fail(127, "plan: step %s lacks arguments", f[i]), ""))
-#ifdef TRACE
+#ifdef TRACE /* cc -DTRACE=FD: each step's time in microseconds, written to fd FD */
   struct timespec t_prev, t_now;
   clock_gettime(CLOCK_MONOTONIC, &t_prev);
   const char *prev_op = "start";
