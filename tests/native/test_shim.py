@@ -184,3 +184,21 @@ def test_host_network_joins_the_hosts_namespace_and_the_others_get_their_own(eng
         engine.remove(state.id)
     assert seen["host"] == [host_ns, host_ns]
     assert seen["none"][0].startswith("net:[") and seen["none"][0] != host_ns
+
+
+@needs_root
+def test_an_inheritable_fd_of_the_engine_process_never_reaches_the_container(engine,
+                                                                            busybox_rootfs,
+                                                                            tmp_path):
+    """An open directory of the host in the container would be a way out of its root."""
+    leaked = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(leaked, True)
+    try:
+        state = engine.run(ContainerSpec(image=str(busybox_rootfs), network_mode="none",
+                                         command=["ls", "/proc/self/fd"]))
+        assert engine.wait(state.id) == 0
+        fds = b"".join(d for s, d in engine.logs(state.id) if s == "stdout").split()
+        engine.remove(state.id)
+    finally:
+        os.close(leaked)
+    assert sorted(int(f) for f in fds) == [0, 1, 2, 3]  # 3: ls's own listing of the dir

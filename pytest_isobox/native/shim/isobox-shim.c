@@ -682,6 +682,9 @@ static void remove_cgroups(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   /* argv[1]: "owner" when fd 5 is the owner's pidfd, "-" otherwise; then the cgroup files */
+  /* Only fds 0-5 are ours: anything else the engine's process let us inherit must not reach
+   * the container (an open directory would be a way out of its root). */
+  syscall(SYS_close_range, 6U, ~0U, 0U);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
