@@ -147,15 +147,19 @@ def write_value(path: Path, value: str | int) -> None:
     value raises ContainerError naming the file and the value.
     """
     data = str(value).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        if vanished(exc) and not path.parent.is_dir():
-            raise
-        if exc.errno == errno.ENOENT:
-            raise EngineUnavailable(f"cgroup file {path} does not exist: this kernel lacks it") \
-                from None
-        raise ContainerError(f"cannot open cgroup file {path}: {exc.strerror}") from None
+    for attempt in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            break
+        except OSError as exc:
+            if vanished(exc) and not path.parent.is_dir():
+                raise
+            if exc.errno == errno.ENOENT and attempt == 0:
+                continue  # the directory may have been removed and made again meanwhile
+            if exc.errno == errno.ENOENT:
+                raise EngineUnavailable(
+                    f"cgroup file {path} does not exist: this kernel lacks it") from None
+            raise ContainerError(f"cannot open cgroup file {path}: {exc.strerror}") from None
     try:
         os.write(fd, data)
     except OSError as exc:
