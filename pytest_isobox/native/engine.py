@@ -23,10 +23,10 @@ import os
 import re
 import secrets
 import select
-import threading
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -758,13 +758,12 @@ class NativeEngine:
 
     def _spawn_pool(self, cids: list[str]) -> None:
         try:
-            for cid in cids:
-                spare = self._spawn_shim(cid, Limits())
-                with self._pool_ready:
-                    self._pool.append(spare)
-                    self._pool_ready.notify_all()
-        except Exception:  # noqa: BLE001 - a start without a spare spawns its own
-            pass
+            with contextlib.suppress(Exception):  # a start without a spare spawns its own
+                for cid in cids:
+                    spare = self._spawn_shim(cid, Limits())
+                    with self._pool_ready:
+                        self._pool.append(spare)
+                        self._pool_ready.notify_all()
         finally:
             with self._pool_ready:
                 self._pool_ready.notify_all()

@@ -83,17 +83,21 @@ class MonitorHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buf:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([self.events_fd], [], [], remaining)[0]:
+            if self.events_fd < 0 or not select.select([self.events_fd], [], [], remaining)[0]:
                 return None
             chunk = os.read(self.events_fd, 4096)
             if not chunk:
                 return None
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        event = json.loads(line)
+        event = self._event(line)
         if event.get("event") == "exited":
             self.exited = event
         return event
+
+    def _event(self, line: bytes) -> dict:
+        """One event line as a dict with "event" (the Python monitor writes JSON)."""
+        return json.loads(line)
 
     def reap(self) -> bool:
         """Collect the monitor's exit status if it has ended; True once it has."""

@@ -38,40 +38,39 @@ def docker25(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("docker25")
     sock = root / "docker.sock"
-    log = open(root / "dockerd.log", "wb")
-    # In network and mount namespaces of its own: with --bridge=none dockerd deletes the
-    # host's docker0 (the system daemon's), and whatever it mounts goes with it.
-    daemon = subprocess.Popen(
-        ["unshare", "--net", "--mount", "--propagation", "private", "--",
-         str(DOCKERD), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "-H", f"unix://{sock}", "--pidfile", str(root / "docker.pid"), "--bridge=none",
-         "--iptables=false", "--ip6tables=false"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        engine = None
-        deadline = time.monotonic() + 60
-        while engine is None:
-            if daemon.poll() is not None:
-                pytest.fail(f"dockerd 25+ exited: {(root / 'dockerd.log').read_text()[-2000:]}")
-            try:
-                candidate = DockerEngine(base_url=f"unix://{sock}")
-                candidate.images()  # answers: ready
-                engine = candidate
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > deadline:
-                    pytest.fail(f"dockerd 25+ did not answer within 60 s (see {root})")
-                time.sleep(0.05)  # no event tells when a daemon starts listening
-        yield engine
-        engine.close()
-    finally:
-        daemon.terminate()
+    with open(root / "dockerd.log", "wb") as log:
+        # In network and mount namespaces of its own: with --bridge=none dockerd deletes the
+        # host's docker0 (the system daemon's), and whatever it mounts goes with it.
+        daemon = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--propagation", "private", "--",
+             str(DOCKERD), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "-H", f"unix://{sock}", "--pidfile", str(root / "docker.pid"), "--bridge=none",
+             "--iptables=false", "--ip6tables=false"],
+            stdout=log, stderr=subprocess.STDOUT)
         try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+            engine = None
+            deadline = time.monotonic() + 60
+            while engine is None:
+                if daemon.poll() is not None:
+                    pytest.fail(f"dockerd 25+ exited: {(root / 'dockerd.log').read_text()[-2000:]}")
+                try:
+                    candidate = DockerEngine(base_url=f"unix://{sock}")
+                    candidate.images()  # answers: ready
+                    engine = candidate
+                except Exception:  # noqa: BLE001 - not listening yet
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"dockerd 25+ did not answer within 60 s (see {root})")
+                    time.sleep(0.05)  # no event tells when a daemon starts listening
+            yield engine
+            engine.close()
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_docker25_save_loads_into_isobox_and_runs_the_same(docker25, isobox_home: Path,

@@ -19,14 +19,12 @@ import fcntl
 import hashlib
 import os
 import resource
-import select
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_isobox.native import capabilities, linux, mounts
+from pytest_isobox.native.monitor import MonitorHandle
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.runtime import DEFAULT_PATH, NOFILE_LIMIT, ContainerPlan, exit_code_of
 
@@ -70,7 +68,7 @@ def binary(build_dir: Path) -> str | None:
         build_dir.mkdir(parents=True, exist_ok=True)
         for static in (["-static"], []):  # static starts faster; not every libc has one
             result = subprocess.run([compiler, "-O2", *static, "-o", str(tmp), str(SOURCE)],
-                                    capture_output=True)
+                                    capture_output=True, check=False)
             if result.returncode == 0:
                 os.replace(tmp, target)  # atomic: another process may build it meanwhile
                 return str(target)
@@ -181,22 +179,17 @@ def _rootfs_steps(plan: ContainerPlan, step) -> None:
         step("remountin", mounts.INIT_PATH, _flags("bind", "remount", "rdonly", "nosuid", "nodev"))
 
 
-@dataclass
-class ShimHandle:
-    """The engine's view of one shim: its pid, its control pipe and its event lines.
+class ShimHandle(MonitorHandle):
+    """The engine's view of one shim: a monitor's handle (pid, event lines) plus the control
+    pipe the plan and the network's go-ahead go down. Its text events come back as the
+    Python monitor's do; "exited" carries the exit code and the raw wait status."""
 
-    Events come back as the Python monitor's do (dicts with "event"), so the engine reads
-    both the same way; "exited" carries the exit code and the raw wait status."""
+    is_shim = True
 
-    pid: int
-    control_fd: int
-    events_fd: int
-    cid: str
-    exited: dict | None = None
-    is_shim: bool = True
-
-    def __post_init__(self) -> None:
-        self._buf = b""
+    def __init__(self, pid: int, control_fd: int, events_fd: int, cid: str) -> None:
+        super().__init__(pid, events_fd)
+        self.control_fd = control_fd
+        self.cid = cid
 
     def send_plan(self, blob: bytes) -> None:
         _write_all(self.control_fd, len(blob).to_bytes(4, "little") + blob)
@@ -204,17 +197,7 @@ class ShimHandle:
     def go(self) -> None:
         _write_all(self.control_fd, b"g")
 
-    def next_event(self, timeout: float | None = None) -> dict | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self.events_fd < 0 or not select.select([self.events_fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(self.events_fd, 4096)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
+    def _event(self, line: bytes) -> dict:
         kind, _, rest = line.decode(errors="replace").partition(" ")
         if kind in ("ready", "started"):
             return {"event": kind, "pid": int(rest)}
@@ -224,24 +207,14 @@ class ShimHandle:
                     "message": message}
         if kind == "exited":
             status = int(rest)
-            self.exited = {"event": "exited", "status": status, "exit_code": exit_code_of(status)}
-            return self.exited
+            return {"event": "exited", "status": status, "exit_code": exit_code_of(status)}
         return {"event": kind, "message": rest}
 
     def close(self) -> None:
-        for name in ("control_fd", "events_fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
-
-    def reap(self) -> bool:
-        """Collect the shim's exit status if it has ended; True once it has."""
-        try:
-            pid, _ = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        return pid != 0
+        if self.control_fd >= 0:
+            os.close(self.control_fd)
+            self.control_fd = -1
+        super().close()
 
     def discard(self) -> None:
         """Not needed after all: the shim kills its waiting process and exits."""
