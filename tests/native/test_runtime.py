@@ -23,20 +23,6 @@ from tests.conftest import needs_root
 pytestmark = needs_root
 
 
-@pytest.fixture
-def engine(isobox_home: Path):
-    from pytest_isobox.native.engine import NativeEngine
-
-    eng = NativeEngine(home=isobox_home)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture
-def rootfs(busybox_rootfs: Path) -> str:
-    return str(busybox_rootfs)
-
-
 def run_output(engine, rootfs: str, *cmd: str, **spec) -> tuple[int, str, str]:
     """Run a container to its end; (exit code, stdout, stderr)."""
     spec.setdefault("network_mode", "none")

@@ -23,20 +23,6 @@ USERNS_ALLOWED = Path("/proc/sys/user/max_user_namespaces").exists() and int(
     Path("/proc/sys/user/max_user_namespaces").read_text()) > 0
 
 
-@pytest.fixture
-def engine(isobox_home: Path):
-    from pytest_isobox.native.engine import NativeEngine
-
-    eng = NativeEngine(home=isobox_home)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture
-def rootfs(busybox_rootfs: Path) -> str:
-    return str(busybox_rootfs)
-
-
 def run_sh(engine, image: str, script: str, **spec) -> tuple[int, str, str]:
     """Run `sh -c script` to its end; (exit code, stdout, stderr)."""
     spec.setdefault("network_mode", "none")
