@@ -40,9 +40,8 @@ Record = dict[str, Any]
 LEAVING = ".leaving-"  # a member file renamed so: its container is gone, its veth going
 
 
-def write_json_atomic(path: Path, data: Record) -> None:
-    """Write JSON so that readers see the old file or the new one, never a part."""
-    text = json.dumps(data, sort_keys=True).encode()
+def _temp_copy(path: Path, data: Record) -> Path:
+    """`data` as JSON in a new temporary file beside `path` (its folder made if missing)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -50,10 +49,19 @@ def write_json_atomic(path: Path, data: Record) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        try:
-            os.write(fd, text)
-        finally:
-            os.close(fd)
+        os.write(fd, json.dumps(data, sort_keys=True).encode())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def write_json_atomic(path: Path, data: Record) -> None:
+    """Write JSON so that readers see the old file or the new one, never a part."""
+    tmp = _temp_copy(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -63,18 +71,8 @@ def write_json_atomic(path: Path, data: Record) -> None:
 def create_json(path: Path, data: Record) -> bool:
     """Write JSON under a name that must not exist yet, whole or not at all (readers never see
     a part); False when the name exists."""
-    text = json.dumps(data, sort_keys=True).encode()
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = _temp_copy(path, data)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.write(fd, text)
-        finally:
-            os.close(fd)
         os.link(tmp, path)  # unlike a rename, fails when the name exists
     except FileExistsError:
         return False
