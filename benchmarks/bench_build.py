@@ -28,7 +28,7 @@ from pytest_isobox.build.context import BuildContext, StatCache
 from pytest_isobox.build.copying import CopyStep
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTFS_TOOL = REPO.parent / "shared" / "tools" / "busybox-rootfs"
+ROOTFS_TOOL = REPO / "fixtures" / "busybox-rootfs"
 BASE = "isobox-bench/busybox:latest"
 SIX_STEPS = f"""\
 FROM {BASE}

@@ -35,7 +35,7 @@ from pytest_isobox.engine import ContainerSpec, PortSpec
 from pytest_isobox.native.network.manager import Attachment, NetworkManager
 from pytest_isobox.native.network.sandbox import NetnsProcess, send_line
 
-ROOTFS_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "busybox-rootfs"
+ROOTFS_TOOL = Path(__file__).resolve().parents[1] / "fixtures" / "busybox-rootfs"
 ECHO = ["nc", "-ll", "-p", "8080", "-e", "cat"]
 CHUNK = 1 << 20
 

@@ -29,8 +29,7 @@ from pytest_isobox.engine import ContainerSpec
 from pytest_isobox.native.engine import NativeEngine
 from tests.native.rootless_users import ThrowawayUser, run_as
 
-ROOTFS_TOOLS = (ROOT.parent / "shared" / "tools" / "busybox-rootfs",
-                ROOT / "fixtures" / "busybox-rootfs")
+ROOTFS_TOOL = ROOT / "fixtures" / "busybox-rootfs"
 
 
 def measure(home: str, rootfs: str, runs: int, network: str) -> dict[str, float]:
@@ -67,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the rootless half runs as a throwaway user made here")
-    tool = next(t for t in ROOTFS_TOOLS if t.exists())
+    tool = ROOTFS_TOOL
     with tempfile.TemporaryDirectory(prefix="isobox-bench-rootful-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         subprocess.run([str(tool), str(rootfs)], check=True, capture_output=True)

@@ -20,12 +20,11 @@ from pytest_isobox.engine import ContainerSpec
 from pytest_isobox.native.engine import NativeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
-ROOTFS_TOOLS = (ROOT.parent / "shared" / "tools" / "busybox-rootfs", ROOT / "fixtures" / "busybox-rootfs")
+ROOTFS_TOOL = ROOT / "fixtures" / "busybox-rootfs"
 
 
 def make_rootfs(dest: Path) -> Path:
-    tool = next(t for t in ROOTFS_TOOLS if t.exists())
-    subprocess.run([str(tool), str(dest)], check=True, capture_output=True)
+    subprocess.run([str(ROOTFS_TOOL), str(dest)], check=True, capture_output=True)
     return dest
 
 

@@ -12,9 +12,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-BUSYBOX_ROOTFS_TOOL = SHARED / "tools" / "busybox-rootfs"
-LEAKCHECK = SHARED / "tools" / "leakcheck"
+BUSYBOX_ROOTFS_TOOL = REPO / "fixtures" / "busybox-rootfs"
+LEAKCHECK = REPO.parent / "shared" / "tools" / "leakcheck"  # replaced by isobox system check
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (native engine, rootful)")
 
@@ -32,11 +31,7 @@ needs_docker = pytest.mark.skipif(not docker_available(), reason="no Docker daem
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A minimal root filesystem (static busybox, /etc/passwd, /etc/group), read-only by use."""
     dest = tmp_path_factory.mktemp("busybox") / "rootfs"
-    if BUSYBOX_ROOTFS_TOOL.exists():
-        subprocess.run([str(BUSYBOX_ROOTFS_TOOL), str(dest)], check=True, capture_output=True)
-    else:  # a copy of the same recipe, for running outside the workspace
-        subprocess.run([str(REPO / "fixtures" / "busybox-rootfs"), str(dest)], check=True,
-                       capture_output=True)
+    subprocess.run([str(BUSYBOX_ROOTFS_TOOL), str(dest)], check=True, capture_output=True)
     return dest
 
 
