@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from pytest_isobox._version import __version__
 from pytest_isobox.engine import (
     PERSISTENT_LABEL,
     BuildStep,
@@ -557,6 +558,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
+    top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
+                     help="print the version and exit")
     top.add_argument("--engine", choices=["native", "docker"],
                      help="native (default, env ISOBOX_ENGINE) or docker")
     top.add_argument("--home", help="store directory of the native engine (env ISOBOX_HOME)")
