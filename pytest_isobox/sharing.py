@@ -17,32 +17,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
-from filelock import FileLock
-
 from pytest_isobox.engine import ContainerNotFound, Engine, NetworkNotFound
+from pytest_isobox.locks import HostLock
+from pytest_isobox.processes import ProcessIdentity
 
 if TYPE_CHECKING:
     from pytest_isobox.session import IsoboxSession
 
-_START_TOLERANCE = 0.05
-
-
 def controller_token() -> str:
     """Names this process so another can tell whether it still runs (pid and start time)."""
-    pid = os.getpid()
-    return f"{pid}:{psutil.Process(pid).create_time():.2f}"
+    return ProcessIdentity.current().token()
 
 
 def token_alive(token: str) -> bool:
     """True while that process runs; a zombie (killed, not yet reaped) counts as dead."""
-    pid, _, started = token.partition(":")
-    try:
-        process = psutil.Process(int(pid))
-        return (abs(process.create_time() - float(started)) < _START_TOLERANCE
-                and process.status() != psutil.STATUS_ZOMBIE)
-    except (psutil.NoSuchProcess, ValueError):
-        return False
+    owner = ProcessIdentity.parse(token)
+    return owner is not None and owner.alive()
 
 
 class SharedRegistry:
@@ -51,7 +41,7 @@ class SharedRegistry:
     def __init__(self, home: Path, run_id: str, worker_id: str, worker_count: int,
                  controller: str | None) -> None:
         self.path = home / "plugin" / "shared" / f"{run_id}.json"
-        self.lock = FileLock(str(home / "locks" / f"shared-{run_id}.lock"))
+        self.lock = HostLock(home / "locks" / f"shared-{run_id}.lock")
         self.worker_id = worker_id
         self.worker_count = worker_count
         self.controller = controller or controller_token()
@@ -132,8 +122,7 @@ class _LockedDoc:
     def __enter__(self) -> dict:
         reg = self.registry
         reg.path.parent.mkdir(parents=True, exist_ok=True)
-        Path(reg.lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
-        reg.lock.acquire()
+        reg.lock.__enter__()
         self.existed = reg.path.exists()
         try:
             self.doc = json.loads(reg.path.read_text()) if self.existed else {}
@@ -155,4 +144,4 @@ class _LockedDoc:
                 tmp.write_text(json.dumps(self.doc))
                 os.replace(tmp, reg.path)
         finally:
-            reg.lock.release()
+            reg.lock.__exit__(None, None, None)

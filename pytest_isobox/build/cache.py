@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 
 from pytest_isobox.build.context import StatCache
-from pytest_isobox.images.locks import KeyLock, key_lock
+from pytest_isobox.locks import KeyLock, key_lock
 
 KEY_VERSION = "isobox-build-v2"
 

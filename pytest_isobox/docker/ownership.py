@@ -9,57 +9,40 @@ concurrent run and anything we did not make are never touched.
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 
-import psutil
-
 from pytest_isobox.engine import PERSISTENT_LABEL
+from pytest_isobox.processes import ProcessIdentity
 
 OWNER_LABEL = "io.isobox.owner"
 SESSION_LABEL = "io.isobox.session"
-
-_START_TIME_TOLERANCE = 0.05  # seconds; psutil derives start times from clock ticks
 
 
 @dataclass(frozen=True)
 class Owner:
     host: str
-    pid: int
-    start_time: float
+    process: ProcessIdentity
 
     @classmethod
     def current(cls) -> Owner:
-        pid = os.getpid()
-        return cls(socket.gethostname(), pid, psutil.Process(pid).create_time())
+        return cls(socket.gethostname(), ProcessIdentity.current())
 
     @classmethod
     def parse(cls, label: str) -> Owner | None:
         """The owner named by a label value, or None when it is not ours to judge."""
-        host, sep, rest = label.rpartition(":")  # host names never hold ':' but be lenient
+        host, sep, token = label.rpartition(":")  # host names never hold ':' but be lenient
         host, sep2, pid = host.rpartition(":")
-        try:
-            return cls(host, int(pid), float(rest)) if sep and sep2 else None
-        except ValueError:
-            return None
+        process = ProcessIdentity.parse(f"{pid}:{token}") if sep and sep2 else None
+        return cls(host, process) if process else None
 
     @property
     def label(self) -> str:
-        return f"{self.host}:{self.pid}:{self.start_time:.2f}"
+        return f"{self.host}:{self.process.token()}"
 
     def is_alive(self) -> bool:
         """True while the owning process runs (on another host we cannot tell: assume alive)."""
-        if self.host != socket.gethostname():
-            return True
-        try:
-            process = psutil.Process(self.pid)
-            started = process.create_time()
-            if process.status() == psutil.STATUS_ZOMBIE:  # dead, only not reaped yet
-                return False
-        except psutil.NoSuchProcess:
-            return False
-        return abs(started - self.start_time) < _START_TIME_TOLERANCE
+        return self.host != socket.gethostname() or self.process.alive()
 
 
 def ownership_labels(owner: Owner, session: str, *, persistent: bool = False) -> dict[str, str]:

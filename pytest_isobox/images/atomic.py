@@ -14,17 +14,16 @@ import secrets
 import shutil
 from pathlib import Path
 
-import psutil
+from pytest_isobox.processes import ProcessIdentity
 
-_OWNER = ""
+_OWNER: ProcessIdentity | None = None
 
 
 def _owner() -> str:
     global _OWNER
-    if not _OWNER or not _OWNER.startswith(f"{os.getpid()}-"):
-        started = int(psutil.Process().create_time() * 100)
-        _OWNER = f"{os.getpid()}-{started}"
-    return _OWNER
+    if _OWNER is None or _OWNER.pid != os.getpid():  # a forked child is another owner
+        _OWNER = ProcessIdentity.current()
+    return _OWNER.token("-")
 
 
 def temp_path(tmp_dir: Path, what: str) -> Path:
@@ -33,15 +32,9 @@ def temp_path(tmp_dir: Path, what: str) -> Path:
 
 
 def _owner_alive(name: str) -> bool:
-    pid_text, _, rest = name.partition("-")
-    started_text = rest.partition("-")[0]
-    if not (pid_text.isdigit() and started_text.isdigit()):
-        return False
-    try:
-        started = int(psutil.Process(int(pid_text)).create_time() * 100)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-    return abs(started - int(started_text)) <= 1
+    pid, _, rest = name.partition("-")
+    owner = ProcessIdentity.parse(f"{pid}-{rest.partition('-')[0]}", "-")
+    return owner is not None and owner.alive()
 
 
 def sweep_dead_temps(tmp_dir: Path) -> int:

@@ -5,7 +5,7 @@
   config and manifest it names are not either, so a machine crash may lose a recent image
   whatever we do; a record it leaves empty or cut short reads as damaged (CorruptedBlob), and
   prune drops it unless a tag names it.
-- `tags.json`: tag -> image id, rewritten atomically (and durably) under a filelock.
+- `tags.json`: tag -> image id, rewritten atomically (and durably) under a key lock.
 - `oci/index.json`: derived from the tags for OCI tools (every tagged image, annotated with
   its names), rewritten with `tags.json`.
 """
@@ -23,8 +23,8 @@ from pytest_isobox.engine import IsoboxError
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import write_file_atomic, write_json_atomic
 from pytest_isobox.images.blobs import CorruptedBlob
-from pytest_isobox.images.locks import key_lock
 from pytest_isobox.images.reference import parse_reference
+from pytest_isobox.locks import key_lock
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -111,7 +111,7 @@ class ImageIndex:
     def editing(self) -> Iterator[dict[str, str]]:
         """A fresh copy of the tags to change, written back (with oci/index.json) on success.
 
-        Holds the tags filelock throughout, so record drops made inside are ordered too.
+        Holds the tags key lock throughout, so record drops made inside are ordered too.
         """
         with key_lock(self._locks, "tags"):
             self._cache = None

@@ -4,7 +4,7 @@ Each `diff` holds only its own layer's content, deletions as overlay whiteouts; 
 them. Keyed by ChainID, so identical stacks share their directories. A layer directory is
 built in `tmp/` (blob verified while it is read) and renamed into place with its marker
 `layer.json`: one that exists with a valid marker is complete. A missing or damaged marker
-makes the directory be rebuilt. One filelock per ChainID: a layer is unpacked once however
+makes the directory be rebuilt. One key lock per ChainID: a layer is unpacked once however
 many processes ask for it at the same moment. What a user namespace could not reproduce
 (owners it does not map, device nodes) is logged and kept as `notes` in the marker. A commit
 whose caller hands over the container's upper dir has it renamed into place (`adopt`): no
@@ -25,9 +25,9 @@ from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.images.atomic import remove_path, temp_path, write_file_atomic
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
 from pytest_isobox.images.layercheck import differences
-from pytest_isobox.images.locks import StoreLock, key_lock
 from pytest_isobox.images.tarsafe import TarExtractor
 from pytest_isobox.images.whiteouts import is_overlay_xattr
+from pytest_isobox.locks import StoreLock, key_lock
 
 log = logging.getLogger(__name__)
 

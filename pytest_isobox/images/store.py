@@ -7,14 +7,14 @@ Layout:
   tags.json                                tag -> image id
   layers/<chainid hex>/diff, layer.json    unpacked layers (overlay lowerdirs) and markers
   tmp/                                     work in progress, owner-stamped
-  locks/                                   filelocks
+  locks/                                   kernel locks (pytest_isobox.locks)
 
 Layers are stored uncompressed (`application/vnd.oci.image.layer.v1.tar`): a layer's blob
 digest is its diff id, nothing is decompressed to start a container, and `docker load`
 accepts them as they are. An image id is `sha256:` + the digest of its config.
 
 Safe for many processes at once: blobs, layers and image records appear by rename only,
-`tags.json` (and the derived `oci/index.json`) is rewritten atomically under a filelock, and
+`tags.json` (and the derived `oci/index.json`) is rewritten atomically under a key lock, and
 `prune` excludes producers with a store-wide lock.
 """
 
@@ -34,9 +34,9 @@ from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
 from pytest_isobox.images.compression import decompressed
 from pytest_isobox.images.index import ImageIndex
 from pytest_isobox.images.layers import LayerStore
-from pytest_isobox.images.locks import StoreLock
 from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_reference
 from pytest_isobox.images.tartree import write_handover_tree, write_tree
+from pytest_isobox.locks import StoreLock
 
 
 @dataclass

@@ -88,7 +88,7 @@ from pytest_isobox.native.specs import (
     spec_from_dict,
     spec_to_dict,
 )
-from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
+from pytest_isobox.native.state import ContainerDir, ContainerStore
 from pytest_isobox.native.sweep import Sweeper
 from pytest_isobox.native.terminal import (
     WindowChangeForwarder,
@@ -97,6 +97,7 @@ from pytest_isobox.native.terminal import (
     relay_pty,
 )
 from pytest_isobox.native.volumes import VolumeStore
+from pytest_isobox.processes import ProcessIdentity
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _SPECIAL_NETWORKS = ("none", "host")
@@ -691,8 +692,8 @@ class NativeEngine:
                 raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}") from None
             raise
         pid = event["pid"]
-        monitor = ProcessIdentity.of(handle.pid)
-        state.update(status="running", pid=pid, pid_start=linux.process_start_time(pid) or 0,
+        monitor, child = ProcessIdentity.of(handle.pid), ProcessIdentity.of(pid)
+        state.update(status="running", pid=pid, pid_start=child.start if child else 0,
                      monitor=monitor.dump() if monitor else None,
                      started_at=time.time(), exit_code=0, oom_killed=False, finished_at=None,
                      error="", needs_release=True, ips=ips,
@@ -902,7 +903,7 @@ class NativeEngine:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
             return None
-        if linux.process_start_time(pid) != start:
+        if ProcessIdentity(pid, start) != ProcessIdentity.of(pid):
             os.close(fd)
             return None
         return fd

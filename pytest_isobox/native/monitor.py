@@ -39,8 +39,9 @@ from pytest_isobox.native.runtime import (
     exit_code_of,
     receive_console,
 )
-from pytest_isobox.native.state import ContainerDir, ProcessIdentity
+from pytest_isobox.native.state import ContainerDir
 from pytest_isobox.native.terminal import WindowSizeFollower
+from pytest_isobox.processes import ProcessIdentity
 
 # Callables the engine gives the monitor, all run in the monitor process.
 AttachNetwork = Callable[[int], tuple[dict, dict]]  # netns pid -> (ips, ports)
@@ -390,8 +391,8 @@ class _Monitor:
         except Exception as exc:  # noqa: BLE001
             return self.failed(127, str(exc), owner_fd)
         child_fd = os.pidfd_open(child)
-        start = linux.process_start_time(child) or 0
-        self.state.update(status="running", pid=child, pid_start=start,
+        identity = ProcessIdentity.of(child)
+        self.state.update(status="running", pid=child, pid_start=identity.start if identity else 0,
                           monitor=ProcessIdentity.current().dump(), started_at=time.time(),
                           exit_code=0, oom_killed=False, finished_at=None, error="")
         self.cdir.write_state(self.state)  # before the event: the owner acts on it at once

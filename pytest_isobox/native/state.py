@@ -22,40 +22,10 @@ import queue
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_isobox.engine import ConflictError, ContainerNotFound
-from pytest_isobox.native import linux
-
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """One process for good: a pid plus its start time (a reused pid has another)."""
-
-    pid: int
-    start: int
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessIdentity | None:
-        start = linux.process_start_time(pid)
-        return None if start is None else cls(pid, start)
-
-    @classmethod
-    def current(cls) -> ProcessIdentity:
-        identity = cls.of(os.getpid())
-        assert identity is not None
-        return identity
-
-    @classmethod
-    def load(cls, raw: dict | None) -> ProcessIdentity | None:
-        return cls(raw["pid"], raw["start"]) if raw else None
-
-    def dump(self) -> dict:
-        return {"pid": self.pid, "start": self.start}
-
-    def alive(self) -> bool:
-        return linux.process_start_time(self.pid) == self.start
+from pytest_isobox.processes import ProcessIdentity
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

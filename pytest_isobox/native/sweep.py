@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
+from pytest_isobox.locks import HostLock
 from pytest_isobox.native.cgroups import current_layout, list_cgroups, open_cgroup
-from pytest_isobox.native.state import ContainerDir, ContainerStore, ProcessIdentity
+from pytest_isobox.native.state import ContainerDir, ContainerStore
+from pytest_isobox.processes import ProcessIdentity
 
 ORPHAN_CGROUP_AGE = 60.0  # seconds before a sweep may take an empty cgroup of no container
 MONITOR_GRACE = 10.0  # seconds a dead owner's monitor gets to finish its own cleanup
@@ -44,7 +44,7 @@ class Sweeper:
         """One line per thing removed."""
         cleaned: list[str] = []
         (self.home / "locks").mkdir(exist_ok=True)
-        with FileLock(str(self.home / "locks" / "container-sweep.lock")):
+        with HostLock(self.home / "locks" / "container-sweep.lock"):
             for tmp in self.store.leftover_temp_dirs():
                 shutil.rmtree(tmp, ignore_errors=True)
                 cleaned.append(f"half-created container dir {tmp.name}")

@@ -44,6 +44,7 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     PortSpec,
 )
+from pytest_isobox.processes import ProcessIdentity
 from tests.conftest import needs_docker
 
 
@@ -157,15 +158,16 @@ def test_state_from_inspect() -> None:
 
 def test_owner_label_round_trip_and_liveness() -> None:
     me = Owner.current()
-    assert Owner.parse(me.label) == Owner(me.host, me.pid, round(me.start_time, 2))
+    assert Owner.parse(me.label) == me
     assert Owner.parse(me.label).is_alive()  # type: ignore[union-attr]
-    assert not Owner(me.host, me.pid, me.start_time - 1000).is_alive()  # a reused pid
+    reused = ProcessIdentity(me.process.pid, me.process.start - 1000)
+    assert not Owner(me.host, reused).is_alive()  # a reused pid
     assert Owner.parse("garbage") is None
     assert not is_orphan({OWNER_LABEL: me.label})
-    dead = Owner(me.host, me.pid, me.start_time - 1000).label
+    dead = Owner(me.host, reused).label
     assert is_orphan({OWNER_LABEL: dead})
     assert not is_orphan({OWNER_LABEL: dead, PERSISTENT_LABEL: "1"})
-    assert not is_orphan({OWNER_LABEL: f"other-host:{os.getpid()}:1.00"})
+    assert not is_orphan({OWNER_LABEL: f"other-host:{os.getpid()}:100"})
     assert not is_orphan({"unrelated": "x"})
 
 

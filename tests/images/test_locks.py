@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from pytest_isobox.images.locks import KEYS_FILE, key_lock
+from pytest_isobox.locks import KEYS_FILE, key_lock
 
 
 def _hold(locks: str, key: str, held: multiprocessing.Event, release: multiprocessing.Event) -> None:

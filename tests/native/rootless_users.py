@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock  # noqa: F401 - imported before the fork: the user cannot read /root
 import psutil
 import pyroute2  # noqa: F401
 
 import pytest_isobox.images.store
+import pytest_isobox.locks
 import pytest_isobox.native.engine
 import pytest_isobox.native.rootless.idmap
 import pytest_isobox.native.rootless.userns  # noqa: F401 - loaded for the dropped child

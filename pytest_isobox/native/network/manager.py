@@ -54,7 +54,7 @@ from pytest_isobox.native.network.links import (
 from pytest_isobox.native.network.ports import Reservation, reserve
 from pytest_isobox.native.network.relay import PortRelay
 from pytest_isobox.native.network.store import HostRegistry, NetworkStore, Record
-from pytest_isobox.native.state import ProcessIdentity
+from pytest_isobox.processes import ProcessIdentity
 
 DEFAULT_NETWORK = "bridge"
 SPECIAL_MODES = ("none", "host")

@@ -27,14 +27,14 @@ home under /run, so two homes never pick one subnet and a bridge whose home is g
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
+
+from pytest_isobox.locks import HostLock
 
 Record = dict[str, Any]
 LEAVING = ".leaving-"  # a member file renamed so: its container is gone, its veth going
@@ -95,52 +95,6 @@ def _records(folder: Path) -> Iterator[Record]:
         record = read_json(path)
         if record is not None:
             yield record
-
-
-class HostLock:
-    """An exclusive flock on a file, reentrant within a thread, exclusive across threads and
-    processes. A fork (the runtime's monitor is a fork of the engine's process) starts
-    unlocked with a descriptor of its own: an flock belongs to the open file, which a fork
-    would share."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self._fd = -1
-        self._pid = 0
-        self._depth = 0
-        self._mutex = threading.RLock()
-
-    def __enter__(self) -> Self:
-        if self._pid != os.getpid():  # a fork: nothing of the parent's holds here
-            self._mutex = threading.RLock()
-            self._fd, self._pid, self._depth = -1, os.getpid(), 0
-        self._mutex.acquire()
-        try:
-            if self._depth == 0:
-                if self._fd < 0:
-                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            self._depth += 1
-        except BaseException:
-            self._mutex.release()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._mutex.release()
-
-
-class ForkSafeLock:
-    """A `HostLock` on a path (kept for callers of the `get()` spelling)."""
-
-    def __init__(self, path: Path) -> None:
-        self._lock = HostLock(path)
-
-    def get(self) -> HostLock:
-        return self._lock
 
 
 def network_path(home: Path, name: str) -> Path:

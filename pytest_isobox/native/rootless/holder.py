@@ -24,7 +24,6 @@ and no terminal's ^C reaches it; its creator writes its id maps (newuidmap) in b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import select
@@ -33,15 +32,16 @@ import signal
 import socket
 import subprocess
 import traceback
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pytest_isobox.engine import EngineUnavailable
+from pytest_isobox.locks import HostLock
 from pytest_isobox.native import linux
 from pytest_isobox.native.rootless import outbound
 from pytest_isobox.native.rootless.idmap import IdMapping
 from pytest_isobox.native.runtime import close_fds_except
+from pytest_isobox.processes import ProcessIdentity
 
 LOCK, STATE, SOCKET = "userns.lock", "userns.json", "userns.sock"
 HOLDER_LOG, SLIRP_LOG = "holder.log", "slirp4netns.log"  # why the last one failed
@@ -53,23 +53,17 @@ class HolderInfo:
     """What `userns.json` records about a running holder."""
 
     pid: int
-    start: int  # clock ticks since boot (linux.process_start_time)
+    start: int  # clock ticks since boot (ProcessIdentity.start)
     host_loopback: bool
     outbound: str  # empty when containers have outbound network; else why they have none
 
     def alive(self) -> bool:
-        return linux.process_start_time(self.pid) == self.start
+        return ProcessIdentity(self.pid, self.start).alive()
 
 
-@contextlib.contextmanager
-def locked(runtime_dir: Path) -> Iterator[None]:
-    """The holder lock of `runtime_dir` (flock: released if its holder dies)."""
-    fd = os.open(runtime_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def locked(runtime_dir: Path) -> HostLock:
+    """The holder lock of `runtime_dir` (released if its holder dies)."""
+    return HostLock(runtime_dir / LOCK)
 
 
 def _dir_path(dir_fd: int, name: str) -> str:
@@ -202,10 +196,10 @@ def _start(runtime_dir: Path, mapping: IdMapping, host_loopback: bool) -> Holder
         if not ready.startswith(b"n "):
             raise EngineUnavailable(_failure(runtime_dir) or "cannot create the helper network "
                                     "namespace in the user namespace")
-        start = linux.process_start_time(pid)
-        if start is None:
+        holder = ProcessIdentity.of(pid)
+        if holder is None:
             raise EngineUnavailable(f"the namespace holder {pid} died while starting")
-        info = HolderInfo(pid, start, host_loopback, ready[2:].decode().strip())
+        info = HolderInfo(pid, holder.start, host_loopback, ready[2:].decode().strip())
         tmp = runtime_dir / f".{STATE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(asdict(info)))
         os.replace(tmp, runtime_dir / STATE)

@@ -1,5 +1,13 @@
-"""Locks that let many processes share one store.
+"""Every cross-process lock of isobox, in one module (nothing else calls flock or fcntl locks).
 
+All are kernel locks on an open file description: the kernel drops them when their holder
+dies (kill -9 included), so no stale lock file ever needs a sweep, and none leaves a file per
+key. filelock is not used: it offers neither byte-range keys, nor reader/writer locks, nor a
+reentrancy that survives fork.
+
+- `HostLock`: a plain exclusive lock on one file (the network registry, the container sweep,
+  the shared-container registry of a test run, the rootless holder), reentrant within a
+  thread, exclusive across threads and processes; a forked child starts unlocked.
 - `key_lock`: one lock per thing being produced (a layer's ChainID, a build step's key, the
   tag index), held only while producing it; readers of finished things never take it. All
   keys of a directory share one lock file, each locking its own byte (an open-file-description
@@ -9,9 +17,8 @@
   image records holds it shared, so they run in parallel; `prune` holds it exclusive, so it
   never deletes a blob another process has written but not yet recorded.
 
-Both kinds belong to an open file description, so they work between threads as between
-processes, and the kernel drops them when their holder dies. Neither is re-entrant: taking a
-lock its holder already holds waits forever.
+Key and store locks work between threads as between processes. Neither is re-entrant: taking
+a lock its holder already holds waits forever.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import fcntl
 import hashlib
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -37,6 +45,42 @@ def _open_lock_file(path: Path) -> int:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+class HostLock:
+    """An exclusive flock on a file, reentrant within a thread, exclusive across threads and
+    processes. A fork (the runtime's monitor is a fork of the engine's process) starts
+    unlocked with a descriptor of its own: an flock belongs to the open file, which a fork
+    would share."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._fd = -1
+        self._pid = 0
+        self._depth = 0
+        self._mutex = threading.RLock()
+
+    def __enter__(self) -> Self:
+        if self._pid != os.getpid():  # a fork: nothing of the parent's holds here
+            self._mutex = threading.RLock()
+            self._fd, self._pid, self._depth = -1, os.getpid(), 0
+        self._mutex.acquire()
+        try:
+            if self._depth == 0:
+                if self._fd < 0:
+                    self._fd = _open_lock_file(self.path)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._depth += 1
+        except BaseException:
+            self._mutex.release()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._mutex.release()
 
 
 class KeyLock:
