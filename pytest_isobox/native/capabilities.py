@@ -39,9 +39,9 @@ def capability_mask(names: tuple[str, ...] | list[str]) -> int:
 DOCKER_DEFAULT_MASK = capability_mask(DOCKER_DEFAULT_CAPABILITIES)  # 0xa80425fb
 
 
-def drop_bounding_set(keep: int = DOCKER_DEFAULT_MASK) -> None:
+def drop_bounding_set(keep: int = DOCKER_DEFAULT_MASK, last_cap: int | None = None) -> None:
     """Remove every capability outside `keep` from the bounding set (needs CAP_SETPCAP)."""
-    for cap in range(linux.last_cap() + 1):
+    for cap in range((linux.last_cap() if last_cap is None else last_cap) + 1):
         if not keep & (1 << cap):
             linux.prctl(linux.PR_CAPBSET_DROP, cap)
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)

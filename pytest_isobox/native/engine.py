@@ -50,7 +50,7 @@ from pytest_isobox.engine import (
     MountSpec,
     NetworkInfo,
 )
-from pytest_isobox.native import linux, mounts, seccomp, shim
+from pytest_isobox.native import linux, mounts, planrunner, seccomp, shim, startplan
 from pytest_isobox.native.cgroups import (
     Limits,
     cgroup_path_for_ns,
@@ -68,6 +68,7 @@ from pytest_isobox.native.monitor import (
     spawn_monitor,
     spawn_spare,
 )
+from pytest_isobox.native.planrunner import StartFailure
 from pytest_isobox.native.rootless.agent import NetworkAgent
 from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
 from pytest_isobox.native.rootless.mode import RootlessMode
@@ -666,7 +667,7 @@ class NativeEngine:
             while True:
                 event = handle.next_event()
                 if event is None:
-                    raise _StartError(127, "the container's shim died at start")
+                    raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
                     result = self._network_manager().attach(
                         cdir.id, config["name"], config["hostname"], event["pid"], spec,
@@ -675,20 +676,20 @@ class NativeEngine:
                     handle.go()
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
-                    raise _StartError(event["exit_code"], event["message"])
+                    raise StartFailure(event["message"], event["exit_code"])
                 elif event["event"] == "started":
                     break
         except BaseException as exc:
             handle.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(handle.pid, 0)
-            code, message = (exc.code, exc.message) if isinstance(exc, _StartError) \
+            code, message = (exc.exit_code, exc.message) if isinstance(exc, StartFailure) \
                 else (127, str(exc))
             state.update(status="created", exit_code=code, error=message)
             with contextlib.suppress(Exception):
                 cdir.write_state(state)
             self._release(cdir, delete=False)
-            if isinstance(exc, _StartError):
+            if isinstance(exc, StartFailure):
                 raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}") from None
             raise
         pid = event["pid"]
@@ -1222,9 +1223,7 @@ class NativeEngine:
                 if self._rootless is not None:
                     self._rootless.enter()
                 linux.unshare(linux.CLONE_NEWNS)
-                mounts.make_mounts_private()
-                mounts.mount_overlay(plan.lowerdirs, plan.upper, plan.work, plan.rootfs,
-                                     userxattr=plan.rootless)
+                planrunner.execute(startplan.overlay_steps(plan))
                 try:
                     out = b"\0" + (action(Path(plan.rootfs)) or b"")
                 except Exception as exc:  # noqa: BLE001 - sent back to the parent
@@ -1344,9 +1343,3 @@ class _ShimSpare:
         with contextlib.suppress(Exception):
             if not self.cgroup.procs():
                 self.cgroup.destroy()
-
-
-class _StartError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from pytest_isobox.native import linux
 from pytest_isobox.native.logs import LogWriter
+from pytest_isobox.native.planrunner import StartFailure
 from pytest_isobox.native.runtime import (
     ContainerPlan,
     close_fds_except,
@@ -386,8 +387,8 @@ class _Monitor:
         """From a forked container process to its end: cgroup, network, go, relay, exit."""
         try:
             streams, stdin_w = self._launch(child, channels, joined)
-        except _StartFailed as failure:
-            return self.failed(failure.code, failure.message, owner_fd)
+        except StartFailure as failure:
+            return self.failed(failure.exit_code, failure.message, owner_fd)
         except Exception as exc:  # noqa: BLE001
             return self.failed(127, str(exc), owner_fd)
         child_fd = os.pidfd_open(child)
@@ -410,7 +411,7 @@ class _Monitor:
                 self.hooks.join_cgroup(child)
             if self.hooks.attach_network is not None:
                 if os.read(channels.ready_r, 1) != b"r":
-                    raise _StartFailed(127, "the container process died before its network")
+                    raise StartFailure("the container process died before its network", 127)
                 ips, ports = self.hooks.attach_network(child)
                 self.state.update(ips=ips, ports={k: [list(b) for b in v]
                                                   for k, v in ports.items()})
@@ -436,7 +437,7 @@ class _Monitor:
         if message:
             os.waitpid(child, 0)
             code, _, text = message.decode(errors="replace").partition("\n")
-            raise _StartFailed(int(code) if code.isdigit() else 127, text)
+            raise StartFailure(text, int(code) if code.isdigit() else 127)
         return streams, stdin_w
 
     def _relay(self, child: int, child_fd: int, owner_fd: int | None, streams: dict[int, int],
@@ -526,11 +527,6 @@ class _Monitor:
         delete = owner_dead or (self.owner is None and self.auto_remove)
         self.hooks.release(delete)
 
-
-class _StartFailed(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def _read_all(fd: int) -> bytes:

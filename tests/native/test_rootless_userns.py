@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import InvalidSpec
-from pytest_isobox.native import linux
+from pytest_isobox.native import linux, mounts, planrunner, startplan
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.rootless.idmap import (
     IdRange,
@@ -154,7 +154,7 @@ def _overlay_and_devices(workdir: str) -> dict:
                 found["mknod"] = "ok"
             except OSError as exc:
                 found["mknod"] = exc.errno
-            rootless_mounts.bind_devices(str(dev))
+            planrunner.execute([("root", str(base)), *startplan.device_steps(rootless=True)])
             with open(dev / "null", "w") as f:
                 f.write("discarded")
             with open(dev / "zero", "rb") as f:
@@ -181,4 +181,4 @@ def test_overlay_with_userxattr_and_bound_devices(user: ThrowawayUser) -> None:
     assert found["root_opaque"] == ["below", "leaked"]
     assert found["mknod"] == 1  # EPERM: devices cannot be made in a user namespace ...
     assert found["zero"] == b"\0\0\0\0"  # ... so the host's are bound instead
-    assert found["devices"] == sorted(rootless_mounts.DEVICES)
+    assert found["devices"] == sorted([*mounts.DEVICES, *mounts.DEV_SYMLINKS])

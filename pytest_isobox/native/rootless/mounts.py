@@ -1,9 +1,8 @@
 """The mounts of a rootless container that differ from the rootful ones (mounts.py).
 
 In a user namespace the kernel refuses mknod of devices and the trusted.* xattrs overlayfs
-keeps its own state in. So: device nodes are the host's, bind-mounted onto empty files (a bind
-keeps the host mount's device access, which a tmpfs made in a user namespace would deny);
-overlay is mounted with `userxattr` (its opaque-directory and redirect state in user.overlay.*
+keeps its own state in. So: device nodes are the host's, bind-mounted onto empty files (the
+start plan's device steps, startplan.py); overlay is mounted with `userxattr` (its opaque-directory and redirect state in user.overlay.*
 xattrs, which the user can write); devpts gets gid=5 (tty) only when that gid is mapped.
 
 Layers must match: opaque directories unpacked by root carry trusted.overlay.opaque, which an
@@ -14,12 +13,6 @@ user namespace (whiteouts are 0:0 character devices, which the kernel lets anyon
 
 from __future__ import annotations
 
-import os
-
-from pytest_isobox.native import linux
-from pytest_isobox.native.linux import MS_BIND
-
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # Docker's, as in mounts.py
 OPAQUE_XATTR = "user.overlay.opaque"  # what trusted.overlay.opaque is under `userxattr`
 TTY_GID = 5
 
@@ -27,14 +20,6 @@ TTY_GID = 5
 def overlay_options(lowerdirs: list[str], upper: str, work: str) -> str:
     """The overlay mount data for a user namespace (top layer first)."""
     return f"lowerdir={':'.join(lowerdirs)},upperdir={upper},workdir={work},userxattr"
-
-
-def bind_devices(dev: str) -> None:
-    """Docker's device nodes in `dev` (a fresh tmpfs) as binds of the host's own nodes."""
-    for name in DEVICES:
-        target = os.path.join(dev, name)
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
-        linux.mount(f"/dev/{name}", target, None, MS_BIND)
 
 
 def devpts_options(tty_gid_mapped: bool) -> str:

@@ -3,8 +3,8 @@
 Why a C program: forking the engine's ~45 MB Python process for a monitor, and that again for
 the container, costs several milliseconds of CPU per container on small machines; the shim is
 spawned with vfork + exec and does the same work in a few hundred microseconds. It makes no
-decision of its own: `encode_plan` turns a `ContainerPlan` into the list of steps that
-`runtime.container_init` would take, and the shim carries them out.
+decision of its own: `encode_plan` sends it the container's start plan (startplan.py), the
+same steps the Python executor (planrunner.py) carries out, and the shim carries them out.
 
 The binary is compiled once per source version from the C file beside this module into a
 cache shared by every home of the user (`build_dir`; a C compiler is needed: Debian's gcc,
@@ -18,30 +18,15 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import resource
 import shutil
 import subprocess
 from pathlib import Path
 
-from pytest_isobox.native import capabilities, linux, mounts
+from pytest_isobox.native import startplan
 from pytest_isobox.native.monitor import MonitorHandle
-from pytest_isobox.native.rootless import mounts as rootless_mounts
-from pytest_isobox.native.runtime import DEFAULT_PATH, NOFILE_LIMIT, ContainerPlan, exit_code_of
+from pytest_isobox.native.runtime import ContainerPlan, exit_code_of
 
 SOURCE = Path(__file__).with_name("isobox-shim.c")
-_MS = {"bind": linux.MS_BIND, "rec": linux.MS_REC, "remount": linux.MS_REMOUNT,
-       "rdonly": linux.MS_RDONLY, "nosuid": linux.MS_NOSUID, "nodev": linux.MS_NODEV,
-       "noexec": linux.MS_NOEXEC, "private": linux.MS_PRIVATE,
-       "strictatime": linux.MS_STRICTATIME}
-
-
-def _flags(*names: str) -> int:
-    value = 0
-    for name in names:
-        value |= _MS[name]
-    return value
-
-
 def build_dir() -> Path:
     """ISOBOX_SHIM_DIR, else $XDG_CACHE_HOME/isobox-shim, else ~/.cache/isobox-shim."""
     if os.environ.get("ISOBOX_SHIM_DIR"):
@@ -87,96 +72,11 @@ def eligible(plan: ContainerPlan) -> bool:
 def encode_plan(plan: ContainerPlan, *, log: str, exit_file: str, persistent: bool,
                 network: bool) -> bytes:
     """The plan as the shim reads it: monitor settings, an empty string, then the container's
-    steps in the order of `runtime.container_init`."""
-    out: list[str] = ["log", log, "exit", exit_file, "persistent", "1" if persistent else "0", ""]
-
-    def step(*args: object) -> None:
-        out.extend(str(a) for a in args)
-
-    step("unshare", plan.unshare_flags)
-    if network:
-        step("ready")
-    if plan.cgroup_ns:  # the shim put us in our cgroup before it sent the plan
-        step("unshare", linux.CLONE_NEWCGROUP)
-    if plan.loopback_up:
-        step("lo")
-    _rootfs_steps(plan, step)
-    step("pivot")
-    for path in mounts.MASKED_PATHS:
-        step("mask", path)
-    for path in mounts.READONLY_PATHS:
-        step("readonly", path)
-    step("hostname", plan.hostname)
-    step("setsid")
-    if network:
-        step("go")
-    process = plan.process
-    step("user", process.user)
-    step("workdir", process.workdir, 1 if process.create_workdir else 0)
-    step("nofile", NOFILE_LIMIT)
-    for name, (soft, hard) in process.rlimits.items():
-        step("rlimit", getattr(resource, f"RLIMIT_{name.upper()}"), soft, hard)
-    step("bounding", capabilities.DOCKER_DEFAULT_MASK, linux.last_cap())
-    if plan.no_new_privs:
-        step("nonewprivs")
-    if plan.seccomp:  # while still root: without no_new_privs a filter needs CAP_SYS_ADMIN
-        step("seccomp", plan.seccomp.hex())
-    step("identity", 1)
-    step("caps", capabilities.DOCKER_DEFAULT_MASK)
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": plan.hostname, **process.env}
-    step("exec", len(process.argv), *process.argv, len(env), *(f"{k}={v}" for k, v in env.items()))
-    step("end")
-    for field in out:
-        if "\0" in field:
-            raise ValueError(f"a NUL byte in the container's plan: {field[:40]!r}")
+    start plan (startplan.py). The shim put the process in its cgroup before the plan."""
+    out = ["log", log, "exit", exit_file, "persistent", "1" if persistent else "0", ""]
+    out += startplan.encode(startplan.container_steps(plan, wait_network=network,
+                                                      wait_cgroup=False))
     return "\0".join(out).encode() + b"\0"
-
-
-def _rootfs_steps(plan: ContainerPlan, step) -> None:
-    """The overlay, Docker's default mounts, the user's mounts and /etc files (mounts.py's
-    build_rootfs, step by step; paths in the root are resolved by the shim, symlink-safe)."""
-    step("private")
-    lowerdirs = list(plan.lowerdirs)
-    parents = {os.path.dirname(d) for d in lowerdirs}
-    if len(parents) == 1 and len(lowerdirs) > 1:  # relative lowerdirs fit the one-page data
-        step("chdir", parents.pop())
-        lowerdirs = [os.path.basename(d) for d in lowerdirs]
-    step("mount", "overlay", plan.rootfs, "overlay", 0,
-         mounts.overlay_options(lowerdirs, plan.upper, plan.work))
-    step("root", plan.rootfs)
-    step("mountin", "proc", "/proc", 1, "proc", _flags("nosuid", "nodev", "noexec"), "")
-    step("mountin", "tmpfs", "/dev", 1, "tmpfs", _flags("nosuid", "strictatime"),
-         "mode=755,size=65536k")
-    for name, (major, minor) in mounts.DEVICES.items():
-        step("mknodin", f"/dev/{name}", 0o666, major, minor)
-    for name, target in mounts.DEV_SYMLINKS.items():
-        step("symlinkin", target, f"/dev/{name}")
-    step("mountin", "devpts", "/dev/pts", 1, "devpts", _flags("nosuid", "noexec"),
-         rootless_mounts.devpts_options(True))
-    step("mountin", "shm", "/dev/shm", 1, "tmpfs", _flags("nosuid", "nodev", "noexec"),
-         f"mode=1777,size={mounts.SHM_SIZE}")
-    step("mountin", "mqueue", "/dev/mqueue", 1, "mqueue", _flags("nosuid", "nodev", "noexec"), "")
-    sys_flags = _flags("rdonly", "nosuid", "nodev", "noexec")
-    if plan.new_netns:
-        step("mountin", "sysfs", "/sys", 1, "sysfs", sys_flags, "")
-    else:  # the host's network namespace: bind its sysfs read-only, as runc does
-        step("mountin", "/sys", "/sys", 1, "", _flags("bind", "rec"), "")
-        step("remountin", "/sys", _flags("bind", "remount") | sys_flags)
-    for m in plan.mounts:
-        if m.kind == "tmpfs":
-            data = "mode=1777" + (f",size={m.size}" if m.size else "")
-            step("mountin", "tmpfs", m.target, 1, "tmpfs",
-                 _flags("nosuid", "nodev") | (linux.MS_RDONLY if m.read_only else 0), data)
-            continue
-        step("mountin", m.source, m.target, 1 if os.path.isdir(m.source) else 0, "",
-             _flags("bind", "rec"), "")
-        if m.read_only:
-            step("remountin", m.target, _flags("bind", "remount", "rdonly"))
-    for target, source in plan.etc_files.items():
-        step("mountin", source, target, 0, "", _flags("bind"), "")
-    if plan.init_binary:
-        step("mountin", plan.init_binary, mounts.INIT_PATH, 0, "", _flags("bind"), "")
-        step("remountin", mounts.INIT_PATH, _flags("bind", "remount", "rdonly", "nosuid", "nodev"))
 
 
 class ShimHandle(MonitorHandle):
