@@ -12,7 +12,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from pytest_isobox import dockerargs
 from pytest_isobox._version import __version__
 from pytest_isobox.engine import (
     PERSISTENT_LABEL,
@@ -23,8 +25,6 @@ from pytest_isobox.engine import (
     Engine,
     ImageNotFound,
     IsoboxError,
-    MountSpec,
-    NetworkAttachment,
     NetworkInfo,
     PortSpec,
     open_engine,
@@ -69,15 +69,9 @@ def _open(args: argparse.Namespace) -> Engine:
 # --------------------------------------------------------------------------- containers
 
 def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
-    networks: list[NetworkAttachment] = []
-    mode = "bridge"
-    if args.network:
-        named = [n for n in args.network if n not in ("bridge", "none", "host")]
-        if named:
-            aliases = tuple(args.network_alias or ())
-            networks = [NetworkAttachment(n, aliases if i == 0 else ()) for i, n in
-                        enumerate(named)]
-        mode = args.network[0]
+    mode, networks = dockerargs.network_choice(  # --network-alias: on the first network
+        {n: (args.network_alias or ()) if i == 0 else () for i, n in
+         enumerate(args.network or ())})
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
@@ -85,12 +79,12 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         image=args.image,
         command=list(args.cmd) or None,
         entrypoint=entrypoint,
-        env=_env(args.env),
+        env=dockerargs.parse_env(args.env),
         working_dir=args.workdir,
         user=args.user,
         hostname=args.hostname,
         name=args.name,
-        labels=_env(args.label),
+        labels=dockerargs.parse_labels(args.label),
         mem_limit=parse_size(args.memory),
         cpus=args.cpus,
         cpu_shares=args.cpu_shares,
@@ -101,8 +95,8 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         network_mode=mode,
         networks=networks,
         ports=[PortSpec.parse(p) for p in args.publish or ()],
-        mounts=[_mount(v, "bind") for v in args.volume or ()]
-        + [_mount(t, "tmpfs") for t in args.tmpfs or ()],
+        mounts=[dockerargs.parse_volume(v, Path.cwd()) for v in args.volume or ()]
+        + [dockerargs.parse_tmpfs(t) for t in args.tmpfs or ()],
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
         auto_remove=args.rm,
@@ -111,35 +105,6 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
         persistent=args.detach or not args.rm,
     )
-
-
-def _env(pairs: Sequence[str] | None) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep:  # Docker's `-e NAME` takes the value from our environment
-            if key not in os.environ:
-                continue
-            value = os.environ[key]
-        result[key] = value
-    return result
-
-
-def _mount(text: str, kind: str) -> MountSpec:
-    """`-v SRC:DST[:ro]` (bind, or a named volume when SRC has no slash) and `--tmpfs DST`."""
-    if kind == "tmpfs":
-        target, _, opts = text.partition(":")
-        size = next((parse_size(o[5:]) for o in opts.split(",") if o.startswith("size=")), None)
-        return MountSpec("tmpfs", target, size=size)
-    parts = text.split(":")
-    if len(parts) < 2:
-        raise IsoboxError(f"invalid volume {text!r}: expected SOURCE:TARGET[:ro]")
-    source, target, *opts = parts
-    ro = "ro" in (opts[0].split(",") if opts else ())
-    mtype = "bind" if source.startswith(("/", ".")) else "volume"
-    if mtype == "bind":
-        source = os.path.abspath(source)
-    return MountSpec(mtype, target, source, read_only=ro)
 
 
 def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
@@ -236,7 +201,7 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
-    env = _env(args.env)
+    env = dockerargs.parse_env(args.env)
     if args.interactive or args.tty:
         return engine.exec_attached(args.container, args.cmd, tty=args.tty,
                                     stdin=args.interactive, env=env, user=args.user,
@@ -338,7 +303,7 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
             print(_format_step(step), flush=True)
 
     image_id = engine.build(
-        args.path, dockerfile=args.file, tag=args.tag, buildargs=_env(args.build_arg),
+        args.path, dockerfile=args.file, tag=args.tag, buildargs=dockerargs.parse_env(args.build_arg),
         target=args.target, no_cache=args.no_cache, network=args.network, on_step=show,
     )
     if args.quiet:
@@ -463,7 +428,7 @@ def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
     # A network made from the CLI lives until `network rm`, as in Docker.
-    labels = {**_env(args.label), PERSISTENT_LABEL: "1"}
+    labels = {**dockerargs.parse_labels(args.label), PERSISTENT_LABEL: "1"}
     print(engine.network_create(args.name, subnet=args.subnet, labels=labels).id)
     return 0
 

@@ -8,8 +8,6 @@ started, waited on, recorded and removed here; fixtures.py and imperative.py onl
 from __future__ import annotations
 
 import hashlib
-import inspect
-import os
 import shlex
 import time
 import uuid
@@ -38,29 +36,18 @@ SESSION_KEY = pytest.StashKey["IsoboxSession"]()
 
 
 def engine_choice(settings: Settings) -> tuple[str, dict]:
-    """The engine kind and its options; the one place that picks rootful or rootless.
+    """The engine's registry name and its options; the one place that picks them.
 
     The native engine decides by itself (rootful as root, rootless otherwise) unless
     --isobox-rootless forces rootless; --isobox-limits says what to do with limits a
-    rootless user cannot apply. An engine without a rootless mode reports it unavailable.
+    rootless user cannot apply.
     """
     if settings.engine == "docker":
         return "docker", {"base_url": settings.docker_url}
-    from pytest_isobox.native.engine import NativeEngine
-
     options: dict = {"home": settings.home} if settings.home else {}
-    accepted = inspect.signature(NativeEngine).parameters
-    if "rootless" in accepted:
-        options["rootless"] = settings.rootless
-        if "limits" in accepted:
-            options["limits"] = settings.limits
-        return "native", options
-    if settings.rootless if settings.rootless is not None else os.geteuid() != 0:
-        why = "forced by --isobox-rootless" if settings.rootless else "not running as root"
-        raise EngineUnavailable(
-            f"the native engine's rootless mode is not supported yet ({why}); run as root "
-            "or use --isobox-engine=docker")
-    return "native", options
+    if settings.engine == "native":
+        options.update(rootless=settings.rootless, limits=settings.limits)
+    return settings.engine, options
 
 
 class IsoboxSession:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
     ContainerSpec,
     InvalidSpec,
@@ -24,7 +25,6 @@ from pytest_isobox.engine import (
     parse_size,
 )
 
-BUILTIN_NETWORK_MODES = ("bridge", "none", "host")
 FIXTURE_LABEL = "io.isobox.fixture"
 WORKER_LABEL = "io.isobox.worker"
 CONFIG_HASH_LABEL = "io.isobox.config-hash"
@@ -61,7 +61,7 @@ class ContainerOptions:
             image=str(self.image),
             command=_argv("command", self.command),
             entrypoint=_argv("entrypoint", self.entrypoint),
-            env=_environment(self.environment),
+            env=dockerargs.parse_env(self.environment),
             working_dir=self.working_dir,
             user=None if self.user is None else str(self.user),
             hostname=self.hostname,
@@ -90,16 +90,12 @@ class ContainerOptions:
             names = self.networks
         else:
             names = {str(n): () for n in self.networks}
-        if len(names) == 1 and next(iter(names)) in BUILTIN_NETWORK_MODES:
-            return next(iter(names)), []
-        if any(n in BUILTIN_NETWORK_MODES for n in names):
-            raise InvalidSpec(f"networks={list(names)}: bridge, none and host cannot be "
-                              "combined with named networks")
-        attachments = [
-            NetworkAttachment(str(net), tuple(dict.fromkeys(
-                [*map(str, self.aliases), *map(str, extra), fixture])))
-            for net, extra in names.items()]
-        return ("bridge" if not attachments else attachments[0].network), attachments
+        if len(names) == 1 and next(iter(names)) in dockerargs.BUILTIN_NETWORK_MODES:
+            return dockerargs.network_choice(names)
+        # on a named network the container answers to its fixture's name too
+        return dockerargs.network_choice({
+            str(net): [*map(str, self.aliases), *map(str, extra), fixture]
+            for net, extra in names.items()})
 
 
 def config_hash(spec: ContainerSpec, image_id: str) -> str:
@@ -119,20 +115,6 @@ def _argv(what: str, value: str | Sequence[str] | None) -> list[str] | None:
         except ValueError as exc:
             raise InvalidSpec(f"{what}={value!r}: {exc}") from None
     return [str(v) for v in value]
-
-
-def _environment(value: Mapping[str, Any] | Sequence[str] | None) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    env = {}
-    for item in value:
-        key, sep, val = str(item).partition("=")
-        if not sep or not key:
-            raise InvalidSpec(f"environment entry {item!r}: expected KEY=VALUE")
-        env[key] = val
-    return env
 
 
 def _size(what: str, value: int | str | None) -> int | None:
@@ -155,29 +137,10 @@ def _number(what: str, value: object, kind: type) -> Any:
 
 
 def _mount(value: str | Mapping[str, Any] | MountSpec, base: Path) -> MountSpec:
+    """A mount as `container(mounts=[...])` takes it: a MountSpec, Docker's `--mount` fields
+    as a mapping, or `-v` syntax (with `tmpfs:DST` for a tmpfs)."""
     if isinstance(value, MountSpec):
         return value
     if isinstance(value, Mapping):
-        data = dict(value)
-        if data.get("type") not in ("bind", "tmpfs", "volume") or not data.get("target"):
-            raise InvalidSpec(f"mount {value!r}: needs type bind, tmpfs or volume and a target")
-        data["size"] = parse_size(data.get("size"))
-        if data["type"] == "bind":
-            data["source"] = str((base / str(data.get("source", ""))).resolve())
-        try:
-            return MountSpec(**data)
-        except TypeError as exc:
-            raise InvalidSpec(f"mount {value!r}: {exc}") from None
-    parts = str(value).split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise InvalidSpec(f"mount {value!r}: expected SRC:DST[:ro], tmpfs:DST or a dict")
-    source, target = parts[0], parts[1]
-    read_only = len(parts) == 3 and parts[2] == "ro"
-    if not target.startswith("/"):
-        raise InvalidSpec(f"mount {value!r}: the target {target!r} must be an absolute path")
-    if source == "tmpfs":
-        return MountSpec("tmpfs", target, read_only=read_only)
-    if "/" in source or source.startswith((".", "~")):
-        host = (base / Path(source).expanduser()).resolve()
-        return MountSpec("bind", target, str(host), read_only)
-    return MountSpec("volume", target, source, read_only)
+        return dockerargs.parse_mount(value, base)
+    return dockerargs.parse_volume(str(value), base, tmpfs_source=True)

@@ -48,6 +48,7 @@ from pytest_isobox.engine import (
     IsoboxError,
     LogStream,
 )
+from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
     """
 
     name = "docker"
+    capabilities = OPTIONAL_CAPABILITIES
 
     def __init__(self, base_url: str | None = None) -> None:
         self.client = DockerClient(base_url)

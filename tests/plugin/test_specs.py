@@ -50,11 +50,11 @@ def test_named_networks_answer_to_the_fixture_name():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"environment": ["NOEQUALS"]}, "environment entry 'NOEQUALS': expected KEY=VALUE"),
+    ({"environment": ["=v"]}, "environment entry '=v': expected KEY=VALUE"),
     ({"mem_limit": "lots"}, "mem_limit: invalid size 'lots'"),
     ({"cpus": 0}, "cpus=0: expected a positive number"),
     ({"mounts": ["/a:relative"]}, "the target 'relative' must be an absolute path"),
-    ({"mounts": ["a:b:c:d"]}, "expected SRC:DST[:ro], tmpfs:DST or a dict"),
+    ({"mounts": ["a:b:c:d"]}, "expected SOURCE:TARGET[:ro], tmpfs:TARGET or a dict"),
     ({"ports": ["80/sctp"]}, "protocol must be tcp or udp"),
     ({"network": "a", "networks": ["b"]}, "give network= or networks=, not both"),
     ({"networks": ["host", "mine"]}, "cannot be combined with named networks"),
@@ -62,6 +62,12 @@ def test_named_networks_answer_to_the_fixture_name():
 def test_bad_values_name_themselves(options, message):
     with pytest.raises(InvalidSpec, match=message.replace("[", r"\[").replace("(", r"\(")):
         spec(**options)
+
+
+def test_a_bare_environment_name_takes_the_tests_value_as_docker_does(monkeypatch):
+    monkeypatch.setenv("FROM_HOST", "yes")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    assert spec(environment=["FROM_HOST", "NOT_SET", "A=1"]).env == {"FROM_HOST": "yes", "A": "1"}
 
 
 def test_config_hash_follows_configuration_and_image():

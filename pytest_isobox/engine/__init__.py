@@ -1,0 +1,47 @@
+"""The one seam between users of containers and the engines that make them.
+
+The plugin, the CLI, the builder and the API server speak only to `Engine` (protocol.py) and
+find engines by name (registry.py): `native` (embedded, daemonless) and `docker` (a Docker
+Engine over its REST API) are built in. Everything here is plain data, errors and the
+protocol: no engine-specific knowledge, and no import of an implementation.
+"""
+
+# Docker's size and ulimit syntax, kept importable from the seam (dockerargs parses them).
+from pytest_isobox.dockerargs import ULIMIT_NAMES, parse_size, parse_ulimit
+from pytest_isobox.engine.errors import (
+    BuildError,
+    ConflictError,
+    ContainerError,
+    ContainerNotFound,
+    EngineUnavailable,
+    ImageNotFound,
+    InvalidSpec,
+    IsoboxError,
+    NetworkNotFound,
+    VolumeNotFound,
+)
+from pytest_isobox.engine.protocol import Engine, require
+from pytest_isobox.engine.registry import open_engine, register
+from pytest_isobox.engine.specs import (
+    PERSISTENT_LABEL,
+    BuildStep,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    ExecResult,
+    ImageInfo,
+    LogStream,
+    MountSpec,
+    NetworkAttachment,
+    NetworkInfo,
+    PortSpec,
+)
+
+__all__ = [
+    "PERSISTENT_LABEL", "ULIMIT_NAMES", "BuildError", "BuildStep", "ConflictError",
+    "ContainerError", "ContainerNotFound", "ContainerSpec", "ContainerState", "ContainerStats",
+    "Engine", "EngineUnavailable", "ExecResult", "ImageInfo", "ImageNotFound", "InvalidSpec",
+    "IsoboxError", "LogStream", "MountSpec", "NetworkAttachment", "NetworkInfo",
+    "NetworkNotFound", "PortSpec", "VolumeNotFound", "open_engine", "parse_size",
+    "parse_ulimit", "register", "require",
+]

@@ -1,0 +1,60 @@
+"""Engines found by name, so the seam, the plugin, the CLI and the API server never import an
+implementation.
+
+An engine is a factory (a class or function taking keyword options) registered under a name:
+the two built in ones below, any `pytest_isobox.engines` entry point of an installed package
+(`myengine = "mypkg.engine:MyEngine"`), or `register()` at run time. Built-ins are named here
+as import strings so that opening one costs no scan of installed distributions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from pytest_isobox.engine.errors import EngineUnavailable, InvalidSpec
+from pytest_isobox.engine.protocol import Engine
+
+ENTRY_POINT_GROUP = "pytest_isobox.engines"
+_BUILTIN = {
+    "native": "pytest_isobox.native.engine:NativeEngine",
+    "docker": "pytest_isobox.docker.engine:DockerEngine",
+}
+_registered: dict[str, Callable[..., Engine]] = {}
+
+
+def register(name: str, factory: Callable[..., Engine]) -> None:
+    """Make `factory` the engine called `name` in this process."""
+    _registered[name] = factory
+
+
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def names() -> list[str]:
+    """Every engine name this process can open."""
+    return sorted({*_BUILTIN, *_registered, *_entry_points()})
+
+
+def factory(name: str) -> Callable[..., Engine]:
+    """The factory registered as `name`; InvalidSpec naming the known ones otherwise."""
+    if name in _registered:
+        return _registered[name]
+    target = _BUILTIN.get(name) or _entry_points().get(name)
+    if target is None:
+        raise InvalidSpec(f"unknown engine {name!r}: expected one of {', '.join(names())}")
+    module, _, attr = target.partition(":")
+    try:
+        found = importlib.import_module(module)
+    except ImportError as exc:
+        raise EngineUnavailable(f"engine {name!r} cannot be loaded from {module}: {exc}") from None
+    return getattr(found, attr)
+
+
+def open_engine(kind: str = "native", **options: object) -> Engine:
+    """Make an engine by name: `native` (options: home, rootless, limits) or `docker`
+    (options: base_url), or any registered one."""
+    return factory(kind)(**options)

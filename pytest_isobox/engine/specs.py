@@ -1,0 +1,170 @@
+"""The seam's plain data: what to run (ContainerSpec and its parts) and what engines report
+(ContainerState, ImageInfo, NetworkInfo, ...). No engine-specific knowledge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One published port. host_port 0 picks a free port; host_ip defaults to loopback."""
+
+    container_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: str = "127.0.0.1"
+    host_port: int = 0
+
+    @property
+    def key(self) -> str:
+        """Docker's name for the container side, e.g. `8080/tcp`."""
+        return f"{self.container_port}/{self.protocol}"
+
+    @classmethod
+    def parse(cls, text: str | int) -> PortSpec:
+        """Docker's `-p` syntax (dockerargs.parse_port)."""
+        from pytest_isobox.dockerargs import parse_port
+
+        return parse_port(text)
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """A bind mount of a host path, a tmpfs, or a named volume, at `target` in the container."""
+
+    type: Literal["bind", "tmpfs", "volume"]
+    target: str
+    source: str = ""
+    read_only: bool = False
+    size: int | None = None  # tmpfs only, bytes
+
+
+@dataclass(frozen=True)
+class NetworkAttachment:
+    """Membership of one named network, with the extra names the container answers to there."""
+
+    network: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class ContainerSpec:
+    """What to run. Fields left None take the image's value (Cmd, Entrypoint, WorkingDir, User).
+
+    network_mode is `bridge` (the default network), `none`, `host`, or a network name;
+    `networks` lists named networks (with aliases) and, when given, replaces network_mode.
+    persistent containers outlive the process that created them (CLI `run -d`, reuse);
+    the others die with it and are swept.
+    """
+
+    image: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    mem_limit: int | None = None
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+    init: bool = False
+    tty: bool = False
+    stdin_open: bool = False
+    network_mode: str = "bridge"
+    networks: list[NetworkAttachment] = field(default_factory=list)
+    ports: list[PortSpec] = field(default_factory=list)
+    mounts: list[MountSpec] = field(default_factory=list)
+    stop_signal: str | None = None
+    stop_timeout: float = 10.0
+    auto_remove: bool = False
+    persistent: bool = False
+    ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
+    security_opt: list[str] = field(default_factory=list)  # Docker's, e.g. seccomp=unconfined
+
+
+@dataclass
+class ContainerState:
+    """A snapshot of one container. status is created, running, exited or dead."""
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    status: str
+    pid: int | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    ips: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def output(self) -> bytes:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class ContainerStats:
+    memory_current: int
+    memory_peak: int
+    cpu_time_ns: int
+    pids: int
+
+
+@dataclass
+class ImageInfo:
+    """An image: id is `sha256:<config digest>`; config is the OCI image config document."""
+
+    id: str
+    tags: list[str]
+    config: dict
+    size: int = 0
+    created: str | None = None
+
+
+@dataclass
+class NetworkInfo:
+    name: str
+    id: str
+    driver: str
+    subnet: str | None
+    gateway: str | None
+    containers: dict[str, str] = field(default_factory=dict)  # container id -> ip
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildStep:
+    """Progress of one build instruction, passed to a build's on_step callback."""
+
+    index: int
+    total: int
+    instruction: str
+    cached: bool
+    seconds: float
+    image_id: str | None
+    output: str = ""
+
+
+LogStream = Literal["stdout", "stderr"]
+
+# A label that keeps a network or container past its creator's life (no sweep of dead owners).
+PERSISTENT_LABEL = "io.isobox.persistent"

@@ -1,0 +1,76 @@
+"""The engine registry: engines found by name, the seam, plugin and CLI importing none."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_isobox.engine import (
+    EngineUnavailable,
+    InvalidSpec,
+    open_engine,
+    register,
+    registry,
+    require,
+)
+
+
+class ToyEngine:
+    """Only the core: no optional capability."""
+
+    name = "toy"
+    capabilities = frozenset()
+    swept = ()
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+
+def test_register_and_open_by_name() -> None:
+    register("toy", ToyEngine)
+    try:
+        engine = open_engine("toy", home="/x")
+        assert isinstance(engine, ToyEngine) and engine.options == {"home": "/x"}
+        assert "toy" in registry.names()
+        with pytest.raises(EngineUnavailable, match="the toy engine cannot build images "
+                                                    r"\(it has no 'build' capability\)"):
+            require(engine, "build", "build images")
+    finally:
+        registry._registered.pop("toy")
+
+
+def test_unknown_engine_names_the_known_ones() -> None:
+    with pytest.raises(InvalidSpec, match=r"unknown engine 'nope': expected one of .*docker.*native"):
+        open_engine("nope")
+
+
+def test_a_third_party_engine_by_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "toyengine.py").write_text(textwrap.dedent("""
+        class Engine:
+            name = "toy"
+            capabilities = frozenset({"build"})
+            def __init__(self, **options):
+                self.options = options
+    """))
+    dist = tmp_path / "toyengine-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toyengine\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pytest_isobox.engines]\ntoy = toyengine:Engine\n")
+    code = ("from pytest_isobox.engine import open_engine, require; e = open_engine('toy', a=1); "
+            "require(e, 'build', 'build'); print(type(e).__module__, e.options)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.stdout == "toyengine {'a': 1}\n"
+
+
+def test_seam_plugin_and_cli_import_no_implementation() -> None:
+    code = ("import sys, pytest_isobox.engine, pytest_isobox.plugin, pytest_isobox.cli, "
+            "pytest_isobox.session, pytest_isobox.fixtures; "
+            "print([m for m in sys.modules if m.split('.')[:2] in (['pytest_isobox', 'native'], "
+            "['pytest_isobox', 'docker'])])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"
