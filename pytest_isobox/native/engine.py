@@ -18,7 +18,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
 import os
 import re
 import secrets
@@ -50,6 +49,7 @@ from pytest_isobox.engine import (
     MountSpec,
     NetworkInfo,
 )
+from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.native import linux, mounts, planrunner, seccomp, shim, startplan
 from pytest_isobox.native.cgroups import (
     Limits,
@@ -58,6 +58,7 @@ from pytest_isobox.native.cgroups import (
     open_cgroup,
 )
 from pytest_isobox.native.container_json import container_json
+from pytest_isobox.native.forked import call_in_child, fork_child
 from pytest_isobox.native.logs import read_log
 from pytest_isobox.native.monitor import (
     CgroupHooks,
@@ -142,6 +143,7 @@ class NativeEngine:
     """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
 
     name = "native"
+    capabilities = OPTIONAL_CAPABILITIES
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
                  limits: str = "strict") -> None:
@@ -1091,15 +1093,8 @@ class NativeEngine:
         security_opt = list(cdir.config["spec"].get("security_opt") or ())
         seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
         no_new_privs = seccomp.no_new_privs(security_opt)
-        child = os.fork()
-        if child == 0:
-            try:
-                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-                exec_init(pid, process, stdio, error_w, cgroup.add, console, seccomp_filter,
-                          no_new_privs)
-            finally:
-                os._exit(127)
-        return child
+        return fork_child(lambda: exec_init(pid, process, stdio, error_w, cgroup.add, console,
+                                            seccomp_filter, no_new_privs), failure_code=127)
 
     def exec(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None) -> ExecResult:
@@ -1213,38 +1208,20 @@ class NativeEngine:
                 return self._rootless.run(action, root) or b""
             return action(root) or b""
         plan = self._plan(cdir, tty=False)
-        result_r, result_w = os.pipe2(os.O_CLOEXEC)
         self._join_pool()  # no fork while another thread works
-        child = os.fork()
-        if child == 0:
-            code = 1
-            try:
-                os.close(result_r)
-                if self._rootless is not None:
-                    self._rootless.enter()
-                linux.unshare(linux.CLONE_NEWNS)
-                planrunner.execute(startplan.overlay_steps(plan))
-                try:
-                    out = b"\0" + (action(Path(plan.rootfs)) or b"")
-                except Exception as exc:  # noqa: BLE001 - sent back to the parent
-                    out = b"\1" + json.dumps([type(exc).__name__, str(exc)]).encode()
-                with open(result_w, "wb", closefd=False) as f:
-                    f.write(out)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(result_w)
-        out = _read_to_end(result_r)
-        os.close(result_r)
-        os.waitpid(child, 0)
-        if not out:
-            raise ContainerError(f"cannot mount the filesystem of container {cdir.id[:12]}")
-        if out[:1] == b"\1":
-            kind, message = json.loads(out[1:])
-            if kind in ("InvalidSpec", "UnsafeArchiveEntry"):
-                raise InvalidSpec(message)
-            raise ContainerError(message)
-        return out[1:]
+
+        def mounted() -> None:  # in the child, before the action
+            if self._rootless is not None:
+                self._rootless.enter()
+            linux.unshare(linux.CLONE_NEWNS)
+            planrunner.execute(startplan.overlay_steps(plan))
+
+        try:
+            return call_in_child(lambda: action(Path(plan.rootfs)) or b"", prepare=mounted)
+        except (InvalidSpec, ContainerError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the child's failure, as the engine's error
+            raise ContainerError(str(exc)) from None
 
     # ------------------------------------------------------------------ networks
 

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytest_isobox.native import linux
+from pytest_isobox.native.forked import close_fds_except, fork_child
 from pytest_isobox.native.logs import LogWriter
 from pytest_isobox.native.planrunner import StartFailure
 from pytest_isobox.native.runtime import (
     ContainerPlan,
-    close_fds_except,
     container_init,
     exit_code_of,
     receive_console,
@@ -120,14 +120,12 @@ def spawn_monitor(plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
                   terminal: Terminal | None = None) -> MonitorHandle:
     """Fork the monitor; it starts the container. Returns at once (read the events)."""
     events_r, events_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(events_r)
-            code = _Monitor(plan, cdir, hooks, owner, auto_remove, terminal, events_w).run()
-        finally:
-            os._exit(code)
+
+    def monitor() -> int:
+        os.close(events_r)
+        return _Monitor(plan, cdir, hooks, owner, auto_remove, terminal, events_w).run()
+
+    pid = fork_child(monitor, die_with_parent=False)  # it watches its owner itself
     os.close(events_w)
     return MonitorHandle(pid, events_r)
 
@@ -167,15 +165,13 @@ def spawn_spare(cid: str, prepare: Prepare, cgroup: CgroupHooks,
     """Fork a spare monitor for the future container `cid` (see `Spare`)."""
     events_r, events_w = os.pipe2(os.O_CLOEXEC)
     control_r, control_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(events_r)
-            os.close(control_w)
-            code = _run_spare(prepare, cgroup, owner, events_w, control_r)
-        finally:
-            os._exit(code)
+
+    def spare() -> int:
+        os.close(events_r)
+        os.close(control_w)
+        return _run_spare(prepare, cgroup, owner, events_w, control_r)
+
+    pid = fork_child(spare, die_with_parent=False)  # it watches its owner itself
     os.close(events_w)
     os.close(control_r)
     return Spare(cid, pid, events_r, control_w)

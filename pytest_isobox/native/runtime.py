@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.native import linux, mounts, planrunner, startplan
+from pytest_isobox.native.forked import close_fds_except
 from pytest_isobox.native.planrunner import StartFailure
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 
@@ -137,15 +138,6 @@ def set_up_stdio(stdio: tuple[int, int, int]) -> None:
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target)
-
-
-def close_fds_except(keep: set[int]) -> None:
-    """Close every fd above 2 but `keep`: the engine's pipes must not live on in us."""
-    low = 3
-    for fd in sorted(f for f in keep if f >= 3):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
 
 
 def receive_console(console: socket.socket) -> int | None:

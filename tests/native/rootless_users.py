@@ -37,7 +37,7 @@ import pytest_isobox.native.engine
 import pytest_isobox.native.rootless.idmap
 import pytest_isobox.native.rootless.userns  # noqa: F401 - loaded for the dropped child
 from pytest_isobox.native import linux
-from pytest_isobox.native.rootless.forked import call_in_child
+from pytest_isobox.native.forked import call_in_child
 from tests.conftest import BUSYBOX_ROOTFS_TOOL
 
 PR_SET_DUMPABLE = 4

@@ -14,7 +14,7 @@ import pytest
 
 from pytest_isobox.engine import EngineUnavailable, InvalidSpec
 from pytest_isobox.native.cgroups.common import Limits
-from pytest_isobox.native.rootless.forked import call_in_child
+from pytest_isobox.native.forked import call_in_child
 from pytest_isobox.native.rootless.limits import (
     Delegation,
     NoCgroup,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import traceback
 from collections.abc import Callable
 from typing import Self
 
 from pytest_isobox.native import linux
+from pytest_isobox.native.forked import fork_child
 
 Target = Callable[[socket.socket], None]
 
@@ -25,24 +25,17 @@ class NetnsProcess:
 
     def __init__(self, target: Target, *, private_mounts: bool = False) -> None:
         parent, child = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # child: never returns
+
+        def alone() -> None:
             parent.close()
-            code = 0
-            try:
-                flags = linux.CLONE_NEWNET | (linux.CLONE_NEWNS if private_mounts else 0)
-                linux.unshare(flags)
-                if private_mounts:
-                    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-                child.sendall(b"R")
-                if child.recv(1) == b"G":
-                    target(child)
-            except BaseException:  # noqa: BLE001 - the child reports any failure, then exits
-                traceback.print_exc()
-                code = 1
-            finally:
-                os._exit(code)
+            linux.unshare(linux.CLONE_NEWNET | (linux.CLONE_NEWNS if private_mounts else 0))
+            if private_mounts:
+                linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            child.sendall(b"R")
+            if child.recv(1) == b"G":
+                target(child)
+
+        pid = fork_child(alone)
         child.close()
         self.pid = pid
         self.channel = parent

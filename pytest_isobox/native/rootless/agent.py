@@ -20,8 +20,7 @@ import signal
 from collections.abc import Callable
 
 from pytest_isobox.engine import ContainerError
-from pytest_isobox.native import linux
-from pytest_isobox.native.runtime import close_fds_except
+from pytest_isobox.native.forked import fork_child
 
 Attach = Callable[[int], tuple[dict, dict]]  # container pid -> (ips, ports)
 
@@ -39,16 +38,7 @@ class NetworkAgent:
         any other fd of the monitor it held (its container's error pipe) would never close."""
         to_r, to_w = os.pipe2(os.O_CLOEXEC)
         from_r, from_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                close_fds_except({to_r, from_w, *keep})
-                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-                self._serve(to_r, from_w)
-                code = 0
-            finally:
-                os._exit(code)
+        pid = fork_child(lambda: self._serve(to_r, from_w), keep_fds={to_r, from_w, *keep})
         os.close(to_r)
         os.close(from_w)
         self.pid, self._to_agent, self._from_agent = pid, to_w, from_r

@@ -38,9 +38,9 @@ from pathlib import Path
 from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.locks import HostLock
 from pytest_isobox.native import linux
+from pytest_isobox.native.forked import close_fds_except, fork_child
 from pytest_isobox.native.rootless import outbound
 from pytest_isobox.native.rootless.idmap import IdMapping
-from pytest_isobox.native.runtime import close_fds_except
 from pytest_isobox.processes import ProcessIdentity
 
 LOCK, STATE, SOCKET = "userns.lock", "userns.json", "userns.sock"
@@ -265,22 +265,21 @@ class _Holder:
         self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         exit_r, self.slirp_exit = os.pipe2(os.O_CLOEXEC)
         holder = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.read(go_r, 1) == b"g":
-                    log = os.open(self.runtime_dir / SLIRP_LOG,
-                                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                    os.dup2(log, 1)
-                    os.dup2(log, 2)
-                    for fd in (ready_w, exit_r):  # (what slirp4netns gets across exec)
-                        os.set_inheritable(fd, True)
-                    close_fds_except({ready_w, exit_r})
-                    argv = outbound.slirp_command(holder, ready_w, exit_r, self.host_loopback)
-                    os.execv(argv[0], argv)
-            finally:
-                os._exit(127)
+
+        def slirp() -> int:
+            if os.read(go_r, 1) != b"g":
+                return 127
+            log = os.open(self.runtime_dir / SLIRP_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                          0o600)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            for fd in (ready_w, exit_r):  # (what slirp4netns gets across exec)
+                os.set_inheritable(fd, True)
+            close_fds_except({ready_w, exit_r})
+            argv = outbound.slirp_command(holder, ready_w, exit_r, self.host_loopback)
+            os.execv(argv[0], argv)
+
+        pid = fork_child(slirp, failure_code=127)
         os.close(go_r)
         os.close(ready_w)
         os.close(exit_r)

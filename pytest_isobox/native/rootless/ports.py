@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from pytest_isobox.engine import PortSpec
 from pytest_isobox.native import linux
+from pytest_isobox.native.forked import fork_child
 from pytest_isobox.native.network.ports import Reservation, reserve
-from pytest_isobox.native.runtime import close_fds_except
 
 BUFFER = 65536
 
@@ -67,23 +67,20 @@ def start_relay(netns_pid: int, listeners: list[Listener], user_fd: int | None =
     """
     netns = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            close_fds_except({ready_w, netns, *(() if user_fd is None else (user_fd,)),
-                           *(sock.fileno() for sock, _ in listeners)})
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            if user_fd is not None:
-                linux.setns(user_fd, linux.CLONE_NEWUSER)
-            linux.setns(netns, linux.CLONE_NEWNET)
-            linux.interface_up("lo")  # the published port is reached on the loopback
-            os.write(ready_w, b"r")
-            os.close(ready_w)
-            _Relay(listeners).run()
-        finally:
-            os._exit(code)
+
+    def relay() -> int:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if user_fd is not None:
+            linux.setns(user_fd, linux.CLONE_NEWUSER)
+        linux.setns(netns, linux.CLONE_NEWNET)
+        linux.interface_up("lo")  # the published port is reached on the loopback
+        os.write(ready_w, b"r")
+        os.close(ready_w)
+        _Relay(listeners).run()
+        return 1  # the relay serves until it is killed
+
+    pid = fork_child(relay, keep_fds={ready_w, netns, *(() if user_fd is None else (user_fd,)),
+                                      *(sock.fileno() for sock, _ in listeners)})
     os.close(ready_w)
     os.close(netns)
     ok = os.read(ready_r, 1) == b"r"

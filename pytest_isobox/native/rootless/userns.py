@@ -21,8 +21,8 @@ from typing import Any, Self, TypeVar
 
 from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.native import linux
+from pytest_isobox.native.forked import call_in_child
 from pytest_isobox.native.rootless import holder
-from pytest_isobox.native.rootless.forked import call_in_child
 from pytest_isobox.native.rootless.idmap import IdMapping
 
 T = TypeVar("T")
