@@ -23,9 +23,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pytest_isobox.build.builder import Builder
-from pytest_isobox.build.context import BuildContext, StatCache
-from pytest_isobox.build.copying import CopyStep
+from pytest_isobox.builder.builder import Builder
+from pytest_isobox.builder.context import BuildContext, StatCache
+from pytest_isobox.builder.copying import CopyStep
 
 REPO = Path(__file__).resolve().parent.parent
 ROOTFS_TOOL = REPO / "fixtures" / "busybox-rootfs"

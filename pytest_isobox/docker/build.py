@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from pytest_isobox.build.dockerignore import DockerIgnore, context_files, ignore_file_for
+from pytest_isobox.builder.dockerignore import DockerIgnore, context_files, ignore_file_for
 from pytest_isobox.engine import BuildError, BuildStep
 
 _LAST_LINES = 20

@@ -299,7 +299,7 @@ class NativeEngine:
               tag: str | None = None, buildargs: dict[str, str] | None = None,
               target: str | None = None, no_cache: bool = False, network: str | None = None,
               on_step: Callable[[BuildStep], None] | None = None) -> str:
-        from pytest_isobox.build.builder import Builder
+        from pytest_isobox.builder.builder import Builder
 
         builder = Builder(engine=self, cache_dir=self.home / "buildcache")
         return builder.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,

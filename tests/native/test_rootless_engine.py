@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import pytest_isobox.build.builder  # noqa: F401 - loaded before the user's child forks
+import pytest_isobox.builder.builder  # noqa: F401 - loaded before the user's child forks
 from pytest_isobox.engine import (
     ContainerSpec,
     EngineUnavailable,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.build.builder import Builder, format_step
+from pytest_isobox.builder.builder import Builder, format_step
 from pytest_isobox.engine import BuildError, BuildStep, ContainerSpec, Engine, ImageNotFound
 from tests.conftest import needs_root
 
@@ -326,7 +326,7 @@ def test_from_scratch(engine: Engine, isobox_home: Path, tmp_path: Path) -> None
 _CHILD = """\
 import json, sys, time
 from pathlib import Path
-from pytest_isobox.build.builder import Builder
+from pytest_isobox.builder.builder import Builder
 from pytest_isobox.native.engine import NativeEngine
 home, context, barrier = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 engine = NativeEngine(home=home)

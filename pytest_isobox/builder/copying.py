@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pytest_isobox.build.context import BuildContext, CopyEntry, entries_from_tar
+from pytest_isobox.builder.context import BuildContext, CopyEntry, entries_from_tar
 from pytest_isobox.engine import BuildError, ContainerError, ContainerSpec, Engine, IsoboxError
 
 

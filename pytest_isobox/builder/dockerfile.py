@@ -671,7 +671,7 @@ _ARGUMENT_PARSERS = {
 def _heredocs_in_line(line: str) -> list[Heredoc]:
     """The heredocs a line opens, in order. Words are found as BuildKit does: with a backslash
     escape whatever the escape directive says, quotes and escapes kept, variables left as is."""
-    from pytest_isobox.build.expand import ExpansionError, ShellLexer
+    from pytest_isobox.builder.expand import ExpansionError, ShellLexer
 
     lexer = ShellLexer("\\", raw_quotes=True, raw_escapes=True, skip_unset=True)
     try:
@@ -689,7 +689,7 @@ def _heredocs_in_line(line: str) -> list[Heredoc]:
 def parse_heredoc_word(word: str) -> Heredoc | None:
     """The heredoc a word such as `<<EOF`, `<<-"EOF"` or `3<<EOF` opens (empty content), or
     None if the word is no heredoc. COPY/ADD sources that are heredocs are named by this."""
-    from pytest_isobox.build.expand import ExpansionError, ShellLexer
+    from pytest_isobox.builder.expand import ExpansionError, ShellLexer
 
     match = _HEREDOC_WORD.match(word)
     if match is None or not match.group(3):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_isobox.build.dockerfile import (
+from pytest_isobox.builder.dockerfile import (
     Dockerfile,
     DockerfileError,
     Heredoc,

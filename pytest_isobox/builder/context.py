@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pytest_isobox.build.dockerignore import DockerIgnore, compile_pattern, walk_context
+from pytest_isobox.builder.dockerignore import DockerIgnore, compile_pattern, walk_context
 from pytest_isobox.engine import BuildError
 
 _GLOB_CHARS = set("*?[")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_isobox.build import instructions as ic
+from pytest_isobox.builder import instructions as ic
 from pytest_isobox.engine import BuildError
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_isobox.build.dockerfile import DockerfileError
-from pytest_isobox.build.expand import (
+from pytest_isobox.builder.dockerfile import DockerfileError
+from pytest_isobox.builder.expand import (
     EXPANDING_INSTRUCTIONS,
     ExpansionError,
     ShellLexer,

@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_isobox.build.dockerfile import INSTRUCTIONS, DockerfileError, dump, parse
+from pytest_isobox.builder.dockerfile import INSTRUCTIONS, DockerfileError, dump, parse
 
 _KEYWORDS = sorted(k.upper() for k in INSTRUCTIONS) + ["ONBUILD RUN", "FROM a AS", "# escape=`",
                                                         "# syntax=x", "#"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.build.dockerignore import (
+from pytest_isobox.builder.dockerignore import (
     DockerIgnore,
     clean_pattern,
     context_files,

@@ -14,7 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pytest_isobox.build.context import StatCache
+from pytest_isobox.builder.context import StatCache
 from pytest_isobox.locks import KeyLock, key_lock
 
 KEY_VERSION = "isobox-build-v2"

@@ -20,11 +20,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_isobox.build import instructions as ins_config
-from pytest_isobox.build.cache import BuildCache, step_key
-from pytest_isobox.build.context import BuildContext, CopyEntry, write_tar
-from pytest_isobox.build.copying import CopyStep, resolve_chown
-from pytest_isobox.build.dockerfile import (
+from pytest_isobox.builder import instructions as ins_config
+from pytest_isobox.builder.cache import BuildCache, step_key
+from pytest_isobox.builder.context import BuildContext, CopyEntry, write_tar
+from pytest_isobox.builder.copying import CopyStep, resolve_chown
+from pytest_isobox.builder.dockerfile import (
     DockerfileError,
     Heredoc,
     Instruction,
@@ -32,9 +32,9 @@ from pytest_isobox.build.dockerfile import (
     parse,
     parse_flags,
 )
-from pytest_isobox.build.dockerignore import DockerIgnore, ignore_file_for
-from pytest_isobox.build.expand import expand, expand_words
-from pytest_isobox.build.stages import (
+from pytest_isobox.builder.dockerignore import DockerIgnore, ignore_file_for
+from pytest_isobox.builder.expand import expand, expand_words
+from pytest_isobox.builder.stages import (
     Stage,
     base_stage,
     find_stage,

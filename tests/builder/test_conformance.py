@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.build.dockerfile import DockerfileError, dump, parse
+from pytest_isobox.builder.dockerfile import DockerfileError, dump, parse
 
 CASES = Path(__file__).resolve().parent / "buildkit-parser"
 

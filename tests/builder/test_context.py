@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.build.cache import BuildCache, step_key
-from pytest_isobox.build.context import (
+from pytest_isobox.builder.cache import BuildCache, step_key
+from pytest_isobox.builder.context import (
     BuildContext,
     CopyEntry,
     StatCache,
     entries_from_tar,
     write_tar,
 )
-from pytest_isobox.build.copying import CopyStep
-from pytest_isobox.build.dockerignore import DockerIgnore
+from pytest_isobox.builder.copying import CopyStep
+from pytest_isobox.builder.dockerignore import DockerIgnore
 from pytest_isobox.engine import BuildError
 
 OLD = 1_600_000_000  # an mtime far from now, so the stat cache trusts it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.build.dockerignore import DockerIgnore, context_files
+from pytest_isobox.builder.dockerignore import DockerIgnore, context_files
 from tests.conftest import needs_docker
 
 pytestmark = [needs_docker, pytest.mark.docker]

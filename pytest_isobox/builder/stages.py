@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pytest_isobox.build.dockerfile import Dockerfile, DockerfileError, Instruction, parse_flags
+from pytest_isobox.builder.dockerfile import Dockerfile, DockerfileError, Instruction, parse_flags
 
 __all__ = ["Stage", "base_stage", "find_stage", "required_stages", "split_stages",
            "stage_references", "target_stage"]

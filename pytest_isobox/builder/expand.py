@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from pytest_isobox.build.dockerfile import DockerfileError, is_go_space
+from pytest_isobox.builder.dockerfile import DockerfileError, is_go_space
 
 __all__ = [
     "EXPANDING_INSTRUCTIONS",

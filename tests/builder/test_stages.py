@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_isobox.build.dockerfile import DockerfileError, Instruction, parse
-from pytest_isobox.build.expand import expand
-from pytest_isobox.build.stages import (
+from pytest_isobox.builder.dockerfile import DockerfileError, Instruction, parse
+from pytest_isobox.builder.expand import expand
+from pytest_isobox.builder.stages import (
     Stage,
     base_stage,
     find_stage,

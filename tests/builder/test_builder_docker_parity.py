@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import ContainerSpec, Engine
-from tests.build.test_builder import NativeEngine
-from tests.build.test_builder import pytestmark as native_marks
+from tests.builder.test_builder import NativeEngine
+from tests.builder.test_builder import pytestmark as native_marks
 from tests.conftest import needs_docker
 
 pytestmark = [*native_marks, needs_docker, pytest.mark.docker]
