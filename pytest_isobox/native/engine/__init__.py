@@ -1,0 +1,182 @@
+"""`NativeEngine`: the embedded, daemonless implementation of the `Engine` protocol.
+
+Containers are started by forking a monitor from this (already loaded) process: no daemon, no
+interpreter start, no subprocess per step. State lives on disk under `<home>/containers/`, so
+every operation (state, stop, logs, exec, remove) works from any process, and persistent
+containers outlive the process that made them. Non-persistent containers die with their owner;
+`NativeEngine()` sweeps every leftover of dead owners and never touches a live run's.
+
+Images delegate to `images.store.ImageStore`, networks to `network.manager.NetworkManager`,
+builds to `builder.builder.Builder`. As a convenience (like Podman's `--rootfs`), an image given
+as an absolute path to a directory runs that directory as the only, read-only, layer.
+
+The class is a facade: its state and life (open, close, sweep) are here, its verbs in one
+role module each (images, lifecycle, launch, views, execs, archives, networks, volumes).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Self
+
+from pytest_isobox.engine import EngineUnavailable
+from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
+from pytest_isobox.native.cgroups import open_cgroup
+from pytest_isobox.native.engine.archives import ArchivesRole
+from pytest_isobox.native.engine.execs import ExecRole
+from pytest_isobox.native.engine.images import ImagesRole
+from pytest_isobox.native.engine.launch import LaunchRole
+from pytest_isobox.native.engine.lifecycle import LifecycleRole
+from pytest_isobox.native.engine.networks import NetworksRole
+from pytest_isobox.native.engine.support import ShimSpare
+from pytest_isobox.native.engine.views import ViewsRole
+from pytest_isobox.native.engine.volumes import VolumesRole
+from pytest_isobox.native.monitor import MonitorHandle, Spare
+from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
+from pytest_isobox.native.rootless.mode import RootlessMode
+from pytest_isobox.native.rootless.store import check_owner as check_store_owner
+from pytest_isobox.native.rootless.userns import is_rootless
+from pytest_isobox.native.state import ContainerStore
+from pytest_isobox.native.sweep import Sweeper
+from pytest_isobox.native.volumes import VolumeStore
+from pytest_isobox.processes import ProcessIdentity
+
+
+def default_home() -> Path:
+    """ISOBOX_HOME, else $XDG_CACHE_HOME/isobox, else ~/.cache/isobox."""
+    if os.environ.get("ISOBOX_HOME"):
+        return Path(os.environ["ISOBOX_HOME"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "isobox"
+def check_prerequisites() -> None:
+    """Raise EngineUnavailable naming the first missing prerequisite of the rootful engine."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable(
+            f"the rootful native engine needs root (running as uid {os.geteuid()}); "
+            "leave rootless mode on (the default for users) to run without root")
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+    except OSError:
+        raise EngineUnavailable("/proc is not mounted: cannot check for overlayfs") from None
+    if not re.search(r"\boverlay\b", filesystems):
+        raise EngineUnavailable("overlayfs is not available (no 'overlay' in /proc/filesystems; "
+                                "try `modprobe overlay`)")
+    if not hasattr(os, "pidfd_open"):
+        raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
+
+
+class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, ArchivesRole, NetworksRole, VolumesRole):
+    """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
+
+    name = "native"
+    capabilities = OPTIONAL_CAPABILITIES
+
+    def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
+                 limits: str = "strict") -> None:
+        """`rootless` None: rootless unless root. `limits` "strict": a container asking for
+        limits that rootless mode cannot apply fails; "best-effort": it runs without them."""
+        self.home = Path(home) if home else default_home()
+        self._rootless: RootlessMode | None = None
+        if is_rootless(rootless):
+            self._rootless = RootlessMode(self.home, limits)
+        else:
+            check_prerequisites()
+            check_limits_mode(limits)
+            check_store_owner(self.home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.store = ContainerStore(self.home)
+        if self._rootless is None:  # (rootless: a forked helper deletes, in the namespace)
+            self.store.delete_in_background()
+        self.volume_store = VolumeStore(self.home, self._volume_users)
+        self.runtime_dir = self.home / "runtime"
+        self.runtime_dir.mkdir(exist_ok=True)
+        self._me = ProcessIdentity.current()
+        self._shim: str | None | bool = False  # the compiled isobox-shim; False: not looked up
+        self._monitors: dict[str, MonitorHandle] = {}
+        self._spare: Spare | None = None  # the next container's monitor, forked ahead
+        self._pool: collections.deque[ShimSpare] = collections.deque()  # shims, spawned ahead
+        self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
+        self._pool_refilled = 0.0
+        self._pool_thread: threading.Thread | None = None  # spawning the next batch
+        self._pool_ready = threading.Condition()
+        self._reserved: dict[str, Spare] = {}  # created containers with a spare waiting
+        self._exit_codes: dict[str, int] = {}
+        self._images: Any = None
+        self._network: Any = None
+        self._network_checked = False
+        self._image_cache: dict[str, tuple[dict, list[str]]] = {}
+        self._resolv_conf: str | None = None
+        self.swept: list[str] = self.sweep()
+
+    @property
+    def network(self) -> Any:
+        """The NetworkManager, or None while the networking code is absent."""
+        if not self._network_checked:
+            self._network_checked = True
+            try:
+                from pytest_isobox.native.network.manager import NetworkManager
+            except ImportError:
+                return None
+            self._network = self._rootless.network_manager(self.home) if self._rootless \
+                else NetworkManager(self.home)
+        return self._network
+
+    def _network_manager(self) -> Any:
+        manager = self.network
+        if manager is None:
+            raise EngineUnavailable("native networking is not available in this installation")
+        return manager
+
+    def close(self) -> None:
+        """Remove the non-persistent containers this process made; reap their monitors."""
+        for cdir in list(self.store.all()):
+            with contextlib.suppress(Exception):  # a container removed meanwhile is fine
+                if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
+                    self.remove(cdir.id, force=True)
+        self._join_pool()
+        for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ()),
+                      *self._pool]:
+            spare.discard()
+        self._pool.clear()
+        self._reserved.clear()
+        self._spare = None
+        if self._rootless is None:
+            with contextlib.suppress(Exception):  # the shared cgroup parents, when idle
+                open_cgroup("isobox/parent").prune_parents()
+        for handle in self._monitors.values():  # persistent ones run on: reap only the ended
+            handle.close()
+            handle.reap()
+        self._monitors.clear()
+        if self._network is not None:
+            self._network.close()
+        if self._rootless is not None:
+            self._rootless.close()
+        self.store.drain()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def rootless(self) -> bool:
+        return self._rootless is not None
+
+    def sweep(self) -> list[str]:
+        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`); one line
+        per thing cleaned."""
+        from pytest_isobox.native.network.store import host_has_networks
+
+        # a home without networks of its own still cleans those abandoned homes left
+        own = (self.home / "networks").exists()
+        network = self.network if own or (self._rootless is None and host_has_networks()) \
+            else None
+        return Sweeper(self.home, self.store, self._release, self._wait_monitor,
+                       network).sweep()
+

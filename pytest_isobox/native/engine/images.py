@@ -1,0 +1,124 @@
+"""Images for the native engine: the OCI store (images/), builds (builder/), commits and
+disk usage, and an image reference resolved into the lower dirs a container mounts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_isobox.engine import BuildStep, ImageInfo, ImageNotFound, InvalidSpec
+from pytest_isobox.native.engine.support import tree_size
+
+
+class ImagesRole:
+    """A role of NativeEngine (see the module docstring); state lives on the facade."""
+
+    @property
+    def images_store(self) -> Any:
+        if self._images is None:
+            from pytest_isobox.images.store import ImageStore
+
+            self._images = self._rootless.image_store(self.home) if self._rootless \
+                else ImageStore(self.home)
+        return self._images
+
+    def build(self, context: str | Path, *, dockerfile: str | None = None,
+              tag: str | None = None, buildargs: dict[str, str] | None = None,
+              target: str | None = None, no_cache: bool = False, network: str | None = None,
+              on_step: Callable[[BuildStep], None] | None = None) -> str:
+        from pytest_isobox.builder.builder import Builder
+
+        builder = Builder(engine=self, cache_dir=self.home / "buildcache")
+        return builder.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
+                             target=target, no_cache=no_cache, network=network, on_step=on_step)
+
+    def import_rootfs(self, source: str | Path, ref: str) -> str:
+        return self.images_store.import_rootfs(source, ref)
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        image = self.images_store.resolve(ref)
+        return ImageInfo(image.id, image.tags, image.config, image.size,
+                         image.config.get("created"))
+
+    def images(self) -> list[ImageInfo]:
+        return self.images_store.images()
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        self.images_store.tag(ref, new_ref)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.images_store.remove(ref, force=force, in_use=self._images_in_use())
+
+    def save_images(self, refs: list[str], path: str | Path) -> None:
+        self.images_store.save(refs, path)
+
+    def load_images(self, path: str | Path) -> list[str]:
+        return self.images_store.load(path)
+
+    def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
+               remove: bool = False) -> str:
+        """A new image: the container's image plus its upper dir as one layer. With `remove`
+        (a stopped container), the upper dir itself becomes the layer's unpacked copy instead
+        of being unpacked again from the new blob, and the container is removed."""
+        cdir = self._find(container)
+        image_id = cdir.config["image_id"]
+        if cdir.config["image"].startswith("/"):
+            raise InvalidSpec(f"cannot commit container {cdir.id[:12]}: its image is the plain "
+                              f"directory {cdir.config['image']}; import it first")
+        if config is None:
+            config = self.images_store.resolve(image_id).config.get("config") or {}
+        take = remove and self._read_state(cdir)["status"] != "running"
+        if take:
+            self._reap(cdir.id)  # its monitor has ended: nothing mounts the upper dir now
+        image = self.images_store.commit(image_id, cdir.upper, config, created_by,
+                                         **({"take_upper": True} if take else {}))
+        if remove:
+            self.remove(cdir.id, force=True)
+        return image
+
+    def derive_image(self, base: str | None, *, config: dict, created_by: str,
+                     author: str | None = None) -> str:
+        """A new image: base's layers (none for scratch) with a new runtime config."""
+        return self.images_store.commit(base, None, config, created_by, author=author)
+
+    def _images_in_use(self) -> set[str]:
+        return {cdir.config["image_id"] for cdir in self.store.all()}
+
+    def prune(self) -> int:
+        return self.images_store.prune(in_use=self._images_in_use())
+
+    def disk_usage(self) -> dict[str, dict]:
+        usage = self.images_store.disk_usage()
+        containers = list(self.store.all())
+        volumes = self.volumes()
+        cache = self.home / "buildcache"
+        return {
+            "Images": {"count": usage["images"]["count"],
+                       "size": usage["images"]["size"] + usage["layers"]["size"],
+                       "per_image": usage.get("per_image", [])},
+            "Containers": {"count": len(containers),
+                           "size": sum(tree_size(c.upper) for c in containers)},
+            "Volumes": {"count": len(volumes),
+                        "size": sum(tree_size(self.volume_store.path(v)) for v in volumes)},
+            "Build Cache": {"count": len(list(cache.iterdir())) if cache.is_dir() else 0,
+                            "size": tree_size(cache)},
+        }
+
+    def _resolve_image(self, ref: str) -> tuple[str, dict, list[str]]:
+        """(image id, runtime config, lower dirs top first) of an image ref or rootfs dir."""
+        if ref.startswith("/"):
+            path = Path(ref)
+            if not path.is_dir():
+                raise ImageNotFound(f"rootfs directory {ref} does not exist")
+            image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
+            return image_id, {}, [str(path.resolve())]
+        image = self.images_store.resolve(ref)
+        cached = self._image_cache.get(image.id)
+        if cached is None:
+            lowers = [str(p) for p in reversed(self.images_store.layer_dirs(image.id))]
+            cached = (image.config.get("config") or {}, lowers)
+            self._image_cache[image.id] = cached
+        return image.id, cached[0], list(cached[1])
+

@@ -1,0 +1,228 @@
+"""Starting containers: through isobox-shim (spawned ahead in a pool, fed the start plan)
+or through the Python monitor (forked ahead as a spare); both report the same events."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import time
+
+from pytest_isobox.engine import ContainerError, ContainerState
+from pytest_isobox.native import shim
+from pytest_isobox.native.cgroups import Limits
+from pytest_isobox.native.engine.support import POOL_BURST, POOL_MAX, POOL_QUIET, ShimSpare
+from pytest_isobox.native.monitor import CgroupHooks, Hooks, Terminal, spawn_monitor, spawn_spare
+from pytest_isobox.native.planrunner import StartFailure
+from pytest_isobox.native.runtime import ContainerPlan
+from pytest_isobox.native.specs import spec_from_dict
+from pytest_isobox.native.state import ContainerDir
+from pytest_isobox.processes import ProcessIdentity
+
+
+class LaunchRole:
+    """A role of NativeEngine (see the module docstring); state lives on the facade."""
+
+    def start(self, container: str) -> ContainerState:
+        return self._start(self._find(container), None)
+
+    def _start(self, cdir: ContainerDir, terminal: Terminal | None) -> ContainerState:
+        state = self._read_state(cdir)
+        if state["status"] == "running" and self._monitor_alive(state):
+            return self._state_of(cdir, state)
+        self._reap(cdir.id)
+        if state.get("needs_release"):  # a restart: the last run's network and cgroup go first
+            self._release(cdir, delete=False)
+        spec = cdir.config["spec"]
+        spare = self._reserved.pop(cdir.id, None)
+        if terminal is None and (isinstance(spare, ShimSpare)
+                                 or (spare is None and self._shim_binary() is not None)):
+            plan = self._plan(cdir, spec["tty"])
+            if shim.eligible(plan):
+                return self._start_shim(cdir, plan, state, spare)
+        if isinstance(spare, ShimSpare):
+            spare.discard()
+            spare = None
+        self._join_pool()  # the Python monitor is a fork of this process
+        if spare is not None and terminal is None:
+            try:
+                plan = self._plan(cdir, spec["tty"])
+            except BaseException:
+                spare.discard()
+                raise
+            handle = spare.launch(plan)
+        else:
+            if spare is not None:
+                spare.discard()
+            plan = self._plan(cdir, spec["tty"])
+            owner = ProcessIdentity.load(cdir.config["owner"])
+            handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
+                                   spec["auto_remove"], terminal)
+        self._fork_spare()  # while the monitor starts this one: the two overlap
+        event = handle.next_event()
+        if event is None or event["event"] != "started":
+            handle.close()
+            os.waitpid(handle.pid, 0)
+            message = event["message"] if event else "the container's monitor died at start"
+            raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}")
+        self._monitors[cdir.id] = handle
+        return self._state_of(cdir, event["state"])
+
+    def _shim_binary(self) -> str | None:
+        if self._shim is False:
+            self._shim = None if self._rootless is not None else shim.binary(shim.build_dir())
+        return self._shim  # type: ignore[return-value]
+
+    def _spawn_shim(self, cid: str, limits: Limits) -> ShimSpare:
+        """A shim for `cid` whose container process is in its cgroup, waiting for the plan."""
+        cgroup = self._cgroup(cid)
+        cgroup.create(limits)
+        try:
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(),
+                                os.pidfd_open(os.getpid()))
+        except BaseException:
+            cgroup.destroy()
+            raise
+        return ShimSpare(cid, handle, cgroup)
+
+    def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
+                    spare: ShimSpare | None) -> ContainerState:
+        """Start with isobox-shim: the engine attaches the network itself while the container
+        process waits for it, and records the start; the shim records the exit."""
+        config = cdir.config
+        spec = spec_from_dict(config["spec"])
+        limits, _ = self._limits_plan(spec)
+        network = plan.new_netns and not plan.loopback_up
+        try:
+            if spare is None:
+                spare = self._spawn_shim(cdir.id, limits)
+            elif limits.controllers():  # the spare's cgroup was made before its limits were known
+                spare.cgroup.create(limits)
+            blob = shim.encode_plan(plan, log=str(cdir.log), exit_file=str(cdir.path / "exit"),
+                                    persistent=config["owner"] is None, network=network)
+        except BaseException:
+            if spare is not None:
+                spare.discard()
+            raise
+        with contextlib.suppress(FileNotFoundError):  # a restart's previous exit
+            (cdir.path / "exit").unlink()
+        handle = spare.handle
+        handle.send_plan(blob)
+        if not network:
+            self._fork_spare()  # while the container sets up: the two overlap
+        ips: dict = {}
+        ports: dict = {}
+        try:
+            while True:
+                event = handle.next_event()
+                if event is None:
+                    raise StartFailure("the container's shim died at start", 127)
+                if event["event"] == "ready":
+                    result = self._network_manager().attach(
+                        cdir.id, config["name"], config["hostname"], event["pid"], spec,
+                        cdir.hosts)
+                    ips, ports = result.ips, result.ports
+                    handle.go()
+                    self._fork_spare()  # after the network: it is on the container's path
+                elif event["event"] == "failed":
+                    raise StartFailure(event["message"], event["exit_code"])
+                elif event["event"] == "started":
+                    break
+        except BaseException as exc:
+            handle.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(handle.pid, 0)
+            code, message = (exc.exit_code, exc.message) if isinstance(exc, StartFailure) \
+                else (127, str(exc))
+            state.update(status="created", exit_code=code, error=message)
+            with contextlib.suppress(Exception):
+                cdir.write_state(state)
+            self._release(cdir, delete=False)
+            if isinstance(exc, StartFailure):
+                raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}") from None
+            raise
+        pid = event["pid"]
+        monitor, child = ProcessIdentity.of(handle.pid), ProcessIdentity.of(pid)
+        state.update(status="running", pid=pid, pid_start=child.start if child else 0,
+                     monitor=monitor.dump() if monitor else None,
+                     started_at=time.time(), exit_code=0, oom_killed=False, finished_at=None,
+                     error="", needs_release=True, ips=ips,
+                     ports={k: [list(b) for b in v] for k, v in ports.items()})
+        cdir.write_state(state)
+        self._monitors[cdir.id] = handle
+        return self._state_of(cdir, state)
+
+    def _refill_pool(self) -> None:
+        """Spawn shims for the next containers when none is left, several at once when
+        containers come fast, from a thread (mkdir and posix_spawn release the GIL), so the
+        engine goes on with the container it is starting. Each shim moves its waiting
+        process into its new cgroup; on cgroup v1 the first such move after a quiet spell
+        waits for an RCU grace period (milliseconds, during which every fork on the machine
+        waits too), while moves close together share one: a burst of containers pays that
+        once per batch."""
+        if self._pool or (self._pool_thread is not None and self._pool_thread.is_alive()):
+            return
+        now = time.monotonic()
+        if now - self._pool_refilled < POOL_BURST:
+            self._pool_batch = min(self._pool_batch * 2, POOL_MAX)
+        elif now - self._pool_refilled > POOL_QUIET:
+            self._pool_batch = 1
+        self._pool_refilled = now
+        cids = [secrets.token_hex(32) for _ in range(self._pool_batch)]
+        self._pool_thread = threading.Thread(target=self._spawn_pool, args=(cids,),
+                                             name="isobox-shim-pool", daemon=True)
+        self._pool_thread.start()
+
+    def _spawn_pool(self, cids: list[str]) -> None:
+        try:
+            with contextlib.suppress(Exception):  # a start without a spare spawns its own
+                for cid in cids:
+                    spare = self._spawn_shim(cid, Limits())
+                    with self._pool_ready:
+                        self._pool.append(spare)
+                        self._pool_ready.notify_all()
+        finally:
+            with self._pool_ready:
+                self._pool_ready.notify_all()
+
+    def _wait_pool(self) -> None:
+        """Wait for the first shim of the batch being spawned, if any."""
+        thread = self._pool_thread
+        if thread is None:
+            return
+        with self._pool_ready:
+            while not self._pool and thread.is_alive():
+                self._pool_ready.wait(timeout=1.0)
+
+    def _join_pool(self) -> None:
+        """Wait for the batch being spawned: before a fork, which must not copy a process
+        whose other thread is mid-way through anything."""
+        if self._pool_thread is not None:
+            self._pool_thread.join()
+            self._pool_thread = None
+
+    def _fork_spare(self) -> None:
+        """Have the next container's monitor ready, its process already in its cgroup."""
+        if self._spare is not None or self._rootless is not None:
+            return  # (rootless: a spare would need the user namespace before its plan)
+        if self._shim_binary() is not None:
+            self._refill_pool()
+            return
+        cid = secrets.token_hex(32)
+        cgroup = self._cgroup(cid)
+
+        def prepare(plan: ContainerPlan) -> tuple[ContainerDir, Hooks, ProcessIdentity | None,
+                                                  bool]:
+            cdir = self._find(cid)
+            return (cdir, self._hooks(cdir, plan), ProcessIdentity.load(cdir.config["owner"]),
+                    cdir.config["spec"]["auto_remove"])
+
+        def destroy_if_unused() -> None:  # another process may have started the container
+            if not cgroup.procs():
+                cgroup.destroy()
+
+        self._spare = spawn_spare(cid, prepare, CgroupHooks(
+            create=lambda: cgroup.create(Limits()), join=cgroup.add, destroy=destroy_if_unused),
+            self._me)
+

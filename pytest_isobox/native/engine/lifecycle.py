@@ -1,0 +1,489 @@
+"""A container's life on disk and in the kernel: create (state dir, plan, limits), wait,
+stop, kill, release (cgroup, network) and remove. State transitions are recorded through
+ContainerDir (state.py); starting is the launch role's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import select
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pytest_isobox.engine import (
+    ConflictError,
+    ContainerError,
+    ContainerNotFound,
+    ContainerSpec,
+    ContainerState,
+    EngineUnavailable,
+    InvalidSpec,
+    MountSpec,
+)
+from pytest_isobox.native import mounts, seccomp, shim
+from pytest_isobox.native.cgroups import Limits, cgroup_path_for_ns, check_available, open_cgroup
+from pytest_isobox.native.engine.support import (
+    FALLBACK_DNS,
+    LOCALHOST_HOSTS,
+    NAME_PATTERN,
+    SPECIAL_NETWORKS,
+    STOP_GRACE,
+    TINI_CANDIDATES,
+    send_signal,
+)
+from pytest_isobox.native.monitor import Hooks, MonitorHandle
+from pytest_isobox.native.rootless.agent import NetworkAgent
+from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, check_ulimits, exit_code_of
+from pytest_isobox.native.specs import (
+    command_line,
+    env_dict,
+    signal_number,
+    spec_from_dict,
+    spec_to_dict,
+)
+from pytest_isobox.native.state import ContainerDir
+from pytest_isobox.processes import ProcessIdentity
+
+
+class LifecycleRole:
+    """A role of NativeEngine (see the module docstring); state lives on the facade."""
+
+    def create(self, spec: ContainerSpec) -> ContainerState:
+        if spec.name is not None and not NAME_PATTERN.fullmatch(spec.name):
+            raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
+                              " are allowed")
+        image_id, image_config, lowerdirs = self._resolve_image(spec.image)
+        limits, _ = self._limits_plan(spec)
+        check_ulimits(spec.ulimits)
+        if self._rootless is None:
+            check_available(limits)
+        if spec.networks or spec.network_mode not in SPECIAL_NETWORKS:
+            self._network_manager()
+        if not self._pool:
+            self._wait_pool()  # a batch on its way: its first shim is soon ready
+        if self._pool:
+            spare = self._pool.popleft()
+        else:
+            spare, self._spare = self._spare, None
+        cid = spare.cid if spare is not None else secrets.token_hex(32)
+        try:
+            state = self._create(spec, cid, image_id, image_config, lowerdirs)
+        except BaseException:
+            if spare is not None:
+                spare.discard()
+            raise
+        if spare is not None:
+            self._reserved[cid] = spare
+        return state
+
+    def _create(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
+                lowerdirs: list[str]) -> ContainerState:
+        resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
+        argv = command_line(image_config, spec)
+        env = env_dict(list(image_config.get("Env") or []))
+        env.update(spec.env)
+        name = spec.name or f"isobox_{cid[:12]}"
+        host_network = spec.network_mode == "host" and not spec.networks
+        hostname = spec.hostname or (os.uname().nodename if host_network else cid[:12])
+        user = spec.user if spec.user is not None else (image_config.get("User") or "")
+        stop_signal = spec.stop_signal or image_config.get("StopSignal") or "SIGTERM"
+        signal_number(stop_signal)
+        now = time.time()
+        config = {
+            "id": cid, "name": name, "created": now, "image": spec.image, "image_id": image_id,
+            "lowerdirs": lowerdirs, "argv": argv, "env": env, "user": user,
+            "workdir": spec.working_dir or image_config.get("WorkingDir") or "/",
+            "hostname": hostname, "stop_signal": stop_signal, "mounts": resolved_mounts,
+            "spec": spec_to_dict(spec), "image_config": image_config,
+            "owner": None if spec.persistent else self._me.dump(),
+        }
+        state = {"status": "created", "exit_code": 0, "oom_killed": False, "pid": None,
+                 "started_at": None, "finished_at": None, "ips": {}, "ports": {}, "error": ""}
+
+        def populate(tmp: ContainerDir) -> None:
+            hosts = Path("/etc/hosts").read_text() if host_network else LOCALHOST_HOSTS
+            tmp.hosts.write_text(hosts)
+            tmp.hostname.write_text(hostname + "\n")
+            tmp.resolv_conf.write_text(self._host_resolv_conf())
+            tmp.log.touch(mode=0o640)  # followers may open it before the monitor writes
+
+        cdir = self.store.create(cid, name, config, state, populate)
+        return self._state_of(cdir, state)
+
+    def _limits(self, spec: ContainerSpec) -> Limits:
+        return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
+                      pids=spec.pids_limit)
+
+    def _limits_plan(self, spec: ContainerSpec) -> tuple[Limits, str]:
+        """The limits a container gets and, rootless, one line saying which were applied."""
+        limits = self._limits(spec)
+        if self._rootless is None:
+            return limits, ""
+        plan = self._rootless.plan_limits(limits)
+        return plan.applied, plan.summary() if limits.controllers() else ""
+
+    def _resolve_mounts(self, specs: list[MountSpec]) -> list[mounts.ResolvedMount]:
+        resolved = []
+        for m in specs:
+            if not m.target.startswith("/"):
+                raise InvalidSpec(f"invalid mount target {m.target!r}: must be an absolute path")
+            if m.type == "bind":
+                if not os.path.exists(m.source):
+                    raise InvalidSpec(f"bind source path does not exist: {m.source}")
+                resolved.append(mounts.ResolvedMount("bind", m.target, os.path.abspath(m.source),
+                                                     m.read_only))
+            elif m.type == "volume":
+                if not m.source:
+                    raise InvalidSpec(f"volume mount at {m.target} needs a volume name")
+                self.volume_create(m.source)
+                resolved.append(mounts.ResolvedMount("bind", m.target,
+                                                     str(self.volume_store.path(m.source)),
+                                                     m.read_only))
+            elif m.type == "tmpfs":
+                resolved.append(mounts.ResolvedMount("tmpfs", m.target, "", m.read_only, m.size))
+            else:
+                raise InvalidSpec(f"invalid mount type {m.type!r}: expected bind, tmpfs or volume")
+        return resolved
+
+    def _plan(self, cdir: ContainerDir, tty: bool) -> ContainerPlan:
+        config = cdir.config
+        spec = config["spec"]
+        init_binary = None
+        if spec["init"]:
+            init_binary = next((p for p in TINI_CANDIDATES if os.path.exists(p)), None)
+            if init_binary is None:
+                raise EngineUnavailable("init=True needs tini: none of "
+                                        f"{', '.join(TINI_CANDIDATES)} exists")
+        argv = list(config["argv"])
+        if init_binary:
+            argv = [mounts.INIT_PATH, "--", *argv]
+        init_layer = mounts.ensure_init_layer(self.runtime_dir)
+        host_network = spec["network_mode"] == "host" and not spec["networks"]
+        uses_manager = not host_network and (spec["networks"] or spec["network_mode"] != "none")
+        return ContainerPlan(
+            id=cdir.id, rootfs=str(cdir.rootfs),
+            lowerdirs=[str(init_layer), *config["lowerdirs"]],
+            upper=str(cdir.upper), work=str(cdir.work), hostname=config["hostname"],
+            process=ProcessPlan(argv=argv, env=config["env"], workdir=config["workdir"],
+                                user=config["user"], tty=tty,
+                                rlimits=dict(config["spec"].get("ulimits") or {})),
+            etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
+                       "/etc/resolv.conf": str(cdir.resolv_conf)},
+            mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
+            init_binary=init_binary, new_netns=not host_network,
+            loopback_up=not host_network and not uses_manager,
+            cgroup_ns=self._rootless is None
+            and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
+            rootless=self._rootless is not None,
+            seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
+            no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
+        )
+
+    def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
+        cid = cdir.id
+        cgroup = self._cgroup(cid)
+        config = cdir.config
+        spec = spec_from_dict(config["spec"])
+        limits, _ = self._limits_plan(spec)
+        attach = agent = None
+        if plan.new_netns and not plan.loopback_up:
+            manager = self._network_manager()
+
+            def attach(pid: int) -> tuple[dict, dict]:
+                result = manager.attach(cid, config["name"], config["hostname"], pid, spec,
+                                        cdir.hosts)
+                return result.ips, result.ports
+
+            if self._rootless is not None:  # wired by an agent the monitor forks first
+                agent = NetworkAgent(attach)
+                attach = agent.attach
+
+        def final_usage() -> dict:
+            stats = cgroup.stats()
+            return {"oom_killed": cgroup.oom_killed(), "memory_peak": stats.memory_peak,
+                    "cpu_time_ns": stats.cpu_time_ns}
+
+        def release(delete: bool) -> None:
+            if agent is not None:
+                agent.stop()
+            self._release(cdir, delete)
+
+        def enter_userns() -> None:
+            self._rootless.enter()
+            if agent is not None:
+                agent.start(self._rootless.fds())
+
+        def join_cgroup(pid: int) -> None:
+            try:
+                cgroup.add(pid)
+            except (EngineUnavailable, ContainerError, OSError):  # removed while still empty
+                cgroup.create(limits)
+                cgroup.add(pid)
+
+        return Hooks(create_cgroup=lambda: cgroup.create(limits), join_cgroup=join_cgroup,
+                     kill_cgroup=cgroup.kill_all, final_usage=final_usage,
+                     attach_network=attach, release=release,
+                     enter_userns=enter_userns if self._rootless else None,
+                     has_limits=bool(limits.controllers()))
+
+    def _release(self, cdir: ContainerDir, delete: bool) -> None:
+        """Give back the container's cgroup and network; with delete, its directory too.
+
+        Rootless, this runs in the user namespace, where the files of mapped ids and the
+        helper network namespace are ours."""
+        if self._rootless is not None and not self._rootless.inside():
+            self._rootless.run(self._release, cdir, delete)
+            return
+        if not delete:  # an exit the shim recorded unwatched, and the usage, before they go
+            with contextlib.suppress(Exception):
+                self._usage_of(cdir, self._read_state(cdir))
+        self._cgroup(cdir.id).destroy()
+        try:
+            spec = cdir.config["spec"]
+        except Exception:  # noqa: BLE001 - the directory is gone: nothing of it to read
+            spec = {"networks": [1], "network_mode": "bridge"}
+        if (spec["networks"] or spec["network_mode"] not in SPECIAL_NETWORKS) \
+                and self.network is not None:
+            self.network.detach(cdir.id)
+        if delete:
+            self.store.delete(cdir)
+        else:
+            with contextlib.suppress(Exception):  # a shim's container: released now
+                state = cdir.read_state()
+                if state.pop("needs_release", None):
+                    cdir.write_state(state)
+
+    def run(self, spec: ContainerSpec) -> ContainerState:
+        state = self.create(spec)
+        try:
+            return self.start(state.id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.remove(state.id, force=True)
+            raise
+
+    def wait(self, container: str, timeout: float | None = None) -> int:
+        """The container's exit code once it has exited; TimeoutError after `timeout` s.
+
+        An auto-removed container's code stays known to the process that ran it."""
+        handle = self._monitors.get(container)
+        cdir = None
+        if handle is None:
+            try:
+                cdir = self._find(container)
+            except ContainerNotFound:
+                if container in self._exit_codes:
+                    return self._exit_codes[container]
+                raise
+            handle = self._monitors.get(cdir.id)
+        cid = cdir.id if cdir else container
+        if handle is not None:
+            return self._wait_own(cid, handle, timeout)
+        assert cdir is not None
+        state = self._read_state(cdir)
+        if state["status"] == "created":
+            raise ContainerError(f"container {cid[:12]} has not been started")
+        if state["status"] == "running":
+            self._wait_monitor(state, timeout, cid)
+            with contextlib.suppress(Exception):
+                state = cdir.read_state()
+        return int(state.get("exit_code") or 0)
+
+    def _wait_own(self, cid: str, handle: MonitorHandle, timeout: float | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while handle.exited is None:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            event = handle.next_event(remaining)
+            if event is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
+                break
+        code = handle.exited["exit_code"] if handle.exited else None  # (a shim's: in its file)
+        if code is None:
+            with contextlib.suppress(Exception):
+                code = self._find(cid).read_state().get("exit_code")
+        code = 137 if code is None else int(code)
+        self._exit_codes[cid] = code
+        with contextlib.suppress(Exception):
+            cdir = self._find(cid)
+            if cdir.config["spec"]["auto_remove"]:
+                self.remove(cid, force=True)
+        return code
+
+    def _monitor_alive(self, state: dict) -> bool:
+        monitor = ProcessIdentity.load(state.get("monitor"))
+        return monitor is not None and monitor.alive()
+
+    def _wait_monitor(self, state: dict, timeout: float | None, cid: str) -> None:
+        """Block until the container's monitor has ended (it records the exit first)."""
+        monitor = ProcessIdentity.load(state.get("monitor"))
+        if monitor is None:
+            return
+        try:
+            fd = os.pidfd_open(monitor.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if not monitor.alive():
+                return
+            if not select.select([fd], [], [], timeout)[0]:
+                raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
+        finally:
+            os.close(fd)
+
+    def _reap(self, cid: str) -> None:
+        handle = self._monitors.pop(cid, None)
+        if handle is not None:
+            handle.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(handle.pid, 0)
+
+    def _container_pidfd(self, state: dict) -> int | None:
+        """A pidfd on the container's PID 1 if it still runs (checked by its start time)."""
+        pid, start = state.get("pid"), state.get("pid_start")
+        if not pid or state.get("status") != "running":
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        if ProcessIdentity(pid, start) != ProcessIdentity.of(pid):
+            os.close(fd)
+            return None
+        return fd
+
+    def stop(self, container: str, timeout: float | None = None) -> None:
+        """Stop signal, up to `timeout` s (default the spec's) for the exit, then SIGKILL."""
+        cdir = self._find(container)
+        state = self._read_state(cdir)
+        fd = self._container_pidfd(state)
+        if fd is None:
+            self._settle(cdir)
+            return
+        if timeout is None:
+            timeout = cdir.config["spec"]["stop_timeout"]
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal_number(cdir.config["stop_signal"]))
+            if not select.select([fd], [], [], timeout)[0]:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+        finally:
+            os.close(fd)
+        self._settle(cdir)
+
+    def _settle(self, cdir: ContainerDir) -> None:
+        """Wait until the monitor has recorded the exit (it does right after the exit); a
+        shim's container then gives back its network and cgroup, as the Python monitor's does."""
+        if cdir.id in self._monitors:
+            self._wait_own(cdir.id, self._monitors[cdir.id], STOP_GRACE)
+            if getattr(self._monitors.get(cdir.id), "is_shim", False):
+                self._reap(cdir.id)
+                self._release_exited(cdir)
+            return
+        with contextlib.suppress(ContainerNotFound, TimeoutError):
+            state = cdir.read_state()
+            if state["status"] == "running":
+                self._wait_monitor(state, STOP_GRACE, cdir.id)
+
+    def _release_exited(self, cdir: ContainerDir) -> None:
+        state = self._read_state(cdir)
+        if state.get("needs_release") and state.get("status") != "running":
+            self._release(cdir, delete=False)
+
+    def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        cdir = self._find(container)
+        state = self._read_state(cdir)
+        fd = self._container_pidfd(state)
+        if fd is None:
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        try:
+            number = signal_number(signal)
+            with contextlib.suppress(ProcessLookupError):
+                send_signal(fd, number)
+        finally:
+            os.close(fd)
+
+    def remove(self, container: str, *, force: bool = False) -> None:
+        cdir = self._find(container)
+        if cdir.id in self._reserved:
+            self._reserved.pop(cdir.id).discard()
+        state = self._read_state(cdir)
+        if state["status"] == "running" and self._monitor_alive(state):
+            if not force:
+                raise ConflictError(
+                    f"you cannot remove a running container {cdir.id}: stop the container "
+                    "before attempting removal or force remove")
+            fd = self._container_pidfd(state)
+            if fd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    send_signal(fd, 9)
+                os.close(fd)
+            self._settle(cdir)
+        self._reap(cdir.id)
+        monitor = ProcessIdentity.load(cdir.read_state().get("monitor"))
+        if monitor is not None and monitor.alive():  # finishing its release; wait for it
+            with contextlib.suppress(TimeoutError):
+                self._wait_monitor({"monitor": monitor.dump()}, STOP_GRACE, cdir.id)
+        self._release(cdir, delete=True)
+
+    @staticmethod
+    def _with_exit(state: dict, status: int, finished_at: float) -> dict:
+        """`state` with the shim's record of the exit folded in. It reaches state.json when
+        the container is released; the cgroup's final usage (OOM kill, peak memory, CPU
+        time) is read only when someone asks (`_usage_of`) or before the cgroup goes: a run
+        that is only waited for and removed never pays for either."""
+        if state.get("status") == "running":
+            state.update(status="exited", exit_code=exit_code_of(status),
+                         finished_at=finished_at, usage_pending=True)
+        return state
+
+    def _usage_of(self, cdir: ContainerDir, state: dict) -> dict:
+        """`state` with the final usage read from the still existing cgroup, once."""
+        if not state.get("usage_pending"):
+            return state
+        cgroup = self._cgroup(cdir.id)
+        with contextlib.suppress(Exception):  # the exit stays recorded without usage figures
+            stats = cgroup.stats()
+            state.update(oom_killed=cgroup.oom_killed(), memory_peak=stats.memory_peak,
+                         cpu_time_ns=stats.cpu_time_ns)
+        state.pop("usage_pending")
+        with contextlib.suppress(Exception):
+            cdir.write_state(state)
+        return state
+
+    def _read_state(self, cdir: ContainerDir) -> dict:
+        """state.json, with the exit the shim recorded (if the container has ended) folded in."""
+        state = cdir.read_state()
+        if state.get("status") == "running" and state.get("needs_release"):
+            recorded = shim.read_exit(cdir.path / "exit")
+            if recorded is not None:
+                state = self._with_exit(state, *recorded)
+        return state
+
+    def _host_resolv_conf(self) -> str:
+        if self._resolv_conf is None:
+            try:
+                lines = Path("/etc/resolv.conf").read_text().splitlines(keepends=True)
+            except OSError:
+                lines = []
+            kept = [ln for ln in lines
+                    if not re.match(r"\s*nameserver\s+(127\.|::1\s*$)", ln)]
+            if not any(ln.strip().startswith("nameserver") for ln in kept):
+                kept.append(FALLBACK_DNS)
+            self._resolv_conf = "".join(kept)
+        return self._resolv_conf
+
+    def _find(self, ref: str) -> ContainerDir:
+        return self.store.find(ref)
+
+    def _cgroup(self, cid: str) -> Any:
+        if self._rootless is not None:
+            return self._rootless.cgroup(f"isobox/{cid}")
+        return open_cgroup(f"isobox/{cid}")
+

@@ -1,0 +1,94 @@
+"""What a container looks like from outside: state, Docker's inspect document, the list,
+logs and stats. Read-only: safe from any process at any time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from pytest_isobox.engine import ContainerState, ContainerStats, LogStream
+from pytest_isobox.native.container_json import container_json
+from pytest_isobox.native.logs import read_log
+from pytest_isobox.native.specs import spec_from_dict
+from pytest_isobox.native.state import ContainerDir
+from pytest_isobox.processes import ProcessIdentity
+
+
+class ViewsRole:
+    """A role of NativeEngine (see the module docstring); state lives on the facade."""
+
+    def _state_of(self, cdir: ContainerDir, state: dict) -> ContainerState:
+        state = self._usage_of(cdir, state)
+        config = cdir.config
+        status = state["status"]
+        if status == "running" and not self._monitor_alive(state):
+            status = "dead"
+        return ContainerState(
+            id=cdir.id, name=config["name"], image=config["image"], image_id=config["image_id"],
+            status=status, pid=state.get("pid") if status == "running" else None,
+            exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
+            created_at=config["created"], started_at=state.get("started_at"),
+            finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
+            ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
+            labels=dict(config["spec"].get("labels") or {}),
+        )
+
+    def state(self, container: str) -> ContainerState:
+        cdir = self._find(container)
+        handle = self._monitors.get(cdir.id)
+        if handle is not None and handle.reap():
+            self._monitors.pop(cdir.id).close()
+        return self._state_of(cdir, self._read_state(cdir))
+
+    def inspect(self, container: str) -> dict:
+        """Docker's container JSON, for the fields this engine knows."""
+        cdir = self._find(container)
+        st = self.state(cdir.id)
+        data = container_json(cdir.id, cdir.config, self._usage_of(cdir, self._read_state(cdir)),
+                              st)
+        data["Isobox"] = {  # ours, not Docker's: rootless mode, the limits held, the id map
+            "Rootless": self._rootless is not None,
+            "Limits": self._limits_plan(spec_from_dict(cdir.config["spec"]))[1],
+            "IdMapping": self._rootless.note if self._rootless else "",
+            "Outbound": getattr(self._rootless, "outbound_note", "") if self._rootless else "",
+        }
+        return data
+
+    def containers(self, *, all: bool = False) -> list[ContainerState]:
+        found = []
+        for cdir in self.store.all():
+            with contextlib.suppress(Exception):  # removed meanwhile
+                st = self._state_of(cdir, self._read_state(cdir))
+                if all or st.running:
+                    found.append(st)
+        return sorted(found, key=lambda s: s.created_at or 0, reverse=True)
+
+    def logs(self, container: str, *, stdout: bool = True, stderr: bool = True,
+             follow: bool = False, tail: int | None = None) -> Iterator[tuple[LogStream, bytes]]:
+        cdir = self._find(container)
+        monitor_fd = None
+        if follow:
+            monitor = ProcessIdentity.load(cdir.read_state().get("monitor"))
+            if monitor is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    monitor_fd = os.pidfd_open(monitor.pid)
+                if monitor_fd is not None and not monitor.alive():
+                    os.close(monitor_fd)
+                    monitor_fd = None
+        try:
+            yield from read_log(cdir.log, stdout=stdout, stderr=stderr, follow=follow,
+                                tail=tail, monitor_fd=monitor_fd)
+        finally:
+            if monitor_fd is not None:
+                os.close(monitor_fd)
+
+    def stats(self, container: str) -> ContainerStats:
+        cdir = self._find(container)
+        state = self._read_state(cdir)
+        if state["status"] == "running" and self._monitor_alive(state):
+            s = self._cgroup(cdir.id).stats()
+            return ContainerStats(s.memory_current, s.memory_peak, s.cpu_time_ns, s.pids)
+        return ContainerStats(0, int(state.get("memory_peak") or 0),
+                              int(state.get("cpu_time_ns") or 0), 0)
+
