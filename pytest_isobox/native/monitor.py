@@ -40,7 +40,7 @@ from pytest_isobox.native.runtime import (
     exit_code_of,
     receive_console,
 )
-from pytest_isobox.native.state import ContainerDir
+from pytest_isobox.native.state import ContainerDir, mark_exited, mark_running, mark_start_failed
 from pytest_isobox.native.terminal import WindowSizeFollower
 from pytest_isobox.processes import ProcessIdentity
 
@@ -388,10 +388,7 @@ class _Monitor:
         except Exception as exc:  # noqa: BLE001
             return self.failed(127, str(exc), owner_fd)
         child_fd = os.pidfd_open(child)
-        identity = ProcessIdentity.of(child)
-        self.state.update(status="running", pid=child, pid_start=identity.start if identity else 0,
-                          monitor=ProcessIdentity.current().dump(), started_at=time.time(),
-                          exit_code=0, oom_killed=False, finished_at=None, error="")
+        mark_running(self.state, child, ProcessIdentity.current())
         self.cdir.write_state(self.state)  # before the event: the owner acts on it at once
         self._emit(event="started", state=self.state)
         status, owner_dead = self._relay(child, child_fd, owner_fd, streams, stdin_w)
@@ -497,8 +494,7 @@ class _Monitor:
     # -- end
 
     def failed(self, code: int, message: str, owner_fd: int | None) -> int:
-        self.state.update(status="created", exit_code=code, error=message)
-        self.cdir.write_state(self.state)
+        self.cdir.write_state(mark_start_failed(self.state, code, message))
         self._emit(event="failed", exit_code=code, message=message)
         owner_dead = owner_fd is not None and not self.owner.alive()
         self._release(owner_dead)
@@ -509,10 +505,9 @@ class _Monitor:
         usage = {}
         with contextlib.suppress(Exception):  # the exit is recorded even without usage figures
             usage = self.hooks.final_usage()
-        self.state.update(status="exited", exit_code=code, finished_at=time.time(),
-                          oom_killed=bool(usage.get("oom_killed")),
-                          memory_peak=usage.get("memory_peak", 0),
-                          cpu_time_ns=usage.get("cpu_time_ns", 0))
+        mark_exited(self.state, code, time.time(), oom_killed=bool(usage.get("oom_killed")),
+                    memory_peak=usage.get("memory_peak", 0),
+                    cpu_time_ns=usage.get("cpu_time_ns", 0))
         if not owner_dead:
             self.cdir.write_state(self.state)
         self._emit(event="exited", exit_code=code, oom_killed=self.state["oom_killed"])

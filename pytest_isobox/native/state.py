@@ -21,11 +21,37 @@ import os
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pytest_isobox.engine import ConflictError, ContainerNotFound
 from pytest_isobox.processes import ProcessIdentity
+
+# ---------------------------------------------------------------- state transitions
+# A container's state.json changes only through these, whoever runs it (the engine starting
+# through the shim, the Python monitor, the engine folding in the shim's exit record).
+
+def mark_running(state: dict, pid: int, monitor: ProcessIdentity | None, **extra: object
+                 ) -> dict:
+    """created/exited -> running: its PID 1 (with start time) and monitor, a fresh start."""
+    child = ProcessIdentity.of(pid)
+    state.update(status="running", pid=pid, pid_start=child.start if child else 0,
+                 monitor=monitor.dump() if monitor else None, started_at=time.time(),
+                 exit_code=0, oom_killed=False, finished_at=None, error="", **extra)
+    return state
+
+
+def mark_start_failed(state: dict, exit_code: int, message: str) -> dict:
+    """The start failed before exec: still created, with Docker's exit code and the reason."""
+    state.update(status="created", exit_code=exit_code, error=message)
+    return state
+
+
+def mark_exited(state: dict, exit_code: int, finished_at: float, **usage: object) -> dict:
+    """running -> exited, with the exit code and whatever final usage is known."""
+    state.update(status="exited", exit_code=exit_code, finished_at=finished_at, **usage)
+    return state
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

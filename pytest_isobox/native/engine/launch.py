@@ -17,7 +17,7 @@ from pytest_isobox.native.monitor import CgroupHooks, Hooks, Terminal, spawn_mon
 from pytest_isobox.native.planrunner import StartFailure
 from pytest_isobox.native.runtime import ContainerPlan
 from pytest_isobox.native.specs import spec_from_dict
-from pytest_isobox.native.state import ContainerDir
+from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_failed
 from pytest_isobox.processes import ProcessIdentity
 
 
@@ -135,19 +135,14 @@ class LaunchRole:
                 os.waitpid(handle.pid, 0)
             code, message = (exc.exit_code, exc.message) if isinstance(exc, StartFailure) \
                 else (127, str(exc))
-            state.update(status="created", exit_code=code, error=message)
             with contextlib.suppress(Exception):
-                cdir.write_state(state)
+                cdir.write_state(mark_start_failed(state, code, message))
             self._release(cdir, delete=False)
             if isinstance(exc, StartFailure):
                 raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}") from None
             raise
         pid = event["pid"]
-        monitor, child = ProcessIdentity.of(handle.pid), ProcessIdentity.of(pid)
-        state.update(status="running", pid=pid, pid_start=child.start if child else 0,
-                     monitor=monitor.dump() if monitor else None,
-                     started_at=time.time(), exit_code=0, oom_killed=False, finished_at=None,
-                     error="", needs_release=True, ips=ips,
+        mark_running(state, pid, ProcessIdentity.of(handle.pid), needs_release=True, ips=ips,
                      ports={k: [list(b) for b in v] for k, v in ports.items()})
         cdir.write_state(state)
         self._monitors[cdir.id] = handle

@@ -46,7 +46,7 @@ from pytest_isobox.native.specs import (
     spec_from_dict,
     spec_to_dict,
 )
-from pytest_isobox.native.state import ContainerDir
+from pytest_isobox.native.state import ContainerDir, mark_exited
 from pytest_isobox.processes import ProcessIdentity
 
 
@@ -439,8 +439,7 @@ class LifecycleRole:
         time) is read only when someone asks (`_usage_of`) or before the cgroup goes: a run
         that is only waited for and removed never pays for either."""
         if state.get("status") == "running":
-            state.update(status="exited", exit_code=exit_code_of(status),
-                         finished_at=finished_at, usage_pending=True)
+            mark_exited(state, exit_code_of(status), finished_at, usage_pending=True)
         return state
 
     def _usage_of(self, cdir: ContainerDir, state: dict) -> dict:
