@@ -63,3 +63,13 @@ def spec_from_dict(raw: dict) -> ContainerSpec:
     data["networks"] = [NetworkAttachment(n["network"], tuple(n.get("aliases", ())))
                         for n in data.get("networks", [])]
     return ContainerSpec(**data)
+
+
+def network_kind(spec: ContainerSpec | dict) -> str:
+    """How a container is networked, decided here only: "host" (the host's namespace),
+    "none" (a namespace with loopback alone) or "managed" (the NetworkManager attaches it)."""
+    networks, mode = (spec["networks"], spec["network_mode"]) if isinstance(spec, dict) \
+        else (spec.networks, spec.network_mode)
+    if not networks and mode in ("host", "none"):
+        return mode
+    return "managed"

@@ -16,7 +16,7 @@ from pytest_isobox.native.engine.support import POOL_BURST, POOL_MAX, POOL_QUIET
 from pytest_isobox.native.monitor import CgroupHooks, Hooks, Terminal, spawn_monitor, spawn_spare
 from pytest_isobox.native.planrunner import StartFailure
 from pytest_isobox.native.runtime import ContainerPlan
-from pytest_isobox.native.specs import spec_from_dict
+from pytest_isobox.native.specs import network_kind, spec_from_dict
 from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_failed
 from pytest_isobox.processes import ProcessIdentity
 
@@ -93,7 +93,7 @@ class LaunchRole:
         config = cdir.config
         spec = spec_from_dict(config["spec"])
         limits, _ = self._limits_plan(spec)
-        network = plan.new_netns and not plan.loopback_up
+        network = network_kind(spec) == "managed"
         try:
             if spare is None:
                 spare = self._spawn_shim(cdir.id, limits)

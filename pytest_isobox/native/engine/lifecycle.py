@@ -31,7 +31,6 @@ from pytest_isobox.native.engine.support import (
     FALLBACK_DNS,
     LOCALHOST_HOSTS,
     NAME_PATTERN,
-    SPECIAL_NETWORKS,
     STOP_GRACE,
     TINI_CANDIDATES,
     send_signal,
@@ -42,6 +41,7 @@ from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, check_ulimi
 from pytest_isobox.native.specs import (
     command_line,
     env_dict,
+    network_kind,
     signal_number,
     spec_from_dict,
     spec_to_dict,
@@ -62,7 +62,7 @@ class LifecycleRole:
         check_ulimits(spec.ulimits)
         if self._rootless is None:
             check_available(limits)
-        if spec.networks or spec.network_mode not in SPECIAL_NETWORKS:
+        if network_kind(spec) == "managed":
             self._network_manager()
         if not self._pool:
             self._wait_pool()  # a batch on its way: its first shim is soon ready
@@ -163,8 +163,7 @@ class LifecycleRole:
         if init_binary:
             argv = [mounts.INIT_PATH, "--", *argv]
         init_layer = mounts.ensure_init_layer(self.runtime_dir)
-        host_network = spec["network_mode"] == "host" and not spec["networks"]
-        uses_manager = not host_network and (spec["networks"] or spec["network_mode"] != "none")
+        kind = network_kind(spec)
         return ContainerPlan(
             id=cdir.id, rootfs=str(cdir.rootfs),
             lowerdirs=[str(init_layer), *config["lowerdirs"]],
@@ -175,8 +174,7 @@ class LifecycleRole:
             etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
                        "/etc/resolv.conf": str(cdir.resolv_conf)},
             mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
-            init_binary=init_binary, new_netns=not host_network,
-            loopback_up=not host_network and not uses_manager,
+            init_binary=init_binary, new_netns=kind != "host", loopback_up=kind == "none",
             cgroup_ns=self._rootless is None
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
@@ -191,7 +189,7 @@ class LifecycleRole:
         spec = spec_from_dict(config["spec"])
         limits, _ = self._limits_plan(spec)
         attach = agent = None
-        if plan.new_netns and not plan.loopback_up:
+        if network_kind(spec) == "managed":
             manager = self._network_manager()
 
             def attach(pid: int) -> tuple[dict, dict]:
@@ -247,8 +245,7 @@ class LifecycleRole:
             spec = cdir.config["spec"]
         except Exception:  # noqa: BLE001 - the directory is gone: nothing of it to read
             spec = {"networks": [1], "network_mode": "bridge"}
-        if (spec["networks"] or spec["network_mode"] not in SPECIAL_NETWORKS) \
-                and self.network is not None:
+        if network_kind(spec) == "managed" and self.network is not None:
             self.network.detach(cdir.id)
         if delete:
             self.store.delete(cdir)

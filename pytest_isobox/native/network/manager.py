@@ -54,6 +54,7 @@ from pytest_isobox.native.network.links import (
 from pytest_isobox.native.network.ports import Reservation, reserve
 from pytest_isobox.native.network.relay import PortRelay
 from pytest_isobox.native.network.store import HostRegistry, NetworkStore, Record
+from pytest_isobox.native.specs import network_kind
 from pytest_isobox.processes import ProcessIdentity
 
 DEFAULT_NETWORK = "bridge"
@@ -322,7 +323,7 @@ class NetworkManager:
         hosts_file = Path(hosts_file)
         wanted = requested_networks(spec)
         if not wanted:
-            if spec.network_mode == "host" and not spec.networks:
+            if network_kind(spec) == "host":
                 hosts.write_in_place(hosts_file, hosts.host_hosts_text())
             else:
                 rtnl.configure_netns(netns_pid, [], None)
