@@ -102,6 +102,7 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         auto_remove=args.rm,
         ulimits=dict(parse_ulimit(u) for u in args.ulimit or ()),
         security_opt=list(args.security_opt or ()),
+        read_only=args.read_only,
         # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
         persistent=args.detach or not args.rm,
     )
@@ -505,6 +506,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--cpu-shares", type=int)
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--ulimit", action="append", metavar="NAME=SOFT[:HARD]")
+    p.add_argument("--read-only", action="store_true",
+                   help="mount the container's root filesystem as read only")
     p.add_argument("--security-opt", action="append", metavar="OPT",
                    help="seccomp=unconfined turns the default seccomp profile off")
     p.add_argument("--init", action="store_true")

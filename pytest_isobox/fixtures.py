@@ -87,6 +87,7 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
               mem_limit: int | str | None = None, cpus: float | str | None = None,
               pids_limit: int | str | None = None, init: bool = False,
               labels: Mapping[str, str] | None = None, stop_signal: str | None = None,
+              read_only: bool = False,
               ready: wait.Strategy | None | bool = None, timeout: float | None = None,
               name: str | None = None, scope: str = "session", shared: bool = False) -> Any:
     """A fixture giving a started, ready `Container`, removed when its scope ends.
@@ -105,7 +106,7 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
                "hostname": hostname, "ports": list(ports), "network": network,
                "networks": networks, "aliases": list(aliases), "mounts": list(mounts),
                "mem_limit": mem_limit, "cpus": cpus, "pids_limit": pids_limit, "init": init,
-               "labels": dict(labels or {}), "stop_signal": stop_signal}
+               "labels": dict(labels or {}), "stop_signal": stop_signal, "read_only": read_only}
     base = _caller_dir()
     _check(options, base)
     deps = references(options) | references(name)

@@ -52,6 +52,7 @@ class ContainerOptions:
     init: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str | None = None
+    read_only: bool = False
 
     def to_spec(self, *, name: str, fixture: str, worker: str, base: Path,
                 persistent: bool) -> ContainerSpec:
@@ -77,6 +78,7 @@ class ContainerOptions:
             ports=[PortSpec.parse(p) for p in self.ports],
             mounts=[_mount(m, base) for m in self.mounts],
             stop_signal=self.stop_signal,
+            read_only=bool(self.read_only),
             persistent=persistent,
         )
 

@@ -278,3 +278,9 @@ def test_ulimits_within_the_host_hard_limits(base: str) -> None:
     bad = isobox("run", "--rm", "--ulimit", "nofile=9:1", base, "true", check=False)
     assert bad.returncode == 125 and b"soft limit above hard limit" in bad.stderr
     assert isobox("ps", "-a", "-q").stdout.strip() == b""  # nothing made by the refusals
+
+
+def test_read_only_root(base: str) -> None:
+    proc = isobox("run", "--rm", "--read-only", base, "sh", "-c", "touch /x", check=False)
+    assert proc.returncode == 1 and b"Read-only file system" in proc.stderr
+    assert isobox("run", "--rm", base, "sh", "-c", "touch /x").returncode == 0

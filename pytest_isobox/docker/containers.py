@@ -57,6 +57,8 @@ def create_body(spec: ContainerSpec, labels: dict[str, str]) -> dict:
     _set_if(host_config, "NanoCpus", None if spec.cpus is None else int(spec.cpus * 1e9))
     _set_if(host_config, "CpuShares", spec.cpu_shares)
     _set_if(host_config, "PidsLimit", spec.pids_limit)
+    if spec.read_only:
+        host_config["ReadonlyRootfs"] = True
     if spec.security_opt:
         host_config["SecurityOpt"] = [_security_opt(o) for o in spec.security_opt]
     if spec.ulimits:

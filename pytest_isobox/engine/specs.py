@@ -84,6 +84,7 @@ class ContainerSpec:
     persistent: bool = False
     ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
     security_opt: list[str] = field(default_factory=list)  # Docker's, e.g. seccomp=unconfined
+    read_only: bool = False  # the root filesystem mounted read-only (--read-only)
 
 
 @dataclass

@@ -56,6 +56,7 @@ class ContainerPlan:
     rootless: bool = False  # in a user namespace (the monitor entered it): see rootless/
     seccomp: bytes | None = None  # a classic BPF program (struct sock_filter[]), see seccomp/
     no_new_privs: bool = False  # --security-opt no-new-privileges
+    read_only: bool = False  # --read-only: the root filesystem, not the mounts on it
 
     @property
     def unshare_flags(self) -> int:

@@ -87,6 +87,8 @@ def rootfs_steps(plan: ContainerPlan) -> list[Step]:
         steps.append(_mountin(plan.init_binary, mounts.INIT_PATH, False, "", MS_BIND))
         steps.append(("remountin", mounts.INIT_PATH,
                       MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV))
+    if plan.read_only:  # the root itself, after everything mounted on it (as runc does)
+        steps.append(("remountin", "/", MS_BIND | MS_REMOUNT | MS_RDONLY))
     return steps
 
 

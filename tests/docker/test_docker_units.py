@@ -88,10 +88,11 @@ def test_create_body_maps_every_field() -> None:
         ports=[PortSpec.parse("8080"), PortSpec.parse("0.0.0.0:9000:53/udp")],
         mounts=[MountSpec("bind", "/in", "/host", read_only=True),
                 MountSpec("tmpfs", "/t", size=4096), MountSpec("volume", "/v", "vol")],
-        stop_signal="SIGINT", stop_timeout=3, auto_remove=True,
+        stop_signal="SIGINT", stop_timeout=3, auto_remove=True, read_only=True,
     )
     body = create_body(spec, {"ours": "1"})
     host = body["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
     assert body["Cmd"] == ["run"] and body["Entrypoint"] == []
     assert body["Env"] == ["A=1"] and body["WorkingDir"] == "/w" and body["User"] == "nobody"
     assert body["Hostname"] == "h" and body["Labels"]["l"] == "v" and body["Labels"]["ours"] == "1"

@@ -124,3 +124,21 @@ def test_shim_and_python_runner_give_the_same_container(tmp_path: Path, busybox_
     assert re.search(r"process\D+512", limits)
     assert cwd == "/made/here\n" and "X=y\n" in env and hostname == "same\n"
     assert linux.last_cap() > 0
+
+
+@needs_root
+def test_read_only_root_keeps_its_mounts_writable(isobox_home: Path, busybox_rootfs: Path,
+                                                 tmp_path: Path) -> None:
+    from pytest_isobox.native.engine import NativeEngine
+
+    probe = ("touch /x 2>/dev/null && echo root-rw || echo root-ro; "
+             "touch /scratch/x && echo tmpfs-rw; echo > /dev/null && echo dev-rw")
+    with NativeEngine(home=isobox_home) as engine:
+        for read_only, first in ((True, "root-ro"), (False, "root-rw")):
+            state = engine.run(ContainerSpec(
+                image=str(busybox_rootfs), network_mode="none", read_only=read_only,
+                command=["sh", "-c", probe], mounts=[MountSpec("tmpfs", "/scratch")]))
+            assert engine.wait(state.id) == 0
+            out = b"".join(chunk for _, chunk in engine.logs(state.id)).decode()
+            engine.remove(state.id)
+            assert out.split() == [first, "tmpfs-rw", "dev-rw"]

@@ -180,6 +180,7 @@ class LifecycleRole:
             rootless=self._rootless is not None,
             seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
             no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
+            read_only=bool(spec.get("read_only")),
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
