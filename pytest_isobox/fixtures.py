@@ -19,29 +19,31 @@ import sys
 import tempfile
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_isobox import wait
+from pytest_isobox.activation import session_of
 from pytest_isobox.engine import (
     ConflictError,
-    Engine,
     EngineUnavailable,
     InvalidSpec,
     MountSpec,
     NetworkNotFound,
     VolumeNotFound,
 )
-from pytest_isobox.handles import Container, Image, Network, Volume
-from pytest_isobox.rootfs import materialize
-from pytest_isobox.session import SESSION_KEY, IsoboxSession
-from pytest_isobox.sharing import SharedRegistry
 from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
 from pytest_isobox.templating import WORKER_ID, references, render
 
+if TYPE_CHECKING:  # the rest is imported when a fixture is set up, so conftest.py stays light
+    from pytest_isobox import wait
+    from pytest_isobox.engine import Engine
+    from pytest_isobox.handles import Container, Image, Network, Volume
+    from pytest_isobox.session import IsoboxSession
+
+    Produce = Callable[[pytest.FixtureRequest, IsoboxSession, dict[str, Any]], Generator[Any]]
+
 SCOPES = ("function", "class", "module", "package", "session")
-Produce = Callable[[pytest.FixtureRequest, IsoboxSession, dict[str, Any]], Generator[Any]]
 
 
 def image(path: str | None = None, *, dockerfile: str | None = None,
@@ -62,6 +64,8 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Image]:
+        from pytest_isobox.rootfs import materialize
+
         a = render(args, values)
         if a["rootfs"] is not None:
             with tempfile.TemporaryDirectory(prefix="isobox-rootfs-") as workdir:
@@ -112,6 +116,8 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Container]:
+        from pytest_isobox.handles import Network
+
         opts = ContainerOptions(**render(options, values))
         networks_of = {k: str(v) for k, v in values.items() if isinstance(v, Network)}
         launch = {"fixture": request.fixturename, "ready": ready, "timeout": timeout,
@@ -141,6 +147,9 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Network]:
+        from pytest_isobox.handles import Network
+        from pytest_isobox.sharing import SharedRegistry
+
         engine = session.engine()
         net_name = (render(name, values) if name
                     else session.resource_name(request.fixturename, shared=shared,
@@ -171,6 +180,8 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Volume]:
+        from pytest_isobox.handles import Volume
+
         engine = session.engine()
         vol_name = render(name, values) if name else session.resource_name(
             request.fixturename, stable=session.settings.reuse)
@@ -200,7 +211,7 @@ def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> An
     def isobox_fixture(**kwargs: Any) -> Generator[Any]:
         request: pytest.FixtureRequest = kwargs.pop("request")
         kwargs.pop("isobox_engine")
-        session = request.config.stash[SESSION_KEY]
+        session = session_of(request.config)
         kwargs[WORKER_ID] = session.worker_id
         try:
             yield from produce(request, session, kwargs)
@@ -224,6 +235,8 @@ def _check(options: dict[str, Any], base: Path) -> None:
 
 def _shared_container(session: IsoboxSession, opts: ContainerOptions,
                       launch: dict[str, Any]) -> Generator[Container]:
+    from pytest_isobox.sharing import SharedRegistry
+
     fixture = launch["fixture"]
     name = launch["name"] or session.resource_name(fixture, shared=True)
     started: list[Container] = []
@@ -246,6 +259,8 @@ def _shared_container(session: IsoboxSession, opts: ContainerOptions,
 
 def _create_network(engine: Engine, name: str, subnet: str | None, fixture: str, *,
                     exist_ok: bool = False) -> Network:
+    from pytest_isobox.handles import Network
+
     if exist_ok:
         try:
             info = engine.network_inspect(name)
@@ -272,9 +287,3 @@ def _caller_dir() -> Path:
     frame = sys._getframe(2)
     filename = frame.f_globals.get("__file__")
     return Path(filename).resolve().parent if filename else Path.cwd()
-
-
-@pytest.fixture(scope="session")
-def isobox_engine(request: pytest.FixtureRequest) -> Engine:
-    """The run's engine; tests using it are skipped, with the reason, when it is unavailable."""
-    return request.config.stash[SESSION_KEY].require_engine()

@@ -119,6 +119,13 @@ def default_home() -> Path:
     return Path(cache) / "isobox"
 
 
+def given_options(config: pytest.Config) -> list[str]:
+    """The isobox options set on the command line, in the environment or in the ini file."""
+    return [opt.dest for opt in OPTIONS
+            if config.getoption(opt.dest) is not None or os.environ.get(opt.env) is not None
+            or config.getini(opt.ini) not in (None, "")]
+
+
 def _resolve(config: pytest.Config, opt: Option) -> object:
     raw, source = config.getoption(opt.dest), opt.flag
     if raw is None and os.environ.get(opt.env) is not None:

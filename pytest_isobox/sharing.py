@@ -17,25 +17,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
-from filelock import FileLock
-
-from pytest_isobox.engine import ContainerNotFound, Engine, NetworkNotFound
-
 if TYPE_CHECKING:
+    from filelock import FileLock
+
+    from pytest_isobox.engine import Engine
     from pytest_isobox.session import IsoboxSession
 
 _START_TOLERANCE = 0.05
 
 
+def registry_path(home: Path, run_id: str) -> Path:
+    """The run's registry file: it exists once some worker shared something."""
+    return home / "plugin" / "shared" / f"{run_id}.json"
+
+
 def controller_token() -> str:
     """Names this process so another can tell whether it still runs (pid and start time)."""
+    import psutil
+
     pid = os.getpid()
     return f"{pid}:{psutil.Process(pid).create_time():.2f}"
 
 
 def token_alive(token: str) -> bool:
     """True while that process runs; a zombie (killed, not yet reaped) counts as dead."""
+    import psutil
+
     pid, _, started = token.partition(":")
     try:
         process = psutil.Process(int(pid))
@@ -50,8 +57,10 @@ class SharedRegistry:
 
     def __init__(self, home: Path, run_id: str, worker_id: str, worker_count: int,
                  controller: str | None) -> None:
-        self.path = home / "plugin" / "shared" / f"{run_id}.json"
-        self.lock = FileLock(str(home / "locks" / f"shared-{run_id}.lock"))
+        from filelock import FileLock
+
+        self.path = registry_path(home, run_id)
+        self.lock: FileLock = FileLock(str(home / "locks" / f"shared-{run_id}.lock"))
         self.worker_id = worker_id
         self.worker_count = worker_count
         self.controller = controller or controller_token()
@@ -102,6 +111,8 @@ class SharedRegistry:
 
     def _remove_all(self, doc: dict, engine: Engine) -> list[str]:
         """Containers first, then the networks they were on; what was removed."""
+        from pytest_isobox.engine import ContainerNotFound, NetworkNotFound
+
         removed = []
         for key, entry in sorted(doc["containers"].items()):
             kind, _, fixture = key.partition(":")
