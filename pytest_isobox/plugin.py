@@ -109,7 +109,11 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failing test's report gets the logs of every container it used."""
+    """A failing test's report gets the logs of every container it used.
+
+    They go into the failure's own text (after the traceback), which the terminal prints
+    and `--junitxml` writes into `<failure>`: CI dashboards show them with the failure.
+    """
     report = yield
     session = active_session(item.config)
     if session is None or not report.failed or report.when == "teardown":
@@ -119,12 +123,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     for container in _containers_of(item):
         session.failed_ids.add(container.id)
         try:
-            report.sections.append(log_section(container.fixture, container.name,
-                                               container.logs()))
+            title, text = log_section(container.fixture, container.name, container.logs())
         except Exception as exc:  # noqa: BLE001 - a report must survive a vanished container
-            report.sections.append((f"isobox container {container.fixture} logs",
-                                    f"(unavailable: {exc})"))
+            title, text = f"isobox container {container.fixture} logs", f"(unavailable: {exc})"
+        _add_section(report, title, text)
     return report
+
+
+def _add_section(report: pytest.TestReport, title: str, text: str) -> None:
+    longrepr = report.longrepr
+    if hasattr(longrepr, "addsection"):  # a traceback: part of the failure text everywhere
+        longrepr.addsection(title, text)  # type: ignore[union-attr]
+    else:  # a plain-text failure (a plugin's repr_failure): a report section instead
+        report.sections.append((title, text))
 
 
 @pytest.hookimpl(trylast=True)
