@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from pytest_isobox.imperative import Isobox
 
 ENGINE_FIXTURE = "isobox_engine"  # every isobox fixture depends on it
+MARKERS = [
+    ("isobox: the test uses isobox containers (set by the plugin on every test that needs an "
+     "isobox fixture; `-m 'not isobox'` runs the others)"),
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +42,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
     config.stash[SETTINGS_KEY] = Settings.from_config(config)  # a bad value fails the run now
     if hasattr(config, "workerinput"):
         config.stash[RUN_ID_KEY] = config.workerinput["testrunuid"]  # type: ignore[attr-defined]
@@ -45,6 +51,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     restore_sigterm(config)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if uses_isobox(item):
+            item.add_marker("isobox")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
