@@ -18,6 +18,7 @@ import inspect
 import sys
 import tempfile
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +77,7 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
                                   buildargs=a["buildargs"], target=a["target"], tag=a["tag"],
                                   source=a["path"])
 
-    return _make_fixture("image", "session", references(args), produce)
+    return _make_fixture(FixtureMeta("image"), "session", references(args), produce)
 
 
 def container(image: str | Image, *, command: str | Sequence[str] | None = None,
@@ -113,6 +114,8 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
     base = _caller_dir()
     _check(options, base)
     deps = references(options) | references(name)
+    meta = FixtureMeta("container", shared,
+                       networks=references(network) | references(networks) if shared else set())
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Container]:
@@ -132,7 +135,7 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
         finally:
             session.dispose(handle)
 
-    return _make_fixture("container", scope, deps, produce)
+    return _make_fixture(meta, scope, deps, produce)
 
 
 def network(*, name: str | None = None, subnet: str | None = None, scope: str = "session",
@@ -140,10 +143,12 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
     """A fixture giving a named `Network` (its own bridge and subnet), removed after use.
 
     Containers on it reach each other by name and by fixture name. `shared=True` makes one
-    network for all xdist workers (needed by containers that are shared).
+    network for all xdist workers; a network a shared container is on is shared by itself
+    (see `share_container_networks`), so every worker's containers reach that one by name.
     """
     if scope not in SCOPES:
         raise InvalidSpec(f"network(scope={scope!r}): expected one of {', '.join(SCOPES)}")
+    meta = FixtureMeta("network", shared)
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Network]:
@@ -152,9 +157,9 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
 
         engine = session.engine()
         net_name = (render(name, values) if name
-                    else session.resource_name(request.fixturename, shared=shared,
+                    else session.resource_name(request.fixturename, shared=meta.shared,
                                                stable=session.settings.reuse))
-        if shared and session.worker_count > 1:
+        if meta.shared and session.worker_count > 1:
             SharedRegistry.of(session).acquire(
                 f"network:{request.fixturename}",
                 lambda: _create_network(engine, net_name, subnet, request.fixturename).name)
@@ -170,7 +175,7 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
                 _remove(lambda: engine.network_remove(handle.name), NetworkNotFound,
                         keeping=session.settings.keep != "never")
 
-    return _make_fixture("network", scope, references(name), produce)
+    return _make_fixture(meta, scope, references(name), produce)
 
 
 def volume(*, name: str | None = None, scope: str = "session") -> Any:
@@ -199,12 +204,51 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
                 _remove(lambda: engine.volume_remove(handle.name, force=not keeping),
                         VolumeNotFound, keeping=keeping)
 
-    return _make_fixture("volume", scope, references(name), produce)
+    return _make_fixture(FixtureMeta("volume"), scope, references(name), produce)
+
+
+# --------------------------------------------------------------------------- sharing
+
+@dataclass
+class FixtureMeta:
+    """What a factory made, kept on the fixture function for collection-time decisions."""
+
+    kind: str  # image, container, network, volume
+    shared: bool = False  # a network's is set at collection when a shared container uses it
+    networks: set[str] = field(default_factory=set)  # a shared container's network fixtures
+
+
+def share_container_networks(items: list[pytest.Item]) -> None:
+    """Share the network fixtures of shared containers (one network for the whole run).
+
+    A shared container is started once, by the first worker that needs it; on that worker's
+    own network it would keep the network busy at that worker's teardown and be out of the
+    other workers' reach. Every worker collects the same tests, so each decides the same.
+    """
+    for item in items:
+        fixtureinfo = getattr(item, "_fixtureinfo", None)
+        if fixtureinfo is None:
+            continue
+        defs = fixtureinfo.name2fixturedefs
+        for name in item.fixturenames:
+            meta = _meta_of(defs, name)
+            if meta is None or meta.kind != "container" or not meta.shared:
+                continue
+            for network_name in meta.networks:
+                net = _meta_of(defs, network_name)
+                if net is not None and net.kind == "network":
+                    net.shared = True
+
+
+def _meta_of(defs: Mapping[str, Sequence[Any]], name: str) -> FixtureMeta | None:
+    """The metadata of the fixture `name` resolves to for an item (the last definition)."""
+    found = defs.get(name)
+    return getattr(found[-1].func, "isobox_meta", None) if found else None
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> Any:
+def _make_fixture(meta: FixtureMeta, scope: str, deps: set[str], produce: Produce) -> Any:
     """A pytest fixture whose arguments are `request`, the engine and every referenced fixture."""
     argnames = ["request", "isobox_engine", *sorted(deps - {"request", "isobox_engine"})]
 
@@ -221,7 +265,8 @@ def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> An
 
     isobox_fixture.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in argnames])
-    isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{kind}"
+    isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{meta.kind}"
+    isobox_fixture.isobox_meta = meta  # type: ignore[attr-defined]
     return pytest.fixture(scope=scope)(isobox_fixture)  # type: ignore[call-overload]
 
 

@@ -55,9 +55,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if uses_isobox(item):
-            item.add_marker("isobox")
+    """Mark container tests; share the networks of shared containers (fixtures.py)."""
+    used = [item for item in items if uses_isobox(item)]
+    for item in used:
+        item.add_marker("isobox")
+    if used:
+        from pytest_isobox.fixtures import share_container_networks
+
+        share_container_networks(used)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
