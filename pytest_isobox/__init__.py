@@ -1,27 +1,24 @@
-"""pytest-isobox: real, isolated containers for pytest, with or without a Docker daemon."""
+"""pytest-isobox: real, isolated containers for pytest, with or without a Docker daemon.
 
-from pytest_isobox.engine import (
-    BuildError,
-    ContainerError,
-    ContainerSpec,
-    Engine,
-    EngineUnavailable,
-    ImageNotFound,
-    open_engine,
-)
+Every name is imported on first use, so loading the plugin or a conftest.py stays light.
+"""
 
+from __future__ import annotations
+
+import importlib
+
+_FROM_ENGINE = ("BuildError", "ContainerError", "ContainerSpec", "Engine", "EngineUnavailable",
+                "ImageNotFound", "open_engine")
 _FIXTURE_FACTORIES = ("image", "container", "network", "volume")
 
 
 def __getattr__(name: str) -> object:
-    """The fixture factories and `wait`, imported on first use so the CLI stays light."""
+    """The engine's names, the fixture factories and `wait`, imported on first use."""
+    if name in _FROM_ENGINE:
+        return getattr(importlib.import_module("pytest_isobox.engine"), name)
     if name in _FIXTURE_FACTORIES:
-        from pytest_isobox import fixtures
-
-        return getattr(fixtures, name)
+        return getattr(importlib.import_module("pytest_isobox.fixtures"), name)
     if name == "wait":
-        import importlib
-
         return importlib.import_module("pytest_isobox.wait")
     raise AttributeError(f"module 'pytest_isobox' has no attribute {name!r}")
 

@@ -18,30 +18,33 @@ import inspect
 import sys
 import tempfile
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_isobox import wait
+from pytest_isobox.activation import session_of
 from pytest_isobox.engine import (
     ConflictError,
-    Engine,
     EngineUnavailable,
     InvalidSpec,
     MountSpec,
     NetworkNotFound,
     VolumeNotFound,
 )
-from pytest_isobox.handles import Container, Image, Network, Volume
-from pytest_isobox.rootfs import materialize
-from pytest_isobox.session import SESSION_KEY, IsoboxSession
-from pytest_isobox.sharing import SharedRegistry
 from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
 from pytest_isobox.templating import WORKER_ID, references, render
 
+if TYPE_CHECKING:  # the rest is imported when a fixture is set up, so conftest.py stays light
+    from pytest_isobox import wait
+    from pytest_isobox.engine import Engine
+    from pytest_isobox.handles import Container, Image, Network, Volume
+    from pytest_isobox.session import IsoboxSession
+
+    Produce = Callable[[pytest.FixtureRequest, IsoboxSession, dict[str, Any]], Generator[Any]]
+
 SCOPES = ("function", "class", "module", "package", "session")
-Produce = Callable[[pytest.FixtureRequest, IsoboxSession, dict[str, Any]], Generator[Any]]
 
 
 def image(path: str | None = None, *, dockerfile: str | None = None,
@@ -62,6 +65,8 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Image]:
+        from pytest_isobox.rootfs import materialize
+
         a = render(args, values)
         if a["rootfs"] is not None:
             with tempfile.TemporaryDirectory(prefix="isobox-rootfs-") as workdir:
@@ -72,7 +77,7 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
                                   buildargs=a["buildargs"], target=a["target"], tag=a["tag"],
                                   source=a["path"])
 
-    return _make_fixture("image", "session", references(args), produce)
+    return _make_fixture(FixtureMeta("image"), "session", references(args), produce)
 
 
 def container(image: str | Image, *, command: str | Sequence[str] | None = None,
@@ -110,9 +115,13 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
     base = _caller_dir()
     _check(options, base)
     deps = references(options) | references(name)
+    meta = FixtureMeta("container", shared,
+                       networks=references(network) | references(networks) if shared else set())
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Container]:
+        from pytest_isobox.handles import Network
+
         opts = ContainerOptions(**render(options, values))
         networks_of = {k: str(v) for k, v in values.items() if isinstance(v, Network)}
         launch = {"fixture": request.fixturename, "ready": ready, "timeout": timeout,
@@ -127,7 +136,7 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
         finally:
             session.dispose(handle)
 
-    return _make_fixture("container", scope, deps, produce)
+    return _make_fixture(meta, scope, deps, produce)
 
 
 def network(*, name: str | None = None, subnet: str | None = None, scope: str = "session",
@@ -135,18 +144,23 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
     """A fixture giving a named `Network` (its own bridge and subnet), removed after use.
 
     Containers on it reach each other by name and by fixture name. `shared=True` makes one
-    network for all xdist workers (needed by containers that are shared).
+    network for all xdist workers; a network a shared container is on is shared by itself
+    (see `share_container_networks`), so every worker's containers reach that one by name.
     """
     if scope not in SCOPES:
         raise InvalidSpec(f"network(scope={scope!r}): expected one of {', '.join(SCOPES)}")
+    meta = FixtureMeta("network", shared)
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Network]:
+        from pytest_isobox.handles import Network
+        from pytest_isobox.sharing import SharedRegistry
+
         engine = session.engine()
         net_name = (render(name, values) if name
-                    else session.resource_name(request.fixturename, shared=shared,
+                    else session.resource_name(request.fixturename, shared=meta.shared,
                                                stable=session.settings.reuse))
-        if shared and session.worker_count > 1:
+        if meta.shared and session.worker_count > 1:
             SharedRegistry.of(session).acquire(
                 f"network:{request.fixturename}",
                 lambda: _create_network(engine, net_name, subnet, request.fixturename).name)
@@ -162,7 +176,7 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
                 _remove(lambda: engine.network_remove(handle.name), NetworkNotFound,
                         keeping=session.settings.keep != "never")
 
-    return _make_fixture("network", scope, references(name), produce)
+    return _make_fixture(meta, scope, references(name), produce)
 
 
 def volume(*, name: str | None = None, scope: str = "session") -> Any:
@@ -172,6 +186,8 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Volume]:
+        from pytest_isobox.handles import Volume
+
         engine = session.engine()
         vol_name = render(name, values) if name else session.resource_name(
             request.fixturename, stable=session.settings.reuse)
@@ -189,19 +205,58 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
                 _remove(lambda: engine.volume_remove(handle.name, force=not keeping),
                         VolumeNotFound, keeping=keeping)
 
-    return _make_fixture("volume", scope, references(name), produce)
+    return _make_fixture(FixtureMeta("volume"), scope, references(name), produce)
+
+
+# --------------------------------------------------------------------------- sharing
+
+@dataclass
+class FixtureMeta:
+    """What a factory made, kept on the fixture function for collection-time decisions."""
+
+    kind: str  # image, container, network, volume
+    shared: bool = False  # a network's is set at collection when a shared container uses it
+    networks: set[str] = field(default_factory=set)  # a shared container's network fixtures
+
+
+def share_container_networks(items: list[pytest.Item]) -> None:
+    """Share the network fixtures of shared containers (one network for the whole run).
+
+    A shared container is started once, by the first worker that needs it; on that worker's
+    own network it would keep the network busy at that worker's teardown and be out of the
+    other workers' reach. Every worker collects the same tests, so each decides the same.
+    """
+    for item in items:
+        fixtureinfo = getattr(item, "_fixtureinfo", None)
+        if fixtureinfo is None:
+            continue
+        defs = fixtureinfo.name2fixturedefs
+        for name in item.fixturenames:
+            meta = _meta_of(defs, name)
+            if meta is None or meta.kind != "container" or not meta.shared:
+                continue
+            for network_name in meta.networks:
+                net = _meta_of(defs, network_name)
+                if net is not None and net.kind == "network":
+                    net.shared = True
+
+
+def _meta_of(defs: Mapping[str, Sequence[Any]], name: str) -> FixtureMeta | None:
+    """The metadata of the fixture `name` resolves to for an item (the last definition)."""
+    found = defs.get(name)
+    return getattr(found[-1].func, "isobox_meta", None) if found else None
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> Any:
+def _make_fixture(meta: FixtureMeta, scope: str, deps: set[str], produce: Produce) -> Any:
     """A pytest fixture whose arguments are `request`, the engine and every referenced fixture."""
     argnames = ["request", "isobox_engine", *sorted(deps - {"request", "isobox_engine"})]
 
     def isobox_fixture(**kwargs: Any) -> Generator[Any]:
         request: pytest.FixtureRequest = kwargs.pop("request")
         kwargs.pop("isobox_engine")
-        session = request.config.stash[SESSION_KEY]
+        session = session_of(request.config)
         kwargs[WORKER_ID] = session.worker_id
         try:
             yield from produce(request, session, kwargs)
@@ -211,7 +266,8 @@ def _make_fixture(kind: str, scope: str, deps: set[str], produce: Produce) -> An
 
     isobox_fixture.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in argnames])
-    isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{kind}"
+    isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{meta.kind}"
+    isobox_fixture.isobox_meta = meta  # type: ignore[attr-defined]
     return pytest.fixture(scope=scope)(isobox_fixture)  # type: ignore[call-overload]
 
 
@@ -225,6 +281,8 @@ def _check(options: dict[str, Any], base: Path) -> None:
 
 def _shared_container(session: IsoboxSession, opts: ContainerOptions,
                       launch: dict[str, Any]) -> Generator[Container]:
+    from pytest_isobox.sharing import SharedRegistry
+
     fixture = launch["fixture"]
     name = launch["name"] or session.resource_name(fixture, shared=True)
     started: list[Container] = []
@@ -247,6 +305,8 @@ def _shared_container(session: IsoboxSession, opts: ContainerOptions,
 
 def _create_network(engine: Engine, name: str, subnet: str | None, fixture: str, *,
                     exist_ok: bool = False) -> Network:
+    from pytest_isobox.handles import Network
+
     if exist_ok:
         try:
             info = engine.network_inspect(name)
@@ -273,9 +333,3 @@ def _caller_dir() -> Path:
     frame = sys._getframe(2)
     filename = frame.f_globals.get("__file__")
     return Path(filename).resolve().parent if filename else Path.cwd()
-
-
-@pytest.fixture(scope="session")
-def isobox_engine(request: pytest.FixtureRequest) -> Engine:
-    """The run's engine; tests using it are skipped, with the reason, when it is unavailable."""
-    return request.config.stash[SESSION_KEY].require_engine()

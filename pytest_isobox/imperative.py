@@ -1,4 +1,4 @@
-"""The `isobox` fixture: start containers and build images from inside a test.
+"""What the `isobox` fixture (registered by plugin.py) gives: start containers and build images from inside a test.
 
 Everything made through it is removed when the test ends, newest first, even if it fails.
 """
@@ -14,7 +14,7 @@ import pytest
 from pytest_isobox import wait
 from pytest_isobox.engine import ContainerNotFound, Engine, NetworkNotFound, VolumeNotFound
 from pytest_isobox.handles import Container, Image, Network, Volume
-from pytest_isobox.session import SESSION_KEY, IsoboxSession
+from pytest_isobox.session import IsoboxSession
 from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
 
 
@@ -87,11 +87,3 @@ def _ignore(missing: type[Exception], action: Callable[..., None], *args: Any,
         action(*args, **kwargs)
     except missing:
         pass
-
-
-@pytest.fixture
-def isobox(request: pytest.FixtureRequest, isobox_engine: Engine) -> Any:
-    """Run containers and build images imperatively; all removed at the end of the test."""
-    runner = Isobox(request.config.stash[SESSION_KEY], request)
-    yield runner
-    runner.close()

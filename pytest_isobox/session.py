@@ -32,8 +32,6 @@ from pytest_isobox.rootfs import rootfs_digest
 from pytest_isobox.settings import Settings
 from pytest_isobox.specs import CONFIG_HASH_LABEL, ContainerOptions, config_hash
 
-SESSION_KEY = pytest.StashKey["IsoboxSession"]()
-
 
 def engine_choice(settings: Settings) -> tuple[str, dict]:
     """The engine's registry name and its options; the one place that picks them.

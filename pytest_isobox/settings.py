@@ -1,7 +1,9 @@
 """The plugin's options, each settable on the command line, in the ini file or as ISOBOX_*.
 
 Precedence: command line, then environment, then ini, then the default. A bad value is a
-`pytest.UsageError` naming the option and the value, raised before any test runs.
+`pytest.UsageError` naming the option and the value, raised before any test runs. Every
+boolean has a flag for each side (`--isobox-reuse`/`--isobox-no-reuse`), so the command line
+can undo an ini or environment setting; ini keys are typed (a TOML `true` is a bool).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ ENGINES = ("native", "docker")
 KEEP_POLICIES = ("never", "failed", "always")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_INI_TYPES = {"str": "string", "choice": "string", "bool": "bool", "path": "string",
+              # pytest reads float ini values from 8.4 on; before, the text is parsed here
+              "float": "float" if pytest.version_tuple >= (8, 4) else "string"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Option:
     kind: str = "str"  # str, bool, choice, path, float
     choices: tuple[str, ...] = ()
     default: object = None
+    negative: str = ""  # a bool's flag for False (its `flag` sets True)
+    negative_help: str = ""
 
     @property
     def ini(self) -> str:
@@ -43,10 +50,13 @@ OPTIONS = (
            "keep containers after the run: never (default), failed (those a failing test used), "
            "always; prints how to exec into each", "choice", KEEP_POLICIES, "never"),
     Option("isobox_no_cache", "--isobox-no-cache", "ISOBOX_NO_CACHE",
-           "build images without the build cache", "bool", default=False),
+           "build images without the build cache", "bool", default=False,
+           negative="--isobox-cache", negative_help="build images with the build cache "
+           "(the default; undoes isobox_no_cache)"),
     Option("isobox_reuse", "--isobox-reuse", "ISOBOX_REUSE",
            "reuse containers across runs while their configuration is unchanged",
-           "bool", default=False),
+           "bool", default=False, negative="--isobox-no-reuse",
+           negative_help="start fresh containers (the default; undoes isobox_reuse)"),
     Option("isobox_home", "--isobox-home", "ISOBOX_HOME",
            "store for images, containers and caches (default $XDG_CACHE_HOME/isobox)", "path"),
     Option("isobox_docker_url", "--isobox-docker-url", "ISOBOX_DOCKER_URL",
@@ -54,7 +64,8 @@ OPTIONS = (
            "local socket)"),
     Option("isobox_rootless", "--isobox-rootless", "ISOBOX_ROOTLESS",
            "force the native engine's rootless mode (default: chosen from the user)",
-           "bool", default=None),
+           "bool", default=None, negative="--isobox-no-rootless",
+           negative_help="force the native engine's rootful mode (needs root)"),
     Option("isobox_limits", "--isobox-limits", "ISOBOX_LIMITS",
            "rootless without a delegated cgroup: strict (default; limits are an error) or "
            "best-effort (run without them; the summary says so)", "choice",
@@ -66,17 +77,23 @@ OPTIONS = (
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Register every option as a flag and an ini key (the environment is read at resolve)."""
+    """Register every option as flags and a typed ini key (the environment is read at resolve).
+
+    Defaults stay None everywhere, so resolving can tell "not given" from "given as false".
+    """
     group = parser.getgroup("isobox", "isobox containers")
     for opt in OPTIONS:
         help_text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
         if opt.kind == "bool":
             group.addoption(opt.flag, action="store_const", const="1", dest=opt.dest,
                             default=None, help=help_text)
+            if opt.negative:
+                group.addoption(opt.negative, action="store_const", const="0", dest=opt.dest,
+                                default=None, help=opt.negative_help)
         else:
             group.addoption(opt.flag, action="store", dest=opt.dest, default=None,
                             choices=opt.choices or None, help=help_text)
-        parser.addini(opt.ini, opt.help, default=None)
+        parser.addini(opt.ini, opt.help, type=_INI_TYPES[opt.kind], default=None)
 
 
 @dataclass(frozen=True)
@@ -119,15 +136,36 @@ def default_home() -> Path:
     return Path(cache) / "isobox"
 
 
+def given_options(config: pytest.Config) -> list[str]:
+    """The isobox options set on the command line, in the environment or in the ini file."""
+    return [opt.dest for opt in OPTIONS
+            if config.getoption(opt.dest) is not None or os.environ.get(opt.env) is not None
+            or _ini(config, opt) not in (None, "", [])]
+
+
 def _resolve(config: pytest.Config, opt: Option) -> object:
     raw, source = config.getoption(opt.dest), opt.flag
     if raw is None and os.environ.get(opt.env) is not None:
         raw, source = os.environ[opt.env], f"environment variable {opt.env}"
     if raw is None:
-        raw, source = config.getini(opt.ini), f"ini option {opt.ini}"
+        raw, source = _ini(config, opt), f"ini option {opt.ini}"
+        if isinstance(raw, bool):
+            return raw
+        if opt.kind == "path" and raw and config.inipath:  # relative to the ini file
+            raw = str(config.inipath.parent / Path(str(raw).strip()).expanduser())
     if raw is None or (raw == "" and opt.kind != "bool"):
         return opt.default
     return _parse(opt, str(raw).strip(), source)
+
+
+def _ini(config: pytest.Config, opt: Option) -> object:
+    """The ini value as pytest typed it; a value of the wrong type is a one-line UsageError."""
+    try:
+        return config.getini(opt.ini)
+    except (TypeError, ValueError) as exc:
+        where = f" in {config.inipath}" if config.inipath else ""
+        raise pytest.UsageError(f"ini option {opt.ini}{where}: "
+                                f"{str(exc).removeprefix(f'{config.inipath}: ')}") from None
 
 
 def _parse(opt: Option, raw: str, source: str) -> object:

@@ -17,20 +17,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_isobox.engine import ContainerNotFound, Engine, NetworkNotFound
-from pytest_isobox.locks import HostLock
-from pytest_isobox.processes import ProcessIdentity
-
 if TYPE_CHECKING:
+    from pytest_isobox.engine import Engine
     from pytest_isobox.session import IsoboxSession
+
+
+def registry_path(home: Path, run_id: str) -> Path:
+    """The run's registry file: it exists once some worker shared something."""
+    return home / "plugin" / "shared" / f"{run_id}.json"
+
 
 def controller_token() -> str:
     """Names this process so another can tell whether it still runs (pid and start time)."""
+    from pytest_isobox.processes import ProcessIdentity
+
     return ProcessIdentity.current().token()
 
 
 def token_alive(token: str) -> bool:
     """True while that process runs; a zombie (killed, not yet reaped) counts as dead."""
+    from pytest_isobox.processes import ProcessIdentity
+
     owner = ProcessIdentity.parse(token)
     return owner is not None and owner.alive()
 
@@ -40,7 +47,9 @@ class SharedRegistry:
 
     def __init__(self, home: Path, run_id: str, worker_id: str, worker_count: int,
                  controller: str | None) -> None:
-        self.path = home / "plugin" / "shared" / f"{run_id}.json"
+        from pytest_isobox.locks import HostLock
+
+        self.path = registry_path(home, run_id)
         self.lock = HostLock(home / "locks" / f"shared-{run_id}.lock")
         self.worker_id = worker_id
         self.worker_count = worker_count
@@ -92,6 +101,8 @@ class SharedRegistry:
 
     def _remove_all(self, doc: dict, engine: Engine) -> list[str]:
         """Containers first, then the networks they were on; what was removed."""
+        from pytest_isobox.engine import ContainerNotFound, NetworkNotFound
+
         removed = []
         for key, entry in sorted(doc["containers"].items()):
             kind, _, fixture = key.partition(":")

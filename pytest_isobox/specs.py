@@ -7,7 +7,6 @@ Every malformed value raises `InvalidSpec` naming the argument and the value.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -102,6 +101,8 @@ class ContainerOptions:
 
 def config_hash(spec: ContainerSpec, image_id: str) -> str:
     """A digest of everything that makes a container what it is (reuse compares it)."""
+    import hashlib  # ~3 ms: only --isobox-reuse needs it
+
     doc = asdict(spec)
     doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
     doc["image_id"] = image_id

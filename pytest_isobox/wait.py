@@ -22,7 +22,6 @@ import socket
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from http.client import HTTPConnection, HTTPException
 from typing import Protocol
 
 from pytest_isobox.engine import ContainerState, InvalidSpec, IsoboxError
@@ -116,6 +115,8 @@ class Http:
         return f"{self.method} http://{host}:{port}{self.path} to answer {want}"
 
     def check(self, target: WaitTarget) -> None:
+        from http.client import HTTPConnection, HTTPException  # with ssl: ~7 ms, only here
+
         host, port = target.probe_addr(self.port)
         conn = HTTPConnection(host, port, timeout=_PROBE_TIMEOUT)
         try:

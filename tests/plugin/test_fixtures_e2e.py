@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from xml.etree import ElementTree
 
 from tests.plugin.conftest import base_conftest, gone
 
@@ -96,6 +97,29 @@ def test_failing_test_report_has_each_container_log(project, busybox_rootfs):
     ])
     section = result.stdout.str().split(" logs -")[1].split("= isobox =")[0]
     assert "line-one" in section and "to-stderr" in section  # streams interleave freely
+
+
+def test_container_logs_of_a_failing_test_reach_junit_xml(project, busybox_rootfs, tmp_path):
+    project.makeconftest(base_conftest(busybox_rootfs, """
+        chatty = container(image="{base}", init=True, ready=wait.log("ready-now"),
+                           command=["sh", "-c", "echo hello-from-chatty; echo ready-now; "
+                                                "exec sleep 300"])
+    """))
+    project.makepyfile("""
+        def test_fails(chatty):
+            assert chatty.name == "something else"
+        def test_passes(chatty):
+            pass
+    """)
+    xml_path = tmp_path / "junit.xml"
+    result = project.runpytest("-p", "no:cacheprovider", f"--junitxml={xml_path}")
+    result.assert_outcomes(passed=1, failed=1)
+    cases = {case.get("name"): case for case in ElementTree.parse(xml_path).iter("testcase")}
+    failure = cases["test_fails"].find("failure")
+    assert failure is not None
+    assert re.search(r"isobox container chatty \(isobox-chatty-\S+\) logs", failure.text)
+    assert "hello-from-chatty" in failure.text
+    assert "hello-from-chatty" not in ElementTree.tostring(cases["test_passes"], "unicode")
 
 
 def test_exit_while_waiting_fails_at_once_with_code_and_logs(project, busybox_rootfs):

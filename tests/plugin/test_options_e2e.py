@@ -7,7 +7,7 @@ import re
 import pytest
 
 from pytest_isobox.session import engine_choice
-from pytest_isobox.settings import Settings
+from pytest_isobox.settings import OPTIONS, Settings
 from tests.plugin.conftest import base_conftest, gone, remove_quietly
 
 CONFTEST_NO_ENGINE = """
@@ -163,3 +163,87 @@ def test_reuse_keeps_a_container_until_its_configuration_changes(project, busybo
     finally:
         remove_quietly(engine, first)
         remove_quietly(engine, (tmp_path / "id").read_text())
+
+
+BOOLEANS = [opt for opt in OPTIONS if opt.kind == "bool"]
+
+
+def test_every_boolean_option_has_a_negative_flag():
+    assert {opt.flag: opt.negative for opt in BOOLEANS} == {
+        "--isobox-no-cache": "--isobox-cache", "--isobox-reuse": "--isobox-no-reuse",
+        "--isobox-rootless": "--isobox-no-rootless"}
+
+
+@pytest.mark.parametrize("opt", BOOLEANS, ids=lambda opt: opt.ini)
+def test_the_negative_flag_undoes_ini_and_environment(pytester, monkeypatch, opt):
+    def value(*args: str) -> object:
+        settings = Settings.from_config(pytester.parseconfigure("-p", "no:cacheprovider", *args))
+        return getattr(settings, opt.dest.removeprefix("isobox_"))
+
+    pytester.makeini(f"[pytest]\n{opt.ini} = true\n")
+    assert value() is True
+    assert value(opt.negative) is False
+    assert value(opt.negative, opt.flag) is True  # the last flag wins
+    pytester.makeini(f"[pytest]\n{opt.ini} = false\n")
+    assert value() is False
+    assert value(opt.flag) is True
+    monkeypatch.setenv(opt.env, "1")
+    assert value() is True
+    assert value(opt.negative) is False
+
+
+def test_ini_options_are_typed(pytester):
+    pytester.makeini("[pytest]\nisobox_reuse = yes\nisobox_timeout = 2.5\n")
+    config = pytester.parseconfigure("-p", "no:cacheprovider")
+    assert config.getini("isobox_reuse") is True
+    settings = Settings.from_config(config)
+    assert (settings.reuse, settings.timeout) == (True, 2.5)
+
+
+@pytest.mark.skipif(pytest.version_tuple < (9,), reason="[tool.pytest] TOML tables: pytest 9")
+def test_native_toml_takes_booleans_and_numbers(pytester):
+    pytester.makepyprojecttoml(
+        "[tool.pytest]\nisobox_reuse = true\nisobox_no_cache = false\nisobox_timeout = 7.5\n"
+        'isobox_keep = "failed"\n')
+    settings = Settings.from_config(pytester.parseconfigure("-p", "no:cacheprovider"))
+    assert (settings.reuse, settings.no_cache, settings.timeout, settings.keep) == (
+        True, False, 7.5, "failed")
+
+
+def test_bad_ini_boolean_is_one_usage_error_naming_the_file(pytester):
+    ini = pytester.makeini("[pytest]\nisobox_reuse = maybe\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: ini option isobox_reuse in {ini}: *'maybe'*"])
+
+
+def test_ini_home_is_relative_to_the_ini_file(pytester, monkeypatch):
+    pytester.makeini("[pytest]\nisobox_home = store\n")
+    monkeypatch.chdir(pytester.mkdir("sub"))
+    config = pytester.parseconfigure("-p", "no:cacheprovider", str(pytester.path))
+    assert Settings.from_config(config).home == pytester.path / "store"
+
+
+def test_markers_are_registered_and_set_on_container_tests(pytester, isobox_home):
+    pytester.makeconftest(CONFTEST_NO_ENGINE)
+    pytester.makepyfile("""
+        import pytest
+
+        def test_needs(box):
+            pass
+
+        def test_plain():
+            pass
+
+        @pytest.mark.isobox
+        def test_marked_by_hand():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers",
+                                "-m", "not isobox", "-W", "error::pytest.PytestUnknownMarkWarning")
+    result.assert_outcomes(passed=1, deselected=2)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers", "-m", "isobox",
+                                "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*::test_needs", "*::test_marked_by_hand", "2/3 tests *"])
+    result = pytester.runpytest("-p", "no:cacheprovider", "--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.isobox: the test uses isobox containers *"])
