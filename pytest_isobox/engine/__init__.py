@@ -6,8 +6,6 @@ Engine over its REST API) are built in. Everything here is plain data, errors an
 protocol: no engine-specific knowledge, and no import of an implementation.
 """
 
-# Docker's size and ulimit syntax, kept importable from the seam (dockerargs parses them).
-from pytest_isobox.dockerargs import ULIMIT_NAMES, parse_size, parse_ulimit
 from pytest_isobox.engine.errors import (
     BuildError,
     ConflictError,
@@ -45,3 +43,15 @@ __all__ = [
     "NetworkNotFound", "PortSpec", "VolumeNotFound", "open_engine", "parse_size",
     "parse_ulimit", "register", "require",
 ]
+
+_FROM_DOCKERARGS = ("ULIMIT_NAMES", "parse_size", "parse_ulimit")
+
+
+def __getattr__(name: str) -> object:
+    """Docker's size and ulimit syntax, kept importable from the seam: dockerargs parses
+    them (imported on use, as dockerargs itself imports the seam's specs)."""
+    if name in _FROM_DOCKERARGS:
+        from pytest_isobox import dockerargs
+
+        return getattr(dockerargs, name)
+    raise AttributeError(f"module 'pytest_isobox.engine' has no attribute {name!r}")

@@ -21,7 +21,7 @@ HEAVY = {HEAVY!r}
 
 
 def heavy_modules():
-    return sorted(m for m in sys.modules if m.startswith(HEAVY))
+    return sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in HEAVY))
 
 
 def sigterm_is_default():
