@@ -17,9 +17,9 @@ def __getattr__(name: str) -> object:
     if name in _FROM_ENGINE:
         return getattr(importlib.import_module("pytest_isobox.engine"), name)
     if name in _FIXTURE_FACTORIES:
-        return getattr(importlib.import_module("pytest_isobox.fixtures"), name)
+        return getattr(importlib.import_module("pytest_isobox.plugin.fixtures"), name)
     if name == "wait":
-        return importlib.import_module("pytest_isobox.wait")
+        return importlib.import_module("pytest_isobox.plugin.wait")
     raise AttributeError(f"module 'pytest_isobox' has no attribute {name!r}")
 
 

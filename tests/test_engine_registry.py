@@ -69,7 +69,7 @@ def test_a_third_party_engine_by_entry_point(tmp_path: Path) -> None:
 
 def test_seam_plugin_and_cli_import_no_implementation() -> None:
     code = ("import sys, pytest_isobox.engine, pytest_isobox.plugin, pytest_isobox.cli, "
-            "pytest_isobox.session, pytest_isobox.fixtures; "
+            "pytest_isobox.plugin.session, pytest_isobox.plugin.fixtures; "
             "print([m for m in sys.modules if m.split('.')[:2] in (['pytest_isobox', 'native'], "
             "['pytest_isobox', 'docker'])])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

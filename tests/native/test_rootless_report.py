@@ -9,7 +9,7 @@ import pytest
 
 from pytest_isobox.engine import ContainerSpec
 from pytest_isobox.native.engine import NativeEngine
-from pytest_isobox.reports import ContainerRecord, RunReport, limits_note, summary_lines
+from pytest_isobox.plugin.reports import ContainerRecord, RunReport, limits_note, summary_lines
 from tests.native.rootless_users import ThrowawayUser, run_as, throwaway_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates throwaway users: needs root")

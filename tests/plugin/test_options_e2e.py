@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pytest_isobox.session import engine_choice
-from pytest_isobox.settings import OPTIONS, Settings
+from pytest_isobox.plugin.session import engine_choice
+from pytest_isobox.plugin.settings import OPTIONS, Settings
 from tests.plugin.conftest import base_conftest, gone, remove_quietly
 
 CONFTEST_NO_ENGINE = """

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.settings import OPTIONS
+from pytest_isobox.plugin.settings import OPTIONS
 from tests.plugin.conftest import base_conftest
 
 HEAVY = ("pytest_isobox.native", "pytest_isobox.docker", "pytest_isobox.images",
-         "pytest_isobox.builder", "pytest_isobox.session", "pyroute2")
+         "pytest_isobox.builder", "pytest_isobox.plugin.session", "pyroute2")
 
 CHECKS = f"""
 import signal

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_isobox.reports import (
+from pytest_isobox.plugin.reports import (
     LOG_SECTION_LINES,
     ContainerRecord,
     ImageRecord,

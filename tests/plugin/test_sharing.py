@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 
-from pytest_isobox.sharing import SharedRegistry, controller_token, token_alive
+from pytest_isobox.plugin.sharing import SharedRegistry, controller_token, token_alive
 
 
 def test_token_tells_a_live_process_from_a_dead_one():
     assert token_alive(controller_token())
-    proc = subprocess.run([sys.executable, "-c", ("from pytest_isobox.sharing import "
+    proc = subprocess.run([sys.executable, "-c", ("from pytest_isobox.plugin.sharing import "
                            "controller_token; print(controller_token())")],
                           capture_output=True, text=True, check=True)
     assert not token_alive(proc.stdout.strip())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import InvalidSpec, MountSpec, NetworkAttachment, PortSpec
-from pytest_isobox.specs import (
+from pytest_isobox.plugin.container_options import (
     CONFIG_HASH_LABEL,
     FIXTURE_LABEL,
     WORKER_LABEL,

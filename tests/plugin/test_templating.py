@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_isobox.templating import TemplateError, references, render
+from pytest_isobox.plugin.templating import TemplateError, references, render
 
 
 def test_references_are_found_in_nested_values():

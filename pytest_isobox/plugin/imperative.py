@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from pytest_isobox import wait
 from pytest_isobox.engine import ContainerNotFound, Engine, NetworkNotFound, VolumeNotFound
-from pytest_isobox.handles import Container, Image, Network, Volume
-from pytest_isobox.session import IsoboxSession
-from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
+from pytest_isobox.plugin import wait
+from pytest_isobox.plugin.container_options import FIXTURE_LABEL, ContainerOptions
+from pytest_isobox.plugin.handles import Container, Image, Network, Volume
+from pytest_isobox.plugin.session import IsoboxSession
 
 
 class Isobox:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_isobox.engine import Engine
-    from pytest_isobox.session import IsoboxSession
+    from pytest_isobox.plugin.session import IsoboxSession
 
 
 def registry_path(home: Path, run_id: str) -> Path:

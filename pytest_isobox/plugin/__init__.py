@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_isobox import hookspecs
-from pytest_isobox.activation import (
+from pytest_isobox.plugin import hookspecs
+from pytest_isobox.plugin.activation import (
     RUN_ID_KEY,
     SETTINGS_KEY,
     active_session,
     restore_sigterm,
     session_of,
 )
-from pytest_isobox.settings import Settings, add_options, given_options
+from pytest_isobox.plugin.settings import Settings, add_options, given_options
 
 if TYPE_CHECKING:
     from pytest_isobox.engine import Engine
-    from pytest_isobox.handles import Container
-    from pytest_isobox.imperative import Isobox
+    from pytest_isobox.plugin.handles import Container
+    from pytest_isobox.plugin.imperative import Isobox
 
 ENGINE_FIXTURE = "isobox_engine"  # every isobox fixture depends on it
 MARKERS = [
@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in used:
         item.add_marker("isobox")
     if used:
-        from pytest_isobox.fixtures import share_container_networks
+        from pytest_isobox.plugin.fixtures import share_container_networks
 
         share_container_networks(used)
 
@@ -97,7 +97,7 @@ def isobox_engine(request: pytest.FixtureRequest) -> Engine:
 @pytest.fixture
 def isobox(request: pytest.FixtureRequest, isobox_engine: Engine) -> Generator[Isobox]:
     """Run containers and build images imperatively; all removed at the end of the test."""
-    from pytest_isobox.imperative import Isobox
+    from pytest_isobox.plugin.imperative import Isobox
 
     runner = Isobox(session_of(request.config), request)
     yield runner
@@ -107,7 +107,7 @@ def isobox(request: pytest.FixtureRequest, isobox_engine: Engine) -> Generator[I
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: tell workers who runs the test run (for the dead-run sweep)."""
-    from pytest_isobox.sharing import controller_token
+    from pytest_isobox.plugin.sharing import controller_token
 
     node.workerinput["isobox_controller"] = controller_token()
     node.config.stash[RUN_ID_KEY] = node.workerinput["testrunuid"]
@@ -136,7 +136,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     session = active_session(item.config)
     if session is None or not report.failed or report.when == "teardown":
         return report
-    from pytest_isobox.reports import log_section
+    from pytest_isobox.plugin.reports import log_section
 
     for container in _containers_of(item):
         session.failed_ids.add(container.id)
@@ -164,7 +164,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if isobox_session is None and not _shared_registry_exists(config):
         return
     isobox_session = isobox_session or session_of(config)
-    from pytest_isobox.sharing import SharedRegistry
+    from pytest_isobox.plugin.sharing import SharedRegistry
 
     registry = SharedRegistry.of(isobox_session)
     try:
@@ -181,7 +181,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     isobox_session = active_session(terminalreporter.config)
     if isobox_session is None or isobox_session.report.empty:
         return
-    from pytest_isobox.reports import summary_lines
+    from pytest_isobox.plugin.reports import summary_lines
 
     terminalreporter.ensure_newline()
     terminalreporter.section("isobox")
@@ -193,14 +193,14 @@ def _shared_registry_exists(config: pytest.Config) -> bool:
     """Under xdist, another worker may have shared containers this process must help end."""
     if RUN_ID_KEY not in config.stash:
         return False
-    from pytest_isobox.sharing import registry_path
+    from pytest_isobox.plugin.sharing import registry_path
 
     return registry_path(config.stash[SETTINGS_KEY].store, config.stash[RUN_ID_KEY]).exists()
 
 
 def _containers_of(item: pytest.Item) -> list[Container]:
-    from pytest_isobox.handles import Container
-    from pytest_isobox.imperative import Isobox
+    from pytest_isobox.plugin.handles import Container
+    from pytest_isobox.plugin.imperative import Isobox
 
     found: list[Container] = []
     for value in getattr(item, "funcargs", {}).values():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox import wait
 from pytest_isobox.engine import (
     BuildStep,
     ContainerNotFound,
@@ -26,11 +25,12 @@ from pytest_isobox.engine import (
     IsoboxError,
     open_engine,
 )
-from pytest_isobox.handles import Container, Image
-from pytest_isobox.reports import ContainerRecord, ImageRecord, RunReport, limits_note
-from pytest_isobox.rootfs import rootfs_digest
-from pytest_isobox.settings import Settings
-from pytest_isobox.specs import CONFIG_HASH_LABEL, ContainerOptions, config_hash
+from pytest_isobox.plugin import wait
+from pytest_isobox.plugin.container_options import CONFIG_HASH_LABEL, ContainerOptions, config_hash
+from pytest_isobox.plugin.handles import Container, Image
+from pytest_isobox.plugin.reports import ContainerRecord, ImageRecord, RunReport, limits_note
+from pytest_isobox.plugin.rootfs import rootfs_digest
+from pytest_isobox.plugin.settings import Settings
 
 
 def engine_choice(settings: Settings) -> tuple[str, dict]:
@@ -93,7 +93,7 @@ class IsoboxSession:
             pytest.skip(f"isobox: {exc}")
 
     def _after_open(self, engine: Engine) -> None:
-        from pytest_isobox.sharing import SharedRegistry
+        from pytest_isobox.plugin.sharing import SharedRegistry
 
         swept = [str(s) for s in getattr(engine, "swept", None) or []]
         swept += SharedRegistry.sweep_dead_runs(self, engine)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_isobox.settings import Settings
+from pytest_isobox.plugin.settings import Settings
 
 if TYPE_CHECKING:
-    from pytest_isobox.session import IsoboxSession
+    from pytest_isobox.plugin.session import IsoboxSession
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["IsoboxSession"]()
@@ -27,7 +27,7 @@ def session_of(config: pytest.Config) -> IsoboxSession:
     """The run's isobox session, made (and the SIGTERM handler installed) on first use."""
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
-        from pytest_isobox.session import IsoboxSession
+        from pytest_isobox.plugin.session import IsoboxSession
 
         session = IsoboxSession(config, config.stash[SETTINGS_KEY])
         if RUN_ID_KEY in config.stash:

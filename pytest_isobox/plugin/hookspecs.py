@@ -14,7 +14,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_isobox.engine import BuildStep
-    from pytest_isobox.handles import Container
+    from pytest_isobox.plugin.handles import Container
 
 
 @pytest.hookspec

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_isobox.activation import session_of
 from pytest_isobox.engine import (
     ConflictError,
     EngineUnavailable,
@@ -33,14 +32,15 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     VolumeNotFound,
 )
-from pytest_isobox.specs import FIXTURE_LABEL, ContainerOptions
-from pytest_isobox.templating import WORKER_ID, references, render
+from pytest_isobox.plugin.activation import session_of
+from pytest_isobox.plugin.container_options import FIXTURE_LABEL, ContainerOptions
+from pytest_isobox.plugin.templating import WORKER_ID, references, render
 
 if TYPE_CHECKING:  # the rest is imported when a fixture is set up, so conftest.py stays light
-    from pytest_isobox import wait
     from pytest_isobox.engine import Engine
-    from pytest_isobox.handles import Container, Image, Network, Volume
-    from pytest_isobox.session import IsoboxSession
+    from pytest_isobox.plugin import wait
+    from pytest_isobox.plugin.handles import Container, Image, Network, Volume
+    from pytest_isobox.plugin.session import IsoboxSession
 
     Produce = Callable[[pytest.FixtureRequest, IsoboxSession, dict[str, Any]], Generator[Any]]
 
@@ -65,7 +65,7 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Image]:
-        from pytest_isobox.rootfs import materialize
+        from pytest_isobox.plugin.rootfs import materialize
 
         a = render(args, values)
         if a["rootfs"] is not None:
@@ -120,7 +120,7 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Container]:
-        from pytest_isobox.handles import Network
+        from pytest_isobox.plugin.handles import Network
 
         opts = ContainerOptions(**render(options, values))
         networks_of = {k: str(v) for k, v in values.items() if isinstance(v, Network)}
@@ -153,8 +153,8 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Network]:
-        from pytest_isobox.handles import Network
-        from pytest_isobox.sharing import SharedRegistry
+        from pytest_isobox.plugin.handles import Network
+        from pytest_isobox.plugin.sharing import SharedRegistry
 
         engine = session.engine()
         net_name = (render(name, values) if name
@@ -186,7 +186,7 @@ def volume(*, name: str | None = None, scope: str = "session") -> Any:
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Volume]:
-        from pytest_isobox.handles import Volume
+        from pytest_isobox.plugin.handles import Volume
 
         engine = session.engine()
         vol_name = render(name, values) if name else session.resource_name(
@@ -281,7 +281,7 @@ def _check(options: dict[str, Any], base: Path) -> None:
 
 def _shared_container(session: IsoboxSession, opts: ContainerOptions,
                       launch: dict[str, Any]) -> Generator[Container]:
-    from pytest_isobox.sharing import SharedRegistry
+    from pytest_isobox.plugin.sharing import SharedRegistry
 
     fixture = launch["fixture"]
     name = launch["name"] or session.resource_name(fixture, shared=True)
@@ -305,7 +305,7 @@ def _shared_container(session: IsoboxSession, opts: ContainerOptions,
 
 def _create_network(engine: Engine, name: str, subnet: str | None, fixture: str, *,
                     exist_ok: bool = False) -> Network:
-    from pytest_isobox.handles import Network
+    from pytest_isobox.plugin.handles import Network
 
     if exist_ok:
         try:
