@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "no_engine", False):  # verbs that read the host, never an engine
+        return args.func(None, args) or 0
     try:
         engine = _open(args)
     except IsoboxError as exc:
@@ -524,6 +526,45 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("cmd", nargs=argparse.REMAINDER)
 
 
+def cmd_system_check(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox import hostcheck
+
+    now = hostcheck.current_state(hostcheck.known_homes([args.home] if args.home else []))
+    if args.save:
+        Path(args.save).write_text("".join(f"{line}\n" for line in now))
+        return 0
+    if args.baseline:
+        try:
+            before = Path(args.baseline).read_text().splitlines()
+        except OSError as exc:
+            print(f"isobox: cannot read the baseline {args.baseline}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
+        now = hostcheck.diff(now, before)
+    if args.json:
+        print(json.dumps(now, indent=2))
+    elif now:
+        print("left behind:" if args.baseline else "isobox things on this host:")
+        print("\n".join(f"  {line}" for line in now))
+    else:
+        print("nothing left behind")
+    return 1 if now else 0
+
+
+def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox import hostcheck
+
+    homes = hostcheck.known_homes([args.home] if args.home else [])
+    for line in hostcheck.prune(homes):
+        print(f"removed {line}")
+    left = hostcheck.current_state(homes)
+    if left:
+        print("still there (a live run's, a persistent container's, or not from these homes:"
+              " `isobox --home DIR system prune` for another home):")
+        print("\n".join(f"  {line}" for line in left))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
@@ -612,6 +653,15 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("df", cmd_df, "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
 
+    system = verb("system", None, "what isobox left on this host")
+    ssub = system.add_subparsers(metavar="COMMAND")
+    p = ssub.add_parser("check", help="list what isobox left on this host; exit 1 if any")
+    p.set_defaults(func=cmd_system_check, no_engine=True)
+    p.add_argument("--save", metavar="FILE", help="write the current state to FILE")
+    p.add_argument("--baseline", metavar="FILE", help="report only what is new since FILE")
+    p.add_argument("--json", action="store_true", help="the items as a JSON list")
+    p = ssub.add_parser("prune", help="remove what runs that died left behind")
+    p.set_defaults(func=cmd_system_prune, no_engine=True)
     image = verb("image", None, "manage images")
     isub = image.add_subparsers(metavar="COMMAND")
     p = isub.add_parser("inspect")

@@ -13,9 +13,16 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX_ROOTFS_TOOL = REPO / "fixtures" / "busybox-rootfs"
-LEAKCHECK = REPO.parent / "shared" / "tools" / "leakcheck"  # replaced by isobox system check
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (native engine, rootful)")
+
+
+def system_check(*args: str) -> subprocess.CompletedProcess:
+    """`isobox system check ARGS` (the leak check), its output as text."""
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "system", "check", *args],
+                          capture_output=True, text=True, check=False)
 
 
 def docker_available() -> bool:

@@ -26,10 +26,11 @@ from pytest_isobox.native import linux
 T = TypeVar("T")
 
 
-def fork_child(body: Callable[[], int | None], *, keep_fds: set[int] | None = None,
+def fork_child(body: Callable[[], int | None], *, name: str, keep_fds: set[int] | None = None,
                die_with_parent: bool = True, failure_code: int = 1) -> int:
-    """Fork; the child runs `body()` and exits with what it returns (None: 0), or with
-    `failure_code` after printing the traceback if it raises. Returns the child's pid.
+    """Fork; the child, named `isobox-<name>` (its comm, what `isobox system check` looks
+    for), runs `body()` and exits with what it returns (None: 0), or with `failure_code`
+    after printing the traceback if it raises. Returns the child's pid.
 
     `keep_fds`: every other fd above 2 is closed first (the caller's pipes must not live on
     in a long-lived child). `die_with_parent`: SIGKILL when the caller's thread dies."""
@@ -38,6 +39,7 @@ def fork_child(body: Callable[[], int | None], *, keep_fds: set[int] | None = No
         return pid
     code = failure_code
     try:
+        linux.set_process_name(linux.PROCESS_NAME_PREFIX + name)
         if keep_fds is not None:
             close_fds_except(keep_fds)
         if die_with_parent:
@@ -80,7 +82,7 @@ def call_in_child(func: Callable[..., T], *args: Any,
         with open(result_w, "wb", closefd=False) as out:
             out.write(len(payload).to_bytes(8, "big") + payload)
 
-    pid = fork_child(answer, die_with_parent=False)  # set after prepare(), which may clear it
+    pid = fork_child(answer, name="call", die_with_parent=False)  # set after prepare(), which may clear it
     os.close(result_w)
     with open(result_r, "rb") as source:
         size = int.from_bytes(source.read(8) or b"\0", "big")

@@ -119,6 +119,16 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
+PROCESS_NAME_PREFIX = "isobox-"  # every long-lived process of ours is named so (comm)
+
+
+def set_process_name(name: str) -> None:
+    """This process's name in /proc/PID/comm (15 bytes at most): how `isobox system check`
+    tells our monitors, relays and holders from everything else on the host."""
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    prctl(PR_SET_NAME, ctypes.addressof(buffer))
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 

@@ -125,7 +125,7 @@ def spawn_monitor(plan: ContainerPlan, cdir: ContainerDir, hooks: Hooks,
         os.close(events_r)
         return _Monitor(plan, cdir, hooks, owner, auto_remove, terminal, events_w).run()
 
-    pid = fork_child(monitor, die_with_parent=False)  # it watches its owner itself
+    pid = fork_child(monitor, name="monitor", die_with_parent=False)  # it watches its owner itself
     os.close(events_w)
     return MonitorHandle(pid, events_r)
 
@@ -171,7 +171,7 @@ def spawn_spare(cid: str, prepare: Prepare, cgroup: CgroupHooks,
         os.close(control_w)
         return _run_spare(prepare, cgroup, owner, events_w, control_r)
 
-    pid = fork_child(spare, die_with_parent=False)  # it watches its owner itself
+    pid = fork_child(spare, name="spare", die_with_parent=False)  # it watches its owner itself
     os.close(events_w)
     os.close(control_r)
     return Spare(cid, pid, events_r, control_w)

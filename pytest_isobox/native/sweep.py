@@ -91,27 +91,32 @@ class Sweeper:
         return f"container {cdir.id[:12]} ({config['name']}) of dead process {owner.pid}"
 
     def _sweep_cgroups(self, live: set[str]) -> list[str]:
-        """Cgroups named isobox/<id> with no container in this home go only when empty and
-        older than ORPHAN_CGROUP_AGE: a container of another home has processes, or is
-        being started (its cgroup is seconds old); a dead one's processes died with it."""
-        cleaned = []
-        layout = current_layout()
-        roots = [h.mountpoint for h in layout.v1.values()]
-        roots += [layout.unified.mountpoint] if layout.unified is not None else []
-        for name in list_cgroups("isobox"):
-            cid = name.partition("/")[2]
-            if cid in live or (self.store.root / cid).exists():
-                continue
-            if time.time() - _newest_mtime([root / name for root in roots]) < ORPHAN_CGROUP_AGE:
-                continue
-            cgroup = open_cgroup(name)
-            with contextlib.suppress(Exception):
-                if not cgroup.procs():
-                    cgroup.destroy()
-                    cleaned.append(f"empty cgroup {name}")
-        with contextlib.suppress(Exception):  # the shared parents, when idle
-            open_cgroup("isobox/parent").prune_parents()
-        return cleaned
+        return sweep_orphan_cgroups(lambda cid: cid in live or (self.store.root / cid).exists())
+
+
+def sweep_orphan_cgroups(known: Callable[[str], bool], min_age: float = ORPHAN_CGROUP_AGE
+                         ) -> list[str]:
+    """Cgroups named isobox/<id> of no `known` container go only when empty and older than
+    `min_age`: a container of another home has processes, or is being started (its cgroup
+    is seconds old); a dead one's processes died with it (a spare's too)."""
+    cleaned = []
+    layout = current_layout()
+    roots = [h.mountpoint for h in layout.v1.values()]
+    roots += [layout.unified.mountpoint] if layout.unified is not None else []
+    for name in list_cgroups("isobox"):
+        cid = name.partition("/")[2]
+        if known(cid):
+            continue
+        if time.time() - _newest_mtime([root / name for root in roots]) < min_age:
+            continue
+        cgroup = open_cgroup(name)
+        with contextlib.suppress(Exception):
+            if not cgroup.procs():
+                cgroup.destroy()
+                cleaned.append(f"empty cgroup {name}")
+    with contextlib.suppress(Exception):  # the shared parents, when idle
+        open_cgroup("isobox/parent").prune_parents()
+    return cleaned
 
 
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from pytest_isobox.engine import ContainerSpec, EngineUnavailable
-from tests.conftest import LEAKCHECK, REPO, needs_root
+from tests.conftest import REPO, needs_root, system_check
 
 pytestmark = needs_root
 
@@ -44,19 +44,16 @@ def start_owner(home: Path, rootfs: Path, mode: str) -> tuple[subprocess.Popen, 
 
 
 def leftovers(baseline: Path, ids: list[str]) -> list[str]:
-    """What leakcheck reports as new that is ours. Other runs may share this host, and pid
+    """What `isobox system check` reports as new that is ours. Other runs may share this host, and pid
     namespace numbers are reused at once, so processes are checked by pid instead."""
-    result = subprocess.run([str(LEAKCHECK), "--baseline", str(baseline)], check=False,
-                            capture_output=True, text=True)
+    result = system_check("--baseline", str(baseline))
     return [line for line in result.stdout.splitlines() if any(cid in line for cid in ids)]
 
 
 @pytest.fixture
 def leak_baseline(tmp_path: Path) -> Path:
-    if not LEAKCHECK.exists():
-        pytest.skip("leakcheck tool not found")
     path = tmp_path / "leak-baseline"
-    subprocess.run([str(LEAKCHECK), "--save", str(path)], check=True)
+    assert system_check("--save", str(path)).returncode == 0
     return path
 
 

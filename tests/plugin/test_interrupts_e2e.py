@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import ContainerNotFound
-from tests.conftest import LEAKCHECK
+from tests.conftest import system_check
 from tests.plugin.conftest import base_conftest, eventually_gone, gone
 
 HANGING_TEST = """
@@ -68,13 +68,12 @@ def test_sigterm_tears_down_like_ctrl_c(project, busybox_rootfs, engine, tmp_pat
     assert gone(engine, container_id), out
 
 
-@pytest.mark.skipif(not LEAKCHECK.exists(), reason="no leakcheck tool in this checkout")
 def test_kill_9_leaves_nothing_after_the_next_run(project, busybox_rootfs, engine, tmp_path):
     """kill -9 of a whole xdist run (controller and workers) while a shared and a private
     container run; the next run removes the shared one and says so, the engine sweeps the
-    rest, and leakcheck finds nothing new."""
+    rest, and `isobox system check` finds nothing new."""
     baseline = tmp_path / "baseline"
-    subprocess.run([str(LEAKCHECK), "--save", str(baseline)], check=True)
+    assert system_check("--save", str(baseline)).returncode == 0
     marker = tmp_path / "ids"
     project.makeconftest(base_conftest(busybox_rootfs, """
         db = container(image="{base}", command="sleep 300", init=True, shared=True)
@@ -112,8 +111,7 @@ def test_kill_9_leaves_nothing_after_the_next_run(project, busybox_rootfs, engin
     stuck = [(cid, status) for cid in left
              for status in [status_of(engine, cid)] if status not in ("gone", "removing")]
     assert stuck == [], result.stdout.str()  # 'removing': the daemon has it in hand
-    check = subprocess.run([str(LEAKCHECK), "--baseline", str(baseline)], check=False,
-                           capture_output=True, text=True)
+    check = system_check("--baseline", str(baseline))
     assert ours(check.stdout, ids) == [], check.stdout
 
 
@@ -128,7 +126,7 @@ def ours(leakcheck_output: str, ids: set[str]) -> list[str]:
     """Leftovers named by this test's containers (cgroups, mounts and state carry the id).
 
     Other tests may run on this machine at the same moment, so state they hold is not
-    counted here; scripts/test runs leakcheck over the whole suite at the end as well.
+    counted here; scripts/test runs the check over the whole suite at the end as well.
     """
     lines = leakcheck_output.splitlines()[1:]
     return [ln for ln in lines if any(cid[:12] in ln for cid in ids)]

@@ -56,7 +56,8 @@ class ExecRole:
         seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
         no_new_privs = seccomp.no_new_privs(security_opt)
         return fork_child(lambda: exec_init(pid, process, stdio, error_w, cgroup.add, console,
-                                            seccomp_filter, no_new_privs), failure_code=127)
+                                            seccomp_filter, no_new_privs),
+                          name="exec", failure_code=127)
 
     def exec(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None) -> ExecResult:

@@ -35,7 +35,7 @@ class NetnsProcess:
             if child.recv(1) == b"G":
                 target(child)
 
-        pid = fork_child(alone)
+        pid = fork_child(alone, name="netns")
         child.close()
         self.pid = pid
         self.channel = parent

@@ -38,7 +38,7 @@ class NetworkAgent:
         any other fd of the monitor it held (its container's error pipe) would never close."""
         to_r, to_w = os.pipe2(os.O_CLOEXEC)
         from_r, from_w = os.pipe2(os.O_CLOEXEC)
-        pid = fork_child(lambda: self._serve(to_r, from_w), keep_fds={to_r, from_w, *keep})
+        pid = fork_child(lambda: self._serve(to_r, from_w), name="agent", keep_fds={to_r, from_w, *keep})
         os.close(to_r)
         os.close(from_w)
         self.pid, self._to_agent, self._from_agent = pid, to_w, from_r

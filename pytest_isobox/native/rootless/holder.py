@@ -165,6 +165,7 @@ def _start(runtime_dir: Path, mapping: IdMapping, host_loopback: bool) -> Holder
             os.setsid()
             if os.fork() == 0:
                 try:
+                    linux.set_process_name(linux.PROCESS_NAME_PREFIX + "holder")
                     _Holder(runtime_dir, to_r, from_w, host_loopback).run()
                     code = 0
                 except BaseException:  # noqa: BLE001 - the creator names the log
@@ -279,7 +280,7 @@ class _Holder:
             argv = outbound.slirp_command(holder, ready_w, exit_r, self.host_loopback)
             os.execv(argv[0], argv)
 
-        pid = fork_child(slirp, failure_code=127)
+        pid = fork_child(slirp, name="slirp", failure_code=127)
         os.close(go_r)
         os.close(ready_w)
         os.close(exit_r)

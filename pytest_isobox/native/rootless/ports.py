@@ -79,7 +79,7 @@ def start_relay(netns_pid: int, listeners: list[Listener], user_fd: int | None =
         _Relay(listeners).run()
         return 1  # the relay serves until it is killed
 
-    pid = fork_child(relay, keep_fds={ready_w, netns, *(() if user_fd is None else (user_fd,)),
+    pid = fork_child(relay, name="relay", keep_fds={ready_w, netns, *(() if user_fd is None else (user_fd,)),
                                       *(sock.fileno() for sock, _ in listeners)})
     os.close(ready_w)
     os.close(netns)

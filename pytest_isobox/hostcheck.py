@@ -1,0 +1,223 @@
+"""`isobox system check`: what isobox left on this host, read from /proc, /sys and the
+firewall, without opening an engine (no sweep, no state changed).
+
+Ours, item by item (one line each, `KIND DETAIL`):
+- mount: overlay and nsfs mounts, and any mount point under a path naming isobox;
+- cgroup: directories below an `isobox` cgroup of any hierarchy (v1 controllers, v2);
+- link: bridges (`isobox-*`) and veths (`ibv*`);
+- netns: named network namespaces whose name starts with isobox;
+- nft: rules of the `isobox` nftables table; iptables: rules commented `isobox:...`;
+- process: our processes in the host's pid namespace (named `isobox-*`: shims, monitors,
+  spares, relays, holders, agents; and slirp4netns started by a holder) and every process in
+  a pid namespace one of ours made (containers);
+- state: container directories of a known home whose owner died (non-persistent).
+
+`--save FILE` records the lines; `--baseline FILE` reports only lines not in FILE. Exit 1
+when something is reported, so CI can fail on a leak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+PROCESS_PREFIX = "isobox-"  # native.linux.PROCESS_NAME_PREFIX (not imported: stays light)
+BRIDGE_PREFIX, VETH_PREFIX = "isobox-", "ibv"  # native/network/links.py
+NFT_TABLE = "isobox"  # native/network/nft.py
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+PRUNE_CGROUP_AGE = 5.0  # s: an empty cgroup this young may be a container being started
+
+
+def current_state(homes: Iterable[Path] = ()) -> list[str]:
+    """Every item of ours on the host now, sorted."""
+    items = [*mounts(), *cgroups(), *links(), *named_netns(), *nft_rules(), *iptables_rules(),
+             *processes(), *dead_owner_state(homes)]
+    return sorted(set(items))
+
+
+def mounts() -> Iterator[str]:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            after = fields[fields.index("-") + 1:]  # fstype, source, super options
+            fstype = after[0]
+            if "isobox" in point or (fstype in ("overlay", "nsfs")
+                                     and "isobox" in " ".join(after[1:])):
+                yield f"mount {point} {fstype}"
+
+
+def cgroups() -> Iterator[str]:
+    if not _CGROUP_ROOT.is_dir():
+        return
+    roots = [_CGROUP_ROOT, *(p for p in _CGROUP_ROOT.iterdir() if p.is_dir())]
+    for root in roots:
+        ours = root / "isobox"
+        if not ours.is_dir():
+            continue
+        for dirpath, dirnames, _ in os.walk(ours):
+            for name in dirnames:
+                yield f"cgroup {os.path.join(dirpath, name)}"
+
+
+def links() -> Iterator[str]:
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return
+    for name in names:
+        if name.startswith((BRIDGE_PREFIX, VETH_PREFIX)):
+            yield f"link {name}"
+
+
+def named_netns() -> Iterator[str]:
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("isobox"):
+            yield f"netns {name}"
+
+
+def nft_rules() -> Iterator[str]:
+    nft = shutil.which("nft")
+    if nft is None:
+        return
+    tables = _run([nft, "list", "tables"])
+    for line in tables.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == NFT_TABLE:
+            for rule in _run([nft, "list", "table", parts[1], NFT_TABLE]).splitlines():
+                if 'comment "isobox:' in rule:
+                    yield "nft " + re.sub(r"\s+", " ", rule.strip())
+
+
+def iptables_rules() -> Iterator[str]:
+    for tool in ("iptables-save", "ip6tables-save"):
+        path = shutil.which(tool)
+        if path is None:
+            continue
+        table = ""
+        for line in _run([path]).splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith("-A ") and "isobox:" in line:
+                yield f"iptables {tool.split('-')[0]} {table} {line}"
+
+
+def processes() -> Iterator[str]:
+    """Ours in the host's pid namespace, and every process of a pid namespace we made."""
+    ours_ns = _pid_ns("self")
+    table: dict[int, tuple[int, str, str]] = {}  # pid -> (ppid, comm, pid namespace)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _process(int(entry))
+            if info is not None:
+                table[int(entry)] = info
+    for pid, (ppid, comm, ns) in sorted(table.items()):
+        if ns == ours_ns:
+            parent = table.get(ppid, (0, "", ""))[1]
+            if comm.startswith(PROCESS_PREFIX) or (comm == "slirp4netns"
+                                                   and parent.startswith(PROCESS_PREFIX)):
+                yield f"process {comm} pid {pid}"
+            continue
+        # in another pid namespace: ours when the nearest ancestor in ours is one of ours
+        ancestor, seen = ppid, set()
+        while ancestor in table and ancestor not in seen and table[ancestor][2] != ours_ns:
+            seen.add(ancestor)
+            ancestor = table[ancestor][0]
+        if ancestor in table and table[ancestor][1].startswith(PROCESS_PREFIX):
+            yield f"process {comm} pid {pid} in a container (pid namespace {ns})"
+
+
+def dead_owner_state(homes: Iterable[Path]) -> Iterator[str]:
+    """Container directories whose owner process is gone and that are not persistent."""
+    from pytest_isobox.processes import ProcessIdentity
+
+    for home in homes:
+        containers = Path(home) / "containers"
+        try:
+            entries = sorted(containers.iterdir())
+        except OSError:
+            continue
+        for cdir in entries:
+            try:
+                config = json.loads((cdir / "config.json").read_text())
+            except (OSError, ValueError):
+                if not cdir.name.startswith("."):
+                    yield f"state {cdir} (no readable config.json)"
+                continue
+            owner = ProcessIdentity.load(config.get("owner"))
+            if owner is not None and not owner.alive():
+                yield f"state {cdir} (owner pid {owner.pid} is gone)"
+
+
+def known_homes(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """The homes to look in: those given, ISOBOX_HOME, and the default one."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    homes = [*map(Path, extra), *([Path(os.environ["ISOBOX_HOME"])]
+                                  if os.environ.get("ISOBOX_HOME") else []),
+             Path(cache) / "isobox"]
+    return list(dict.fromkeys(homes))
+
+
+def prune(homes: Iterable[Path]) -> list[str]:
+    """Sweep every home that exists with the native engine's own sweep (what dead owners
+    left: containers, their cgroups, networks, rules, relays); one line per thing removed.
+    Live runs' containers, persistent ones and anything not ours are never touched."""
+    from pytest_isobox.engine import open_engine
+
+    removed: list[str] = []
+    for home in homes:
+        if not (Path(home) / "containers").is_dir():
+            continue
+        engine = open_engine("native", home=home)
+        try:
+            removed += [f"{home}: {line}" for line in engine.swept]
+        finally:
+            engine.close()
+    if os.geteuid() == 0:  # the rootful cgroups (a rootless user's go with its holder)
+        from pytest_isobox.native.sweep import sweep_orphan_cgroups
+
+        known = {p.name for home in homes for p in (Path(home) / "containers").glob("*")}
+        removed += sweep_orphan_cgroups(known.__contains__, PRUNE_CGROUP_AGE)
+    return removed
+
+
+def diff(now: list[str], baseline: list[str]) -> list[str]:
+    """What is in `now` and not in `baseline` (pids and paths included: a new container is a
+    new line even when an older one was there before)."""
+    before = set(baseline)
+    return [item for item in now if item not in before]
+
+
+def _process(pid: int) -> tuple[int, str, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        ns = _pid_ns(str(pid))
+    except OSError:
+        return None
+    comm = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode(errors="replace")
+    fields = raw[raw.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie holds nothing but its pid
+        return None
+    return int(fields[1]), comm, ns
+
+
+def _pid_ns(pid: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False,
+                              timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
