@@ -37,7 +37,18 @@ from pytest_isobox.specs import CONFIG_HASH_LABEL, ContainerOptions, config_hash
 SESSION_KEY = pytest.StashKey["IsoboxSession"]()
 
 
-def engine_choice(settings: Settings) -> tuple[str, dict]:
+def docker_host_for(settings: Settings, worker_id: str) -> str | None:
+    """The Docker host of one process: with --isobox-docker-hosts, worker gwN takes host N
+    modulo their number (the controller and a run without xdist the first); else the URL
+    option (None: found as Docker's CLI finds it)."""
+    hosts = settings.docker_hosts
+    if not hosts:
+        return settings.docker_url
+    index = int(worker_id[2:]) if worker_id.startswith("gw") and worker_id[2:].isdigit() else 0
+    return hosts[index % len(hosts)]
+
+
+def engine_choice(settings: Settings, worker_id: str = "master") -> tuple[str, dict]:
     """The engine kind and its options; the one place that picks rootful or rootless.
 
     The native engine decides by itself (rootful as root, rootless otherwise) unless
@@ -45,7 +56,7 @@ def engine_choice(settings: Settings) -> tuple[str, dict]:
     rootless user cannot apply. An engine without a rootless mode reports it unavailable.
     """
     if settings.engine == "docker":
-        return "docker", {"base_url": settings.docker_url}
+        return "docker", {"base_url": docker_host_for(settings, worker_id)}
     from pytest_isobox.native.engine import NativeEngine
 
     options: dict = {"home": settings.home} if settings.home else {}
@@ -90,7 +101,7 @@ class IsoboxSession:
         if self._unavailable is not None:
             raise EngineUnavailable(self._unavailable)
         try:
-            kind, options = engine_choice(self.settings)
+            kind, options = engine_choice(self.settings, self.worker_id)
             self._engine = open_engine(kind, **options)
         except (EngineUnavailable, ImportError) as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]

@@ -184,6 +184,10 @@ class DockerClient:
                 conn.close()
                 raise EngineUnavailable(f"Docker daemon at {self.address.describe()} dropped "
                                         f"{method} {path}: {why}") from None
+            except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows here
+                conn.close()
+                raise EngineUnavailable(f"no Docker daemon at {self.address.describe()}: TLS "
+                                        f"refused: {exc.reason or exc}") from None
             except BaseException:
                 conn.close()
                 raise

@@ -83,17 +83,34 @@ def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
     return chosen
 
 
-def _make_certs(root: Path, ip: str) -> None:
-    """A CA, a server certificate for `ip` and a client certificate, as `docker` expects."""
+def make_ca(root: Path, name: str = "isobox test CA") -> None:
+    """A CA key and certificate in root (ca-key.pem, ca.pem)."""
+    _run("openssl", "req", "-x509", *_EC, "-keyout", str(root / "ca-key.pem"),
+         "-out", str(root / "ca.pem"), "-days", "2", "-subj", f"/CN={name}")
+
+
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def _make_certs(root: Path, ip: str, ca_from: Path | None) -> None:
+    """A server certificate for `ip` and a client certificate, as `docker` expects, from a
+    new CA or the one of `ca_from` (daemons of one CA take the same client certificate)."""
     server, client = root / "server", root / "client"
     server.mkdir()
-    client.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _run("openssl", "req", "-x509", *ec, "-keyout", str(root / "ca-key.pem"),
-         "-out", str(server / "ca.pem"), "-days", "2", "-subj", "/CN=isobox test CA")
-    shutil.copy(server / "ca.pem", client / "ca.pem")
-    for where, cn, ext in ((server, ip, f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth"),
-                           (client, "isobox-client", "extendedKeyUsage=clientAuth")):
+    if ca_from is not None:
+        shutil.copy(ca_from / "ca-key.pem", root / "ca-key.pem")
+        shutil.copytree(ca_from / "client", client)
+        shutil.copy(ca_from / "server" / "ca.pem", server / "ca.pem")
+    else:
+        client.mkdir()
+        make_ca(root)
+        shutil.move(root / "ca.pem", server / "ca.pem")
+        shutil.copy(server / "ca.pem", client / "ca.pem")
+    ec = _EC
+    pairs = [(server, ip, f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth")]
+    if ca_from is None:
+        pairs.append((client, "isobox-client", "extendedKeyUsage=clientAuth"))
+    for where, cn, ext in pairs:
         (root / "ext.cnf").write_text(ext + "\n")
         _run("openssl", "req", *ec, "-keyout", str(where / "key.pem"),
              "-out", str(root / "req.csr"), "-subj", f"/CN={cn}")
@@ -106,11 +123,12 @@ def _make_certs(root: Path, ip: str) -> None:
 
 
 def start(count: int = 1, timeout: float = 90.0) -> list[RemoteDaemon]:
-    """Start `count` remote daemons (in parallel); on any failure all are stopped again."""
+    """Start `count` remote daemons (in parallel, one CA for all); on any failure all are
+    stopped again."""
     daemons: list[RemoteDaemon] = []
     try:
         for net in _free_subnets(count):
-            daemons.append(_prepare(net))
+            daemons.append(_prepare(net, daemons[0].root if daemons else None))
         for daemon in daemons:
             _launch(daemon)
         deadline = time.monotonic() + timeout
@@ -123,7 +141,7 @@ def start(count: int = 1, timeout: float = 90.0) -> list[RemoteDaemon]:
     return daemons
 
 
-def _prepare(net: ipaddress.IPv4Network) -> RemoteDaemon:
+def _prepare(net: ipaddress.IPv4Network, ca_from: Path | None) -> RemoteDaemon:
     tag = os.urandom(3).hex()
     hosts = list(net.hosts())
     veth_net = ipaddress.ip_network(f"{net.network_address}/30")
@@ -145,7 +163,7 @@ def _prepare(net: ipaddress.IPv4Network) -> RemoteDaemon:
         _run(*inside, "ip", "link", "add", "isobr0", "type", "bridge")
         _run(*inside, "ip", "addr", "add", bridge_ip, "dev", "isobr0")
         _run(*inside, "ip", "link", "set", "isobr0", "up")
-        _make_certs(root, ns_ip)
+        _make_certs(root, ns_ip, ca_from)
         (root / "daemon.json").write_text("{}")
     except BaseException:
         stop(daemon)
