@@ -168,6 +168,7 @@ class DockerClient:
         url = self.url(path, query, versioned=versioned)
         for attempt in (0, 1):
             conn, reused = self._checkout()
+            sock = conn.sock  # http.client drops it on a failed response; ssh says why
             if timeout is not None:
                 conn.timeout = timeout
                 if conn.sock is not None:
@@ -180,7 +181,7 @@ class DockerClient:
                 if reused and attempt == 0 and not hasattr(body, "read"):
                     conn.close()
                     continue
-                why = transport.why_closed(conn.sock) or str(exc)
+                why = transport.why_closed(sock) or str(exc)
                 conn.close()
                 raise EngineUnavailable(f"Docker daemon at {self.address.describe()} dropped "
                                         f"{method} {path}: {why}") from None

@@ -135,30 +135,31 @@ class _SSHSocket(socket.socket):
         return sock
 
     def why(self) -> str:
-        proc, stderr = self.proc, self.stderr
-        if proc is None or stderr is None:
-            return ""
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            return ""
-        stderr.seek(0)  # type: ignore[attr-defined]
-        text = stderr.read().decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
-        last = text.splitlines()[-1] if text else "no message"
-        return f"ssh exited with status {code}: {last}"
+        """ssh's exit status and last line of stderr, once it ended (closing ends it)."""
+        if self.proc is not None:
+            self.close()
+        return self._why
+
+    _why = ""
 
     def close(self) -> None:
         super().close()
         proc, self.proc = self.proc, None
-        if proc is not None:  # end of its stdin ends it; do not leave it behind regardless
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is None:
+            return
+        try:  # end of its stdin ends it; do not leave it behind regardless
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
         if self.stderr is not None:
+            self.stderr.seek(0)  # type: ignore[attr-defined]
+            text = self.stderr.read().decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
             self.stderr.close()  # type: ignore[attr-defined]
             self.stderr = None
+            if code:
+                last = text.splitlines()[-1] if text else "no message"
+                self._why = f"ssh exited with status {code}: {last}"
 
 
 def ssh_command(address: DaemonAddress) -> list[str]:

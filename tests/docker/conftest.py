@@ -19,7 +19,7 @@ import pytest
 from pytest_isobox.docker.engine import DockerEngine
 from pytest_isobox.engine import ContainerSpec, ContainerState, IsoboxError
 from tests.conftest import docker_available
-from tests.docker import remote_daemon
+from tests.docker import podman_service, remote_daemon
 
 TARGET = os.environ.get("ISOBOX_TEST_DOCKER_TARGET", "local")
 
@@ -43,6 +43,18 @@ def remote_daemons() -> Iterator[list[remote_daemon.RemoteDaemon]]:
 def remote_daemon_host(remote_daemons: list[remote_daemon.RemoteDaemon]
                        ) -> remote_daemon.RemoteDaemon:
     return remote_daemons[0]
+
+
+@pytest.fixture(scope="session")
+def podman_socket() -> Iterator[str]:
+    """unix:// address of Podman's Docker-compatible service, started for this session."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    service = podman_service.start()
+    try:
+        yield service.url
+    finally:
+        podman_service.stop(service)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,12 @@ from here only their veth address is reachable, as with another machine.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import socket
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,99 @@ def test_xdist_workers_spread_over_several_hosts(
         by_worker.setdefault(worker, set()).add(host)
     assert all(len(h) == 1 for h in by_worker.values()), by_worker  # one host per worker
     assert {h for hs in by_worker.values() for h in hs} == {d.ip for d in remote_daemons}
+
+
+@pytest.fixture
+def sshd_to_remote(remote_daemon_host: RemoteDaemon, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """sshd on loopback whose sessions reach the remote daemon (SetEnv DOCKER_HOST...), and
+    an `ssh` first in PATH that uses this test's key and known-hosts: ssh://root@127.0.0.1."""
+    import subprocess
+    import threading
+
+    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed")
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
+                       check=True)
+    shutil.copy(keys / "client.pub", keys / "authorized_keys")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = " ".join(f"{k}={v}" for k, v in remote_daemon_host.env().items())
+    (keys / "sshd_config").write_text(textwrap.dedent(f"""
+        ListenAddress 127.0.0.1
+        Port {port}
+        HostKey {keys}/host
+        AuthorizedKeysFile {keys}/authorized_keys
+        PidFile {keys}/sshd.pid
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        UsePAM no
+        StrictModes no
+        SetEnv {env}
+    """))
+    (keys / "ssh_config").write_text(
+        f"Host *\n  IdentityFile {keys}/client\n  UserKnownHostsFile /dev/null\n"
+        "  StrictHostKeyChecking no\n  LogLevel ERROR\n")
+    wrapper = tmp_path / "bin" / "ssh"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {keys}/ssh_config "$@"\n')
+    wrapper.chmod(0o755)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e",
+                             "-f", str(keys / "sshd_config")],
+                            stderr=subprocess.PIPE, text=True)
+    listening = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Server listening" in line:
+                listening.set()
+        listening.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert listening.wait(30) and proc.poll() is None, "sshd did not start"
+        monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+        yield f"ssh://root@127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ssh_host_through_docker_system_dial_stdio(sshd_to_remote: str,
+                                                   busybox_rootfs: Path) -> None:
+    from pytest_isobox.docker.engine import DockerEngine
+    from pytest_isobox.engine import ContainerSpec
+
+    engine = DockerEngine(sshd_to_remote)
+    ref = f"isobox-test/ssh-busybox:{engine.session[:8]}"
+    try:
+        assert engine.client.address.scheme == "ssh"
+        engine.import_rootfs(busybox_rootfs, ref)
+        state = engine.run(ContainerSpec(image=ref, command=["sleep", "60"]))
+        result = engine.exec(state.id, ["sh", "-c", "echo over ssh"])
+        assert (result.exit_code, result.stdout) == (0, b"over ssh\n")
+        engine.remove(state.id, force=True)
+    finally:
+        engine.remove_image(ref, force=True)
+        engine.close()
+
+
+def test_ssh_failure_names_the_address_and_ssh_message(tmp_path: Path) -> None:
+    with socket_free_port() as port, pytest.raises(
+            EngineUnavailable, match=rf"ssh://nobody@127.0.0.1:{port} .*ssh exited with "
+                                     r"status 255"):
+        DockerClient(f"ssh://nobody@127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def socket_free_port() -> Iterator[int]:
+    """A loopback port nothing listens on (held bound, not listening, during the block)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
