@@ -6,6 +6,8 @@ machine's podman is seen or touched); `stop` ends the service by PID and removes
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 import signal
 import socket
@@ -48,9 +50,23 @@ def start(timeout: float = 60.0) -> PodmanService:
                "--tmpdir", str(root / "tmp"), "--cgroup-manager", "cgroupfs",
                "--events-backend", "file"]
     sock = root / "podman.sock"
+    # Podman raises a root container's open-file and process limits to 1048576 / 4194304;
+    # where this process may not (a sandbox caps them: here runc's setrlimit of nproc above
+    # kernel.pid_max is refused) runc fails, so containers get ours, capped so.
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    limits = []
+    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        hard = resource.getrlimit(which)[1]
+        hard = pid_max if hard == resource.RLIM_INFINITY else hard
+        hard = min(hard, pid_max) if name == "nproc" else hard
+        limits.append(f'"{name}={hard}:{hard}"')
+    (root / "containers.conf").write_text(
+        f"[containers]\ndefault_ulimits = [{', '.join(limits)}]\n")
+    env = {**os.environ, "CONTAINERS_CONF": str(root / "containers.conf")}
     proc = subprocess.Popen(["podman", *storage, "system", "service", "--time=0",
                              f"unix://{sock}"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(root / "log", "wb"))  # noqa: SIM115
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(root / "log", "wb"), env=env)  # noqa: SIM115
     service = PodmanService(root, proc)
     deadline = time.monotonic() + timeout
     while not _answers(sock):  # the socket exists before it answers: poll the answer
