@@ -88,7 +88,10 @@ def pump(stream: HijackedStream, *, tty: bool, stdin: bool, stdin_fd: int = 0,
         selector.register(resize_fd, selectors.EVENT_READ, "resize")
     try:
         while True:
-            ready = [key.data for key, _ in selector.select()]
+            pending = stream.pending()  # TLS: decrypted bytes select cannot see
+            ready = [key.data for key, _ in selector.select(0 if pending else None)]
+            if pending and "remote" not in ready:
+                ready.append("remote")
             if "resize" in ready:
                 os.read(resize_fd, 512)  # type: ignore[arg-type]
                 on_resize()  # type: ignore[misc]
@@ -100,7 +103,7 @@ def pump(stream: HijackedStream, *, tty: bool, stdin: bool, stdin_fd: int = 0,
                     selector.unregister(stdin_fd)
                     stream.close_stdin()
             if "remote" in ready:
-                data = stream.sock.recv(_CHUNK)
+                data = stream.recv(_CHUNK)
                 if not data:
                     return
                 if parser is None:

@@ -1,9 +1,10 @@
-"""A small Docker Engine API client on http.client: unix or tcp sockets, JSON, streams, hijack.
+"""A small Docker Engine API client on http.client: JSON, streams, hijacked connections.
 
 Why our own: the engine needs a handful of endpoints, streamed bodies and hijacked
 connections, and nothing else; a dependency would cost more than these two hundred lines.
-Guarantees: every request goes to a versioned path (`/v1.41/...`) negotiated once with the
-daemon; a failed request raises one of our error types (see `errors.py`); a daemon that
+Where the daemon is comes from address.py, the pipe to it from transport.py (unix, tcp,
+TLS, ssh). Guarantees: every request goes to a versioned path (`/v1.41/...`) negotiated
+once with the daemon; a failed request raises one of our error types (see `errors.py`); a daemon that
 cannot be reached raises `EngineUnavailable` naming the address.
 """
 
@@ -13,17 +14,19 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
+from pytest_isobox.docker import transport
+from pytest_isobox.docker.address import DaemonAddress, resolve_address
 from pytest_isobox.docker.errors import raise_for_response
 from pytest_isobox.engine import EngineUnavailable, IsoboxError
 
-DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
 MAX_API_VERSION = "1.43"  # the newest API this client was written against
 MIN_API_VERSION = "1.30"  # Docker 17.06: `condition` on wait (1.41 adds one-shot stats)
 DEFAULT_TIMEOUT = 120.0
@@ -32,36 +35,15 @@ Query = dict[str, object] | list[tuple[str, object]] | None
 Body = bytes | IO[bytes] | dict | list | None
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over a unix socket; the Host header is a placeholder, as Docker's CLI sends."""
+class _DaemonHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over whatever pipe `transport.dial` gives (unix, tcp, TLS, ssh)."""
 
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+    def __init__(self, address: DaemonAddress, timeout: float | None) -> None:
+        super().__init__(address.host or "localhost", timeout=timeout)
+        self._address = address
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def resolve_base_url(base_url: str | None) -> str:
-    """The daemon address: the argument, else DOCKER_HOST, else the default unix socket."""
-    url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_BASE_URL
-    if url.startswith("/"):
-        url = "unix://" + url
-    scheme = urlsplit(url).scheme
-    if scheme not in ("unix", "tcp", "http"):
-        raise EngineUnavailable(
-            f"no Docker daemon at {url}: only unix://PATH and tcp://HOST:PORT (no TLS) "
-            "are supported"
-        )
-    return url
+        self.sock = transport.dial(self._address, self.timeout)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -93,10 +75,18 @@ class HijackedStream:
     sock: socket.socket
 
     def close_stdin(self) -> None:
+        transport.close_write(self.sock)
+
+    def recv(self, size: int) -> bytes:
+        """Up to `size` bytes; b"" once the daemon ended the stream (TLS: its close_notify)."""
         try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+            return self.sock.recv(size)
+        except ssl.SSLZeroReturnError:
+            return b""
+
+    def pending(self) -> bool:
+        """Whether bytes already decrypted wait in the TLS layer (select does not see them)."""
+        return bool(getattr(self.sock, "pending", lambda: 0)())
 
     def close(self) -> None:
         self.sock.close()
@@ -106,8 +96,11 @@ class DockerClient:
     """Requests to one daemon. Safe to share between threads (idle connections are pooled)
     and across fork (a child never reuses its parent's connections)."""
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.base_url = resolve_base_url(base_url)
+    def __init__(self, base_url: str | DaemonAddress | None = None, *,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = base_url if isinstance(base_url, DaemonAddress) \
+            else resolve_address(base_url)
+        self.base_url = self.address.url
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -119,17 +112,8 @@ class DockerClient:
     # ------------------------------------------------------------------ connections
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
-        parts = urlsplit(self.base_url)
-        if parts.scheme == "unix":
-            conn: http.client.HTTPConnection = _UnixHTTPConnection(parts.path, timeout)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "localhost", parts.port or 2375,
-                                              timeout=timeout)
-        try:
-            conn.connect()
-        except OSError as exc:
-            conn.close()
-            raise EngineUnavailable(f"no Docker daemon at {self.base_url}: {exc}") from None
+        conn = _DaemonHTTPConnection(self.address, timeout)
+        conn.connect()  # raises EngineUnavailable naming the address
         return conn
 
     def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
@@ -184,6 +168,7 @@ class DockerClient:
         url = self.url(path, query, versioned=versioned)
         for attempt in (0, 1):
             conn, reused = self._checkout()
+            sock = conn.sock  # http.client drops it on a failed response; ssh says why
             if timeout is not None:
                 conn.timeout = timeout
                 if conn.sock is not None:
@@ -193,11 +178,17 @@ class DockerClient:
                 resp = conn.getresponse()
                 data = resp.read()
             except (ConnectionError, http.client.RemoteDisconnected) as exc:
-                conn.close()
                 if reused and attempt == 0 and not hasattr(body, "read"):
+                    conn.close()
                     continue
-                raise EngineUnavailable(
-                    f"Docker daemon at {self.base_url} dropped {method} {path}: {exc}") from None
+                why = transport.why_closed(sock) or str(exc)
+                conn.close()
+                raise EngineUnavailable(f"Docker daemon at {self.address.describe()} dropped "
+                                        f"{method} {path}: {why}") from None
+            except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows here
+                conn.close()
+                raise EngineUnavailable(f"no Docker daemon at {self.address.describe()}: TLS "
+                                        f"refused: {exc.reason or exc}") from None
             except BaseException:
                 conn.close()
                 raise

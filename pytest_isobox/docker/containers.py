@@ -1,7 +1,7 @@
 """Translation between our container values and Docker's documents.
 
 `create_body` maps a `ContainerSpec` onto POST /containers/create (Docker's own meaning for
-every field, published ports on 127.0.0.1 unless asked); `state_from_inspect` reads a
+every field, published ports on 127.0.0.1 unless asked, or the remote daemon's address); `state_from_inspect` reads a
 container's inspect document back into a `ContainerState`.
 """
 
@@ -43,14 +43,19 @@ def docker_removes(spec: ContainerSpec) -> bool:
     return spec.auto_remove and spec.persistent
 
 
-def create_body(spec: ContainerSpec, labels: dict[str, str]) -> dict:
-    """The body of POST /containers/create for `spec`, with `labels` added to the spec's."""
+def create_body(spec: ContainerSpec, labels: dict[str, str],
+                publish_ip: str | None = None) -> dict:
+    """The body of POST /containers/create for `spec`, with `labels` added to the spec's.
+
+    `publish_ip` replaces the loopback default of published ports: a remote daemon's
+    loopback is not reachable from here.
+    """
     nets = attachments(spec)
     host_config: dict = {
         "NetworkMode": nets[0].network if nets else spec.network_mode,
         "Init": spec.init or None,
         "AutoRemove": docker_removes(spec),
-        "PortBindings": _port_bindings(spec),
+        "PortBindings": _port_bindings(spec, publish_ip),
         "Mounts": [_mount(m) for m in spec.mounts],
     }
     _set_if(host_config, "Memory", spec.mem_limit)
@@ -99,11 +104,15 @@ def _set_if(doc: dict, key: str, value: object) -> None:
         doc[key] = value
 
 
-def _port_bindings(spec: ContainerSpec) -> dict[str, list[dict[str, str]]]:
+def _port_bindings(spec: ContainerSpec,
+                   publish_ip: str | None) -> dict[str, list[dict[str, str]]]:
     bindings: dict[str, list[dict[str, str]]] = {}
     for port in spec.ports:
+        host_ip = port.host_ip
+        if publish_ip is not None and host_ip == "127.0.0.1":
+            host_ip = publish_ip
         bindings.setdefault(port.key, []).append({
-            "HostIp": port.host_ip,
+            "HostIp": host_ip,
             "HostPort": str(port.host_port) if port.host_port else "",
         })
     return bindings
@@ -137,8 +146,15 @@ def parse_time(text: str | None) -> float | None:
     return seconds + (float("0." + m["frac"]) if m["frac"] else 0.0)
 
 
-def state_from_inspect(doc: dict) -> ContainerState:
-    """A `ContainerState` from GET /containers/{id}/json."""
+_ANY_OR_LOOPBACK = ("", "0.0.0.0", "::", "127.0.0.1", "::1")
+
+
+def state_from_inspect(doc: dict, published_host: str | None = None) -> ContainerState:
+    """A `ContainerState` from GET /containers/{id}/json.
+
+    With `published_host` (a remote daemon's host), ports bound to any or loopback address
+    are given as that host: where a test on this machine reaches them.
+    """
     state = doc.get("State") or {}
     settings = doc.get("NetworkSettings") or {}
     config = doc.get("Config") or {}
@@ -158,10 +174,17 @@ def state_from_inspect(doc: dict) -> ContainerState:
         finished_at=parse_time(state.get("FinishedAt")),
         ips={name: net["IPAddress"] for name, net in (settings.get("Networks") or {}).items()
              if net.get("IPAddress")},
-        ports={key: [(b["HostIp"], int(b["HostPort"])) for b in bindings]
+        ports={key: [(_reachable(b["HostIp"], published_host), int(b["HostPort"]))
+                     for b in bindings]
                for key, bindings in (settings.get("Ports") or {}).items() if bindings},
         labels=dict(config.get("Labels") or {}),
     )
+
+
+def _reachable(host_ip: str, published_host: str | None) -> str:
+    if published_host is not None and host_ip in _ANY_OR_LOOPBACK:
+        return published_host
+    return host_ip
 
 
 def _security_opt(option: str) -> str:

@@ -11,6 +11,7 @@ Objects without our labels are never touched. A failed create or run leaves no c
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import logging
 import uuid
@@ -58,8 +59,10 @@ _OWNER_FILTER = json.dumps({"label": [OWNER_LABEL]})
 class DockerEngine(ImageMethods, NetworkMethods):
     """Containers, images, networks and volumes of one Docker daemon.
 
-    `base_url` is `unix:///path/docker.sock` or `tcp://host:port`; by default DOCKER_HOST,
-    else the local socket. A daemon that does not answer raises EngineUnavailable at once.
+    `base_url` is `unix:///path/docker.sock`, `tcp://host:port` or `ssh://user@host`; by
+    default found as Docker's CLI finds it (address.py: DOCKER_HOST, TLS variables, contexts,
+    the local or rootless socket). For a remote daemon `remote_host` is its host: published
+    ports bind there and states give that address. A daemon that does not answer raises EngineUnavailable at once.
     """
 
     name = "docker"
@@ -67,6 +70,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def __init__(self, base_url: str | None = None) -> None:
         self.client = DockerClient(base_url)
+        self.remote_host: str | None = self.client.address.remote_host
+        self._publish_ip = _publish_ip(self.remote_host)
         self.owner = Owner.current()
         self.session = uuid.uuid4().hex
         self.labels = ownership_labels(self.owner, self.session)
@@ -134,7 +139,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
     def create(self, spec: ContainerSpec) -> ContainerState:
         """Create (not start) a container; extra named networks are connected before returning."""
         body = create_body(spec, ownership_labels(self.owner, self.session,
-                                                 persistent=spec.persistent))
+                                                 persistent=spec.persistent), self._publish_ip)
         doc = self.client.post_json("/containers/create", {"name": spec.name}, body,
                                     kind="container")
         container_id = doc["Id"]
@@ -156,7 +161,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
         before it starts, so `wait` still gives its exit code after Docker removed it.
         """
         doc = self.inspect(container)
-        state = state_from_inspect(doc)
+        state = state_from_inspect(doc, self.remote_host)
         return self._start(state, bool((doc.get("HostConfig") or {}).get("AutoRemove")))
 
     def run(self, spec: ContainerSpec) -> ContainerState:
@@ -255,7 +260,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
                 pass
 
     def state(self, container: str) -> ContainerState:
-        return state_from_inspect(self.inspect(container))
+        return state_from_inspect(self.inspect(container), self.remote_host)
 
     def inspect(self, container: str) -> dict:
         return self.client.get_json(f"/containers/{container}/json",
@@ -415,6 +420,18 @@ class DockerEngine(ImageMethods, NetworkMethods):
             attach.pump(stream, tty=tty, stdin=stdin, resize_fd=resized, on_resize=resize)
 
 # --------------------------------------------------------------------------- helpers
+
+def _publish_ip(remote_host: str | None) -> str | None:
+    """Where a remote daemon publishes ports: the address we reach it at when that is an IP
+    (so nothing else of it is exposed), else every address; None for a local daemon."""
+    if remote_host is None:
+        return None
+    try:
+        ipaddress.ip_address(remote_host)
+    except ValueError:
+        return "0.0.0.0"
+    return remote_host
+
 
 def cmd_text(exec_doc: dict) -> str:
     config = exec_doc.get("ProcessConfig") or {}

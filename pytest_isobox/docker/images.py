@@ -79,7 +79,15 @@ class ImageMethods:
         for message in messages:
             if "error" in message:
                 raise IsoboxError(f"import of {path} failed: {message['error']}")
-        return self.image_inspect(ref).id
+        try:
+            return self.image_inspect(ref).id
+        except ImageNotFound:  # Podman tags an import `latest` whatever the tag asked
+            ids = [str(m["status"]) for m in messages
+                   if str(m.get("status", "")).startswith("sha256:")]
+            if not ids:
+                raise
+            self.tag(ids[-1], ref)
+            return self.image_inspect(ref).id
 
     def image_inspect(self, ref: str) -> ImageInfo:
         doc = self.client.get_json(f"/images/{ref}/json", kind="image")

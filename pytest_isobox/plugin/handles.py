@@ -159,6 +159,8 @@ class Container:
         """The container's own address for a port, when it has one the host can reach."""
         if not self._state.ips or self.spec.network_mode in ("host", "none"):
             return None
+        if getattr(self.engine, "remote_host", None):  # container IPs live on another machine
+            return None
         return self.ip, int(str(port).split("/")[0])
 
     # processes and output

@@ -33,7 +33,18 @@ from pytest_isobox.plugin.rootfs import rootfs_digest
 from pytest_isobox.plugin.settings import Settings
 
 
-def engine_choice(settings: Settings) -> tuple[str, dict]:
+def docker_host_for(settings: Settings, worker_id: str) -> str | None:
+    """The Docker host of one process: with --isobox-docker-hosts, worker gwN takes host N
+    modulo their number (the controller and a run without xdist the first); else the URL
+    option (None: found as Docker's CLI finds it)."""
+    hosts = settings.docker_hosts
+    if not hosts:
+        return settings.docker_url
+    index = int(worker_id[2:]) if worker_id.startswith("gw") and worker_id[2:].isdigit() else 0
+    return hosts[index % len(hosts)]
+
+
+def engine_choice(settings: Settings, worker_id: str = "master") -> tuple[str, dict]:
     """The engine's registry name and its options; the one place that picks them.
 
     The native engine decides by itself (rootful as root, rootless otherwise) unless
@@ -41,7 +52,7 @@ def engine_choice(settings: Settings) -> tuple[str, dict]:
     rootless user cannot apply.
     """
     if settings.engine == "docker":
-        return "docker", {"base_url": settings.docker_url}
+        return "docker", {"base_url": docker_host_for(settings, worker_id)}
     options: dict = {"home": settings.home} if settings.home else {}
     if settings.engine == "native":
         options.update(rootless=settings.rootless, limits=settings.limits)
@@ -75,7 +86,7 @@ class IsoboxSession:
         if self._unavailable is not None:
             raise EngineUnavailable(self._unavailable)
         try:
-            kind, options = engine_choice(self.settings)
+            kind, options = engine_choice(self.settings, self.worker_id)
             self._engine = open_engine(kind, **options)
         except (EngineUnavailable, ImportError) as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]

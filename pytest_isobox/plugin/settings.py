@@ -62,6 +62,10 @@ OPTIONS = (
     Option("isobox_docker_url", "--isobox-docker-url", "ISOBOX_DOCKER_URL",
            "Docker Engine address for --isobox-engine=docker (default: DOCKER_HOST or the "
            "local socket)"),
+    Option("isobox_docker_hosts", "--isobox-docker-hosts", "ISOBOX_DOCKER_HOSTS",
+           "comma-separated Docker hosts (tcp://, ssh://, unix://) for --isobox-engine=docker: "
+           "xdist workers are spread over them, worker gwN on host N modulo their number "
+           "(TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH, for all of them)"),
     Option("isobox_rootless", "--isobox-rootless", "ISOBOX_ROOTLESS",
            "force the native engine's rootless mode (default: chosen from the user)",
            "bool", default=None, negative="--isobox-no-rootless",
@@ -106,6 +110,7 @@ class Settings:
     reuse: bool = False
     home: Path | None = None
     docker_url: str | None = None
+    docker_hosts: tuple[str, ...] = ()
     rootless: bool | None = None
     limits: str = "strict"
     timeout: float = 60.0
@@ -117,6 +122,8 @@ class Settings:
             engine=values["isobox_engine"], keep=values["isobox_keep"],
             no_cache=values["isobox_no_cache"], reuse=values["isobox_reuse"],
             home=values["isobox_home"], docker_url=values["isobox_docker_url"],
+            docker_hosts=tuple(h.strip() for h in (values["isobox_docker_hosts"] or "")
+                               .split(",") if h.strip()),
             rootless=values["isobox_rootless"], limits=values["isobox_limits"],
             timeout=values["isobox_timeout"],
         )

@@ -1,7 +1,15 @@
-"""Fixtures for DockerEngine tests against the real daemon; everything made here is removed."""
+"""Fixtures for DockerEngine tests against a real daemon; everything made here is removed.
+
+Which daemon: the local one (default), or with ISOBOX_TEST_DOCKER_TARGET=remote a "remote"
+dockerd in a network namespace over TLS (remote_daemon.py), or =podman Podman's
+Docker-compatible service on a socket (podman_service.py). For the remote target the
+session's DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH point at it, as a user would set.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,15 +19,59 @@ import pytest
 from pytest_isobox.docker.engine import DockerEngine
 from pytest_isobox.engine import ContainerSpec, ContainerState, IsoboxError
 from tests.conftest import docker_available
+from tests.docker import podman_service, remote_daemon
+
+TARGET = os.environ.get("ISOBOX_TEST_DOCKER_TARGET", "local")
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> Iterator[DockerEngine]:
-    if not docker_available():
-        pytest.skip("no Docker daemon answers")
-    engine = DockerEngine()
-    yield engine
-    engine.close()
+def remote_daemons() -> Iterator[list[remote_daemon.RemoteDaemon]]:
+    """Two "remote" Docker hosts (own netns, veth, TLS), stopped and removed at the end."""
+    missing = [t for t in ("dockerd", "openssl", "unshare", "nsenter", "ip")
+               if shutil.which(t) is None]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(f"remote dockerd needs root and {', '.join(missing) or 'root'}")
+    daemons = remote_daemon.start(2)
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            remote_daemon.stop(daemon)
+
+
+@pytest.fixture(scope="session")
+def remote_daemon_host(remote_daemons: list[remote_daemon.RemoteDaemon]
+                       ) -> remote_daemon.RemoteDaemon:
+    return remote_daemons[0]
+
+
+@pytest.fixture(scope="session")
+def podman_socket() -> Iterator[str]:
+    """unix:// address of Podman's Docker-compatible service, started for this session."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    service = podman_service.start()
+    try:
+        yield service.url
+    finally:
+        podman_service.stop(service)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(request: pytest.FixtureRequest) -> Iterator[DockerEngine]:
+    with pytest.MonkeyPatch.context() as env:
+        if TARGET == "remote":
+            daemon = request.getfixturevalue("remote_daemon_host")
+            for key, value in daemon.env().items():
+                env.setenv(key, value)
+        elif TARGET == "podman":
+            service = request.getfixturevalue("podman_socket")
+            env.setenv("DOCKER_HOST", service)
+        elif not docker_available():
+            pytest.skip("no Docker daemon answers")
+        engine = DockerEngine()
+        yield engine
+        engine.close()
 
 
 @pytest.fixture(scope="session")

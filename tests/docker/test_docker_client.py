@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from pytest_isobox.docker.client import DEFAULT_BASE_URL
+from pytest_isobox.docker.address import DEFAULT_SOCKET
 from pytest_isobox.docker.engine import DockerEngine
 from pytest_isobox.engine import ContainerSpec
 from tests.conftest import needs_docker
 from tests.docker.conftest import Made
 
-pytestmark = needs_docker
+pytestmark = [needs_docker, pytest.mark.skipif(
+    os.environ.get("ISOBOX_TEST_DOCKER_TARGET", "local") != "local",
+    reason="relays to the local daemon's socket")]
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -40,7 +43,7 @@ def tcp_relay() -> Iterator[str]:
             except OSError:
                 return
             upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(DEFAULT_BASE_URL.removeprefix("unix://"))
+            upstream.connect(DEFAULT_SOCKET)
             sockets.extend([client, upstream])
             for a, b in ((client, upstream), (upstream, client)):
                 t = threading.Thread(target=_pipe, args=(a, b), daemon=True)

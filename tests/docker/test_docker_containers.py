@@ -57,7 +57,7 @@ def test_tty_logs_are_one_raw_stream(made: Made) -> None:
 def test_udp_port_is_published_on_loopback(made: Made) -> None:
     state = made.run(["sleep", "60"], ports=[PortSpec.parse("5353/udp")])
     [(host, port)] = state.ports["5353/udp"]
-    assert host == "127.0.0.1" and port > 0
+    assert host == (made.engine.remote_host or "127.0.0.1") and port > 0
 
 
 def test_logs_tail(made: Made) -> None:
@@ -181,7 +181,7 @@ def test_published_port_on_loopback_is_reachable(made: Made) -> None:
     state = made.run(["nc", "-ll", "-p", "8080", "-e", "echo", "hi"],
                      ports=[PortSpec.parse("8080")])
     [(host, port)] = state.ports["8080/tcp"]
-    assert host == "127.0.0.1" and port > 0
+    assert host == (made.engine.remote_host or "127.0.0.1") and port > 0
     assert _read_when_listening(host, port) == b"hi\n"
 
 

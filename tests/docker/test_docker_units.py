@@ -16,7 +16,6 @@ from pytest_isobox.docker.client import (
     DockerClient,
     iter_json_stream,
     negotiate_api_version,
-    resolve_base_url,
 )
 from pytest_isobox.docker.containers import create_body, parse_time, state_from_inspect
 from pytest_isobox.docker.engine import DockerEngine
@@ -256,14 +255,6 @@ def test_no_daemon_is_engine_unavailable_naming_the_address(tmp_path: Path) -> N
         DockerClient(f"unix://{missing}")
     with pytest.raises(EngineUnavailable, match="no Docker daemon at tcp://127.0.0.1:1"):
         DockerClient("tcp://127.0.0.1:1")
-    with pytest.raises(EngineUnavailable, match="no TLS"):
-        resolve_base_url("https://example.invalid:2376")
-
-
-def test_docker_host_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
-    assert resolve_base_url(None) == "tcp://127.0.0.1:2375"
-    assert resolve_base_url("/run/x.sock") == "unix:///run/x.sock"
 
 
 def test_every_engine_method_is_implemented_with_its_signature() -> None:

@@ -1,0 +1,215 @@
+"""A remote Docker host over TLS: the address tests get, errors, several hosts at once.
+
+The "remote" hosts are dockerd instances in network namespaces of their own (remote_daemon.py):
+from here only their veth address is reachable, as with another machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_isobox.docker.address import DaemonAddress, TLSFiles
+from pytest_isobox.docker.client import DockerClient
+from pytest_isobox.engine import EngineUnavailable
+from tests.docker import remote_daemon
+from tests.docker.remote_daemon import RemoteDaemon
+from tests.plugin.conftest import base_conftest
+
+
+def test_wrong_ca_is_a_one_line_error_naming_the_address(remote_daemon_host: RemoteDaemon,
+                                                         tmp_path: Path) -> None:
+    remote_daemon.make_ca(tmp_path, "some other CA")
+    certs = remote_daemon_host.client_certs
+    tls = TLSFiles(True, str(tmp_path / "ca.pem"), str(certs / "cert.pem"), str(certs / "key.pem"))
+    with pytest.raises(EngineUnavailable) as caught:
+        DockerClient(DaemonAddress(remote_daemon_host.url, "DOCKER_HOST", tls))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"no Docker daemon at {remote_daemon_host.url} (TLS, from "
+                              "DOCKER_HOST): the daemon's certificate is not trusted"), message
+
+
+def test_without_client_certificate_the_daemon_refuses(remote_daemon_host: RemoteDaemon) -> None:
+    tls = TLSFiles(True, str(remote_daemon_host.client_certs / "ca.pem"))
+    with pytest.raises(EngineUnavailable, match=f"at {remote_daemon_host.url} .*"):
+        DockerClient(DaemonAddress(remote_daemon_host.url, "DOCKER_HOST", tls))
+
+
+def test_tls_daemon_from_environment(remote_daemon_host: RemoteDaemon,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in remote_daemon_host.env().items():
+        monkeypatch.setenv(key, value)
+    client = DockerClient()
+    try:
+        assert client.address.remote_host == remote_daemon_host.ip
+        assert client.get_json("/info")["ID"]
+    finally:
+        client.close()
+
+
+_PROJECT_TEST = """
+    import json, os, urllib.request
+
+    def _check(web, n):
+        host, port = web.get_addr("8000/tcp")
+        body = urllib.request.urlopen(f"http://{host}:{port}/passwd", timeout=10).read()
+        assert body.startswith(b"root:")
+        with open(os.environ["RECORD"], "a") as f:
+            f.write(json.dumps([os.environ.get("PYTEST_XDIST_WORKER", "master"), host]) + "\\n")
+"""
+
+
+def _project(pytester: pytest.Pytester, busybox_rootfs: Path, tests: int) -> None:
+    pytester.makeini("[pytest]\nisobox_engine = docker\n")
+    pytester.makeconftest(base_conftest(busybox_rootfs, """
+        web = container(image="{base}", ports=["8000/tcp"], scope="function",
+                        command=["httpd", "-f", "-p", "8000", "-h", "/etc"],
+                        ready=wait.http(8000, "/passwd", body="root"))
+    """))
+    body = textwrap.dedent(_PROJECT_TEST) + "".join(
+        f"\ndef test_{n}(web):\n    _check(web, {n})\n" for n in range(tests))
+    pytester.makepyfile(test_it=body)
+
+
+def test_get_addr_is_the_remote_host_and_readiness_runs_here(
+        pytester: pytest.Pytester, busybox_rootfs: Path, remote_daemon_host: RemoteDaemon,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key, value in remote_daemon_host.env().items():
+        monkeypatch.setenv(key, value)
+    record = tmp_path / "record"
+    monkeypatch.setenv("RECORD", str(record))
+    _project(pytester, busybox_rootfs, 1)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert record.read_text().split() == ['["master",', f'"{remote_daemon_host.ip}"]']
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2")
+def test_xdist_workers_spread_over_several_hosts(
+        pytester: pytest.Pytester, busybox_rootfs: Path,
+        remote_daemons: list[RemoteDaemon], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    pytest.importorskip("xdist")
+    first = remote_daemons[0]
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(first.client_certs))  # one CA for both
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    record = tmp_path / "record"
+    monkeypatch.setenv("RECORD", str(record))
+    _project(pytester, busybox_rootfs, 8)
+    hosts = ",".join(d.url for d in remote_daemons)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4",
+                                f"--isobox-docker-hosts={hosts}")
+    result.assert_outcomes(passed=8)
+    import json
+
+    seen = [json.loads(line) for line in record.read_text().splitlines()]
+    by_worker: dict[str, set[str]] = {}
+    for worker, host in seen:
+        by_worker.setdefault(worker, set()).add(host)
+    assert all(len(h) == 1 for h in by_worker.values()), by_worker  # one host per worker
+    assert {h for hs in by_worker.values() for h in hs} == {d.ip for d in remote_daemons}
+
+
+@pytest.fixture
+def sshd_to_remote(remote_daemon_host: RemoteDaemon, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """sshd on loopback whose sessions reach the remote daemon (SetEnv DOCKER_HOST...), and
+    an `ssh` first in PATH that uses this test's key and known-hosts: ssh://root@127.0.0.1."""
+    import subprocess
+    import threading
+
+    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed")
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
+                       check=True)
+    shutil.copy(keys / "client.pub", keys / "authorized_keys")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = " ".join(f"{k}={v}" for k, v in remote_daemon_host.env().items())
+    (keys / "sshd_config").write_text(textwrap.dedent(f"""
+        ListenAddress 127.0.0.1
+        Port {port}
+        HostKey {keys}/host
+        AuthorizedKeysFile {keys}/authorized_keys
+        PidFile {keys}/sshd.pid
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        UsePAM no
+        StrictModes no
+        SetEnv {env}
+    """))
+    (keys / "ssh_config").write_text(
+        f"Host *\n  IdentityFile {keys}/client\n  UserKnownHostsFile /dev/null\n"
+        "  StrictHostKeyChecking no\n  LogLevel ERROR\n")
+    wrapper = tmp_path / "bin" / "ssh"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {keys}/ssh_config "$@"\n')
+    wrapper.chmod(0o755)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e",
+                             "-f", str(keys / "sshd_config")],
+                            stderr=subprocess.PIPE, text=True)
+    listening = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Server listening" in line:
+                listening.set()
+        listening.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert listening.wait(30) and proc.poll() is None, "sshd did not start"
+        monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+        yield f"ssh://root@127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ssh_host_through_docker_system_dial_stdio(sshd_to_remote: str,
+                                                   busybox_rootfs: Path) -> None:
+    from pytest_isobox.docker.engine import DockerEngine
+    from pytest_isobox.engine import ContainerSpec
+
+    engine = DockerEngine(sshd_to_remote)
+    ref = f"isobox-test/ssh-busybox:{engine.session[:8]}"
+    try:
+        assert engine.client.address.scheme == "ssh"
+        engine.import_rootfs(busybox_rootfs, ref)
+        state = engine.run(ContainerSpec(image=ref, command=["sleep", "60"]))
+        result = engine.exec(state.id, ["sh", "-c", "echo over ssh"])
+        assert (result.exit_code, result.stdout) == (0, b"over ssh\n")
+        engine.remove(state.id, force=True)
+    finally:
+        engine.remove_image(ref, force=True)
+        engine.close()
+
+
+def test_ssh_failure_names_the_address_and_ssh_message(tmp_path: Path) -> None:
+    with socket_free_port() as port, pytest.raises(
+            EngineUnavailable, match=rf"ssh://nobody@127.0.0.1:{port} .*ssh exited with "
+                                     r"status 255"):
+        DockerClient(f"ssh://nobody@127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def socket_free_port() -> Iterator[int]:
+    """A loopback port nothing listens on (held bound, not listening, during the block)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
