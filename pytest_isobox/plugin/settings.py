@@ -169,7 +169,7 @@ def _ini(config: pytest.Config, opt: Option) -> object:
     """The ini value as pytest typed it; a value of the wrong type is a one-line UsageError."""
     try:
         return config.getini(opt.ini)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, pytest.UsageError) as exc:  # pytest >= 9.2 says UsageError
         where = f" in {config.inipath}" if config.inipath else ""
         raise pytest.UsageError(f"ini option {opt.ini}{where}: "
                                 f"{str(exc).removeprefix(f'{config.inipath}: ')}") from None
