@@ -50,6 +50,8 @@ def engine_choice(settings: Settings) -> tuple[str, dict]:
 
     options: dict = {"home": settings.home} if settings.home else {}
     accepted = inspect.signature(NativeEngine).parameters
+    if "pull" in accepted:
+        options["pull"] = settings.pull
     if "rootless" in accepted:
         options["rootless"] = settings.rootless
         if "limits" in accepted:
@@ -110,11 +112,21 @@ class IsoboxSession:
     def _after_open(self, engine: Engine) -> None:
         from pytest_isobox.sharing import SharedRegistry
 
+        policy = getattr(engine, "pull_policy", None)
+        if policy is not None:
+            policy.on_pull = self._pulled
         swept = [str(s) for s in getattr(engine, "swept", None) or []]
         swept += SharedRegistry.sweep_dead_runs(self, engine)
         if swept:
             self.report.swept += swept
             self.announce(f"isobox: cleaned up after earlier runs that died: {', '.join(swept)}")
+
+    def _pulled(self, ref: str, image_id: str, seconds: float) -> None:
+        """One line per image pulled on demand, and a row in the summary's images."""
+        short = image_id.removeprefix("sha256:")[:12]
+        self.announce(f"isobox: pulled {ref} ({short}) in {seconds:.1f}s")
+        self.report.images.append(ImageRecord(f"pull {ref}", image_id, seconds, 0, 0,
+                                              self.worker_id))
 
     def close(self) -> None:
         if self._engine is not None:
@@ -250,7 +262,8 @@ class IsoboxSession:
 
     def _reusable(self, engine: Engine, spec: ContainerSpec) -> ContainerSpec | None:
         """Find the container of an earlier run by name: reuse when its hash matches, else drop."""
-        image_id = engine.image_inspect(spec.image).id
+        ensure = getattr(engine, "ensure_image", None)  # pulled first, as the policy says
+        image_id = engine.image_inspect(ensure(spec.image) if ensure else spec.image).id
         spec.labels[CONFIG_HASH_LABEL] = config_hash(spec, image_id)
         try:
             state = engine.state(str(spec.name))

@@ -142,9 +142,14 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
-                 limits: str = "strict") -> None:
+                 limits: str = "strict", pull: str | None = None) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
-        limits that rootless mode cannot apply fails; "best-effort": it runs without them."""
+        limits that rootless mode cannot apply fails; "best-effort": it runs without them.
+        `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
+        FROM are pulled from their registry (see `ensure_image`)."""
+        from pytest_isobox.images.registry.policy import PullPolicy
+
+        self.pull_policy = PullPolicy(pull)
         self.home = Path(home) if home else default_home()
         self._rootless: RootlessMode | None = None
         if is_rootless(rootless):
@@ -265,7 +270,7 @@ class NativeEngine:
                 raise ImageNotFound(f"rootfs directory {ref} does not exist")
             image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
             return image_id, {}, [str(path.resolve())]
-        image = self.images_store.resolve(ref)
+        image = self.images_store.resolve(self.ensure_image(ref))
         cached = self._image_cache.get(image.id)
         if cached is None:
             lowers = [str(p) for p in reversed(self.images_store.layer_dirs(image.id))]
@@ -303,6 +308,19 @@ class NativeEngine:
 
     def import_rootfs(self, source: str | Path, ref: str) -> str:
         return self.images_store.import_rootfs(source, ref)
+
+    def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None
+             ) -> str:
+        """Pull `ref` from its registry now (whatever the policy); returns the image id."""
+        image_id = self.images_store.pull(ref, progress or self.pull_policy.progress)
+        self.pull_policy.pulled(ref)
+        return image_id
+
+    def ensure_image(self, ref: str) -> str:
+        """The image id for `ref`, pulled first as the pull policy says: "missing" pulls an
+        image not stored, "always" pulls once per engine (then uses the store), "never" and
+        ISOBOX_OFFLINE=1 never touch the network. ImageNotFound names the image."""
+        return self.pull_policy.ensure(ref, self.images_store, self.pull)
 
     def image_inspect(self, ref: str) -> ImageInfo:
         image = self.images_store.resolve(ref)
