@@ -186,9 +186,13 @@ class Transport:
             if resp.status in ok:
                 return resp
             return self._fail(resp, method, url)
-        raise Unauthorized(f"registry {self.label}: unauthorized"
-                           + (" (credentials refused)" if self._credentials else
-                              " (no credentials: run isobox login " + self.label + ")"))
+        raise self._unauthorized()
+
+    def _unauthorized(self, detail: str = "") -> Unauthorized:
+        hint = " (credentials refused)" if self._credentials else \
+            f" (no credentials: run isobox login {self.label})"
+        return Unauthorized(f"registry {self.label}: unauthorized{hint}"
+                            + (f": {detail}" if detail else ""))
 
     def _follow(self, method: str, url: str, headers: dict[str, str], body: object,
                 auth: str | None) -> Response:
@@ -222,7 +226,7 @@ class Transport:
         if resp.status == 404 or {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"} & codes:
             raise NameUnknown(f"registry {self.label}: {message or 'not found'} ({what})")
         if resp.status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & codes:
-            raise Unauthorized(f"registry {self.label}: {message or 'access denied'} ({what})")
+            raise self._unauthorized(f"{message} ({what})" if message else what)
         raise RegistryError(f"registry {self.label}: {method} {what} answered {resp.status}"
                             + (f": {message}" if message else ""))
 
