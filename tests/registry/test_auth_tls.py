@@ -173,7 +173,7 @@ class TokenServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 server.handle(self)
 
             def log_message(self, *args: object) -> None:
@@ -254,7 +254,7 @@ def test_bearer_token_flow_anonymous_and_with_credentials(
     assert done.returncode == 0, done.stderr
     store.push(ref)
     assert any(r["auth"].startswith("Basic ") and
-               f"repository:public/tokened:pull,push" in r["query"].get("scope", [])
+               "repository:public/tokened:pull,push" in r["query"].get("scope", [])
                for r in tokens.requests)
     (docker_config / "config.json").unlink()  # anonymous again: public/ may be pulled
     tokens.requests.clear()
