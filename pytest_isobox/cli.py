@@ -405,6 +405,17 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
+    make = getattr(engine, "bootstrap", None)
+    if make is None:
+        raise IsoboxError(f"bootstrap: not supported by the {engine.name} engine")
+    include = [p for part in args.include or () for p in part.split(",") if p]
+    image_id = make(args.name, variant=args.variant, include=include, tag=args.tag,
+                    log=lambda line: print(line, file=sys.stderr))
+    print(image_id)
+    return 0
+
+
 def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
     store = getattr(engine, "images_store", None)
     if store is None:
@@ -708,6 +719,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--chunk-size", help="upload in chunks of this size (e.g. 8m), not one PUT")
     p.add_argument("image", help="NAME[:TAG]")
+    p = verb("bootstrap", cmd_bootstrap,
+             "make a Debian base image with debootstrap from this machine's apt mirror")
+    p.add_argument("--variant", default="minbase", help="debootstrap variant (default minbase)")
+    p.add_argument("--include", action="append", metavar="PKGS",
+                   help="more packages, comma-separated")
+    p.add_argument("-t", "--tag", help="tag it so (default NAME)")
+    p.add_argument("name", help="debian:SUITE, e.g. debian:bookworm")
     p = verb("login", cmd_login, "log in to a registry (writes ~/.docker/config.json)")
     p.add_argument("-u", "--username")
     p.add_argument("-p", "--password")

@@ -25,6 +25,7 @@ from pytest_isobox.engine import (
     Engine,
     EngineUnavailable,
     ImageNotFound,
+    InvalidSpec,
     IsoboxError,
     open_engine,
 )
@@ -165,6 +166,19 @@ class IsoboxSession:
             reporter.write_line(line)
 
     # ------------------------------------------------------------------ images
+    def bootstrap_image(self, name: str, *, variant: str = "minbase",
+                        include: list[str] | None = None, tag: str | None = None) -> Image:
+        """A Debian base made by debootstrap (native engine), cached by its inputs."""
+        engine = self.engine()
+        make = getattr(engine, "bootstrap", None)
+        if make is None:
+            raise InvalidSpec(f"image(bootstrap={name!r}) needs the native engine")
+        started = time.monotonic()
+        image_id = make(name, variant=variant, include=include, tag=tag)
+        image = Image(image_id, tag or name, f"bootstrap {name}", time.monotonic() - started)
+        self._remember_image(image)
+        return image
+
     def build_image(self, context: Path, *, dockerfile: str | None = None,
                     buildargs: dict[str, str] | None = None, target: str | None = None,
                     tag: str | None = None, source: str = "") -> Image:
