@@ -42,8 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "no_engine", False):  # verbs that read the host, never an engine
-        return args.func(None, args) or 0
+    if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
+        try:
+            return args.func(None, args) or 0
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            return 1
     try:
         engine = _open(args)
     except IsoboxError as exc:
@@ -62,10 +66,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _open(args: argparse.Namespace) -> Engine:
     kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
+    pull = getattr(args, "pull", None)
     if kind == "native":
         home = args.home or os.environ.get("ISOBOX_HOME")
-        return open_engine("native", **({"home": home} if home else {}))
-    return open_engine(kind, **({"base_url": args.host} if args.host else {}))
+        options: dict = {"home": home} if home else {}
+        if pull:
+            options["pull"] = pull
+        engine = open_engine("native", **options)
+    else:
+        engine = open_engine(kind, **({"base_url": args.host} if args.host else {}))
+    policy = getattr(engine, "pull_policy", None)
+    if policy is not None and sys.stderr.isatty():
+        from pytest_isobox.images.registry.progress import ProgressPrinter
+
+        policy.progress = ProgressPrinter()
+    return engine
 
 
 # --------------------------------------------------------------------------- containers
@@ -342,6 +357,77 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
+    pull = getattr(engine, "pull", None)
+    if pull is None:
+        raise IsoboxError(f"pull: not supported by the {engine.name} engine")
+    from pytest_isobox.images.registry.progress import ProgressPrinter
+
+    printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr)  # noqa: SIM115
+    image_id = pull(args.image, printer)
+    printer.finish()
+    if not args.quiet:
+        print(f"Status: pulled {args.image} ({image_id})", file=sys.stderr)
+    print(args.image)
+    return 0
+
+
+def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
+    make = getattr(engine, "bootstrap", None)
+    if make is None:
+        raise IsoboxError(f"bootstrap: not supported by the {engine.name} engine")
+    include = [p for part in args.include or () for p in part.split(",") if p]
+    image_id = make(args.name, variant=args.variant, include=include, tag=args.tag,
+                    log=lambda line: print(line, file=sys.stderr))
+    print(image_id)
+    return 0
+
+
+def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
+    store = getattr(engine, "images_store", None)
+    if store is None:
+        raise IsoboxError(f"push: not supported by the {engine.name} engine")
+    from pytest_isobox.images.registry.progress import ProgressPrinter
+
+    printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
+                              verb="Push")
+    chunk = parse_size(args.chunk_size) if args.chunk_size else None
+    digest = store.push(args.image, printer, chunk_size=chunk)
+    printer.finish()
+    print(f"{args.image}: digest: {digest}")
+    return 0
+
+
+def cmd_login(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox.images.registry.login import login
+
+    password = args.password
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    username = args.username
+    if username is None or password is None:
+        import getpass
+
+        if username is None:
+            username = input("Username: ")
+        if password is None:
+            password = getpass.getpass("Password: ")
+    where = login(args.server, username, password)
+    print(f"Login Succeeded (credentials in {where})")
+    return 0
+
+
+def cmd_logout(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox.images.registry.login import logout
+
+    server = args.server or "docker.io"
+    if logout(server):
+        print(f"Removing login credentials for {server}")
+    else:
+        print(f"Not logged in to {server}")
+    return 0
+
+
 def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
     # As Docker, untagged images (a build's intermediate steps) show only with -a.
     infos = [i for i in engine.images() if args.all or i.tags]
@@ -522,6 +608,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tmpfs", action="append")
     p.add_argument("--stop-signal")
     p.add_argument("--stop-timeout", type=float)
+    p.add_argument("--pull", choices=["missing", "always", "never"],
+                   help="pull the image from its registry: missing (default), always, never")
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
 
@@ -630,8 +718,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--network")
+    p.add_argument("--pull", choices=["missing", "always", "never"],
+                   help="pull FROM images: missing (default), always, never")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("path")
+    p = verb("pull", cmd_pull, "pull an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("image", help="NAME[:TAG|@DIGEST]")
+    p = verb("push", cmd_push, "push an image to a registry")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--chunk-size", help="upload in chunks of this size (e.g. 8m), not one PUT")
+    p.add_argument("image", help="NAME[:TAG]")
+    p = verb("bootstrap", cmd_bootstrap,
+             "make a Debian base image with debootstrap from this machine's apt mirror")
+    p.add_argument("--variant", default="minbase", help="debootstrap variant (default minbase)")
+    p.add_argument("--include", action="append", metavar="PKGS",
+                   help="more packages, comma-separated")
+    p.add_argument("-t", "--tag", help="tag it so (default NAME)")
+    p.add_argument("name", help="debian:SUITE, e.g. debian:bookworm")
+    p = verb("login", cmd_login, "log in to a registry (writes ~/.docker/config.json)")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password")
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.set_defaults(no_engine=True)
+    p = verb("logout", cmd_logout, "log out from a registry")
+    p.add_argument("server", nargs="?")
+    p.set_defaults(no_engine=True)
     p = verb("images", cmd_images, "list images")
     p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -46,6 +46,14 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+@pytest.fixture(autouse=True)
+def _offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches a real registry by accident (an image name not in the store would be
+    pulled from Docker Hub): ISOBOX_OFFLINE=1 unless a registry test lifts it for its own
+    registry on loopback."""
+    monkeypatch.setenv("ISOBOX_OFFLINE", "1")
+
+
 @pytest.fixture
 def isobox_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private store for one test, so tests never share images, containers or caches."""

@@ -179,11 +179,14 @@ class Builder:
         elif base == "scratch":
             image_id, config = None, {}
         else:
+            ensure = getattr(self.engine, "ensure_image", None)
             try:
-                info = self.engine.image_inspect(base)
-            except ImageNotFound:
-                raise BuildError(f"{run.filename}:{ins.start_line}: FROM {base}: no such image"
-                                 " here (builds are offline: import, load or build it first)"
+                info = self.engine.image_inspect(ensure(base) if ensure else base)
+            except ImageNotFound as exc:
+                raise BuildError(f"{run.filename}:{ins.start_line}: FROM {base}: {exc}"
+                                 ) from None
+            except IsoboxError as exc:  # the registry refused or could not be reached
+                raise BuildError(f"{run.filename}:{ins.start_line}: FROM {base}: {exc}"
                                  ) from None
             image_id, config = info.id, dict(info.config.get("config") or {})
         state = _StageState(image_id=image_id, config=dict(config),

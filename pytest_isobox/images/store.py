@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,7 +37,7 @@ from pytest_isobox.images.index import ImageIndex
 from pytest_isobox.images.layers import LayerStore
 from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_reference
 from pytest_isobox.images.tartree import write_handover_tree, write_tree
-from pytest_isobox.locks import StoreLock
+from pytest_isobox.locks import StoreLock, key_lock
 
 
 @dataclass
@@ -87,7 +88,10 @@ class ImageStore:
                 return tags[tag], tag
         if parsed is not None and parsed.digest is not None:
             for image_id in self.index.ids():
-                if parsed.digest in (image_id, self._record_or_empty(image_id).get("manifest")):
+                record = self._record_or_empty(image_id)
+                pulled = {d.rpartition("@")[2] for d in record.get("repo_digests", ())
+                          if d.partition("@")[0] == parsed.familiar_name}
+                if parsed.digest in (image_id, record.get("manifest")) or parsed.digest in pulled:
                     return image_id, None
         if is_id_prefix(ref):
             prefix = "sha256:" + ref.removeprefix("sha256:")
@@ -152,12 +156,15 @@ class ImageStore:
 
     # ------------------------------------------------------------------ making images
 
-    def add_image(self, config_bytes: bytes, parent: str | None = None) -> str:
+    def add_image(self, config_bytes: bytes, parent: str | None = None,
+                  repo_digest: str | None = None) -> str:
         """Record an image from its config bytes; its layer blobs must already be stored.
 
         `parent` is the id of the image it was made from (a build step's base): prune keeps
         the parents of every image it keeps, as Docker does, so build cache chains stay whole.
-        Returns the image id (the config's digest). The config bytes are stored unchanged.
+        `repo_digest` (`name@sha256:…`) is the manifest a registry served it as, so
+        `name@digest` finds it. Returns the image id (the config's digest). The config bytes
+        are stored unchanged.
         """
         try:
             doc = json.loads(config_bytes)
@@ -166,24 +173,30 @@ class ImageStore:
             raise InvalidSpec(f"invalid image config: {exc}") from None
         with self._store_lock.shared():
             return self._record_image(config_bytes, diff_ids,
-                                      [self.blobs.size(d) for d in diff_ids], parent)
+                                      [self.blobs.size(d) for d in diff_ids], parent,
+                                      repo_digest)
 
     def _record_image(self, config_bytes: bytes, diff_ids: list[str], sizes: list[int],
-                      parent: str | None) -> str:
+                      parent: str | None, repo_digest: str | None = None) -> str:
         """Store config and manifest, then the record that makes the image exist (the caller
         holds the store lock shared and has stored the layer blobs, of these sizes)."""
         config_digest = self.blobs.put_bytes(config_bytes)
         manifest = oci.encode(oci.new_manifest(config_digest, len(config_bytes),
                                                list(zip(diff_ids, sizes))))
         manifest_digest = self.blobs.put_bytes(manifest)
-        record = {"manifest": manifest_digest, "manifest_size": len(manifest)}
-        if parent is None:
-            try:
-                parent = (self.index.record(config_digest) or {}).get("parent")
-            except CorruptedBlob:
-                parent = None
+        record: dict = {"manifest": manifest_digest, "manifest_size": len(manifest)}
+        try:
+            earlier = self.index.record(config_digest) or {}
+        except CorruptedBlob:
+            earlier = {}
+        parent = parent or earlier.get("parent")
         if parent:
             record["parent"] = parent
+        repo_digests = list(earlier.get("repo_digests", ()))
+        if repo_digest and repo_digest not in repo_digests:
+            repo_digests.append(repo_digest)
+        if repo_digests:
+            record["repo_digests"] = repo_digests
         self.index.add(config_digest, record)
         return config_digest
 
@@ -471,6 +484,33 @@ class ImageStore:
             except CorruptedBlob:
                 return False
         return True
+
+    # ------------------------------------------------------------------ registries
+
+    def producing(self, key: str) -> AbstractContextManager[object]:
+        """The lock held while producing `key` (e.g. one pulled blob), between processes."""
+        return key_lock(self._locks, key)
+
+    def writing(self) -> AbstractContextManager[None]:
+        """The store lock, shared: held while blobs are written that no image records yet."""
+        return self._store_lock.shared()
+
+    def repo_digests(self, image_id: str) -> list[str]:
+        """`name@sha256:…` of the manifests registries served this image as."""
+        return list(self._record_or_empty(image_id).get("repo_digests", ()))
+
+    def pull(self, ref: str, progress: object = None) -> str:
+        """Pull `ref` from its registry (see images.registry.pull); returns the image id."""
+        from pytest_isobox.images.registry.pull import pull_image
+
+        return pull_image(self, ref, progress=progress)  # type: ignore[arg-type]
+
+    def push(self, ref: str, progress: object = None, *, chunk_size: int | None = None) -> str:
+        """Push the image tagged `ref` to its registry; returns the manifest digest."""
+        from pytest_isobox.images.registry.push import push_image
+
+        return push_image(self, ref, progress=progress,  # type: ignore[arg-type]
+                          chunk_size=chunk_size)
 
     # ------------------------------------------------------------------ archives
 

@@ -49,25 +49,33 @@ SCOPES = ("function", "class", "module", "package", "session")
 
 def image(path: str | None = None, *, dockerfile: str | None = None,
           buildargs: Mapping[str, str] | None = None, target: str | None = None,
-          tag: str | None = None, rootfs: str | None = None) -> Any:
+          tag: str | None = None, rootfs: str | None = None, bootstrap: str | None = None,
+          variant: str = "minbase", include: Sequence[str] = ()) -> Any:
     """A session fixture giving an `Image` built from a Dockerfile context, or imported.
 
     `path` is the build context (`dockerfile` relative to it, Docker's default `Dockerfile`);
     builds are cached across runs by the engine's build cache. `rootfs` instead imports a
     root filesystem: a directory, a tar, or an executable recipe run as `recipe DIR`; the
-    same content is imported once and keeps its image id.
+    same content is imported once and keeps its image id. `bootstrap="debian:bookworm"`
+    makes a Debian base with debootstrap from the machine's apt mirror (`variant`, `include`
+    packages), cached by those inputs.
     """
-    if (path is None) == (rootfs is None):
-        raise InvalidSpec("image(): give either path= (a build context) or rootfs=")
+    if sum(x is not None for x in (path, rootfs, bootstrap)) != 1:
+        raise InvalidSpec("image(): give one of path= (a build context), rootfs= or bootstrap=")
     base = _caller_dir()
     args = {"path": path, "dockerfile": dockerfile, "buildargs": dict(buildargs or {}),
-            "target": target, "tag": tag, "rootfs": rootfs}
+            "target": target, "tag": tag, "rootfs": rootfs, "bootstrap": bootstrap,
+            "variant": variant, "include": list(include)}
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Image]:
         from pytest_isobox.plugin.rootfs import materialize
 
         a = render(args, values)
+        if a["bootstrap"] is not None:
+            yield session.bootstrap_image(a["bootstrap"], variant=a["variant"],
+                                          include=a["include"], tag=a["tag"])
+            return
         if a["rootfs"] is not None:
             with tempfile.TemporaryDirectory(prefix="isobox-rootfs-") as workdir:
                 source = materialize(base / a["rootfs"], Path(workdir))

@@ -22,6 +22,7 @@ from pytest_isobox.engine import (
     Engine,
     EngineUnavailable,
     ImageNotFound,
+    InvalidSpec,
     IsoboxError,
     open_engine,
 )
@@ -55,7 +56,7 @@ def engine_choice(settings: Settings, worker_id: str = "master") -> tuple[str, d
         return "docker", {"base_url": docker_host_for(settings, worker_id)}
     options: dict = {"home": settings.home} if settings.home else {}
     if settings.engine == "native":
-        options.update(rootless=settings.rootless, limits=settings.limits)
+        options.update(rootless=settings.rootless, limits=settings.limits, pull=settings.pull)
     return settings.engine, options
 
 
@@ -106,11 +107,21 @@ class IsoboxSession:
     def _after_open(self, engine: Engine) -> None:
         from pytest_isobox.plugin.sharing import SharedRegistry
 
+        policy = getattr(engine, "pull_policy", None)
+        if policy is not None:
+            policy.on_pull = self._pulled
         swept = [str(s) for s in getattr(engine, "swept", None) or []]
         swept += SharedRegistry.sweep_dead_runs(self, engine)
         if swept:
             self.report.swept += swept
             self.announce(f"isobox: cleaned up after earlier runs that died: {', '.join(swept)}")
+
+    def _pulled(self, ref: str, image_id: str, seconds: float) -> None:
+        """One line per image pulled on demand, and a row in the summary's images."""
+        short = image_id.removeprefix("sha256:")[:12]
+        self.announce(f"isobox: pulled {ref} ({short}) in {seconds:.1f}s")
+        self.report.images.append(ImageRecord(f"pull {ref}", image_id, seconds, 0, 0,
+                                              self.worker_id))
 
     def close(self) -> None:
         if self._engine is not None:
@@ -149,6 +160,19 @@ class IsoboxSession:
             reporter.write_line(line)
 
     # ------------------------------------------------------------------ images
+    def bootstrap_image(self, name: str, *, variant: str = "minbase",
+                        include: list[str] | None = None, tag: str | None = None) -> Image:
+        """A Debian base made by debootstrap (native engine), cached by its inputs."""
+        engine = self.engine()
+        make = getattr(engine, "bootstrap", None)
+        if make is None:
+            raise InvalidSpec(f"image(bootstrap={name!r}) needs the native engine")
+        started = time.monotonic()
+        image_id = make(name, variant=variant, include=include, tag=tag)
+        image = Image(image_id, tag or name, f"bootstrap {name}", time.monotonic() - started)
+        self._remember_image(image)
+        return image
+
     def build_image(self, context: Path, *, dockerfile: str | None = None,
                     buildargs: dict[str, str] | None = None, target: str | None = None,
                     tag: str | None = None, source: str = "") -> Image:
@@ -246,7 +270,8 @@ class IsoboxSession:
 
     def _reusable(self, engine: Engine, spec: ContainerSpec) -> ContainerSpec | None:
         """Find the container of an earlier run by name: reuse when its hash matches, else drop."""
-        image_id = engine.image_inspect(spec.image).id
+        ensure = getattr(engine, "ensure_image", None)  # pulled first, as the policy says
+        image_id = engine.image_inspect(ensure(spec.image) if ensure else spec.image).id
         spec.labels[CONFIG_HASH_LABEL] = config_hash(spec, image_id)
         try:
             state = engine.state(str(spec.name))

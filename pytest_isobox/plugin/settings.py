@@ -74,6 +74,10 @@ OPTIONS = (
            "rootless without a delegated cgroup: strict (default; limits are an error) or "
            "best-effort (run without them; the summary says so)", "choice",
            ("strict", "best-effort"), "strict"),
+    Option("isobox_pull", "--isobox-pull", "ISOBOX_PULL",
+           "when images are pulled from their registry: missing (default; images not in the "
+           "store), always (once per run), never (ISOBOX_OFFLINE=1 never touches the network)",
+           "choice", ("missing", "always", "never"), "missing"),
     Option("isobox_timeout", "--isobox-timeout", "ISOBOX_TIMEOUT",
            "default seconds a container may take to become ready (default 60)",
            "float", default=60.0),
@@ -114,6 +118,7 @@ class Settings:
     rootless: bool | None = None
     limits: str = "strict"
     timeout: float = 60.0
+    pull: str = "missing"
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -125,7 +130,7 @@ class Settings:
             docker_hosts=tuple(h.strip() for h in (values["isobox_docker_hosts"] or "")
                                .split(",") if h.strip()),
             rootless=values["isobox_rootless"], limits=values["isobox_limits"],
-            timeout=values["isobox_timeout"],
+            timeout=values["isobox_timeout"], pull=values["isobox_pull"],
         )
 
     @property

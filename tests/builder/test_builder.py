@@ -301,7 +301,8 @@ def test_dockerfile_errors_name_file_and_line(engine: Engine, isobox_home: Path,
     with pytest.raises(BuildError, match=r"Dockerfile:3: EXPOSE: .*'http'"):
         _build(engine, isobox_home, ctx)
     (ctx / "Dockerfile").write_text("FROM no-such-image:1\n")
-    with pytest.raises(BuildError, match=r"Dockerfile:1: FROM no-such-image:1: no such image"):
+    with pytest.raises(BuildError, match=r"Dockerfile:1: FROM no-such-image:1: No such image: "
+                       r"no-such-image:1 \(ISOBOX_OFFLINE=1"):
         _build(engine, isobox_home, ctx)
     (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY missing.txt /\n")
     with pytest.raises(BuildError, match=r"Dockerfile:2: COPY: 'missing.txt' not found"):

@@ -77,9 +77,14 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     capabilities = OPTIONAL_CAPABILITIES
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
-                 limits: str = "strict") -> None:
+                 limits: str = "strict", pull: str | None = None) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
-        limits that rootless mode cannot apply fails; "best-effort": it runs without them."""
+        limits that rootless mode cannot apply fails; "best-effort": it runs without them.
+        `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
+        FROM are pulled from their registry (see `ensure_image`)."""
+        from pytest_isobox.images.registry.policy import PullPolicy
+
+        self.pull_policy = PullPolicy(pull)
         self.home = Path(home) if home else default_home()
         self._rootless: RootlessMode | None = None
         if is_rootless(rootless):

@@ -37,6 +37,19 @@ class ImagesRole:
     def import_rootfs(self, source: str | Path, ref: str) -> str:
         return self.images_store.import_rootfs(source, ref)
 
+    def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None
+             ) -> str:
+        """Pull `ref` from its registry now (whatever the policy); returns the image id."""
+        image_id = self.images_store.pull(ref, progress or self.pull_policy.progress)
+        self.pull_policy.pulled(ref)
+        return image_id
+
+    def ensure_image(self, ref: str) -> str:
+        """The image id for `ref`, pulled first as the pull policy says: "missing" pulls an
+        image not stored, "always" pulls once per engine (then uses the store), "never" and
+        ISOBOX_OFFLINE=1 never touch the network. ImageNotFound names the image."""
+        return self.pull_policy.ensure(ref, self.images_store, self.pull)
+
     def image_inspect(self, ref: str) -> ImageInfo:
         image = self.images_store.resolve(ref)
         return ImageInfo(image.id, image.tags, image.config, image.size,
@@ -114,7 +127,7 @@ class ImagesRole:
                 raise ImageNotFound(f"rootfs directory {ref} does not exist")
             image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
             return image_id, {}, [str(path.resolve())]
-        image = self.images_store.resolve(ref)
+        image = self.images_store.resolve(self.ensure_image(ref))
         cached = self._image_cache.get(image.id)
         if cached is None:
             lowers = [str(p) for p in reversed(self.images_store.layer_dirs(image.id))]
