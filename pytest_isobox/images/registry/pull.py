@@ -147,7 +147,13 @@ def _layer(store: ImageStore, client: RegistryClient, layer: dict, diff_id: str,
         try:
             reader = HashingReader(stream, digest, what)  # type: ignore[arg-type]
             with store.blobs.writer() as writer:
-                shutil.copyfileobj(decompressed(reader, what), writer.stream, 1 << 20)
+                try:
+                    shutil.copyfileobj(decompressed(reader, what), writer.stream, 1 << 20)
+                except (RegistryError, InvalidSpec):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - zlib, lzma, zstd: damaged data
+                    reader.finish()  # a digest mismatch says more than the decompressor
+                    raise CorruptedBlob(f"{what}: cannot decompress it ({exc})") from None
                 reader.finish()  # the compressed bytes match the manifest, or nothing is kept
                 if size is not None and reader.size != size:
                     raise CorruptedBlob(f"{what}: {reader.size} bytes, the manifest says {size}")
