@@ -44,6 +44,15 @@ class ImagesRole:
         self.pull_policy.pulled(ref)
         return image_id
 
+    def bootstrap(self, name: str, *, variant: str = "minbase", include: list[str] | None = None,
+                  tag: str | None = None, log: Callable[[str], None] | None = None) -> str:
+        """A Debian base image made by debootstrap from this machine's apt mirror (cached
+        by its inputs; see images.bootstrap); returns its id."""
+        from pytest_isobox.images.bootstrap import bootstrap
+
+        return bootstrap(self.images_store, name, variant=variant, include=include, tag=tag,
+                         log=log)
+
     def ensure_image(self, ref: str) -> str:
         """The image id for `ref`, pulled first as the pull policy says: "missing" pulls an
         image not stored, "always" pulls once per engine (then uses the store), "never" and
