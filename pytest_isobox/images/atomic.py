@@ -95,7 +95,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool = True) -> None:
+def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool = True,
+                      mode: int = 0o644) -> None:
     """Replace `path` with `data`: readers see the old content or the new, never a mix.
 
     `durable` also survives a machine crash (fsync of the file and its directory); files that
@@ -104,7 +105,8 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(tmp_dir, path.name)
     try:
-        with open(tmp, "wb") as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "wb") as out:  # made with `mode`: never readable more widely
             out.write(data)
             if durable:
                 out.flush()

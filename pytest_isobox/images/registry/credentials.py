@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_isobox.images.atomic import remove_path, temp_path
+from pytest_isobox.images.atomic import write_file_atomic
 from pytest_isobox.images.reference import DEFAULT_DOMAIN
 from pytest_isobox.images.registry.errors import RegistryError
 from pytest_isobox.images.registry.settings import DOCKER_HUB_API, DOCKER_HUB_AUTH_KEY
@@ -151,14 +151,5 @@ def _write_config(doc: dict) -> None:
     """Replace config.json atomically; it is never readable by others, not even briefly."""
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = temp_path(path.parent, "config.json")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(doc, indent="\t") + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    write_file_atomic(path, (json.dumps(doc, indent="\t") + "\n").encode(), path.parent,
+                      mode=0o600)
