@@ -227,7 +227,6 @@ class TokenServer:
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[tuple[Registry, TokenServer]]:
-    pytest.importorskip("cryptography")
     root = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(root)
     server = Registry(root / "server", token={"realm": tokens.realm, "service": "isobox-registry",
