@@ -26,9 +26,8 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-PROCESS_PREFIX = "isobox-"  # native.linux.PROCESS_NAME_PREFIX (not imported: stays light)
-BRIDGE_PREFIX, VETH_PREFIX = "isobox-", "ibv"  # native/network/links.py
-NFT_TABLE = "isobox"  # native/network/nft.py
+from pytest_isobox.native.names import BRIDGE_PREFIX, NFT_TABLE, PROCESS_PREFIX, VETH_PREFIX
+
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 PRUNE_CGROUP_AGE = 5.0  # s: an empty cgroup this young may be a container being started
 
@@ -159,12 +158,10 @@ def dead_owner_state(homes: Iterable[Path]) -> Iterator[str]:
 
 
 def known_homes(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """The homes to look in: those given, ISOBOX_HOME, and the default one."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    homes = [*map(Path, extra), *([Path(os.environ["ISOBOX_HOME"])]
-                                  if os.environ.get("ISOBOX_HOME") else []),
-             Path(cache) / "isobox"]
-    return list(dict.fromkeys(homes))
+    """The homes to look in: those given, and the default one (ISOBOX_HOME or the cache's)."""
+    from pytest_isobox.homes import default_home
+
+    return list(dict.fromkeys([*map(Path, extra), default_home()]))
 
 
 def prune(homes: Iterable[Path]) -> list[str]:

@@ -13,6 +13,8 @@ import os
 import socket
 import struct
 
+from pytest_isobox.native import names
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 # clone / unshare / setns flags
@@ -119,7 +121,7 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
-PROCESS_NAME_PREFIX = "isobox-"  # every long-lived process of ours is named so (comm)
+PROCESS_NAME_PREFIX = names.PROCESS_PREFIX
 
 
 def set_process_name(name: str) -> None:

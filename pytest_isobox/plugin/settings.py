@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_isobox.homes import default_home
+
 ENGINES = ("native", "docker")
 KEEP_POLICIES = ("never", "failed", "always")
 _TRUE = {"1", "true", "yes", "on"}
@@ -140,12 +142,6 @@ class Settings:
             return self.home
         return default_home()
 
-
-def default_home() -> Path:
-    if os.environ.get("ISOBOX_HOME"):
-        return Path(os.environ["ISOBOX_HOME"])
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "isobox"
 
 
 def given_options(config: pytest.Config) -> list[str]:

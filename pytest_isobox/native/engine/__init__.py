@@ -26,6 +26,7 @@ from typing import Any, Self
 
 from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
+from pytest_isobox.homes import default_home
 from pytest_isobox.native.cgroups import open_cgroup
 from pytest_isobox.native.engine.archives import ArchivesRole
 from pytest_isobox.native.engine.execs import ExecRole
@@ -47,12 +48,6 @@ from pytest_isobox.native.volumes import VolumeStore
 from pytest_isobox.processes import ProcessIdentity
 
 
-def default_home() -> Path:
-    """ISOBOX_HOME, else $XDG_CACHE_HOME/isobox, else ~/.cache/isobox."""
-    if os.environ.get("ISOBOX_HOME"):
-        return Path(os.environ["ISOBOX_HOME"])
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "isobox"
 def check_prerequisites() -> None:
     """Raise EngineUnavailable naming the first missing prerequisite of the rootful engine."""
     if os.geteuid() != 0:

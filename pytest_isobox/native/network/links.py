@@ -13,14 +13,14 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
+from pytest_isobox.native import names
 from pytest_isobox.native.network.ipam import Claim
 from pytest_isobox.native.network.rtnl import delete_link
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-BRIDGE_PREFIX = "isobox-"
-VETH_PREFIX = "ibv"
+BRIDGE_PREFIX, VETH_PREFIX = names.BRIDGE_PREFIX, names.VETH_PREFIX
 IFNAMSIZ = 15
 
 

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from pytest_isobox.engine import PortSpec
+from pytest_isobox.native import names
 from pytest_isobox.native.network.nfnetlink import SOCKET as _SOCKET
 
-TABLE = "isobox"
+TABLE = names.NFT_TABLE
 CHAINS = {"prerouting": 0, "output": 3}  # chain -> NF_INET_PRE_ROUTING / NF_INET_LOCAL_OUT
 PRIORITY_DSTNAT = -100
 
