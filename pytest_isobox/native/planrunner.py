@@ -8,6 +8,7 @@ compiler (or ISOBOX_SHIM=0), a terminal, a rootless container, an exec into a co
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import socket
@@ -183,8 +184,6 @@ def new_session(console: socket.socket | None) -> None:
     """A session of our own; with a console socket, a terminal from the container's devpts
     as 0, 1, 2 and controlling tty, its master end sent over the socket (runc's
     --console-socket)."""
-    import fcntl
-
     os.setsid()
     if console is None:
         return

@@ -251,13 +251,7 @@ class IsoboxSession:
         state = engine.run(spec)
         record.start_seconds = time.monotonic() - started
         container = Container(engine, state, spec, fixture=fixture, network_names=network_names)
-        record.id = container.id
-        record.limits = limits_note(engine, container.id)
-        self._records[container.id] = record
-        self.report.containers.append(record)
-        self.config.hook.pytest_isobox_container_created(container=container)
-        self._wait_ready(container, record, ready, timeout)
-        return container
+        return self._track(container, record, ready, timeout)
 
     def attach(self, container_id: str, spec: ContainerSpec, *, fixture: str,
                network_names: dict[str, str] | None = None) -> Container:
@@ -291,8 +285,15 @@ class IsoboxSession:
         engine = self.engine()
         container = Container(engine, engine.state(str(spec.name)), spec, fixture=record.fixture,
                               network_names=network_names)
-        record.id, record.how, record.start_seconds = container.id, how, 0.0
-        record.limits = limits_note(engine, container.id)
+        record.how, record.start_seconds = how, 0.0
+        return self._track(container, record, ready, timeout)
+
+    def _track(self, container: Container, record: ContainerRecord,
+               ready: wait.Strategy | bool | None, timeout: float | None) -> Container:
+        """A container this session started or adopted: recorded for the report, announced
+        to the hook, then waited for."""
+        record.id = container.id
+        record.limits = limits_note(container.engine, container.id)
         self._records[container.id] = record
         self.report.containers.append(record)
         self.config.hook.pytest_isobox_container_created(container=container)
