@@ -67,14 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _open(args: argparse.Namespace) -> Engine:
     kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
     pull = getattr(args, "pull", None)
+    options: dict = {"read_only": True} if args.func in READ_ONLY_VERBS else {}
     if kind == "native":
         home = args.home or os.environ.get("ISOBOX_HOME")
-        options: dict = {"home": home} if home else {}
+        if home:
+            options["home"] = home
         if pull:
             options["pull"] = pull
-        engine = open_engine("native", **options)
-    else:
-        engine = open_engine(kind, **({"base_url": args.host} if args.host else {}))
+    elif args.host:
+        options["base_url"] = args.host
+    engine = open_engine(kind, **options)
     policy = getattr(engine, "pull_policy", None)
     if policy is not None and sys.stderr.isatty():
         from pytest_isobox.images.registry.progress import ProgressPrinter
@@ -651,6 +653,11 @@ def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
               " `isobox --home DIR system prune` for another home):")
         print("\n".join(f"  {line}" for line in left))
     return 0
+
+
+# Verbs that only look: their engine sweeps nothing and makes nothing (`docker ps` is a query).
+READ_ONLY_VERBS = {cmd_ps, cmd_images, cmd_inspect, cmd_logs, cmd_port, cmd_stats,
+                   cmd_image_inspect, cmd_network_ls, cmd_network_inspect, cmd_volume_ls}
 
 
 def _parser() -> argparse.ArgumentParser:

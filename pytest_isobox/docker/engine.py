@@ -68,7 +68,9 @@ class DockerEngine(ImageMethods, NetworkMethods):
     name = "docker"
     capabilities = OPTIONAL_CAPABILITIES
 
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, *, read_only: bool = False) -> None:
+        """`read_only`: this process only looks (ps, inspect, logs): no sweep at open, no
+        session cleanup at close (it made nothing)."""
         self.client = DockerClient(base_url)
         self.remote_host: str | None = self.client.address.remote_host
         self._publish_ip = _publish_ip(self.remote_host)
@@ -76,7 +78,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
         self.session = uuid.uuid4().hex
         self.labels = ownership_labels(self.owner, self.session)
         self._exit_waiters: dict[str, _ExitWaiter] = {}
-        self.swept: list[str] = self.sweep()
+        self.read_only = read_only
+        self.swept: list[str] = [] if read_only else self.sweep()
 
     def close(self) -> None:
         """Remove the non-persistent containers this engine made (they die with their owner,
@@ -84,6 +87,9 @@ class DockerEngine(ImageMethods, NetworkMethods):
         for waiter in set(self._exit_waiters.values()):
             waiter.close()
         self._exit_waiters.clear()
+        if self.read_only:
+            self.client.close()
+            return
         try:
             mine = self.client.get_json("/containers/json", {
                 "all": True, "filters": json.dumps({"label": [f"{SESSION_LABEL}={self.session}"]}),

@@ -56,5 +56,6 @@ def factory(name: str) -> Callable[..., Engine]:
 
 def open_engine(kind: str = "native", **options: object) -> Engine:
     """Make an engine by name: `native` (options: home, rootless, limits) or `docker`
-    (options: base_url), or any registered one."""
+    (options: base_url), or any registered one. Every engine takes `read_only=True`: the
+    caller only looks (read-only CLI verbs), so the engine does no sweep and no cleanup."""
     return factory(kind)(**options)

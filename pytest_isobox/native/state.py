@@ -110,6 +110,14 @@ class ContainerDir:
     def write_state(self, state: dict) -> None:
         write_json_atomic(self.path / "state.json", state)
 
+    def read_exit(self) -> tuple[int, float] | None:
+        """(wait status, finished_at) as the shim recorded them in `exit`, None until then."""
+        try:
+            status, finished = (self.path / "exit").read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(status), float(finished)
+
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
 

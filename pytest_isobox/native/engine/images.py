@@ -3,7 +3,6 @@ disk usage, and an image reference resolved into the lower dirs a container moun
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +133,8 @@ class ImagesRole:
             path = Path(ref)
             if not path.is_dir():
                 raise ImageNotFound(f"rootfs directory {ref} does not exist")
+            import hashlib
+
             image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
             return image_id, {}, [str(path.resolve())]
         image = self.images_store.resolve(self.ensure_image(ref))
