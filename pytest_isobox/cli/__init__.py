@@ -1,0 +1,250 @@
+"""The `isobox` command: Docker's verbs and flags over the Engine interface.
+
+A thin layer: it parses arguments into engine calls and formats results as Docker does, so a
+user needs nothing new. It knows no engine internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pytest_isobox._version import __version__
+from pytest_isobox.cli import run_options
+from pytest_isobox.engine import Engine, IsoboxError, open_engine
+
+# Docker's exit statuses for `run` when the container did not run at all.
+EXIT_ENGINE_ERROR = 125
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    verb = args.func
+    args.func = _command(verb)
+    if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
+        try:
+            return args.func(None, args) or 0
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            return 1
+    try:
+        engine = _open(args)
+    except IsoboxError as exc:
+        print(f"isobox: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    try:
+        return args.func(engine, args) or 0
+    except IsoboxError as exc:
+        print(f"isobox: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR if verb == "containers:cmd_run" else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        engine.close()
+
+
+def _command(where: str) -> Callable:
+    """The verb's function, its module imported only now: `isobox ps` loads no build code."""
+    module, _, name = where.partition(":")
+    return getattr(importlib.import_module(f"pytest_isobox.cli.{module}"), name)
+
+
+# Verbs that only look: their engine sweeps nothing and makes nothing (`docker ps` is a query).
+READ_ONLY_VERBS = {
+    "containers:cmd_ps", "containers:cmd_inspect", "containers:cmd_logs", "containers:cmd_port",
+    "containers:cmd_stats", "images:cmd_images", "images:cmd_image_inspect",
+    "networks:cmd_network_ls", "networks:cmd_network_inspect", "volumes:cmd_volume_ls",
+}
+
+
+def _open(args: argparse.Namespace) -> Engine:
+    kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
+    pull = getattr(args, "pull", None)
+    options: dict = {"read_only": True} if args.func in READ_ONLY_VERBS else {}
+    if kind == "native":
+        home = args.home or os.environ.get("ISOBOX_HOME")
+        if home:
+            options["home"] = home
+        if pull:
+            options["pull"] = pull
+    elif args.host:
+        options["base_url"] = args.host
+    engine = open_engine(kind, **options)
+    policy = getattr(engine, "pull_policy", None)
+    if policy is not None and sys.stderr.isatty():
+        from pytest_isobox.images.registry.progress import ProgressPrinter
+
+        policy.progress = ProgressPrinter()
+    return engine
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
+    top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
+                     help="print the version and exit")
+    top.add_argument("--engine", choices=["native", "docker"],
+                     help="native (default, env ISOBOX_ENGINE) or docker")
+    top.add_argument("--home", help="store directory of the native engine (env ISOBOX_HOME)")
+    top.add_argument("-H", "--host", help="Docker daemon address for the docker engine")
+    sub = top.add_subparsers(metavar="COMMAND")
+
+    def verb(name: str, func, help: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, add_help=kw.pop("add_help", True), **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = verb("run", "containers:cmd_run", "run a command in a new container", add_help=False)
+    run_options._container_flags(p)
+    p = verb("create", "containers:cmd_create", "create a container", add_help=False)
+    run_options._container_flags(p)
+    p = verb("start", "containers:cmd_start", "start created containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("ps", "containers:cmd_ps", "list containers")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = verb("logs", "containers:cmd_logs", "show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", type=int)
+    p.add_argument("container")
+    p = verb("exec", "containers:cmd_exec", "run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append")
+    p.add_argument("-u", "--user")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = verb("stop", "containers:cmd_stop", "stop containers (stop signal, then SIGKILL)")
+    p.add_argument("-t", "--time", type=float)
+    p.add_argument("containers", nargs="+")
+    p = verb("kill", "containers:cmd_kill", "send a signal to containers")
+    p.add_argument("-s", "--signal", default="SIGKILL")
+    p.add_argument("containers", nargs="+")
+    p = verb("rm", "containers:cmd_rm", "remove containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("containers", nargs="+")
+    p = verb("wait", "containers:cmd_wait", "wait for containers to exit, print exit codes")
+    p.add_argument("containers", nargs="+")
+    p = verb("inspect", "containers:cmd_inspect", "low-level JSON of containers or images")
+    p.add_argument("refs", nargs="+")
+    p = verb("port", "containers:cmd_port", "list a container's published ports")
+    p.add_argument("container")
+    p.add_argument("port", nargs="?")
+    p = verb("cp", "containers:cmd_cp", "copy files between a container and the host")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p = verb("stats", "containers:cmd_stats", "resource usage of containers")
+    p.add_argument("containers", nargs="+")
+
+    p = verb("build", "images:cmd_build", "build an image from a Dockerfile")
+    p.add_argument("-t", "--tag")
+    p.add_argument("-f", "--file")
+    p.add_argument("--build-arg", action="append")
+    p.add_argument("--target")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--network")
+    p.add_argument("--pull", choices=["missing", "always", "never"],
+                   help="pull FROM images: missing (default), always, never")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("path")
+    p = verb("pull", "images:cmd_pull", "pull an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("image", help="NAME[:TAG|@DIGEST]")
+    p = verb("push", "images:cmd_push", "push an image to a registry")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--chunk-size", help="upload in chunks of this size (e.g. 8m), not one PUT")
+    p.add_argument("image", help="NAME[:TAG]")
+    p = verb("bootstrap", "images:cmd_bootstrap",
+             "make a Debian base image with debootstrap from this machine's apt mirror")
+    p.add_argument("--variant", default="minbase", help="debootstrap variant (default minbase)")
+    p.add_argument("--include", action="append", metavar="PKGS",
+                   help="more packages, comma-separated")
+    p.add_argument("-t", "--tag", help="tag it so (default NAME)")
+    p.add_argument("name", help="debian:SUITE, e.g. debian:bookworm")
+    p = verb("login", "images:cmd_login", "log in to a registry (writes ~/.docker/config.json)")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password")
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.set_defaults(no_engine=True)
+    p = verb("logout", "images:cmd_logout", "log out from a registry")
+    p.add_argument("server", nargs="?")
+    p.set_defaults(no_engine=True)
+    p = verb("images", "images:cmd_images", "list images")
+    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = verb("rmi", "images:cmd_rmi", "remove images")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", nargs="+")
+    p = verb("tag", "images:cmd_tag", "give an image another name")
+    p.add_argument("source")
+    p.add_argument("target")
+    p = verb("import", "images:cmd_import", "make an image from a root filesystem directory or tar")
+    p.add_argument("source")
+    p.add_argument("ref")
+    p = verb("save", "images:cmd_save", "write images to a docker-load archive")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("images", nargs="+")
+    p = verb("load", "images:cmd_load", "read images from a docker-save archive")
+    p.add_argument("-i", "--input", required=True)
+    verb("prune", "images:cmd_prune", "remove what no tag or container needs")
+    p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
+    p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
+
+    system = verb("system", None, "what isobox left on this host")
+    ssub = system.add_subparsers(metavar="COMMAND")
+    p = ssub.add_parser("check", help="list what isobox left on this host; exit 1 if any")
+    p.set_defaults(func="system:cmd_system_check", no_engine=True)
+    p.add_argument("--save", metavar="FILE", help="write the current state to FILE")
+    p.add_argument("--baseline", metavar="FILE", help="report only what is new since FILE")
+    p.add_argument("--json", action="store_true", help="the items as a JSON list")
+    p = ssub.add_parser("prune", help="remove what runs that died left behind")
+    p.set_defaults(func="system:cmd_system_prune", no_engine=True)
+    image = verb("image", None, "manage images")
+    isub = image.add_subparsers(metavar="COMMAND")
+    p = isub.add_parser("inspect")
+    p.set_defaults(func="images:cmd_image_inspect")
+    p.add_argument("images", nargs="+")
+    p = isub.add_parser("ls")
+    p.set_defaults(func="images:cmd_images")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = isub.add_parser("rm")
+    p.set_defaults(func="images:cmd_rmi")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", nargs="+")
+    isub.add_parser("prune").set_defaults(func="images:cmd_prune")
+
+    network = verb("network", None, "manage networks")
+    nsub = network.add_subparsers(metavar="COMMAND")
+    p = nsub.add_parser("create")
+    p.set_defaults(func="networks:cmd_network_create")
+    p.add_argument("--subnet")
+    p.add_argument("-l", "--label", action="append")
+    p.add_argument("name")
+    nsub.add_parser("ls").set_defaults(func="networks:cmd_network_ls")
+    p = nsub.add_parser("inspect")
+    p.set_defaults(func="networks:cmd_network_inspect")
+    p.add_argument("names", nargs="+")
+    p = nsub.add_parser("rm")
+    p.set_defaults(func="networks:cmd_network_rm")
+    p.add_argument("names", nargs="+")
+
+    volume = verb("volume", None, "manage volumes")
+    vsub = volume.add_subparsers(metavar="COMMAND")
+    p = vsub.add_parser("create")
+    p.set_defaults(func="volumes:cmd_volume_create")
+    p.add_argument("name")
+    vsub.add_parser("ls").set_defaults(func="volumes:cmd_volume_ls")
+    p = vsub.add_parser("rm")
+    p.set_defaults(func="volumes:cmd_volume_rm")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("names", nargs="+")
+    return top

@@ -1,0 +1,187 @@
+"""Image verbs: build, pull, push, login, logout, images, rmi, tag, image inspect, import, save,
+load, prune, bootstrap."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from pytest_isobox import dockerargs
+from pytest_isobox.cli.output import _short, _size, _table
+from pytest_isobox.engine import (
+    BuildStep,
+    ContainerNotFound,
+    Engine,
+    ImageNotFound,
+    IsoboxError,
+    parse_size,
+)
+
+
+def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
+    def show(step: BuildStep) -> None:
+        if not args.quiet:
+            print(_format_step(step), flush=True)
+
+    image_id = engine.build(
+        args.path, dockerfile=args.file, tag=args.tag, buildargs=dockerargs.parse_env(args.build_arg),
+        target=args.target, no_cache=args.no_cache, network=args.network, on_step=show,
+    )
+    if args.quiet:
+        print(image_id)
+    else:
+        print(f"Successfully built {_short(image_id)}")
+        if args.tag:
+            print(f"Successfully tagged {args.tag}")
+    return 0
+
+
+def _format_step(step: BuildStep) -> str:
+    """Docker's classic build output: the step, then the cache or run outcome and its time."""
+    lines = [f"Step {step.index}/{step.total} : {step.instruction}"]
+    if step.cached:
+        lines.append(" ---> Using cache")
+    elif step.output:
+        lines.extend(" " + line for line in step.output.rstrip("\n").splitlines())
+    if step.image_id:
+        lines.append(f" ---> {_short(step.image_id)} ({step.seconds * 1000:.0f} ms)")
+    return "\n".join(lines)
+
+
+def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
+    pull = getattr(engine, "pull", None)
+    if pull is None:
+        raise IsoboxError(f"pull: not supported by the {engine.name} engine")
+    from pytest_isobox.images.registry.progress import ProgressPrinter
+
+    printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr)  # noqa: SIM115
+    image_id = pull(args.image, printer)
+    printer.finish()
+    if not args.quiet:
+        print(f"Status: pulled {args.image} ({image_id})", file=sys.stderr)
+    print(args.image)
+    return 0
+
+
+def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
+    make = getattr(engine, "bootstrap", None)
+    if make is None:
+        raise IsoboxError(f"bootstrap: not supported by the {engine.name} engine")
+    include = [p for part in args.include or () for p in part.split(",") if p]
+    image_id = make(args.name, variant=args.variant, include=include, tag=args.tag,
+                    log=lambda line: print(line, file=sys.stderr))
+    print(image_id)
+    return 0
+
+
+def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
+    store = getattr(engine, "images_store", None)
+    if store is None:
+        raise IsoboxError(f"push: not supported by the {engine.name} engine")
+    from pytest_isobox.images.registry.progress import ProgressPrinter
+
+    printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
+                              verb="Push")
+    chunk = parse_size(args.chunk_size) if args.chunk_size else None
+    digest = store.push(args.image, printer, chunk_size=chunk)
+    printer.finish()
+    print(f"{args.image}: digest: {digest}")
+    return 0
+
+
+def cmd_login(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox.images.registry.login import login
+
+    password = args.password
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    username = args.username
+    if username is None or password is None:
+        import getpass
+
+        if username is None:
+            username = input("Username: ")
+        if password is None:
+            password = getpass.getpass("Password: ")
+    where = login(args.server, username, password)
+    print(f"Login Succeeded (credentials in {where})")
+    return 0
+
+
+def cmd_logout(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox.images.registry.login import logout
+
+    server = args.server or "docker.io"
+    if logout(server):
+        print(f"Removing login credentials for {server}")
+    else:
+        print(f"Not logged in to {server}")
+    return 0
+
+
+def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
+    # As Docker, untagged images (a build's intermediate steps) show only with -a.
+    infos = [i for i in engine.images() if args.all or i.tags]
+    if args.quiet:
+        for info in infos:
+            print(_short(info.id))
+        return 0
+    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    for info in infos:
+        for ref in info.tags or ["<none>:<none>"]:
+            repo, _, tag = ref.rpartition(":")
+            rows.append((repo, tag, _short(info.id), info.created or "", _size(info.size)))
+    _table(rows)
+    return 0
+
+
+def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
+    for ref in args.images:
+        engine.remove_image(ref, force=args.force)
+        print(f"Untagged: {ref}" if ":" in ref and not ref.startswith("sha256:") else
+              f"Deleted: {ref}")
+    return 0
+
+
+def cmd_tag(engine: Engine, args: argparse.Namespace) -> int:
+    engine.tag(args.source, args.target)
+    return 0
+
+
+def _image_doc(engine: Engine, ref: str) -> dict:
+    try:
+        info = engine.image_inspect(ref)
+    except ImageNotFound:
+        raise ContainerNotFound(f"no such object: {ref}") from None
+    doc = dict(info.config)
+    doc.update({"Id": info.id, "RepoTags": info.tags, "Size": info.size})
+    return doc
+
+
+def cmd_image_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    print(json.dumps([_image_doc(engine, r) for r in args.images], indent=4))
+    return 0
+
+
+def cmd_import(engine: Engine, args: argparse.Namespace) -> int:
+    print(engine.import_rootfs(args.source, args.ref))
+    return 0
+
+
+def cmd_save(engine: Engine, args: argparse.Namespace) -> int:
+    engine.save_images(args.images, args.output)
+    return 0
+
+
+def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
+    for ref in engine.load_images(args.input):
+        print(f"Loaded image: {ref}")
+    return 0
+
+
+def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
+    reclaimed = engine.prune()
+    print(f"Total reclaimed space: {_size(int(reclaimed))}")
+    return 0

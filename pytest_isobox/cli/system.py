@@ -1,0 +1,69 @@
+"""System verbs: df, system check, system prune."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pytest_isobox.cli.output import _size, _table
+from pytest_isobox.engine import Engine
+
+
+def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
+    usage = engine.disk_usage()
+    rows = [("TYPE", "TOTAL", "SIZE")]
+    for kind, entry in usage.items():
+        rows.append((kind, str(entry.get("count", "")), _size(int(entry.get("size", 0)))))
+    _table(rows)
+    if args.verbose:  # Docker's `system df -v`: a layer several images stack is shared
+        print("\nImages space usage:\n")
+        rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE")]
+        for image in usage.get("Images", {}).get("per_image", []):
+            short = image["id"].removeprefix("sha256:")[:12]
+            for tag in image["tags"] or ["<none>:<none>"]:
+                repo, _, name = tag.rpartition(":")
+                rows.append((repo, name, short, _size(image["size"]),
+                             _size(image["shared_size"]), _size(image["unique_size"])))
+        _table(rows)
+    return 0
+
+
+def cmd_system_check(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox import hostcheck
+
+    now = hostcheck.current_state(hostcheck.known_homes([args.home] if args.home else []))
+    if args.save:
+        Path(args.save).write_text("".join(f"{line}\n" for line in now))
+        return 0
+    if args.baseline:
+        try:
+            before = Path(args.baseline).read_text().splitlines()
+        except OSError as exc:
+            print(f"isobox: cannot read the baseline {args.baseline}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
+        now = hostcheck.diff(now, before)
+    if args.json:
+        print(json.dumps(now, indent=2))
+    elif now:
+        print("left behind:" if args.baseline else "isobox things on this host:")
+        print("\n".join(f"  {line}" for line in now))
+    else:
+        print("nothing left behind")
+    return 1 if now else 0
+
+
+def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
+    from pytest_isobox import hostcheck
+
+    homes = hostcheck.known_homes([args.home] if args.home else [])
+    for line in hostcheck.prune(homes):
+        print(f"removed {line}")
+    left = hostcheck.current_state(homes)
+    if left:
+        print("still there (a live run's, a persistent container's, or not from these homes:"
+              " `isobox --home DIR system prune` for another home):")
+        print("\n".join(f"  {line}" for line in left))
+    return 0
