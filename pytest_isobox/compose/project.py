@@ -41,6 +41,7 @@ class ComposeRun:
         self.announce = announce or (lambda line: None)
         self.states: dict[str, ContainerState] = {}
         self.specs: dict[str, ContainerSpec] = {}
+        self.healthy: set[str] = set()
 
     # ------------------------------------------------------------------ up
     def up(self, services: Iterable[str] | None = None, *, build: bool = False,
@@ -128,6 +129,7 @@ class ComposeRun:
             return
         if state is not None:
             self.engine.remove(state.id, force=True)
+        self.healthy.discard(service.name)
         ensure = getattr(self.engine, "ensure_image", None)  # pulled when missing
         if ensure is not None:
             ensure(spec.image)
@@ -158,6 +160,8 @@ class ComposeRun:
     def wait_healthy(self, name: str, timeout: float, why: str = "") -> None:
         """Run the healthcheck's test in the container until it passes: failures in the
         start period do not count, `retries` consecutive failures make it unhealthy."""
+        if name in self.healthy:
+            return
         service = self.project.services[name]
         check = service.healthcheck
         if check is None:
@@ -173,6 +177,7 @@ class ComposeRun:
             except Exception as exc:  # noqa: BLE001 - a container that died shows below
                 code, output = -1, str(exc)
             if code == 0:
+                self.healthy.add(name)
                 self.announce(f"service {name} healthy")
                 return
             if time.monotonic() - started >= check.start_period:
@@ -249,6 +254,7 @@ class ComposeRun:
                 attempt(lambda n=name: self.engine.volume_remove(n, force=True),
                         VolumeNotFound)
         self.states.clear()
+        self.healthy.clear()
         if errors:
             raise errors[0]
 
