@@ -653,6 +653,15 @@ def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compose(engine: None, args: argparse.Namespace) -> int:
+    """Forwarded whole to pytest_isobox.compose.command (imported only for this verb)."""
+    from pytest_isobox.compose.command import main as compose_main
+
+    given = [(flag, value) for flag, value in (("--engine", args.engine), ("--home", args.home),
+                                               ("--host", args.host)) if value]
+    return compose_main([part for pair in given for part in pair] + args.compose_args)
+
+
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
@@ -766,6 +775,10 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("df", cmd_df, "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
 
+    p = verb("compose", cmd_compose, "run compose projects (isobox compose --help)",
+             add_help=False, prefix_chars="+")
+    p.add_argument("compose_args", nargs=argparse.REMAINDER)
+    p.set_defaults(no_engine=True)
     system = verb("system", None, "what isobox left on this host")
     ssub = system.add_subparsers(metavar="COMMAND")
     p = ssub.add_parser("check", help="list what isobox left on this host; exit 1 if any")
