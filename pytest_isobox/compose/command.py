@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("services", nargs="*")
     p = sub.add_parser("down", help="stop and remove containers and networks")
     p.add_argument("-v", "--volumes", action="store_true", help="remove volumes too")
+    p.add_argument("--rmi", choices=["local"], help="local: remove the images built for "
+                   "services without an image: name")
     sub.add_parser("ps", help="list the project's containers")
     p = sub.add_parser("logs", help="the services' output")
     p.add_argument("-f", "--follow", action="store_true")
@@ -105,7 +107,7 @@ def cmd_up(run: ComposeRun, args: argparse.Namespace) -> int:
 
 
 def cmd_down(run: ComposeRun, args: argparse.Namespace) -> int:
-    run.down(volumes=args.volumes)
+    run.down(volumes=args.volumes, local_images=args.rmi == "local")
     return 0
 
 

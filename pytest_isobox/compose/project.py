@@ -223,11 +223,18 @@ class ComposeRun:
             raise ComposeError(f"no service {service!r} (services: {known})")
         raise ComposeError(f"service {service} has no container (is the project up?)")
 
-    def down(self, *, volumes: bool = False, timeout: float | None = None) -> None:
+    def down(self, *, volumes: bool = False, local_images: bool = False,
+             timeout: float | None = None) -> None:
         """Stop and remove the containers, then the networks; with `volumes`, the named and
-        anonymous volumes too. Whatever fails, the rest is still removed; the first error is
-        raised at the end."""
-        from pytest_isobox.engine import ContainerNotFound, NetworkNotFound, VolumeNotFound
+        anonymous volumes too; with `local_images`, the images built for services that name
+        no `image:` (compose's `--rmi local`). Whatever fails, the rest is still removed; the
+        first error is raised at the end."""
+        from pytest_isobox.engine import (
+            ContainerNotFound,
+            ImageNotFound,
+            NetworkNotFound,
+            VolumeNotFound,
+        )
 
         errors: list[Exception] = []
 
@@ -253,6 +260,12 @@ class ComposeRun:
             for name in names:
                 attempt(lambda n=name: self.engine.volume_remove(n, force=True),
                         VolumeNotFound)
+        if local_images:
+            for service in self.project.services.values():
+                if service.build is not None and service.image is None:
+                    ref = service.image_ref(self.project.name)
+                    attempt(lambda r=ref: self.engine.remove_image(r, force=True),
+                            ImageNotFound)
         self.states.clear()
         self.healthy.clear()
         if errors:

@@ -93,8 +93,8 @@ def compose(*files: str, profiles: Sequence[str] = (), env_file: str | Sequence[
             yield Stack(project, run, containers)
         finally:
             kept = [session.dispose(c) for c in containers.values()]
-            if not any(kept):
-                run.down(volumes=True)
+            if not any(kept):  # images built under this run's project name go too
+                run.down(volumes=True, local_images=project_name is None)
 
     return _make_fixture(FixtureMeta("compose"), scope, set(), produce)
 

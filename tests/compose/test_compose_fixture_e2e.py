@@ -51,6 +51,7 @@ def _leftovers(kind: str) -> list[str]:
         found += [f"network {n.name}" for n in engine.networks()
                   if n.labels.get(PROJECT_LABEL, "").startswith("isobox")]
         found += [f"volume {v}" for v in engine.volumes() if "_stack" in v]
+        found += [f"image {t}" for i in engine.images() for t in i.tags if "-stack-" in t]
         return found
     finally:
         engine.close()
