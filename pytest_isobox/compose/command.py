@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("services", nargs="*")
     p = sub.add_parser("exec", help="run a command in a service's container")
+    p.add_argument("-T", dest="no_tty", action="store_true",
+                   help="no terminal (accepted for compose's sake: exec never allocates one)")
     p.add_argument("service")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p = sub.add_parser("build", help="build the services' images")
