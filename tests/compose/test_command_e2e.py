@@ -169,3 +169,31 @@ def test_isobox_compose_config_is_the_merged_model(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=True,
                           env={k: v for k, v in os.environ.items() if k != "TAG"})
     assert proc.stdout == "services:\n  web:\n    image: app:1\n    environment:\n      A: '1'\n"
+
+
+def test_up_in_the_foreground_streams_logs_until_interrupted(isobox_home: Path,
+                                                            busybox_rootfs: Path) -> None:
+    """`up` without -d: the services' output prefixed by service, Ctrl-C takes it all down."""
+    import signal
+
+    if engine_problem("native"):
+        pytest.skip(engine_problem("native"))
+    base, project = "isobox-test/compose-busybox:fg", f"isoboxcompose{uuid.uuid4().hex[:10]}"
+    _busybox_in("native", busybox_rootfs, base)
+    (isobox_home.parent / "compose.yaml").write_text(
+        "services:\n  talker:\n    image: ${BASE}\n"
+        "    command: [sh, -c, 'echo talking; exec sleep 600']\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "compose", "-p", project,
+                             "up"], cwd=isobox_home.parent, env={**os.environ, "BASE": base},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the first log line is relayed
+        assert line == "talker  | talking\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _check_nothing_left("native", project)
