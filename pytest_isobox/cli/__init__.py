@@ -198,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
 
+    p = verb("compose", "system:cmd_compose", "run compose projects (isobox compose --help)",
+             add_help=False, prefix_chars="+")
+    p.add_argument("compose_args", nargs=argparse.REMAINDER)
+    p.set_defaults(no_engine=True)
     system = verb("system", None, "what isobox left on this host")
     ssub = system.add_subparsers(metavar="COMMAND")
     p = ssub.add_parser("check", help="list what isobox left on this host; exit 1 if any")
