@@ -74,7 +74,10 @@ def _open(args: argparse.Namespace) -> Engine:
             options["pull"] = pull
         engine = open_engine("native", **options)
     else:
-        engine = open_engine(kind, **({"base_url": args.host} if args.host else {}))
+        options = {"base_url": args.host} if args.host else {}
+        if pull and kind == "docker":
+            options["pull"] = pull
+        engine = open_engine(kind, **options)
     policy = getattr(engine, "pull_policy", None)
     if policy is not None and sys.stderr.isatty():
         from pytest_isobox.images.registry.progress import ProgressPrinter
@@ -385,14 +388,15 @@ def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
     store = getattr(engine, "images_store", None)
-    if store is None:
+    push = store.push if store is not None else getattr(engine, "push", None)
+    if push is None:
         raise IsoboxError(f"push: not supported by the {engine.name} engine")
     from pytest_isobox.images.registry.progress import ProgressPrinter
 
     printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
                               verb="Push")
     chunk = parse_size(args.chunk_size) if args.chunk_size else None
-    digest = store.push(args.image, printer, chunk_size=chunk)
+    digest = push(args.image, printer, chunk_size=chunk)
     printer.finish()
     print(f"{args.image}: digest: {digest}")
     return 0
