@@ -19,6 +19,7 @@ from pytest_isobox.images.reference import parse_reference
 from pytest_isobox.images.registry import credentials
 from pytest_isobox.images.registry.errors import NameUnknown, RegistryError, Unauthorized
 from tests.conftest import needs_docker
+from tests.registry import credhelper
 from tests.registry.servers import Registry, run
 
 USER, PASSWORD = "pusher", "docker-engine-pass"
@@ -195,6 +196,20 @@ def test_credentials_go_to_their_registry_only(
     engine.remove_image(ref, force=True)
     with pytest.raises(Unauthorized, match="credentials refused"):
         engine.pull(ref)
+
+
+@needs_docker
+def test_a_cred_helper_gives_the_daemon_its_credentials(
+        auth_registry: Registry, docker_config: Path, pushed: Callable[..., str],
+        docker_engine_for: Callable[..., DockerEngine], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    log = credhelper.install(tmp_path / "bin", "test", {auth_registry.netloc: (USER, PASSWORD)},
+                             monkeypatch)
+    (docker_config / "config.json").write_text(json.dumps({
+        "credHelpers": {auth_registry.netloc: "test", "other.registry.test": "test"}}))
+    ref = pushed("private/helped", auth_registry)
+    assert _output(docker_engine_for(), ref, ["echo", "helped"]) == b"helped\n"
+    assert set(credhelper.calls(log)) == {f"get {auth_registry.netloc}"}
 
 
 @needs_docker
