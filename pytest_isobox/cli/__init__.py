@@ -74,8 +74,11 @@ def _open(args: argparse.Namespace) -> Engine:
             options["home"] = home
         if pull:
             options["pull"] = pull
-    elif args.host:
-        options["base_url"] = args.host
+    else:
+        if args.host:
+            options["base_url"] = args.host
+        if pull and kind == "docker":
+            options["pull"] = pull
     engine = open_engine(kind, **options)
     policy = getattr(engine, "pull_policy", None)
     if policy is not None and sys.stderr.isatty():

@@ -63,14 +63,19 @@ class DockerEngine(ImageMethods, NetworkMethods):
     default found as Docker's CLI finds it (address.py: DOCKER_HOST, TLS variables, contexts,
     the local or rootless socket). For a remote daemon `remote_host` is its host: published
     ports bind there and states give that address. A daemon that does not answer raises EngineUnavailable at once.
+    `pull` is the pull policy (default $ISOBOX_PULL, else "missing"; see images.py).
     """
 
     name = "docker"
     capabilities = OPTIONAL_CAPABILITIES
 
-    def __init__(self, base_url: str | None = None, *, read_only: bool = False) -> None:
+    def __init__(self, base_url: str | None = None, *, pull: str | None = None,
+                 read_only: bool = False) -> None:
         """`read_only`: this process only looks (ps, inspect, logs): no sweep at open, no
         session cleanup at close (it made nothing)."""
+        from pytest_isobox.images.registry.policy import PullPolicy
+
+        self.pull_policy = PullPolicy(pull)  # before the daemon is asked: a bad value is ours
         self.client = DockerClient(base_url)
         self.remote_host: str | None = self.client.address.remote_host
         self._publish_ip = _publish_ip(self.remote_host)
@@ -146,8 +151,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
         """Create (not start) a container; extra named networks are connected before returning."""
         body = create_body(spec, ownership_labels(self.owner, self.session,
                                                  persistent=spec.persistent), self._publish_ip)
-        doc = self.client.post_json("/containers/create", {"name": spec.name}, body,
-                                    kind="container")
+        doc = self._with_image(spec.image, lambda: self.client.post_json(
+            "/containers/create", {"name": spec.name}, body, kind="container"))
         container_id = doc["Id"]
         try:
             for extra in attachments(spec)[1:]:

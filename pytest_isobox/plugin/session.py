@@ -53,7 +53,7 @@ def engine_choice(settings: Settings, worker_id: str = "master") -> tuple[str, d
     rootless user cannot apply.
     """
     if settings.engine == "docker":
-        return "docker", {"base_url": docker_host_for(settings, worker_id)}
+        return "docker", {"base_url": docker_host_for(settings, worker_id), "pull": settings.pull}
     options: dict = {"home": settings.home} if settings.home else {}
     if settings.engine == "native":
         options.update(rootless=settings.rootless, limits=settings.limits, pull=settings.pull)
