@@ -38,6 +38,7 @@ from pytest_isobox.native.engine.support import ShimSpare
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
 from pytest_isobox.native.monitor import MonitorHandle, Spare
+from pytest_isobox.native.reaper import RunReaper, reap_home
 from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
 from pytest_isobox.native.rootless.mode import RootlessMode
 from pytest_isobox.native.rootless.store import check_owner as check_store_owner
@@ -72,11 +73,13 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     capabilities = OPTIONAL_CAPABILITIES
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
-                 limits: str = "strict", pull: str | None = None) -> None:
+                 limits: str = "strict", pull: str | None = None,
+                 sweep_for: ProcessIdentity | None = None) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
-        FROM are pulled from their registry (see `ensure_image`)."""
+        FROM are pulled from their registry (see `ensure_image`). `sweep_for` (the run
+        reaper's): the opening sweep takes only what that dead process left."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -111,7 +114,8 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         self._network_checked = False
         self._image_cache: dict[str, tuple[dict, list[str]]] = {}
         self._resolv_conf: str | None = None
-        self.swept: list[str] = self.sweep()
+        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner))
+        self.swept: list[str] = self.sweep(sweep_for)
 
     @property
     def network(self) -> Any:
@@ -157,6 +161,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         if self._rootless is not None:
             self._rootless.close()
         self.store.drain()
+        self._reaper.close()  # everything is released: nothing left for it to do
 
     def __enter__(self) -> Self:
         return self
@@ -168,9 +173,9 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     def rootless(self) -> bool:
         return self._rootless is not None
 
-    def sweep(self) -> list[str]:
-        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`); one line
-        per thing cleaned."""
+    def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
+        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`), or only
+        those of the dead process `only`; one line per thing cleaned."""
         from pytest_isobox.native.network.store import host_has_networks
 
         # a home without networks of its own still cleans those abandoned homes left
@@ -178,5 +183,11 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         network = self.network if own or (self._rootless is None and host_has_networks()) \
             else None
         return Sweeper(self.home, self.store, self._release, self._wait_monitor,
-                       network).sweep()
+                       network).sweep(only)
+
+    def _own_resources(self) -> None:
+        """Before this process makes its first container, network, build or pull: the run
+        reaper, which cleans up what is left if this process dies (see native/reaper.py)."""
+        if self._rootless is None:  # (rootless: the Python monitors release on their own)
+            self._reaper.ensure(before_fork=self._join_pool)
 
