@@ -258,9 +258,12 @@ class ContainerStore:
         except OSError:
             return False
 
-    def leftover_temp_dirs(self) -> Iterator[Path]:
-        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone."""
-        yield from _of_dead_processes(self.root, ".tmp-")
+    def leftover_temp_dirs(self, only: ProcessIdentity | None = None) -> Iterator[Path]:
+        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone (`only`: that one)."""
+        mine = "" if only is None else f".tmp-{only.pid}-{only.start}-"
+        for path in _of_dead_processes(self.root, ".tmp-"):
+            if path.name.startswith(mine):
+                yield path
 
     def stale_names(self) -> Iterator[Path]:
         for entry in os.listdir(self.names):

@@ -35,6 +35,7 @@ from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
+from pytest_isobox.native.reaper import RunReaper, reap_home
 from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.state import ContainerStore
 from pytest_isobox.native.volumes import VolumeStore
@@ -71,13 +72,15 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
                  limits: str = "strict", pull: str | None = None, read_only: bool = False,
-                 ) -> None:
+                 sweep_for: ProcessIdentity | None = None) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
         FROM are pulled from their registry (see `ensure_image`). `read_only`: this process
         only looks (ps, inspect, logs, ...): no sweep at open and no cgroup pruning at close,
-        which every engine that creates does; what a dead run left stays visible as dead."""
+        which every engine that creates does; what a dead run left stays visible as dead.
+        `sweep_for` (the run reaper's): the opening sweep takes only what that dead process
+        left."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -118,7 +121,8 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         self._network_checked = False
         self._image_cache: dict[str, tuple[dict, list[str]]] = {}
         self._resolv_conf: str | None = None
-        self.swept: list[str] = [] if read_only else self.sweep()
+        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner))
+        self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property
     def network(self) -> Any:
@@ -166,6 +170,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         if self._rootless is not None:
             self._rootless.close()
         self.store.drain()
+        self._reaper.close()  # everything is released: nothing left for it to do
 
     def __enter__(self) -> Self:
         return self
@@ -177,9 +182,9 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     def rootless(self) -> bool:
         return self._rootless is not None
 
-    def sweep(self) -> list[str]:
-        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`); one line
-        per thing cleaned."""
+    def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
+        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`), or only
+        those of the dead process `only`; one line per thing cleaned."""
         from pytest_isobox.native.network.store import host_has_networks
         from pytest_isobox.native.sweep import Sweeper
 
@@ -188,5 +193,11 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         network = self.network if own or (self._rootless is None and host_has_networks()) \
             else None
         return Sweeper(self.home, self.store, self._release, self._wait_monitor,
-                       network).sweep()
+                       network).sweep(only)
+
+    def _own_resources(self) -> None:
+        """Before this process makes its first container, network, build or pull: the run
+        reaper, which cleans up what is left if this process dies (see native/reaper.py)."""
+        if self._rootless is None:  # (rootless: the Python monitors release on their own)
+            self._reaper.ensure(before_fork=self._join_pool)
 

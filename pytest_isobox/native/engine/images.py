@@ -29,16 +29,19 @@ class ImagesRole:
               on_step: Callable[[BuildStep], None] | None = None) -> str:
         from pytest_isobox.builder.builder import Builder
 
+        self._own_resources()
         builder = Builder(engine=self, cache_dir=self.home / "buildcache")
         return builder.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
                              target=target, no_cache=no_cache, network=network, on_step=on_step)
 
     def import_rootfs(self, source: str | Path, ref: str) -> str:
+        self._own_resources()
         return self.images_store.import_rootfs(source, ref)
 
     def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None
              ) -> str:
         """Pull `ref` from its registry now (whatever the policy); returns the image id."""
+        self._own_resources()
         image_id = self.images_store.pull(ref, progress or self.pull_policy.progress)
         self.pull_policy.pulled(ref)
         return image_id
@@ -76,6 +79,7 @@ class ImagesRole:
         self.images_store.save(refs, path)
 
     def load_images(self, path: str | Path) -> list[str]:
+        self._own_resources()
         return self.images_store.load(path)
 
     def commit(self, container: str, *, config: dict | None = None, created_by: str = "",

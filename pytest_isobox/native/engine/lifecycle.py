@@ -61,6 +61,7 @@ class LifecycleRole:
         if spec.name is not None and not NAME_PATTERN.fullmatch(spec.name):
             raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
                               " are allowed")
+        self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
