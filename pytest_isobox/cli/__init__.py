@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
                      help="print the version and exit")
-    top.add_argument("--engine", choices=["native", "docker"],
-                     help="native (default, env ISOBOX_ENGINE) or docker")
+    top.add_argument("--engine", help="native (default, env ISOBOX_ENGINE), docker, or an "
+                     "engine a package registers (entry points pytest_isobox.engines)")
     top.add_argument("--home", help="store directory of the native engine (env ISOBOX_HOME)")
     top.add_argument("-H", "--host", help="Docker daemon address for the docker engine")
     sub = top.add_subparsers(metavar="COMMAND")

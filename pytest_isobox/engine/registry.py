@@ -34,6 +34,10 @@ def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def is_builtin(name: str) -> bool:
+    return name in _BUILTIN
+
+
 def names() -> list[str]:
     """Every engine name this process can open."""
     return sorted({*_BUILTIN, *_registered, *_entry_points()})
