@@ -67,7 +67,7 @@ READ_ONLY_VERBS = {
 def _open(args: argparse.Namespace) -> Engine:
     kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
     pull = getattr(args, "pull", None)
-    options: dict = {"read_only": True} if args.func in READ_ONLY_VERBS else {}
+    options: dict = {"read_only": True} if getattr(args, "func", None) in READ_ONLY_VERBS else {}
     if kind == "native":
         home = args.home or os.environ.get("ISOBOX_HOME")
         if home:
