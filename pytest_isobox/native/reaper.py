@@ -22,6 +22,7 @@ import contextlib
 import os
 import select
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,13 +101,17 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
 def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
     """What the next engine opening `home` would sweep, restricted to the dead `owner`'s
     containers (with their cgroups, attachments, rules, state dirs), then the networks and
-    temp names (layers being unpacked, blobs being pulled) of dead owners."""
-    from pytest_isobox.images.atomic import has_temps_of
+    temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
+    heredoc script dirs of a build's RUN step (in the system's temp dir)."""
+    from pytest_isobox.builder.builder import heredoc_prefix
+    from pytest_isobox.images.atomic import has_temps_of, remove_path
     from pytest_isobox.native.engine import NativeEngine
 
     engine = NativeEngine(home, rootless=False, limits=limits, sweep_for=owner)
     try:
         if has_temps_of(home / "tmp", owner):
             engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
+        for scripts in Path(tempfile.gettempdir()).glob(heredoc_prefix(owner) + "*"):
+            remove_path(scripts)  # a RUN step's heredoc scripts
     finally:
         engine.close()

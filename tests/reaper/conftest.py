@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class RunThings:
     """What one run owns, by name."""
 
     home: Path
+    owner: int = 0  # the killed process's pid
     pids: set[int] = field(default_factory=set)
     ids: set[str] = field(default_factory=set)  # containers' and networks' ids
 
@@ -86,7 +88,7 @@ class RunThings:
             except OSError:
                 continue
             self.ids |= set(re.findall(r"/isobox/([0-9a-f]{64})", cgroups))
-        owner = root.pid  # what the home names as this run's: made by this very process
+        owner = self.owner = root.pid  # what the home names as this run's: made by it
         containers = self.home / "containers"
         for entry in _listdir(containers):
             if entry.startswith(f".tmp-{owner}-"):
@@ -110,7 +112,8 @@ class RunThings:
             pid = re.match(r"process \S+ pid (\d+)", line)
             if (pid and int(pid.group(1)) in self.pids) or any(t in line for t in tokens):
                 mine.append(line)
-        return mine
+        scripts = Path(tempfile.gettempdir()).glob(f"isobox-run-{self.owner}-*")  # heredocs
+        return mine + [f"temp {path}" for path in scripts]
 
 
 def _owner_pid(record: Path) -> int | None:

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import subprocess
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -86,7 +87,11 @@ FROM {BASE_TAG}
 RUN echo {{nonce}} > /nonce && sleep 0.3
 RUN sleep 0.3 && echo two > /two
 COPY . /context
-RUN sleep 0.3 && echo three > /three
+RUN <<EOF
+#!/bin/sh
+sleep 0.3
+echo three > /three
+EOF
 """
 
 # kill point: (the mark that opens it, the range of the random delay after it, in seconds)
@@ -189,8 +194,16 @@ def test_isobox_run_killed(when, home, survivor, rng, tmp_path, request):
         assert_running(home, survivor)
 
 
-@pytest.mark.parametrize("when", [(0.0, 0.5), (0.5, 1.4)], ids=["first-step", "later"])
-def test_isobox_build_killed(when, home, survivor, rng, tmp_path, request):
+BUILD_POINTS = {  # the moment that opens the kill point, the random delay after it
+    "first-step": ("container", (0.0, 0.5)),
+    "later": ("container", (0.5, 1.4)),
+    "heredoc": ("heredoc", (0.0, 0.2)),  # while a RUN's heredoc scripts dir exists
+}
+
+
+@pytest.mark.parametrize("point", list(BUILD_POINTS))
+def test_isobox_build_killed(point, home, survivor, rng, tmp_path, request):
+    opens, when = BUILD_POINTS[point]
     for round_ in range(ROUNDS):
         monitor = "shim" if round_ % 2 == 0 else "python"
         context = tmp_path / f"ctx-{round_}"
@@ -201,11 +214,16 @@ def test_isobox_build_killed(when, home, survivor, rng, tmp_path, request):
                      tmp_path, {"ISOBOX_HOME": str(home), "ISOBOX_OFFLINE": "1",
                                 "ISOBOX_SHIM": "1" if monitor == "shim" else "0"})
         things = RunThings(home)
-        wait_for(lambda b=before: set(_containers(home)) - b, "the build's first step", proc)
+        if opens == "heredoc":
+            scripts = f"isobox-run-{proc.pid}-*"
+            wait_for(lambda s=scripts: any(Path(tempfile.gettempdir()).glob(s)),
+                     "the heredoc step", proc)
+        else:
+            wait_for(lambda b=before: set(_containers(home)) - b, "the build's first step", proc)
         delay = rng.uniform(*when)
         if not _sleep_alive(proc, delay, things):
             continue
-        kill_and_measure(proc, things, f"isobox build/+{delay:.3f}s/{monitor}", request)
+        kill_and_measure(proc, things, f"isobox build/{point}+{delay:.3f}s/{monitor}", request)
         assert_running(home, survivor)
 
 
