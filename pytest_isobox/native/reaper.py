@@ -35,10 +35,12 @@ CLOSED = b"c"  # the engine closed normally: nothing to reap
 class RunReaper:
     """The engine's side of its reaper: `ensure` forks it once, `close` lets it go."""
 
-    def __init__(self, owner: ProcessIdentity, reap: Callable[[ProcessIdentity], None]) -> None:
-        """`reap(owner)` runs in the reaper once `owner` has died."""
+    def __init__(self, owner: ProcessIdentity, reap: Callable[[ProcessIdentity], object],
+                 name: str = "reaper") -> None:
+        """`reap(owner)` runs in the reaper (named `isobox-<name>`) once `owner` has died."""
         self.owner = owner
         self._reap = reap
+        self.name = name
         self.pid: int | None = None
         self._done_w = -1
 
@@ -54,7 +56,7 @@ class RunReaper:
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
         try:
             self.pid = fork_child(lambda: _watch(self.owner, owner_fd, done_r, self._reap),
-                                  name="reaper", keep_fds={owner_fd, done_r},
+                                  name=self.name, keep_fds={owner_fd, done_r},
                                   die_with_parent=False)
         finally:
             os.close(owner_fd)
@@ -75,7 +77,7 @@ class RunReaper:
 
 
 def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
-           reap: Callable[[ProcessIdentity], None]) -> int:
+           reap: Callable[[ProcessIdentity], object]) -> int:
     """The reaper's life: wait for "closed" or the owner's death; on death, reap."""
     os.setsid()  # a kill of the run's process group must not take the reaper with it
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGPIPE):
