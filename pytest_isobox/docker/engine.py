@@ -38,6 +38,7 @@ from pytest_isobox.docker.ownership import (
     ownership_labels,
 )
 from pytest_isobox.docker.streams import demultiplex, read_output
+from pytest_isobox.docker.watchdog import remove_owned
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -50,6 +51,7 @@ from pytest_isobox.engine import (
     LogStream,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
+from pytest_isobox.native.reaper import RunReaper
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class DockerEngine(ImageMethods, NetworkMethods):
         self.session = uuid.uuid4().hex
         self.labels = ownership_labels(self.owner, self.session)
         self._exit_waiters: dict[str, _ExitWaiter] = {}
+        address, label = self.client.address, self.owner.label
+        self._watchdog = RunReaper(self.owner.process, lambda _: remove_owned(address, label),
+                                   name="watchdog")  # see watchdog.py
         self.read_only = read_only
         self.swept: list[str] = [] if read_only else self.sweep()
 
@@ -106,6 +111,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
         except (IsoboxError, OSError) as exc:  # the daemon went away: the next sweep cleans
             log.info("isobox: could not remove this session's containers: %s", exc)
         self.client.close()
+        self._watchdog.close()
 
     def __enter__(self) -> Self:
         return self
@@ -149,6 +155,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def create(self, spec: ContainerSpec) -> ContainerState:
         """Create (not start) a container; extra named networks are connected before returning."""
+        if not spec.persistent:
+            self._watchdog.ensure()
         body = create_body(spec, ownership_labels(self.owner, self.session,
                                                  persistent=spec.persistent), self._publish_ip)
         doc = self._with_image(spec.image, lambda: self.client.post_json(

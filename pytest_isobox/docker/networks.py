@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pytest_isobox.docker.client import DockerClient
-from pytest_isobox.engine import IsoboxError, NetworkInfo
+from pytest_isobox.engine import PERSISTENT_LABEL, IsoboxError, NetworkInfo
 
 
 class NetworkMethods:
@@ -12,11 +14,14 @@ class NetworkMethods:
 
     client: DockerClient
     labels: dict[str, str]
+    _watchdog: Any  # native/reaper.RunReaper
 
     def network_create(
         self, name: str, *, subnet: str | None = None, labels: dict[str, str] | None = None,
     ) -> NetworkInfo:
         """A bridge network; persistent when `labels` holds `io.isobox.persistent=1`."""
+        if (labels or {}).get(PERSISTENT_LABEL) != "1":
+            self._watchdog.ensure()  # (DockerEngine's: it removes the network if we die)
         body: dict = {"Name": name, "Driver": "bridge", "CheckDuplicate": True,
                       "Labels": {**(labels or {}), **self.labels}}
         if subnet:

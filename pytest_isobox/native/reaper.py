@@ -22,6 +22,7 @@ import contextlib
 import os
 import select
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,10 +35,12 @@ CLOSED = b"c"  # the engine closed normally: nothing to reap
 class RunReaper:
     """The engine's side of its reaper: `ensure` forks it once, `close` lets it go."""
 
-    def __init__(self, owner: ProcessIdentity, reap: Callable[[ProcessIdentity], None]) -> None:
-        """`reap(owner)` runs in the reaper once `owner` has died."""
+    def __init__(self, owner: ProcessIdentity, reap: Callable[[ProcessIdentity], object],
+                 name: str = "reaper") -> None:
+        """`reap(owner)` runs in the reaper (named `isobox-<name>`) once `owner` has died."""
         self.owner = owner
         self._reap = reap
+        self.name = name
         self.pid: int | None = None
         self._done_w = -1
 
@@ -53,7 +56,7 @@ class RunReaper:
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
         try:
             self.pid = fork_child(lambda: _watch(self.owner, owner_fd, done_r, self._reap),
-                                  name="reaper", keep_fds={owner_fd, done_r},
+                                  name=self.name, keep_fds={owner_fd, done_r},
                                   die_with_parent=False)
         finally:
             os.close(owner_fd)
@@ -74,7 +77,7 @@ class RunReaper:
 
 
 def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
-           reap: Callable[[ProcessIdentity], None]) -> int:
+           reap: Callable[[ProcessIdentity], object]) -> int:
     """The reaper's life: wait for "closed" or the owner's death; on death, reap."""
     os.setsid()  # a kill of the run's process group must not take the reaper with it
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGPIPE):
@@ -100,13 +103,17 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
 def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
     """What the next engine opening `home` would sweep, restricted to the dead `owner`'s
     containers (with their cgroups, attachments, rules, state dirs), then the networks and
-    temp names (layers being unpacked, blobs being pulled) of dead owners."""
-    from pytest_isobox.images.atomic import has_temps_of
+    temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
+    heredoc script dirs of a build's RUN step (in the system's temp dir)."""
+    from pytest_isobox.builder.builder import heredoc_prefix
+    from pytest_isobox.images.atomic import has_temps_of, remove_path
     from pytest_isobox.native.engine import NativeEngine
 
     engine = NativeEngine(home, rootless=False, limits=limits, sweep_for=owner)
     try:
         if has_temps_of(home / "tmp", owner):
             engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
+        for scripts in Path(tempfile.gettempdir()).glob(heredoc_prefix(owner) + "*"):
+            remove_path(scripts)  # a RUN step's heredoc scripts
     finally:
         engine.close()
