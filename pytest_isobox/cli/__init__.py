@@ -11,18 +11,35 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pytest_isobox._version import __version__
 from pytest_isobox.cli import run_options
 from pytest_isobox.engine import Engine, IsoboxError, open_engine
+from pytest_isobox.gotemplate import TemplateError
 
 # Docker's exit statuses for `run` when the container did not run at all.
 EXIT_ENGINE_ERROR = 125
 
 
+class UsageError(Exception):
+    """Arguments that do not parse: one line naming the verb and the fault, exit 125."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with Docker's answer to bad arguments: one line and 125, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ENGINE_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -44,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IsoboxError as exc:
         print(f"isobox: {exc}", file=sys.stderr)
         return EXIT_ENGINE_ERROR if verb == "containers:cmd_run" else 1
+    except TemplateError as exc:
+        print(f"isobox: template parsing error: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
     except KeyboardInterrupt:
         return 130
     finally:
@@ -88,8 +108,13 @@ def _open(args: argparse.Namespace) -> Engine:
     return engine
 
 
+def _inspect_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--format", help="a Go template run over each document, e.g. "
+                   "'{{.State.Pid}}', '{{json .Config}}'")
+
+
 def _parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
+    top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
                      help="print the version and exit")
     top.add_argument("--engine", help="native (default, env ISOBOX_ENGINE), docker, or an "
@@ -103,9 +128,12 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    # -h is --hostname for run and create, as in Docker: only --help asks for help
     p = verb("run", "containers:cmd_run", "run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
     run_options._container_flags(p)
     p = verb("create", "containers:cmd_create", "create a container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
     run_options._container_flags(p)
     p = verb("start", "containers:cmd_start", "start created containers")
     p.add_argument("containers", nargs="+")
@@ -135,7 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("containers", nargs="+")
     p = verb("wait", "containers:cmd_wait", "wait for containers to exit, print exit codes")
     p.add_argument("containers", nargs="+")
-    p = verb("inspect", "containers:cmd_inspect", "low-level JSON of containers or images")
+    p = verb("inspect", "containers:cmd_inspect",
+             "Docker's JSON of containers, images, networks or volumes")
+    _inspect_flags(p)
+    p.add_argument("--type", choices=["container", "image", "network", "volume"],
+                   help="look only for this kind of object")
+    p.add_argument("-s", "--size", action="store_true", help="a container's sizes too")
     p.add_argument("refs", nargs="+")
     p = verb("port", "containers:cmd_port", "list a container's published ports")
     p.add_argument("container")
@@ -218,6 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     isub = image.add_subparsers(metavar="COMMAND")
     p = isub.add_parser("inspect")
     p.set_defaults(func="images:cmd_image_inspect")
+    _inspect_flags(p)
     p.add_argument("images", nargs="+")
     p = isub.add_parser("ls")
     p.set_defaults(func="images:cmd_images")
@@ -228,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("images", nargs="+")
     isub.add_parser("prune").set_defaults(func="images:cmd_prune")
+    p = isub.add_parser("history", help="the layers an image was made of, newest first")
+    p.set_defaults(func="images:cmd_image_history")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("image")
 
     network = verb("network", None, "manage networks")
     nsub = network.add_subparsers(metavar="COMMAND")
@@ -239,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     nsub.add_parser("ls").set_defaults(func="networks:cmd_network_ls")
     p = nsub.add_parser("inspect")
     p.set_defaults(func="networks:cmd_network_inspect")
+    _inspect_flags(p)
     p.add_argument("names", nargs="+")
     p = nsub.add_parser("rm")
     p.set_defaults(func="networks:cmd_network_rm")
@@ -250,6 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func="volumes:cmd_volume_create")
     p.add_argument("name")
     vsub.add_parser("ls").set_defaults(func="volumes:cmd_volume_ls")
+    p = vsub.add_parser("inspect")
+    p.set_defaults(func="volumes:cmd_volume_inspect")
+    _inspect_flags(p)
+    p.add_argument("names", nargs="+")
     p = vsub.add_parser("rm")
     p.set_defaults(func="volumes:cmd_volume_rm")
     p.add_argument("-f", "--force", action="store_true")

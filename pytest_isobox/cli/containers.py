@@ -4,12 +4,18 @@ stats."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from pytest_isobox import dockerargs
-from pytest_isobox.cli.output import _ago, _duration, _size, _table
+from pytest_isobox.cli.output import (
+    _ago,
+    _duration,
+    _size,
+    _table,
+    compile_format,
+    print_documents,
+)
 from pytest_isobox.cli.run_options import _spec_from_args
 from pytest_isobox.engine import ContainerNotFound, ContainerState, Engine, IsoboxError
 
@@ -136,16 +142,20 @@ def cmd_wait(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    docs = []
+    """Containers, then images, networks and volumes by that name (Docker's order), or one
+    --type; what is found is printed, each missing one named on stderr, exit 1 if any."""
+    from pytest_isobox.cli import inspecting
+
+    template = compile_format(args.format)
+    docs, status = [], 0
     for ref in args.refs:
         try:
-            docs.append(engine.inspect(ref))
-        except ContainerNotFound:
-            from pytest_isobox.cli.images import _image_doc
-
-            docs.append(_image_doc(engine, ref))
-    print(json.dumps(docs, indent=4))
-    return 0
+            docs.append(inspecting.find_document(engine, ref, args.type, size=args.size))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    print_documents(docs, template)
+    return status
 
 
 def cmd_port(engine: Engine, args: argparse.Namespace) -> int:

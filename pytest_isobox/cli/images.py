@@ -4,17 +4,14 @@ load, prune, bootstrap."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from pytest_isobox import dockerargs
-from pytest_isobox.cli.output import _short, _size, _table
+from pytest_isobox.cli.output import _short, _size, _table, compile_format, print_documents
 from pytest_isobox.engine import (
     BuildStep,
-    ContainerNotFound,
     Engine,
-    ImageNotFound,
     IsoboxError,
     parse_size,
 )
@@ -151,19 +148,19 @@ def cmd_tag(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_doc(engine: Engine, ref: str) -> dict:
-    try:
-        info = engine.image_inspect(ref)
-    except ImageNotFound:
-        raise ContainerNotFound(f"no such object: {ref}") from None
-    doc = dict(info.config)
-    doc.update({"Id": info.id, "RepoTags": info.tags, "Size": info.size})
-    return doc
-
-
 def cmd_image_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    print(json.dumps([_image_doc(engine, r) for r in args.images], indent=4))
-    return 0
+    from pytest_isobox.cli import inspecting
+
+    template = compile_format(args.format)
+    docs, status = [], 0
+    for ref in args.images:
+        try:
+            docs.append(inspecting.image_document(engine, ref))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    print_documents(docs, template)
+    return status
 
 
 def cmd_import(engine: Engine, args: argparse.Namespace) -> int:
@@ -185,4 +182,24 @@ def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
     reclaimed = engine.prune()
     print(f"Total reclaimed space: {_size(int(reclaimed))}")
+    return 0
+
+
+def cmd_image_history(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli import inspecting
+    from pytest_isobox.cli.output import _ago
+
+    rows = inspecting.image_history(engine, args.image)
+    if args.quiet:
+        for row in rows:
+            print(row["Id"] if row["Id"] == "<missing>" else _short(row["Id"]))
+        return 0
+    table = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+    for row in rows:
+        by = row["CreatedBy"] if args.no_trunc or len(row["CreatedBy"]) <= 45 \
+            else row["CreatedBy"][:44] + "…"
+        table.append((row["Id"] if row["Id"] == "<missing>" else _short(row["Id"]),
+                      _ago(row["Created"]) if row["Created"] else "", by, _size(row["Size"]),
+                      row["Comment"]))
+    _table(table)
     return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 
 from pytest_isobox import dockerargs
-from pytest_isobox.cli.output import _table
-from pytest_isobox.engine import PERSISTENT_LABEL, Engine, NetworkInfo
+from pytest_isobox.cli.output import _table, compile_format, print_documents
+from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
 
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
@@ -32,20 +32,19 @@ def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _network_doc(info: NetworkInfo) -> dict:
-    """Docker's network inspect document."""
-    config = [{"Subnet": info.subnet, "Gateway": info.gateway}] if info.subnet else []
-    return {
-        "Name": info.name, "Id": info.id, "Driver": info.driver,
-        "IPAM": {"Driver": "default", "Config": config},
-        "Containers": {cid: {"IPv4Address": ip} for cid, ip in info.containers.items()},
-        "Labels": info.labels,
-    }
-
-
 def cmd_network_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    print(json.dumps([_network_doc(engine.network_inspect(n)) for n in args.names], indent=4))
-    return 0
+    from pytest_isobox.cli import inspecting
+
+    template = compile_format(args.format)
+    docs, status = [], 0
+    for name in args.names:
+        try:
+            docs.append(inspecting.network_document(engine, name))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    print_documents(docs, template)
+    return status
 
 
 def cmd_network_rm(engine: Engine, args: argparse.Namespace) -> int:

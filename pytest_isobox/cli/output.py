@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 
@@ -32,3 +33,21 @@ def _size(n: int) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
         n /= 1000
     return str(n)
+
+
+def compile_format(source: str | None):  # -> gotemplate.Template | None
+    """-f/--format parsed before any work is done, so a bad template changes nothing."""
+    if source is None:
+        return None
+    from pytest_isobox.gotemplate import docker_format
+
+    return docker_format(source)[1]
+
+
+def print_documents(docs: list, template) -> None:
+    """inspect's output: the documents as an indented JSON list, or each through -f's template."""
+    if template is None:
+        print(json.dumps(docs, indent=4))
+        return
+    for doc in docs:
+        print(template.render(doc))

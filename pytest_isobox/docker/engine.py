@@ -281,9 +281,9 @@ class DockerEngine(ImageMethods, NetworkMethods):
     def state(self, container: str) -> ContainerState:
         return state_from_inspect(self.inspect(container), self.remote_host)
 
-    def inspect(self, container: str) -> dict:
+    def inspect(self, container: str, *, size: bool = False) -> dict:
         return self.client.get_json(f"/containers/{container}/json",
-                                    kind="container")
+                                    {"size": True} if size else None, kind="container")
 
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         states = []

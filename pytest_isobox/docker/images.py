@@ -199,8 +199,14 @@ class ImageMethods:
             return self.image_inspect(ref).id
 
     def image_inspect(self, ref: str) -> ImageInfo:
-        doc = self.client.get_json(f"/images/{ref}/json", kind="image")
-        return _image_info(doc)
+        return _image_info(self.image_document(ref))
+
+    def image_document(self, ref: str) -> dict:
+        """The daemon's own image inspect document (`docker image inspect`)."""
+        return self.client.get_json(f"/images/{ref}/json", kind="image")
+
+    def image_history(self, ref: str) -> list[dict]:
+        return self.client.get_json(f"/images/{ref}/history", kind="image") or []
 
     def images(self) -> list[ImageInfo]:
         infos = []

@@ -32,8 +32,16 @@ class NetworkMethods:
     def network_remove(self, name: str) -> None:
         self.client.request("DELETE", f"/networks/{name}", kind="network")
 
+    def network_document(self, name: str) -> dict:
+        """The daemon's own network inspect document."""
+        return self.client.get_json(f"/networks/{name}", kind="network")
+
+    def volume_document(self, name: str) -> dict:
+        """The daemon's own volume inspect document."""
+        return self.client.get_json(f"/volumes/{name}", kind="volume")
+
     def network_inspect(self, name: str) -> NetworkInfo:
-        doc: dict = self.client.get_json(f"/networks/{name}", kind="network")
+        doc: dict = self.network_document(name)
         config = ((doc.get("IPAM") or {}).get("Config") or [{}])[0]
         return NetworkInfo(
             name=doc["Name"], id=doc["Id"], driver=doc.get("Driver", ""),

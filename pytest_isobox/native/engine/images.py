@@ -66,6 +66,19 @@ class ImagesRole:
         return ImageInfo(image.id, image.tags, image.config, image.size,
                          image.config.get("created"))
 
+    def image_document(self, ref: str) -> dict:
+        """Docker's image inspect document (`isobox image inspect`), with the digests the
+        image was pulled or pushed as."""
+        from pytest_isobox.engine import documents
+
+        info = self.image_inspect(ref)
+        return documents.image_document(info, repo_digests=self.images_store.repo_digests(info.id))
+
+    def image_history(self, ref: str) -> list[dict]:
+        from pytest_isobox.engine import documents
+
+        return documents.image_history(self.image_inspect(ref))
+
     def images(self) -> list[ImageInfo]:
         return self.images_store.images()
 

@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from pytest_isobox.engine import ContainerState, ContainerStats, LogStream
+from pytest_isobox.engine import ContainerState, ContainerStats, LogStream, NetworkInfo
 from pytest_isobox.native.container_json import container_json
 from pytest_isobox.native.logs import read_log
 from pytest_isobox.native.specs import spec_from_dict
@@ -41,12 +41,14 @@ class ViewsRole:
             self._monitors.pop(cdir.id).close()
         return self._state_of(cdir, self._read_state(cdir))
 
-    def inspect(self, container: str) -> dict:
-        """Docker's container JSON, for the fields this engine knows."""
+    def inspect(self, container: str, *, size: bool = False) -> dict:
+        """Docker's container JSON, for the fields this engine knows; `size` adds SizeRw and
+        SizeRootFs (`inspect -s`), which walk the container's writable layer."""
         cdir = self._find(container)
         st = self.state(cdir.id)
         data = container_json(cdir.id, cdir.config, self._usage_of(cdir, self._read_state(cdir)),
-                              st)
+                              st, cdir=cdir.path, networks=self._networks_of(st),
+                              size=self._sizes(cdir) if size else None)
         data["Isobox"] = {  # ours, not Docker's: rootless mode, the limits held, the id map
             "Rootless": self._rootless is not None,
             "Limits": self._limits_plan(spec_from_dict(cdir.config["spec"]))[1],
@@ -54,6 +56,21 @@ class ViewsRole:
             "Outbound": getattr(self._rootless, "outbound_note", "") if self._rootless else "",
         }
         return data
+
+    def _networks_of(self, st: ContainerState) -> dict[str, NetworkInfo]:
+        networks = {}
+        for name in st.ips:
+            with contextlib.suppress(Exception):  # the network went meanwhile
+                networks[name] = self.network_inspect(name)
+        return networks
+
+    def _sizes(self, cdir: ContainerDir) -> dict[str, int]:
+        rw = _tree_size(cdir.path / "upper")
+        try:
+            image = self.images_store.resolve(cdir.config["image_id"]).size
+        except Exception:  # noqa: BLE001 - the image was removed under a stopped container
+            image = 0
+        return {"rw": rw, "root_fs": rw + image}
 
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         found = []
@@ -92,3 +109,14 @@ class ViewsRole:
         return ContainerStats(0, int(state.get("memory_peak") or 0),
                               int(state.get("cpu_time_ns") or 0), 0)
 
+
+
+def _tree_size(root: os.PathLike | str) -> int:
+    """Bytes of the regular files under `root` (as Docker's SizeRw counts the upper layer)."""
+    total = 0
+    for top, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(top, name))
+                total += st.st_size
+    return total
