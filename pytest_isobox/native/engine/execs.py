@@ -9,7 +9,7 @@ import socket
 import sys
 
 from pytest_isobox.engine import ContainerError, ContainerSpec, ExecResult, InvalidSpec
-from pytest_isobox.native import seccomp
+from pytest_isobox.native import privileges, seccomp
 from pytest_isobox.native.engine.support import collect_ready, read_to_end
 from pytest_isobox.native.forked import fork_child
 from pytest_isobox.native.monitor import Terminal
@@ -45,7 +45,8 @@ class ExecRole:
         return ProcessPlan(argv=list(cmd), env=merged, workdir=workdir or config["workdir"],
                            user=config["user"] if user is None else user, tty=tty,
                            create_workdir=False,
-                           rlimits=dict(config["spec"].get("ulimits") or {}))
+                           rlimits=dict(config["spec"].get("ulimits") or {}),
+                           capabilities=privileges.capability_mask(config["spec"]))
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,
@@ -53,7 +54,7 @@ class ExecRole:
         self._join_pool()  # no fork while another thread works
         cgroup = self._cgroup(cdir.id)
         security_opt = list(cdir.config["spec"].get("security_opt") or ())
-        seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
+        seccomp_filter = privileges.seccomp_filter(cdir.config["spec"])  # the container's
         no_new_privs = seccomp.no_new_privs(security_opt)
         return fork_child(lambda: exec_init(pid, process, stdio, error_w, cgroup.add, console,
                                             seccomp_filter, no_new_privs),

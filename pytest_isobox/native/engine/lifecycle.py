@@ -25,7 +25,7 @@ from pytest_isobox.engine import (
     InvalidSpec,
     MountSpec,
 )
-from pytest_isobox.native import mounts, seccomp, shim
+from pytest_isobox.native import mounts, privileges, seccomp, shim
 from pytest_isobox.native.cgroups import Limits, cgroup_path_for_ns, check_available, open_cgroup
 from pytest_isobox.native.engine.support import (
     FALLBACK_DNS,
@@ -60,6 +60,7 @@ class LifecycleRole:
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
+        privileges.check(spec_to_dict(spec))
         if self._rootless is None:
             check_available(limits)
         if network_kind(spec) == "managed":
@@ -117,7 +118,9 @@ class LifecycleRole:
 
     def _limits(self, spec: ContainerSpec) -> Limits:
         return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
-                      pids=spec.pids_limit)
+                      pids=spec.pids_limit, devices=privileges.device_rules(
+                          {"privileged": spec.privileged,
+                           "devices": [asdict(d) for d in spec.devices]}))
 
     def _limits_plan(self, spec: ContainerSpec) -> tuple[Limits, str]:
         """The limits a container gets and, rootless, one line saying which were applied."""
@@ -170,7 +173,8 @@ class LifecycleRole:
             upper=str(cdir.upper), work=str(cdir.work), hostname=config["hostname"],
             process=ProcessPlan(argv=argv, env=config["env"], workdir=config["workdir"],
                                 user=config["user"], tty=tty,
-                                rlimits=dict(config["spec"].get("ulimits") or {})),
+                                rlimits=dict(config["spec"].get("ulimits") or {}),
+                                capabilities=privileges.capability_mask(spec)),
             etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
                        "/etc/resolv.conf": str(cdir.resolv_conf)},
             mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
@@ -178,9 +182,13 @@ class LifecycleRole:
             cgroup_ns=self._rootless is None
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
-            seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
+            seccomp=privileges.seccomp_filter(spec),
             no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
             read_only=bool(spec.get("read_only")),
+            privileged=bool(spec.get("privileged")),
+            shm_size=spec.get("shm_size") or mounts.SHM_SIZE,
+            sysctls=dict(spec.get("sysctls") or {}),
+            devices=privileges.device_nodes(spec),
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
