@@ -30,6 +30,7 @@ class ExecRole:
 
     def _exec_process(self, cdir: ContainerDir, cmd: list[str], env: dict[str, str] | None,
                       user: str | None, workdir: str | None, tty: bool) -> ProcessPlan:
+        from pytest_isobox.native import privileges
         from pytest_isobox.native.runtime import ProcessPlan
 
         if not cmd:
@@ -40,19 +41,20 @@ class ExecRole:
         return ProcessPlan(argv=list(cmd), env=merged, workdir=workdir or config["workdir"],
                            user=config["user"] if user is None else user, tty=tty,
                            create_workdir=False,
-                           rlimits=dict(config["spec"].get("ulimits") or {}))
+                           rlimits=dict(config["spec"].get("ulimits") or {}),
+                           capabilities=privileges.capability_mask(config["spec"]))
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,
                    console: socket.socket | None = None) -> int:
-        from pytest_isobox.native import seccomp
+        from pytest_isobox.native import privileges, seccomp
         from pytest_isobox.native.forked import fork_child
         from pytest_isobox.native.runtime import exec_init
 
         self._join_pool()  # no fork while another thread works
         cgroup = self._cgroup(cdir.id)
         security_opt = list(cdir.config["spec"].get("security_opt") or ())
-        seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
+        seccomp_filter = privileges.seccomp_filter(cdir.config["spec"])  # the container's
         no_new_privs = seccomp.no_new_privs(security_opt)
         return fork_child(lambda: exec_init(pid, process, stdio, error_w, cgroup.add, console,
                                             seccomp_filter, no_new_privs),

@@ -55,6 +55,7 @@ class LifecycleRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
     def create(self, spec: ContainerSpec) -> ContainerState:
+        from pytest_isobox.native import privileges
         from pytest_isobox.native.cgroups import check_available
         from pytest_isobox.native.runtime import check_ulimits
 
@@ -65,6 +66,7 @@ class LifecycleRole:
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
+        privileges.check(spec_to_dict(spec))
         if self._rootless is None:
             check_available(limits)
         if network_kind(spec) == "managed":
@@ -121,10 +123,13 @@ class LifecycleRole:
         return self._state_of(cdir, state)
 
     def _limits(self, spec: ContainerSpec) -> Limits:
+        from pytest_isobox.native import privileges
         from pytest_isobox.native.cgroups import Limits
 
         return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
-                      pids=spec.pids_limit)
+                      pids=spec.pids_limit, devices=privileges.device_rules(
+                          {"privileged": spec.privileged,
+                           "devices": [asdict(d) for d in spec.devices]}))
 
     def _limits_plan(self, spec: ContainerSpec) -> tuple[Limits, str]:
         """The limits a container gets and, rootless, one line saying which were applied."""
@@ -160,7 +165,7 @@ class LifecycleRole:
         return resolved
 
     def _plan(self, cdir: ContainerDir, tty: bool) -> ContainerPlan:
-        from pytest_isobox.native import mounts, seccomp
+        from pytest_isobox.native import mounts, privileges, seccomp
         from pytest_isobox.native.cgroups import cgroup_path_for_ns
         from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan
 
@@ -183,7 +188,8 @@ class LifecycleRole:
             upper=str(cdir.upper), work=str(cdir.work), hostname=config["hostname"],
             process=ProcessPlan(argv=argv, env=config["env"], workdir=config["workdir"],
                                 user=config["user"], tty=tty,
-                                rlimits=dict(config["spec"].get("ulimits") or {})),
+                                rlimits=dict(config["spec"].get("ulimits") or {}),
+                                capabilities=privileges.capability_mask(spec)),
             etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
                        "/etc/resolv.conf": str(cdir.resolv_conf)},
             mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
@@ -191,9 +197,13 @@ class LifecycleRole:
             cgroup_ns=self._rootless is None
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
-            seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
+            seccomp=privileges.seccomp_filter(spec),
             no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
             read_only=bool(spec.get("read_only")),
+            privileged=bool(spec.get("privileged")),
+            shm_size=spec.get("shm_size") or mounts.SHM_SIZE,
+            sysctls=dict(spec.get("sysctls") or {}),
+            devices=privileges.device_nodes(spec),
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
