@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    verb = args.func
+    verb = args.verb = args.func
     args.func = _command(verb)
     if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
         try:
@@ -87,7 +87,7 @@ READ_ONLY_VERBS = {
 def _open(args: argparse.Namespace) -> Engine:
     kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
     pull = getattr(args, "pull", None)
-    options: dict = {"read_only": True} if getattr(args, "func", None) in READ_ONLY_VERBS else {}
+    options: dict = {"read_only": True} if getattr(args, "verb", None) in READ_ONLY_VERBS else {}
     if kind == "native":
         home = args.home or os.environ.get("ISOBOX_HOME")
         if home:
