@@ -49,6 +49,15 @@ def start_owner(marker: Path, mode: str) -> tuple[subprocess.Popen, int]:
     return proc, int(proc.stdout.readline())
 
 
+def named(pid: int) -> str:
+    """The process's name once the forked child has set it (it does so first thing)."""
+    deadline = time.monotonic() + 10
+    while (name := psutil.Process(pid).name()) != "isobox-reaper" \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return name
+
+
 def test_a_closed_engine_s_reaper_exits_without_reaping(tmp_path: Path) -> None:
     marker = tmp_path / "reaped"
     proc, reaper = start_owner(marker, "close")
@@ -61,7 +70,7 @@ def test_a_closed_engine_s_reaper_exits_without_reaping(tmp_path: Path) -> None:
 def test_the_reaper_reaps_when_its_owner_s_group_is_killed(tmp_path: Path) -> None:
     marker = tmp_path / "reaped"
     proc, reaper = start_owner(marker, "hang")
-    assert psutil.Process(reaper).name() == "isobox-reaper"
+    assert named(reaper) == "isobox-reaper"
     assert os.getsid(reaper) != os.getsid(proc.pid)  # a session of its own
     os.killpg(proc.pid, signal.SIGKILL)  # the owner's whole group, as a CI timeout does
     proc.communicate(timeout=30)  # EOF while the reaper still waits: it holds none of them
@@ -89,7 +98,7 @@ def test_an_engine_forks_its_reaper_at_its_first_container_only(isobox_home: Pat
         engine.create(ContainerSpec(image=str(busybox_rootfs), command=["true"],
                                     network_mode="none"))
         reaper = engine._reaper.pid
-        assert reaper is not None and psutil.Process(reaper).name() == "isobox-reaper"
+        assert reaper is not None and named(reaper) == "isobox-reaper"
     finally:
         engine.close()
     assert not psutil.pid_exists(reaper)  # reaped by close()
