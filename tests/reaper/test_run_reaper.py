@@ -70,19 +70,25 @@ def test_a_closed_engine_s_reaper_exits_without_reaping(tmp_path: Path) -> None:
 def test_the_reaper_reaps_when_its_owner_s_group_is_killed(tmp_path: Path) -> None:
     marker = tmp_path / "reaped"
     proc, reaper = start_owner(marker, "hang")
-    assert named(reaper) == "isobox-reaper"
-    assert os.getsid(reaper) != os.getsid(proc.pid)  # a session of its own
-    os.killpg(proc.pid, signal.SIGKILL)  # the owner's whole group, as a CI timeout does
-    proc.communicate(timeout=30)  # EOF while the reaper still waits: it holds none of them
-    assert not marker.exists()
-    (tmp_path / "go").touch()
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the reaper did not reap"
-        time.sleep(0.02)
-    assert marker.read_text() == str(proc.pid)
-    psutil.wait_procs([psutil.Process(reaper)], timeout=10)
-    assert not psutil.pid_exists(reaper)
+    try:
+        assert named(reaper) == "isobox-reaper"
+        assert os.getsid(reaper) != os.getsid(proc.pid)  # a session of its own
+        os.killpg(proc.pid, signal.SIGKILL)  # the owner's whole group, as a CI timeout does
+        proc.communicate(timeout=30)  # EOF while the reaper still waits: it holds none of them
+        assert not marker.exists()
+        (tmp_path / "go").touch()
+        deadline = time.monotonic() + 10
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the reaper did not reap"
+            time.sleep(0.02)
+        assert marker.read_text() == str(proc.pid)
+        psutil.wait_procs([psutil.Process(reaper)], timeout=10)
+        assert not psutil.pid_exists(reaper) or psutil.Process(reaper).status() == "zombie"
+    finally:  # whatever failed: the owner and its reaper end
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        (tmp_path / "go").touch()
 
 
 @needs_root
