@@ -90,8 +90,9 @@ def test_docker_owner_killed(after, docker_engine, busybox_image, rng, request):
         RESULTS.append((request.node.name, f"docker/{after}+{delay:.3f}s", elapsed))
         print(f"seed {SEED}: docker owner killed after {after}+{delay:.3f}s; "
               f"cleaned up in {elapsed:.2f} s")
-        for kept in owned(client, label, persistent=True):  # it outlives its owner
-            assert client.get_json(f"/{kept}/json")["State"]["Running"]
+        if after == "box":  # made before the kill: persistent, it outlives its owner
+            kept = owned(client, label, persistent=True)
+            assert len(kept) == 1 and client.get_json(f"/{kept[0]}/json")["State"]["Running"]
     finally:
         if proc.poll() is None:
             proc.kill()
