@@ -223,6 +223,7 @@ class ImageMethods:
                             kind="image")
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.settle_removals()  # type: ignore[attr-defined]  # containers of it may be going
         self.client.request("DELETE", f"/images/{ref}", {"force": force}, kind="image")
 
     def save_images(self, refs: list[str], path: str | Path) -> None:

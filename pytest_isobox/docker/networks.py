@@ -16,6 +16,9 @@ class NetworkMethods:
     labels: dict[str, str]
     _watchdog: Any  # native/reaper.RunReaper
 
+    def settle_removals(self) -> None:  # DockerEngine's: containers removed in the background
+        raise NotImplementedError
+
     def network_create(
         self, name: str, *, subnet: str | None = None, labels: dict[str, str] | None = None,
     ) -> NetworkInfo:
@@ -30,6 +33,7 @@ class NetworkMethods:
         return self.network_inspect(name)
 
     def network_remove(self, name: str) -> None:
+        self.settle_removals()  # a container still being removed holds an endpoint
         self.client.request("DELETE", f"/networks/{name}", kind="network")
 
     def network_document(self, name: str) -> dict:
@@ -70,6 +74,7 @@ class NetworkMethods:
         return doc["Name"]
 
     def volume_remove(self, name: str, *, force: bool = False) -> None:
+        self.settle_removals()  # a container still being removed holds its mount
         self.client.request("DELETE", f"/volumes/{name}", {"force": force}, kind="volume")
 
     def volumes(self) -> list[str]:

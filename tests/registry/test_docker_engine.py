@@ -98,7 +98,9 @@ def test_a_container_pulls_its_missing_image_through_the_daemon(
     engine.pull_policy.progress = lambda *event: events.append(event)
     before = _manifest_gets(registry, ref)
     assert _output(engine, ref, ["echo", "pulled"]) == b"pulled\n"
-    assert {e[0] for e in events} >= {"download", "done"}  # the daemon's progress, ours
+    kinds = {e[0] for e in events}  # the daemon's progress as ours (the busybox layer may
+    assert kinds & {"done", "exists"} and kinds <= {"waiting", "download", "done", "exists"}
+    # be on the daemon already from another test's import: "exists")
     asked = _manifest_gets(registry, ref)
     assert asked > before
     assert _output(engine, ref, ["echo", "again"]) == b"again\n"
