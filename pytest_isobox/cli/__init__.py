@@ -41,8 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_ENGINE_ERROR
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        group = getattr(args, "group_help", None)  # `isobox network`: that group's verbs
+        (group or parser).print_help()
+        return 0 if group else 2
     verb = args.func
     args.func = _command(verb)
     if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
@@ -100,6 +101,17 @@ def _inspect_flags(p: argparse.ArgumentParser) -> None:
                    "'{{.State.Pid}}', '{{json .Config}}'")
 
 
+def _images_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="reference, dangling, label, before, since")
+    p.add_argument("--format", help="a Go template per image, `table ...`, or json")
+    p.add_argument("--digests", action="store_true", help="a DIGEST column")
+    p.add_argument("--no-trunc", action="store_true", help="full ids")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+
+
 def _parser() -> argparse.ArgumentParser:
     top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
@@ -112,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def verb(name: str, func, help: str, **kw) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, add_help=kw.pop("add_help", True), **kw)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, **({} if func else {"group_help": p}))
         return p
 
     # -h is --hostname for run and create, as in Docker: only --help asks for help
@@ -125,8 +137,16 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("start", "containers:cmd_start", "start created containers")
     p.add_argument("containers", nargs="+")
     p = verb("ps", "containers:cmd_ps", "list containers")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-a", "--all", action="store_true", help="stopped ones too")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="status, name, label, id, ancestor, exited, network, volume, health, "
+                   "before, since")
+    p.add_argument("--format", help="a Go template per container, `table ...`, or json")
+    p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    p.add_argument("-n", "--last", type=int, metavar="N", help="the N last created (any state)")
+    p.add_argument("-l", "--latest", action="store_true", help="the last created (any state)")
+    p.add_argument("-s", "--size", action="store_true", help="the writable layer's size")
     p = verb("logs", "containers:cmd_logs", "show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int)
@@ -201,8 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("server", nargs="?")
     p.set_defaults(no_engine=True)
     p = verb("images", "images:cmd_images", "list images")
-    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _images_flags(p)
     p = verb("rmi", "images:cmd_rmi", "remove images")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("images", nargs="+")
@@ -236,10 +255,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func="images:cmd_image_inspect")
     _inspect_flags(p)
     p.add_argument("images", nargs="+")
-    p = isub.add_parser("ls")
+    p = isub.add_parser("ls", help="list images")
     p.set_defaults(func="images:cmd_images")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _images_flags(p)
     p = isub.add_parser("rm")
     p.set_defaults(func="images:cmd_rmi")
     p.add_argument("-f", "--force", action="store_true")
