@@ -219,9 +219,9 @@ def _created_at(when: float | None) -> str:
 
 def _status(s: ContainerState, doc: dict | None = None) -> str:
     state = (doc or {}).get("State") or {}
-    if s.status == "running":
+    if s.status in ("running", "paused"):
         text = f"Up {_duration(time.time() - (s.started_at or time.time()))}"
-        if state.get("Paused"):
+        if s.status == "paused" or state.get("Paused"):
             return text + " (Paused)"
         health = (state.get("Health") or {}).get("Status")
         if health and health != "none":
@@ -234,7 +234,7 @@ def _status(s: ContainerState, doc: dict | None = None) -> str:
 
 
 def _ports(s: ContainerState) -> str:
-    if not s.running:  # a stopped container holds no ports (Docker shows none)
+    if s.status not in ("running", "paused"):  # a stopped container holds no ports (Docker shows none)
         return ""
     return ", ".join(f"{h}:{p}->{key}" for key, binds in s.ports.items() for h, p in binds)
 
@@ -342,4 +342,54 @@ def cmd_stats(engine: Engine, args: argparse.Namespace) -> int:
         rows.append((st.id[:12], st.name, f"{s.cpu_time_ns / 1e9:.2f}s", _size(s.memory_current),
                      _size(s.memory_peak), str(s.pids)))
     _table(rows)
+    return 0
+
+
+def _verb_of(engine: Engine, name: str):  # -> the engine's method
+    method = getattr(engine, name, None)
+    if method is None:
+        raise IsoboxError(f"{name}: not supported by the {engine.name} engine")
+    return method
+
+
+def _each(engine: Engine, containers: list[str], action) -> int:
+    """Docker's multi-container verbs: each name printed when done, each failure one line,
+    exit 1 if any failed."""
+    status = 0
+    for c in containers:
+        try:
+            action(c)
+            print(c)
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_pause(engine: Engine, args: argparse.Namespace) -> int:
+    return _each(engine, args.containers, _verb_of(engine, "pause"))
+
+
+def cmd_unpause(engine: Engine, args: argparse.Namespace) -> int:
+    return _each(engine, args.containers, _verb_of(engine, "unpause"))
+
+
+def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
+    def restart(c: str) -> None:
+        engine.stop(c, timeout=args.time)
+        engine.start(c)
+
+    return _each(engine, args.containers, restart)
+
+
+def cmd_rename(engine: Engine, args: argparse.Namespace) -> int:
+    _verb_of(engine, "rename")(args.container, args.new_name)
+    return 0
+
+
+def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
+    doc = _verb_of(engine, "top")(args.container, " ".join(args.ps_args) or "-ef")
+    rows = [tuple(doc.get("Titles") or []), *(tuple(p) for p in doc.get("Processes") or [])]
+    if rows[0]:
+        _table(rows)
     return 0
