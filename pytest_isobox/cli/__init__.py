@@ -41,8 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_ENGINE_ERROR
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        group = getattr(args, "group_help", None)  # `isobox network`: that group's verbs
+        (group or parser).print_help()
+        return 0 if group else 2
     verb = args.verb = args.func
     args.func = _command(verb)
     if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
@@ -113,6 +114,17 @@ def _inspect_flags(p: argparse.ArgumentParser) -> None:
                    "'{{.State.Pid}}', '{{json .Config}}'")
 
 
+def _images_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="reference, dangling, label, before, since")
+    p.add_argument("--format", help="a Go template per image, `table ...`, or json")
+    p.add_argument("--digests", action="store_true", help="a DIGEST column")
+    p.add_argument("--no-trunc", action="store_true", help="full ids")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+
+
 def _parser() -> argparse.ArgumentParser:
     top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
@@ -125,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def verb(name: str, func, help: str, **kw) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, add_help=kw.pop("add_help", True), **kw)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, **({} if func else {"group_help": p}))
         return p
 
     # -h is --hostname for run and create, as in Docker: only --help asks for help
@@ -138,8 +150,16 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("start", "containers:cmd_start", "start created containers")
     p.add_argument("containers", nargs="+")
     p = verb("ps", "containers:cmd_ps", "list containers")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-a", "--all", action="store_true", help="stopped ones too")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="status, name, label, id, ancestor, exited, network, volume, health, "
+                   "before, since")
+    p.add_argument("--format", help="a Go template per container, `table ...`, or json")
+    p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    p.add_argument("-n", "--last", type=int, metavar="N", help="the N last created (any state)")
+    p.add_argument("-l", "--latest", action="store_true", help="the last created (any state)")
+    p.add_argument("-s", "--size", action="store_true", help="the writable layer's size")
     p = verb("logs", "containers:cmd_logs", "show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int)
@@ -155,6 +175,20 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("stop", "containers:cmd_stop", "stop containers (stop signal, then SIGKILL)")
     p.add_argument("-t", "--time", type=float)
     p.add_argument("containers", nargs="+")
+    p = verb("restart", "containers:cmd_restart", "stop containers, then start them again")
+    p.add_argument("-t", "--time", type=float, help="seconds to wait for the stop")
+    p.add_argument("containers", nargs="+")
+    p = verb("pause", "containers:cmd_pause", "freeze every process of containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("unpause", "containers:cmd_unpause", "thaw paused containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("rename", "containers:cmd_rename", "give a container another name")
+    p.add_argument("container")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p = verb("top", "containers:cmd_top", "a container's processes (the host's ps)")
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
+                   help="options of ps (default -ef)")
     p = verb("kill", "containers:cmd_kill", "send a signal to containers")
     p.add_argument("-s", "--signal", default="SIGKILL")
     p.add_argument("containers", nargs="+")
@@ -214,8 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("server", nargs="?")
     p.set_defaults(no_engine=True)
     p = verb("images", "images:cmd_images", "list images")
-    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _images_flags(p)
     p = verb("rmi", "images:cmd_rmi", "remove images")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("images", nargs="+")
@@ -238,13 +271,24 @@ def _parser() -> argparse.ArgumentParser:
              add_help=False, prefix_chars="+")
     p.add_argument("compose_args", nargs=argparse.REMAINDER)
     p.set_defaults(no_engine=True)
-    system = verb("system", None, "what isobox left on this host")
+    p = verb("version", "system:cmd_version", "the versions of isobox and of its engine")
+    p.add_argument("-f", "--format", help="a Go template over {Client, Server}")
+    p = verb("info", "system:cmd_info", "the engine's containers, images and host")
+    p.add_argument("-f", "--format", help="a Go template over the info document")
+    system = verb("system", None, "what isobox left on this host, info, df")
     ssub = system.add_subparsers(metavar="COMMAND")
     p = ssub.add_parser("check", help="list what isobox left on this host; exit 1 if any")
     p.set_defaults(func="system:cmd_system_check", no_engine=True)
     p.add_argument("--save", metavar="FILE", help="write the current state to FILE")
     p.add_argument("--baseline", metavar="FILE", help="report only what is new since FILE")
     p.add_argument("--json", action="store_true", help="the items as a JSON list")
+    p = ssub.add_parser("info", help="the engine's containers, images and host (Docker's info)")
+    p.set_defaults(func="system:cmd_info")
+    p.add_argument("-f", "--format", help="a Go template over the info document")
+    p = ssub.add_parser("df", help="disk used by images, layers, containers and the build cache")
+    p.set_defaults(func="system:cmd_df")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="each image's shared and unique size")
     p = ssub.add_parser("prune", help="remove what runs that died left behind")
     p.set_defaults(func="system:cmd_system_prune", no_engine=True)
     image = verb("image", None, "manage images")
@@ -253,10 +297,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func="images:cmd_image_inspect")
     _inspect_flags(p)
     p.add_argument("images", nargs="+")
-    p = isub.add_parser("ls")
+    p = isub.add_parser("ls", help="list images")
     p.set_defaults(func="images:cmd_images")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _images_flags(p)
     p = isub.add_parser("rm")
     p.set_defaults(func="images:cmd_rmi")
     p.add_argument("-f", "--force", action="store_true")

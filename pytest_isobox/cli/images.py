@@ -8,7 +8,14 @@ import os
 import sys
 
 from pytest_isobox import dockerargs
-from pytest_isobox.cli.output import _short, _size, _table, compile_format, print_documents
+from pytest_isobox.cli.output import (
+    _ago,
+    _short,
+    _size,
+    _table,
+    compile_format,
+    print_documents,
+)
 from pytest_isobox.engine import (
     BuildStep,
     Engine,
@@ -119,20 +126,89 @@ def cmd_logout(_: None, args: argparse.Namespace) -> int:
     return 0
 
 
+_IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG",
+                  "Digest": "DIGEST", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                  "Size": "SIZE", "Containers": "CONTAINERS"}
+_IMAGES_TABLE = "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}"
+_IMAGES_DIGESTS = ("table {{.Repository}}\\t{{.Tag}}\\t{{.Digest}}\\t{{.ID}}\\t"
+                   "{{.CreatedSince}}\\t{{.Size}}")
+
+
 def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
-    # As Docker, untagged images (a build's intermediate steps) show only with -a.
-    infos = [i for i in engine.images() if args.all or i.tags]
-    if args.quiet:
-        for info in infos:
-            print(_short(info.id))
-        return 0
-    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    from pytest_isobox.cli.filters import (
+        bool_value,
+        label_matches,
+        parse_filters,
+        reference_matches,
+    )
+    from pytest_isobox.engine.documents import parse_time
+    from pytest_isobox.gotemplate import render_rows
+
+    filters = parse_filters(args.filter, ("reference", "dangling", "label", "before", "since"))
+    template = "{{.ID}}" if args.quiet else args.format
+    if template is None:
+        template = _IMAGES_DIGESTS if args.digests else _IMAGES_TABLE
+    compile_format(template)  # a bad template fails before any work
+    dangling = [bool_value(v, "dangling") for v in filters.get("dangling", ())]
+    infos = engine.images()
+    created = {t: parse_time(i.created) or 0 for i in infos for t in [*i.tags, i.id]}
+    infos.sort(key=lambda i: parse_time(i.created) or 0, reverse=True)
+    rows, seen = [], set()
     for info in infos:
+        if dangling:
+            if not any(d == (not info.tags) for d in dangling):
+                continue
+        elif not (args.all or info.tags):
+            continue  # as Docker, untagged images (a build's steps) show only with -a
+        when = parse_time(info.created)
+        labels = dict(((info.config.get("config") or {}).get("Labels")) or {})
+        if not all(label_matches(labels, v) for v in filters.get("label", ())):
+            continue
+        if any((when or 0) >= created.get(v, 0) for v in filters.get("before", ())):
+            continue
+        if any((when or 0) <= created.get(v, float("inf")) for v in filters.get("since", ())):
+            continue
+        digests = _digests(engine, info.id) if args.digests or "Digest" in template else []
+        wanted = [*filters.get("reference", ()), *([args.reference] if args.reference else [])]
         for ref in info.tags or ["<none>:<none>"]:
+            if not all(reference_matches([ref], v) for v in wanted):
+                continue  # a row per tag, as Docker: only the tags that match
             repo, _, tag = ref.rpartition(":")
-            rows.append((repo, tag, _short(info.id), info.created or "", _size(info.size)))
-    _table(rows)
+            digest = next((d.partition("@")[2] for d in digests
+                           if d.partition("@")[0] == repo), "<none>")
+            row = {
+                "ID": info.id if args.no_trunc else _short(info.id),
+                "Repository": repo, "Tag": tag, "Digest": digest,
+                "CreatedSince": _ago(when) if when else "N/A",
+                "CreatedAt": _created_at(when), "Size": _size(info.size),
+                "Containers": "N/A",
+            }
+            if args.quiet:
+                if row["ID"] in seen:
+                    continue
+                seen.add(row["ID"])
+            rows.append(row)
+    default = _IMAGES_DIGESTS if args.digests else _IMAGES_TABLE
+    for line in render_rows(template, rows, _IMAGE_HEADERS, default_table=default):
+        print(line)
     return 0
+
+
+def _digests(engine: Engine, image_id: str) -> list[str]:
+    from pytest_isobox.cli import inspecting
+
+    try:
+        return list(inspecting.image_document(engine, image_id).get("RepoDigests") or [])
+    except IsoboxError:
+        return []
+
+
+def _created_at(when: float | None) -> str:
+    if not when:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
 def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:

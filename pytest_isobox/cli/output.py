@@ -11,10 +11,28 @@ def _ago(when: float | None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{int(seconds // size)} {unit}"
-    return f"{int(seconds)} seconds" if seconds >= 1 else "Less than a second"
+    """Docker's HumanDuration: "Less than a second", "About a minute", "3 hours", "2 weeks"."""
+    if seconds < 1:
+        return "Less than a second"
+    if int(seconds) == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds // 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    for unit, size, limit in (("days", 24, 24 * 7 * 2), ("weeks", 24 * 7, 24 * 30 * 2),
+                              ("months", 24 * 30, 24 * 365 * 2)):
+        if hours < limit:
+            return f"{hours // size} {unit}"
+    return f"{hours // (24 * 365)} years"
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

@@ -332,6 +332,28 @@ class DockerEngine(ImageMethods, NetworkMethods):
     def state(self, container: str) -> ContainerState:
         return state_from_inspect(self.inspect(container), self.remote_host)
 
+    def pause(self, container: str) -> None:
+        self.client.request("POST", f"/containers/{container}/pause", kind="container")
+
+    def unpause(self, container: str) -> None:
+        self.client.request("POST", f"/containers/{container}/unpause", kind="container")
+
+    def rename(self, container: str, new_name: str) -> None:
+        self.client.request("POST", f"/containers/{container}/rename", {"name": new_name},
+                            kind="container")
+
+    def top(self, container: str, ps_args: str = "-ef") -> dict:
+        return self.client.get_json(f"/containers/{container}/top", {"ps_args": ps_args},
+                                    kind="container")
+
+    def system_info(self) -> dict:
+        """The daemon's own `/info` document."""
+        return self.client.get_json("/info")
+
+    def version_document(self) -> dict:
+        """The daemon's own `/version` document."""
+        return self.client.get_json("/version")
+
     def inspect(self, container: str, *, size: bool = False) -> dict:
         return self.client.get_json(f"/containers/{container}/json",
                                     {"size": True} if size else None, kind="container")

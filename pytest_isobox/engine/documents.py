@@ -148,3 +148,57 @@ def volume_document(name: str, mountpoint: str, *, created: float | None = None,
         "CreatedAt": iso_time(created), "Driver": "local", "Labels": dict(labels or {}),
         "Mountpoint": mountpoint, "Name": name, "Options": {}, "Scope": "local",
     }
+
+
+def _go_arch(machine: str) -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def _host_facts() -> dict:
+    import os
+    import platform
+    from pathlib import Path
+
+    memory = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    system = "Linux"
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                system = line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    return {"KernelVersion": platform.release(), "OperatingSystem": system, "OSType": "linux",
+            "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
+            "MemTotal": memory, "Name": platform.node(),
+            "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if cgroup2 else "1"}
+
+
+def system_info(states: Iterable, *, images: int, server_version: str, root_dir: str,
+                driver: str = "overlay", security: Iterable[str] = ()) -> dict:
+    """Docker's `/info` document (`docker system info`) for an engine on this host."""
+    states = list(states)
+    paused = sum(1 for s in states if s.status == "paused")
+    running = sum(1 for s in states if s.status == "running")
+    return {
+        "ID": "", "Containers": len(states), "ContainersRunning": running,
+        "ContainersPaused": paused, "ContainersStopped": len(states) - running - paused,
+        "Images": images, "Driver": driver, "DriverStatus": [],
+        **_host_facts(), "ServerVersion": server_version, "DockerRootDir": root_dir,
+        "SecurityOptions": list(security), "Warnings": [],
+    }
+
+
+def server_version(name: str, version: str) -> dict:
+    """The Server half of Docker's `/version` document, for an engine that is not a daemon."""
+    import platform
+
+    return {"Platform": {"Name": name}, "Version": version, "ApiVersion": "",
+            "MinAPIVersion": "", "Os": "linux", "Arch": _go_arch(platform.machine()),
+            "KernelVersion": platform.release(), "Components": []}

@@ -33,7 +33,7 @@ def container_json(cid: str, config: dict, raw: dict, st: ContainerState, *,
         "HostnamePath": str(cdir / "hostname") if cdir else "",
         "HostsPath": str(cdir / "hosts") if cdir else "",
         "LogPath": str(cdir / "log") if cdir else "",
-        "Name": "/" + config["name"],
+        "Name": "/" + st.name,
         "RestartCount": int(raw.get("restart_count") or 0),
         "Driver": "overlay", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
         "AppArmorProfile": "", "ExecIDs": None,
@@ -53,7 +53,8 @@ def container_json(cid: str, config: dict, raw: dict, st: ContainerState, *,
 
 def _state(st: ContainerState, raw: dict) -> dict:
     state = {
-        "Status": st.status, "Running": st.running, "Paused": st.status == "paused",
+        "Status": st.status, "Running": st.status in ("running", "paused"),
+        "Paused": st.status == "paused",
         "Restarting": st.status == "restarting", "OOMKilled": st.oom_killed,
         "Dead": st.status == "dead", "Pid": st.pid or 0, "ExitCode": st.exit_code or 0,
         "Error": raw.get("error", ""),
@@ -154,7 +155,7 @@ def _network_settings(spec: dict, st: ContainerState,
         }
     first = next(iter(networks.values()), {})
     return {
-        "SandboxID": st.id if st.running else "", "SandboxKey": f"/proc/{st.pid}/ns/net"
+        "SandboxID": st.id if st.pid else "", "SandboxKey": f"/proc/{st.pid}/ns/net"
         if st.pid else "",
         "Ports": docs.port_map(st.ports),
         # the fields Docker kept at the top until API 1.44: scripts still read them

@@ -101,6 +101,15 @@ class ContainerDir:
                 raise ContainerNotFound(f"no such container: {self.id}") from None
         return self._config
 
+    @property
+    def name(self) -> str:
+        """The container's name: config.json's, or the one `rename` gave it since (the `name`
+        file, replaced atomically: config.json is written once)."""
+        try:
+            return (self.path / "name").read_text()
+        except FileNotFoundError:
+            return self.config["name"]
+
     def read_state(self) -> dict:
         try:
             return json.loads((self.path / "state.json").read_text())
@@ -175,6 +184,21 @@ class ContainerStore:
         os.symlink(cid, stale)
         os.replace(stale, link)
 
+    def rename(self, cdir: ContainerDir, new: str) -> None:
+        """Give the container the name `new` (unique in the home, claimed exclusively first),
+        then release its old one."""
+        old = cdir.name
+        if new == old:
+            raise ConflictError(f'renaming a container to its own name "{new}"')
+        self._claim_name(new, cdir.id)
+        try:
+            write_file_atomic(cdir.path / "name", new.encode())
+        except BaseException:
+            (self.names / new).unlink(missing_ok=True)
+            raise
+        if self._link_points_to(old, cdir.id):
+            (self.names / old).unlink(missing_ok=True)
+
     def _name_target(self, name: str) -> str | None:
         try:
             cid = os.readlink(self.names / name)
@@ -229,7 +253,7 @@ class ContainerStore:
         deleter (a crash leaves them in `.trash/` for the sweep)."""
         name = None
         try:
-            name = cdir.config.get("name")
+            name = cdir.name
         except ContainerNotFound:
             pass
         if name and self._link_points_to(name, cdir.id):

@@ -133,7 +133,7 @@ class LaunchRole:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
                     result = self._network_manager().attach(
-                        cdir.id, config["name"], config["hostname"], event["pid"], spec,
+                        cdir.id, cdir.name, config["hostname"], event["pid"], spec,
                         cdir.hosts)
                     ips, ports = result.ips, result.ports
                     handle.go()

@@ -220,7 +220,7 @@ class LifecycleRole:
             manager = self._network_manager()
 
             def attach(pid: int) -> tuple[dict, dict]:
-                result = manager.attach(cid, config["name"], config["hostname"], pid, spec,
+                result = manager.attach(cid, cdir.name, config["hostname"], pid, spec,
                                         cdir.hosts)
                 return result.ips, result.ports
 
@@ -394,6 +394,7 @@ class LifecycleRole:
         try:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal_number(cdir.config["stop_signal"]))
+            self._thaw_after_signal(cdir.id)
             if not select.select([fd], [], [], timeout)[0]:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
@@ -420,6 +421,43 @@ class LifecycleRole:
         if state.get("needs_release") and state.get("status") != "running":
             self._release(cdir, delete=False)
 
+    def rename(self, container: str, new_name: str) -> None:
+        """`docker rename`: the name is checked as at create, and unique in the home."""
+        cdir = self._find(container)
+        if not NAME_PATTERN.fullmatch(new_name):
+            raise InvalidSpec(f"invalid container name {new_name!r}: only "
+                              "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        self.store.rename(cdir, new_name)
+
+    def pause(self, container: str) -> None:
+        """Freeze every process of the container (`docker pause`): the cgroup freezer."""
+        cdir = self._find(container)
+        state = self._read_state(cdir)
+        if state["status"] != "running" or not self._monitor_alive(state):
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        cgroup = self._cgroup(cdir.id)
+        if self._frozen(cdir.id):
+            raise ConflictError(f"container {cdir.id[:12]} is already paused")
+        freeze = getattr(cgroup, "freeze", None)
+        if freeze is None or not freeze():
+            raise ContainerError(f"cannot pause container {cdir.id[:12]}: no cgroup freezer "
+                                 "(v1 freezer or v2 cgroup.freeze) that settled")
+
+    def unpause(self, container: str) -> None:
+        cdir = self._find(container)
+        if not self._frozen(cdir.id):
+            raise ConflictError(f"container {cdir.id[:12]} is not paused")
+        self._cgroup(cdir.id).thaw()
+
+    def _frozen(self, cid: str) -> bool:
+        frozen = getattr(self._cgroup(cid), "frozen", None)
+        return bool(frozen and frozen())
+
+    def _thaw_after_signal(self, cid: str) -> None:
+        """A paused container gets its signal once thawed: as Docker, stop and kill work on it."""
+        if self._frozen(cid):
+            self._cgroup(cid).thaw()
+
     def kill(self, container: str, signal: str = "SIGKILL") -> None:
         cdir = self._find(container)
         state = self._read_state(cdir)
@@ -430,6 +468,7 @@ class LifecycleRole:
             number = signal_number(signal)
             with contextlib.suppress(ProcessLookupError):
                 send_signal(fd, number)
+            self._thaw_after_signal(cdir.id)
         finally:
             os.close(fd)
 

@@ -24,9 +24,11 @@ class ViewsRole:
         status = state["status"]
         if status == "running" and not self._monitor_alive(state):
             status = "dead"
+        elif status == "running" and self._frozen(cdir.id):
+            status = "paused"  # read from the freezer: pause writes no state
         return ContainerState(
-            id=cdir.id, name=config["name"], image=config["image"], image_id=config["image_id"],
-            status=status, pid=state.get("pid") if status == "running" else None,
+            id=cdir.id, name=cdir.name, image=config["image"], image_id=config["image_id"],
+            status=status, pid=state.get("pid") if status in ("running", "paused") else None,
             exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
             created_at=config["created"], started_at=state.get("started_at"),
             finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
@@ -72,12 +74,62 @@ class ViewsRole:
             image = 0
         return {"rw": rw, "root_fs": rw + image}
 
+    def top(self, container: str, ps_args: str = "-ef") -> dict:
+        """Docker's `top` document ({Titles, Processes}): the host's `ps` (with `ps_args`)
+        cut down to the container's processes, the ones in its cgroup."""
+        import shlex
+        import subprocess
+
+        from pytest_isobox.engine import ContainerError
+
+        cdir = self._find(container)
+        st = self.state(cdir.id)
+        if st.status not in ("running", "paused"):
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        pids = set(self._cgroup(cdir.id).procs()) or ({st.pid} if st.pid else set())
+        try:
+            args = shlex.split(ps_args)
+        except ValueError as exc:
+            raise ContainerError(f"top: bad ps options {ps_args!r}: {exc}") from None
+        done = subprocess.run(["ps", *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            raise ContainerError(f"top: ps {ps_args}: {last}")
+        lines = done.stdout.splitlines()
+        titles = lines[0].split() if lines else []
+        if "PID" not in titles:
+            raise ContainerError(f"top: ps {ps_args} gives no PID column")
+        where = titles.index("PID")
+        rows = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > where and fields[where].isdigit() and int(fields[where]) in pids:
+                rows.append(fields)
+        return {"Titles": titles, "Processes": rows}
+
+    def system_info(self) -> dict:
+        """Docker's `/info` document: counts of this home's containers and images."""
+        from pytest_isobox._version import __version__
+        from pytest_isobox.engine import documents
+
+        security = ["name=seccomp,profile=builtin"] + (["name=rootless"] if self._rootless
+                                                       else [])
+        return documents.system_info(self.containers(all=True), images=len(self.images()),
+                                     server_version=f"isobox {__version__} (native)",
+                                     root_dir=str(self.home), security=security)
+
+    def version_document(self) -> dict:
+        from pytest_isobox._version import __version__
+        from pytest_isobox.engine import documents
+
+        return documents.server_version("isobox native engine (daemonless)", __version__)
+
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         found = []
         for cdir in self.store.all():
             with contextlib.suppress(Exception):  # removed meanwhile
                 st = self._state_of(cdir, self._read_state(cdir))
-                if all or st.running:
+                if all or st.status in ("running", "paused"):  # Docker lists paused ones
                     found.append(st)
         return sorted(found, key=lambda s: s.created_at or 0, reverse=True)
 
