@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_isobox.polling import readable
 
 if TYPE_CHECKING:
     from pytest_isobox.native import shim
@@ -36,7 +37,7 @@ def collect_ready(buffers: dict[int, bytearray]) -> dict[int, bytearray]:
     """Read every fd to its end (they close when the writer exits)."""
     open_fds = set(buffers)
     while open_fds:
-        for fd in select.select(list(open_fds), [], [])[0]:
+        for fd in readable(open_fds, None):
             chunk = os.read(fd, 65536)
             if chunk:
                 buffers[fd] += chunk
