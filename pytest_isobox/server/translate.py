@@ -143,7 +143,7 @@ def _networks(host: dict, networking: dict) -> tuple[str, list[NetworkAttachment
     names: dict[str, list[str]] = {}
     for net, endpoint in endpoints.items():
         aliases = _strings((endpoint or {}).get("Aliases"), f"EndpointsConfig[{net!r}].Aliases")
-        names[net] = aliases or []
+        names["bridge" if net == "default" else net] = aliases or []
     if not names:
         names = {mode: []}
     elif mode not in names and mode not in dockerargs.BUILTIN_NETWORK_MODES:

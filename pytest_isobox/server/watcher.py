@@ -20,7 +20,11 @@ def start(ctx: ServerContext, ref: str) -> tuple[ContainerState, bool]:
         before = ctx.engine.state(ref)
         if before.running:
             return before, False
-        state = ctx.engine.start(before.id)
+        try:
+            state = ctx.engine.start(before.id)
+        except BaseException:  # wake the attach and /wait requests waiting for this run
+            ctx.record_exit(before.id, ctx.record_start(before.id), 125)
+            raise
         run = ctx.record_start(state.id)
         pidfd = _pidfd(state.pid)
     threading.Thread(target=_watch, args=(ctx, state.id, run, pidfd), daemon=True,
