@@ -34,6 +34,11 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the Docker API server parses its own (dockerd's) flags
+        from pytest_isobox.server.command import main as serve
+
+        return serve(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)
