@@ -250,7 +250,7 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
         container_init(plan, *channels.for_child(plan))
     os.close(plan_r)
     cgroup.join(child)
-    ready = select.select([control_r, owner_fd], [], [])[0]
+    ready = readable([control_r, owner_fd], None)
     message = b"" if owner_fd in ready else _read_all(control_r)
     if message[:1] != b"s":  # not needed after all
         os.kill(child, signal.SIGKILL)

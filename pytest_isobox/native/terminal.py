@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import termios
 import threading
 import tty
 from collections.abc import Iterator
 from typing import Self
+
+from pytest_isobox.polling import readable
 
 
 def copy_window_size(sources: tuple[int | None, ...], master: int) -> None:
@@ -145,7 +146,7 @@ def relay_pty(master: int, stdin: bool) -> None:
         if window.fd is not None:
             sources.insert(0, window.fd)
         while True:
-            for fd in select.select(sources, [], [])[0]:
+            for fd in readable(sources, None):
                 if fd == window.fd:
                     window.follow()
                     continue

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pytest_isobox.engine import ContainerState, InvalidSpec, IsoboxError
+from pytest_isobox.polling import readable
 
 FIRST_POLL = 0.01
 MAX_POLL = 0.25
@@ -286,10 +287,7 @@ def probe_tcp(host: str, port: int) -> None:
     """Connect and tell a listening server from a relay that closes at once (NotReady)."""
     try:
         with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as sock:
-            from pytest_isobox.polling import readable as ready_to_read
-
-            readable = ready_to_read([sock.fileno()], _CLOSED_AT_ONCE)
-            if readable and sock.recv(1, socket.MSG_PEEK) == b"":
+            if readable([sock.fileno()], _CLOSED_AT_ONCE) and sock.recv(1, socket.MSG_PEEK) == b"":
                 raise NotReady(f"{host}:{port} closed the connection at once")
     except OSError as exc:
         raise NotReady(f"{host}:{port}: {exc.strerror or exc}") from None

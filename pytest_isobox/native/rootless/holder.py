@@ -41,6 +41,7 @@ from pytest_isobox.native import linux
 from pytest_isobox.native.forked import close_fds_except, fork_child
 from pytest_isobox.native.rootless import outbound
 from pytest_isobox.native.rootless.idmap import IdMapping
+from pytest_isobox.polling import readable
 from pytest_isobox.processes import ProcessIdentity
 
 LOCK, STATE, SOCKET = "userns.lock", "userns.json", "userns.sock"
@@ -291,7 +292,7 @@ class _Holder:
         """Let slirp4netns make tap0, then route the bridges out; why not, on failure."""
         os.write(go, b"g")
         os.close(go)
-        ready = select.select([self.ready_r], [], [], outbound.READY_TIMEOUT)[0]
+        ready = readable([self.ready_r], outbound.READY_TIMEOUT)
         answer = os.read(self.ready_r, 1) if ready else b""
         os.close(self.ready_r)
         if answer != b"1":
