@@ -272,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
 
-    p = verb("compose", "system:cmd_compose", "run compose projects (isobox compose --help)",
+    p = verb("compose", "compose:cmd_compose", "run compose projects (isobox compose --help)",
              add_help=False, prefix_chars="+")
     p.add_argument("compose_args", nargs=argparse.REMAINDER)
     p.set_defaults(no_engine=True)
