@@ -418,6 +418,24 @@ def extract_into(root: Path, dest: str, fileobj: IO[bytes]) -> None:
         extractor.close()
 
 
+def extract_context(dest: Path, fileobj: IO[bytes], what: str = "build context") -> None:
+    """A build context's tar (plain or compressed) into the empty directory `dest`.
+
+    The same rooted walk as layers and docker cp: no entry, `..` or symlink lands outside
+    `dest`. The one extractor for contexts from a client (`build -`, the API's POST /build),
+    so Python's own `extractall` (whose `filter=` older 3.11 releases lack) is never used.
+    A tar that is not one raises InvalidSpec naming `what`.
+    """
+    extractor = TarExtractor(dest)
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            extractor.extract_all(tar)
+    except (tarfile.TarError, EOFError) as exc:
+        raise InvalidSpec(f"{what}: not a valid tar archive: {exc}") from None
+    finally:
+        extractor.close()
+
+
 def archive_path(root: Path, path: str) -> bytes:
     """A tar of `path` inside `root`, entries named from its basename (docker cp semantics).
 

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from pytest_isobox.engine import ContainerError, InvalidSpec
-from pytest_isobox.images.tarsafe import UnsafeArchiveEntry, archive_path, extract_into
+from pytest_isobox.images.tarsafe import (
+    UnsafeArchiveEntry,
+    archive_path,
+    extract_context,
+    extract_into,
+)
 
 from .tarhelp import make_tar, names
 
@@ -190,3 +195,28 @@ def test_a_directory_replaced_later_in_the_same_tar(layout) -> None:
     (root / "srv").mkdir()
     extract_into(root, "/srv", make_tar(("d", "dir"), ("d/x", "file", b"1"), ("d/x", "file", b"2")))
     assert (root / "srv" / "d" / "x").read_bytes() == b"2"
+
+
+def test_a_build_context_is_extracted_whole(tmp_path: Path) -> None:
+    dest = tmp_path / "ctx"
+    dest.mkdir()
+    extract_context(dest, make_tar(("Dockerfile", "file", b"FROM scratch\n"), ("src", "dir"),
+                                   ("src/app.py", "file", b"print(1)\n")))
+    assert (dest / "Dockerfile").read_bytes() == b"FROM scratch\n"
+    assert (dest / "src" / "app.py").read_bytes() == b"print(1)\n"
+
+
+@pytest.mark.parametrize("entries", [
+    [("../secret", "file", b"x")],
+    [("up", "symlink", "../outside"), ("up/secret", "file", b"x")],
+])
+def test_a_build_context_never_writes_outside_its_directory(layout, entries) -> None:
+    root, outside = layout
+    with pytest.raises(UnsafeArchiveEntry):
+        extract_context(root, make_tar(*entries))
+    _outside_untouched(outside)
+
+
+def test_a_build_context_that_is_no_tar_names_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSpec, match="^build context: not a valid tar archive"):
+        extract_context(tmp_path, io.BytesIO(b"FROM scratch\n" * 100))

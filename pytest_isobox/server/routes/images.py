@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tarfile
 import tempfile
 from pathlib import Path
 
-from pytest_isobox.engine import BuildStep, ImageNotFound, require
+from pytest_isobox.engine import BuildStep, ImageNotFound, InvalidSpec, require
 from pytest_isobox.server.context import ServerContext
 from pytest_isobox.server.documents import image_inspect, image_summary
 from pytest_isobox.server.errors import ApiError, api_error
@@ -243,10 +242,11 @@ def _unpack_context(req: Request, dest: Path) -> None:
     data = b"".join(req.body_chunks())
     if not data:
         raise ApiError(400, "the build context is empty: send a tar archive as the body")
+    from pytest_isobox.images.tarsafe import extract_context
+
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise ApiError(400, f"the build context is not a valid tar archive: {exc}") from None
+        extract_context(dest, io.BytesIO(data))
+    except (InvalidSpec, OSError) as exc:
+        raise ApiError(400, str(exc)) from None
 
 
