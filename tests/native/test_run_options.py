@@ -105,8 +105,8 @@ def test_device_is_made_and_allowed_by_its_cgroup(native, busybox_rootfs, tmp_pa
                     devices=[DeviceSpec("/dev/loop-control", "/dev/lc", "rwm"),
                              DeviceSpec("/dev/loop-control", "/dev/sub/lc", "rwm")])
     assert code == 0, out
-    assert re.search(r"^c.*10,\s*237 .*/dev/lc$", out, re.M)
-    assert re.search(r"^c.*10,\s*237 .*/dev/sub/lc$", out, re.M)
+    assert re.search(r"^c.*10,\s*237 .*/dev/lc$", out, re.MULTILINE)
+    assert re.search(r"^c.*10,\s*237 .*/dev/sub/lc$", out, re.MULTILINE)
     assert "opened" in out
     # the same node made by the container itself (CAP_MKNOD) cannot be opened: the cgroup
     code, out = run(native, busybox_rootfs, "mknod /dev/lc c 10 237 && head -c 0 < /dev/lc")
@@ -130,3 +130,72 @@ def test_shm_size_and_sysctls(native, busybox_rootfs) -> None:
     assert lines[1:4] == ["123456789", "80", "1"]  # set, and /proc/sys read-only after
     host = Path("/proc/sys/kernel/shmmax").read_text().strip()
     assert host != "123456789"  # the host's own is untouched
+
+
+def test_add_host_and_dns_in_the_container_files(native, busybox_rootfs) -> None:
+    code, out = run(native, busybox_rootfs, "cat /etc/hosts; echo ---; cat /etc/resolv.conf",
+                    extra_hosts=["db.test:10.1.2.3", "gw.test:host-gateway"],
+                    dns=["10.0.0.53"], dns_search=["corp.test"], dns_options=["ndots:2"])
+    assert code == 0, out
+    hosts, resolv = out.split("---\n")
+    assert "10.1.2.3\tdb.test\n" in hosts and "127.0.0.1\tgw.test\n" in hosts
+    assert [ln for ln in resolv.splitlines() if ln.startswith("nameserver")] == \
+        ["nameserver 10.0.0.53"]
+    assert "search corp.test\n" in resolv and "options ndots:2\n" in resolv
+
+
+def test_add_host_gateway_and_ip_on_a_user_network(native, busybox_rootfs) -> None:
+    from ipaddress import IPv4Network
+
+    net = native.network_create("flagsnet")
+    wanted = str(IPv4Network(net.subnet)[50])
+    try:
+        code, out = run(native, busybox_rootfs, "cat /etc/hosts; ip -4 addr show eth0",
+                        network_mode="flagsnet", ip=wanted,
+                        extra_hosts=["gw.test:host-gateway"])
+        assert code == 0, out
+        assert f"{net.gateway}\tgw.test\n" in out
+        assert f"inet {wanted}/" in out
+        with pytest.raises(InvalidSpec, match="user defined networks only"):
+            native.create(ContainerSpec(image=str(busybox_rootfs), command=["true"],
+                                        ip="172.17.0.99"))
+    finally:
+        native.network_remove("flagsnet")
+
+
+def test_publish_all_publishes_the_image_exposed_ports_on_loopback(native, busybox_rootfs,
+                                                                    tmp_path) -> None:
+    import socket
+
+    native.import_rootfs(busybox_rootfs, "busybox:flags")
+    (tmp_path / "Dockerfile").write_text("FROM busybox:flags\nEXPOSE 8080 9000/udp\n")
+    native.build(tmp_path, tag="exposing:flags")
+    state = native.run(ContainerSpec(image="exposing:flags", publish_all=True,
+                                     expose=["7000"],
+                                     command=["sh", "-c", "echo hi | nc -l -p 8080"]))
+    try:
+        assert set(state.ports) == {"8080/tcp", "9000/udp", "7000/tcp"}
+        ip, port = state.ports["8080/tcp"][0]
+        assert ip == "127.0.0.1" and port > 0
+        listening = ["sh", "-c", "cat /proc/net/tcp* | grep -qE ':1F90 [0-9A-F]+:0000 0A '"]
+        while native.exec(state.id, listening).exit_code != 0:  # until nc listens on 8080
+            assert native.state(state.id).running
+        with socket.create_connection((ip, port), timeout=10) as conn:
+            assert conn.recv(10) == b"hi\n"
+    finally:
+        native.remove(state.id, force=True)
+
+
+def test_refused_options_name_the_value(native, busybox_rootfs) -> None:
+    cases = [({"sysctls": {"kernel.hostname": "x"}}, "'kernel.hostname' is not allowed"),
+             ({"sysctls": {"net.ipv4.ip_forward": "1"}, "network_mode": "host"},
+              "host network namespace"),
+             ({"platform": "linux/s390x"}, "'linux/s390x' is not this host's"),
+             ({"working_dir": "rel/dir"}, "'rel/dir' is invalid"),
+             ({"extra_hosts": ["nocolon"]}, "'nocolon' for --add-host")]
+    for options, message in cases:
+        options.setdefault("network_mode", "none")
+        with pytest.raises(InvalidSpec, match=re.escape(message)):
+            native.create(ContainerSpec(image=str(busybox_rootfs), command=["true"],
+                                        **options))
+    assert native.containers(all=True) == []

@@ -11,10 +11,11 @@ import secrets
 import select
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -36,6 +37,7 @@ from pytest_isobox.native.engine.support import (
     send_signal,
 )
 from pytest_isobox.native.monitor import Hooks, MonitorHandle
+from pytest_isobox.native.network import hosts as hosts_file
 from pytest_isobox.native.rootless.agent import NetworkAgent
 from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, check_ulimits, exit_code_of
 from pytest_isobox.native.specs import (
@@ -57,7 +59,11 @@ class LifecycleRole:
         if spec.name is not None and not NAME_PATTERN.fullmatch(spec.name):
             raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
                               " are allowed")
+        _check_options(spec)
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
+        if spec.publish_all:  # -P: every exposed port on a free loopback port
+            spec = replace(spec, ports=dockerargs.publish_all_ports(
+                dockerargs.exposed_ports(image_config, spec.expose), spec.ports))
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
         privileges.check(spec_to_dict(spec))
@@ -108,9 +114,10 @@ class LifecycleRole:
 
         def populate(tmp: ContainerDir) -> None:
             hosts = Path("/etc/hosts").read_text() if host_network else LOCALHOST_HOSTS
-            tmp.hosts.write_text(hosts)
+            extra = hosts_file.extra_entries(spec.extra_hosts, "127.0.0.1")
+            tmp.hosts.write_text(hosts + hosts_file.render(extra, localhost=False))
             tmp.hostname.write_text(hostname + "\n")
-            tmp.resolv_conf.write_text(self._host_resolv_conf())
+            tmp.resolv_conf.write_text(resolv_conf(self._host_resolv_conf(), spec))
             tmp.log.touch(mode=0o640)  # followers may open it before the monitor writes
 
         cdir = self.store.create(cid, name, config, state, populate)
@@ -492,3 +499,37 @@ class LifecycleRole:
             return self._rootless.cgroup(f"isobox/{cid}")
         return open_cgroup(f"isobox/{cid}")
 
+
+
+def _check_options(spec: ContainerSpec) -> None:
+    """Refuse what Docker refuses at create, whoever made the spec (CLI, fixture, API)."""
+    dockerargs.check_working_dir(spec.working_dir)
+    dockerargs.check_platform(spec.platform)
+    for key, value in spec.sysctls.items():
+        dockerargs.parse_sysctl(f"{key}={value}", spec.network_mode if not spec.networks
+                                else "bridge")
+    for host in spec.extra_hosts:
+        dockerargs.parse_extra_host(host)
+    if spec.ip and network_kind(spec) == "managed" and not spec.networks \
+            and spec.network_mode == "bridge":
+        raise InvalidSpec("user specified IP address is supported on user defined networks "
+                          "only")
+
+
+def resolv_conf(host_text: str, spec: ContainerSpec) -> str:
+    """The container's resolv.conf: the host's, with --dns, --dns-search and --dns-option
+    replacing its nameserver, search and options lines when given (as Docker)."""
+    if not (spec.dns or spec.dns_search or spec.dns_options):
+        return host_text
+    kinds = {"nameserver": spec.dns, "search": spec.dns_search, "domain": spec.dns_search,
+             "options": spec.dns_options}
+    kept = [ln for ln in host_text.splitlines(keepends=True)
+            if not (ln.split() and kinds.get(ln.split()[0]))]
+    if spec.dns:
+        kept += [f"nameserver {ip}\n" for ip in spec.dns]
+    search = [d for d in spec.dns_search if d != "."]
+    if search:
+        kept.append(f"search {' '.join(search)}\n")
+    if spec.dns_options:
+        kept.append(f"options {' '.join(spec.dns_options)}\n")
+    return "".join(kept)
