@@ -517,19 +517,22 @@ def _check_options(spec: ContainerSpec) -> None:
 
 
 def resolv_conf(host_text: str, spec: ContainerSpec) -> str:
-    """The container's resolv.conf: the host's, with --dns, --dns-search and --dns-option
-    replacing its nameserver, search and options lines when given (as Docker)."""
+    """The container's resolv.conf: the host's, or, when --dns, --dns-search or --dns-option
+    is given, the file Docker builds: search, nameservers, options, each the flag's values
+    or else the host's."""
     if not (spec.dns or spec.dns_search or spec.dns_options):
         return host_text
-    kinds = {"nameserver": spec.dns, "search": spec.dns_search, "domain": spec.dns_search,
-             "options": spec.dns_options}
-    kept = [ln for ln in host_text.splitlines(keepends=True)
-            if not (ln.split() and kinds.get(ln.split()[0]))]
-    if spec.dns:
-        kept += [f"nameserver {ip}\n" for ip in spec.dns]
-    search = [d for d in spec.dns_search if d != "."]
-    if search:
-        kept.append(f"search {' '.join(search)}\n")
-    if spec.dns_options:
-        kept.append(f"options {' '.join(spec.dns_options)}\n")
-    return "".join(kept)
+    host: dict[str, list[str]] = {"nameserver": [], "search": [], "options": []}
+    for line in host_text.splitlines():
+        words = line.split()
+        if words and words[0] in host:
+            host[words[0]] += words[1:]
+        elif words and words[0] == "domain":
+            host["search"] += words[1:]
+    search = [d for d in spec.dns_search if d != "."] if spec.dns_search else host["search"]
+    lines = [f"search {' '.join(search)}"] if search else []
+    lines += [f"nameserver {ip}" for ip in spec.dns or host["nameserver"]]
+    options = spec.dns_options or host["options"]
+    if options:
+        lines.append(f"options {' '.join(options)}")
+    return "".join(f"{line}\n" for line in lines)
