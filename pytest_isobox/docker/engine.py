@@ -38,6 +38,7 @@ from pytest_isobox.docker.ownership import (
     ownership_labels,
 )
 from pytest_isobox.docker.streams import demultiplex, read_output
+from pytest_isobox.dockerargs import check_platform, exposed_ports
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -138,10 +139,15 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def create(self, spec: ContainerSpec) -> ContainerState:
         """Create (not start) a container; extra named networks are connected before returning."""
+        exposed = None
+        if spec.publish_all:  # the image's EXPOSE, to bind each on loopback ourselves
+            image = self.client.get_json(f"/images/{spec.image}/json", kind="image")
+            exposed = exposed_ports((image.get("Config") or {}), ())
         body = create_body(spec, ownership_labels(self.owner, self.session,
-                                                 persistent=spec.persistent), self._publish_ip)
-        doc = self.client.post_json("/containers/create", {"name": spec.name}, body,
-                                    kind="container")
+                                                 persistent=spec.persistent), self._publish_ip,
+                           exposed)
+        params = {"name": spec.name, "platform": check_platform(spec.platform)}
+        doc = self.client.post_json("/containers/create", params, body, kind="container")
         container_id = doc["Id"]
         try:
             for extra in attachments(spec)[1:]:
