@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.engine import ContainerSpec, DeviceSpec, InvalidSpec
+from pytest_isobox.engine import ContainerSpec, DeviceSpec, InvalidSpec, MountSpec
 from tests.conftest import needs_root
 
 pytestmark = needs_root
@@ -199,3 +199,36 @@ def test_refused_options_name_the_value(native, busybox_rootfs) -> None:
             native.create(ContainerSpec(image=str(busybox_rootfs), command=["true"],
                                         **options))
     assert native.containers(all=True) == []
+
+
+def test_image_volumes_become_anonymous_volumes_removed_with_the_container(
+        native, busybox_rootfs, tmp_path) -> None:
+    native.import_rootfs(busybox_rootfs, "busybox:flags")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox:flags\nRUN mkdir -p /data/sub && echo seed > /data/sub/f && "
+        "echo gone > /data/old\nRUN rm /data/old\nVOLUME /data /cache\n")
+    native.build(tmp_path, tag="volumes:flags")
+    before = set(native.volumes())
+    state = native.create(ContainerSpec(
+        image="volumes:flags", network_mode="none",
+        command=["sh", "-c", "cat /data/sub/f; ls /data; grep -c ' /data ' /proc/self/mountinfo;"
+                             " echo new > /data/written"]))
+    made = set(native.volumes()) - before
+    assert len(made) == 2  # /data and /cache
+    native.start(state.id)
+    assert native.wait(state.id, timeout=60) == 0
+    out = b"".join(chunk for _, chunk in native.logs(state.id)).decode()
+    assert out == "seed\nsub\n1\n"  # the image's content, its deleted file not
+    written = [v for v in made if (native.volume_store.path(v) / "written").exists()]
+    assert len(written) == 1
+    native.remove(state.id)
+    assert set(native.volumes()) == before
+    # a mount at the path takes the volume's place: no anonymous one
+    native.volume_create("mine")
+    state = native.create(ContainerSpec(image="volumes:flags", network_mode="none",
+                                        command=["true"],
+                                        mounts=[MountSpec("volume", "/data", "mine")]))
+    assert len(set(native.volumes()) - before - {"mine"}) == 1  # /cache only
+    native.remove(state.id)
+    assert set(native.volumes()) == before | {"mine"}
+    native.volume_remove("mine")

@@ -26,7 +26,7 @@ from pytest_isobox.engine import (
     InvalidSpec,
     MountSpec,
 )
-from pytest_isobox.native import mounts, privileges, seccomp, shim
+from pytest_isobox.native import anonymous_volumes, mounts, privileges, seccomp, shim
 from pytest_isobox.native.cgroups import Limits, cgroup_path_for_ns, check_available, open_cgroup
 from pytest_isobox.native.engine.support import (
     FALLBACK_DNS,
@@ -90,6 +90,24 @@ class LifecycleRole:
 
     def _create(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
                 lowerdirs: list[str]) -> ContainerState:
+        anonymous = anonymous_volumes.needed(image_config, spec.mounts)
+        if anonymous:  # the image's VOLUMEs no mount covers: new volumes, filled as Docker does
+            spec = replace(spec, mounts=[*spec.mounts, *(
+                MountSpec("volume", target, name) for target, name in anonymous.items())])
+            for target, name in anonymous.items():
+                anonymous_volumes.fill(self.volume_store.path(self.volume_create(name)),
+                                       lowerdirs, target)
+        try:
+            return self._create_with(spec, cid, image_id, image_config, lowerdirs,
+                                     list(anonymous.values()))
+        except BaseException:
+            for name in anonymous.values():
+                with contextlib.suppress(Exception):
+                    self.volume_store.remove(name, force=True)
+            raise
+
+    def _create_with(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
+                     lowerdirs: list[str], anonymous: list[str]) -> ContainerState:
         resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
         argv = command_line(image_config, spec)
         env = env_dict(list(image_config.get("Env") or []))
@@ -108,6 +126,7 @@ class LifecycleRole:
             "hostname": hostname, "stop_signal": stop_signal, "mounts": resolved_mounts,
             "spec": spec_to_dict(spec), "image_config": image_config,
             "owner": None if spec.persistent else self._me.dump(),
+            "anonymous_volumes": anonymous,  # removed with the container
         }
         state = {"status": "created", "exit_code": 0, "oom_killed": False, "pid": None,
                  "started_at": None, "finished_at": None, "ips": {}, "ports": {}, "error": ""}
@@ -264,7 +283,14 @@ class LifecycleRole:
         if network_kind(spec) == "managed" and self.network is not None:
             self.network.detach(cdir.id)
         if delete:
+            try:
+                anonymous = list(cdir.config.get("anonymous_volumes") or ())
+            except Exception:  # noqa: BLE001 - the directory is gone already
+                anonymous = []
             self.store.delete(cdir)
+            for name in anonymous:
+                with contextlib.suppress(Exception):  # (removed by hand meanwhile)
+                    self.volume_store.remove(name, force=True)
         else:
             with contextlib.suppress(Exception):  # a shim's container: released now
                 state = cdir.read_state()
