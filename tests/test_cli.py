@@ -125,7 +125,7 @@ def test_build_then_run(base: str, tmp_path: Path) -> None:
     image_id = isobox("build", "-q", str(tmp_path)).stdout.decode().strip()
     assert image_id.startswith("sha256:")
     cfg = json.loads(isobox("image", "inspect", "seed:1").stdout)[0]
-    assert "80/tcp" in cfg["config"]["ExposedPorts"]
+    assert "80/tcp" in cfg["Config"]["ExposedPorts"]  # Docker's document
     assert isobox("run", "--rm", "seed:1", "cat", "/data/hello.txt").stdout == b"hello world\n"
 
 

@@ -101,6 +101,15 @@ class ContainerDir:
                 raise ContainerNotFound(f"no such container: {self.id}") from None
         return self._config
 
+    @property
+    def name(self) -> str:
+        """The container's name: config.json's, or the one `rename` gave it since (the `name`
+        file, replaced atomically: config.json is written once)."""
+        try:
+            return (self.path / "name").read_text()
+        except FileNotFoundError:
+            return self.config["name"]
+
     def read_state(self) -> dict:
         try:
             return json.loads((self.path / "state.json").read_text())
@@ -109,6 +118,14 @@ class ContainerDir:
 
     def write_state(self, state: dict) -> None:
         write_json_atomic(self.path / "state.json", state)
+
+    def read_exit(self) -> tuple[int, float] | None:
+        """(wait status, finished_at) as the shim recorded them in `exit`, None until then."""
+        try:
+            status, finished = (self.path / "exit").read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(status), float(finished)
 
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
@@ -167,6 +184,21 @@ class ContainerStore:
         os.symlink(cid, stale)
         os.replace(stale, link)
 
+    def rename(self, cdir: ContainerDir, new: str) -> None:
+        """Give the container the name `new` (unique in the home, claimed exclusively first),
+        then release its old one."""
+        old = cdir.name
+        if new == old:
+            raise ConflictError(f'renaming a container to its own name "{new}"')
+        self._claim_name(new, cdir.id)
+        try:
+            write_file_atomic(cdir.path / "name", new.encode())
+        except BaseException:
+            (self.names / new).unlink(missing_ok=True)
+            raise
+        if self._link_points_to(old, cdir.id):
+            (self.names / old).unlink(missing_ok=True)
+
     def _name_target(self, name: str) -> str | None:
         try:
             cid = os.readlink(self.names / name)
@@ -221,7 +253,7 @@ class ContainerStore:
         deleter (a crash leaves them in `.trash/` for the sweep)."""
         name = None
         try:
-            name = cdir.config.get("name")
+            name = cdir.name
         except ContainerNotFound:
             pass
         if name and self._link_points_to(name, cdir.id):
@@ -250,9 +282,12 @@ class ContainerStore:
         except OSError:
             return False
 
-    def leftover_temp_dirs(self) -> Iterator[Path]:
-        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone."""
-        yield from _of_dead_processes(self.root, ".tmp-")
+    def leftover_temp_dirs(self, only: ProcessIdentity | None = None) -> Iterator[Path]:
+        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone (`only`: that one)."""
+        mine = "" if only is None else f".tmp-{only.pid}-{only.start}-"
+        for path in _of_dead_processes(self.root, ".tmp-"):
+            if path.name.startswith(mine):
+                yield path
 
     def stale_names(self) -> Iterator[Path]:
         for entry in os.listdir(self.names):

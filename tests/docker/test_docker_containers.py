@@ -332,6 +332,27 @@ def test_commit_keeps_changes_and_config(made: Made) -> None:
     assert b"".join(d for _, d in made.engine.logs(child.id)) == b"committed\n"
 
 
+def test_remove_later_is_settled_before_its_network_goes_and_at_close(made: Made) -> None:
+    """A test's teardown removes in the background; a network it was on can still go at
+    once, and close() returns only when every such removal is done."""
+    engine = DockerEngine()
+    try:
+        net = made.network()
+        spec = ContainerSpec(image=made.image, command=["sleep", "60"], network_mode=net)
+        first = engine.run(spec)
+        engine.remove_later(first.id)
+        engine.network_remove(net)  # waits for the removal: no "active endpoints"
+        made.networks.remove(net)
+        with pytest.raises(ContainerNotFound):
+            engine.state(first.id)
+        second = engine.run(ContainerSpec(image=made.image, command=["sleep", "60"]))
+        engine.remove_later(second.id)
+    finally:
+        engine.close()
+    with pytest.raises(ContainerNotFound):
+        made.engine.state(second.id)
+
+
 def test_run_options_of_issue_15_reach_the_container(made: Made) -> None:
     from pytest_isobox.engine import DeviceSpec
 

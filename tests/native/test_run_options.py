@@ -211,8 +211,8 @@ def test_image_volumes_become_anonymous_volumes_removed_with_the_container(
     before = set(native.volumes())
     state = native.create(ContainerSpec(
         image="volumes:flags", network_mode="none",
-        command=["sh", "-c", "cat /data/sub/f; ls /data; grep -c ' /data ' /proc/self/mountinfo;"
-                             " echo new > /data/written"]))
+        command=["sh", "-c", ("cat /data/sub/f; ls /data; "
+                              "grep -c ' /data ' /proc/self/mountinfo; echo new > /data/written")]))
     made = set(native.volumes()) - before
     assert len(made) == 2  # /data and /cache
     native.start(state.id)

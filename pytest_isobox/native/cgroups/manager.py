@@ -115,6 +115,17 @@ class HybridCgroup:
         raise ContainerError(
             f"cgroup {self.name} still has processes {pids} {KILL_TIMEOUT:.0f} s after SIGKILL")
 
+    def freeze(self) -> bool:
+        """Freeze every task (`pause`); False when no hierarchy has a freezer that settled."""
+        return next((True for part in self.parts if part.freeze()), False)
+
+    def thaw(self) -> None:
+        for part in self.parts:
+            part.thaw()
+
+    def frozen(self) -> bool:
+        return any(part.frozen() for part in self.parts)
+
     def _kill_frozen(self) -> None:
         frozen = next((part for part in self.parts if part.freeze()), None)
         try:

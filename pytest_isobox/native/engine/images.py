@@ -3,7 +3,6 @@ disk usage, and an image reference resolved into the lower dirs a container moun
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,19 @@ class ImagesRole:
               on_step: Callable[[BuildStep], None] | None = None) -> str:
         from pytest_isobox.builder.builder import Builder
 
+        self._own_resources()
         builder = Builder(engine=self, cache_dir=self.home / "buildcache")
         return builder.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
                              target=target, no_cache=no_cache, network=network, on_step=on_step)
 
     def import_rootfs(self, source: str | Path, ref: str) -> str:
+        self._own_resources()
         return self.images_store.import_rootfs(source, ref)
 
     def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None
              ) -> str:
         """Pull `ref` from its registry now (whatever the policy); returns the image id."""
+        self._own_resources()
         image_id = self.images_store.pull(ref, progress or self.pull_policy.progress)
         self.pull_policy.pulled(ref)
         return image_id
@@ -64,6 +66,19 @@ class ImagesRole:
         return ImageInfo(image.id, image.tags, image.config, image.size,
                          image.config.get("created"))
 
+    def image_document(self, ref: str) -> dict:
+        """Docker's image inspect document (`isobox image inspect`), with the digests the
+        image was pulled or pushed as."""
+        from pytest_isobox.engine import documents
+
+        info = self.image_inspect(ref)
+        return documents.image_document(info, repo_digests=self.images_store.repo_digests(info.id))
+
+    def image_history(self, ref: str) -> list[dict]:
+        from pytest_isobox.engine import documents
+
+        return documents.image_history(self.image_inspect(ref))
+
     def images(self) -> list[ImageInfo]:
         return self.images_store.images()
 
@@ -77,6 +92,7 @@ class ImagesRole:
         self.images_store.save(refs, path)
 
     def load_images(self, path: str | Path) -> list[str]:
+        self._own_resources()
         return self.images_store.load(path)
 
     def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
@@ -134,6 +150,8 @@ class ImagesRole:
             path = Path(ref)
             if not path.is_dir():
                 raise ImageNotFound(f"rootfs directory {ref} does not exist")
+            import hashlib
+
             image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
             return image_id, {}, [str(path.resolve())]
         image = self.images_store.resolve(self.ensure_image(ref))

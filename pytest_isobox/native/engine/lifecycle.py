@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
@@ -26,8 +26,6 @@ from pytest_isobox.engine import (
     InvalidSpec,
     MountSpec,
 )
-from pytest_isobox.native import anonymous_volumes, mounts, privileges, seccomp, shim
-from pytest_isobox.native.cgroups import Limits, cgroup_path_for_ns, check_available, open_cgroup
 from pytest_isobox.native.engine.support import (
     FALLBACK_DNS,
     LOCALHOST_HOSTS,
@@ -36,10 +34,6 @@ from pytest_isobox.native.engine.support import (
     TINI_CANDIDATES,
     send_signal,
 )
-from pytest_isobox.native.monitor import Hooks, MonitorHandle
-from pytest_isobox.native.network import hosts as hosts_file
-from pytest_isobox.native.rootless.agent import NetworkAgent
-from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, check_ulimits, exit_code_of
 from pytest_isobox.native.specs import (
     command_line,
     env_dict,
@@ -51,15 +45,26 @@ from pytest_isobox.native.specs import (
 from pytest_isobox.native.state import ContainerDir, mark_exited
 from pytest_isobox.processes import ProcessIdentity
 
+if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
+    from pytest_isobox.native import mounts
+    from pytest_isobox.native.cgroups import Limits
+    from pytest_isobox.native.monitor import Hooks, MonitorHandle
+    from pytest_isobox.native.runtime import ContainerPlan
+
 
 class LifecycleRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
     def create(self, spec: ContainerSpec) -> ContainerState:
+        from pytest_isobox.native import privileges
+        from pytest_isobox.native.cgroups import check_available
+        from pytest_isobox.native.runtime import check_ulimits
+
         if spec.name is not None and not NAME_PATTERN.fullmatch(spec.name):
             raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
                               " are allowed")
         _check_options(spec)
+        self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         if spec.publish_all:  # -P: every exposed port on a free loopback port
             spec = replace(spec, ports=dockerargs.publish_all_ports(
@@ -90,6 +95,8 @@ class LifecycleRole:
 
     def _create(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
                 lowerdirs: list[str]) -> ContainerState:
+        from pytest_isobox.native import anonymous_volumes
+
         anonymous = anonymous_volumes.needed(image_config, spec.mounts)
         if anonymous:  # the image's VOLUMEs no mount covers: new volumes, filled as Docker does
             spec = replace(spec, mounts=[*spec.mounts, *(
@@ -132,6 +139,8 @@ class LifecycleRole:
                  "started_at": None, "finished_at": None, "ips": {}, "ports": {}, "error": ""}
 
         def populate(tmp: ContainerDir) -> None:
+            from pytest_isobox.native.network import hosts as hosts_file
+
             hosts = Path("/etc/hosts").read_text() if host_network else LOCALHOST_HOSTS
             extra = hosts_file.extra_entries(spec.extra_hosts, "127.0.0.1")
             tmp.hosts.write_text(hosts + hosts_file.render(extra, localhost=False))
@@ -143,6 +152,9 @@ class LifecycleRole:
         return self._state_of(cdir, state)
 
     def _limits(self, spec: ContainerSpec) -> Limits:
+        from pytest_isobox.native import privileges
+        from pytest_isobox.native.cgroups import Limits
+
         return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
                       pids=spec.pids_limit, devices=privileges.device_rules(
                           {"privileged": spec.privileged,
@@ -157,6 +169,8 @@ class LifecycleRole:
         return plan.applied, plan.summary() if limits.controllers() else ""
 
     def _resolve_mounts(self, specs: list[MountSpec]) -> list[mounts.ResolvedMount]:
+        from pytest_isobox.native import mounts
+
         resolved = []
         for m in specs:
             if not m.target.startswith("/"):
@@ -180,6 +194,10 @@ class LifecycleRole:
         return resolved
 
     def _plan(self, cdir: ContainerDir, tty: bool) -> ContainerPlan:
+        from pytest_isobox.native import mounts, privileges, seccomp
+        from pytest_isobox.native.cgroups import cgroup_path_for_ns
+        from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan
+
         config = cdir.config
         spec = config["spec"]
         init_binary = None
@@ -218,6 +236,9 @@ class LifecycleRole:
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
+        from pytest_isobox.native.monitor import Hooks
+        from pytest_isobox.native.rootless.agent import NetworkAgent
+
         cid = cdir.id
         cgroup = self._cgroup(cid)
         config = cdir.config
@@ -228,7 +249,7 @@ class LifecycleRole:
             manager = self._network_manager()
 
             def attach(pid: int) -> tuple[dict, dict]:
-                result = manager.attach(cid, config["name"], config["hostname"], pid, spec,
+                result = manager.attach(cid, cdir.name, config["hostname"], pid, spec,
                                         cdir.hosts)
                 return result.ips, result.ports
 
@@ -409,6 +430,7 @@ class LifecycleRole:
         try:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal_number(cdir.config["stop_signal"]))
+            self._thaw_after_signal(cdir.id)
             if not select.select([fd], [], [], timeout)[0]:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
@@ -435,6 +457,43 @@ class LifecycleRole:
         if state.get("needs_release") and state.get("status") != "running":
             self._release(cdir, delete=False)
 
+    def rename(self, container: str, new_name: str) -> None:
+        """`docker rename`: the name is checked as at create, and unique in the home."""
+        cdir = self._find(container)
+        if not NAME_PATTERN.fullmatch(new_name):
+            raise InvalidSpec(f"invalid container name {new_name!r}: only "
+                              "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        self.store.rename(cdir, new_name)
+
+    def pause(self, container: str) -> None:
+        """Freeze every process of the container (`docker pause`): the cgroup freezer."""
+        cdir = self._find(container)
+        state = self._read_state(cdir)
+        if state["status"] != "running" or not self._monitor_alive(state):
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        cgroup = self._cgroup(cdir.id)
+        if self._frozen(cdir.id):
+            raise ConflictError(f"container {cdir.id[:12]} is already paused")
+        freeze = getattr(cgroup, "freeze", None)
+        if freeze is None or not freeze():
+            raise ContainerError(f"cannot pause container {cdir.id[:12]}: no cgroup freezer "
+                                 "(v1 freezer or v2 cgroup.freeze) that settled")
+
+    def unpause(self, container: str) -> None:
+        cdir = self._find(container)
+        if not self._frozen(cdir.id):
+            raise ConflictError(f"container {cdir.id[:12]} is not paused")
+        self._cgroup(cdir.id).thaw()
+
+    def _frozen(self, cid: str) -> bool:
+        frozen = getattr(self._cgroup(cid), "frozen", None)
+        return bool(frozen and frozen())
+
+    def _thaw_after_signal(self, cid: str) -> None:
+        """A paused container gets its signal once thawed: as Docker, stop and kill work on it."""
+        if self._frozen(cid):
+            self._cgroup(cid).thaw()
+
     def kill(self, container: str, signal: str = "SIGKILL") -> None:
         cdir = self._find(container)
         state = self._read_state(cdir)
@@ -445,6 +504,7 @@ class LifecycleRole:
             number = signal_number(signal)
             with contextlib.suppress(ProcessLookupError):
                 send_signal(fd, number)
+            self._thaw_after_signal(cdir.id)
         finally:
             os.close(fd)
 
@@ -477,6 +537,8 @@ class LifecycleRole:
         the container is released; the cgroup's final usage (OOM kill, peak memory, CPU
         time) is read only when someone asks (`_usage_of`) or before the cgroup goes: a run
         that is only waited for and removed never pays for either."""
+        from pytest_isobox.native.runtime import exit_code_of
+
         if state.get("status") == "running":
             mark_exited(state, exit_code_of(status), finished_at, usage_pending=True)
         return state
@@ -499,7 +561,7 @@ class LifecycleRole:
         """state.json, with the exit the shim recorded (if the container has ended) folded in."""
         state = cdir.read_state()
         if state.get("status") == "running" and state.get("needs_release"):
-            recorded = shim.read_exit(cdir.path / "exit")
+            recorded = cdir.read_exit()
             if recorded is not None:
                 state = self._with_exit(state, *recorded)
         return state
@@ -521,6 +583,8 @@ class LifecycleRole:
         return self.store.find(ref)
 
     def _cgroup(self, cid: str) -> Any:
+        from pytest_isobox.native.cgroups import open_cgroup
+
         if self._rootless is not None:
             return self._rootless.cgroup(f"isobox/{cid}")
         return open_cgroup(f"isobox/{cid}")

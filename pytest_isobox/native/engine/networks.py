@@ -10,6 +10,7 @@ class NetworksRole:
 
     def network_create(self, name: str, *, subnet: str | None = None,
                        labels: dict[str, str] | None = None) -> NetworkInfo:
+        self._own_resources()
         return self._network_manager().create(name, subnet=subnet, labels=labels)
 
     def network_remove(self, name: str) -> None:

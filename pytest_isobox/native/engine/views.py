@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from pytest_isobox.engine import ContainerState, ContainerStats, LogStream
+from pytest_isobox.engine import ContainerState, ContainerStats, LogStream, NetworkInfo
 from pytest_isobox.native.container_json import container_json
 from pytest_isobox.native.logs import read_log
 from pytest_isobox.native.specs import spec_from_dict
@@ -24,9 +24,11 @@ class ViewsRole:
         status = state["status"]
         if status == "running" and not self._monitor_alive(state):
             status = "dead"
+        elif status == "running" and self._frozen(cdir.id):
+            status = "paused"  # read from the freezer: pause writes no state
         return ContainerState(
-            id=cdir.id, name=config["name"], image=config["image"], image_id=config["image_id"],
-            status=status, pid=state.get("pid") if status == "running" else None,
+            id=cdir.id, name=cdir.name, image=config["image"], image_id=config["image_id"],
+            status=status, pid=state.get("pid") if status in ("running", "paused") else None,
             exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
             created_at=config["created"], started_at=state.get("started_at"),
             finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
@@ -41,12 +43,14 @@ class ViewsRole:
             self._monitors.pop(cdir.id).close()
         return self._state_of(cdir, self._read_state(cdir))
 
-    def inspect(self, container: str) -> dict:
-        """Docker's container JSON, for the fields this engine knows."""
+    def inspect(self, container: str, *, size: bool = False) -> dict:
+        """Docker's container JSON, for the fields this engine knows; `size` adds SizeRw and
+        SizeRootFs (`inspect -s`), which walk the container's writable layer."""
         cdir = self._find(container)
         st = self.state(cdir.id)
         data = container_json(cdir.id, cdir.config, self._usage_of(cdir, self._read_state(cdir)),
-                              st)
+                              st, cdir=cdir.path, networks=self._networks_of(st),
+                              size=self._sizes(cdir) if size else None)
         data["Isobox"] = {  # ours, not Docker's: rootless mode, the limits held, the id map
             "Rootless": self._rootless is not None,
             "Limits": self._limits_plan(spec_from_dict(cdir.config["spec"]))[1],
@@ -55,12 +59,77 @@ class ViewsRole:
         }
         return data
 
+    def _networks_of(self, st: ContainerState) -> dict[str, NetworkInfo]:
+        networks = {}
+        for name in st.ips:
+            with contextlib.suppress(Exception):  # the network went meanwhile
+                networks[name] = self.network_inspect(name)
+        return networks
+
+    def _sizes(self, cdir: ContainerDir) -> dict[str, int]:
+        rw = _tree_size(cdir.path / "upper")
+        try:
+            image = self.images_store.resolve(cdir.config["image_id"]).size
+        except Exception:  # noqa: BLE001 - the image was removed under a stopped container
+            image = 0
+        return {"rw": rw, "root_fs": rw + image}
+
+    def top(self, container: str, ps_args: str = "-ef") -> dict:
+        """Docker's `top` document ({Titles, Processes}): the host's `ps` (with `ps_args`)
+        cut down to the container's processes, the ones in its cgroup."""
+        import shlex
+        import subprocess
+
+        from pytest_isobox.engine import ContainerError
+
+        cdir = self._find(container)
+        st = self.state(cdir.id)
+        if st.status not in ("running", "paused"):
+            raise ContainerError(f"container {cdir.id[:12]} is not running")
+        pids = set(self._cgroup(cdir.id).procs()) or ({st.pid} if st.pid else set())
+        try:
+            args = shlex.split(ps_args)
+        except ValueError as exc:
+            raise ContainerError(f"top: bad ps options {ps_args!r}: {exc}") from None
+        done = subprocess.run(["ps", *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            raise ContainerError(f"top: ps {ps_args}: {last}")
+        lines = done.stdout.splitlines()
+        titles = lines[0].split() if lines else []
+        if "PID" not in titles:
+            raise ContainerError(f"top: ps {ps_args} gives no PID column")
+        where = titles.index("PID")
+        rows = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > where and fields[where].isdigit() and int(fields[where]) in pids:
+                rows.append(fields)
+        return {"Titles": titles, "Processes": rows}
+
+    def system_info(self) -> dict:
+        """Docker's `/info` document: counts of this home's containers and images."""
+        from pytest_isobox._version import __version__
+        from pytest_isobox.engine import documents
+
+        security = ["name=seccomp,profile=builtin"] + (["name=rootless"] if self._rootless
+                                                       else [])
+        return documents.system_info(self.containers(all=True), images=len(self.images()),
+                                     server_version=f"isobox {__version__} (native)",
+                                     root_dir=str(self.home), security=security)
+
+    def version_document(self) -> dict:
+        from pytest_isobox._version import __version__
+        from pytest_isobox.engine import documents
+
+        return documents.server_version("isobox native engine (daemonless)", __version__)
+
     def containers(self, *, all: bool = False) -> list[ContainerState]:
         found = []
         for cdir in self.store.all():
             with contextlib.suppress(Exception):  # removed meanwhile
                 st = self._state_of(cdir, self._read_state(cdir))
-                if all or st.running:
+                if all or st.status in ("running", "paused"):  # Docker lists paused ones
                     found.append(st)
         return sorted(found, key=lambda s: s.created_at or 0, reverse=True)
 
@@ -92,3 +161,14 @@ class ViewsRole:
         return ContainerStats(0, int(state.get("memory_peak") or 0),
                               int(state.get("cpu_time_ns") or 0), 0)
 
+
+
+def _tree_size(root: os.PathLike | str) -> int:
+    """Bytes of the regular files under `root` (as Docker's SizeRw counts the upper layer)."""
+    total = 0
+    for top, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(top, name))
+                total += st.st_size
+    return total

@@ -22,6 +22,15 @@ class VolumesRole:
         else:
             self.volume_store.remove(name, force=force)
 
+    def volume_document(self, name: str) -> dict:
+        """Docker's volume inspect document: the local driver's, its data under the home."""
+        from pytest_isobox.engine import VolumeNotFound, documents
+
+        path = self.volume_store.path(name)
+        if not path.is_dir():
+            raise VolumeNotFound(f"no such volume: {name}")
+        return documents.volume_document(name, str(path), created=path.parent.stat().st_mtime)
+
     def volumes(self) -> list[str]:
         return self.volume_store.names()
 

@@ -24,3 +24,9 @@ class Freezer(Controller):
 
     def thaw(self, path: Path) -> None:
         write_value(path / "freezer.state", "THAWED")
+
+    def frozen(self, path: Path) -> bool:
+        try:
+            return read_value(path / "freezer.state") == "FROZEN"
+        except OSError:
+            return False

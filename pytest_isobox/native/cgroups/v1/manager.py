@@ -100,6 +100,10 @@ class V1Cgroup:
         if isinstance(freezer, Freezer):
             freezer.thaw(self.dirs["freezer"])
 
+    def frozen(self) -> bool:
+        freezer = self.controllers.get("freezer")
+        return isinstance(freezer, Freezer) and freezer.frozen(self.dirs["freezer"])
+
     def remove(self) -> list[Path]:
         """rmdir the leaf; the leaves still busy. Its idle parents stay (`prune_parents`)."""
         return [directory for directory in self.unique_dirs() if not remove_dir(directory)]

@@ -33,3 +33,10 @@ def freeze(path: Path) -> bool:
 
 def thaw(path: Path) -> None:
     write_value(path / "cgroup.freeze", 0)
+
+
+def frozen(path: Path) -> bool:
+    try:
+        return read_keyed(path / "cgroup.events").get("frozen") == 1
+    except OSError:
+        return False

@@ -89,6 +89,9 @@ class V2Cgroup:
     def thaw(self) -> None:
         freezer.thaw(self.dir)
 
+    def frozen(self) -> bool:
+        return freezer.frozen(self.dir)
+
     def remove(self) -> list[Path]:
         """rmdir the leaf and then every ancestor that became empty; the leaf if still busy."""
         if not remove_dir(self.dir):

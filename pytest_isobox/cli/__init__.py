@@ -1,0 +1,345 @@
+"""The `isobox` command: Docker's verbs and flags over the Engine interface.
+
+A thin layer: it parses arguments into engine calls and formats results as Docker does, so a
+user needs nothing new. It knows no engine internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from pytest_isobox._version import __version__
+from pytest_isobox.cli import run_options
+from pytest_isobox.engine import Engine, IsoboxError, open_engine
+from pytest_isobox.gotemplate import TemplateError
+
+# Docker's exit statuses for `run` when the container did not run at all.
+EXIT_ENGINE_ERROR = 125
+
+
+class UsageError(Exception):
+    """Arguments that do not parse: one line naming the verb and the fault, exit 125."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with Docker's answer to bad arguments: one line and 125, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    if not getattr(args, "func", None):
+        group = getattr(args, "group_help", None)  # `isobox network`: that group's verbs
+        (group or parser).print_help()
+        return 0 if group else 2
+    verb = args.verb = args.func
+    args.func = _command(verb)
+    if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
+        try:
+            return args.func(None, args) or 0
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            return 1
+    try:
+        engine = _open(args)
+    except IsoboxError as exc:
+        print(f"isobox: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    try:
+        return args.func(engine, args) or 0
+    except IsoboxError as exc:
+        print(f"isobox: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR if verb in ("containers:cmd_run", "containers:cmd_create") \
+            else 1
+    except TemplateError as exc:
+        print(f"isobox: template parsing error: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        engine.close()
+
+
+def _command(where: str) -> Callable:
+    """The verb's function, its module imported only now: `isobox ps` loads no build code."""
+    module, _, name = where.partition(":")
+    return getattr(importlib.import_module(f"pytest_isobox.cli.{module}"), name)
+
+
+# Verbs that only look: their engine sweeps nothing and makes nothing (`docker ps` is a query).
+READ_ONLY_VERBS = {
+    "containers:cmd_ps", "containers:cmd_inspect", "containers:cmd_logs", "containers:cmd_port",
+    "containers:cmd_stats", "images:cmd_images", "images:cmd_image_inspect",
+    "networks:cmd_network_ls", "networks:cmd_network_inspect", "volumes:cmd_volume_ls",
+}
+
+
+def _open(args: argparse.Namespace) -> Engine:
+    kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
+    pull = getattr(args, "pull", None)
+    options: dict = {"read_only": True} if getattr(args, "verb", None) in READ_ONLY_VERBS else {}
+    if kind == "native":
+        home = args.home or os.environ.get("ISOBOX_HOME")
+        if home:
+            options["home"] = home
+        if pull:
+            options["pull"] = pull
+    else:
+        if args.host:
+            options["base_url"] = args.host
+        if pull and kind == "docker":
+            options["pull"] = pull
+    engine = open_engine(kind, **options)
+    policy = getattr(engine, "pull_policy", None)
+    if policy is not None and sys.stderr.isatty():
+        from pytest_isobox.images.registry.progress import ProgressPrinter
+
+        policy.progress = ProgressPrinter()
+    return engine
+
+
+def _inspect_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--format", help="a Go template run over each document, e.g. "
+                   "'{{.State.Pid}}', '{{json .Config}}'")
+
+
+def _images_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show untagged images too")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="reference, dangling, label, before, since")
+    p.add_argument("--format", help="a Go template per image, `table ...`, or json")
+    p.add_argument("--digests", action="store_true", help="a DIGEST column")
+    p.add_argument("--no-trunc", action="store_true", help="full ids")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
+    top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
+                     help="print the version and exit")
+    top.add_argument("--engine", help="native (default, env ISOBOX_ENGINE), docker, or an "
+                     "engine a package registers (entry points pytest_isobox.engines)")
+    top.add_argument("--home", help="store directory of the native engine (env ISOBOX_HOME)")
+    top.add_argument("-H", "--host", help="Docker daemon address for the docker engine")
+    sub = top.add_subparsers(metavar="COMMAND")
+
+    def verb(name: str, func, help: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, add_help=kw.pop("add_help", True), **kw)
+        p.set_defaults(func=func, **({} if func else {"group_help": p}))
+        return p
+
+    # -h is --hostname for run and create, as in Docker: only --help asks for help
+    p = verb("run", "containers:cmd_run", "run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    run_options._container_flags(p)
+    p = verb("create", "containers:cmd_create", "create a container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    run_options._container_flags(p)
+    p = verb("start", "containers:cmd_start", "start created containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("ps", "containers:cmd_ps", "list containers")
+    p.add_argument("-a", "--all", action="store_true", help="stopped ones too")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="status, name, label, id, ancestor, exited, network, volume, health, "
+                   "before, since")
+    p.add_argument("--format", help="a Go template per container, `table ...`, or json")
+    p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    p.add_argument("-n", "--last", type=int, metavar="N", help="the N last created (any state)")
+    p.add_argument("-l", "--latest", action="store_true", help="the last created (any state)")
+    p.add_argument("-s", "--size", action="store_true", help="the writable layer's size")
+    p = verb("logs", "containers:cmd_logs", "show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", type=int)
+    p.add_argument("container")
+    p = verb("exec", "containers:cmd_exec", "run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append")
+    p.add_argument("-u", "--user")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = verb("stop", "containers:cmd_stop", "stop containers (stop signal, then SIGKILL)")
+    p.add_argument("-t", "--time", type=float)
+    p.add_argument("containers", nargs="+")
+    p = verb("restart", "containers:cmd_restart", "stop containers, then start them again")
+    p.add_argument("-t", "--time", type=float, help="seconds to wait for the stop")
+    p.add_argument("containers", nargs="+")
+    p = verb("pause", "containers:cmd_pause", "freeze every process of containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("unpause", "containers:cmd_unpause", "thaw paused containers")
+    p.add_argument("containers", nargs="+")
+    p = verb("rename", "containers:cmd_rename", "give a container another name")
+    p.add_argument("container")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p = verb("top", "containers:cmd_top", "a container's processes (the host's ps)")
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
+                   help="options of ps (default -ef)")
+    p = verb("kill", "containers:cmd_kill", "send a signal to containers")
+    p.add_argument("-s", "--signal", default="SIGKILL")
+    p.add_argument("containers", nargs="+")
+    p = verb("rm", "containers:cmd_rm", "remove containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("containers", nargs="+")
+    p = verb("wait", "containers:cmd_wait", "wait for containers to exit, print exit codes")
+    p.add_argument("containers", nargs="+")
+    p = verb("inspect", "containers:cmd_inspect",
+             "Docker's JSON of containers, images, networks or volumes")
+    _inspect_flags(p)
+    p.add_argument("--type", choices=["container", "image", "network", "volume"],
+                   help="look only for this kind of object")
+    p.add_argument("-s", "--size", action="store_true", help="a container's sizes too")
+    p.add_argument("refs", nargs="+")
+    p = verb("port", "containers:cmd_port", "list a container's published ports")
+    p.add_argument("container")
+    p.add_argument("port", nargs="?")
+    p = verb("cp", "containers:cmd_cp", "copy files between a container and the host")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p = verb("stats", "containers:cmd_stats", "resource usage of containers")
+    p.add_argument("containers", nargs="+")
+
+    p = verb("build", "images:cmd_build", "build an image from a Dockerfile")
+    p.add_argument("-t", "--tag")
+    p.add_argument("-f", "--file")
+    p.add_argument("--build-arg", action="append")
+    p.add_argument("--target")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--network")
+    p.add_argument("--pull", choices=["missing", "always", "never"],
+                   help="pull FROM images: missing (default), always, never")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("path")
+    p = verb("pull", "images:cmd_pull", "pull an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("image", help="NAME[:TAG|@DIGEST]")
+    p = verb("push", "images:cmd_push", "push an image to a registry")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--chunk-size", help="upload in chunks of this size (e.g. 8m), not one PUT")
+    p.add_argument("image", help="NAME[:TAG]")
+    p = verb("bootstrap", "images:cmd_bootstrap",
+             "make a Debian base image with debootstrap from this machine's apt mirror")
+    p.add_argument("--variant", default="minbase", help="debootstrap variant (default minbase)")
+    p.add_argument("--include", action="append", metavar="PKGS",
+                   help="more packages, comma-separated")
+    p.add_argument("-t", "--tag", help="tag it so (default NAME)")
+    p.add_argument("name", help="debian:SUITE, e.g. debian:bookworm")
+    p = verb("login", "images:cmd_login", "log in to a registry (writes ~/.docker/config.json)")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password")
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.set_defaults(no_engine=True)
+    p = verb("logout", "images:cmd_logout", "log out from a registry")
+    p.add_argument("server", nargs="?")
+    p.set_defaults(no_engine=True)
+    p = verb("images", "images:cmd_images", "list images")
+    _images_flags(p)
+    p = verb("rmi", "images:cmd_rmi", "remove images")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", nargs="+")
+    p = verb("tag", "images:cmd_tag", "give an image another name")
+    p.add_argument("source")
+    p.add_argument("target")
+    p = verb("import", "images:cmd_import", "make an image from a root filesystem directory or tar")
+    p.add_argument("source")
+    p.add_argument("ref")
+    p = verb("save", "images:cmd_save", "write images to a docker-load archive")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("images", nargs="+")
+    p = verb("load", "images:cmd_load", "read images from a docker-save archive")
+    p.add_argument("-i", "--input", required=True)
+    verb("prune", "images:cmd_prune", "remove what no tag or container needs")
+    p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
+    p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
+
+    p = verb("compose", "system:cmd_compose", "run compose projects (isobox compose --help)",
+             add_help=False, prefix_chars="+")
+    p.add_argument("compose_args", nargs=argparse.REMAINDER)
+    p.set_defaults(no_engine=True)
+    p = verb("version", "system:cmd_version", "the versions of isobox and of its engine")
+    p.add_argument("-f", "--format", help="a Go template over {Client, Server}")
+    p = verb("info", "system:cmd_info", "the engine's containers, images and host")
+    p.add_argument("-f", "--format", help="a Go template over the info document")
+    system = verb("system", None, "what isobox left on this host, info, df")
+    ssub = system.add_subparsers(metavar="COMMAND")
+    p = ssub.add_parser("check", help="list what isobox left on this host; exit 1 if any")
+    p.set_defaults(func="system:cmd_system_check", no_engine=True)
+    p.add_argument("--save", metavar="FILE", help="write the current state to FILE")
+    p.add_argument("--baseline", metavar="FILE", help="report only what is new since FILE")
+    p.add_argument("--json", action="store_true", help="the items as a JSON list")
+    p = ssub.add_parser("info", help="the engine's containers, images and host (Docker's info)")
+    p.set_defaults(func="system:cmd_info")
+    p.add_argument("-f", "--format", help="a Go template over the info document")
+    p = ssub.add_parser("df", help="disk used by images, layers, containers and the build cache")
+    p.set_defaults(func="system:cmd_df")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="each image's shared and unique size")
+    p = ssub.add_parser("prune", help="remove what runs that died left behind")
+    p.set_defaults(func="system:cmd_system_prune", no_engine=True)
+    image = verb("image", None, "manage images")
+    isub = image.add_subparsers(metavar="COMMAND")
+    p = isub.add_parser("inspect")
+    p.set_defaults(func="images:cmd_image_inspect")
+    _inspect_flags(p)
+    p.add_argument("images", nargs="+")
+    p = isub.add_parser("ls", help="list images")
+    p.set_defaults(func="images:cmd_images")
+    _images_flags(p)
+    p = isub.add_parser("rm")
+    p.set_defaults(func="images:cmd_rmi")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", nargs="+")
+    isub.add_parser("prune").set_defaults(func="images:cmd_prune")
+    p = isub.add_parser("history", help="the layers an image was made of, newest first")
+    p.set_defaults(func="images:cmd_image_history")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("image")
+
+    network = verb("network", None, "manage networks")
+    nsub = network.add_subparsers(metavar="COMMAND")
+    p = nsub.add_parser("create")
+    p.set_defaults(func="networks:cmd_network_create")
+    p.add_argument("--subnet")
+    p.add_argument("-l", "--label", action="append")
+    p.add_argument("name")
+    nsub.add_parser("ls").set_defaults(func="networks:cmd_network_ls")
+    p = nsub.add_parser("inspect")
+    p.set_defaults(func="networks:cmd_network_inspect")
+    _inspect_flags(p)
+    p.add_argument("names", nargs="+")
+    p = nsub.add_parser("rm")
+    p.set_defaults(func="networks:cmd_network_rm")
+    p.add_argument("names", nargs="+")
+
+    volume = verb("volume", None, "manage volumes")
+    vsub = volume.add_subparsers(metavar="COMMAND")
+    p = vsub.add_parser("create")
+    p.set_defaults(func="volumes:cmd_volume_create")
+    p.add_argument("name")
+    vsub.add_parser("ls").set_defaults(func="volumes:cmd_volume_ls")
+    p = vsub.add_parser("inspect")
+    p.set_defaults(func="volumes:cmd_volume_inspect")
+    _inspect_flags(p)
+    p.add_argument("names", nargs="+")
+    p = vsub.add_parser("rm")
+    p.set_defaults(func="volumes:cmd_volume_rm")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("names", nargs="+")
+    return top

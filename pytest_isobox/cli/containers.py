@@ -1,0 +1,401 @@
+"""Container verbs: run, create, start, ps, logs, exec, stop, kill, rm, wait, inspect, port, cp,
+stats."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+
+from pytest_isobox import dockerargs
+from pytest_isobox.cli.output import (
+    _ago,
+    _duration,
+    _size,
+    _table,
+    compile_format,
+    print_documents,
+)
+from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+from pytest_isobox.engine import (
+    ContainerNotFound,
+    ContainerState,
+    Engine,
+    IsoboxError,
+)
+
+# Docker's exit statuses for a container that did not start: the command was not found (127),
+# could not be executed (126); anything else about the engine or the arguments is 125.
+EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
+
+
+def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    check_cidfile(args)
+    if args.interactive or args.tty:
+        return engine.run_attached(spec)
+    state = engine.create(spec)
+    started = False
+    try:
+        write_cidfile(args, state.id)
+        code = _start(engine, state.id)
+        if code is not None:
+            return code
+        started = True
+        if args.detach:
+            print(state.id)
+            return 0
+        _copy_logs(engine, state.id, follow=True)
+        return engine.wait(state.id)
+    finally:
+        if args.rm and not (args.detach and started):
+            _remove_quietly(engine, state.id)
+
+
+def _start(engine: Engine, container: str) -> int | None:
+    """Start `container`; when it cannot start, say why in one line, remove it (nothing is
+    left of a run that never ran) and give Docker's status: 127, 126, else 125."""
+    try:
+        engine.start(container)
+        return None
+    except IsoboxError as exc:
+        code = 125
+        with contextlib.suppress(IsoboxError):
+            found = (engine.inspect(container).get("State") or {}).get("ExitCode")
+            code = found if found in (EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND) else 125
+        _remove_quietly(engine, container)
+        print(f"isobox: {exc}", file=sys.stderr)
+        return code
+
+
+def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    args.detach = True
+    spec = _spec_from_args(args)
+    check_cidfile(args)
+    state = engine.create(spec)
+    write_cidfile(args, state.id)
+    print(state.id)
+    return 0
+
+
+def _remove_quietly(engine: Engine, container: str) -> None:
+    try:
+        engine.remove(container, force=True)
+    except ContainerNotFound:
+        pass
+
+
+def _copy_logs(engine: Engine, container: str, *, follow: bool, tail: int | None = None) -> None:
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for stream, chunk in engine.logs(container, follow=follow, tail=tail):
+        outs[stream].write(chunk)
+        outs[stream].flush()
+
+
+def cmd_start(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        engine.start(c)
+        print(c)
+    return 0
+
+
+_PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
+               "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES",
+               "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS"}
+_PS_TABLE = ("table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t"
+             "{{.Ports}}\\t{{.Names}}")
+_PS_FILTERS = ("status", "name", "label", "id", "ancestor", "exited", "network", "volume",
+               "health", "before", "since")
+
+
+def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.filters import parse_filters
+    from pytest_isobox.gotemplate import render_rows
+
+    filters = parse_filters(args.filter, _PS_FILTERS)
+    template = args.format
+    if args.quiet:
+        template = "{{.ID}}"
+    elif template is None:
+        template = _PS_TABLE + ("\\t{{.Size}}" if args.size else "")
+    compile_format(template)  # a bad template fails before any work
+    last = 1 if args.latest else args.last
+    every = args.all or last is not None or "status" in filters or "exited" in filters
+    states = [s for s in engine.containers(all=every)]
+    states.sort(key=lambda s: s.created_at or 0, reverse=True)
+    docs = {s.id: _doc_quietly(engine, s.id, size=args.size) for s in states}
+    states = [s for s in states if _ps_match(engine, s, docs.get(s.id) or {}, filters, states)]
+    if last is not None and last >= 0:
+        states = states[:last]
+    rows = [_ps_row(s, docs.get(s.id) or {}, trunc=not args.no_trunc) for s in states]
+    for line in render_rows(template, rows, _PS_HEADERS, default_table=_PS_TABLE):
+        print(line)
+    return 0
+
+
+def _doc_quietly(engine: Engine, container: str, *, size: bool) -> dict | None:
+    try:
+        return engine.inspect(container, size=True) if size else engine.inspect(container)  # type: ignore[call-arg]
+    except ContainerNotFound:  # removed meanwhile
+        return None
+
+
+def _ps_match(engine: Engine, s: ContainerState, doc: dict, filters: dict[str, list[str]],
+              states: list[ContainerState]) -> bool:
+    from pytest_isobox.cli.filters import label_matches, name_matches
+
+    def any_of(key: str, test) -> bool:
+        return key not in filters or any(test(v) for v in filters[key])
+
+    state = doc.get("State") or {}
+    health = (state.get("Health") or {}).get("Status", "none")
+    networks = set((doc.get("NetworkSettings") or {}).get("Networks") or {})
+    mounts = doc.get("Mounts") or []
+    created = {x.name: x.created_at or 0 for x in states} | {x.id: x.created_at or 0
+                                                             for x in states}
+    return (any_of("status", lambda v: _ps_state(s, doc) == v)
+            and any_of("name", lambda v: name_matches(s.name, v))
+            and any_of("id", lambda v: s.id.startswith(v))
+            and all(label_matches(s.labels, v) for v in filters.get("label", ()))
+            and any_of("exited", lambda v: s.status == "exited" and str(s.exit_code) == v)
+            and any_of("ancestor", lambda v: _is_ancestor(engine, s, v))
+            and any_of("network", lambda v: v in networks)
+            and any_of("volume", lambda v: any(v in (m.get("Name"), m.get("Source"),
+                                                     m.get("Destination")) for m in mounts))
+            and any_of("health", lambda v: health == v)
+            and any_of("before", lambda v: (s.created_at or 0) < created.get(v, 0))
+            and any_of("since", lambda v: (s.created_at or 0) > created.get(v, float("inf"))))
+
+
+def _is_ancestor(engine: Engine, s: ContainerState, wanted: str) -> bool:
+    if s.image == wanted or s.image_id == wanted or s.image_id.removeprefix(
+            "sha256:").startswith(wanted.removeprefix("sha256:")):
+        return True
+    try:
+        return engine.image_inspect(wanted).id == s.image_id
+    except IsoboxError:
+        return False
+
+
+def _ps_state(s: ContainerState, doc: dict) -> str:
+    if (doc.get("State") or {}).get("Paused"):
+        return "paused"
+    return s.status
+
+
+def _ps_row(s: ContainerState, doc: dict, *, trunc: bool) -> dict:
+    command = " ".join([doc.get("Path") or "", *(doc.get("Args") or [])]).strip()
+    if trunc and len(command) > 20:
+        command = command[:19] + "…"
+    labels = dict(s.labels)
+    mounts = [m.get("Name") or m.get("Source") or "" for m in doc.get("Mounts") or []]
+    networks = list((doc.get("NetworkSettings") or {}).get("Networks") or {})
+    size = ""
+    if "SizeRw" in doc:
+        size = f"{_size(doc['SizeRw'])} (virtual {_size(doc.get('SizeRootFs', 0))})"
+    return {
+        "ID": s.id[:12] if trunc else s.id,
+        "Image": s.image,
+        "Command": json.dumps(command, ensure_ascii=False),
+        "CreatedAt": _created_at(s.created_at),
+        "RunningFor": _ago(s.created_at),
+        "Ports": _ports(s),
+        "State": _ps_state(s, doc),
+        "Status": _status(s, doc),
+        "Size": size,
+        "Names": s.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "Label": lambda key: labels.get(key, ""),
+        "Mounts": ",".join(mounts),
+        "Networks": ",".join(networks),
+    }
+
+
+def _created_at(when: float | None) -> str:
+    """Go's time.Time.String() in UTC, as `ps --format {{.CreatedAt}}` prints it."""
+    if not when:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+
+
+def _status(s: ContainerState, doc: dict | None = None) -> str:
+    state = (doc or {}).get("State") or {}
+    if s.status in ("running", "paused"):
+        text = f"Up {_duration(time.time() - (s.started_at or time.time()))}"
+        if s.status == "paused" or state.get("Paused"):
+            return text + " (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        if health and health != "none":
+            text += " (health: starting)" if health == "starting" else f" ({health})"
+        return text
+    if s.status == "exited":
+        code = f"Exited ({s.exit_code})"
+        return f"{code} {_ago(s.finished_at)}" if s.finished_at else code
+    return s.status.capitalize()
+
+
+def _ports(s: ContainerState) -> str:
+    if s.status not in ("running", "paused"):  # a stopped container holds no ports (Docker shows none)
+        return ""
+    return ", ".join(f"{h}:{p}->{key}" for key, binds in s.ports.items() for h, p in binds)
+
+
+def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
+    _copy_logs(engine, args.container, follow=args.follow, tail=args.tail)
+    return 0
+
+
+def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
+    env = dockerargs.parse_env(args.env)
+    if args.interactive or args.tty:
+        return engine.exec_attached(args.container, args.cmd, tty=args.tty,
+                                    stdin=args.interactive, env=env, user=args.user,
+                                    workdir=args.workdir)
+    result = engine.exec(args.container, args.cmd, env=env, user=args.user,
+                         workdir=args.workdir)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stderr.buffer.write(result.stderr)
+    return result.exit_code
+
+
+def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        engine.stop(c, timeout=args.time)
+        print(c)
+    return 0
+
+
+def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        engine.kill(c, args.signal)
+        print(c)
+    return 0
+
+
+def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
+    status = 0
+    for c in args.containers:
+        try:
+            engine.remove(c, force=args.force)
+            print(c)
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_wait(engine: Engine, args: argparse.Namespace) -> int:
+    for c in args.containers:
+        print(engine.wait(c))
+    return 0
+
+
+def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    """Containers, then images, networks and volumes by that name (Docker's order), or one
+    --type; what is found is printed, each missing one named on stderr, exit 1 if any."""
+    from pytest_isobox.cli import inspecting
+
+    template = compile_format(args.format)
+    docs, status = [], 0
+    for ref in args.refs:
+        try:
+            docs.append(inspecting.find_document(engine, ref, args.type, size=args.size))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    print_documents(docs, template)
+    return status
+
+
+def cmd_port(engine: Engine, args: argparse.Namespace) -> int:
+    state = engine.state(args.container)
+    wanted = None
+    if args.port:
+        wanted = args.port if "/" in args.port else f"{args.port}/tcp"
+    for key, binds in state.ports.items():
+        for host, port in binds:
+            if wanted is None:
+                print(f"{key} -> {host}:{port}")
+            elif key == wanted:
+                print(f"{host}:{port}")
+    return 0
+
+
+def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.copying import copy_from, copy_to
+
+    src, dst = args.src, args.dst
+    if ":" in src and not src.startswith(("/", ".")):
+        container, path = src.split(":", 1)
+        copy_from(engine, container, path, dst)
+    elif ":" in dst and not dst.startswith(("/", ".")):
+        container, path = dst.split(":", 1)
+        copy_to(engine, container, src, path)
+    else:
+        raise IsoboxError("cp: one of SRC and DEST must be CONTAINER:PATH")
+    return 0
+
+
+def cmd_stats(engine: Engine, args: argparse.Namespace) -> int:
+    rows = [("CONTAINER ID", "NAME", "CPU TIME", "MEM USAGE", "MEM PEAK", "PIDS")]
+    for c in args.containers:
+        s, st = engine.stats(c), engine.state(c)
+        rows.append((st.id[:12], st.name, f"{s.cpu_time_ns / 1e9:.2f}s", _size(s.memory_current),
+                     _size(s.memory_peak), str(s.pids)))
+    _table(rows)
+    return 0
+
+
+def _verb_of(engine: Engine, name: str):  # -> the engine's method
+    method = getattr(engine, name, None)
+    if method is None:
+        raise IsoboxError(f"{name}: not supported by the {engine.name} engine")
+    return method
+
+
+def _each(engine: Engine, containers: list[str], action) -> int:
+    """Docker's multi-container verbs: each name printed when done, each failure one line,
+    exit 1 if any failed."""
+    status = 0
+    for c in containers:
+        try:
+            action(c)
+            print(c)
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_pause(engine: Engine, args: argparse.Namespace) -> int:
+    return _each(engine, args.containers, _verb_of(engine, "pause"))
+
+
+def cmd_unpause(engine: Engine, args: argparse.Namespace) -> int:
+    return _each(engine, args.containers, _verb_of(engine, "unpause"))
+
+
+def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
+    def restart(c: str) -> None:
+        engine.stop(c, timeout=args.time)
+        engine.start(c)
+
+    return _each(engine, args.containers, restart)
+
+
+def cmd_rename(engine: Engine, args: argparse.Namespace) -> int:
+    _verb_of(engine, "rename")(args.container, args.new_name)
+    return 0
+
+
+def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
+    doc = _verb_of(engine, "top")(args.container, " ".join(args.ps_args) or "-ef")
+    rows = [tuple(doc.get("Titles") or []), *(tuple(p) for p in doc.get("Processes") or [])]
+    if rows[0]:
+        _table(rows)
+    return 0

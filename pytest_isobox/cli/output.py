@@ -1,0 +1,71 @@
+"""How the CLI shows things as Docker does: tables, sizes, image ids, ages and durations."""
+
+from __future__ import annotations
+
+import json
+import time
+
+
+def _ago(when: float | None) -> str:
+    return f"{_duration(time.time() - when)} ago" if when else ""
+
+
+def _duration(seconds: float) -> str:
+    """Docker's HumanDuration: "Less than a second", "About a minute", "3 hours", "2 weeks"."""
+    if seconds < 1:
+        return "Less than a second"
+    if int(seconds) == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds // 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    for unit, size, limit in (("days", 24, 24 * 7 * 2), ("weeks", 24 * 7, 24 * 30 * 2),
+                              ("months", 24 * 30, 24 * 365 * 2)):
+        if hours < limit:
+            return f"{hours // size} {unit}"
+    return f"{hours // (24 * 365)} years"
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+    return str(n)
+
+
+def compile_format(source: str | None):  # -> gotemplate.Template | None
+    """-f/--format parsed before any work is done, so a bad template changes nothing."""
+    if source is None:
+        return None
+    from pytest_isobox.gotemplate import docker_format
+
+    return docker_format(source)[1]
+
+
+def print_documents(docs: list, template) -> None:
+    """inspect's output: the documents as an indented JSON list, or each through -f's template."""
+    if template is None:
+        print(json.dumps(docs, indent=4))
+        return
+    for doc in docs:
+        print(template.render(doc))

@@ -1,0 +1,41 @@
+"""Volume verbs: volume create, ls, rm."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pytest_isobox.cli.output import _table, compile_format, print_documents
+from pytest_isobox.engine import Engine, IsoboxError
+
+
+def cmd_volume_create(engine: Engine, args: argparse.Namespace) -> int:
+    print(engine.volume_create(args.name))
+    return 0
+
+
+def cmd_volume_ls(engine: Engine, args: argparse.Namespace) -> int:
+    _table([("VOLUME NAME",), *((v,) for v in engine.volumes())])
+    return 0
+
+
+def cmd_volume_rm(engine: Engine, args: argparse.Namespace) -> int:
+    for name in args.names:
+        engine.volume_remove(name, force=args.force)
+        print(name)
+    return 0
+
+
+def cmd_volume_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli import inspecting
+
+    template = compile_format(args.format)
+    docs, status = [], 0
+    for name in args.names:
+        try:
+            docs.append(inspecting.volume_document(engine, name))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    print_documents(docs, template)
+    return status
