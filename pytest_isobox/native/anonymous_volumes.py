@@ -21,7 +21,8 @@ _OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 def needed(image_config: dict, mounts: Iterable[MountSpec]) -> dict[str, str]:
     """Target path -> a new volume name, for each image volume no mount covers."""
     covered = {posixpath.normpath("/" + m.target.lstrip("/")) for m in mounts}
-    wanted = [posixpath.normpath("/" + str(v).lstrip("/")) for v in image_config.get("Volumes") or {}]
+    wanted = [posixpath.normpath("/" + str(v).lstrip("/"))
+              for v in image_config.get("Volumes") or {}]
     return {path: secrets.token_hex(32) for path in dict.fromkeys(wanted)
             if path not in covered}
 

@@ -232,3 +232,95 @@ def test_image_volumes_become_anonymous_volumes_removed_with_the_container(
     native.remove(state.id)
     assert set(native.volumes()) == before | {"mine"}
     native.volume_remove("mine")
+
+
+def _inspect_until(engine, cid: str, done, what: str) -> dict:
+    """The inspect document once `done(doc)` holds (the keeper works in its own process)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        doc = engine.inspect(cid)
+        if done(doc):
+            return doc
+        assert time.monotonic() < deadline, f"waited for {what}: {doc['State']}"
+
+
+def _keeper_ended(doc: dict) -> None:
+    """Wait for the keeper process recorded in keeper.json to end (nothing is left)."""
+    import select
+
+    pid = doc.get("keeper_pid")
+    if not pid:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], 60)[0], "the keeper did not end"
+    finally:
+        os.close(fd)
+
+
+def test_restart_on_failure_counts_and_stops_at_its_limit(native, busybox_rootfs) -> None:
+    from pytest_isobox.engine import RestartPolicy
+    from pytest_isobox.native import keeper
+
+    state = native.run(ContainerSpec(image=str(busybox_rootfs), network_mode="none",
+                                     command=["sh", "-c", "echo run; exit 3"],
+                                     restart=RestartPolicy("on-failure", 2)))
+    try:
+        doc = _inspect_until(native, state.id, lambda d: d["RestartCount"] == 2
+                             and d["State"]["Status"] == "exited", "two restarts")
+        assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                      "MaximumRetryCount": 2}
+        _keeper_ended(keeper.read(native._find(state.id).path))
+        assert native.inspect(state.id)["RestartCount"] == 2  # and no third
+        assert native.inspect(state.id)["State"]["ExitCode"] == 3
+    finally:
+        native.remove(state.id, force=True)
+
+
+def test_restart_always_until_stopped(native, busybox_rootfs) -> None:
+    from pytest_isobox.engine import RestartPolicy
+    from pytest_isobox.native import keeper
+
+    state = native.run(ContainerSpec(image=str(busybox_rootfs), network_mode="none",
+                                     command=["sh", "-c", "exit 0"],
+                                     restart=RestartPolicy("always")))
+    try:
+        _inspect_until(native, state.id, lambda d: d["RestartCount"] >= 2, "restarts")
+        native.stop(state.id, timeout=1)
+        record = keeper.read(native._find(state.id).path)
+        _keeper_ended(record)
+        count = native.inspect(state.id)["RestartCount"]
+        assert native.inspect(state.id)["State"]["Running"] is False
+        assert keeper.read(native._find(state.id).path)["restart_count"] == count
+    finally:
+        native.remove(state.id, force=True)
+
+
+def test_healthcheck_healthy_then_unhealthy(native, busybox_rootfs) -> None:
+    from pytest_isobox.engine import HealthcheckSpec
+    from pytest_isobox.native import keeper
+
+    state = native.run(ContainerSpec(
+        image=str(busybox_rootfs), network_mode="none", command=["sleep", "600"],
+        healthcheck=HealthcheckSpec(("CMD-SHELL", "test ! -e /tmp/sick && echo fine"),
+                                    interval=0.2, retries=2)))
+    try:
+        doc = _inspect_until(native, state.id, lambda d: d["State"].get("Health", {})
+                             .get("Status") == "healthy", "healthy")
+        assert doc["State"]["Health"]["Log"][-1]["Output"] == "fine\n"
+        assert doc["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL",
+                                                        "test ! -e /tmp/sick && echo fine"]
+        native.exec(state.id, ["touch", "/tmp/sick"])
+        doc = _inspect_until(native, state.id, lambda d: d["State"]["Health"]["Status"]
+                             == "unhealthy", "unhealthy")
+        assert doc["State"]["Health"]["FailingStreak"] >= 2
+        assert doc["State"]["Health"]["Log"][-1]["ExitCode"] == 1
+        record = keeper.read(native._find(state.id).path)
+    finally:
+        native.remove(state.id, force=True)
+    _keeper_ended(record)

@@ -419,7 +419,10 @@ class LifecycleRole:
 
     def stop(self, container: str, timeout: float | None = None) -> None:
         """Stop signal, up to `timeout` s (default the spec's) for the exit, then SIGKILL."""
+        from pytest_isobox.native import keeper
+
         cdir = self._find(container)
+        keeper.mark_stopped(cdir.path)  # its keeper restarts it no more
         state = self._read_state(cdir)
         fd = self._container_pidfd(state)
         if fd is None:
@@ -509,7 +512,10 @@ class LifecycleRole:
             os.close(fd)
 
     def remove(self, container: str, *, force: bool = False) -> None:
+        from pytest_isobox.native import keeper
+
         cdir = self._find(container)
+        keeper.mark_stopped(cdir.path)
         if cdir.id in self._reserved:
             self._reserved.pop(cdir.id).discard()
         state = self._read_state(cdir)
