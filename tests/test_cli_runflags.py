@@ -148,3 +148,33 @@ def test_same_as_docker(docker_base: str, flags: list[str], script: str | None) 
     if script is not None:
         assert ours.stdout == theirs.stdout
     assert nothing_made()
+
+
+def _inspect_until(cid: str, done, what: str) -> dict:
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        doc = json.loads(isobox("inspect", cid).stdout)[0]
+        if done(doc):
+            return doc
+        assert time.monotonic() < deadline, f"waited for {what}: {doc['State']}"
+
+
+def test_restart_and_health_in_inspect(base: str) -> None:
+    try:
+        isobox("run", "-d", "--name", "restarts", "--restart", "on-failure:2", base, "sh", "-c",
+               "exit 3")
+        doc = _inspect_until("restarts", lambda d: d["RestartCount"] == 2
+                             and d["State"]["Status"] == "exited", "two restarts")
+        assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                      "MaximumRetryCount": 2}
+        isobox("run", "-d", "--name", "checked", "--health-cmd", "echo ok",
+               "--health-interval", "200ms", "--health-retries", "1", base, "sleep", "600")
+        doc = _inspect_until("checked", lambda d: d["State"].get("Health", {}).get("Status")
+                             == "healthy", "healthy")
+        assert doc["State"]["Health"]["Log"][-1]["Output"] == "ok\n"
+        assert doc["Config"]["Healthcheck"]["Interval"] == 200_000_000
+    finally:
+        isobox("rm", "-f", "restarts", "checked", check=False)
+    assert nothing_made()

@@ -85,6 +85,11 @@ def keep(home: str, cid: str) -> int:
     """The keeper's life (in a process of its own): wait, check health, restart."""
     from pytest_isobox.native.engine import NativeEngine
 
+    os.setsid()  # a session of its own, and no terminal or pipe of the caller kept open
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
     engine = NativeEngine(home=home, read_only=True)
     try:
         return _loop(engine, cid)
