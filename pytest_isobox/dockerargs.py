@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_isobox.engine.errors import InvalidSpec
-from pytest_isobox.engine.specs import MountSpec, NetworkAttachment, PortSpec
+from pytest_isobox.engine.specs import (
+    DeviceSpec,
+    HealthcheckSpec,
+    MountSpec,
+    NetworkAttachment,
+    PortSpec,
+    RestartPolicy,
+)
 
 BUILTIN_NETWORK_MODES = ("bridge", "none", "host")
 ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
@@ -233,3 +240,237 @@ def effective_capabilities(cap_add: Sequence[str], cap_drop: Sequence[str],
         return [c for c in CAPABILITY_NAMES if c in add]
     return [c for c in CAPABILITY_NAMES if (c in DEFAULT_CAPABILITIES and c not in drop)
             or c in add]
+
+
+def parse_device(text: str) -> DeviceSpec:
+    """Docker's `--device HOST[:CONTAINER][:PERMS]` (PERMS of r, w, m; default rwm)."""
+    parts = str(text).split(":")
+    perms = "rwm"
+    if len(parts) > 1 and parts[-1] and set(parts[-1]) <= set("rwm"):
+        perms = parts.pop()
+    if len(parts) > 2 or not parts[0]:
+        raise InvalidSpec(f"invalid device {text!r}: expected HOST[:CONTAINER][:PERMISSIONS]")
+    host, container = parts[0], parts[1] if len(parts) == 2 else parts[0]
+    if not host.startswith("/") or not container.startswith("/"):
+        raise InvalidSpec(f"invalid device {text!r}: paths must be absolute")
+    return DeviceSpec(host, container, perms)
+
+
+# moby/daemon/oci_linux.go and runc's validator: the sysctls a container's own namespaces hold
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def parse_sysctl(text: str, network_mode: str = "bridge") -> tuple[str, str]:
+    """Docker's `--sysctl KEY=VALUE`, for namespaced parameters only (IPC's kernel.shm*,
+    kernel.msg*, kernel.sem, fs.mqueue.*; net.* unless the host's network is shared)."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip().replace("/", ".")
+    if not sep or not key:
+        raise InvalidSpec(f"invalid sysctl {text!r}: expected KEY=VALUE")
+    if key.startswith("net."):
+        if network_mode == "host":
+            raise InvalidSpec(f"sysctl {key!r} not allowed in host network namespace")
+    elif not (key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")):
+        raise InvalidSpec(f"sysctl {key!r} is not allowed: only namespaced ones (net.*, "
+                          "kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)")
+    if ".." in key or not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+        raise InvalidSpec(f"invalid sysctl {text!r}: bad key")
+    return key, value
+
+
+# --------------------------------------------------------------------------- name resolution
+
+def parse_extra_host(text: str) -> str:
+    """Docker's `--add-host NAME:IP` (or NAME=IP; IP may be IPv6 or `host-gateway`), as
+    `NAME:IP`."""
+    import ipaddress
+
+    raw = str(text)
+    name, sep, ip = raw.partition("=") if "=" in raw else raw.partition(":")
+    ip = ip.strip("[]")
+    if not sep or not name or not ip:
+        raise InvalidSpec(f"invalid argument {raw!r} for --add-host: expected NAME:IP")
+    if ip != "host-gateway":
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidSpec(f"invalid IP address in add-host: {ip!r}") from None
+    return f"{name}:{ip}"
+
+
+def parse_ip(text: str, what: str = "--dns") -> str:
+    """An IPv4 or IPv6 address, as given."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(str(text).strip()))
+    except ValueError:
+        raise InvalidSpec(f"{text!r} is not an IP address (for {what})") from None
+
+
+# --------------------------------------------------------------------------- files of lines
+
+def parse_key_value_file(path: str | Path, *, from_environment: bool,
+                         environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Docker's `--env-file`/`--label-file`: one KEY=VALUE a line (the value as written, no
+    quotes removed), blank lines and lines starting with `#` skipped. A KEY alone takes the
+    caller's value with `from_environment` (left out when unset), else stays as it is (an
+    empty label). A bad line is an InvalidSpec naming `file:line`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidSpec(f"open {path}: {exc.strerror}") from None
+    entries: list[str] = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode().rstrip("\r").lstrip()
+        except UnicodeDecodeError:
+            raise InvalidSpec(f"{path}:{number}: invalid utf8 bytes") from None
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not key:
+            raise InvalidSpec(f"{path}:{number}: no variable name on line {line!r}")
+        if re.search(r"\s", key):
+            raise InvalidSpec(f"{path}:{number}: variable {key!r} contains whitespaces")
+        if sep:
+            entries.append(f"{key}={value}")
+        elif not from_environment:
+            entries.append(key)
+        elif key in environ:
+            entries.append(f"{key}={environ[key]}")
+    return entries
+
+
+# --------------------------------------------------------------------------- ports
+
+def parse_expose(text: str | int) -> list[str]:
+    """Docker's `--expose PORT[/PROTO]` or a range `START-END[/PROTO]`, as `PORT/PROTO` keys."""
+    raw = str(text)
+    body, _, proto = raw.partition("/")
+    proto = proto or "tcp"
+    start, _, end = body.partition("-")
+    if proto not in ("tcp", "udp") or not start.isdigit() or (end and not end.isdigit()):
+        raise InvalidSpec(f"invalid range format for --expose: {raw!r}")
+    first, last = int(start), int(end or start)
+    if not 1 <= first <= last <= 65535:
+        raise InvalidSpec(f"invalid range format for --expose: {raw!r}")
+    return [f"{port}/{proto}" for port in range(first, last + 1)]
+
+
+def exposed_ports(image_config: Mapping[str, Any], expose: Sequence[str]) -> list[str]:
+    """Every port a container exposes: its image's (ExposedPorts) and `--expose`'s."""
+    keys = [str(k) if "/" in str(k) else f"{k}/tcp"
+            for k in (image_config.get("ExposedPorts") or {})]
+    return list(dict.fromkeys([*keys, *expose]))
+
+
+def publish_all_ports(exposed: Sequence[str], ports: Sequence[PortSpec]) -> list[PortSpec]:
+    """`-P`: the exposed ports that no `-p` publishes, each on a free loopback port."""
+    taken = {p.key for p in ports}
+    extra = []
+    for key in exposed:
+        number, _, proto = key.partition("/")
+        if key not in taken:
+            extra.append(PortSpec(int(number), proto or "tcp"))  # type: ignore[arg-type]
+    return [*ports, *extra]
+
+
+# --------------------------------------------------------------------------- life and health
+
+def parse_restart(text: str | None) -> RestartPolicy | None:
+    """Docker's `--restart no|on-failure[:N]|always|unless-stopped`."""
+    if text is None:
+        return None
+    name, sep, count = str(text).partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped") \
+            or (sep and (name != "on-failure" or not count.isdigit())):
+        raise InvalidSpec(f"invalid restart policy {text!r}: expected no, on-failure[:N], "
+                          "always or unless-stopped")
+    return RestartPolicy(name, int(count) if sep else 0)
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
+def parse_duration(text: str | float | None, what: str) -> float:
+    """Go's duration syntax (`30s`, `1m30s`, `500ms`) to seconds; a bare number is seconds
+    (the fixtures' shape); None is 0 (Docker's default)."""
+    if text is None:
+        return 0.0
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", raw)
+        if raw == "0":
+            value = 0.0
+        elif not parts or "".join(n + u for n, u in parts) != raw:
+            raise InvalidSpec(f"invalid duration {text!r} for {what}: expected e.g. 30s, "
+                              "1m30s, 500ms")
+        else:
+            value = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if value < 0:
+        raise InvalidSpec(f"{what} must not be negative: {text!r}")
+    return value
+
+
+def healthcheck(cmd: str | Sequence[str] | None = None, *, interval: Any = None,
+                timeout: Any = None, retries: int | None = None, start_period: Any = None,
+                disabled: bool = False) -> HealthcheckSpec | None:
+    """The healthcheck of `--health-*`/`--no-healthcheck`: None when nothing is given (the
+    image's own applies); a string command runs in a shell (CMD-SHELL), a list as is (CMD).
+    Options without a command keep the image's test (an empty one)."""
+    if disabled:
+        if cmd or interval or timeout or retries or start_period:
+            raise InvalidSpec("--no-healthcheck conflicts with --health-* options")
+        return HealthcheckSpec(("NONE",))
+    if cmd is None and interval is None and timeout is None and retries is None \
+            and start_period is None:
+        return None
+    if retries is not None and int(retries) < 0:
+        raise InvalidSpec(f"--health-retries cannot be negative: {retries!r}")
+    if cmd is None or cmd == "":
+        test: tuple[str, ...] = ()
+    elif isinstance(cmd, str):
+        test = ("CMD-SHELL", cmd)
+    else:
+        test = ("CMD", *map(str, cmd))
+    return HealthcheckSpec(test, parse_duration(interval, "--health-interval"),
+                           parse_duration(timeout, "--health-timeout"), int(retries or 0),
+                           parse_duration(start_period, "--health-start-period"))
+
+
+# --------------------------------------------------------------------------- odds and ends
+
+_MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
+                 "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def host_platform() -> str:
+    """This machine's platform in Docker's words, e.g. `linux/amd64`."""
+    machine = os.uname().machine
+    return f"linux/{_MACHINE_ARCH.get(machine, machine)}"
+
+
+def check_platform(text: str | None) -> str | None:
+    """`--platform`: the host's own is accepted (with any variant); images of other
+    platforms would need emulation, which is refused in one line."""
+    if text is None or not str(text).strip():
+        return None
+    wanted = str(text).strip().lower()
+    os_arch = "/".join(wanted.split("/")[:2]) if "/" in wanted else f"linux/{wanted}"
+    if os_arch != host_platform():
+        raise InvalidSpec(f"platform {text!r} is not this host's ({host_platform()}): "
+                          "emulation is not supported")
+    return wanted
+
+
+def check_working_dir(path: str | None) -> str | None:
+    """`-w`: Docker takes an absolute path only."""
+    if path is not None and not str(path).startswith("/"):
+        raise InvalidSpec(f"the working directory {path!r} is invalid, it needs to be an "
+                          "absolute path")
+    return path

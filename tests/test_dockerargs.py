@@ -61,3 +61,41 @@ def test_network_choice() -> None:
         "a", [NetworkAttachment("a", ("x",)), NetworkAttachment("b", ())])
     with pytest.raises(InvalidSpec, match="cannot be combined"):
         da.network_choice({"a": (), "none": ()})
+
+
+def test_run_option_syntax_of_issue_15(tmp_path) -> None:
+    from pytest_isobox import dockerargs as d
+    from pytest_isobox.engine import DeviceSpec, RestartPolicy
+
+    assert d.parse_capabilities(["net_admin", "CAP_KILL", "all"]) == \
+        ["CAP_NET_ADMIN", "CAP_KILL", "ALL"]
+    assert d.effective_capabilities(["KILL"], ["ALL"]) == ["KILL"]
+    assert "SYS_ADMIN" in d.effective_capabilities([], [], privileged=True)
+    assert d.parse_device("/dev/fuse") == DeviceSpec("/dev/fuse", "/dev/fuse", "rwm")
+    assert d.parse_device("/dev/a:/dev/b:r") == DeviceSpec("/dev/a", "/dev/b", "r")
+    assert d.parse_sysctl("net.core.somaxconn=1024") == ("net.core.somaxconn", "1024")
+    assert d.parse_sysctl("fs.mqueue.msg_max=20") == ("fs.mqueue.msg_max", "20")
+    assert d.parse_extra_host("v6:::1") == "v6:::1"
+    assert d.parse_expose("53/udp") == ["53/udp"]
+    assert d.parse_restart("unless-stopped") == RestartPolicy("unless-stopped", 0)
+    assert d.parse_duration("1h2m3.5s", "x") == 3723.5
+    assert d.healthcheck(["curl", "-f", "x"]).test == ("CMD", "curl", "-f", "x")
+    assert d.healthcheck(interval="5s").test == ()  # the image's command, other times
+    assert d.healthcheck(disabled=True).test == ("NONE",)
+    env = tmp_path / "e.env"
+    env.write_bytes(b"A=1\r\n#c\n  B = x\nHOME\n")
+    with pytest.raises(InvalidSpec, match=r"e.env:3: variable 'B ' contains whitespaces"):
+        d.parse_key_value_file(env, from_environment=True)
+    env.write_bytes(b"A=1\r\nK\n\xff=1\n")
+    with pytest.raises(InvalidSpec, match=r"e.env:3: invalid utf8 bytes"):
+        d.parse_key_value_file(env, from_environment=True)
+    env.write_bytes(b"A=a=b\nK\nMISSING\n")
+    assert d.parse_key_value_file(env, from_environment=True, environ={"K": "k"}) == \
+        ["A=a=b", "K=k"]
+    assert d.parse_key_value_file(env, from_environment=False) == ["A=a=b", "K", "MISSING"]
+    for bad, call in (("vm.overcommit_memory=1", d.parse_sysctl),
+                      ("on-failure:x", d.parse_restart), ("1-0", d.parse_expose),
+                      ("linux/arm/v7" if d.host_platform() != "linux/arm" else "windows/amd64",
+                       d.check_platform)):
+        with pytest.raises(InvalidSpec):
+            call(bad)

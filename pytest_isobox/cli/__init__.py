@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(engine, args) or 0
     except IsoboxError as exc:
         print(f"isobox: {exc}", file=sys.stderr)
-        return EXIT_ENGINE_ERROR if verb == "containers:cmd_run" else 1
+        return EXIT_ENGINE_ERROR if verb in ("containers:cmd_run", "containers:cmd_create") \
+            else 1
     except TemplateError as exc:
         print(f"isobox: template parsing error: {exc}", file=sys.stderr)
         return EXIT_ENGINE_ERROR

@@ -18,7 +18,7 @@ from pytest_isobox.cli.output import (
     compile_format,
     print_documents,
 )
-from pytest_isobox.cli.run_options import _spec_from_args
+from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
 from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
@@ -33,11 +33,13 @@ EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 
 def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)
+    check_cidfile(args)
     if args.interactive or args.tty:
         return engine.run_attached(spec)
     state = engine.create(spec)
     started = False
     try:
+        write_cidfile(args, state.id)
         code = _start(engine, state.id)
         if code is not None:
             return code
@@ -70,7 +72,11 @@ def _start(engine: Engine, container: str) -> int | None:
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
     args.detach = True
-    print(engine.create(_spec_from_args(args)).id)
+    spec = _spec_from_args(args)
+    check_cidfile(args)
+    state = engine.create(spec)
+    write_cidfile(args, state.id)
+    print(state.id)
     return 0
 
 

@@ -3,10 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from pytest_isobox import dockerargs
-from pytest_isobox.engine import ContainerSpec, PortSpec, parse_size, parse_ulimit
+from pytest_isobox.engine import ContainerSpec, InvalidSpec, PortSpec, parse_size, parse_ulimit
+
+
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: expected a number of "
+                                         "CPUs, e.g. 1.5") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: must be > 0")
+    return value
+
+
+def _natural(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: expected a whole number")
+    return int(text)
+
+
+def check_cidfile(args: argparse.Namespace) -> None:
+    """--cidfile must not exist yet (Docker's rule: another container may own it)."""
+    if getattr(args, "cidfile", None) and os.path.exists(args.cidfile):
+        raise InvalidSpec(f"container ID file found, make sure the other container isn't "
+                          f"running or delete {args.cidfile}")
+
+
+def write_cidfile(args: argparse.Namespace, container_id: str) -> None:
+    if getattr(args, "cidfile", None):
+        try:
+            with open(args.cidfile, "x") as f:
+                f.write(container_id)
+        except OSError as exc:
+            raise InvalidSpec(f"cannot write --cidfile {args.cidfile}: {exc.strerror}"
+                              ) from None
 
 
 def _container_flags(p: argparse.ArgumentParser) -> None:
@@ -20,7 +55,7 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-h", "--hostname")
     p.add_argument("--entrypoint")
     p.add_argument("-m", "--memory", help="memory limit, e.g. 256m")
-    p.add_argument("--cpus", type=float)
+    p.add_argument("--cpus", type=_cpus)
     p.add_argument("-c", "--cpu-shares", type=int)
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--ulimit", action="append", metavar="NAME=SOFT[:HARD]")
@@ -28,6 +63,42 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
                    help="mount the container's root filesystem as read only")
     p.add_argument("--security-opt", action="append", metavar="OPT",
                    help="seccomp=unconfined turns the default seccomp profile off")
+    p.add_argument("--cap-add", action="append", metavar="CAP",
+                   help="add a Linux capability (CAP_NET_ADMIN or NET_ADMIN, ALL)")
+    p.add_argument("--cap-drop", action="append", metavar="CAP",
+                   help="drop a Linux capability (ALL drops every one)")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability, no seccomp, no masked paths, the host's devices")
+    p.add_argument("--device", action="append", metavar="HOST[:CONTAINER][:PERMS]",
+                   help="give the container a host device node")
+    p.add_argument("--shm-size", help="size of /dev/shm, e.g. 128m (default 64m)")
+    p.add_argument("--sysctl", action="append", metavar="KEY=VALUE",
+                   help="namespaced kernel parameters: net.*, kernel.shm*, kernel.msg*, "
+                        "kernel.sem, fs.mqueue.*")
+    p.add_argument("--add-host", action="append", metavar="NAME:IP",
+                   help="an /etc/hosts line; IP host-gateway is the host as seen from the "
+                        "container")
+    p.add_argument("--dns", action="append", metavar="IP", help="a nameserver")
+    p.add_argument("--dns-search", action="append", metavar="DOMAIN")
+    p.add_argument("--dns-option", action="append", metavar="OPTION")
+    p.add_argument("--env-file", action="append", metavar="FILE",
+                   help="KEY=VALUE lines (KEY alone: this environment's value)")
+    p.add_argument("--label-file", action="append", metavar="FILE")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every exposed port on a free port of 127.0.0.1 (Docker: "
+                        "0.0.0.0)")
+    p.add_argument("--expose", action="append", metavar="PORT[/PROTO]")
+    p.add_argument("--ip", help="IPv4 address on the (user-defined) network")
+    p.add_argument("--cidfile", help="write the container's id to this (new) file")
+    p.add_argument("--platform", help="only this host's platform is accepted")
+    p.add_argument("--restart", metavar="POLICY",
+                   help="no, on-failure[:N], always, unless-stopped")
+    p.add_argument("--health-cmd", metavar="CMD")
+    p.add_argument("--health-interval", metavar="DURATION")
+    p.add_argument("--health-timeout", metavar="DURATION")
+    p.add_argument("--health-retries", type=_natural, metavar="N")
+    p.add_argument("--health-start-period", metavar="DURATION")
+    p.add_argument("--no-healthcheck", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
@@ -51,16 +122,23 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
+    env_files = [e for f in args.env_file or () for e in
+                 dockerargs.parse_key_value_file(f, from_environment=True)]
+    label_files = [e for f in args.label_file or () for e in
+                   dockerargs.parse_key_value_file(f, from_environment=False)]
+    restart = dockerargs.parse_restart(args.restart)
+    if restart is not None and restart.name != "no" and args.rm:
+        raise InvalidSpec("conflicting options: --restart and --rm")
     return ContainerSpec(
         image=args.image,
         command=list(args.cmd) or None,
         entrypoint=entrypoint,
-        env=dockerargs.parse_env(args.env),
-        working_dir=args.workdir,
+        env=dockerargs.parse_env([*env_files, *(args.env or ())]),
+        working_dir=dockerargs.check_working_dir(args.workdir),
         user=args.user,
         hostname=args.hostname,
         name=args.name,
-        labels=dockerargs.parse_labels(args.label),
+        labels=dockerargs.parse_labels([*label_files, *(args.label or ())]),
         mem_limit=parse_size(args.memory),
         cpus=args.cpus,
         cpu_shares=args.cpu_shares,
@@ -79,6 +157,26 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         ulimits=dict(parse_ulimit(u) for u in args.ulimit or ()),
         security_opt=list(args.security_opt or ()),
         read_only=args.read_only,
+        cap_add=dockerargs.parse_capabilities(args.cap_add),
+        cap_drop=dockerargs.parse_capabilities(args.cap_drop),
+        privileged=args.privileged,
+        extra_hosts=[dockerargs.parse_extra_host(h) for h in args.add_host or ()],
+        dns=[dockerargs.parse_ip(d) for d in args.dns or ()],
+        dns_search=list(args.dns_search or ()),
+        dns_options=list(args.dns_option or ()),
+        publish_all=args.publish_all,
+        expose=[k for e in args.expose or () for k in dockerargs.parse_expose(e)],
+        shm_size=parse_size(args.shm_size),
+        sysctls=dict(dockerargs.parse_sysctl(s, mode if not networks else "bridge")
+                     for s in args.sysctl or ()),
+        ip=dockerargs.parse_ip(args.ip, "--ip") if args.ip else None,
+        devices=[dockerargs.parse_device(d) for d in args.device or ()],
+        platform=dockerargs.check_platform(args.platform),
+        restart=restart,
+        healthcheck=dockerargs.healthcheck(
+            args.health_cmd, interval=args.health_interval, timeout=args.health_timeout,
+            retries=args.health_retries, start_period=args.health_start_period,
+            disabled=args.no_healthcheck),
         # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
         persistent=args.detach or not args.rm,
     )

@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from pytest_isobox.dockerargs import publish_all_ports
 from pytest_isobox.engine import (
     ContainerSpec,
     ContainerState,
+    HealthcheckSpec,
     InvalidSpec,
     MountSpec,
     NetworkAttachment,
+    PortSpec,
 )
 
 _BUILTIN_NETWORK_MODES = ("bridge", "none", "host", "default")
@@ -44,20 +47,26 @@ def docker_removes(spec: ContainerSpec) -> bool:
 
 
 def create_body(spec: ContainerSpec, labels: dict[str, str],
-                publish_ip: str | None = None) -> dict:
+                publish_ip: str | None = None, image_exposed: list[str] | None = None) -> dict:
     """The body of POST /containers/create for `spec`, with `labels` added to the spec's.
 
     `publish_ip` replaces the loopback default of published ports: a remote daemon's
-    loopback is not reachable from here.
+    loopback is not reachable from here. With -P (publish_all), `image_exposed` is the
+    image's ExposedPorts: each gets an explicit loopback binding, and Docker's own
+    PublishAllPorts stays off (it would add 0.0.0.0 and :: bindings beside ours).
     """
     nets = attachments(spec)
+    exposed = list(dict.fromkeys([*(image_exposed or ()), *spec.expose]))
+    ports = publish_all_ports(exposed, spec.ports) if spec.publish_all else spec.ports
     host_config: dict = {
         "NetworkMode": nets[0].network if nets else spec.network_mode,
         "Init": spec.init or None,
         "AutoRemove": docker_removes(spec),
-        "PortBindings": _port_bindings(spec, publish_ip),
+        "PortBindings": _port_bindings(ports, publish_ip),
         "Mounts": [_mount(m) for m in spec.mounts],
     }
+    _security(host_config, spec)
+    _names(host_config, spec)
     _set_if(host_config, "Memory", spec.mem_limit)
     _set_if(host_config, "NanoCpus", None if spec.cpus is None else int(spec.cpus * 1e9))
     _set_if(host_config, "CpuShares", spec.cpu_shares)
@@ -81,7 +90,7 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
         "AttachStdin": spec.stdin_open,
         "AttachStdout": True,
         "AttachStderr": True,
-        "ExposedPorts": {p.key: {} for p in spec.ports},
+        "ExposedPorts": {key: {} for key in [*exposed, *(p.key for p in ports)]},
         "StopTimeout": int(spec.stop_timeout),
         "HostConfig": host_config,
     }
@@ -91,12 +100,54 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
     _set_if(body, "User", spec.user)
     _set_if(body, "Hostname", spec.hostname)
     _set_if(body, "StopSignal", spec.stop_signal)
+    if spec.healthcheck is not None:
+        body["Healthcheck"] = _healthcheck(spec.healthcheck)
     if nets:
         first = nets[0]
-        body["NetworkingConfig"] = {
-            "EndpointsConfig": {first.network: {"Aliases": list(first.aliases)}},
-        }
+        endpoint: dict = {"Aliases": list(first.aliases)}
+        if spec.ip:
+            endpoint["IPAMConfig"] = {"IPv4Address": spec.ip}
+        body["NetworkingConfig"] = {"EndpointsConfig": {first.network: endpoint}}
     return body
+
+
+def _security(host_config: dict, spec: ContainerSpec) -> None:
+    """Capabilities, privileged, devices, sysctls, /dev/shm and the restart policy."""
+    if spec.cap_add:
+        host_config["CapAdd"] = list(spec.cap_add)
+    if spec.cap_drop:
+        host_config["CapDrop"] = list(spec.cap_drop)
+    if spec.privileged:
+        host_config["Privileged"] = True
+    if spec.devices:
+        host_config["Devices"] = [{"PathOnHost": d.host_path, "PathInContainer":
+                                   d.container_path, "CgroupPermissions": d.permissions}
+                                  for d in spec.devices]
+    if spec.sysctls:
+        host_config["Sysctls"] = dict(spec.sysctls)
+    _set_if(host_config, "ShmSize", spec.shm_size)
+    if spec.restart is not None:
+        host_config["RestartPolicy"] = {"Name": spec.restart.name,
+                                        "MaximumRetryCount": spec.restart.maximum_retry}
+
+
+def _names(host_config: dict, spec: ContainerSpec) -> None:
+    """/etc/hosts and resolv.conf: --add-host, --dns, --dns-search, --dns-option."""
+    if spec.extra_hosts:
+        host_config["ExtraHosts"] = list(spec.extra_hosts)
+    if spec.dns:
+        host_config["Dns"] = list(spec.dns)
+    if spec.dns_search:
+        host_config["DnsSearch"] = list(spec.dns_search)
+    if spec.dns_options:
+        host_config["DnsOptions"] = list(spec.dns_options)
+
+
+def _healthcheck(health: HealthcheckSpec) -> dict:
+    """Docker's Config.Healthcheck: times in nanoseconds, 0 for the daemon's defaults."""
+    return {"Test": list(health.test) or None, "Interval": int(health.interval * 1e9),
+            "Timeout": int(health.timeout * 1e9), "Retries": health.retries,
+            "StartPeriod": int(health.start_period * 1e9)}
 
 
 def _set_if(doc: dict, key: str, value: object) -> None:
@@ -104,10 +155,10 @@ def _set_if(doc: dict, key: str, value: object) -> None:
         doc[key] = value
 
 
-def _port_bindings(spec: ContainerSpec,
+def _port_bindings(ports: list[PortSpec],
                    publish_ip: str | None) -> dict[str, list[dict[str, str]]]:
     bindings: dict[str, list[dict[str, str]]] = {}
-    for port in spec.ports:
+    for port in ports:
         host_ip = port.host_ip
         if publish_ip is not None and host_ip == "127.0.0.1":
             host_ip = publish_ip

@@ -42,6 +42,7 @@ from pytest_isobox.docker.ownership import (
 )
 from pytest_isobox.docker.streams import demultiplex, read_output
 from pytest_isobox.docker.watchdog import remove_owned
+from pytest_isobox.dockerargs import check_platform, exposed_ports
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -176,13 +177,23 @@ class DockerEngine(ImageMethods, NetworkMethods):
             raise
 
     def _create(self, spec: ContainerSpec) -> str:
-        """POST /containers/create (and a connect per extra network); the new container's id."""
+        """POST /containers/create (and a connect per extra network); the new container's id.
+        With -P, the image's EXPOSE is read first: each port is bound on loopback by us."""
         if not spec.persistent:
             self._watchdog.ensure()
-        body = create_body(spec, ownership_labels(self.owner, self.session,
-                                                 persistent=spec.persistent), self._publish_ip)
-        doc = self._with_image(spec.image, lambda: self.client.post_json(
-            "/containers/create", {"name": spec.name}, body, kind="container"))
+        params = {"name": spec.name, "platform": check_platform(spec.platform)}
+
+        def create() -> dict:
+            exposed = None
+            if spec.publish_all:
+                image = self.client.get_json(f"/images/{spec.image}/json", kind="image")
+                exposed = exposed_ports(image.get("Config") or {}, ())
+            body = create_body(spec, ownership_labels(self.owner, self.session,
+                                                     persistent=spec.persistent),
+                               self._publish_ip, exposed)
+            return self.client.post_json("/containers/create", params, body, kind="container")
+
+        doc = self._with_image(spec.image, create)
         container_id = doc["Id"]
         try:
             for extra in attachments(spec)[1:]:

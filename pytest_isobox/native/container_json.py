@@ -83,6 +83,12 @@ def _config(config: dict, spec: dict, image_config: dict) -> dict:
         "ExposedPorts": ports or None,
     }
     health = spec.get("healthcheck") or image_config.get("Healthcheck")
+    if health and "test" in health:  # a HealthcheckSpec as the spec keeps it (seconds)
+        image = image_config.get("Healthcheck") or {}
+        health = {"Test": list(health["test"]) or image.get("Test"),
+                  "Interval": int(health["interval"] * 1e9),
+                  "Timeout": int(health["timeout"] * 1e9),
+                  "StartPeriod": int(health["start_period"] * 1e9), "Retries": health["retries"]}
     overrides["Healthcheck"] = docs.healthcheck(health)
     if spec.get("stop_timeout") is not None:
         overrides["StopTimeout"] = int(spec["stop_timeout"])
@@ -94,6 +100,8 @@ def _host_config(spec: dict) -> dict:
     if isinstance(restart, str):
         name, _, count = restart.partition(":")
         restart = {"Name": name, "MaximumRetryCount": int(count or 0)}
+    elif "name" in restart:  # a RestartPolicy as the spec keeps it
+        restart = {"Name": restart["name"], "MaximumRetryCount": restart["maximum_retry"]}
     binds = [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}"
              for m in spec["mounts"] if m["type"] in ("bind", "volume")]
     return {

@@ -17,6 +17,8 @@ from typing import Any
 from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
     ContainerSpec,
+    DeviceSpec,
+    HealthcheckSpec,
     InvalidSpec,
     MountSpec,
     NetworkAttachment,
@@ -52,6 +54,23 @@ class ContainerOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str | None = None
     read_only: bool = False
+    cap_add: Sequence[str] = ()
+    cap_drop: Sequence[str] = ()
+    privileged: bool = False
+    devices: Sequence[str | DeviceSpec] = ()
+    shm_size: int | str | None = None
+    sysctls: Mapping[str, Any] | Sequence[str] | None = None
+    extra_hosts: Mapping[str, str] | Sequence[str] | None = None
+    dns: Sequence[str] = ()
+    dns_search: Sequence[str] = ()
+    dns_options: Sequence[str] = ()
+    env_file: str | Path | Sequence[str | Path] | None = None
+    publish_all: bool = False
+    expose: Sequence[str | int] = ()
+    ip: str | None = None
+    platform: str | None = None
+    restart: str | None = None
+    healthcheck: Mapping[str, Any] | HealthcheckSpec | bool | None = None
 
     def to_spec(self, *, name: str, fixture: str, worker: str, base: Path,
                 persistent: bool) -> ContainerSpec:
@@ -61,7 +80,7 @@ class ContainerOptions:
             image=str(self.image),
             command=_argv("command", self.command),
             entrypoint=_argv("entrypoint", self.entrypoint),
-            env=dockerargs.parse_env(self.environment),
+            env={**self._env_files(base), **dockerargs.parse_env(self.environment)},
             working_dir=self.working_dir,
             user=None if self.user is None else str(self.user),
             hostname=self.hostname,
@@ -79,7 +98,53 @@ class ContainerOptions:
             stop_signal=self.stop_signal,
             read_only=bool(self.read_only),
             persistent=persistent,
+            cap_add=dockerargs.parse_capabilities(self.cap_add),
+            cap_drop=dockerargs.parse_capabilities(self.cap_drop),
+            privileged=bool(self.privileged),
+            devices=[d if isinstance(d, DeviceSpec) else dockerargs.parse_device(str(d))
+                     for d in self.devices],
+            shm_size=_size("shm_size", self.shm_size),
+            sysctls=dict(dockerargs.parse_sysctl(item, network_mode if not attachments
+                                                 else "bridge")
+                         for item in _pairs(self.sysctls)),
+            extra_hosts=[dockerargs.parse_extra_host(h) for h in _pairs(self.extra_hosts,
+                                                                        sep=":")],
+            dns=[dockerargs.parse_ip(d) for d in self.dns],
+            dns_search=[str(d) for d in self.dns_search],
+            dns_options=[str(d) for d in self.dns_options],
+            publish_all=bool(self.publish_all),
+            expose=[k for e in self.expose for k in dockerargs.parse_expose(e)],
+            ip=dockerargs.parse_ip(self.ip, "ip=") if self.ip else None,
+            platform=dockerargs.check_platform(self.platform),
+            restart=dockerargs.parse_restart(self.restart),
+            healthcheck=self._healthcheck(),
         )
+
+    def _env_files(self, base: Path) -> dict[str, str]:
+        """`env_file=`: Docker's --env-file, one path or several, relative to the test."""
+        files = [] if self.env_file is None else [self.env_file] \
+            if isinstance(self.env_file, str | Path) else list(self.env_file)
+        return dockerargs.parse_env([e for f in files for e in dockerargs.parse_key_value_file(
+            base / Path(f).expanduser(), from_environment=True)])
+
+    def _healthcheck(self) -> HealthcheckSpec | None:
+        """`healthcheck=`: a HealthcheckSpec, False (--no-healthcheck), or a mapping with
+        cmd (a shell string or an argv list), interval, timeout, retries, start_period."""
+        value = self.healthcheck
+        if value is None or isinstance(value, HealthcheckSpec):
+            return value
+        if value is False:
+            return dockerargs.healthcheck(disabled=True)
+        if not isinstance(value, Mapping):
+            raise InvalidSpec(f"healthcheck={value!r}: expected a mapping, a HealthcheckSpec "
+                              "or False")
+        unknown = set(value) - {"cmd", "interval", "timeout", "retries", "start_period"}
+        if unknown:
+            raise InvalidSpec(f"healthcheck: unknown key {min(unknown)!r}")
+        return dockerargs.healthcheck(value.get("cmd"), interval=value.get("interval"),
+                                      timeout=value.get("timeout"),
+                                      retries=value.get("retries"),
+                                      start_period=value.get("start_period"))
 
     def _networks(self, fixture: str) -> tuple[str, list[NetworkAttachment]]:
         if self.network is not None and self.networks:
@@ -107,6 +172,15 @@ def config_hash(spec: ContainerSpec, image_id: str) -> str:
     doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
     doc["image_id"] = image_id
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _pairs(value: Mapping[str, Any] | Sequence[str] | None, sep: str = "=") -> list[str]:
+    """`KEY=VALUE` strings from a mapping or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [f"{k}{sep}{v}" for k, v in value.items()]
+    return [str(v) for v in value]
 
 
 def _argv(what: str, value: str | Sequence[str] | None) -> list[str] | None:

@@ -26,7 +26,9 @@ import pytest
 
 from pytest_isobox.engine import (
     ConflictError,
+    DeviceSpec,
     EngineUnavailable,
+    HealthcheckSpec,
     InvalidSpec,
     MountSpec,
     NetworkNotFound,
@@ -101,6 +103,16 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
               pids_limit: int | str | None = None, init: bool = False,
               labels: Mapping[str, str] | None = None, stop_signal: str | None = None,
               read_only: bool = False,
+              cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (), privileged: bool = False,
+              devices: Sequence[str | DeviceSpec] = (), shm_size: int | str | None = None,
+              sysctls: Mapping[str, Any] | Sequence[str] | None = None,
+              extra_hosts: Mapping[str, str] | Sequence[str] | None = None,
+              dns: Sequence[str] = (), dns_search: Sequence[str] = (),
+              dns_options: Sequence[str] = (),
+              env_file: str | Path | Sequence[str | Path] | None = None,
+              publish_all: bool = False, expose: Sequence[str | int] = (),
+              ip: str | None = None, platform: str | None = None, restart: str | None = None,
+              healthcheck: Mapping[str, Any] | HealthcheckSpec | bool | None = None,
               ready: wait.Strategy | None | bool = None, timeout: float | None = None,
               name: str | None = None, scope: str = "session", shared: bool = False) -> Any:
     """A fixture giving a started, ready `Container`, removed when its scope ends.
@@ -119,7 +131,13 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
                "hostname": hostname, "ports": list(ports), "network": network,
                "networks": networks, "aliases": list(aliases), "mounts": list(mounts),
                "mem_limit": mem_limit, "cpus": cpus, "pids_limit": pids_limit, "init": init,
-               "labels": dict(labels or {}), "stop_signal": stop_signal, "read_only": read_only}
+               "labels": dict(labels or {}), "stop_signal": stop_signal, "read_only": read_only,
+               "cap_add": list(cap_add), "cap_drop": list(cap_drop), "privileged": privileged,
+               "devices": list(devices), "shm_size": shm_size, "sysctls": sysctls,
+               "extra_hosts": extra_hosts, "dns": list(dns), "dns_search": list(dns_search),
+               "dns_options": list(dns_options), "env_file": env_file,
+               "publish_all": publish_all, "expose": list(expose), "ip": ip,
+               "platform": platform, "restart": restart, "healthcheck": healthcheck}
     base = _caller_dir()
     _check(options, base)
     deps = references(options) | references(name)

@@ -351,3 +351,32 @@ def test_remove_later_is_settled_before_its_network_goes_and_at_close(made: Made
         engine.close()
     with pytest.raises(ContainerNotFound):
         made.engine.state(second.id)
+
+
+def test_run_options_of_issue_15_reach_the_container(made: Made) -> None:
+    from pytest_isobox.engine import DeviceSpec
+
+    script = ("grep CapEff /proc/self/status; grep db.test /etc/hosts; "
+              "grep nameserver /etc/resolv.conf; df -k /dev/shm | tail -1 | awk '{print $2}'; "
+              "cat /proc/sys/kernel/shmmax; head -c0 < /dev/lc && echo opened")
+    state = made.run(["sh", "-c", script], cap_drop=["ALL"], cap_add=["CAP_KILL"],
+                     extra_hosts=["db.test:10.1.2.3"], dns=["10.0.0.53"],
+                     shm_size=16 * 1024 * 1024, sysctls={"kernel.shmmax": "123456789"},
+                     devices=[DeviceSpec("/dev/loop-control", "/dev/lc", "rwm")])
+    assert made.engine.wait(state.id, timeout=60) == 0
+    out = b"".join(chunk for _, chunk in made.engine.logs(state.id)).decode().split("\n")
+    assert out[:6] == ["CapEff:\t0000000000000020", "10.1.2.3\tdb.test",
+                       "nameserver 10.0.0.53", "16384", "123456789", "opened"]
+    host = made.engine.inspect(state.id)["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and host["Sysctls"] == {"kernel.shmmax": "123456789"}
+
+
+def test_publish_all_binds_exposed_ports_on_loopback_only(made: Made, tmp_path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {made.image}\nEXPOSE 8080\n")
+    tag = f"{made.image}-exposing"
+    made.images.append(tag)
+    made.engine.build(tmp_path, tag=tag)
+    state = made.run(["sleep", "60"], image=tag, publish_all=True, expose=["7000"])
+    assert set(state.ports) == {"8080/tcp", "7000/tcp"}
+    assert {ip for bindings in state.ports.values() for ip, _ in bindings} == {"127.0.0.1"}
+    assert made.engine.inspect(state.id)["HostConfig"]["PublishAllPorts"] is False

@@ -291,3 +291,35 @@ def test_a_forked_child_opens_its_own_connections() -> None:
         assert client.request("GET", "/_ping") == b"OK"  # the parent's connection still works
     finally:
         client.close()
+
+
+def test_create_body_maps_the_run_options_of_issue_15() -> None:
+    from pytest_isobox.engine import DeviceSpec, HealthcheckSpec, RestartPolicy
+
+    spec = ContainerSpec(
+        image="img", cap_add=["CAP_NET_ADMIN"], cap_drop=["CAP_CHOWN"], privileged=True,
+        extra_hosts=["db:10.0.0.2", "gw:host-gateway"], dns=["10.0.0.53"],
+        dns_search=["corp.test"], dns_options=["ndots:2"], publish_all=True, expose=["7000/tcp"],
+        ports=[PortSpec.parse("8080")], shm_size=1 << 24, sysctls={"net.ipv4.ip_forward": "1"},
+        devices=[DeviceSpec("/dev/loop-control", "/dev/lc", "rw")], network_mode="appnet",
+        ip="10.5.0.9", restart=RestartPolicy("on-failure", 3),
+        healthcheck=HealthcheckSpec(("CMD-SHELL", "true"), interval=1.5, retries=2))
+    body = create_body(spec, {}, image_exposed=["8080/tcp", "9000/udp"])
+    host = body["HostConfig"]
+    assert host["CapAdd"] == ["CAP_NET_ADMIN"] and host["CapDrop"] == ["CAP_CHOWN"]
+    assert host["Privileged"] is True and "PublishAllPorts" not in host
+    assert host["ExtraHosts"] == ["db:10.0.0.2", "gw:host-gateway"]
+    assert (host["Dns"], host["DnsSearch"], host["DnsOptions"]) == \
+        (["10.0.0.53"], ["corp.test"], ["ndots:2"])
+    assert host["ShmSize"] == 1 << 24 and host["Sysctls"] == {"net.ipv4.ip_forward": "1"}
+    assert host["Devices"] == [{"PathOnHost": "/dev/loop-control", "PathInContainer": "/dev/lc",
+                                "CgroupPermissions": "rw"}]
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    # every exposed port has its own loopback binding: Docker's -P would bind 0.0.0.0
+    assert host["PortBindings"] == {key: [{"HostIp": "127.0.0.1", "HostPort": ""}]
+                                    for key in ("8080/tcp", "9000/udp", "7000/tcp")}
+    assert set(body["ExposedPorts"]) == {"8080/tcp", "9000/udp", "7000/tcp"}
+    assert body["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 1_500_000_000,
+                                   "Timeout": 0, "Retries": 2, "StartPeriod": 0}
+    assert body["NetworkingConfig"]["EndpointsConfig"]["appnet"]["IPAMConfig"] == \
+        {"IPv4Address": "10.5.0.9"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.engine import ContainerSpec, DeviceSpec, InvalidSpec
+from pytest_isobox.engine import ContainerSpec, DeviceSpec, InvalidSpec, MountSpec
 from tests.conftest import needs_root
 
 pytestmark = needs_root
@@ -130,3 +130,197 @@ def test_shm_size_and_sysctls(native, busybox_rootfs) -> None:
     assert lines[1:4] == ["123456789", "80", "1"]  # set, and /proc/sys read-only after
     host = Path("/proc/sys/kernel/shmmax").read_text().strip()
     assert host != "123456789"  # the host's own is untouched
+
+
+def test_add_host_and_dns_in_the_container_files(native, busybox_rootfs) -> None:
+    code, out = run(native, busybox_rootfs, "cat /etc/hosts; echo ---; cat /etc/resolv.conf",
+                    extra_hosts=["db.test:10.1.2.3", "gw.test:host-gateway"],
+                    dns=["10.0.0.53"], dns_search=["corp.test"], dns_options=["ndots:2"])
+    assert code == 0, out
+    hosts, resolv = out.split("---\n")
+    assert "10.1.2.3\tdb.test\n" in hosts and "127.0.0.1\tgw.test\n" in hosts
+    assert [ln for ln in resolv.splitlines() if ln.startswith("nameserver")] == \
+        ["nameserver 10.0.0.53"]
+    assert "search corp.test\n" in resolv and "options ndots:2\n" in resolv
+
+
+def test_add_host_gateway_and_ip_on_a_user_network(native, busybox_rootfs) -> None:
+    from ipaddress import IPv4Network
+
+    net = native.network_create("flagsnet")
+    wanted = str(IPv4Network(net.subnet)[50])
+    try:
+        code, out = run(native, busybox_rootfs, "cat /etc/hosts; ip -4 addr show eth0",
+                        network_mode="flagsnet", ip=wanted,
+                        extra_hosts=["gw.test:host-gateway"])
+        assert code == 0, out
+        assert f"{net.gateway}\tgw.test\n" in out
+        assert f"inet {wanted}/" in out
+        with pytest.raises(InvalidSpec, match="user defined networks only"):
+            native.create(ContainerSpec(image=str(busybox_rootfs), command=["true"],
+                                        ip="172.17.0.99"))
+    finally:
+        native.network_remove("flagsnet")
+
+
+def test_publish_all_publishes_the_image_exposed_ports_on_loopback(native, busybox_rootfs,
+                                                                    tmp_path) -> None:
+    import socket
+
+    native.import_rootfs(busybox_rootfs, "busybox:flags")
+    (tmp_path / "Dockerfile").write_text("FROM busybox:flags\nEXPOSE 8080 9000/udp\n")
+    native.build(tmp_path, tag="exposing:flags")
+    state = native.run(ContainerSpec(image="exposing:flags", publish_all=True,
+                                     expose=["7000"],
+                                     command=["sh", "-c", "echo hi | nc -l -p 8080"]))
+    try:
+        assert set(state.ports) == {"8080/tcp", "9000/udp", "7000/tcp"}
+        ip, port = state.ports["8080/tcp"][0]
+        assert ip == "127.0.0.1" and port > 0
+        listening = ["sh", "-c", "cat /proc/net/tcp* | grep -qE ':1F90 [0-9A-F]+:0000 0A '"]
+        while native.exec(state.id, listening).exit_code != 0:  # until nc listens on 8080
+            assert native.state(state.id).running
+        with socket.create_connection((ip, port), timeout=10) as conn:
+            assert conn.recv(10) == b"hi\n"
+    finally:
+        native.remove(state.id, force=True)
+
+
+def test_refused_options_name_the_value(native, busybox_rootfs) -> None:
+    cases = [({"sysctls": {"kernel.hostname": "x"}}, "'kernel.hostname' is not allowed"),
+             ({"sysctls": {"net.ipv4.ip_forward": "1"}, "network_mode": "host"},
+              "host network namespace"),
+             ({"platform": "linux/s390x"}, "'linux/s390x' is not this host's"),
+             ({"working_dir": "rel/dir"}, "'rel/dir' is invalid"),
+             ({"extra_hosts": ["nocolon"]}, "'nocolon' for --add-host")]
+    for options, message in cases:
+        options.setdefault("network_mode", "none")
+        with pytest.raises(InvalidSpec, match=re.escape(message)):
+            native.create(ContainerSpec(image=str(busybox_rootfs), command=["true"],
+                                        **options))
+    assert native.containers(all=True) == []
+
+
+def test_image_volumes_become_anonymous_volumes_removed_with_the_container(
+        native, busybox_rootfs, tmp_path) -> None:
+    native.import_rootfs(busybox_rootfs, "busybox:flags")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox:flags\nRUN mkdir -p /data/sub && echo seed > /data/sub/f && "
+        "echo gone > /data/old\nRUN rm /data/old\nVOLUME /data /cache\n")
+    native.build(tmp_path, tag="volumes:flags")
+    before = set(native.volumes())
+    state = native.create(ContainerSpec(
+        image="volumes:flags", network_mode="none",
+        command=["sh", "-c", ("cat /data/sub/f; ls /data; "
+                              "grep -c ' /data ' /proc/self/mountinfo; echo new > /data/written")]))
+    made = set(native.volumes()) - before
+    assert len(made) == 2  # /data and /cache
+    native.start(state.id)
+    assert native.wait(state.id, timeout=60) == 0
+    out = b"".join(chunk for _, chunk in native.logs(state.id)).decode()
+    assert out == "seed\nsub\n1\n"  # the image's content, its deleted file not
+    written = [v for v in made if (native.volume_store.path(v) / "written").exists()]
+    assert len(written) == 1
+    native.remove(state.id)
+    assert set(native.volumes()) == before
+    # a mount at the path takes the volume's place: no anonymous one
+    native.volume_create("mine")
+    state = native.create(ContainerSpec(image="volumes:flags", network_mode="none",
+                                        command=["true"],
+                                        mounts=[MountSpec("volume", "/data", "mine")]))
+    assert len(set(native.volumes()) - before - {"mine"}) == 1  # /cache only
+    native.remove(state.id)
+    assert set(native.volumes()) == before | {"mine"}
+    native.volume_remove("mine")
+
+
+def _inspect_until(engine, cid: str, done, what: str) -> dict:
+    """The inspect document once `done(doc)` holds (the keeper works in its own process)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        doc = engine.inspect(cid)
+        if done(doc):
+            return doc
+        assert time.monotonic() < deadline, f"waited for {what}: {doc['State']}"
+
+
+def _keeper_ended(doc: dict) -> None:
+    """Wait for the keeper process recorded in keeper.json to end (nothing is left)."""
+    import select
+
+    pid = doc.get("keeper_pid")
+    if not pid:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], 60)[0], "the keeper did not end"
+    finally:
+        os.close(fd)
+
+
+def test_restart_on_failure_counts_and_stops_at_its_limit(native, busybox_rootfs) -> None:
+    from pytest_isobox.engine import RestartPolicy
+    from pytest_isobox.native import keeper
+
+    state = native.run(ContainerSpec(image=str(busybox_rootfs), network_mode="none",
+                                     command=["sh", "-c", "echo run; exit 3"],
+                                     restart=RestartPolicy("on-failure", 2)))
+    try:
+        doc = _inspect_until(native, state.id, lambda d: d["RestartCount"] == 2
+                             and d["State"]["Status"] == "exited", "two restarts")
+        assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                      "MaximumRetryCount": 2}
+        _keeper_ended(keeper.read(native._find(state.id).path))
+        assert native.inspect(state.id)["RestartCount"] == 2  # and no third
+        assert native.inspect(state.id)["State"]["ExitCode"] == 3
+    finally:
+        native.remove(state.id, force=True)
+
+
+def test_restart_always_until_stopped(native, busybox_rootfs) -> None:
+    from pytest_isobox.engine import RestartPolicy
+    from pytest_isobox.native import keeper
+
+    state = native.run(ContainerSpec(image=str(busybox_rootfs), network_mode="none",
+                                     command=["sh", "-c", "exit 0"],
+                                     restart=RestartPolicy("always")))
+    try:
+        _inspect_until(native, state.id, lambda d: d["RestartCount"] >= 2, "restarts")
+        native.stop(state.id, timeout=1)
+        record = keeper.read(native._find(state.id).path)
+        _keeper_ended(record)
+        count = native.inspect(state.id)["RestartCount"]
+        assert native.inspect(state.id)["State"]["Running"] is False
+        assert keeper.read(native._find(state.id).path)["restart_count"] == count
+    finally:
+        native.remove(state.id, force=True)
+
+
+def test_healthcheck_healthy_then_unhealthy(native, busybox_rootfs) -> None:
+    from pytest_isobox.engine import HealthcheckSpec
+    from pytest_isobox.native import keeper
+
+    state = native.run(ContainerSpec(
+        image=str(busybox_rootfs), network_mode="none", command=["sleep", "600"],
+        healthcheck=HealthcheckSpec(("CMD-SHELL", "test ! -e /tmp/sick && echo fine"),
+                                    interval=0.2, retries=2)))
+    try:
+        doc = _inspect_until(native, state.id, lambda d: d["State"].get("Health", {})
+                             .get("Status") == "healthy", "healthy")
+        assert doc["State"]["Health"]["Log"][-1]["Output"] == "fine\n"
+        assert doc["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL",
+                                                        "test ! -e /tmp/sick && echo fine"]
+        native.exec(state.id, ["touch", "/tmp/sick"])
+        doc = _inspect_until(native, state.id, lambda d: d["State"]["Health"]["Status"]
+                             == "unhealthy", "unhealthy")
+        assert doc["State"]["Health"]["FailingStreak"] >= 2
+        assert doc["State"]["Health"]["Log"][-1]["ExitCode"] == 1
+        record = keeper.read(native._find(state.id).path)
+    finally:
+        native.remove(state.id, force=True)
+    _keeper_ended(record)

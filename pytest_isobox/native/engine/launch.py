@@ -25,7 +25,28 @@ class LaunchRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
     def start(self, container: str) -> ContainerState:
-        return self._start(self._find(container), None)
+        from pytest_isobox.native import keeper
+
+        cdir = self._find(container)
+        keeper.clear_stopped(cdir.path)
+        state = self._start(cdir, None)
+        if keeper.needed(
+                cdir.config["spec"], cdir.config.get("image_config") or {}):
+            self._spawn_keeper(cdir.id)
+        return state
+
+    def _spawn_keeper(self, cid: str) -> None:
+        """The container's keeper (restart policy, healthcheck), detached from this process:
+        a child that forks it and exits at once, so that nothing is left to reap."""
+        from pytest_isobox.native import keeper
+        from pytest_isobox.native.forked import fork_child
+
+        self._join_pool()  # no fork while another thread works
+        home = str(self.home)
+        middle = fork_child(lambda: fork_child(lambda: keeper.keep(home, cid), name="keeper",
+                                               keep_fds=set(), die_with_parent=False) and None,
+                            name="keeper", keep_fds=set(), die_with_parent=False)
+        os.waitpid(middle, 0)
 
     def _start(self, cdir: ContainerDir, terminal: Terminal | None) -> ContainerState:
         from pytest_isobox.native import shim

@@ -11,10 +11,11 @@ import secrets
 import select
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -62,8 +63,12 @@ class LifecycleRole:
         if spec.name is not None and not NAME_PATTERN.fullmatch(spec.name):
             raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
                               " are allowed")
+        _check_options(spec)
         self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
+        if spec.publish_all:  # -P: every exposed port on a free loopback port
+            spec = replace(spec, ports=dockerargs.publish_all_ports(
+                dockerargs.exposed_ports(image_config, spec.expose), spec.ports))
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
         privileges.check(spec_to_dict(spec))
@@ -90,6 +95,26 @@ class LifecycleRole:
 
     def _create(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
                 lowerdirs: list[str]) -> ContainerState:
+        from pytest_isobox.native import anonymous_volumes
+
+        anonymous = anonymous_volumes.needed(image_config, spec.mounts)
+        if anonymous:  # the image's VOLUMEs no mount covers: new volumes, filled as Docker does
+            spec = replace(spec, mounts=[*spec.mounts, *(
+                MountSpec("volume", target, name) for target, name in anonymous.items())])
+            for target, name in anonymous.items():
+                anonymous_volumes.fill(self.volume_store.path(self.volume_create(name)),
+                                       lowerdirs, target)
+        try:
+            return self._create_with(spec, cid, image_id, image_config, lowerdirs,
+                                     list(anonymous.values()))
+        except BaseException:
+            for name in anonymous.values():
+                with contextlib.suppress(Exception):
+                    self.volume_store.remove(name, force=True)
+            raise
+
+    def _create_with(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
+                     lowerdirs: list[str], anonymous: list[str]) -> ContainerState:
         resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
         argv = command_line(image_config, spec)
         env = env_dict(list(image_config.get("Env") or []))
@@ -108,15 +133,19 @@ class LifecycleRole:
             "hostname": hostname, "stop_signal": stop_signal, "mounts": resolved_mounts,
             "spec": spec_to_dict(spec), "image_config": image_config,
             "owner": None if spec.persistent else self._me.dump(),
+            "anonymous_volumes": anonymous,  # removed with the container
         }
         state = {"status": "created", "exit_code": 0, "oom_killed": False, "pid": None,
                  "started_at": None, "finished_at": None, "ips": {}, "ports": {}, "error": ""}
 
         def populate(tmp: ContainerDir) -> None:
+            from pytest_isobox.native.network import hosts as hosts_file
+
             hosts = Path("/etc/hosts").read_text() if host_network else LOCALHOST_HOSTS
-            tmp.hosts.write_text(hosts)
+            extra = hosts_file.extra_entries(spec.extra_hosts, "127.0.0.1")
+            tmp.hosts.write_text(hosts + hosts_file.render(extra, localhost=False))
             tmp.hostname.write_text(hostname + "\n")
-            tmp.resolv_conf.write_text(self._host_resolv_conf())
+            tmp.resolv_conf.write_text(resolv_conf(self._host_resolv_conf(), spec))
             tmp.log.touch(mode=0o640)  # followers may open it before the monitor writes
 
         cdir = self.store.create(cid, name, config, state, populate)
@@ -275,7 +304,14 @@ class LifecycleRole:
         if network_kind(spec) == "managed" and self.network is not None:
             self.network.detach(cdir.id)
         if delete:
+            try:
+                anonymous = list(cdir.config.get("anonymous_volumes") or ())
+            except Exception:  # noqa: BLE001 - the directory is gone already
+                anonymous = []
             self.store.delete(cdir)
+            for name in anonymous:
+                with contextlib.suppress(Exception):  # (removed by hand meanwhile)
+                    self.volume_store.remove(name, force=True)
         else:
             with contextlib.suppress(Exception):  # a shim's container: released now
                 state = cdir.read_state()
@@ -383,7 +419,10 @@ class LifecycleRole:
 
     def stop(self, container: str, timeout: float | None = None) -> None:
         """Stop signal, up to `timeout` s (default the spec's) for the exit, then SIGKILL."""
+        from pytest_isobox.native import keeper
+
         cdir = self._find(container)
+        keeper.mark_stopped(cdir.path)  # its keeper restarts it no more
         state = self._read_state(cdir)
         fd = self._container_pidfd(state)
         if fd is None:
@@ -473,7 +512,10 @@ class LifecycleRole:
             os.close(fd)
 
     def remove(self, container: str, *, force: bool = False) -> None:
+        from pytest_isobox.native import keeper
+
         cdir = self._find(container)
+        keeper.mark_stopped(cdir.path)
         if cdir.id in self._reserved:
             self._reserved.pop(cdir.id).discard()
         state = self._read_state(cdir)
@@ -553,3 +595,40 @@ class LifecycleRole:
             return self._rootless.cgroup(f"isobox/{cid}")
         return open_cgroup(f"isobox/{cid}")
 
+
+
+def _check_options(spec: ContainerSpec) -> None:
+    """Refuse what Docker refuses at create, whoever made the spec (CLI, fixture, API)."""
+    dockerargs.check_working_dir(spec.working_dir)
+    dockerargs.check_platform(spec.platform)
+    for key, value in spec.sysctls.items():
+        dockerargs.parse_sysctl(f"{key}={value}", spec.network_mode if not spec.networks
+                                else "bridge")
+    for host in spec.extra_hosts:
+        dockerargs.parse_extra_host(host)
+    if spec.ip and network_kind(spec) == "managed" and not spec.networks \
+            and spec.network_mode == "bridge":
+        raise InvalidSpec("user specified IP address is supported on user defined networks "
+                          "only")
+
+
+def resolv_conf(host_text: str, spec: ContainerSpec) -> str:
+    """The container's resolv.conf: the host's, or, when --dns, --dns-search or --dns-option
+    is given, the file Docker builds: search, nameservers, options, each the flag's values
+    or else the host's."""
+    if not (spec.dns or spec.dns_search or spec.dns_options):
+        return host_text
+    host: dict[str, list[str]] = {"nameserver": [], "search": [], "options": []}
+    for line in host_text.splitlines():
+        words = line.split()
+        if words and words[0] in host:
+            host[words[0]] += words[1:]
+        elif words and words[0] == "domain":
+            host["search"] += words[1:]
+    search = [d for d in spec.dns_search if d != "."] if spec.dns_search else host["search"]
+    lines = [f"search {' '.join(search)}"] if search else []
+    lines += [f"nameserver {ip}" for ip in spec.dns or host["nameserver"]]
+    options = spec.dns_options or host["options"]
+    if options:
+        lines.append(f"options {' '.join(options)}")
+    return "".join(f"{line}\n" for line in lines)

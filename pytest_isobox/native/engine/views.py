@@ -46,10 +46,13 @@ class ViewsRole:
     def inspect(self, container: str, *, size: bool = False) -> dict:
         """Docker's container JSON, for the fields this engine knows; `size` adds SizeRw and
         SizeRootFs (`inspect -s`), which walk the container's writable layer."""
+        from pytest_isobox.native import keeper
+
         cdir = self._find(container)
         st = self.state(cdir.id)
-        data = container_json(cdir.id, cdir.config, self._usage_of(cdir, self._read_state(cdir)),
-                              st, cdir=cdir.path, networks=self._networks_of(st),
+        raw = {**self._usage_of(cdir, self._read_state(cdir)), **keeper.read(cdir.path)}
+        data = container_json(cdir.id, cdir.config, raw, st, cdir=cdir.path,
+                              networks=self._networks_of(st),
                               size=self._sizes(cdir) if size else None)
         data["Isobox"] = {  # ours, not Docker's: rootless mode, the limits held, the id map
             "Rootless": self._rootless is not None,

@@ -21,14 +21,24 @@ LOCALHOST = (
 )
 
 
-def render(entries: Iterable[tuple[str, Iterable[str]]]) -> str:
+def render(entries: Iterable[tuple[str, Iterable[str]]], *, localhost: bool = True) -> str:
     """Localhost lines, then one line per (address, names); empty and repeated names dropped."""
-    lines = [LOCALHOST]
+    lines = [LOCALHOST] if localhost else []
     for ip, names in entries:
         unique = list(dict.fromkeys(n for n in names if n))
         if unique:
             lines.append(f"{ip}\t{' '.join(unique)}\n")
     return "".join(lines)
+
+
+def extra_entries(extra_hosts: Iterable[str], gateway: str) -> list[tuple[str, list[str]]]:
+    """`--add-host NAME:IP` lines as (address, [name]); `host-gateway` is `gateway` (the
+    host's address on the container's network, as Docker's host-gateway-ip)."""
+    entries = []
+    for item in extra_hosts:
+        name, _, ip = item.partition(":")
+        entries.append((gateway if ip == "host-gateway" else ip, [name]))
+    return entries
 
 
 def write_in_place(path: Path, text: str) -> None:

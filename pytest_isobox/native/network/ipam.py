@@ -83,3 +83,18 @@ def allocate_address(subnet: IPv4Network, used: Iterable[str], network: str) -> 
 def mac_for(ip: IPv4Address) -> str:
     """Docker's scheme: 02:42 and the four address bytes, so a MAC never changes for an IP."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def claim_address(subnet: IPv4Network, used: Iterable[str], network: str,
+                  wanted: str) -> IPv4Address:
+    """`--ip`: the address asked for, if it is a free host address of the subnet."""
+    try:
+        ip = IPv4Address(wanted)
+    except ValueError:
+        raise InvalidSpec(f"invalid IPv4 address {wanted!r} for --ip") from None
+    if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidSpec(f"no configured subnet of network {network!r} contains the IP "
+                          f"address {ip} ({subnet})")
+    if ip == gateway_of(subnet) or str(ip) in set(used):
+        raise ConflictError(f"address {ip} is already in use on network {network!r}")
+    return ip

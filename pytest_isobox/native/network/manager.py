@@ -323,11 +323,14 @@ class NetworkManager:
         hosts_file = Path(hosts_file)
         wanted = requested_networks(spec)
         if not wanted:
+            extra = hosts.extra_entries(spec.extra_hosts, "127.0.0.1")
             if network_kind(spec) == "host":
-                hosts.write_in_place(hosts_file, hosts.host_hosts_text())
+                hosts.write_in_place(hosts_file, hosts.host_hosts_text() + hosts.render(
+                    extra, localhost=False))
             else:
                 rtnl.configure_netns(netns_pid, [], None)
-                hosts.write_in_place(hosts_file, hosts.render([("127.0.0.1", [hostname])]))
+                hosts.write_in_place(hosts_file, hosts.render(
+                    [*extra, ("127.0.0.1", [hostname])]))
             return Attachment(ips={}, ports={})
         _check_ports(spec.ports)
         self._require_privileges()
@@ -336,7 +339,7 @@ class NetworkManager:
         try:
             published = self._reserve_ports(container_id, spec.ports)
             endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file,
-                                             published, netns_pid)
+                                             published, netns_pid, spec)
         except BaseException:
             self._release_ports(container_id)
             raise
@@ -368,7 +371,8 @@ class NetworkManager:
     def _claim_addresses(self, container_id: str, name: str, hostname: str,
                          wanted: list[NetworkAttachment], hosts_file: Path,
                          published: dict[str, list[tuple[str, int]]],
-                         netns_pid: int | None = None) -> Record:
+                         netns_pid: int | None = None,
+                         spec: ContainerSpec | None = None) -> Record:
         """Record the endpoint and take one address per network, in one locked step."""
         while True:
             with self.store.lock:
@@ -377,7 +381,7 @@ class NetworkManager:
                 if not missing:
                     return self._record_endpoint(container_id, name, hostname, wanted,
                                                  records, hosts_file,  # type: ignore[arg-type]
-                                                 published, netns_pid)
+                                                 published, netns_pid, spec)
             named = [m for m in missing if m != DEFAULT_NETWORK]
             if named:
                 raise NetworkNotFound(f"network {named[0]!r} not found")
@@ -389,9 +393,10 @@ class NetworkManager:
     def _record_endpoint(self, container_id: str, name: str, hostname: str,
                          wanted: list[NetworkAttachment], records: list[Record],
                          hosts_file: Path, published: dict[str, list[tuple[str, int]]],
-                         netns_pid: int | None) -> Record:
+                         netns_pid: int | None, spec: ContainerSpec | None = None) -> Record:
         """The endpoint record first (what a sweep undoes), then one member file per address.
-        Caller holds the store lock."""
+        The spec's --ip is the first network's address, its --add-host lines are kept for
+        the hosts file. Caller holds the store lock."""
         holder = ProcessIdentity.of(netns_pid) if netns_pid else None
         endpoint: Record = {"id": container_id, "name": name, "hostname": hostname,
                             "hosts_file": str(hosts_file), "networks": [], "ports": published,
@@ -401,7 +406,13 @@ class NetworkManager:
         for index, (want, record) in enumerate(zip(wanted, records)):
             subnet = IPv4Network(record["subnet"])
             used = self._taken(record)
-            ip = ipam.allocate_address(subnet, used, record["name"])
+            if index == 0 and spec is not None and spec.ip:
+                if record["name"] == DEFAULT_NETWORK:
+                    raise InvalidSpec("user specified IP address is supported on user defined "
+                                      "networks only")
+                ip = ipam.claim_address(subnet, used, record["name"], spec.ip)
+            else:
+                ip = ipam.allocate_address(subnet, used, record["name"])
             endpoint["networks"].append({
                 "network": record["name"], "network_id": record["id"],
                 "bridge": record["bridge"], "veth": veth_name(container_id, index),
@@ -413,6 +424,9 @@ class NetworkManager:
                 "id": container_id, "ip": str(ip), "name": name, "hostname": hostname,
                 "aliases": list(want.aliases), "hosts_file": str(hosts_file),
             }))
+        if spec is not None and spec.extra_hosts:
+            endpoint["extra_hosts"] = hosts.extra_entries(
+                spec.extra_hosts, endpoint["networks"][0]["gateway"])
         if not self.store.create_endpoint(endpoint):
             raise ConflictError(f"container {container_id[:12]} is already attached")
         for network, member in members:
@@ -603,7 +617,7 @@ class NetworkManager:
         """A container's hosts file: its own names on each network, then its peers on each
         named one (the default network resolves no names, as in Docker)."""
         cid = endpoint["id"]
-        entries = []
+        entries = [(ip, list(names)) for ip, names in endpoint.get("extra_hosts") or ()]
         for net in endpoint["networks"]:
             own: Record = {"hostname": endpoint.get("hostname"), "aliases": net.get("aliases")}
             if own["hostname"] is None or own["aliases"] is None:  # an older version's record
