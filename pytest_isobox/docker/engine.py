@@ -307,6 +307,26 @@ class DockerEngine(ImageMethods, NetworkMethods):
                  "tail": "all" if tail is None else tail}
         return self._log_pieces(container, query, tty)
 
+    def log_records(self, container: str, *, stdout: bool = True, stderr: bool = True,
+                    follow: bool = False, tail: int | None = None, since: float | None = None,
+                    until: float | None = None, lines: bool = True,
+                    ) -> Iterator[tuple[LogStream, float, bytes]]:
+        """(stream, time, line) from the daemon's timestamped log, `since`..`until`."""
+        from pytest_isobox.engine.documents import parse_time
+
+        tty = bool((self.inspect(container).get("Config") or {}).get("Tty"))
+        query: dict = {"stdout": stdout, "stderr": stderr, "follow": follow, "timestamps": True,
+                       "tail": "all" if tail is None else tail}
+        if since is not None:
+            query["since"] = f"{since:.9f}"
+        if until is not None:
+            query["until"] = f"{until:.9f}"
+        for stream, data in self._log_pieces(container, query, tty):
+            for line in data.splitlines(keepends=True):
+                stamp, _, rest = line.partition(b" ")
+                when = parse_time(stamp.decode("ascii", "replace"))
+                yield stream, when or 0.0, rest
+
     def _log_pieces(self, container: str, query: dict,
                     tty: bool) -> Iterator[tuple[LogStream, bytes]]:
         with self.client.stream("GET", f"/containers/{container}/logs", query,
