@@ -304,7 +304,12 @@ def _rfc3339_nano(when: float) -> str:
 
 
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
-    env = dockerargs.parse_env(args.env)
+    env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
+    if args.detach:
+        result = _verb_of(engine, "exec_detached")(args.container, args.cmd, env=env,
+                                                   user=args.user, workdir=args.workdir)
+        sys.stderr.buffer.write(result.stderr)
+        return result.exit_code
     if args.interactive or args.tty:
         return engine.exec_attached(args.container, args.cmd, tty=args.tty,
                                     stdin=args.interactive, env=env, user=args.user,
@@ -314,6 +319,33 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(result.stdout)
     sys.stderr.buffer.write(result.stderr)
     return result.exit_code
+
+
+def _env_files(paths: list[str] | None) -> dict[str, str]:
+    """Docker's --env-file: KEY=VALUE lines, # comments and blank lines skipped, a bare KEY
+    taken from this environment; a bad line named by file and number."""
+    import os
+
+    env: dict[str, str] = {}
+    for path in paths or ():
+        try:
+            text = open(path, encoding="utf-8").read()  # noqa: SIM115
+        except OSError as exc:
+            raise InvalidSpec(f"--env-file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise InvalidSpec(f"--env-file {path}: not UTF-8 text") from None
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.lstrip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not key or any(c.isspace() for c in key):
+                raise InvalidSpec(f"--env-file {path}:{number}: bad variable name {key!r}")
+            if sep:
+                env[key] = value
+            elif key in os.environ:
+                env[key] = os.environ[key]
+    return env
 
 
 def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:

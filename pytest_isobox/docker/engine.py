@@ -347,6 +347,22 @@ class DockerEngine(ImageMethods, NetworkMethods):
         return ExecResult(self._exec_exit_code(exec_id), b"".join(out["stdout"]),
                           b"".join(out["stderr"]))
 
+    def exec_detached(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
+                      user: str | None = None, workdir: str | None = None) -> ExecResult:
+        """`exec -d`: started by the daemon, not waited for; a command that cannot start is
+        126 (127 when not found) with the daemon's reason on stderr."""
+        exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
+                                    tty=False, stdin=False)
+        try:
+            self.client.request("POST", f"/exec/{exec_id}/start",
+                                body={"Detach": True, "Tty": False}, kind="exec")
+        except ContainerNotFound:
+            raise
+        except IsoboxError as exc:
+            code = 127 if "not found" in str(exc) else 126
+            return ExecResult(code, b"", f"{exc}\n".encode())
+        return ExecResult(0, b"", b"")
+
     def _exec_create(self, container: str, cmd: list[str], *, env: dict[str, str] | None,
                      user: str | None, workdir: str | None, tty: bool, stdin: bool) -> str:
         body = {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True,
