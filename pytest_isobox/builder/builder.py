@@ -129,6 +129,11 @@ class Builder:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise BuildError(f"cannot read Dockerfile {str(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raw = path.read_bytes()
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise BuildError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
+                             f"offset {exc.start})") from None
         df = parse(text, str(path))
         meta_instructions, stages = split_stages(df)
         buildargs = dict(buildargs or {})

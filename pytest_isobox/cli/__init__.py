@@ -30,6 +30,7 @@ class _ArgumentParser(argparse.ArgumentParser):
     """argparse with Docker's answer to bad arguments: one line and 125, not the whole usage."""
 
     def error(self, message: str) -> NoReturn:
+        message = message.replace("\n", "\\n").replace("\r", "\\r")  # one line, always
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
@@ -202,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("cp", "containers:cmd_cp", "copy files between a container and the host")
     p.add_argument("src")
     p.add_argument("dst")
-    p = verb("stats", "stats:cmd_stats", "live resource usage of containers (CPU %, memory)")
+    p = verb("stats", "stats:cmd_stats", "live resource usage of containers (CPU %%, memory)")
     p.add_argument("-a", "--all", action="store_true", help="stopped containers too")
     p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
     p.add_argument("--format", help="a Go template per container, `table ...`, or json")
