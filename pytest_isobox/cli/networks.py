@@ -13,7 +13,31 @@ from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
     # A network made from the CLI lives until `network rm`, as in Docker.
     labels = {**dockerargs.parse_labels(args.label), PERSISTENT_LABEL: "1"}
-    print(engine.network_create(args.name, subnet=args.subnet, labels=labels).id)
+    extra: dict = {}
+    if args.gateway:
+        extra["gateway"] = args.gateway
+    if args.internal:
+        extra["internal"] = True
+    print(engine.network_create(args.name, subnet=args.subnet, labels=labels, **extra).id)
+    return 0
+
+
+def _network_verb(engine: Engine, name: str):  # -> the engine's method
+    method = getattr(engine, name, None)
+    if method is None:
+        raise IsoboxError(f"network {name.split('_')[1]}: not supported by the {engine.name} "
+                          "engine")
+    return method
+
+
+def cmd_network_connect(engine: Engine, args: argparse.Namespace) -> int:
+    _network_verb(engine, "network_connect")(args.network, args.container,
+                                             aliases=list(args.alias or []))
+    return 0
+
+
+def cmd_network_disconnect(engine: Engine, args: argparse.Namespace) -> int:
+    _network_verb(engine, "network_disconnect")(args.network, args.container, force=args.force)
     return 0
 
 

@@ -97,3 +97,29 @@ def test_volume_prune_keeps_mounted_ones(cli: Cli) -> None:
     assert gone in pruned and kept not in pruned
     names = cli.out("volume", "ls")
     assert kept in names and gone not in names
+
+
+def test_network_connect_disconnect_internal_gateway_on_docker(dockercli: Cli) -> None:
+    cli = dockercli
+    net = cli.name("network")
+    cli("network", "create", "--internal", "--subnet", "10.231.44.0/24", "--gateway",
+        "10.231.44.254", net)
+    doc = json.loads(cli.out("network", "inspect", net))[0]
+    assert doc["Internal"] is True and doc["IPAM"]["Config"][0]["Gateway"] == "10.231.44.254"
+    name = cli.run_d()
+    cli("network", "connect", "--alias", "db", net, name)
+    endpoint = json.loads(cli.out("inspect", name))[0]["NetworkSettings"]["Networks"][net]
+    assert endpoint["IPAddress"].startswith("10.231.44.") and "db" in endpoint["Aliases"]
+    assert endpoint["IPAddress"] in cli.out("exec", name, "ip", "-4", "-o", "addr")
+    cli("network", "disconnect", net, name)
+    assert net not in json.loads(cli.out("inspect", name))[0]["NetworkSettings"]["Networks"]
+
+
+def test_native_network_options_it_lacks_say_so(native: Cli) -> None:
+    for argv, named in ((["network", "create", "--internal", "x"], "--internal"),
+                        (["network", "create", "--subnet", "10.231.45.0/24", "--gateway",
+                          "10.231.45.9", "x"], "10.231.45.1"),
+                        (["network", "connect", "bridge", "x"], "network connect")):
+        done = native(*argv, check=False)
+        assert done.returncode == 1 and named in done.stderr.decode()
+        assert done.stderr.decode().count("\n") == 1
