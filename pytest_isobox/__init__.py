@@ -18,6 +18,8 @@ def __getattr__(name: str) -> object:
         return getattr(importlib.import_module("pytest_isobox.engine"), name)
     if name in _FIXTURE_FACTORIES:
         return getattr(importlib.import_module("pytest_isobox.plugin.fixtures"), name)
+    if name == "compose":
+        return importlib.import_module("pytest_isobox.plugin.compose_fixture").compose
     if name == "wait":
         return importlib.import_module("pytest_isobox.plugin.wait")
     raise AttributeError(f"module 'pytest_isobox' has no attribute {name!r}")
@@ -30,6 +32,7 @@ __all__ = [
     "Engine",
     "EngineUnavailable",
     "ImageNotFound",
+    "compose",
     "container",
     "image",
     "network",

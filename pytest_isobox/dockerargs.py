@@ -183,3 +183,53 @@ def network_choice(names: Mapping[str, Sequence[str]]) -> tuple[str, list[Networ
     attachments = [NetworkAttachment(str(net), tuple(dict.fromkeys(map(str, aliases))))
                    for net, aliases in names.items()]
     return ("bridge" if not attachments else attachments[0].network), attachments
+
+
+# --------------------------------------------------------------------------- security
+
+# In the kernel's order (capability numbers 0, 1, ...), without the CAP_ prefix.
+CAPABILITY_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+# moby/oci/caps/defaults.go
+DEFAULT_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+)
+
+
+def parse_capabilities(names: Sequence[str] | None) -> list[str]:
+    """`--cap-add`/`--cap-drop` values as Docker names them (`CAP_NET_ADMIN`, or `ALL`);
+    with or without the prefix, any case. An unknown one is refused by name."""
+    result: list[str] = []
+    for raw in names or ():
+        name = str(raw).strip().upper()
+        if name == "ALL":
+            result.append("ALL")
+            continue
+        if name.removeprefix("CAP_") not in CAPABILITY_NAMES:
+            raise InvalidSpec(f"unknown capability: {raw!r}")
+        result.append("CAP_" + name.removeprefix("CAP_"))
+    return list(dict.fromkeys(result))
+
+
+def effective_capabilities(cap_add: Sequence[str], cap_drop: Sequence[str],
+                           privileged: bool = False) -> list[str]:
+    """The capability names (no prefix) a container's root gets, as moby's
+    TweakCapabilities decides: privileged or `--cap-add ALL` (minus drops) is every one,
+    `--cap-drop ALL` leaves only the adds, else the defaults minus drops plus adds."""
+    add = {n.removeprefix("CAP_") for n in parse_capabilities(cap_add)}
+    drop = {n.removeprefix("CAP_") for n in parse_capabilities(cap_drop)}
+    if privileged:
+        return list(CAPABILITY_NAMES)
+    if "ALL" in add:
+        return [c for c in CAPABILITY_NAMES if c not in drop]
+    if "ALL" in drop:
+        return [c for c in CAPABILITY_NAMES if c in add]
+    return [c for c in CAPABILITY_NAMES if (c in DEFAULT_CAPABILITIES and c not in drop)
+            or c in add]

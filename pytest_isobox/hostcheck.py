@@ -10,7 +10,8 @@ Ours, item by item (one line each, `KIND DETAIL`):
 - process: our processes in the host's pid namespace (named `isobox-*`: shims, monitors,
   spares, relays, holders, agents; and slirp4netns started by a holder) and every process in
   a pid namespace one of ours made (containers);
-- state: container directories of a known home whose owner died (non-persistent).
+- state: container directories and networks of a known home whose owner died (non-persistent);
+- temp: temp names in a known home whose owner died (a half-unpacked layer, a pull in flight).
 
 `--save FILE` records the lines; `--baseline FILE` reports only lines not in FILE. Exit 1
 when something is reported, so CI can fail on a leak.
@@ -155,6 +156,40 @@ def dead_owner_state(homes: Iterable[Path]) -> Iterator[str]:
             owner = ProcessIdentity.load(config.get("owner"))
             if owner is not None and not owner.alive():
                 yield f"state {cdir} (owner pid {owner.pid} is gone)"
+        yield from _dead_owner_networks(Path(home))
+        yield from _dead_owner_temps(Path(home))
+
+
+def _dead_owner_networks(home: Path) -> Iterator[str]:
+    """Networks of a home made by a process that is gone (not persistent ones)."""
+    from pytest_isobox.processes import ProcessIdentity
+
+    for path in sorted((home / "networks" / "by-name").glob("*.json")):
+        try:
+            owner = ProcessIdentity.load(json.loads(path.read_text()).get("owner"))
+        except (OSError, ValueError):
+            continue
+        if owner is not None and not owner.alive():
+            yield f"state network {path.stem} of {home} (owner pid {owner.pid} is gone)"
+
+
+def _dead_owner_temps(home: Path) -> Iterator[str]:
+    """Temp names a dead process left: `tmp/<pid>-<start>-*` (layers being unpacked, blobs
+    being pulled), `containers/.tmp-<pid>-<start>-*` (a container dir being made)."""
+    from pytest_isobox.processes import ProcessIdentity
+
+    for folder, prefix in ((home / "tmp", ""), (home / "containers", ".tmp-")):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            pid, _, rest = name[len(prefix):].partition("-")
+            owner = ProcessIdentity.parse(f"{pid}:{rest.partition('-')[0]}")
+            if owner is not None and not owner.alive():
+                yield f"temp {folder / name} (owner pid {owner.pid} is gone)"
 
 
 def known_homes(extra: Iterable[str | Path] = ()) -> list[Path]:

@@ -74,3 +74,24 @@ def test_seam_plugin_and_cli_import_no_implementation() -> None:
             "['pytest_isobox', 'docker'])])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+@pytest.mark.parametrize("argv", [["ps"], ["ps", "-a"], ["images"], ["volume", "ls"]])
+def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) -> None:
+    """`isobox ps` is a query, as `docker ps` is: the engine opens without the sweep (which
+    creating verbs do) and loads neither the network manager nor the start path."""
+    probe = textwrap.dedent(f"""
+        import sys
+        from pytest_isobox.cli import main
+        code = main({argv!r})
+        heavy = sorted(m for m in sys.modules if m.startswith((
+            "pytest_isobox.native.sweep", "pytest_isobox.native.network.manager",
+            "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2")))
+        print("LOADED", heavy)
+        sys.exit(code)
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                          env={"ISOBOX_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout

@@ -65,7 +65,7 @@ def test_a_live_run_is_seen_and_a_dead_ones_state_is_pruned(isobox_home: Path,
                     if p.name().startswith("isobox-")]
         assert monitors
         made = {line for line in lines if line.startswith("cgroup ")}  # spares' too
-        for process in [psutil.Process(owner.pid), *monitors]:
+        for process in [*monitors, psutil.Process(owner.pid)]:  # (its reaper among them)
             process.send_signal(signal.SIGKILL)
         owner.wait()
         check = isobox("--home", str(isobox_home), "system", "check", "--baseline",

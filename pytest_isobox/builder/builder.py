@@ -52,6 +52,7 @@ from pytest_isobox.engine import (
     IsoboxError,
     MountSpec,
 )
+from pytest_isobox.processes import ProcessIdentity
 
 #: Build args every build knows without an ARG line (RUN sees them; the cache ignores them).
 PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
@@ -519,7 +520,7 @@ class Builder:
         with ExitStack() as cleanup:
             mounts = []
             if script is not None:  # BuildKit mounts a heredoc script at /dev/pipes/<name>
-                pipes = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="isobox-run-"))
+                pipes = cleanup.enter_context(tempfile.TemporaryDirectory(prefix=heredoc_prefix()))
                 with open(os.path.join(pipes, script[0]), "w") as f:
                     f.write(script[1])
                 os.chmod(os.path.join(pipes, script[0]), 0o755)
@@ -700,3 +701,11 @@ def _display(ins: Instruction) -> str:
 def _display_args(ins: Instruction) -> str:
     return _display(ins).split(None, 1)[-1]
 
+
+HEREDOC_DIR = "isobox-run-"
+
+
+def heredoc_prefix(owner: ProcessIdentity | None = None) -> str:
+    """The temp dir name of a RUN's heredoc scripts, naming the process that makes it, so the
+    run reaper of a build killed mid-step finds it (`reaper.reap_home`)."""
+    return f"{HEREDOC_DIR}{(owner or ProcessIdentity.current()).token('-')}-"

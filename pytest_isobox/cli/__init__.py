@@ -35,6 +35,11 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the Docker API server parses its own (dockerd's) flags
+        from pytest_isobox.server.command import main as serve
+
+        return serve(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -45,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         group = getattr(args, "group_help", None)  # `isobox network`: that group's verbs
         (group or parser).print_help()
         return 0 if group else 2
-    verb = args.func
+    verb = args.verb = args.func
     args.func = _command(verb)
     if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
         try:
@@ -78,17 +83,30 @@ def _command(where: str) -> Callable:
     return getattr(importlib.import_module(f"pytest_isobox.cli.{module}"), name)
 
 
+# Verbs that only look: their engine sweeps nothing and makes nothing (`docker ps` is a query).
+READ_ONLY_VERBS = {
+    "containers:cmd_ps", "containers:cmd_inspect", "containers:cmd_logs", "containers:cmd_port",
+    "containers:cmd_stats", "images:cmd_images", "images:cmd_image_inspect",
+    "networks:cmd_network_ls", "networks:cmd_network_inspect", "volumes:cmd_volume_ls",
+}
+
+
 def _open(args: argparse.Namespace) -> Engine:
     kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
     pull = getattr(args, "pull", None)
+    options: dict = {"read_only": True} if getattr(args, "verb", None) in READ_ONLY_VERBS else {}
     if kind == "native":
         home = args.home or os.environ.get("ISOBOX_HOME")
-        options: dict = {"home": home} if home else {}
+        if home:
+            options["home"] = home
         if pull:
             options["pull"] = pull
-        engine = open_engine("native", **options)
     else:
-        engine = open_engine(kind, **({"base_url": args.host} if args.host else {}))
+        if args.host:
+            options["base_url"] = args.host
+        if pull and kind == "docker":
+            options["pull"] = pull
+    engine = open_engine(kind, **options)
     policy = getattr(engine, "pull_policy", None)
     if policy is not None and sys.stderr.isatty():
         from pytest_isobox.images.registry.progress import ProgressPrinter
@@ -117,8 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
                      help="print the version and exit")
-    top.add_argument("--engine", choices=["native", "docker"],
-                     help="native (default, env ISOBOX_ENGINE) or docker")
+    top.add_argument("--engine", help="native (default, env ISOBOX_ENGINE), docker, or an "
+                     "engine a package registers (entry points pytest_isobox.engines)")
     top.add_argument("--home", help="store directory of the native engine (env ISOBOX_HOME)")
     top.add_argument("-H", "--host", help="Docker daemon address for the docker engine")
     sub = top.add_subparsers(metavar="COMMAND")
@@ -267,6 +285,10 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
 
+    p = verb("compose", "system:cmd_compose", "run compose projects (isobox compose --help)",
+             add_help=False, prefix_chars="+")
+    p.add_argument("compose_args", nargs=argparse.REMAINDER)
+    p.set_defaults(no_engine=True)
     p = verb("version", "system:cmd_version", "the versions of isobox and of its engine")
     p.add_argument("-f", "--format", help="a Go template over {Client, Server}")
     p = verb("info", "system:cmd_info", "the engine's containers, images and host")

@@ -160,14 +160,15 @@ def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
     store = getattr(engine, "images_store", None)
-    if store is None:
+    push = store.push if store is not None else getattr(engine, "push", None)
+    if push is None:
         raise IsoboxError(f"push: not supported by the {engine.name} engine")
     from pytest_isobox.images.registry.progress import ProgressPrinter
 
     printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
                               verb="Push")
     chunk = parse_size(args.chunk_size) if args.chunk_size else None
-    digest = store.push(args.image, printer, chunk_size=chunk)
+    digest = push(args.image, printer, chunk_size=chunk)
     printer.finish()
     print(f"{args.image}: digest: {digest}")
     return 0

@@ -14,8 +14,11 @@ import http.client
 import ipaddress
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from typing import IO, Self
 
 from pytest_isobox.docker import attach
@@ -38,6 +41,7 @@ from pytest_isobox.docker.ownership import (
     ownership_labels,
 )
 from pytest_isobox.docker.streams import demultiplex, read_output
+from pytest_isobox.docker.watchdog import remove_owned
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -50,6 +54,7 @@ from pytest_isobox.engine import (
     LogStream,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
+from pytest_isobox.native.reaper import RunReaper
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +68,22 @@ class DockerEngine(ImageMethods, NetworkMethods):
     default found as Docker's CLI finds it (address.py: DOCKER_HOST, TLS variables, contexts,
     the local or rootless socket). For a remote daemon `remote_host` is its host: published
     ports bind there and states give that address. A daemon that does not answer raises EngineUnavailable at once.
+    `pull` is the pull policy (default $ISOBOX_PULL, else "missing"; see images.py).
     """
 
     name = "docker"
     capabilities = OPTIONAL_CAPABILITIES
+    # One stats sample costs the daemon 0.5-1 s (it waits for a CPU delta even one-shot):
+    # the plugin does not take one at teardown, which stays one forced removal.
+    cheap_stats = False
 
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, *, pull: str | None = None,
+                 read_only: bool = False) -> None:
+        """`read_only`: this process only looks (ps, inspect, logs): no sweep at open, no
+        session cleanup at close (it made nothing)."""
+        from pytest_isobox.images.registry.policy import PullPolicy
+
+        self.pull_policy = PullPolicy(pull)  # before the daemon is asked: a bad value is ours
         self.client = DockerClient(base_url)
         self.remote_host: str | None = self.client.address.remote_host
         self._publish_ip = _publish_ip(self.remote_host)
@@ -76,7 +91,14 @@ class DockerEngine(ImageMethods, NetworkMethods):
         self.session = uuid.uuid4().hex
         self.labels = ownership_labels(self.owner, self.session)
         self._exit_waiters: dict[str, _ExitWaiter] = {}
-        self.swept: list[str] = self.sweep()
+        address, label = self.client.address, self.owner.label
+        self._watchdog = RunReaper(self.owner.process, lambda _: remove_owned(address, label),
+                                   name="watchdog")  # see watchdog.py
+        self._removals: ThreadPoolExecutor | None = None
+        self._removing: list[Future] = []
+        self._removals_lock = threading.Lock()
+        self.read_only = read_only
+        self.swept: list[str] = [] if read_only else self.sweep()
 
     def close(self) -> None:
         """Remove the non-persistent containers this engine made (they die with their owner,
@@ -84,6 +106,13 @@ class DockerEngine(ImageMethods, NetworkMethods):
         for waiter in set(self._exit_waiters.values()):
             waiter.close()
         self._exit_waiters.clear()
+        with self._removals_lock:
+            removals, self._removals = self._removals, None
+        if removals is not None:
+            removals.shutdown(wait=True)  # every removal asked for is done before we return
+        if self.read_only:
+            self.client.close()
+            return
         try:
             mine = self.client.get_json("/containers/json", {
                 "all": True, "filters": json.dumps({"label": [f"{SESSION_LABEL}={self.session}"]}),
@@ -95,6 +124,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
         except (IsoboxError, OSError) as exc:  # the daemon went away: the next sweep cleans
             log.info("isobox: could not remove this session's containers: %s", exc)
         self.client.close()
+        self._watchdog.close()
 
     def __enter__(self) -> Self:
         return self
@@ -138,10 +168,21 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def create(self, spec: ContainerSpec) -> ContainerState:
         """Create (not start) a container; extra named networks are connected before returning."""
+        container_id = self._create(spec)
+        try:
+            return self.state(container_id)
+        except BaseException:
+            self._forget("container", f"/containers/{container_id}", {"force": True, "v": True})
+            raise
+
+    def _create(self, spec: ContainerSpec) -> str:
+        """POST /containers/create (and a connect per extra network); the new container's id."""
+        if not spec.persistent:
+            self._watchdog.ensure()
         body = create_body(spec, ownership_labels(self.owner, self.session,
                                                  persistent=spec.persistent), self._publish_ip)
-        doc = self.client.post_json("/containers/create", {"name": spec.name}, body,
-                                    kind="container")
+        doc = self._with_image(spec.image, lambda: self.client.post_json(
+            "/containers/create", {"name": spec.name}, body, kind="container"))
         container_id = doc["Id"]
         try:
             for extra in attachments(spec)[1:]:
@@ -149,10 +190,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
                     "Container": container_id,
                     "EndpointConfig": {"Aliases": list(extra.aliases)},
                 }, kind="network")
-            return self.state(container_id)
         except BaseException:
             self._forget("container", f"/containers/{container_id}", {"force": True, "v": True})
             raise
+        return container_id
 
     def start(self, container: str) -> ContainerState:
         """Start a created container.
@@ -162,33 +203,42 @@ class DockerEngine(ImageMethods, NetworkMethods):
         """
         doc = self.inspect(container)
         state = state_from_inspect(doc, self.remote_host)
-        return self._start(state, bool((doc.get("HostConfig") or {}).get("AutoRemove")))
+        return self._start(state.id, state.name,
+                           bool((doc.get("HostConfig") or {}).get("AutoRemove")), state)
 
     def run(self, spec: ContainerSpec) -> ContainerState:
-        """Create and start; a container that fails to start is removed again."""
-        state = self.create(spec)
+        """Create and start (three requests: create, start, inspect); a container that fails
+        to start is removed again."""
+        removes = docker_removes(spec)
+        # one Docker removes at exit may be gone once started: its created state stands in
+        before = self.create(spec) if removes else None
+        container_id = before.id if before else self._create(spec)
         try:
-            return self._start(state, docker_removes(spec))
+            return self._start(container_id, spec.name, removes, before)
         except BaseException:
-            self._forget("container", f"/containers/{state.id}", {"force": True, "v": True})
+            self._forget("container", f"/containers/{container_id}", {"force": True, "v": True})
             raise
 
-    def _start(self, state: ContainerState, docker_removes_it: bool) -> ContainerState:
-        if docker_removes_it and state.id not in self._exit_waiters:
-            waiter = self._exit_waiter(state.id, "removed")
-            for key in (state.id, state.name):
-                self._exit_waiters[key] = waiter
+    def _start(self, container_id: str, name: str | None, docker_removes_it: bool,
+               before: ContainerState | None = None) -> ContainerState:
+        if docker_removes_it and container_id not in self._exit_waiters:
+            waiter = self._exit_waiter(container_id, "removed")
+            for key in (container_id, name):
+                if key:
+                    self._exit_waiters[key] = waiter
         try:
-            self.client.request("POST", f"/containers/{state.id}/start", kind="container")
+            self.client.request("POST", f"/containers/{container_id}/start", kind="container")
         except BaseException:
-            waiter = self._drop_exit_waiter(state.id)
+            waiter = self._drop_exit_waiter(container_id)
             if waiter is not None:
                 waiter.close()
             raise
         try:
-            return self.state(state.id)
-        except ContainerNotFound:  # removed by Docker already
-            return state
+            return self.state(container_id)
+        except ContainerNotFound:  # removed by Docker already (auto_remove, exited at once)
+            if before is None:
+                raise
+            return before
 
     def _exit_waiter(self, container_id: str, condition: str) -> _ExitWaiter:
         """A wait registered with the daemon now (it answers headers once it is registered)."""
@@ -258,6 +308,26 @@ class DockerEngine(ImageMethods, NetworkMethods):
                                     {"condition": "removed"}, kind="container")
             except ContainerNotFound:
                 pass
+
+    def remove_later(self, container: str) -> None:
+        """Force-remove a container without waiting for the daemon (a test's teardown: the
+        next test's container starts meanwhile); `close()` waits until every such removal
+        is done. Only for a container nothing looks up again by name; a failure is logged
+        and left to the sweep."""
+        with self._removals_lock:
+            if self._removals is None:
+                self._removals = ThreadPoolExecutor(max_workers=2,
+                                                    thread_name_prefix="isobox-remove")
+            self._removing = [f for f in self._removing if not f.done()]
+            self._removing.append(self._removals.submit(
+                self._forget, "container", f"/containers/{container}", {"force": True, "v": True}))
+
+    def settle_removals(self) -> None:
+        """Wait for the removals `remove_later` started (a network or volume they used can
+        go only then)."""
+        with self._removals_lock:
+            pending, self._removing = self._removing, []
+        wait_futures(pending)
 
     def state(self, container: str) -> ContainerState:
         return state_from_inspect(self.inspect(container), self.remote_host)

@@ -1,7 +1,12 @@
-"""Images of a Docker daemon: builds, imports, archives, commits, tags (part of DockerEngine).
+"""Images of a Docker daemon: builds, pulls, pushes, imports, archives, commits, tags (part of
+DockerEngine).
 
 Builds run in the daemon's builder on a context tar we make (ignored files never leave the
 host); `ImageInfo.config` is shaped as an OCI image config, as the native store keeps it.
+Pulls and pushes go through the daemon (registries.py gives it the credentials); the pull
+policy is the native engine's (images/registry/policy): images a container or a FROM line
+names are pulled when missing, once per engine with "always", never with "never" or
+ISOBOX_OFFLINE=1. A create whose image is present costs no request more than without it.
 """
 
 from __future__ import annotations
@@ -16,17 +21,99 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
+from pytest_isobox.docker import registries
 from pytest_isobox.docker.build import BuildProgress, context_tar
 from pytest_isobox.docker.client import DockerClient, iter_json_stream
-from pytest_isobox.engine import BuildError, BuildStep, ImageInfo, ImageNotFound, IsoboxError
+from pytest_isobox.engine import (
+    BuildError,
+    BuildStep,
+    EngineUnavailable,
+    ImageInfo,
+    ImageNotFound,
+    IsoboxError,
+)
+from pytest_isobox.images.reference import parse_reference
+from pytest_isobox.images.registry import credentials
+from pytest_isobox.images.registry.policy import PullPolicy
+
+_T = TypeVar("_T")
 
 
 class ImageMethods:
     """The image half of the Engine protocol; mixed into DockerEngine, which sets `client`."""
 
     client: DockerClient
+    pull_policy: PullPolicy
+
+    # ------------------------------------------------------------------ registries
+
+    def pull(self, ref: str, progress: registries.Progress | None = None) -> str:
+        """Pull `ref` through the daemon now (whatever the policy); returns the image id."""
+        parsed = parse_reference(ref)
+        auth = registries.registry_auth(parsed.domain)
+        headers = {"X-Registry-Auth": auth} if auth else {}
+        reader = registries.DaemonProgress(progress or self.pull_policy.progress)
+        try:
+            with self.client.stream("POST", "/images/create", registries.pull_query(parsed),
+                                    headers=headers, kind="image", timeout=None) as resp:
+                for message in iter_json_stream(resp):
+                    reader.feed(message)
+        except EngineUnavailable:
+            raise
+        except IsoboxError as exc:  # refused before the stream began
+            reader.error = str(exc)
+        if reader.error is not None:
+            raise registries.registry_error("pull", parsed, reader.error,
+                                            sent_credentials=auth is not None,
+                                            daemon=self.client.base_url)
+        self.pull_policy.pulled(ref)
+        return self.image_inspect(ref).id
+
+    def push(self, ref: str, progress: registries.Progress | None = None, *,
+             chunk_size: int | None = None) -> str:
+        """Push the image tagged `ref` through the daemon; returns the manifest digest."""
+        if chunk_size is not None:
+            raise IsoboxError("push --chunk-size: not supported by the docker engine (the "
+                              "daemon chooses how it uploads)")
+        parsed = parse_reference(ref)
+        name, tag = registries.push_target(parsed)
+        self.image_inspect(f"{name}:{tag}")  # a clear ImageNotFound naming it first
+        auth = registries.registry_auth(parsed.domain)
+        headers = {"X-Registry-Auth": auth or registries.encode({})}  # the daemon wants one
+        reader = registries.DaemonProgress(progress)
+        try:
+            with self.client.stream("POST", f"/images/{name}/push", {"tag": tag},
+                                    headers=headers, kind="image", timeout=None) as resp:
+                for message in iter_json_stream(resp):
+                    reader.feed(message)
+        except EngineUnavailable:
+            raise
+        except IsoboxError as exc:
+            reader.error = str(exc)
+        if reader.error is None and reader.digest is None:
+            reader.error = "the daemon reported no digest"
+        if reader.error is not None:
+            raise registries.registry_error("push", parsed, reader.error,
+                                            sent_credentials=auth is not None,
+                                            daemon=self.client.base_url)
+        return str(reader.digest)
+
+    def ensure_image(self, ref: str) -> str:
+        """The image id for `ref`, pulled first as the pull policy says (see the module)."""
+        return self.pull_policy.ensure(ref, _DaemonImages(self), self.pull)
+
+    def _with_image(self, ref: str, action: Callable[[], _T]) -> _T:
+        """`action()` (a create), the image pulled as the policy says: before it when "always"
+        wants a fresh copy, else only when the daemon answers that the image is missing."""
+        if self.pull_policy.due(ref):
+            self.ensure_image(ref)
+        try:
+            return action()
+        except ImageNotFound:
+            self.pull_policy.ensure(ref, _Missing(), self.pull)  # raises if it may not pull
+        return action()
 
     def build(
         self,
@@ -45,12 +132,19 @@ class ImageMethods:
         """Build with the daemon's builder from a context tar we made (ignored files left out);
         `on_output` hears RUN output as the daemon sends it."""
         body, size, dockerfile_name = context_tar(Path(context), dockerfile)
+        try:
+            config = self._from_images(Path(context), dockerfile)
+        except BaseException:
+            body.close()
+            raise
         query = {
             "dockerfile": dockerfile_name, "t": tag, "buildargs": buildargs or None,
             "target": target, "nocache": no_cache or None, "networkmode": network,
             "rm": True, "forcerm": True, "labels": labels or None, "pull": pull or None,
         }
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+        if config:
+            headers["X-Registry-Config"] = config
         progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id,
                                  on_output)
         try:
@@ -61,6 +155,21 @@ class ImageMethods:
         except BuildError as exc:  # refused before any step: a Dockerfile or option error
             raise BuildError(f"{dockerfile or 'Dockerfile'}: {exc}") from None
         return progress.result()
+
+    def _from_images(self, context: Path, dockerfile: str | None) -> str | None:
+        """Pull the images FROM lines name as the policy says (the daemon then finds them
+        present); returns X-Registry-Config for the registries the daemon may still reach."""
+        bases = from_images(context, dockerfile)
+        if bases is None:  # unreadable here, or FROM ${ARG}: the daemon pulls, as Docker's CLI
+            return registries.registry_config(credentials.configured_domains())
+        for base in bases:
+            try:
+                self.ensure_image(base)
+            except ImageNotFound as exc:
+                raise BuildError(f"{dockerfile or 'Dockerfile'}: FROM {base}: {exc}") from None
+            except IsoboxError as exc:
+                raise BuildError(f"{dockerfile or 'Dockerfile'}: FROM {base}: {exc}") from None
+        return registries.registry_config(registries.domain_of(b) for b in bases)
 
     def _full_image_id(self, short_id: str) -> str:
         try:
@@ -118,6 +227,7 @@ class ImageMethods:
                             kind="image")
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.settle_removals()  # type: ignore[attr-defined]  # containers of it may be going
         self.client.request("DELETE", f"/images/{ref}", {"force": force}, kind="image")
 
     def save_images(self, refs: list[str], path: str | Path) -> None:
@@ -244,6 +354,49 @@ class ImageMethods:
                                     for v in volumes)},
             "Build Cache": {"count": len(cache), "size": sum(c.get("Size") or 0 for c in cache)},
         }
+
+
+class _DaemonImages:
+    """The daemon's images as the pull policy looks them up (as it looks up the store)."""
+
+    def __init__(self, engine: ImageMethods) -> None:
+        self._engine = engine
+
+    def find(self, ref: str) -> tuple[str, None]:
+        return self._engine.image_inspect(ref).id, None
+
+
+class _Missing:
+    """An image the daemon just said it does not have."""
+
+    def find(self, ref: str) -> tuple[str, None]:
+        raise ImageNotFound(f"No such image: {ref}")
+
+
+def from_images(context: Path, dockerfile: str | None) -> list[str] | None:
+    """The registry images a Dockerfile's FROM lines name (not stages, not scratch), or None
+    when that cannot be known before the build (a FROM with a variable, a file we cannot
+    parse: the daemon then reports it)."""
+    from pytest_isobox.builder.dockerfile import parse
+    from pytest_isobox.builder.stages import split_stages
+
+    path = Path(dockerfile) if dockerfile and os.path.isabs(dockerfile) \
+        else context / (dockerfile or "Dockerfile")
+    try:
+        _, stages = split_stages(parse(path.read_text(), path.name))
+    except (OSError, UnicodeDecodeError, BuildError):
+        return None
+    names: set[str] = set()
+    bases: list[str] = []
+    for stage in stages:
+        base = stage.base
+        if "$" in base:
+            return None
+        if base.lower() not in names and base != "scratch" and base not in bases:
+            bases.append(base)
+        if stage.name:
+            names.add(stage.name)
+    return bases
 
 
 def split_ref(ref: str) -> tuple[str, str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pytest_isobox.docker.client import DockerClient
-from pytest_isobox.engine import IsoboxError, NetworkInfo
+from pytest_isobox.engine import PERSISTENT_LABEL, IsoboxError, NetworkInfo
 
 
 class NetworkMethods:
@@ -12,12 +14,18 @@ class NetworkMethods:
 
     client: DockerClient
     labels: dict[str, str]
+    _watchdog: Any  # native/reaper.RunReaper
+
+    def settle_removals(self) -> None:  # DockerEngine's: containers removed in the background
+        raise NotImplementedError
 
     def network_create(
         self, name: str, *, subnet: str | None = None, labels: dict[str, str] | None = None,
         gateway: str | None = None, internal: bool = False,
     ) -> NetworkInfo:
         """A bridge network; persistent when `labels` holds `io.isobox.persistent=1`."""
+        if (labels or {}).get(PERSISTENT_LABEL) != "1":
+            self._watchdog.ensure()  # (DockerEngine's: it removes the network if we die)
         body: dict = {"Name": name, "Driver": "bridge", "CheckDuplicate": True,
                       "Internal": internal, "Labels": {**(labels or {}), **self.labels}}
         if subnet:
@@ -39,6 +47,7 @@ class NetworkMethods:
                               body={"Container": container, "Force": force}, kind="network")
 
     def network_remove(self, name: str) -> None:
+        self.settle_removals()  # a container still being removed holds an endpoint
         self.client.request("DELETE", f"/networks/{name}", kind="network")
 
     def network_document(self, name: str) -> dict:
@@ -79,6 +88,7 @@ class NetworkMethods:
         return doc["Name"]
 
     def volume_remove(self, name: str, *, force: bool = False) -> None:
+        self.settle_removals()  # a container still being removed holds its mount
         self.client.request("DELETE", f"/volumes/{name}", {"force": force}, kind="volume")
 
     def volumes(self) -> list[str]:

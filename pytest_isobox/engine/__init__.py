@@ -26,21 +26,24 @@ from pytest_isobox.engine.specs import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    DeviceSpec,
     ExecResult,
+    HealthcheckSpec,
     ImageInfo,
     LogStream,
     MountSpec,
     NetworkAttachment,
     NetworkInfo,
     PortSpec,
+    RestartPolicy,
 )
 
 __all__ = [
     "PERSISTENT_LABEL", "ULIMIT_NAMES", "BuildError", "BuildStep", "ConflictError",
     "ContainerError", "ContainerNotFound", "ContainerSpec", "ContainerState", "ContainerStats",
-    "Engine", "EngineUnavailable", "ExecResult", "ImageInfo", "ImageNotFound", "InvalidSpec",
+    "DeviceSpec", "Engine", "EngineUnavailable", "ExecResult", "HealthcheckSpec", "ImageInfo", "ImageNotFound", "InvalidSpec",
     "IsoboxError", "LogStream", "MountSpec", "NetworkAttachment", "NetworkInfo",
-    "NetworkNotFound", "PortSpec", "VolumeNotFound", "open_engine", "parse_size",
+    "NetworkNotFound", "PortSpec", "RestartPolicy", "VolumeNotFound", "open_engine", "parse_size",
     "parse_ulimit", "register", "require",
 ]
 

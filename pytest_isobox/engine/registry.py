@@ -34,6 +34,10 @@ def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def is_builtin(name: str) -> bool:
+    return name in _BUILTIN
+
+
 def names() -> list[str]:
     """Every engine name this process can open."""
     return sorted({*_BUILTIN, *_registered, *_entry_points()})
@@ -56,5 +60,6 @@ def factory(name: str) -> Callable[..., Engine]:
 
 def open_engine(kind: str = "native", **options: object) -> Engine:
     """Make an engine by name: `native` (options: home, rootless, limits) or `docker`
-    (options: base_url), or any registered one."""
+    (options: base_url), or any registered one. Every engine takes `read_only=True`: the
+    caller only looks (read-only CLI verbs), so the engine does no sweep and no cleanup."""
     return factory(kind)(**options)

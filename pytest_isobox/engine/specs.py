@@ -48,6 +48,39 @@ class NetworkAttachment:
     aliases: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A host device node given to the container (`--device HOST[:CONTAINER][:PERMS]`):
+    made at `container_path` with the host node's type and numbers, and opened as
+    `permissions` (r, w, m) allow."""
+
+    host_path: str
+    container_path: str
+    permissions: str = "rwm"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Docker's `--restart`: name `no`, `on-failure` (at most `maximum_retry` restarts when
+    it is > 0), `always` or `unless-stopped`."""
+
+    name: str = "no"
+    maximum_retry: int = 0
+
+
+@dataclass(frozen=True)
+class HealthcheckSpec:
+    """Docker's healthcheck: `test` as Docker's Config.Healthcheck.Test (`["CMD-SHELL",
+    "cmd"]`, `["CMD", ...]`, or `["NONE"]` to turn the image's off); times in seconds, 0 for
+    Docker's defaults (interval 30, timeout 30, retries 3, start period 0)."""
+
+    test: tuple[str, ...]
+    interval: float = 0.0
+    timeout: float = 0.0
+    retries: int = 0
+    start_period: float = 0.0
+
+
 @dataclass
 class ContainerSpec:
     """What to run. Fields left None take the image's value (Cmd, Entrypoint, WorkingDir, User).
@@ -85,6 +118,40 @@ class ContainerSpec:
     ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
     security_opt: list[str] = field(default_factory=list)  # Docker's, e.g. seccomp=unconfined
     read_only: bool = False  # the root filesystem mounted read-only (--read-only)
+    cap_add: list[str] = field(default_factory=list)
+    """Capabilities given beyond Docker's defaults (`--cap-add`), `CAP_` names or `ALL`."""
+    cap_drop: list[str] = field(default_factory=list)
+    """Capabilities taken from Docker's defaults (`--cap-drop`); `ALL` drops every one."""
+    privileged: bool = False
+    """`--privileged`: every capability, no seccomp filter, no masked or read-only paths, the
+    host's devices (what the host allows)."""
+    extra_hosts: list[str] = field(default_factory=list)
+    """`--add-host NAME:IP` lines of /etc/hosts; IP `host-gateway` is the host as the
+    container reaches it (its network's gateway)."""
+    dns: list[str] = field(default_factory=list)
+    """`--dns`: the nameservers of the container's resolv.conf, instead of the host's."""
+    dns_search: list[str] = field(default_factory=list)
+    """`--dns-search`: the search domains of the container's resolv.conf."""
+    dns_options: list[str] = field(default_factory=list)
+    """`--dns-option`: the options line of the container's resolv.conf."""
+    publish_all: bool = False
+    """`-P`: every exposed port (the image's and `expose`) published on a free loopback port."""
+    expose: list[str] = field(default_factory=list)
+    """`--expose PORT[/PROTO]`: ports exposed beside the image's (`80/tcp`), unpublished."""
+    shm_size: int | None = None
+    """`--shm-size`: bytes of /dev/shm (Docker's default 64 MiB when None)."""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    """`--sysctl`: namespaced kernel parameters set in the container (dockerargs checks)."""
+    ip: str | None = None
+    """`--ip`: the container's IPv4 address on its first user-defined network."""
+    devices: list[DeviceSpec] = field(default_factory=list)
+    """`--device`: host device nodes the container gets, with cgroup permission to use them."""
+    platform: str | None = None
+    """`--platform`: only the host's own is accepted (dockerargs.check_platform)."""
+    restart: RestartPolicy | None = None
+    """`--restart`: restarted by the container's monitor (native) or the daemon (docker)."""
+    healthcheck: HealthcheckSpec | None = None
+    """`--health-*` (None: the image's HEALTHCHECK, if any)."""
 
 
 @dataclass

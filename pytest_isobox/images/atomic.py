@@ -37,6 +37,15 @@ def _owner_alive(name: str) -> bool:
     return owner is not None and owner.alive()
 
 
+def has_temps_of(tmp_dir: Path, owner: ProcessIdentity) -> bool:
+    """Whether `owner` left temp entries in `tmp_dir` (the run reaper's question)."""
+    prefix = f"{owner.token('-')}-"
+    try:
+        return any(name.startswith(prefix) for name in os.listdir(tmp_dir))
+    except FileNotFoundError:
+        return False
+
+
 def sweep_dead_temps(tmp_dir: Path) -> int:
     """Remove temp entries whose owner process is gone; returns bytes freed."""
     freed = 0

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pytest_isobox.engine import LogStream
-from pytest_isobox.native import linux
 
 _HEADER = struct.Struct("<BdI")
 STREAMS: dict[int, LogStream] = {1: "stdout", 2: "stderr"}
@@ -75,6 +74,8 @@ def read_log_timed(path: Path, *, stdout: bool = True, stderr: bool = True,
     watch = None
     try:
         if follow and monitor_fd is not None:
+            from pytest_isobox.native import linux  # (ctypes: only for following)
+
             watch = linux.inotify_init()
             linux.inotify_add_watch(watch, str(path), linux.IN_MODIFY)
         buf = bytearray()

@@ -42,6 +42,7 @@ from pytest_isobox.native.runtime import (
 )
 from pytest_isobox.native.state import ContainerDir, mark_exited, mark_running, mark_start_failed
 from pytest_isobox.native.terminal import WindowSizeFollower
+from pytest_isobox.polling import readable
 from pytest_isobox.processes import ProcessIdentity
 
 # Callables the engine gives the monitor, all run in the monitor process.
@@ -85,7 +86,7 @@ class MonitorHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buf:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self.events_fd < 0 or not select.select([self.events_fd], [], [], remaining)[0]:
+            if self.events_fd < 0 or not readable([self.events_fd], remaining):
                 return None
             chunk = os.read(self.events_fd, 4096)
             if not chunk:

@@ -105,6 +105,13 @@ class _Runner:
         mounts.pivot_root(self.root)
         self.root = ""
 
+    def op_sysctl(self, key: str, value: str) -> None:
+        try:
+            with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise StartFailure(f"sysctl {key}={value}: {exc.strerror}") from None
+
     def op_mask(self, path: str) -> None:
         mounts.mask_path(path)
 

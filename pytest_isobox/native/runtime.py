@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from pytest_isobox.engine import InvalidSpec
-from pytest_isobox.native import linux, mounts, planrunner, startplan
+from pytest_isobox.native import capabilities, linux, mounts, planrunner, startplan
 from pytest_isobox.native.forked import close_fds_except
+from pytest_isobox.native.mounts import SHM_SIZE
 from pytest_isobox.native.planrunner import StartFailure
+from pytest_isobox.native.privileges import DeviceNode
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 
 
@@ -34,6 +36,7 @@ class ProcessPlan:
     tty: bool = False
     create_workdir: bool = True
     rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # Docker's ulimits
+    capabilities: int = capabilities.DOCKER_DEFAULT_MASK  # root's, see privileges.py
 
 
 @dataclass
@@ -57,6 +60,10 @@ class ContainerPlan:
     seccomp: bytes | None = None  # a classic BPF program (struct sock_filter[]), see seccomp/
     no_new_privs: bool = False  # --security-opt no-new-privileges
     read_only: bool = False  # --read-only: the root filesystem, not the mounts on it
+    privileged: bool = False  # --privileged: no masked or read-only paths, /sys writable
+    shm_size: int = SHM_SIZE  # --shm-size: bytes of /dev/shm
+    sysctls: dict[str, str] = field(default_factory=dict)  # --sysctl, checked by dockerargs
+    devices: list[DeviceNode] = field(default_factory=list)  # --device, --privileged's
 
     @property
     def unshare_flags(self) -> int:

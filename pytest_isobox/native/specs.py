@@ -7,10 +7,13 @@ from dataclasses import asdict
 
 from pytest_isobox.engine import (
     ContainerSpec,
+    DeviceSpec,
+    HealthcheckSpec,
     InvalidSpec,
     MountSpec,
     NetworkAttachment,
     PortSpec,
+    RestartPolicy,
 )
 
 
@@ -62,6 +65,12 @@ def spec_from_dict(raw: dict) -> ContainerSpec:
     data["mounts"] = [MountSpec(**m) for m in data.get("mounts", [])]
     data["networks"] = [NetworkAttachment(n["network"], tuple(n.get("aliases", ())))
                         for n in data.get("networks", [])]
+    data["devices"] = [DeviceSpec(**d) for d in data.get("devices", [])]
+    if data.get("restart") is not None:
+        data["restart"] = RestartPolicy(**data["restart"])
+    if data.get("healthcheck") is not None:
+        health = dict(data["healthcheck"])
+        data["healthcheck"] = HealthcheckSpec(**{**health, "test": tuple(health["test"])})
     return ContainerSpec(**data)
 
 

@@ -19,7 +19,7 @@ import os
 import resource
 from typing import TYPE_CHECKING
 
-from pytest_isobox.native import capabilities, linux, mounts
+from pytest_isobox.native import linux, mounts
 from pytest_isobox.native.linux import (
     MS_BIND,
     MS_NODEV,
@@ -33,6 +33,7 @@ from pytest_isobox.native.linux import (
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 
 if TYPE_CHECKING:
+    from pytest_isobox.native.privileges import DeviceNode
     from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan
 
 Step = tuple
@@ -63,8 +64,14 @@ def container_steps(plan: ContainerPlan, *, wait_network: bool, wait_cgroup: boo
         steps.append(("lo",))
     steps += rootfs_steps(plan)
     steps.append(("pivot",))
-    steps += [("mask", path) for path in mounts.MASKED_PATHS]
-    steps += [("readonly", path) for path in mounts.READONLY_PATHS]
+    if plan.sysctls:  # in the namespaces, once the network is attached, before /proc/sys is ro
+        if (wait_network or wait_cgroup) and not waited:
+            steps.append(("go",))
+            waited = True
+        steps += [("sysctl", key, value) for key, value in plan.sysctls.items()]
+    if not plan.privileged:  # Docker gives a privileged container the kernel's files as they are
+        steps += [("mask", path) for path in mounts.MASKED_PATHS]
+        steps += [("readonly", path) for path in mounts.READONLY_PATHS]
     steps += [("hostname", plan.hostname), ("setsid",)]
     if (wait_network or wait_cgroup) and not waited:
         steps.append(("go",))
@@ -78,7 +85,9 @@ def rootfs_steps(plan: ContainerPlan) -> list[Step]:
     the new root (paths in it are resolved symlink-safe by the executor)."""
     steps = overlay_steps(plan)
     steps.append(("root", plan.rootfs))
-    steps += default_mount_steps(plan.new_netns, rootless=plan.rootless)
+    steps += default_mount_steps(plan.new_netns, rootless=plan.rootless,
+                                 shm_size=plan.shm_size, writable_sys=plan.privileged)
+    steps += extra_device_steps(plan.devices, rootless=plan.rootless)
     for m in plan.mounts:
         steps += user_mount_steps(m)
     for target, source in plan.etc_files.items():
@@ -107,9 +116,11 @@ def overlay_steps(plan: ContainerPlan) -> list[Step]:
     return steps
 
 
-def default_mount_steps(new_netns: bool, *, rootless: bool) -> list[Step]:
-    """Docker's default mounts: /proc, /dev (tmpfs, nodes, links), /dev/pts, /dev/shm,
-    /dev/mqueue, /sys read-only. Rootless: the host's device nodes bound, not made."""
+def default_mount_steps(new_netns: bool, *, rootless: bool, shm_size: int = mounts.SHM_SIZE,
+                        writable_sys: bool = False) -> list[Step]:
+    """Docker's default mounts: /proc, /dev (tmpfs, nodes, links), /dev/pts, /dev/shm
+    (`shm_size` bytes), /dev/mqueue, /sys read-only (writable for a privileged container).
+    Rootless: the host's device nodes bound, not made."""
     steps: list[Step] = [
         _mountin("proc", "/proc", True, "proc", _SPECIAL),
         _mountin("tmpfs", "/dev", True, "tmpfs", MS_NOSUID | MS_STRICTATIME,
@@ -121,10 +132,10 @@ def default_mount_steps(new_netns: bool, *, rootless: bool) -> list[Step]:
         _mountin("devpts", "/dev/pts", True, "devpts", MS_NOSUID | MS_NOEXEC,
                  rootless_mounts.devpts_options(tty_gid)),
         _mountin("shm", "/dev/shm", True, "tmpfs", _SPECIAL,
-                 f"mode=1777,size={mounts.SHM_SIZE}"),
+                 f"mode=1777,size={shm_size}"),
         _mountin("mqueue", "/dev/mqueue", True, "mqueue", _SPECIAL),
     ]
-    sys_flags = MS_RDONLY | _SPECIAL
+    sys_flags = (0 if writable_sys else MS_RDONLY) | _SPECIAL
     if new_netns:
         steps.append(_mountin("sysfs", "/sys", True, "sysfs", sys_flags))
     else:  # sysfs of the host's network namespace: bind it read-only, as runc does
@@ -145,6 +156,23 @@ def device_steps(*, rootless: bool) -> list[Step]:
             steps.append(("mknodin", f"/dev/{name}", 0o666, major, minor))
     steps += [("symlinkin", target, f"/dev/{name}") for name, target in
               mounts.DEV_SYMLINKS.items()]
+    return steps
+
+
+def extra_device_steps(nodes: list[DeviceNode], *, rootless: bool) -> list[Step]:
+    """Device nodes beyond Docker's defaults (--device, --privileged): made where /dev holds
+    them directly; bound from the host in a user namespace or below a subdirectory (the
+    mount point's parents are made, the bind keeps the host node's type and numbers)."""
+    made = {f"/dev/{name}" for name in (*mounts.DEVICES, *mounts.DEV_SYMLINKS)}
+    steps: list[Step] = []
+    for node in nodes:
+        if node.path in made:
+            continue
+        made.add(node.path)
+        if rootless or os.path.dirname(node.path) != "/dev":
+            steps.append(_mountin(node.host_path, node.path, False, "", MS_BIND))
+        else:
+            steps.append(("mknodin", node.path, node.mode, node.major, node.minor))
     return steps
 
 
@@ -172,12 +200,12 @@ def process_steps(process: ProcessPlan, hostname: str, seccomp_filter: bytes | N
                          ("nofile", NOFILE_LIMIT)]
     for name, (soft, hard) in process.rlimits.items():
         steps.append(("rlimit", getattr(resource, f"RLIMIT_{name.upper()}"), soft, hard))
-    steps.append(("bounding", capabilities.DOCKER_DEFAULT_MASK, linux.last_cap()))
+    steps.append(("bounding", process.capabilities, linux.last_cap()))
     if no_new_privs:
         steps.append(("nonewprivs",))
     if seccomp_filter is not None:
         steps.append(("seccomp", seccomp_filter))
-    steps += [("identity", 1 if setgroups else 0), ("caps", capabilities.DOCKER_DEFAULT_MASK)]
+    steps += [("identity", 1 if setgroups else 0), ("caps", process.capabilities)]
     steps.append(("exec", list(process.argv), environment_list(process, hostname)))
     return steps
 

@@ -119,6 +119,14 @@ class ContainerDir:
     def write_state(self, state: dict) -> None:
         write_json_atomic(self.path / "state.json", state)
 
+    def read_exit(self) -> tuple[int, float] | None:
+        """(wait status, finished_at) as the shim recorded them in `exit`, None until then."""
+        try:
+            status, finished = (self.path / "exit").read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(status), float(finished)
+
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
 
@@ -274,9 +282,12 @@ class ContainerStore:
         except OSError:
             return False
 
-    def leftover_temp_dirs(self) -> Iterator[Path]:
-        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone."""
-        yield from _of_dead_processes(self.root, ".tmp-")
+    def leftover_temp_dirs(self, only: ProcessIdentity | None = None) -> Iterator[Path]:
+        """`.tmp-<pid>-<start>-<id>` dirs whose creating process is gone (`only`: that one)."""
+        mine = "" if only is None else f".tmp-{only.pid}-{only.start}-"
+        for path in _of_dead_processes(self.root, ".tmp-"):
+            if path.name.startswith(mine):
+                yield path
 
     def stale_names(self) -> Iterator[Path]:
         for entry in os.listdir(self.names):

@@ -40,12 +40,13 @@ class Sweeper:
         self._wait_monitor = wait_monitor
         self.network = network
 
-    def sweep(self) -> list[str]:
-        """One line per thing removed."""
+    def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
+        """One line per thing removed. `only` (the run reaper's): of the containers, only
+        those of this dead process (and its half-created ones) are taken."""
         cleaned: list[str] = []
         (self.home / "locks").mkdir(exist_ok=True)
         with HostLock(self.home / "locks" / "container-sweep.lock"):
-            for tmp in self.store.leftover_temp_dirs():
+            for tmp in self.store.leftover_temp_dirs(only):
                 shutil.rmtree(tmp, ignore_errors=True)
                 cleaned.append(f"half-created container dir {tmp.name}")
             for doomed in self.store.leftover_trash():
@@ -54,7 +55,7 @@ class Sweeper:
             live: set[str] = set()
             for cdir in list(self.store.all()):
                 try:
-                    line = self._sweep_one(cdir)
+                    line = self._sweep_one(cdir, only)
                 except Exception as exc:  # noqa: BLE001 - one broken leftover stops no sweep
                     line = f"could not sweep container {cdir.id[:12]}: {exc}"
                 if line:
@@ -68,9 +69,11 @@ class Sweeper:
                 cleaned += self.network.sweep(live)
         return cleaned
 
-    def _sweep_one(self, cdir: ContainerDir) -> str | None:
+    def _sweep_one(self, cdir: ContainerDir, only: ProcessIdentity | None) -> str | None:
         config = cdir.config
         owner = ProcessIdentity.load(config.get("owner"))
+        if only is not None and owner != only:
+            return None
         state = cdir.read_state()
         monitor = ProcessIdentity.load(state.get("monitor"))
         monitor_alive = monitor is not None and monitor.alive()

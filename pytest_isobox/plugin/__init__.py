@@ -199,6 +199,7 @@ def _shared_registry_exists(config: pytest.Config) -> bool:
 
 
 def _containers_of(item: pytest.Item) -> list[Container]:
+    from pytest_isobox.plugin.compose_fixture import Stack
     from pytest_isobox.plugin.handles import Container
     from pytest_isobox.plugin.imperative import Isobox
 
@@ -206,6 +207,6 @@ def _containers_of(item: pytest.Item) -> list[Container]:
     for value in getattr(item, "funcargs", {}).values():
         if isinstance(value, Container):
             found.append(value)
-        elif isinstance(value, Isobox):
+        elif isinstance(value, (Isobox, Stack)):
             found += value.containers
     return found

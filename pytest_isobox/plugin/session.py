@@ -53,7 +53,7 @@ def engine_choice(settings: Settings, worker_id: str = "master") -> tuple[str, d
     rootless user cannot apply.
     """
     if settings.engine == "docker":
-        return "docker", {"base_url": docker_host_for(settings, worker_id)}
+        return "docker", {"base_url": docker_host_for(settings, worker_id), "pull": settings.pull}
     options: dict = {"home": settings.home} if settings.home else {}
     if settings.engine == "native":
         options.update(rootless=settings.rootless, limits=settings.limits, pull=settings.pull)
@@ -78,6 +78,7 @@ class IsoboxSession:
         self._records: dict[str, ContainerRecord] = {}
         self._images: dict[str, Image] = {}
         self._names: dict[str, int] = {}
+        self._generated_names: set[str] = set()  # names no one else asks for: removed lazily
 
     # ------------------------------------------------------------------ engine
     def engine(self) -> Engine:
@@ -235,7 +236,9 @@ class IsoboxSession:
         """
         engine = self.engine()
         reuse = reusable and self.settings.reuse
-        name = name or self.resource_name(fixture, shared=shared, stable=reuse)
+        if name is None:
+            name = self.resource_name(fixture, shared=shared, stable=reuse)
+            self._generated_names.add(name)
         keep = self.settings.keep != "never"
         spec = options.to_spec(name=name, fixture=fixture, worker=self.worker_id, base=base,
                                persistent=persistent or keep or reuse or shared)
@@ -327,18 +330,22 @@ class IsoboxSession:
             return True
         if record is not None and record.how in ("reused", "reusable"):
             return False
-        try:
-            container.engine.remove(container.id, force=True)
-        except ContainerNotFound:
-            pass
+        remove_later = getattr(container.engine, "remove_later", None)
+        if remove_later is not None and container.name in self._generated_names:
+            remove_later(container.id)  # gone before the engine closes; no one reuses its name
+        else:
+            try:
+                container.engine.remove(container.id, force=True)
+            except ContainerNotFound:
+                pass
         self.config.hook.pytest_isobox_container_removed(container=container)
         return False
 
     def record_stats(self, container: Container) -> None:
         """Keep the container's peak memory and CPU time for the summary (before removal)."""
         record = self._records.get(container.id)
-        if record is None:
-            return
+        if record is None or not getattr(container.engine, "cheap_stats", True):
+            return  # an engine whose stats cost a slow request: teardown is the removal only
         try:
             stats = container.stats()
         except IsoboxError:  # an exited or vanished container may have none

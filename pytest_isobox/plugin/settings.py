@@ -16,7 +16,6 @@ import pytest
 
 from pytest_isobox.homes import default_home
 
-ENGINES = ("native", "docker")
 KEEP_POLICIES = ("never", "failed", "always")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -46,8 +45,9 @@ class Option:
 
 OPTIONS = (
     Option("isobox_engine", "--isobox-engine", "ISOBOX_ENGINE",
-           "container engine: native (embedded, daemonless; default) or docker",
-           "choice", ENGINES, "native"),
+           "container engine: native (embedded, daemonless; default), docker, or any engine "
+           "an installed package registers (entry point group pytest_isobox.engines)",
+           "str", default="native"),
     Option("isobox_keep", "--isobox-keep", "ISOBOX_KEEP",
            "keep containers after the run: never (default), failed (those a failing test used), "
            "always; prints how to exec into each", "choice", KEEP_POLICIES, "never"),
@@ -125,6 +125,7 @@ class Settings:
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         values = {opt.dest: _resolve(config, opt) for opt in OPTIONS}
+        _check_engine(values["isobox_engine"])
         return cls(
             engine=values["isobox_engine"], keep=values["isobox_keep"],
             no_cache=values["isobox_no_cache"], reuse=values["isobox_reuse"],
@@ -142,6 +143,20 @@ class Settings:
             return self.home
         return default_home()
 
+
+
+def _check_engine(name: str) -> None:
+    """An engine name nobody registered fails the run before any test, in one line (a
+    built-in name costs nothing: only other names scan the installed entry points)."""
+    from pytest_isobox.engine import InvalidSpec
+    from pytest_isobox.engine.registry import factory, is_builtin
+
+    if is_builtin(name):
+        return
+    try:
+        factory(name)
+    except InvalidSpec as exc:
+        raise pytest.UsageError(f"isobox_engine: {exc}") from None
 
 
 def given_options(config: pytest.Config) -> list[str]:

@@ -17,7 +17,6 @@ it waited for, the last attempt's error and the last log lines.
 from __future__ import annotations
 
 import re
-import select
 import socket
 import time
 from collections.abc import Collection, Sequence
@@ -287,7 +286,9 @@ def probe_tcp(host: str, port: int) -> None:
     """Connect and tell a listening server from a relay that closes at once (NotReady)."""
     try:
         with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as sock:
-            readable, _, _ = select.select([sock], [], [], _CLOSED_AT_ONCE)
+            from pytest_isobox.polling import readable as ready_to_read
+
+            readable = ready_to_read([sock.fileno()], _CLOSED_AT_ONCE)
             if readable and sock.recv(1, socket.MSG_PEEK) == b"":
                 raise NotReady(f"{host}:{port} closed the connection at once")
     except OSError as exc:

@@ -330,3 +330,24 @@ def test_commit_keeps_changes_and_config(made: Made) -> None:
     child = made.run(None, image=image_id)  # type: ignore[arg-type]
     made.engine.wait(child.id, timeout=30)
     assert b"".join(d for _, d in made.engine.logs(child.id)) == b"committed\n"
+
+
+def test_remove_later_is_settled_before_its_network_goes_and_at_close(made: Made) -> None:
+    """A test's teardown removes in the background; a network it was on can still go at
+    once, and close() returns only when every such removal is done."""
+    engine = DockerEngine()
+    try:
+        net = made.network()
+        spec = ContainerSpec(image=made.image, command=["sleep", "60"], network_mode=net)
+        first = engine.run(spec)
+        engine.remove_later(first.id)
+        engine.network_remove(net)  # waits for the removal: no "active endpoints"
+        made.networks.remove(net)
+        with pytest.raises(ContainerNotFound):
+            engine.state(first.id)
+        second = engine.run(ContainerSpec(image=made.image, command=["sleep", "60"]))
+        engine.remove_later(second.id)
+    finally:
+        engine.close()
+    with pytest.raises(ContainerNotFound):
+        made.engine.state(second.id)

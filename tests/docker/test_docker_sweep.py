@@ -25,6 +25,8 @@ _OWNER_THEN_KILL_9 = textwrap.dedent("""
     engine.network_create(net)
     engine.run(ContainerSpec(image=image, command=["sleep", "300"], name=doomed, network_mode=net))
     engine.run(ContainerSpec(image=image, command=["sleep", "300"], name=kept, persistent=True))
+    os.kill(engine._watchdog.pid, 9)  # killed too: the next engine's sweep is the safety net
+    os.waitpid(engine._watchdog.pid, 0)
     os.kill(os.getpid(), 9)
 """)
 

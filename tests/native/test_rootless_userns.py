@@ -14,6 +14,7 @@ import pytest
 
 from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.native import linux, mounts, planrunner, startplan
+from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.rootless.idmap import (
     IdRange,
@@ -21,7 +22,7 @@ from pytest_isobox.native.rootless.idmap import (
     mapping_for,
     parse_subordinate,
 )
-from pytest_isobox.native.rootless.userns import UserNamespace, is_rootless
+from pytest_isobox.native.rootless.userns import UserNamespace
 from tests.native.rootless_users import (
     ThrowawayUser,
     process_gone,

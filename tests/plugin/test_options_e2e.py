@@ -247,3 +247,35 @@ def test_markers_are_registered_and_set_on_container_tests(pytester, isobox_home
     result.stdout.fnmatch_lines(["*::test_needs", "*::test_marked_by_hand", "2/3 tests *"])
     result = pytester.runpytest("-p", "no:cacheprovider", "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.isobox: the test uses isobox containers *"])
+
+
+CONFTEST_OWN_ENGINE = """
+from pytest_isobox import container
+from pytest_isobox.engine.registry import register
+from pytest_isobox.native.engine import NativeEngine
+
+register("mine", NativeEngine)  # a third party's engine, found by name like the built-ins
+box = container(image="{rootfs}", command=["sleep", "30"])
+"""
+
+
+def test_an_engine_registered_by_name_is_chosen_by_the_option(pytester, isobox_home,
+                                                               busybox_rootfs):
+    pytester.makeconftest(CONFTEST_OWN_ENGINE.format(rootfs=busybox_rootfs))
+    pytester.makepyfile("""
+        def test_runs(box, isobox_engine):
+            assert type(isobox_engine).__name__ == "NativeEngine"
+            assert box.exec(["echo", "hi"]).output.strip() == "hi"
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--isobox-engine=mine")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["isobox: engine mine, *"])
+
+
+def test_an_unknown_engine_is_one_line_naming_the_known_ones(pytester, isobox_home):
+    pytester.makeconftest(CONFTEST_NO_ENGINE)
+    pytester.makepyfile("def test_needs(box):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--isobox-engine=nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: isobox_engine: unknown engine 'nope': expected one of docker, *native"])

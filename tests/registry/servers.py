@@ -49,6 +49,19 @@ def make_ca(folder: Path, hostname: str = "127.0.0.1") -> tuple[Path, Path, Path
     return ca_crt, crt, key
 
 
+def make_client_cert(folder: Path, ca_crt: Path, ca_key: Path,
+                     name: str = "client") -> tuple[Path, Path]:
+    """(name.cert, name.key): a client certificate from the CA, named as certs.d wants."""
+    key, csr, crt = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.cert"
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=isobox test client",
+        "-keyout", str(key), "-out", str(csr))
+    ext = folder / f"{name}.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\n")
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
+    return crt, key
+
+
 @dataclass
 class Registry:
     """A running docker-registry; `netloc` is `127.0.0.1:<port>` (or the address given)."""
@@ -60,6 +73,8 @@ class Registry:
     tls: tuple[Path, Path] | None = None  # (cert, key)
     token: dict | None = None  # {"realm", "service", "issuer", "bundle"}
     netns: str | None = None
+    client_ca: Path | None = None  # TLS clients must show a certificate from this CA
+    client_cert: tuple[Path, Path] | None = None  # (cert, key) the readiness probe shows
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -81,6 +96,8 @@ class Registry:
         }
         if self.tls:
             config["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
+            if self.client_ca:
+                config["http"]["tls"]["clientcas"] = [str(self.client_ca)]
         if self.htpasswd:
             config["auth"] = {"htpasswd": {"realm": "isobox-test", "path": str(self.htpasswd)}}
         if self.token:
@@ -108,6 +125,8 @@ class Registry:
             try:
                 if self.tls:
                     context = ssl.create_default_context(cafile=str(ca) if ca else None)
+                    if self.client_cert:
+                        context.load_cert_chain(*map(str, self.client_cert))
                     conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                         self.host, self.port, timeout=2, context=context)
                 else:

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_isobox.images.registry.errors import RegistryError, Unauthorized
 from pytest_isobox.images.store import ImageStore
+from tests.registry import credhelper
 from tests.registry.servers import Registry, make_ca, run
 
 USER, PASSWORD = "tester", "s3cret-pass"
@@ -141,6 +142,32 @@ elif action == "erase":
 
 
 # ---------------------------------------------------------------------- Bearer token flow
+
+def test_cred_helpers_answer_for_their_registry_only(trusted: Registry, registry: Registry,
+                                                     store: ImageStore, two_layer_image: str,
+                                                     docker_config: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """credHelpers[host] wins over auths and credsStore; other registries never ask it."""
+    log = credhelper.install(tmp_path / "bin", "test", {trusted.netloc: (USER, PASSWORD)},
+                             monkeypatch)
+    wrong = base64.b64encode(b"nobody:wrong").decode()
+    (docker_config / "config.json").write_text(json.dumps({
+        "credHelpers": {trusted.netloc: "test"}, "credsStore": "absent-helper",
+        "auths": {trusted.netloc: {"auth": wrong}}}))
+    ref = f"{trusted.netloc}/private/credhelpers:1"
+    store.tag(two_layer_image, ref)
+    store.push(ref)
+    assert ImageStore(tmp_path / "fresh").pull(ref) == two_layer_image
+    assert set(credhelper.calls(log)) == {f"get {trusted.netloc}"}
+    (docker_config / "config.json").write_text(json.dumps({
+        "credHelpers": {trusted.netloc: "test"}}))
+    plain = f"{registry.netloc}/public/credhelpers:1"
+    store.tag(two_layer_image, plain)
+    before = len(credhelper.calls(log))
+    store.push(plain)
+    assert ImageStore(tmp_path / "fresh-plain").pull(plain) == two_layer_image
+    assert len(credhelper.calls(log)) == before  # not asked for another registry
+
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,20 @@ def test_unknown_names_and_tags_are_one_line_errors(store: ImageStore, two_layer
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert fresh.index.tags() == {}
+
+
+def test_docker_hub_names_come_from_a_mirror(store: ImageStore, two_layer_image: str,
+                                             registry: Registry, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISOBOX_REGISTRY_MIRRORS (Docker's registry-mirrors): a mirror on loopback serving
+    library/ images answers for Docker Hub names; the tag is Docker Hub's familiar name."""
+    name = f"isoboxmirror{uuid.uuid4().hex[:8]}"
+    store.tag(two_layer_image, f"{registry.netloc}/library/{name}:1")
+    store.push(f"{registry.netloc}/library/{name}:1")
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRRORS", f"http://{registry.netloc}/")
+    fresh = ImageStore(tmp_path / "fresh")
+    assert fresh.pull(f"{name}:1") == two_layer_image
+    assert fresh.pull(f"docker.io/library/{name}:1") == two_layer_image
+    assert fresh.index.tags() == {f"{name}:1": two_layer_image}
+    log = registry.log_path.read_text()
+    assert log.count(f'"GET /v2/library/{name}/manifests/1 ') == 2

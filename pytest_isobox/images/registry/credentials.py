@@ -100,6 +100,19 @@ def lookup(domain: str) -> Credentials | None:
     return None
 
 
+def configured_domains() -> list[str]:
+    """The registries config.json keeps credentials or a helper for (`auths`, `credHelpers`),
+    as reference domains (`docker.io` for Docker Hub's key)."""
+    doc = _read_config()
+    domains = set()
+    for key in {*(doc.get("auths") or {}), *(doc.get("credHelpers") or {})}:
+        if server_key(key) == DOCKER_HUB_AUTH_KEY:
+            domains.add(DEFAULT_DOMAIN)
+        else:
+            domains.add(key.removeprefix("https://").removeprefix("http://").split("/")[0])
+    return sorted(domains)
+
+
 def _from_entry(entry: dict, key: str) -> Credentials | None:
     if entry.get("auth"):
         try:

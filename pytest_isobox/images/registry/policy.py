@@ -41,16 +41,20 @@ class PullPolicy:
         with self._lock:
             self._pulled.add(ref)
 
+    def due(self, ref: str) -> bool:
+        """Whether "always" wants `ref` pulled now (not yet pulled by this engine)."""
+        if self.value != "always" or offline() or ref.startswith("/") or not _pullable(ref):
+            return False
+        with self._lock:
+            return ref not in self._pulled
+
     def ensure(self, ref: str, store: Any, pull: Callable[[str], str]) -> str:
         """`ref` itself when the store can use it as is, else the id of the image pulled."""
         if ref.startswith("/"):
             return ref
         pullable = _pullable(ref)
-        if self.value == "always" and pullable and not offline():
-            with self._lock:
-                fresh = ref not in self._pulled
-            if fresh:
-                return self._pull(ref, pull)
+        if pullable and self.due(ref):
+            return self._pull(ref, pull)
         try:
             return store.find(ref)[0]
         except ImageNotFound:

@@ -95,13 +95,27 @@ class RegistrySettings:
         if self.is_insecure(netloc):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        from pytest_isobox.images.registry.errors import RegistryError
+
         folder = self.certs_d / netloc
-        if folder.is_dir():
-            for ca in sorted(folder.glob("*.crt")):
+        if not folder.is_dir():
+            return context
+        for ca in sorted(folder.glob("*.crt")):
+            try:
                 context.load_verify_locations(cafile=str(ca))
-            for cert in sorted(folder.glob("*.cert")):
-                key = cert.with_suffix(".key")
-                if not key.is_file():
-                    raise ssl.SSLError(f"{cert}: client certificate without {key.name}")
+            except (ssl.SSLError, OSError) as exc:
+                raise RegistryError(f"{ca}: not a CA certificate in PEM ({_why(exc)})") from None
+        for cert in sorted(folder.glob("*.cert")):
+            key = cert.with_suffix(".key")
+            if not key.is_file():
+                raise RegistryError(f"{cert}: client certificate without its key {key.name}")
+            try:
                 context.load_cert_chain(str(cert), str(key))
+            except (ssl.SSLError, OSError) as exc:
+                raise RegistryError(f"{cert}: client certificate and {key.name} do not load "
+                                    f"({_why(exc)})") from None
         return context
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)

@@ -124,7 +124,8 @@ class Transport:
                                 f"{self._settings.certs_d}/{parts.netloc}/ca.crt") from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise _Unreachable(parts.netloc, exc) from None
+            raise _Unreachable(parts.netloc, exc, _tls_hint(exc, self._settings, parts.netloc)
+                               ) from None
 
     @property
     def challenged(self) -> Challenge | None:
@@ -287,8 +288,21 @@ class Transport:
 
 
 class _Unreachable(RegistryError):
-    def __init__(self, netloc: str, cause: BaseException) -> None:
-        super().__init__(f"cannot reach registry {netloc}: {_describe(cause)}")
+    def __init__(self, netloc: str, cause: BaseException, hint: str = "") -> None:
+        super().__init__(f"cannot reach registry {netloc}: {_describe(cause)}"
+                         + (f"; {hint}" if hint else ""))
+
+
+def _tls_hint(exc: BaseException, settings: RegistrySettings, netloc: str) -> str:
+    """What to do about a TLS failure whose reason says what the other side wanted."""
+    reason = str(getattr(exc, "reason", "") or "") if isinstance(exc, ssl.SSLError) else ""
+    if reason == "WRONG_VERSION_NUMBER" and not settings.allows_http(netloc):
+        return ("it may speak plain http, which is used only for loopback and hosts in "
+                "ISOBOX_INSECURE_REGISTRIES")
+    if "ALERT_BAD_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:
+        return (f"it wants a client certificate: {settings.certs_d}/{netloc}/<name>.cert "
+                "and <name>.key")
+    return ""
 
 
 def _describe(exc: BaseException) -> str:

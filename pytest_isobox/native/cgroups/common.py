@@ -25,12 +25,15 @@ class Limits:
 
     memory is bytes (swap cannot exceed it), cpus a fraction of cores (`--cpus 0.5`),
     cpu_shares Docker's relative weight (default 1024), pids the most tasks at once.
+    devices are device rules allowed beyond Docker's defaults (`c 1:11 rw`; `a` for all, as
+    --privileged), from --device.
     """
 
     memory: int | None = None
     cpus: float | None = None
     cpu_shares: int | None = None
     pids: int | None = None
+    devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field_name in ("memory", "cpus", "cpu_shares"):
@@ -51,6 +54,8 @@ class Limits:
             needed["cpu"] = f"cpu_shares={self.cpu_shares}"
         if self.pids and self.pids > 0:
             needed["pids"] = f"pids limit {self.pids}"
+        if self.devices:
+            needed["devices"] = f"device rules {', '.join(self.devices)}"
         return needed
 
 

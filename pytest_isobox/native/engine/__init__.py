@@ -22,30 +22,29 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.homes import default_home
-from pytest_isobox.native.cgroups import open_cgroup
 from pytest_isobox.native.engine.archives import ArchivesRole
 from pytest_isobox.native.engine.execs import ExecRole
 from pytest_isobox.native.engine.images import ImagesRole
 from pytest_isobox.native.engine.launch import LaunchRole
 from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
-from pytest_isobox.native.engine.support import ShimSpare
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
-from pytest_isobox.native.monitor import MonitorHandle, Spare
-from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
-from pytest_isobox.native.rootless.mode import RootlessMode
-from pytest_isobox.native.rootless.store import check_owner as check_store_owner
-from pytest_isobox.native.rootless.userns import is_rootless
+from pytest_isobox.native.reaper import RunReaper, reap_home
+from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.state import ContainerStore
-from pytest_isobox.native.sweep import Sweeper
 from pytest_isobox.native.volumes import VolumeStore
 from pytest_isobox.processes import ProcessIdentity
+
+if TYPE_CHECKING:  # (imported where used: a read-only verb never pays for them)
+    from pytest_isobox.native.engine.support import ShimSpare
+    from pytest_isobox.native.monitor import MonitorHandle, Spare
+    from pytest_isobox.native.rootless.mode import RootlessMode
 
 
 def check_prerequisites() -> None:
@@ -72,25 +71,36 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     capabilities = OPTIONAL_CAPABILITIES
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
-                 limits: str = "strict", pull: str | None = None) -> None:
+                 limits: str = "strict", pull: str | None = None, read_only: bool = False,
+                 sweep_for: ProcessIdentity | None = None) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
-        FROM are pulled from their registry (see `ensure_image`)."""
+        FROM are pulled from their registry (see `ensure_image`). `read_only`: this process
+        only looks (ps, inspect, logs, ...): no sweep at open and no cgroup pruning at close,
+        which every engine that creates does; what a dead run left stays visible as dead.
+        `sweep_for` (the run reaper's): the opening sweep takes only what that dead process
+        left."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
         self.home = Path(home) if home else default_home()
         self._rootless: RootlessMode | None = None
         if is_rootless(rootless):
+            from pytest_isobox.native.rootless.mode import RootlessMode
+
             self._rootless = RootlessMode(self.home, limits)
         else:
+            from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
+            from pytest_isobox.native.rootless.store import check_owner as check_store_owner
+
             check_prerequisites()
             check_limits_mode(limits)
             check_store_owner(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = ContainerStore(self.home)
-        if self._rootless is None:  # (rootless: a forked helper deletes, in the namespace)
+        self.read_only = read_only
+        if self._rootless is None and not read_only:  # (rootless: a helper deletes, inside)
             self.store.delete_in_background()
         self.volume_store = VolumeStore(self.home, self._volume_users)
         self.runtime_dir = self.home / "runtime"
@@ -111,7 +121,8 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         self._network_checked = False
         self._image_cache: dict[str, tuple[dict, list[str]]] = {}
         self._resolv_conf: str | None = None
-        self.swept: list[str] = self.sweep()
+        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner))
+        self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property
     def network(self) -> Any:
@@ -145,7 +156,9 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         self._pool.clear()
         self._reserved.clear()
         self._spare = None
-        if self._rootless is None:
+        if self._rootless is None and not self.read_only:
+            from pytest_isobox.native.cgroups import open_cgroup
+
             with contextlib.suppress(Exception):  # the shared cgroup parents, when idle
                 open_cgroup("isobox/parent").prune_parents()
         for handle in self._monitors.values():  # persistent ones run on: reap only the ended
@@ -157,6 +170,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         if self._rootless is not None:
             self._rootless.close()
         self.store.drain()
+        self._reaper.close()  # everything is released: nothing left for it to do
 
     def __enter__(self) -> Self:
         return self
@@ -168,15 +182,22 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     def rootless(self) -> bool:
         return self._rootless is not None
 
-    def sweep(self) -> list[str]:
-        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`); one line
-        per thing cleaned."""
+    def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
+        """Remove every leftover of dead owners in this home (see `sweep.Sweeper`), or only
+        those of the dead process `only`; one line per thing cleaned."""
         from pytest_isobox.native.network.store import host_has_networks
+        from pytest_isobox.native.sweep import Sweeper
 
         # a home without networks of its own still cleans those abandoned homes left
         own = (self.home / "networks").exists()
         network = self.network if own or (self._rootless is None and host_has_networks()) \
             else None
         return Sweeper(self.home, self.store, self._release, self._wait_monitor,
-                       network).sweep()
+                       network).sweep(only)
+
+    def _own_resources(self) -> None:
+        """Before this process makes its first container, network, build or pull: the run
+        reaper, which cleans up what is left if this process dies (see native/reaper.py)."""
+        if self._rootless is None:  # (rootless: the Python monitors release on their own)
+            self._reaper.ensure(before_fork=self._join_pool)
 

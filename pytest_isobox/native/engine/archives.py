@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import IO
 
 from pytest_isobox.engine import ContainerError, InvalidSpec
-from pytest_isobox.native import linux, planrunner, startplan
-from pytest_isobox.native.forked import call_in_child
 from pytest_isobox.native.state import ContainerDir
 
 
@@ -43,6 +41,9 @@ class ArchivesRole:
             if self._rootless is not None:  # files of mapped ids: handled as root inside
                 return self._rootless.run(action, root) or b""
             return action(root) or b""
+        from pytest_isobox.native import linux, planrunner, startplan
+        from pytest_isobox.native.forked import call_in_child
+
         plan = self._plan(cdir, tty=False)
         self._join_pool()  # no fork while another thread works
 

@@ -7,20 +7,13 @@ import contextlib
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from pytest_isobox.engine import ContainerError, ContainerSpec, ExecResult, InvalidSpec
-from pytest_isobox.native import seccomp
-from pytest_isobox.native.engine.support import collect_ready, read_to_end
-from pytest_isobox.native.forked import fork_child
-from pytest_isobox.native.monitor import Terminal
-from pytest_isobox.native.runtime import ProcessPlan, exec_init, exit_code_of, receive_console
 from pytest_isobox.native.state import ContainerDir
-from pytest_isobox.native.terminal import (
-    WindowChangeForwarder,
-    copy_window_size,
-    raw_terminal,
-    relay_pty,
-)
+
+if TYPE_CHECKING:
+    from pytest_isobox.native.runtime import ProcessPlan
 
 
 class ExecRole:
@@ -37,6 +30,9 @@ class ExecRole:
 
     def _exec_process(self, cdir: ContainerDir, cmd: list[str], env: dict[str, str] | None,
                       user: str | None, workdir: str | None, tty: bool) -> ProcessPlan:
+        from pytest_isobox.native import privileges
+        from pytest_isobox.native.runtime import ProcessPlan
+
         if not cmd:
             raise InvalidSpec("exec needs a command")
         config = cdir.config
@@ -45,15 +41,20 @@ class ExecRole:
         return ProcessPlan(argv=list(cmd), env=merged, workdir=workdir or config["workdir"],
                            user=config["user"] if user is None else user, tty=tty,
                            create_workdir=False,
-                           rlimits=dict(config["spec"].get("ulimits") or {}))
+                           rlimits=dict(config["spec"].get("ulimits") or {}),
+                           capabilities=privileges.capability_mask(config["spec"]))
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,
                    console: socket.socket | None = None, die_with_parent: bool = True) -> int:
+        from pytest_isobox.native import privileges, seccomp
+        from pytest_isobox.native.forked import fork_child
+        from pytest_isobox.native.runtime import exec_init
+
         self._join_pool()  # no fork while another thread works
         cgroup = self._cgroup(cdir.id)
         security_opt = list(cdir.config["spec"].get("security_opt") or ())
-        seccomp_filter = seccomp.filter_for(security_opt)  # the container's, as Docker does
+        seccomp_filter = privileges.seccomp_filter(cdir.config["spec"])  # the container's
         no_new_privs = seccomp.no_new_privs(security_opt)
         return fork_child(lambda: exec_init(pid, process, stdio, error_w, cgroup.add, console,
                                             seccomp_filter, no_new_privs),
@@ -65,6 +66,9 @@ class ExecRole:
 
         A command that cannot be started gives exit code 126/127 and the reason on stderr.
         """
+        from pytest_isobox.native.engine.support import collect_ready
+        from pytest_isobox.native.runtime import exit_code_of
+
         cdir, pid = self._exec_target(container)
         process = self._exec_process(cdir, cmd, env, user, workdir, tty=False)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -92,6 +96,9 @@ class ExecRole:
         code 0, or the 126/127 of a command that could not start with the reason on stderr.
         Its output goes nowhere, as Docker's; it ends with the container at the latest."""
         import threading
+
+        from pytest_isobox.native.engine.support import read_to_end
+        from pytest_isobox.native.runtime import exit_code_of
 
         cdir, pid = self._exec_target(container)
         process = self._exec_process(cdir, cmd, env, user, workdir, tty=False)
@@ -122,6 +129,10 @@ class ExecRole:
                       env: dict[str, str] | None = None, user: str | None = None,
                       workdir: str | None = None) -> int:
         """`exec -i/-t`: the process talks to this process's terminal (a pty when tty)."""
+        from pytest_isobox.native.engine.support import read_to_end
+        from pytest_isobox.native.runtime import exit_code_of, receive_console
+        from pytest_isobox.native.terminal import copy_window_size, raw_terminal, relay_pty
+
         cdir, pid = self._exec_target(container)
         process = self._exec_process(cdir, cmd, env, user, workdir, tty=tty)
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
@@ -161,6 +172,9 @@ class ExecRole:
         container; the container's terminal takes its size and follows it: the monitor
         copies the size on SIGWINCH, which we pass on (a persistent container's monitor has
         a session of its own, so the terminal never signals it)."""
+        from pytest_isobox.native.monitor import Terminal
+        from pytest_isobox.native.terminal import WindowChangeForwarder, raw_terminal
+
         state = self.create(spec)
         terminal = Terminal(stdin=0 if spec.stdin_open else None, stdout=1, stderr=2)
         try:

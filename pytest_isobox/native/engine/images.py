@@ -3,7 +3,6 @@ disk usage, and an image reference resolved into the lower dirs a container moun
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ class ImagesRole:
         """`pull`: FROM images are pulled again (`build --pull`) by the engine's pull policy."""
         from pytest_isobox.builder.builder import Builder
 
+        self._own_resources()
         if pull:
             self.pull_policy.value = "always"
         builder = Builder(engine=self, cache_dir=self.home / "buildcache")
@@ -41,11 +41,13 @@ class ImagesRole:
                              labels=labels, on_output=on_output)
 
     def import_rootfs(self, source: str | Path, ref: str) -> str:
+        self._own_resources()
         return self.images_store.import_rootfs(source, ref)
 
     def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None
              ) -> str:
         """Pull `ref` from its registry now (whatever the policy); returns the image id."""
+        self._own_resources()
         image_id = self.images_store.pull(ref, progress or self.pull_policy.progress)
         self.pull_policy.pulled(ref)
         return image_id
@@ -96,6 +98,7 @@ class ImagesRole:
         self.images_store.save(refs, path)
 
     def load_images(self, path: str | Path) -> list[str]:
+        self._own_resources()
         return self.images_store.load(path)
 
     def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
@@ -153,6 +156,8 @@ class ImagesRole:
             path = Path(ref)
             if not path.is_dir():
                 raise ImageNotFound(f"rootfs directory {ref} does not exist")
+            import hashlib
+
             image_id = "sha256:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
             return image_id, {}, [str(path.resolve())]
         image = self.images_store.resolve(self.ensure_image(ref))

@@ -8,17 +8,17 @@ import os
 import secrets
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from pytest_isobox.engine import ContainerError, ContainerState
-from pytest_isobox.native import shim
-from pytest_isobox.native.cgroups import Limits
-from pytest_isobox.native.engine.support import POOL_BURST, POOL_MAX, POOL_QUIET, ShimSpare
-from pytest_isobox.native.monitor import CgroupHooks, Hooks, Terminal, spawn_monitor, spawn_spare
-from pytest_isobox.native.planrunner import StartFailure
-from pytest_isobox.native.runtime import ContainerPlan
-from pytest_isobox.native.specs import network_kind, spec_from_dict
 from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_failed
 from pytest_isobox.processes import ProcessIdentity
+
+if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
+    from pytest_isobox.native.cgroups import Limits
+    from pytest_isobox.native.engine.support import ShimSpare
+    from pytest_isobox.native.monitor import Hooks, Terminal
+    from pytest_isobox.native.runtime import ContainerPlan
 
 
 class LaunchRole:
@@ -28,6 +28,10 @@ class LaunchRole:
         return self._start(self._find(container), None)
 
     def _start(self, cdir: ContainerDir, terminal: Terminal | None) -> ContainerState:
+        from pytest_isobox.native import shim
+        from pytest_isobox.native.engine.support import ShimSpare
+        from pytest_isobox.native.monitor import spawn_monitor
+
         state = self._read_state(cdir)
         if state["status"] == "running" and self._monitor_alive(state):
             return self._state_of(cdir, state)
@@ -70,12 +74,17 @@ class LaunchRole:
         return self._state_of(cdir, event["state"])
 
     def _shim_binary(self) -> str | None:
+        from pytest_isobox.native import shim
+
         if self._shim is False:
             self._shim = None if self._rootless is not None else shim.binary(shim.build_dir())
         return self._shim  # type: ignore[return-value]
 
     def _spawn_shim(self, cid: str, limits: Limits) -> ShimSpare:
         """A shim for `cid` whose container process is in its cgroup, waiting for the plan."""
+        from pytest_isobox.native import shim
+        from pytest_isobox.native.engine.support import ShimSpare
+
         cgroup = self._cgroup(cid)
         cgroup.create(limits)
         try:
@@ -90,6 +99,10 @@ class LaunchRole:
                     spare: ShimSpare | None) -> ContainerState:
         """Start with isobox-shim: the engine attaches the network itself while the container
         process waits for it, and records the start; the shim records the exit."""
+        from pytest_isobox.native import shim
+        from pytest_isobox.native.planrunner import StartFailure
+        from pytest_isobox.native.specs import network_kind, spec_from_dict
+
         config = cdir.config
         spec = spec_from_dict(config["spec"])
         limits, _ = self._limits_plan(spec)
@@ -156,6 +169,8 @@ class LaunchRole:
         waits for an RCU grace period (milliseconds, during which every fork on the machine
         waits too), while moves close together share one: a burst of containers pays that
         once per batch."""
+        from pytest_isobox.native.engine.support import POOL_BURST, POOL_MAX, POOL_QUIET
+
         if self._pool or (self._pool_thread is not None and self._pool_thread.is_alive()):
             return
         now = time.monotonic()
@@ -170,6 +185,8 @@ class LaunchRole:
         self._pool_thread.start()
 
     def _spawn_pool(self, cids: list[str]) -> None:
+        from pytest_isobox.native.cgroups import Limits
+
         try:
             with contextlib.suppress(Exception):  # a start without a spare spawns its own
                 for cid in cids:
@@ -199,6 +216,9 @@ class LaunchRole:
 
     def _fork_spare(self) -> None:
         """Have the next container's monitor ready, its process already in its cgroup."""
+        from pytest_isobox.native.cgroups import Limits
+        from pytest_isobox.native.monitor import CgroupHooks, spawn_spare
+
         if self._spare is not None or self._rootless is not None:
             return  # (rootless: a spare would need the user namespace before its plan)
         if self._shim_binary() is not None:

@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_isobox.engine import (
     ConflictError,
@@ -25,8 +25,6 @@ from pytest_isobox.engine import (
     InvalidSpec,
     MountSpec,
 )
-from pytest_isobox.native import mounts, seccomp, shim
-from pytest_isobox.native.cgroups import Limits, cgroup_path_for_ns, check_available, open_cgroup
 from pytest_isobox.native.engine.support import (
     FALLBACK_DNS,
     LOCALHOST_HOSTS,
@@ -35,9 +33,6 @@ from pytest_isobox.native.engine.support import (
     TINI_CANDIDATES,
     send_signal,
 )
-from pytest_isobox.native.monitor import Hooks, MonitorHandle
-from pytest_isobox.native.rootless.agent import NetworkAgent
-from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan, check_ulimits, exit_code_of
 from pytest_isobox.native.specs import (
     command_line,
     env_dict,
@@ -49,17 +44,29 @@ from pytest_isobox.native.specs import (
 from pytest_isobox.native.state import ContainerDir, mark_exited
 from pytest_isobox.processes import ProcessIdentity
 
+if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
+    from pytest_isobox.native import mounts
+    from pytest_isobox.native.cgroups import Limits
+    from pytest_isobox.native.monitor import Hooks, MonitorHandle
+    from pytest_isobox.native.runtime import ContainerPlan
+
 
 class LifecycleRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
     def create(self, spec: ContainerSpec) -> ContainerState:
+        from pytest_isobox.native import privileges
+        from pytest_isobox.native.cgroups import check_available
+        from pytest_isobox.native.runtime import check_ulimits
+
         if spec.name is not None and not NAME_PATTERN.fullmatch(spec.name):
             raise InvalidSpec(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]"
                               " are allowed")
+        self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
+        privileges.check(spec_to_dict(spec))
         if self._rootless is None:
             check_available(limits)
         if network_kind(spec) == "managed":
@@ -116,8 +123,13 @@ class LifecycleRole:
         return self._state_of(cdir, state)
 
     def _limits(self, spec: ContainerSpec) -> Limits:
+        from pytest_isobox.native import privileges
+        from pytest_isobox.native.cgroups import Limits
+
         return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
-                      pids=spec.pids_limit)
+                      pids=spec.pids_limit, devices=privileges.device_rules(
+                          {"privileged": spec.privileged,
+                           "devices": [asdict(d) for d in spec.devices]}))
 
     def _limits_plan(self, spec: ContainerSpec) -> tuple[Limits, str]:
         """The limits a container gets and, rootless, one line saying which were applied."""
@@ -128,6 +140,8 @@ class LifecycleRole:
         return plan.applied, plan.summary() if limits.controllers() else ""
 
     def _resolve_mounts(self, specs: list[MountSpec]) -> list[mounts.ResolvedMount]:
+        from pytest_isobox.native import mounts
+
         resolved = []
         for m in specs:
             if not m.target.startswith("/"):
@@ -151,6 +165,10 @@ class LifecycleRole:
         return resolved
 
     def _plan(self, cdir: ContainerDir, tty: bool) -> ContainerPlan:
+        from pytest_isobox.native import mounts, privileges, seccomp
+        from pytest_isobox.native.cgroups import cgroup_path_for_ns
+        from pytest_isobox.native.runtime import ContainerPlan, ProcessPlan
+
         config = cdir.config
         spec = config["spec"]
         init_binary = None
@@ -170,7 +188,8 @@ class LifecycleRole:
             upper=str(cdir.upper), work=str(cdir.work), hostname=config["hostname"],
             process=ProcessPlan(argv=argv, env=config["env"], workdir=config["workdir"],
                                 user=config["user"], tty=tty,
-                                rlimits=dict(config["spec"].get("ulimits") or {})),
+                                rlimits=dict(config["spec"].get("ulimits") or {}),
+                                capabilities=privileges.capability_mask(spec)),
             etc_files={"/etc/hosts": str(cdir.hosts), "/etc/hostname": str(cdir.hostname),
                        "/etc/resolv.conf": str(cdir.resolv_conf)},
             mounts=[mounts.ResolvedMount(**m) for m in config["mounts"]],
@@ -178,12 +197,19 @@ class LifecycleRole:
             cgroup_ns=self._rootless is None
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
-            seccomp=seccomp.filter_for(list(spec.get("security_opt") or ())),
+            seccomp=privileges.seccomp_filter(spec),
             no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
             read_only=bool(spec.get("read_only")),
+            privileged=bool(spec.get("privileged")),
+            shm_size=spec.get("shm_size") or mounts.SHM_SIZE,
+            sysctls=dict(spec.get("sysctls") or {}),
+            devices=privileges.device_nodes(spec),
         )
 
     def _hooks(self, cdir: ContainerDir, plan: ContainerPlan) -> Hooks:
+        from pytest_isobox.native.monitor import Hooks
+        from pytest_isobox.native.rootless.agent import NetworkAgent
+
         cid = cdir.id
         cgroup = self._cgroup(cid)
         config = cdir.config
@@ -475,6 +501,8 @@ class LifecycleRole:
         the container is released; the cgroup's final usage (OOM kill, peak memory, CPU
         time) is read only when someone asks (`_usage_of`) or before the cgroup goes: a run
         that is only waited for and removed never pays for either."""
+        from pytest_isobox.native.runtime import exit_code_of
+
         if state.get("status") == "running":
             mark_exited(state, exit_code_of(status), finished_at, usage_pending=True)
         return state
@@ -497,7 +525,7 @@ class LifecycleRole:
         """state.json, with the exit the shim recorded (if the container has ended) folded in."""
         state = cdir.read_state()
         if state.get("status") == "running" and state.get("needs_release"):
-            recorded = shim.read_exit(cdir.path / "exit")
+            recorded = cdir.read_exit()
             if recorded is not None:
                 state = self._with_exit(state, *recorded)
         return state
@@ -519,6 +547,8 @@ class LifecycleRole:
         return self.store.find(ref)
 
     def _cgroup(self, cid: str) -> Any:
+        from pytest_isobox.native.cgroups import open_cgroup
+
         if self._rootless is not None:
             return self._rootless.cgroup(f"isobox/{cid}")
         return open_cgroup(f"isobox/{cid}")

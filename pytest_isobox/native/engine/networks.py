@@ -31,6 +31,7 @@ class NetworksRole:
             raise InvalidSpec("network create --internal: not supported by the native engine yet")
         if gateway is not None:
             _check_gateway(subnet, gateway)
+        self._own_resources()
         return self._network_manager().create(name, subnet=subnet, labels=labels)
 
     def network_connect(self, network: str, container: str, *,

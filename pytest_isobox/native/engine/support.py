@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_isobox.native import shim
+from pytest_isobox.polling import readable
+
+if TYPE_CHECKING:
+    from pytest_isobox.native import shim
 
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 LOCALHOST_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -35,7 +37,7 @@ def collect_ready(buffers: dict[int, bytearray]) -> dict[int, bytearray]:
     """Read every fd to its end (they close when the writer exits)."""
     open_fds = set(buffers)
     while open_fds:
-        for fd in select.select(list(open_fds), [], [])[0]:
+        for fd in readable(open_fds, None):
             chunk = os.read(fd, 65536)
             if chunk:
                 buffers[fd] += chunk

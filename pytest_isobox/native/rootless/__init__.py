@@ -9,3 +9,10 @@ ports are relayed from the host's loopback (`ports`, `agent`); cgroup limits app
 the user has a delegated cgroup v2 subtree (`limits`); a store is used by one owner only
 (`store`). `prerequisites` says in one error what is missing; `mode` is what the engine holds.
 """
+
+import os
+
+
+def is_rootless(force: bool | None = None) -> bool:
+    """Rootless unless root: euid != 0, or `force` (True/False) says otherwise."""
+    return os.geteuid() != 0 if force is None else force

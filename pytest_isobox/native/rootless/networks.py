@@ -23,8 +23,6 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pytest_isobox.engine import NetworkInfo, PortSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.network import ipam, rtnl
@@ -140,6 +138,8 @@ class RootlessNetworkManager(NetworkManager):
         for net in endpoint["networks"]:
             if self._links.exists(net["bridge"]):
                 continue
+            from pyroute2.netlink.exceptions import NetlinkError  # costly: only when bridging
+
             try:
                 self._links.create_bridge(net["bridge"], IPv4Address(net["gateway"]),
                                           net["prefixlen"])

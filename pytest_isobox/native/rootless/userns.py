@@ -28,11 +28,6 @@ from pytest_isobox.native.rootless.idmap import IdMapping
 T = TypeVar("T")
 
 
-def is_rootless(force: bool | None = None) -> bool:
-    """Rootless unless root: euid != 0, or `force` (True/False) says otherwise."""
-    return os.geteuid() != 0 if force is None else force
-
-
 class UserNamespace:
     """The home's user namespace with `mapping` and its helper network namespace.
 

@@ -156,15 +156,6 @@ def _above(fd: int, low: int, close: bool = True) -> int:
     return copy
 
 
-def read_exit(path: Path) -> tuple[int, float] | None:
-    """(wait status, finished_at) as the shim recorded them, None if it has not."""
-    try:
-        status, finished = path.read_text().split()
-    except (FileNotFoundError, ValueError):
-        return None
-    return int(status), float(finished)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]

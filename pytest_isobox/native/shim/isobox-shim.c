@@ -520,6 +520,16 @@ static void run_steps(char **f, int count, int first, int ready_w, int go_r) {
         fail(127, "pivot_root %s: %s", root, strerror(errno));
       root[0] = '\0';
       i += 1;
+    } else if (!strcmp(op, "sysctl")) { /* KEY VALUE: /proc/sys/KEY (dots as slashes), after pivot */
+      char path[PATH_MAX];
+      snprintf(path, sizeof path, "/proc/sys/%s", ARG(1));
+      for (char *p = path + 10; *p; p++)
+        if (*p == '.') *p = '/';
+      int fd = open(path, O_WRONLY | O_CLOEXEC);
+      if (fd < 0 || write(fd, ARG(2), strlen(f[i + 2])) < 0)
+        fail(127, "sysctl %s=%s: %s", f[i + 1], f[i + 2], strerror(errno));
+      close(fd);
+      i += 3;
     } else if (!strcmp(op, "mask")) { /* PATH: unreadable (after pivot) */
       struct stat st;
       if (stat(ARG(1), &st) == 0) {

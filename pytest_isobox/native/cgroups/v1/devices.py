@@ -25,5 +25,5 @@ class Devices(Controller):
 
     def apply(self, path: Path, limits: Limits) -> None:
         write_value(path / "devices.deny", "a")
-        for rule in ALLOWED:
+        for rule in ALLOWED + tuple(limits.devices):
             write_value(path / "devices.allow", rule)

@@ -1,0 +1,205 @@
+"""A session of 20 function-scoped containers with a published port and an HTTP readiness
+check: pytest-isobox (--isobox-engine=docker) next to testcontainers-python and
+pytest-docker-tools, on the same Docker daemon, in one run.
+
+Usage: python3 benchmarks/bench_peers.py [--containers 20] [--venv DIR] [--rounds 1]
+
+The peers are installed in a virtual environment of the benchmark's own (default
+/tmp/isobox-bench-peers-venv, made on first use with the system's site packages):
+    python3 -m venv --system-site-packages DIR
+    DIR/bin/pip install testcontainers pytest-docker-tools -e .
+Each tool runs its own small pytest project (written to a temp dir) of N tests; every test
+gets a fresh container of one image (busybox `httpd -f -p 8080`, imported into the daemon
+here), waits until GET / on the published port answers 200 and asks it once. The wall-clock
+time of each whole `pytest` run is printed with the ratios to isobox; nothing is asserted.
+The image is removed from the daemon at the end, and so are any containers a tool left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOTFS_TOOL = ROOT / "fixtures" / "busybox-rootfs"
+DEFAULT_VENV = Path("/tmp/isobox-bench-peers-venv")
+PORT = 8080
+COMMAND = ["httpd", "-f", "-p", str(PORT), "-h", "/www"]
+
+# The same readiness loop for the peers (isobox uses its wait.http strategy): GET / until 200.
+_READY = '''
+import time, urllib.request
+
+def wait_http(host, port, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"http://{host}:{port}/ not ready")
+        time.sleep(0.01)  # polling the condition itself, as the peers' own waits do
+'''
+
+_TEST = '''
+import urllib.request
+
+def test_{i}({fixture}):
+    host, port = {addr}
+    with urllib.request.urlopen(f"http://{{host}}:{{port}}/", timeout=5) as resp:
+        assert resp.read() == b"hello\\n"
+'''
+
+
+def projects(folder: Path, image: str, count: int) -> dict[str, Path]:
+    """One pytest project per tool, each with `count` tests of one fresh container."""
+    made = {}
+    isobox = folder / "isobox"
+    isobox.mkdir()
+    (isobox / "conftest.py").write_text(textwrap.dedent(f"""
+        from pytest_isobox import container, wait
+
+        web = container(image={image!r}, command={COMMAND!r}, ports=[{PORT}],
+                        ready=wait.http({PORT}), scope="function")
+    """))
+    (isobox / "test_web.py").write_text("".join(
+        _TEST.format(i=i, fixture="web", addr=f"web.get_addr({PORT})") for i in range(count)))
+    made["isobox"] = isobox
+
+    tc = folder / "testcontainers"
+    tc.mkdir()
+    (tc / "conftest.py").write_text(_READY + textwrap.dedent(f"""
+        import pytest
+        from testcontainers.core.container import DockerContainer
+
+        @pytest.fixture
+        def web():
+            box = DockerContainer({image!r}).with_command({COMMAND!r}).with_exposed_ports({PORT})
+            box.start()
+            try:
+                addr = (box.get_container_host_ip(), int(box.get_exposed_port({PORT})))
+                wait_http(*addr)
+                yield addr
+            finally:
+                box.stop()
+    """))
+    (tc / "test_web.py").write_text("".join(
+        _TEST.format(i=i, fixture="web", addr="web") for i in range(count)))
+    made["testcontainers"] = tc
+
+    pdt = folder / "pytest_docker_tools"
+    pdt.mkdir()
+    (pdt / "conftest.py").write_text(_READY + textwrap.dedent(f"""
+        import pytest
+        from pytest_docker_tools import container
+
+        web_box = container(image={image!r}, command={COMMAND!r},
+                            ports={{"{PORT}/tcp": None}}, scope="function")
+
+        @pytest.fixture
+        def web(web_box):
+            addr = ("127.0.0.1", int(web_box.ports["{PORT}/tcp"][0]))
+            wait_http(*addr)
+            return addr
+    """))
+    (pdt / "test_web.py").write_text("".join(
+        _TEST.format(i=i, fixture="web", addr="web") for i in range(count)))
+    made["pytest-docker-tools"] = pdt
+    return made
+
+
+def ensure_venv(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import testcontainers, pytest_docker_tools, pytest_isobox"]
+    if python.exists() and subprocess.run(probe, capture_output=True,
+                                          check=False).returncode == 0:
+        return python
+    print(f"making {venv}: python3 -m venv --system-site-packages {venv} && "
+          f"{venv}/bin/pip install testcontainers pytest-docker-tools -e {ROOT}")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                    "testcontainers", "pytest-docker-tools", "-e", str(ROOT)], check=True)
+    return python
+
+
+def make_image(work: Path) -> str:
+    rootfs = work / "rootfs"
+    subprocess.run([str(ROOTFS_TOOL), str(rootfs)], check=True, capture_output=True)
+    (rootfs / "www").mkdir()
+    (rootfs / "www" / "index.html").write_text("hello\n")
+    image = f"isobox-bench/httpd:{uuid.uuid4().hex[:8]}"
+    tar = work / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+    subprocess.run(["docker", "import", str(tar), image], check=True, capture_output=True)
+    return image
+
+
+def run_pytest(python: Path, project: Path, tool: str) -> float:
+    argv = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            str(project)]
+    if tool == "isobox":
+        argv += ["--isobox-engine=docker"]
+    else:
+        argv += ["-p", "no:isobox"]
+    env = {**os.environ, "TESTCONTAINERS_RYUK_DISABLED": "true"}  # no reaper image pulled
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        raise SystemExit(f"{tool}: pytest failed ({done.returncode}):\n" + "\n".join(tail))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--containers", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each tool (median)")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
+    args = parser.parse_args()
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        raise SystemExit("no Docker daemon answers (scripts/start-dockerd)")
+    python = ensure_venv(args.venv)
+    work = Path(tempfile.mkdtemp(prefix="isobox-bench-peers-"))
+    image = ""
+    try:
+        image = make_image(work)
+        made = projects(work, image, args.containers)
+        times: dict[str, list[float]] = {tool: [] for tool in made}
+        for _ in range(args.rounds):
+            for tool, project in made.items():  # interleaved, so drift hits all alike
+                times[tool].append(run_pytest(python, project, tool))
+        ours = statistics.median(times["isobox"])
+        print(f"{args.containers} function-scoped containers, published port + HTTP readiness, "
+              f"same dockerd ({args.rounds} round(s), median):")
+        for tool, values in times.items():
+            value = statistics.median(values)
+            ratio = "" if tool == "isobox" else f"   {value / ours:5.2f}x isobox's time"
+            print(f"  {tool:22} {value:7.2f} s  ({value / args.containers * 1000:6.0f} ms per "
+                  f"container){ratio}")
+    finally:
+        if image:
+            leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}"],
+                                       capture_output=True, text=True, check=False).stdout.split()
+            if leftovers:
+                subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True,
+                               check=False)
+            subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""A compose project run on an engine: up (networks, volumes, images built or pulled, services
+started in depends_on order, each waiting for the conditions it names), down, ps, logs, exec,
+build. Containers, networks and volumes carry the project's label, so `down` in another
+process finds them as `docker compose down` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from pytest_isobox.compose import ComposeError
+from pytest_isobox.compose.model import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    Project,
+    Service,
+    anonymous_volumes,
+    container_spec,
+)
+
+if TYPE_CHECKING:
+    from pytest_isobox.engine import ContainerSpec, ContainerState, Engine
+
+
+class ServiceFailed(ComposeError):
+    """A service did not reach the condition another one depends on (or `up --wait` asked)."""
+
+
+class ComposeRun:
+    """One project on one engine. `persistent` False: containers die with this process
+    (the fixture's); `announce` receives one line per step (the CLI prints them)."""
+
+    def __init__(self, engine: Engine, project: Project, *, persistent: bool = True,
+                 announce: Callable[[str], None] | None = None) -> None:
+        self.engine = engine
+        self.project = project
+        self.persistent = persistent
+        self.announce = announce or (lambda line: None)
+        self.states: dict[str, ContainerState] = {}
+        self.specs: dict[str, ContainerSpec] = {}
+        self.healthy: set[str] = set()
+
+    # ------------------------------------------------------------------ up
+    def up(self, services: Iterable[str] | None = None, *, build: bool = False,
+           wait: bool = False, timeout: float = 120.0) -> dict[str, ContainerState]:
+        """Start the services (default: all active) and what they depend on. With `wait`,
+        every started service that has a healthcheck is also waited healthy."""
+        order = self.project.order(list(services) if services else None)
+        self._networks()
+        self._volumes(order)
+        self.build([name for name in order if self.project.services[name].build],
+                   only_missing=not build)
+        for name in order:
+            service = self.project.services[name]
+            for dep, condition in service.depends_on.items():
+                self.wait_condition(dep, condition, timeout, needed_by=name)
+            self._start(service)
+        if wait:
+            for name in order:
+                if self.project.services[name].healthcheck is not None:
+                    self.wait_condition(name, "service_healthy", timeout)
+        return dict(self.states)
+
+    def _networks(self) -> None:
+        from pytest_isobox.engine import ConflictError, NetworkNotFound
+
+        for net in self.project.networks.values():
+            if net.external:
+                try:
+                    self.engine.network_inspect(net.name)
+                except NetworkNotFound:
+                    raise ComposeError(f"networks.{net.key}: external network {net.name!r} "
+                                       "not found") from None
+                continue
+            with contextlib.suppress(ConflictError):
+                self.engine.network_create(
+                    net.name, labels={**net.labels, PROJECT_LABEL: self.project.name})
+                self.announce(f"network {net.name} created")
+
+    def _volumes(self, order: list[str]) -> None:
+        from pytest_isobox.engine import ConflictError
+
+        names = [v.name for v in self.project.volumes.values() if not v.external]
+        for service in order:
+            names += anonymous_volumes(self.project, self.project.services[service])
+        existing = set(self.engine.volumes())
+        for name in names:
+            if name in existing:
+                continue
+            with contextlib.suppress(ConflictError):
+                self.engine.volume_create(name)
+                self.announce(f"volume {name} created")
+
+    def build(self, services: Iterable[str] | None = None, *, only_missing: bool = False
+              ) -> None:
+        """Build the services that have `build:` (tagged with their image name)."""
+        from pytest_isobox.engine import ImageNotFound, require
+
+        for name in services if services is not None else self.project.services:
+            service = self.project.services[name]
+            if service.build is None:
+                continue
+            ref = service.image_ref(self.project.name)
+            if only_missing:
+                try:
+                    self.engine.image_inspect(ref)
+                    continue
+                except ImageNotFound:
+                    pass
+            require(self.engine, "build", f"services.{name}.build")
+            self.announce(f"building {name} ({ref})")
+            self.engine.build(service.build.context, dockerfile=service.build.dockerfile,
+                              tag=ref, buildargs=service.build.args, target=service.build.target)
+
+    def _start(self, service: Service) -> None:
+        from pytest_isobox.engine import ContainerNotFound
+
+        spec = container_spec(self.project, service, persistent=self.persistent)
+        self.specs[service.name] = spec
+        try:
+            state = self.engine.state(str(spec.name))
+        except ContainerNotFound:
+            state = None
+        if state is not None and state.running:
+            self.states[service.name] = state
+            return
+        if state is not None:
+            self.engine.remove(state.id, force=True)
+        self.healthy.discard(service.name)
+        ensure = getattr(self.engine, "ensure_image", None)  # pulled when missing
+        if ensure is not None:
+            ensure(spec.image)
+        self.states[service.name] = self.engine.run(spec)
+        self.announce(f"service {service.name} started ({spec.name})")
+
+    # ------------------------------------------------------------------ conditions
+    def wait_condition(self, name: str, condition: str, timeout: float,
+                       needed_by: str | None = None) -> None:
+        state = self.states.get(name)
+        if state is None:
+            raise ServiceFailed(f"service {name} was not started")
+        why = f" (needed by {needed_by})" if needed_by else ""
+        if condition == "service_started":
+            return
+        if condition == "service_completed_successfully":
+            try:
+                code = self.engine.wait(state.id, timeout)
+            except TimeoutError:
+                raise ServiceFailed(f"service {name} did not complete within {timeout:g}s"
+                                    f"{why}") from None
+            if code != 0:
+                raise ServiceFailed(f"service {name} exited with {code}{why}: "
+                                    f"{self._tail(state.id)}")
+            return
+        self.wait_healthy(name, timeout, why)
+
+    def wait_healthy(self, name: str, timeout: float, why: str = "") -> None:
+        """Run the healthcheck's test in the container until it passes: failures in the
+        start period do not count, `retries` consecutive failures make it unhealthy."""
+        if name in self.healthy:
+            return
+        service = self.project.services[name]
+        check = service.healthcheck
+        if check is None:
+            raise ServiceFailed(f"services.{name}: service_healthy needs a healthcheck{why}")
+        state = self.states[name]
+        started = time.monotonic()
+        deadline = started + timeout
+        failures, output = 0, ""
+        while True:
+            try:
+                result = self.engine.exec(state.id, check.command())
+                code, output = result.exit_code, result.output.decode("utf-8", "replace")
+            except Exception as exc:  # noqa: BLE001 - a container that died shows below
+                code, output = -1, str(exc)
+            if code == 0:
+                self.healthy.add(name)
+                self.announce(f"service {name} healthy")
+                return
+            if time.monotonic() - started >= check.start_period:
+                failures += 1
+            last = (output.strip().splitlines() or ["(no output)"])[-1]
+            if failures >= check.retries:
+                raise ServiceFailed(f"service {name} is unhealthy after {failures} checks "
+                                    f"(every {check.interval:g}s){why}: last output: {last}")
+            if time.monotonic() >= deadline:
+                raise ServiceFailed(f"service {name} not healthy within {timeout:g}s{why}: "
+                                    f"last output: {last}")
+            try:  # the interval, cut short when the container exits
+                code = self.engine.wait(state.id, min(check.interval, deadline -
+                                                      time.monotonic()))
+            except TimeoutError:
+                continue
+            raise ServiceFailed(f"service {name} exited with {code} before it was healthy"
+                                f"{why}: {self._tail(state.id)}")
+
+    def _tail(self, container: str) -> str:
+        try:
+            pieces = self.engine.logs(container, tail=5)
+        except Exception:  # noqa: BLE001
+            return "(no logs)"
+        text = b"".join(data for _, data in pieces).decode("utf-8", "replace").strip()
+        return " | ".join(text.splitlines()[-5:]) or "(no output)"
+
+    # ------------------------------------------------------------------ the rest
+    def containers(self) -> list[ContainerState]:
+        """The project's containers (by label), in service order."""
+        mine = [c for c in self.engine.containers(all=True)
+                if c.labels.get(PROJECT_LABEL) == self.project.name]
+        rank = {name: index for index, name in enumerate(self.project.services)}
+        return sorted(mine, key=lambda c: (rank.get(c.labels.get(SERVICE_LABEL, ""), 1 << 30),
+                                           c.name))
+
+    def container_of(self, service: str) -> ContainerState:
+        for state in self.containers():
+            if state.labels.get(SERVICE_LABEL) == service:
+                return state
+        known = ", ".join(self.project.services)
+        if service not in self.project.services:
+            raise ComposeError(f"no service {service!r} (services: {known})")
+        raise ComposeError(f"service {service} has no container (is the project up?)")
+
+    def down(self, *, volumes: bool = False, local_images: bool = False,
+             timeout: float | None = None) -> None:
+        """Stop and remove the containers, then the networks; with `volumes`, the named and
+        anonymous volumes too; with `local_images`, the images built for services that name
+        no `image:` (compose's `--rmi local`). Whatever fails, the rest is still removed; the
+        first error is raised at the end."""
+        from pytest_isobox.engine import (
+            ContainerNotFound,
+            ImageNotFound,
+            NetworkNotFound,
+            VolumeNotFound,
+        )
+
+        errors: list[Exception] = []
+
+        def attempt(action: Callable[[], None], missing: type[Exception]) -> None:
+            try:
+                action()
+            except missing:
+                pass
+            except Exception as exc:  # noqa: BLE001 - collected, first one raised
+                errors.append(exc)
+
+        states = self.containers()
+        for state in reversed(states):
+            attempt(lambda s=state: self.engine.stop(s.id, timeout), ContainerNotFound)
+            attempt(lambda s=state: self.engine.remove(s.id, force=True), ContainerNotFound)
+        for net in self.project.networks.values():
+            if not net.external:
+                attempt(lambda n=net.name: self.engine.network_remove(n), NetworkNotFound)
+        if volumes:
+            names = [v.name for v in self.project.volumes.values() if not v.external]
+            for service in self.project.services.values():
+                names += anonymous_volumes(self.project, service)
+            for name in names:
+                attempt(lambda n=name: self.engine.volume_remove(n, force=True),
+                        VolumeNotFound)
+        if local_images:
+            for service in self.project.services.values():
+                if service.build is not None and service.image is None:
+                    ref = service.image_ref(self.project.name)
+                    attempt(lambda r=ref: self.engine.remove_image(r, force=True),
+                            ImageNotFound)
+        self.states.clear()
+        self.healthy.clear()
+        if errors:
+            raise errors[0]
+
+    def logs(self, service: str, *, tail: int | None = None) -> str:
+        state = self.container_of(service)
+        pieces = self.engine.logs(state.id, tail=tail)
+        return b"".join(data for _, data in pieces).decode("utf-8", "replace")
+
+    def exec(self, service: str, argv: list[str]) -> tuple[int, bytes]:
+        result = self.engine.exec(self.container_of(service).id, argv)
+        return result.exit_code, result.output

@@ -1,0 +1,119 @@
+"""The run reaper: one small process per engine that cleans up when the engine's process dies.
+
+A container's monitor (isobox-shim or monitor.py) sees its owner die and kills the container,
+but some things no monitor covers: a build's step containers that were created and never
+started, a network made for the run, an attachment's addresses and rules (the shim leaves
+them to Python), temp names of a layer being unpacked or a pull in flight. Without a reaper
+they stay until the next engine opens the same home, which a CI runner or a developer may
+never do.
+
+The engine forks the reaper lazily, before its first resource (no cost for `isobox ps`), with
+`forked.fork_child`; it runs in a session of its own (a kill of the run's process group does
+not take it) and holds nothing of the engine's but a pidfd of the owner and the read end of a
+pipe. When the engine closes normally it writes "c" down the pipe and the reaper exits at
+once. When the pidfd says the owner has died, the reaper opens the home as the next engine
+would and runs the same sweep (`sweep.Sweeper`), restricted to that owner's containers, then
+exits. A reaper killed as well leaves the next engine's sweep as the safety net.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pytest_isobox.native.forked import fork_child
+from pytest_isobox.processes import ProcessIdentity
+
+CLOSED = b"c"  # the engine closed normally: nothing to reap
+
+
+class RunReaper:
+    """The engine's side of its reaper: `ensure` forks it once, `close` lets it go."""
+
+    def __init__(self, owner: ProcessIdentity, reap: Callable[[ProcessIdentity], object],
+                 name: str = "reaper") -> None:
+        """`reap(owner)` runs in the reaper (named `isobox-<name>`) once `owner` has died."""
+        self.owner = owner
+        self._reap = reap
+        self.name = name
+        self.pid: int | None = None
+        self._done_w = -1
+
+    def ensure(self, before_fork: Callable[[], None] | None = None) -> None:
+        """Fork the reaper unless there is one (only in the owner's own process: a fork of
+        it, such as a monitor, has its copy of this object). `before_fork` runs first (the
+        engine joins its threads)."""
+        if self.pid is not None or os.getpid() != self.owner.pid:
+            return
+        if before_fork is not None:
+            before_fork()
+        owner_fd = os.pidfd_open(self.owner.pid)
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.pid = fork_child(lambda: _watch(self.owner, owner_fd, done_r, self._reap),
+                                  name=self.name, keep_fds={owner_fd, done_r},
+                                  die_with_parent=False)
+        finally:
+            os.close(owner_fd)
+            os.close(done_r)
+        self._done_w = done_w
+
+    def close(self) -> None:
+        """The engine has released everything: the reaper exits without reaping."""
+        if self.pid is None or os.getpid() != self.owner.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._done_w, CLOSED)
+        os.close(self._done_w)
+        self._done_w = -1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.pid = None
+
+
+def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
+           reap: Callable[[ProcessIdentity], object]) -> int:
+    """The reaper's life: wait for "closed" or the owner's death; on death, reap."""
+    os.setsid()  # a kill of the run's process group must not take the reaper with it
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # the caller's pipes must reach EOF when it dies
+        os.dup2(null, fd)
+    os.close(null)
+    poller = select.poll()
+    poller.register(owner_fd, select.POLLIN)
+    poller.register(done_r, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == done_r:
+                if os.read(done_r, 1) == CLOSED:
+                    return 0
+                poller.unregister(done_r)  # EOF: the owner is exiting; its pidfd will say
+            elif fd == owner_fd:
+                reap(owner)
+                return 0
+
+
+def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
+    """What the next engine opening `home` would sweep, restricted to the dead `owner`'s
+    containers (with their cgroups, attachments, rules, state dirs), then the networks and
+    temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
+    heredoc script dirs of a build's RUN step (in the system's temp dir)."""
+    from pytest_isobox.builder.builder import heredoc_prefix
+    from pytest_isobox.images.atomic import has_temps_of, remove_path
+    from pytest_isobox.native.engine import NativeEngine
+
+    engine = NativeEngine(home, rootless=False, limits=limits, sweep_for=owner)
+    try:
+        if has_temps_of(home / "tmp", owner):
+            engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
+        for scripts in Path(tempfile.gettempdir()).glob(heredoc_prefix(owner) + "*"):
+            remove_path(scripts)  # a RUN step's heredoc scripts
+    finally:
+        engine.close()

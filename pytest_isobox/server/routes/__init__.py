@@ -1,0 +1,1 @@
+"""One module per group of Docker's endpoints; each has a `router` the app merges."""

@@ -1,0 +1,199 @@
+"""`isobox compose` on both engines and Debian's docker-compose 1.29 on dockerd run the same
+project (data/) and give the same services, ports, answers across the network (service name
+and alias) and shared volume; `down -v --rmi local` leaves nothing. A broken file: one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_isobox.engine import open_engine
+from tests.conftest import docker_available
+from tests.plugin.conftest import engine_problem
+
+DATA = Path(__file__).parent / "data"
+EXPECTED = {
+    "services": ["client", "web"],
+    "ports": {"client": ["9000/tcp"], "web": ["8000/tcp"]},
+    "web index from the host": "<p>compose web</p>\n",
+    "client's copy of web's greeting, from the host": "hello\n",
+    "web health from client, by name": "ok\n",
+    "web health from client, by alias": "ok\n",
+}
+
+
+@dataclass
+class Runner:
+    """One way of running the project: a command line prefix and how to read its ports."""
+
+    argv: list[str]
+    env: dict[str, str]
+    ports: Callable[[Runner], dict[str, dict[str, int]]]  # service -> {8000/tcp: host port}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*self.argv, *args], capture_output=True, text=True,
+                              env=self.env, timeout=600, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        return proc
+
+
+def _isobox_ports(run: Runner) -> dict[str, dict[str, int]]:
+    rows = run("ps").stdout.splitlines()[1:]
+    found: dict[str, dict[str, int]] = {}
+    for row in rows:
+        found[row.split()[1]] = {key: int(port)
+                                 for port, key in re.findall(r":(\d+)->(\d+/\w+)", row)}
+    return found
+
+
+def _compose_ports(run: Runner) -> dict[str, dict[str, int]]:
+    found: dict[str, dict[str, int]] = {}
+    for service in run("ps", "--services", "--filter", "status=running").stdout.split():
+        found[service] = {}
+        for key in {"web": ["8000/tcp"], "client": ["9000/tcp"]}.get(service, []):
+            out = run("port", service, key.split("/")[0]).stdout.strip()
+            found[service][key] = int(out.rsplit(":", 1)[1])
+    return found
+
+
+def _observe(run: Runner) -> dict[str, object]:
+    ports = run.ports(run)
+
+    def get(service: str, key: str, path: str) -> str:
+        url = f"http://127.0.0.1:{ports[service][key]}{path}"
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+
+    def from_client(host: str) -> str:
+        return run("exec", "-T", "client", "wget", "-qO-", f"http://{host}:8000/health").stdout
+
+    return {
+        "services": sorted(ports),
+        "ports": {service: sorted(keys) for service, keys in ports.items()},
+        "web index from the host": get("web", "8000/tcp", "/index.html"),
+        "client's copy of web's greeting, from the host": get("client", "9000/tcp", "/seen"),
+        "web health from client, by name": from_client("web"),
+        "web health from client, by alias": from_client("www"),
+    }
+
+
+def _busybox_in(kind: str, rootfs: Path, ref: str) -> None:
+    engine = open_engine(kind)
+    try:
+        engine.import_rootfs(rootfs, ref)
+    finally:
+        engine.close()
+
+
+def _remove_image(kind: str, ref: str) -> None:
+    engine = open_engine(kind)
+    try:
+        engine.remove_image(ref, force=True)
+    finally:
+        engine.close()
+
+
+@pytest.fixture(params=("isobox-native", "isobox-docker", "docker-compose"))
+def runner(request: pytest.FixtureRequest, isobox_home: Path, busybox_rootfs: Path
+           ) -> Iterator[Runner]:
+    kind = "native" if request.param == "isobox-native" else "docker"
+    if request.param == "docker-compose" and shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (scripts/install-deps installs it)")
+    if kind == "docker" and not docker_available():
+        pytest.skip("no Docker daemon answers")
+    problem = engine_problem(kind)
+    if problem:
+        pytest.skip(problem)
+    tag = uuid.uuid4().hex[:10]
+    base = f"isobox-test/compose-busybox:{tag}"
+    project = f"isoboxcompose{tag}"
+    _busybox_in(kind, busybox_rootfs, base)
+    env = {**os.environ, "BASE": base}
+    files = ["-p", project, "-f", str(DATA / "compose.yaml")]
+    if request.param == "docker-compose":
+        run = Runner(["docker-compose", *files], env, _compose_ports)
+    else:
+        run = Runner([sys.executable, "-m", "pytest_isobox.cli", "--engine", kind, "compose",
+                      *files], env, _isobox_ports)
+    try:
+        yield run
+    finally:
+        run("down", "-v", "--rmi", "local", check=False)
+        _remove_image(kind, base)
+        _check_nothing_left(kind, project)
+
+
+def _check_nothing_left(kind: str, project: str) -> None:
+    engine = open_engine(kind)
+    try:
+        left = [c.name for c in engine.containers(all=True) if project in c.name]
+        left += [n.name for n in engine.networks() if n.name.startswith(project)]
+        left += [v for v in engine.volumes() if v.startswith(project)]
+        left += [t for i in engine.images() for t in i.tags if t.startswith(project)]
+    finally:
+        engine.close()
+    assert left == [], f"left behind: {left}"
+
+
+def test_same_project_same_results(runner: Runner) -> None:
+    runner("up", "-d")
+    assert _observe(runner) == EXPECTED
+    runner("down", "-v", "--rmi", "local")
+    assert runner.ports(runner) == {}
+
+
+def test_isobox_compose_broken_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: x\n    ports: 80\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "compose", "config"],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"isobox compose: {tmp_path}/compose.yaml: services.web.ports: "
+                           "80 is not of type 'array'\n")
+
+
+def test_isobox_compose_config_is_the_merged_model(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: app:${TAG:-1}\n")
+    (tmp_path / "more.yaml").write_text("services:\n  web:\n    environment: [A=1]\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "compose", "-f",
+                           "compose.yaml", "-f", "more.yaml", "config"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True,
+                          env={k: v for k, v in os.environ.items() if k != "TAG"})
+    assert proc.stdout == "services:\n  web:\n    image: app:1\n    environment:\n      A: '1'\n"
+
+
+def test_up_in_the_foreground_streams_logs_until_interrupted(isobox_home: Path,
+                                                            busybox_rootfs: Path) -> None:
+    """`up` without -d: the services' output prefixed by service, Ctrl-C takes it all down."""
+    import signal
+
+    if engine_problem("native"):
+        pytest.skip(engine_problem("native"))
+    base, project = "isobox-test/compose-busybox:fg", f"isoboxcompose{uuid.uuid4().hex[:10]}"
+    _busybox_in("native", busybox_rootfs, base)
+    (isobox_home.parent / "compose.yaml").write_text(
+        "services:\n  talker:\n    image: ${BASE}\n"
+        "    command: [sh, -c, 'echo talking; exec sleep 600']\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "compose", "-p", project,
+                             "up"], cwd=isobox_home.parent, env={**os.environ, "BASE": base},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the first log line is relayed
+        assert line == "talker  | talking\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _check_nothing_left("native", project)

@@ -1,0 +1,119 @@
+"""The typed model: refused keys by name, references checked, and services mapped to the
+seam's ContainerSpec through dockerargs. Pure logic: no engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_isobox.compose import ComposeError
+from pytest_isobox.compose.model import container_spec, load_project, parse_duration
+from pytest_isobox.engine.specs import MountSpec, NetworkAttachment, PortSpec
+
+FULL = """
+name: Demo_1
+services:
+  web:
+    build: {context: ., args: {A: "1"}, target: serve}
+    ports: ["8080", "127.0.0.1:9000:90/udp", {target: 91, published: "9091"}]
+    expose: ["80"]
+    environment: [X=1, FROMENV]
+    env_file: web.env
+    volumes: [data:/data, /anon, ./conf:/conf:ro, {type: tmpfs, target: /t, tmpfs: {size: 1m}}]
+    tmpfs: [/run]
+    networks: {back: {aliases: [www]}}
+    healthcheck: {test: "wget -q -O- localhost/health", interval: 1s, retries: 5}
+    deploy: {resources: {limits: {memory: 64m, cpus: "0.5", pids: 50}}}
+    working_dir: /srv
+    user: "1000"
+    labels: {team: a}
+  client:
+    image: busybox
+    command: sh -c 'echo hi'
+    entrypoint: [/bin/env]
+    depends_on: {web: {condition: service_healthy}}
+    profiles: [test]
+    mem_limit: 32m
+    pids_limit: 10
+networks: {back: {}}
+volumes: {data: {}}
+"""
+
+
+def _project(tmp_path: Path, text: str, **kwargs):
+    (tmp_path / "compose.yaml").write_text(text)
+    (tmp_path / "web.env").write_text("FROMFILE=f\nX=0\n")
+    kwargs.setdefault("environ", {"FROMENV": "e"})
+    return load_project(cwd=tmp_path, **kwargs)
+
+
+def test_services_become_container_specs(tmp_path: Path) -> None:
+    project = _project(tmp_path, FULL, profiles=["test"])
+    assert project.name == "demo_1"
+    assert project.order() == ["web", "client"]
+    web = container_spec(project, project.services["web"])
+    assert web.image == "demo_1-web" and web.name == "demo_1-web-1"
+    assert web.env == {"FROMFILE": "f", "X": "1", "FROMENV": "e"}
+    assert web.ports == [PortSpec(8080), PortSpec(90, "udp", "127.0.0.1", 9000),
+                         PortSpec(91, host_port=9091)]
+    assert web.mounts == [
+        MountSpec("volume", "/data", "demo_1_data"),
+        MountSpec("volume", "/anon", "demo_1_web_anon1"),
+        MountSpec("bind", "/conf", str((tmp_path / "conf").resolve()), True),
+        MountSpec("tmpfs", "/t", size=1024 * 1024),
+        MountSpec("tmpfs", "/run"),
+    ]
+    assert web.networks == [NetworkAttachment("demo_1_back", ("web", "www"))]
+    assert (web.mem_limit, web.cpus, web.pids_limit) == (64 * 1024**2, 0.5, 50)
+    assert (web.working_dir, web.user, web.labels["team"]) == ("/srv", "1000", "a")
+    assert web.labels["com.docker.compose.service"] == "web"
+    build = project.services["web"].build
+    assert build is not None and build.context == tmp_path.resolve()
+    assert (build.args, build.target) == ({"A": "1"}, "serve")
+    check = project.services["web"].healthcheck
+    assert check is not None and (check.interval, check.retries) == (1.0, 5)
+    assert check.command() == ["/bin/sh", "-c", "wget -q -O- localhost/health"]
+    client = container_spec(project, project.services["client"])
+    assert client.command == ["sh", "-c", "echo hi"] and client.entrypoint == ["/bin/env"]
+    assert client.networks == [NetworkAttachment("demo_1_default", ("client",))]
+    assert (client.mem_limit, client.pids_limit) == (32 * 1024**2, 10)
+    assert project.services["client"].depends_on == {"web": "service_healthy"}
+
+
+def test_profiles_leave_services_out(tmp_path: Path) -> None:
+    assert list(_project(tmp_path, FULL).services) == ["web"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("services:\n  web:\n    image: x\n    privileged: true\n",
+     r"services.web.privileged: not supported by isobox compose$"),
+    ("services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n",
+     r"services.web.deploy.replicas: not supported by isobox compose$"),
+    ("services:\n  web:\n    image: x\nsecrets: {s: {file: ./s}}\n",
+     r"secrets: not supported by isobox compose$"),
+    ("services:\n  web:\n    image: x\n    depends_on: [db]\n",
+     r"services.web.depends_on: service 'db' is not defined$"),
+    ("services:\n  web:\n    image: x\n    networks: [nope]\n",
+     r"services.web.networks: network 'nope' is not declared"),
+    ("services:\n  web:\n    image: x\n    volumes: [nope:/x]\n",
+     r"services.web.volumes\[0\]: volume 'nope' is not declared"),
+    ("services:\n  web:\n    image: x\n    ports: ['99999:80']\n",
+     r"services.web.ports\[0\]: invalid port '99999:80'"),
+    ("services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n",
+     r"services.a.depends_on: circular: a -> b -> a$"),
+    ("services:\n  web:\n    build: {context: ., ssh: [default]}\n",
+     r"services.web.build.ssh: not supported by isobox compose$"),
+    ("services:\n  web: {}\n", r"services.web: needs image or build$"),
+])
+def test_refused_and_broken(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ComposeError, match=r"compose.yaml: " + message) as info:
+        _project(tmp_path, text)
+    assert "\n" not in str(info.value)
+
+
+def test_durations() -> None:
+    assert parse_duration("1m30s", "k") == 90
+    assert parse_duration("500ms", "k") == 0.5
+    with pytest.raises(ComposeError, match=r"^k: invalid duration '5 sec'"):
+        parse_duration("5 sec", "k")
