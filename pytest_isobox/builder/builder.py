@@ -93,6 +93,7 @@ class _Run:
     stages: list[Stage]
     results: dict[int, str] = field(default_factory=dict)
     index: int = 0
+    on_output: Callable[[BuildStep, str], None] | None = None
 
 
 class Builder:
@@ -115,8 +116,12 @@ class Builder:
         no_cache: bool = False,
         network: str | None = None,
         on_step: Callable[[BuildStep], None] | None = None,
+        labels: dict[str, str] | None = None,
+        on_output: Callable[[BuildStep, str], None] | None = None,
     ) -> str:
-        """Build and return the image id; tag it only if every step succeeded."""
+        """Build and return the image id; tag it only if every step succeeded. `labels` are
+        added to the final image as one more step (as Docker's classic builder does);
+        `on_output` hears a RUN's output as it is written, with the step in progress."""
         root = Path(context)
         if not root.is_dir():
             raise BuildError(f"build context {str(context)!r} is not a directory")
@@ -125,6 +130,11 @@ class Builder:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise BuildError(f"cannot read Dockerfile {str(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raw = path.read_bytes()
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise BuildError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
+                             f"offset {exc.start})") from None
         df = parse(text, str(path))
         meta_instructions, stages = split_stages(df)
         buildargs = dict(buildargs or {})
@@ -138,17 +148,34 @@ class Builder:
         ctx = BuildContext(root, ignore, self.cache.stat_cache(root))
         run = _Run(context=ctx, filename=str(path), escape=df.escape, buildargs=buildargs,
                    meta=meta, no_cache=no_cache, network=None if network == "default" else network,
-                   on_step=on_step,
-                   total=sum(len(s.instructions) + 1 for s in needed), stages=stages)
+                   on_step=on_step, on_output=on_output,
+                   total=sum(len(s.instructions) + 1 for s in needed) + (1 if labels else 0),
+                   stages=stages)
         try:
             for stage in needed:
                 run.results[stage.index] = self._build_stage(run, stage)
         finally:
             ctx.stat_cache.save()
         image_id = run.results[final.index]
+        if labels:
+            image_id = self._label(run, image_id, labels)
         if tag:
             self.engine.tag(image_id, tag)
         return image_id
+
+    def _label(self, run: _Run, image_id: str, labels: dict[str, str]) -> str:
+        """`build --label`: the final image's config with the labels, one empty-layer step."""
+        started = time.perf_counter()
+        config = dict(self.engine.image_inspect(image_id).config.get("config") or {})
+        config["Labels"] = {**(config.get("Labels") or {}), **labels}
+        text = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+        labelled = self.engine.derive_image(image_id, config=config, created_by=text)
+        run.index += 1
+        if run.on_step is not None:
+            run.on_step(BuildStep(index=run.index, total=run.total, instruction=text,
+                                  cached=False, seconds=time.perf_counter() - started,
+                                  image_id=labelled))
+        return labelled
 
     def _build_stage(self, run: _Run, stage: Stage) -> str:
         state = self._from(run, stage)
@@ -514,6 +541,11 @@ class Builder:
                        argv: list[str], args: dict[str, str]) -> tuple[str, dict, str]:
         """Start a created RUN container; commit it if the command succeeded."""
         self.engine.start(container)
+        if run.on_output is not None:  # --progress=plain: the output as it comes
+            step = BuildStep(index=run.index + 1, total=run.total, instruction=_display(ins),
+                             cached=False, seconds=0.0, image_id=None)
+            for _, chunk in self.engine.logs(container, follow=True):
+                run.on_output(step, chunk.decode("utf-8", "replace"))
         code = self.engine.wait(container)
         output = b"".join(chunk for _, chunk in self.engine.logs(container)).decode(
             "utf-8", "replace")

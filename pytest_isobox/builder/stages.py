@@ -39,6 +39,8 @@ def split_stages(df: Dockerfile) -> tuple[list[Instruction], list[Stage]]:
     meta_args: list[Instruction] = []
     stages: list[Stage] = []
     for ins in df.instructions:
+        if ins.cmd == "arg":
+            _check_arg(df, ins)
         if ins.cmd == "from":
             stage = _stage(df, ins, len(stages))
             if stage.name is not None and any(s.name == stage.name for s in stages):
@@ -57,6 +59,17 @@ def split_stages(df: Dockerfile) -> tuple[list[Instruction], list[Stage]]:
         raise DockerfileError("no FROM instruction: a Dockerfile needs at least one stage",
                               df.filename, line)
     return meta_args, stages
+
+
+def _check_arg(df: Dockerfile, ins: Instruction) -> None:
+    """ARG needs a name for each word (BuildKit: "ARG requires at least one argument")."""
+    if not ins.args:
+        raise DockerfileError("ARG requires at least one argument: ARG name[=default]",
+                              df.filename, ins.start_line)
+    for word in ins.args:
+        if not word.partition("=")[0]:
+            raise DockerfileError(f"ARG {word!r} has no name: ARG name[=default]",
+                                  df.filename, ins.start_line)
 
 
 def _stage(df: Dockerfile, ins: Instruction, index: int) -> Stage:

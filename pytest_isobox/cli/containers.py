@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import time
 
@@ -23,6 +24,7 @@ from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
     Engine,
+    InvalidSpec,
     IsoboxError,
 )
 
@@ -246,12 +248,74 @@ def _ports(s: ContainerState) -> str:
 
 
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
-    _copy_logs(engine, args.container, follow=args.follow, tail=args.tail)
+    tail = _tail_count(args.tail)
+    if not (args.timestamps or args.since or args.until):
+        _copy_logs(engine, args.container, follow=args.follow, tail=tail)
+        return 0
+    since = _time_arg(args.since, "--since") if args.since else None
+    until = _time_arg(args.until, "--until") if args.until else None
+    records = getattr(engine, "log_records", None)
+    if records is None:
+        raise IsoboxError(f"logs -t/--since/--until: not supported by the {engine.name} engine")
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for stream, when, line in records(args.container, follow=args.follow, tail=tail,
+                                      since=since, until=until):
+        if args.timestamps:
+            outs[stream].write(_rfc3339_nano(when).encode() + b" ")
+        outs[stream].write(line)
+        outs[stream].flush()
     return 0
 
 
+def _tail_count(value: str | None) -> int | None:
+    if value is None or value == "all":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise InvalidSpec(f"invalid --tail {value!r}: a number of lines or all") from None
+    return None if count < 0 else count
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _time_arg(value: str, flag: str) -> float:
+    """Docker's --since/--until: a duration back from now (10m, 1h30m), a Unix time, or an
+    RFC 3339 time (or a date, or a time without zone: UTC)."""
+    from pytest_isobox.engine.documents import parse_time
+
+    if value and _DURATION.sub("", value) == "":
+        return time.time() - sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value))
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    text = value if re.search(r"(Z|[+-]\d\d:?\d\d)$", value) else value + "Z"
+    if re.fullmatch(r"\d{4}-\d\d-\d\d", value):
+        text = value + "T00:00:00Z"
+    when = parse_time(text)
+    if when is None:
+        raise InvalidSpec(f"invalid {flag} value {value!r}: a duration (10m), a Unix time or "
+                          "an RFC 3339 time")
+    return when
+
+
+def _rfc3339_nano(when: float) -> str:
+    from datetime import UTC, datetime
+
+    whole = datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{round((when % 1) * 1e9):09d}Z"
+
+
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
-    env = dockerargs.parse_env(args.env)
+    env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
+    if args.detach:
+        result = _verb_of(engine, "exec_detached")(args.container, args.cmd, env=env,
+                                                   user=args.user, workdir=args.workdir)
+        sys.stderr.buffer.write(result.stderr)
+        return result.exit_code
     if args.interactive or args.tty:
         return engine.exec_attached(args.container, args.cmd, tty=args.tty,
                                     stdin=args.interactive, env=env, user=args.user,
@@ -261,6 +325,33 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(result.stdout)
     sys.stderr.buffer.write(result.stderr)
     return result.exit_code
+
+
+def _env_files(paths: list[str] | None) -> dict[str, str]:
+    """Docker's --env-file: KEY=VALUE lines, # comments and blank lines skipped, a bare KEY
+    taken from this environment; a bad line named by file and number."""
+    import os
+
+    env: dict[str, str] = {}
+    for path in paths or ():
+        try:
+            text = open(path, encoding="utf-8").read()  # noqa: SIM115
+        except OSError as exc:
+            raise InvalidSpec(f"--env-file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise InvalidSpec(f"--env-file {path}: not UTF-8 text") from None
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.lstrip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not key or any(c.isspace() for c in key):
+                raise InvalidSpec(f"--env-file {path}:{number}: bad variable name {key!r}")
+            if sep:
+                env[key] = value
+            elif key in os.environ:
+                env[key] = os.environ[key]
+    return env
 
 
 def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
@@ -332,23 +423,35 @@ def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
     src, dst = args.src, args.dst
     if ":" in src and not src.startswith(("/", ".")):
         container, path = src.split(":", 1)
-        copy_from(engine, container, path, dst)
+        if dst == "-":  # as Docker: a tar of the path on stdout
+            sys.stdout.buffer.write(engine.get_archive(container, path))
+            sys.stdout.buffer.flush()
+        else:
+            copy_from(engine, container, path, dst)
     elif ":" in dst and not dst.startswith(("/", ".")):
         container, path = dst.split(":", 1)
-        copy_to(engine, container, src, path)
+        if src == "-":  # as Docker: a tar on stdin, unpacked into the directory path
+            data = sys.stdin.buffer.read()
+            _check_tar(data)
+            engine.put_archive(container, path, data)
+        else:
+            copy_to(engine, container, src, path)
     else:
         raise IsoboxError("cp: one of SRC and DEST must be CONTAINER:PATH")
     return 0
 
 
-def cmd_stats(engine: Engine, args: argparse.Namespace) -> int:
-    rows = [("CONTAINER ID", "NAME", "CPU TIME", "MEM USAGE", "MEM PEAK", "PIDS")]
-    for c in args.containers:
-        s, st = engine.stats(c), engine.state(c)
-        rows.append((st.id[:12], st.name, f"{s.cpu_time_ns / 1e9:.2f}s", _size(s.memory_current),
-                     _size(s.memory_peak), str(s.pids)))
-    _table(rows)
-    return 0
+def _check_tar(data: bytes) -> None:
+    """stdin of `cp -` must be a tar archive: one line saying so, not the engine's error."""
+    import io
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            archive.getmembers()
+    except (tarfile.TarError, EOFError, OSError):
+        raise InvalidSpec(f"cp: standard input is not a tar archive ({len(data)} bytes read)"
+                          ) from None
 
 
 def _verb_of(engine: Engine, name: str):  # -> the engine's method

@@ -4,8 +4,10 @@ load, prune, bootstrap."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from pathlib import Path
 
 from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import (
@@ -19,27 +21,103 @@ from pytest_isobox.cli.output import (
 from pytest_isobox.engine import (
     BuildStep,
     Engine,
+    InvalidSpec,
     IsoboxError,
     parse_size,
 )
 
 
 def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
-    def show(step: BuildStep) -> None:
-        if not args.quiet:
-            print(_format_step(step), flush=True)
+    tags = list(args.tag or [])
+    labels = dockerargs.parse_labels(args.label)
+    stream = args.progress in ("plain", "auto", "tty") and not args.quiet
+    shown: set[int] = set()
 
-    image_id = engine.build(
-        args.path, dockerfile=args.file, tag=args.tag, buildargs=dockerargs.parse_env(args.build_arg),
-        target=args.target, no_cache=args.no_cache, network=args.network, on_step=show,
-    )
+    def show(step: BuildStep) -> None:
+        if args.quiet:
+            return
+        if step.index in shown:  # its header and output went out as they came
+            if step.image_id:
+                print(f" ---> {_short(step.image_id)} ({step.seconds * 1000:.0f} ms)",
+                      flush=True)
+            return
+        print(_format_step(step), flush=True)
+
+    def output(step: BuildStep, text: str) -> None:
+        if step.index not in shown:
+            shown.add(step.index)
+            print(f"Step {step.index}/{step.total} : {step.instruction}", flush=True)
+        for line in text.splitlines(keepends=True):
+            sys.stdout.write(" " + line)
+        sys.stdout.flush()
+
+    options: dict = {}
+    if labels:
+        options["labels"] = labels
+    if args.pull == "always":
+        options["pull"] = True
+    if stream:
+        options["on_output"] = output
+    with contextlib.ExitStack() as stack:
+        context = args.path
+        if context == "-":
+            context = stack.enter_context(_stdin_context())
+        image_id = engine.build(
+            context, dockerfile=args.file, tag=tags[0] if tags else None,
+            buildargs=dockerargs.parse_env(args.build_arg), target=args.target,
+            no_cache=args.no_cache, network=args.network, on_step=show, **options)
+    for extra in tags[1:]:
+        engine.tag(image_id, extra)
+    if args.iidfile:
+        Path(args.iidfile).write_text(image_id)
     if args.quiet:
         print(image_id)
     else:
         print(f"Successfully built {_short(image_id)}")
-        if args.tag:
-            print(f"Successfully tagged {args.tag}")
+        for tag in tags:
+            print(f"Successfully tagged {tag}")
     return 0
+
+
+@contextlib.contextmanager
+def _stdin_context():  # -> Iterator[str]
+    """`build -`: stdin is a tar of the context, or else the Dockerfile alone (no context)."""
+    import io
+    import tarfile
+    import tempfile
+
+    data = sys.stdin.buffer.read()
+    with tempfile.TemporaryDirectory(prefix="isobox-build-") as tmp:
+        try:
+            archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115
+        except (tarfile.TarError, EOFError, OSError):
+            archive = None
+        if archive is None:
+            Path(tmp, "Dockerfile").write_bytes(data)
+        else:
+            with archive:
+                _extract_safely(archive, Path(tmp))
+        yield tmp
+
+
+def _extract_safely(archive, dest: Path) -> None:
+    """A context tar from stdin unpacked only inside `dest`: no absolute paths, no `..`, no
+    links out, no devices (tarfile's data filter where this Python has it)."""
+    import tarfile
+
+    if hasattr(tarfile, "data_filter"):
+        try:
+            archive.extractall(dest, filter="data")
+        except tarfile.FilterError as exc:
+            raise InvalidSpec(f"build -: refused entry in the context tar: {exc}") from None
+        return
+    for member in archive.getmembers():
+        target = (dest / member.name).resolve()
+        if not target.is_relative_to(dest.resolve()) or member.isdev() or (
+                (member.issym() or member.islnk()) and (
+                    Path(member.linkname).is_absolute() or ".." in Path(member.linkname).parts)):
+            raise InvalidSpec(f"build -: refused entry {member.name!r} in the context tar")
+    archive.extractall(dest)
 
 
 def _format_step(step: BuildStep) -> str:

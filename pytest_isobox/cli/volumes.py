@@ -39,3 +39,22 @@ def cmd_volume_inspect(engine: Engine, args: argparse.Namespace) -> int:
             status = 1
     print_documents(docs, template)
     return status
+
+
+def cmd_volume_prune(engine: Engine, args: argparse.Namespace) -> int:
+    """Remove the volumes no container mounts (their data goes with them)."""
+    from pytest_isobox.cli.networks import _confirm
+
+    if not args.force and not _confirm("remove all local volumes not used by a container"):
+        return 0
+    removed = []
+    for name in engine.volumes():
+        try:
+            engine.volume_remove(name, force=False)  # refused for a volume in use
+            removed.append(name)
+        except IsoboxError:
+            continue
+    if removed:
+        print("Deleted Volumes:")
+        print("\n".join(removed))
+    return 0

@@ -80,9 +80,11 @@ class BuildProgress:
     """Reads the daemon's build messages in order; `on_step` hears of each finished step."""
 
     def __init__(self, dockerfile: str, on_step: Callable[[BuildStep], None] | None,
-                 resolve_id: Callable[[str], str]) -> None:
+                 resolve_id: Callable[[str], str],
+                 on_output: Callable[[BuildStep, str], None] | None = None) -> None:
         self._dockerfile = dockerfile
         self._on_step = on_step
+        self._on_output = on_output
         self._resolve_id = resolve_id
         self._partial = ""
         self._step: tuple[int, int, str] | None = None
@@ -125,6 +127,10 @@ class BuildProgress:
             return
         self._output.append(line)
         self.last_lines.append(line)
+        if self._on_output is not None and self._step is not None:
+            index, total, instruction = self._step
+            self._on_output(BuildStep(index=index, total=total, instruction=instruction,
+                                      cached=False, seconds=0.0, image_id=None), line + "\n")
 
     def _finish(self, short_id: str) -> None:
         index, total, instruction = self._step  # type: ignore[misc]

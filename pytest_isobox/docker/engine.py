@@ -388,6 +388,26 @@ class DockerEngine(ImageMethods, NetworkMethods):
                  "tail": "all" if tail is None else tail}
         return self._log_pieces(container, query, tty)
 
+    def log_records(self, container: str, *, stdout: bool = True, stderr: bool = True,
+                    follow: bool = False, tail: int | None = None, since: float | None = None,
+                    until: float | None = None, lines: bool = True,
+                    ) -> Iterator[tuple[LogStream, float, bytes]]:
+        """(stream, time, line) from the daemon's timestamped log, `since`..`until`."""
+        from pytest_isobox.engine.documents import parse_time
+
+        tty = bool((self.inspect(container).get("Config") or {}).get("Tty"))
+        query: dict = {"stdout": stdout, "stderr": stderr, "follow": follow, "timestamps": True,
+                       "tail": "all" if tail is None else tail}
+        if since is not None:
+            query["since"] = f"{since:.9f}"
+        if until is not None:
+            query["until"] = f"{until:.9f}"
+        for stream, data in self._log_pieces(container, query, tty):
+            for line in data.splitlines(keepends=True):
+                stamp, _, rest = line.partition(b" ")
+                when = parse_time(stamp.decode("ascii", "replace"))
+                yield stream, when or 0.0, rest
+
     def _log_pieces(self, container: str, query: dict,
                     tty: bool) -> Iterator[tuple[LogStream, bytes]]:
         with self.client.stream("GET", f"/containers/{container}/logs", query,
@@ -407,6 +427,22 @@ class DockerEngine(ImageMethods, NetworkMethods):
                 out[name].append(payload)
         return ExecResult(self._exec_exit_code(exec_id), b"".join(out["stdout"]),
                           b"".join(out["stderr"]))
+
+    def exec_detached(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
+                      user: str | None = None, workdir: str | None = None) -> ExecResult:
+        """`exec -d`: started by the daemon, not waited for; a command that cannot start is
+        126 (127 when not found) with the daemon's reason on stderr."""
+        exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
+                                    tty=False, stdin=False)
+        try:
+            self.client.request("POST", f"/exec/{exec_id}/start",
+                                body={"Detach": True, "Tty": False}, kind="exec")
+        except ContainerNotFound:
+            raise
+        except IsoboxError as exc:
+            code = 127 if "not found" in str(exc) else 126
+            return ExecResult(code, b"", f"{exc}\n".encode())
+        return ExecResult(0, b"", b"")
 
     def _exec_create(self, container: str, cmd: list[str], *, env: dict[str, str] | None,
                      user: str | None, workdir: str | None, tty: bool, stdin: bool) -> str:

@@ -126,8 +126,11 @@ class ImageMethods:
         no_cache: bool = False,
         network: str | None = None,
         on_step: Callable[[BuildStep], None] | None = None,
+        labels: dict[str, str] | None = None, pull: bool = False,
+        on_output: Callable[[BuildStep, str], None] | None = None,
     ) -> str:
-        """Build with the daemon's builder from a context tar we made (ignored files left out)."""
+        """Build with the daemon's builder from a context tar we made (ignored files left out);
+        `on_output` hears RUN output as the daemon sends it."""
         body, size, dockerfile_name = context_tar(Path(context), dockerfile)
         try:
             config = self._from_images(Path(context), dockerfile)
@@ -137,12 +140,13 @@ class ImageMethods:
         query = {
             "dockerfile": dockerfile_name, "t": tag, "buildargs": buildargs or None,
             "target": target, "nocache": no_cache or None, "networkmode": network,
-            "rm": True, "forcerm": True,
+            "rm": True, "forcerm": True, "labels": labels or None, "pull": pull or None,
         }
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         if config:
             headers["X-Registry-Config"] = config
-        progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id)
+        progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id,
+                                 on_output)
         try:
             with body, self.client.stream("POST", "/build", query, body, headers=headers,
                                           kind="build") as resp:

@@ -21,16 +21,30 @@ class NetworkMethods:
 
     def network_create(
         self, name: str, *, subnet: str | None = None, labels: dict[str, str] | None = None,
+        gateway: str | None = None, internal: bool = False,
     ) -> NetworkInfo:
         """A bridge network; persistent when `labels` holds `io.isobox.persistent=1`."""
         if (labels or {}).get(PERSISTENT_LABEL) != "1":
             self._watchdog.ensure()  # (DockerEngine's: it removes the network if we die)
         body: dict = {"Name": name, "Driver": "bridge", "CheckDuplicate": True,
-                      "Labels": {**(labels or {}), **self.labels}}
+                      "Internal": internal, "Labels": {**(labels or {}), **self.labels}}
         if subnet:
-            body["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
+            config = {"Subnet": subnet, **({"Gateway": gateway} if gateway else {})}
+            body["IPAM"] = {"Driver": "default", "Config": [config]}
+        elif gateway:
+            raise IsoboxError(f"--gateway {gateway}: needs --subnet")
         self.client.post_json("/networks/create", body=body, kind="network")
         return self.network_inspect(name)
+
+    def network_connect(self, network: str, container: str, *,
+                        aliases: list[str] | None = None) -> None:
+        self.client.post_json(f"/networks/{network}/connect", body={
+            "Container": container, "EndpointConfig": {"Aliases": list(aliases or [])}},
+            kind="network")
+
+    def network_disconnect(self, network: str, container: str, *, force: bool = False) -> None:
+        self.client.post_json(f"/networks/{network}/disconnect",
+                              body={"Container": container, "Force": force}, kind="network")
 
     def network_remove(self, name: str) -> None:
         self.settle_removals()  # a container still being removed holds an endpoint

@@ -168,17 +168,38 @@ def load_archive(store: ImageStore, path: str | Path | IO[bytes]) -> list[str]:
     if isinstance(path, str | Path):
         if not Path(path).is_file():
             raise InvalidSpec(f"load: {str(path)!r} is not a file")
-        with tarfile.open(path, "r:*") as tar:
-            return _load(store, _Archive(tar, str(path)))
+        with _open_tar(path, str(path)) as tar:
+            return _load_damaged_as_error(store, tar, str(path))
     store.blobs.tmp_dir.mkdir(parents=True, exist_ok=True)
     spool = temp_path(store.blobs.tmp_dir, "load")
     try:
         with open(spool, "wb") as out:
             shutil.copyfileobj(path, out, 1 << 20)
-        with tarfile.open(spool, "r:*") as tar:
-            return _load(store, _Archive(tar, "archive"))
+        with _open_tar(spool, "the archive on standard input") as tar:
+            return _load_damaged_as_error(store, tar, "archive")
     finally:
         remove_path(spool)
+
+
+def _open_tar(path: str | Path, label: str) -> tarfile.TarFile:
+    """The archive as a tar (maybe compressed); one line when it is none."""
+    try:
+        return tarfile.open(path, "r:*")
+    except (tarfile.TarError, EOFError) as exc:
+        kind = "empty" if Path(path).stat().st_size == 0 else "not a tar archive"
+        raise InvalidSpec(f"load: {label} is {kind} ({type(exc).__name__})") from None
+
+
+def _load_damaged_as_error(store: ImageStore, tar: tarfile.TarFile, label: str) -> list[str]:
+    """_load, a truncated or damaged archive being one line naming it (not tarfile's error)."""
+    import gzip
+    import lzma
+    import zlib
+
+    try:
+        return _load(store, _Archive(tar, label))
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
+        raise InvalidSpec(f"load: {label} is truncated or damaged ({exc})") from None
 
 
 def _load(store: ImageStore, archive: _Archive) -> list[str]:

@@ -33,21 +33,22 @@ class LogWriter:
         os.close(self.fd)
 
 
-def _records(buf: bytearray) -> Iterator[tuple[LogStream, bytes]]:
-    """Pop every complete record off the front of `buf`."""
+def _records(buf: bytearray) -> Iterator[tuple[LogStream, float, bytes]]:
+    """Pop every complete record off the front of `buf`: (stream, time written, bytes)."""
     offset = 0
     while len(buf) - offset >= _HEADER.size:
-        stream, _, length = _HEADER.unpack_from(buf, offset)
+        stream, when, length = _HEADER.unpack_from(buf, offset)
         end = offset + _HEADER.size + length
         if end > len(buf):
             break
-        yield STREAMS.get(stream, "stdout"), bytes(buf[offset + _HEADER.size:end])
+        yield STREAMS.get(stream, "stdout"), when, bytes(buf[offset + _HEADER.size:end])
         offset = end
     del buf[:offset]
 
 
-def _tail(chunks: list[tuple[LogStream, bytes]], lines: int) -> list[tuple[LogStream, bytes]]:
-    split = [(s, line) for s, data in chunks for line in data.splitlines(keepends=True)]
+def _tail(chunks: list[tuple[LogStream, float, bytes]],
+          lines: int) -> list[tuple[LogStream, float, bytes]]:
+    split = [(s, t, line) for s, t, data in chunks for line in data.splitlines(keepends=True)]
     return split[-lines:] if lines > 0 else []
 
 
@@ -56,6 +57,15 @@ def read_log(path: Path, *, stdout: bool = True, stderr: bool = True, follow: bo
              ) -> Iterator[tuple[LogStream, bytes]]:
     """Yield (stream, bytes) in order. With follow, go on until `monitor_fd` (a pidfd of the
     container's monitor, or None when no monitor runs) reports the monitor's exit."""
+    for stream, _, data in read_log_timed(path, stdout=stdout, stderr=stderr, follow=follow,
+                                          tail=tail, monitor_fd=monitor_fd):
+        yield stream, data
+
+
+def read_log_timed(path: Path, *, stdout: bool = True, stderr: bool = True,
+                   follow: bool = False, tail: int | None = None, monitor_fd: int | None = None,
+                   ) -> Iterator[tuple[LogStream, float, bytes]]:
+    """read_log with the time each piece was written (`logs -t`, `--since`, `--until`)."""
     wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

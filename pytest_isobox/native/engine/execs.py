@@ -46,7 +46,7 @@ class ExecRole:
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,
-                   console: socket.socket | None = None) -> int:
+                   console: socket.socket | None = None, die_with_parent: bool = True) -> int:
         from pytest_isobox.native import privileges, seccomp
         from pytest_isobox.native.forked import fork_child
         from pytest_isobox.native.runtime import exec_init
@@ -58,7 +58,7 @@ class ExecRole:
         no_new_privs = seccomp.no_new_privs(security_opt)
         return fork_child(lambda: exec_init(pid, process, stdio, error_w, cgroup.add, console,
                                             seccomp_filter, no_new_privs),
-                          name="exec", failure_code=127)
+                          name="exec", failure_code=127, die_with_parent=die_with_parent)
 
     def exec(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None) -> ExecResult:
@@ -89,6 +89,41 @@ class ExecRole:
             text = failure.decode(errors="replace").partition("\n")[2]
             stderr += f"{text}\n".encode()
         return ExecResult(code, bytes(outputs[out_r]), stderr)
+
+    def exec_detached(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
+                      user: str | None = None, workdir: str | None = None) -> ExecResult:
+        """Start `cmd` in the running container and return once it runs (`exec -d`): exit
+        code 0, or the 126/127 of a command that could not start with the reason on stderr.
+        Its output goes nowhere, as Docker's; it ends with the container at the latest."""
+        import threading
+
+        from pytest_isobox.native.engine.support import read_to_end
+        from pytest_isobox.native.runtime import exit_code_of
+
+        cdir, pid = self._exec_target(container)
+        process = self._exec_process(cdir, cmd, env, user, workdir, tty=False)
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        null_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        null_w = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            # outlives this process (its command ends with the container at the latest)
+            child = self._fork_exec(cdir, pid, process, (null_r, null_w, null_w), error_w,
+                                    die_with_parent=False)
+        finally:
+            for fd in (error_w, null_r, null_w):
+                os.close(fd)
+        try:
+            failure = read_to_end(error_r)  # EOF once the command's exec succeeded
+        finally:
+            os.close(error_r)
+        if failure:
+            _, status = os.waitpid(child, 0)
+            text = failure.decode(errors="replace").partition("\n")[2]
+            return ExecResult(exit_code_of(status), b"", f"{text}\n".encode())
+        # the forked parent waits for the command: reap it when it ends, from a thread
+        threading.Thread(target=os.waitpid, args=(child, 0), daemon=True,
+                         name=f"isobox-exec-{cdir.id[:12]}").start()
+        return ExecResult(0, b"", b"")
 
     def exec_attached(self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
                       env: dict[str, str] | None = None, user: str | None = None,

@@ -26,13 +26,19 @@ class ImagesRole:
     def build(self, context: str | Path, *, dockerfile: str | None = None,
               tag: str | None = None, buildargs: dict[str, str] | None = None,
               target: str | None = None, no_cache: bool = False, network: str | None = None,
-              on_step: Callable[[BuildStep], None] | None = None) -> str:
+              on_step: Callable[[BuildStep], None] | None = None,
+              labels: dict[str, str] | None = None, pull: bool = False,
+              on_output: Callable[[BuildStep, str], None] | None = None) -> str:
+        """`pull`: FROM images are pulled again (`build --pull`) by the engine's pull policy."""
         from pytest_isobox.builder.builder import Builder
 
         self._own_resources()
+        if pull:
+            self.pull_policy.value = "always"
         builder = Builder(engine=self, cache_dir=self.home / "buildcache")
         return builder.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
-                             target=target, no_cache=no_cache, network=network, on_step=on_step)
+                             target=target, no_cache=no_cache, network=network, on_step=on_step,
+                             labels=labels, on_output=on_output)
 
     def import_rootfs(self, source: str | Path, ref: str) -> str:
         self._own_resources()

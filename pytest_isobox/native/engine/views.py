@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from pytest_isobox.engine import ContainerState, ContainerStats, LogStream, NetworkInfo
 from pytest_isobox.native.container_json import container_json
-from pytest_isobox.native.logs import read_log
+from pytest_isobox.native.logs import read_log_timed
 from pytest_isobox.native.specs import spec_from_dict
 from pytest_isobox.native.state import ContainerDir
 from pytest_isobox.processes import ProcessIdentity
@@ -138,6 +138,31 @@ class ViewsRole:
 
     def logs(self, container: str, *, stdout: bool = True, stderr: bool = True,
              follow: bool = False, tail: int | None = None) -> Iterator[tuple[LogStream, bytes]]:
+        for stream, _, data in self.log_records(container, stdout=stdout, stderr=stderr,
+                                                follow=follow, tail=tail, lines=False):
+            yield stream, data
+
+    def log_records(self, container: str, *, stdout: bool = True, stderr: bool = True,
+                    follow: bool = False, tail: int | None = None, since: float | None = None,
+                    until: float | None = None, lines: bool = True,
+                    ) -> Iterator[tuple[LogStream, float, bytes]]:
+        """(stream, time, bytes): a line each (`lines`), written from `since` to `until`
+        (Unix times), as `docker logs -t --since --until` shows them."""
+        for stream, when, data in self._log_pieces(container, stdout, stderr, follow, tail):
+            if since is not None and when < since:
+                continue
+            if until is not None and when > until:
+                if follow:
+                    return
+                continue
+            if lines:
+                for line in data.splitlines(keepends=True):
+                    yield stream, when, line
+            else:
+                yield stream, when, data
+
+    def _log_pieces(self, container: str, stdout: bool, stderr: bool, follow: bool,
+                    tail: int | None) -> Iterator[tuple[LogStream, float, bytes]]:
         cdir = self._find(container)
         monitor_fd = None
         if follow:
@@ -149,8 +174,8 @@ class ViewsRole:
                     os.close(monitor_fd)
                     monitor_fd = None
         try:
-            yield from read_log(cdir.log, stdout=stdout, stderr=stderr, follow=follow,
-                                tail=tail, monitor_fd=monitor_fd)
+            yield from read_log_timed(cdir.log, stdout=stdout, stderr=stderr, follow=follow,
+                                      tail=tail, monitor_fd=monitor_fd)
         finally:
             if monitor_fd is not None:
                 os.close(monitor_fd)

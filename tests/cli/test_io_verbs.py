@@ -1,0 +1,125 @@
+"""logs (-t, --since, --until, --tail all), cp with - (tar on stdin/stdout), stats (one
+sample: CPU %, memory % against the limit), network ls/prune and volume prune, both engines."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+from tests.cli.conftest import Cli
+from tests.conftest import needs_root
+
+pytestmark = needs_root
+
+
+def test_logs_timestamps_since_until_tail(cli: Cli) -> None:
+    name = cli.name()
+    cli("run", "--name", name, cli.image, "sh", "-c", "echo one; echo two; echo three")
+    stamped = cli.out("logs", "-t", name).splitlines()
+    assert [line.split(" ", 1)[1] for line in stamped] == ["one", "two", "three"]
+    first = stamped[0].split(" ", 1)[0]
+    assert first.endswith("Z") and "T" in first
+    assert cli.out("logs", "--tail", "all", name) == "one\ntwo\nthree\n"
+    assert cli.out("logs", "--tail", "1", name) == "three\n"
+    assert cli.out("logs", "--since", "1h", name) == "one\ntwo\nthree\n"
+    assert cli.out("logs", "--until", "1h", name) == ""
+    assert cli.out("logs", "--since", str(int(time.time()) + 3600), name) == ""
+    assert cli.out("logs", "--since", "2000-01-01", name) == "one\ntwo\nthree\n"
+    bad = cli("logs", "--since", "yesterday", name, check=False)
+    assert bad.returncode != 0 and "yesterday" in bad.stderr.decode()
+    assert bad.stderr.decode().count("\n") == 1
+
+
+def test_cp_with_dash(cli: Cli) -> None:
+    name = cli.run_d()
+    out = cli("cp", f"{name}:/etc/passwd", "-").stdout
+    with tarfile.open(fileobj=io.BytesIO(out)) as archive:
+        member = archive.getmember("passwd")
+        assert b"root:" in archive.extractfile(member).read()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as archive:
+        data = b"from stdin\n"
+        info = tarfile.TarInfo("given.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    cli("cp", "-", f"{name}:/tmp", input=buf.getvalue())
+    assert cli.out("exec", name, "cat", "/tmp/given.txt") == "from stdin\n"
+    junk = cli("cp", "-", f"{name}:/tmp", input=b"not a tar", check=False)
+    assert junk.returncode != 0 and "not a tar archive" in junk.stderr.decode()
+    assert junk.stderr.decode().count("\n") == 1
+
+
+def test_stats_one_sample(cli: Cli) -> None:
+    busy = cli.run_d("-m", "64m", command=("sh", "-c", "while true; do :; done"))
+    row = json.loads(cli.out("stats", "--no-stream", "--format", "json", busy))
+    assert row["Name"] == busy
+    assert float(row["CPUPerc"].rstrip("%")) > 0  # a busy loop uses CPU over the sample
+    _, limit = row["MemUsage"].split(" / ")
+    assert limit == "64MiB"
+    assert 0 < float(row["MemPerc"].rstrip("%")) < 100
+    assert int(row["PIDs"]) >= 1
+    table = cli.out("stats", "--no-stream", busy).splitlines()
+    assert table[0].split()[:4] == ["CONTAINER", "ID", "NAME", "CPU"]
+    assert busy in table[1]
+    missing = cli("stats", "--no-stream", "isobox-no-such-container", check=False)
+    assert missing.returncode == 1 and missing.stdout == b""
+
+
+def test_network_ls_and_prunes(cli: Cli) -> None:
+    used, idle = cli.name("network"), cli.name("network")
+    cli("network", "create", "-l", "purpose=test", used)
+    cli("network", "create", idle)
+    name = cli.run_d("--network", used)
+    listed = cli.out("network", "ls", "--filter", "name=isobox-cli-", "--format", "{{.Name}}")
+    assert {used, idle} <= set(listed.split())
+    assert cli.out("network", "ls", "--filter", "label=purpose=test",
+                   "--format", "{{.Name}}").split() == [used]
+    ids = cli.out("network", "ls", "-q").split()
+    assert cli.out("network", "inspect", "-f", "{{.Id}}", used).strip()[:12] in ids
+    refused = cli("network", "prune", check=False)  # no terminal, no -f: asks nobody
+    assert refused.returncode != 0 and "--force" in refused.stderr.decode()
+    assert idle in cli.out("network", "ls", "--format", "{{.Name}}").split()
+    pruned = cli.out("network", "prune", "-f")
+    assert idle in pruned and used not in pruned
+    left = cli.out("network", "ls", "--format", "{{.Name}}").split()
+    assert used in left and idle not in left
+    assert name
+
+
+def test_volume_prune_keeps_mounted_ones(cli: Cli) -> None:
+    kept, gone = cli.name("volume"), cli.name("volume")
+    cli("volume", "create", kept)
+    cli("volume", "create", gone)
+    cli.run_d("-v", f"{kept}:/data")
+    pruned = cli.out("volume", "prune", "-f")
+    assert gone in pruned and kept not in pruned
+    names = cli.out("volume", "ls")
+    assert kept in names and gone not in names
+
+
+def test_network_connect_disconnect_internal_gateway_on_docker(dockercli: Cli) -> None:
+    cli = dockercli
+    net = cli.name("network")
+    cli("network", "create", "--internal", "--subnet", "10.231.44.0/24", "--gateway",
+        "10.231.44.254", net)
+    doc = json.loads(cli.out("network", "inspect", net))[0]
+    assert doc["Internal"] is True and doc["IPAM"]["Config"][0]["Gateway"] == "10.231.44.254"
+    name = cli.run_d()
+    cli("network", "connect", "--alias", "db", net, name)
+    endpoint = json.loads(cli.out("inspect", name))[0]["NetworkSettings"]["Networks"][net]
+    assert endpoint["IPAddress"].startswith("10.231.44.") and "db" in endpoint["Aliases"]
+    assert endpoint["IPAddress"] in cli.out("exec", name, "ip", "-4", "-o", "addr")
+    cli("network", "disconnect", net, name)
+    assert net not in json.loads(cli.out("inspect", name))[0]["NetworkSettings"]["Networks"]
+
+
+def test_native_network_options_it_lacks_say_so(native: Cli) -> None:
+    for argv, named in ((["network", "create", "--internal", "x"], "--internal"),
+                        (["network", "create", "--subnet", "10.231.45.0/24", "--gateway",
+                          "10.231.45.9", "x"], "10.231.45.1"),
+                        (["network", "connect", "bridge", "x"], "network connect")):
+        done = native(*argv, check=False)
+        assert done.returncode == 1 and named in done.stderr.decode()
+        assert done.stderr.decode().count("\n") == 1
