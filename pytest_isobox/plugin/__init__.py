@@ -169,10 +169,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     registry = SharedRegistry.of(isobox_session)
     try:
         if hasattr(config, "workerinput"):
-            registry.leave(isobox_session.engine)
+            registry.leave(isobox_session.shared_engine)
             config.workeroutput["isobox"] = isobox_session.report.to_dict()  # type: ignore[attr-defined]
         else:
-            registry.finish(isobox_session.engine)
+            registry.finish(isobox_session.shared_engine)
     finally:
         isobox_session.close()
 

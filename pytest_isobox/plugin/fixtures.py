@@ -182,11 +182,12 @@ def network(*, name: str | None = None, subnet: str | None = None, scope: str = 
         from pytest_isobox.plugin.handles import Network
         from pytest_isobox.plugin.sharing import SharedRegistry
 
-        engine = session.engine()
+        sharing = meta.shared and session.worker_count > 1
+        engine = session.shared_engine() if sharing else session.engine()
         net_name = (render(name, values) if name
                     else session.resource_name(request.fixturename, shared=meta.shared,
                                                stable=session.settings.reuse))
-        if meta.shared and session.worker_count > 1:
+        if sharing:
             SharedRegistry.of(session).acquire(
                 f"network:{request.fixturename}",
                 lambda: _create_network(engine, net_name, subnet, request.fixturename).name)

@@ -74,6 +74,7 @@ class IsoboxSession:
         self.report = RunReport()
         self.failed_ids: set[str] = set()
         self._engine: Engine | None = None
+        self._shared_engine: Engine | None = None  # the first Docker host's, when not ours
         self._unavailable: str | None = None
         self._records: dict[str, ContainerRecord] = {}
         self._images: dict[str, Image] = {}
@@ -97,6 +98,24 @@ class IsoboxSession:
             raise EngineUnavailable(self._unavailable) from None
         self._after_open(self._engine)
         return self._engine
+
+    def shared_engine(self) -> Engine:
+        """The engine for what all workers share (shared containers and their networks): the
+        first host of --isobox-docker-hosts, where every worker finds them; this worker's
+        own engine otherwise."""
+        engine = self.engine()
+        hosts = self.settings.docker_hosts
+        if self.settings.engine != "docker" or len(hosts) < 2 or \
+                docker_host_for(self.settings, self.worker_id) == hosts[0]:
+            return engine
+        if self._shared_engine is None:
+            try:
+                self._shared_engine = open_engine("docker", base_url=hosts[0],
+                                                  pull=self.settings.pull)
+            except EngineUnavailable as exc:
+                raise EngineUnavailable(f"docker engine (first host, for shared containers): "
+                                        f"{exc}") from None
+        return self._shared_engine
 
     def require_engine(self) -> Engine:
         """The engine, or a skip of the current test with the one-line reason."""
@@ -125,6 +144,9 @@ class IsoboxSession:
                                               self.worker_id))
 
     def close(self) -> None:
+        if self._shared_engine is not None:
+            self._shared_engine.close()
+            self._shared_engine = None
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -216,6 +238,23 @@ class IsoboxSession:
         self._remember_image(image)
         return image
 
+    def _carry_image(self, target: Engine, ref: str) -> None:
+        """An image this worker made (built, imported) onto the host of the shared engine,
+        when that is another Docker host: saved here, loaded there (once per host)."""
+        if target is self._engine or ref not in self._images:
+            return
+        try:
+            target.image_inspect(ref)
+            return
+        except ImageNotFound:
+            pass
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="isobox-carry-") as folder:
+            archive = Path(folder) / "image.tar"
+            self.engine().save_images([ref], archive)  # type: ignore[attr-defined]
+            target.load_images(archive)  # type: ignore[attr-defined]
+
     def _remember_image(self, image: Image) -> None:
         self._images[image.ref] = self._images[image.id] = image
         steps = [s for s in image.steps if not _is_from(s)]
@@ -234,7 +273,7 @@ class IsoboxSession:
         is adopted when an earlier run left it with the same configuration, and is left
         running at the end for the next run.
         """
-        engine = self.engine()
+        engine = self.shared_engine() if shared else self.engine()
         reuse = reusable and self.settings.reuse
         if name is None:
             name = self.resource_name(fixture, shared=shared, stable=reuse)
@@ -251,6 +290,8 @@ class IsoboxSession:
                 return self._adopt(reused, record, ready, timeout, network_names, "reused")
             record.how = "reusable"
         started = time.monotonic()
+        if shared:
+            self._carry_image(engine, spec.image)
         state = engine.run(spec)
         record.start_seconds = time.monotonic() - started
         container = Container(engine, state, spec, fixture=fixture, network_names=network_names)
@@ -259,7 +300,7 @@ class IsoboxSession:
     def attach(self, container_id: str, spec: ContainerSpec, *, fixture: str,
                network_names: dict[str, str] | None = None) -> Container:
         """A handle on a container another worker started (a shared one)."""
-        engine = self.engine()
+        engine = self.shared_engine()
         container = Container(engine, engine.state(container_id), spec, fixture=fixture,
                               network_names=network_names)
         self.config.hook.pytest_isobox_container_created(container=container)

@@ -119,6 +119,67 @@ def test_xdist_workers_spread_over_several_hosts(
     assert {h for hs in by_worker.values() for h in hs} == {d.ip for d in remote_daemons}
 
 
+_SHARED_TEST = """
+    import json, os
+
+    def _where(web, shared, n):
+        host, _ = web.get_addr("8000/tcp")
+        shared_host, _ = shared.get_addr("8000/tcp")
+        body = urllib.request.urlopen(f"http://{shared_host}:{_}/passwd", timeout=10).read()
+        assert body.startswith(b"root:")
+        with open(os.environ["RECORD"], "a") as f:
+            f.write(json.dumps([os.environ.get("PYTEST_XDIST_WORKER", "master"), host,
+                                shared_host, shared.id]) + "\\n")
+"""
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2")
+def test_shared_containers_live_on_the_first_host(
+        pytester: pytest.Pytester, busybox_rootfs: Path,
+        remote_daemons: list[RemoteDaemon], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Every worker's own containers on its host; the shared one (its image carried over
+    from whichever worker made it) once, on the first host, for all; nothing left after."""
+    pytest.importorskip("xdist")
+    first = remote_daemons[0]
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(first.client_certs))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    record = tmp_path / "record"
+    monkeypatch.setenv("RECORD", str(record))
+    pytester.makeini("[pytest]\nisobox_engine = docker\n")
+    pytester.makeconftest(base_conftest(busybox_rootfs, """
+        serve = dict(image="{base}", ports=["8000/tcp"],
+                     command=["httpd", "-f", "-p", "8000", "-h", "/etc"],
+                     ready=wait.http(8000, "/passwd", body="root"))
+        web = container(**serve, scope="function")
+        shared = container(**serve, scope="session", shared=True)
+    """))
+    body = textwrap.dedent(_PROJECT_TEST) + textwrap.dedent(_SHARED_TEST) + "".join(
+        f"\ndef test_{n}(web, shared):\n    _where(web, shared, {n})\n" for n in range(8))
+    pytester.makepyfile(test_it=body)
+    hosts = ",".join(d.url for d in remote_daemons)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4",
+                                f"--isobox-docker-hosts={hosts}")
+    result.assert_outcomes(passed=8)
+    import json
+
+    seen = [json.loads(line) for line in record.read_text().splitlines()]
+    assert {own for _, own, _, _ in seen} == {d.ip for d in remote_daemons}
+    assert {shared_host for _, _, shared_host, _ in seen} == {first.ip}
+    assert len({shared_id for *_, shared_id in seen}) == 1
+    assert len({worker for worker, *_ in seen}) > 1
+    for daemon in remote_daemons:
+        tls = TLSFiles(True, str(daemon.client_certs / "ca.pem"),
+                       str(daemon.client_certs / "cert.pem"), str(daemon.client_certs / "key.pem"))
+        client = DockerClient(DaemonAddress(daemon.url, "test", tls))
+        try:
+            left = client.get_json("/containers/json", {"all": True})
+        finally:
+            client.close()
+        assert [c["Names"] for c in left if "isobox-" in str(c["Names"])] == [], daemon.url
+
+
 @pytest.fixture
 def sshd_to_remote(remote_daemon_host: RemoteDaemon, tmp_path: Path,
                    monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:

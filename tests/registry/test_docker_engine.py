@@ -279,3 +279,22 @@ def test_the_daemons_messages_become_progress_and_errors() -> None:
         "fromImage": "h:5/a", "tag": "sha256:" + "b" * 64}
     assert registries.domain_of("sha256:" + "c" * 64) is None
     assert registries.domain_of("ghcr.io/o/app:1") == "ghcr.io"
+
+
+@needs_docker
+def test_the_plugin_pulls_through_the_daemon_as_its_policy_says(
+        pytester: pytest.Pytester, pushed: Callable[[str], str], daemon_images: list[str],
+        docker_config: Path) -> None:
+    ref = pushed("isobox/plugin")
+    pytester.makeconftest(f"""
+        from pytest_isobox import container
+        box = container(image={ref!r}, command=["sleep", "30"], scope="function", ready=False)
+    """)
+    pytester.makepyfile("def test_it(box):\n    assert box.status == 'running'\n")
+    never = pytester.runpytest("-p", "no:cacheprovider", "--isobox-engine=docker",
+                               "--isobox-pull=never")
+    never.assert_outcomes(errors=1)
+    never.stdout.fnmatch_lines([f"*No such image: {ref} (pull policy never*"])
+    pulled = pytester.runpytest("-p", "no:cacheprovider", "--isobox-engine=docker")
+    pulled.assert_outcomes(passed=1)
+    pulled.stdout.fnmatch_lines([f"isobox: pulled {ref} (*) in *s"])
