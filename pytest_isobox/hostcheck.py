@@ -27,7 +27,13 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pytest_isobox.native.names import BRIDGE_PREFIX, NFT_TABLE, PROCESS_PREFIX, VETH_PREFIX
+from pytest_isobox.native.names import (
+    BRIDGE_PREFIX,
+    HEREDOC_DIR_PREFIX,
+    NFT_TABLE,
+    PROCESS_PREFIX,
+    VETH_PREFIX,
+)
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 PRUNE_CGROUP_AGE = 5.0  # s: an empty cgroup this young may be a container being started
@@ -36,7 +42,7 @@ PRUNE_CGROUP_AGE = 5.0  # s: an empty cgroup this young may be a container being
 def current_state(homes: Iterable[Path] = ()) -> list[str]:
     """Every item of ours on the host now, sorted."""
     items = [*mounts(), *cgroups(), *links(), *named_netns(), *nft_rules(), *iptables_rules(),
-             *processes(), *dead_owner_state(homes)]
+             *processes(), *dead_owner_state(homes), *dead_heredoc_dirs()]
     return sorted(set(items))
 
 
@@ -176,20 +182,34 @@ def _dead_owner_networks(home: Path) -> Iterator[str]:
 def _dead_owner_temps(home: Path) -> Iterator[str]:
     """Temp names a dead process left: `tmp/<pid>-<start>-*` (layers being unpacked, blobs
     being pulled), `containers/.tmp-<pid>-<start>-*` (a container dir being made)."""
+    for folder, prefix in ((home / "tmp", ""), (home / "containers", ".tmp-")):
+        for path, pid in _of_dead_owners(folder, prefix):
+            yield f"temp {path} (owner pid {pid} is gone)"
+
+
+def dead_heredoc_dirs() -> Iterator[str]:
+    """A build's RUN heredoc script dirs in the system's temp dir whose process is gone."""
+    import tempfile
+
+    for path, pid in _of_dead_owners(Path(tempfile.gettempdir()), HEREDOC_DIR_PREFIX):
+        yield f"temp {path} (owner pid {pid} is gone)"
+
+
+def _of_dead_owners(folder: Path, prefix: str) -> Iterator[tuple[Path, int]]:
+    """Entries `<prefix><pid>-<start>-...` of `folder` whose process is gone, with that pid."""
     from pytest_isobox.processes import ProcessIdentity
 
-    for folder, prefix in ((home / "tmp", ""), (home / "containers", ".tmp-")):
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(prefix):
             continue
-        for name in names:
-            if not name.startswith(prefix):
-                continue
-            pid, _, rest = name[len(prefix):].partition("-")
-            owner = ProcessIdentity.parse(f"{pid}:{rest.partition('-')[0]}")
-            if owner is not None and not owner.alive():
-                yield f"temp {folder / name} (owner pid {owner.pid} is gone)"
+        pid, _, rest = name[len(prefix):].partition("-")
+        owner = ProcessIdentity.parse(f"{pid}:{rest.partition('-')[0]}")
+        if owner is not None and not owner.alive():
+            yield folder / name, owner.pid
 
 
 def known_homes(extra: Iterable[str | Path] = ()) -> list[Path]:
@@ -203,7 +223,10 @@ def prune(homes: Iterable[Path]) -> list[str]:
     """Sweep every home that exists with the native engine's own sweep (what dead owners
     left: containers, their cgroups, networks, rules, relays); one line per thing removed.
     Live runs' containers, persistent ones and anything not ours are never touched."""
+    import tempfile
+
     from pytest_isobox.engine import open_engine
+    from pytest_isobox.images.atomic import remove_path
 
     removed: list[str] = []
     for home in homes:
@@ -212,8 +235,16 @@ def prune(homes: Iterable[Path]) -> list[str]:
         engine = open_engine("native", home=home)
         try:
             removed += [f"{home}: {line}" for line in engine.swept]
+            temps = list(_of_dead_owners(Path(home) / "tmp", ""))
+            if temps:
+                engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
+                removed += [f"{home}: temp {path.name} of dead process {pid}"
+                            for path, pid in temps if not path.exists()]
         finally:
             engine.close()
+    for path, pid in _of_dead_owners(Path(tempfile.gettempdir()), HEREDOC_DIR_PREFIX):
+        remove_path(path)
+        removed.append(f"heredoc scripts {path} of dead process {pid}")
     if os.geteuid() == 0:  # the rootful cgroups (a rootless user's go with its holder)
         from pytest_isobox.native.sweep import sweep_orphan_cgroups
 

@@ -101,3 +101,43 @@ def test_check_opens_no_engine(tmp_path: Path) -> None:
     home = tmp_path / "never-made"
     proc = isobox("--home", str(home), "system", "check", "--save", str(tmp_path / "s"))
     assert proc.returncode == 0 and not home.exists()
+
+
+def _dead_identity():
+    """The identity of a process that ran and is gone (its pid may be reused: its start not)."""
+    from pytest_isobox.processes import ProcessIdentity
+
+    proc = subprocess.Popen(["sleep", "60"])
+    identity = ProcessIdentity.of(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert identity is not None and not identity.alive()
+    return identity
+
+
+@needs_root
+def test_a_dead_owners_temp_names_and_heredoc_dir_are_named_and_pruned(
+        isobox_home: Path, tmp_path: Path) -> None:
+    import tempfile
+
+    from pytest_isobox.native.engine import NativeEngine
+
+    NativeEngine(home=isobox_home).close()  # the layout (tmp/, containers/)
+    dead = _dead_identity()
+    token = dead.token("-")
+    blob = isobox_home / "tmp" / f"{token}-0123456789ab.blob"
+    blob.parent.mkdir(exist_ok=True)
+    blob.write_bytes(b"half a layer")
+    heredoc = Path(tempfile.gettempdir()) / f"isobox-run-{token}-abcd1234"
+    heredoc.mkdir()
+    try:
+        check = isobox("--home", str(isobox_home), "system", "check", "--json")
+        lines = json.loads(check.stdout)
+        assert f"temp {blob} (owner pid {dead.pid} is gone)" in lines
+        assert f"temp {heredoc} (owner pid {dead.pid} is gone)" in lines
+        pruned = isobox("--home", str(isobox_home), "system", "prune")
+        assert pruned.returncode == 0, pruned.stderr
+        assert not blob.exists() and not heredoc.exists()
+        assert f"temp {blob.name} of dead process {dead.pid}" in pruned.stdout
+    finally:
+        heredoc.exists() and heredoc.rmdir()

@@ -5,3 +5,4 @@ PROCESS_PREFIX = "isobox-"  # every long-lived process of ours is named so (its 
 BRIDGE_PREFIX = "isobox-"  # bridges of our networks
 VETH_PREFIX = "ibv"  # host ends of containers' veths
 NFT_TABLE = "isobox"  # our nftables table
+HEREDOC_DIR_PREFIX = "isobox-run-"  # + <pid>-<start>-: a build's RUN heredoc scripts, in /tmp

@@ -10,12 +10,14 @@ killed goes on untouched and ends well.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -246,3 +248,65 @@ def _sleep_alive(proc: subprocess.Popen, seconds: float, things: RunThings) -> b
     assert things.left() == [], out
     print(f"seed {SEED}: the run ended before its kill point (+{seconds:.3f} s)")
     return False
+
+
+XDIST_TEST = """
+import os, pathlib, time
+from conftest import mark
+
+
+def test_body(box):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    mark("body-" + worker, f"{os.getpid()} {box.id}")
+    stop = pathlib.Path(os.environ["REAPER_STOP"])
+    deadline = time.monotonic() + 120
+    while not stop.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_xdist_worker_killed(home, survivor, rng, tmp_path, request):
+    """One xdist worker of a run sharing the home is killed in its test body: its things go
+    (its reaper's sweep waits for nothing of the other worker's), the other worker's
+    container runs on and its run ends by itself."""
+    project = make_project(tmp_path / "project")
+    (project / "test_inner.py").write_text(textwrap.dedent(XDIST_TEST))
+    stop = project / "stop"
+    proc = start(inner_pytest_argv("-n", "2", "--dist=each", "test_inner.py"), project,
+                 run_env(home, project, "shim", REAPER_STOP=str(stop)))
+    marks = project / "marks"
+    try:
+        wait_for(lambda: (marks / "body-gw0").exists() and (marks / "body-gw1").exists(),
+                 "both workers' test bodies", proc, timeout=180)
+        victim, other = rng.sample(["gw0", "gw1"], 2)
+        pid, _ = (marks / f"body-{victim}").read_text().split()
+        _, other_box = (marks / f"body-{other}").read_text().split()
+        worker = psutil.Process(int(pid))
+        assert worker.ppid() == proc.pid  # a worker of this very run (killed by its pid)
+        delay = rng.uniform(0.0, 0.2)
+        time.sleep(delay)  # the drawn kill moment, in the body's wait
+        things = RunThings(home)
+        kill_and_measure(_Pid(int(pid)), things, f"pytest -n 2/worker {victim}+{delay:.3f}s",
+                         request)
+        assert_running(home, other_box)
+        assert_running(home, survivor)
+    finally:
+        stop.touch()
+        proc.communicate(timeout=120)
+    assert not (home / "containers" / other_box).exists()  # its worker's close removed it
+
+
+class _Pid:
+    """A process that is not our child (a worker of the inner run), by pid, for
+    `kill_and_measure`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def wait(self) -> None:
+        """Until it is gone or a zombie (its parent, the inner run, reaps it)."""
+        deadline = time.monotonic() + 30
+        with contextlib.suppress(psutil.NoSuchProcess):
+            while psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE:
+                assert time.monotonic() < deadline, f"pid {self.pid} outlived SIGKILL"
+                time.sleep(0.01)
