@@ -21,7 +21,6 @@ from pytest_isobox.cli.output import (
 from pytest_isobox.engine import (
     BuildStep,
     Engine,
-    InvalidSpec,
     IsoboxError,
     parse_size,
 )
@@ -86,38 +85,20 @@ def _stdin_context():  # -> Iterator[str]
     import tarfile
     import tempfile
 
+    from pytest_isobox.images.tarsafe import extract_context
+
     data = sys.stdin.buffer.read()
     with tempfile.TemporaryDirectory(prefix="isobox-build-") as tmp:
         try:
-            archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*"):
+                is_tar = True
         except (tarfile.TarError, EOFError, OSError):
-            archive = None
-        if archive is None:
-            Path(tmp, "Dockerfile").write_bytes(data)
+            is_tar = False
+        if is_tar:
+            extract_context(Path(tmp), io.BytesIO(data), "build -: the context tar on stdin")
         else:
-            with archive:
-                _extract_safely(archive, Path(tmp))
+            Path(tmp, "Dockerfile").write_bytes(data)
         yield tmp
-
-
-def _extract_safely(archive, dest: Path) -> None:
-    """A context tar from stdin unpacked only inside `dest`: no absolute paths, no `..`, no
-    links out, no devices (tarfile's data filter where this Python has it)."""
-    import tarfile
-
-    if hasattr(tarfile, "data_filter"):
-        try:
-            archive.extractall(dest, filter="data")
-        except tarfile.FilterError as exc:
-            raise InvalidSpec(f"build -: refused entry in the context tar: {exc}") from None
-        return
-    for member in archive.getmembers():
-        target = (dest / member.name).resolve()
-        if not target.is_relative_to(dest.resolve()) or member.isdev() or (
-                (member.issym() or member.islnk()) and (
-                    Path(member.linkname).is_absolute() or ".." in Path(member.linkname).parts)):
-            raise InvalidSpec(f"build -: refused entry {member.name!r} in the context tar")
-    archive.extractall(dest)
 
 
 def _format_step(step: BuildStep) -> str:
