@@ -108,12 +108,14 @@ class LaunchRole:
 
         cgroup = self._cgroup(cid)
         cgroup.create(limits)
+        owner = os.pidfd_open(os.getpid())
         try:
-            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(),
-                                os.pidfd_open(os.getpid()))
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner)
         except BaseException:
             cgroup.destroy()
             raise
+        finally:
+            os.close(owner)  # the shim has its own copy; ours would be one fd per container
         return ShimSpare(cid, handle, cgroup)
 
     def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,

@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import secrets
-import select
 import signal
 import time
 from dataclasses import asdict, replace
@@ -43,6 +42,7 @@ from pytest_isobox.native.specs import (
     spec_to_dict,
 )
 from pytest_isobox.native.state import ContainerDir, mark_exited
+from pytest_isobox.polling import readable
 from pytest_isobox.processes import ProcessIdentity
 
 if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
@@ -391,7 +391,7 @@ class LifecycleRole:
         try:
             if not monitor.alive():
                 return
-            if not select.select([fd], [], [], timeout)[0]:
+            if not readable([fd], timeout):
                 raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
         finally:
             os.close(fd)
@@ -434,7 +434,7 @@ class LifecycleRole:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal_number(cdir.config["stop_signal"]))
             self._thaw_after_signal(cdir.id)
-            if not select.select([fd], [], [], timeout)[0]:
+            if not readable([fd], timeout):
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
         finally:
