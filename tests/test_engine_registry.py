@@ -86,7 +86,9 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
         code = main({argv!r})
         heavy = sorted(m for m in sys.modules if m.startswith((
             "pytest_isobox.native.sweep", "pytest_isobox.native.network.manager",
-            "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2")))
+            "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2",
+            "pytest_isobox.dockerargs", "pytest_isobox.cli.run_options",
+            "pytest_isobox.native.forked", "pytest_isobox.native.cgroups", "ssl", "secrets")))
         print("LOADED", heavy)
         sys.exit(code)
     """)
@@ -95,3 +97,15 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout
+
+
+def test_the_seam_loads_a_name_only_when_used() -> None:
+    """`from pytest_isobox.engine import IsoboxError` (what every CLI verb needs) loads no
+    dataclass of specs.py; each name of `__all__` is there when asked for."""
+    code = ("import sys, pytest_isobox.engine as seam\n"
+            "from pytest_isobox.engine import IsoboxError\n"
+            "print('specs' if 'pytest_isobox.engine.specs' in sys.modules else 'lazy')\n"
+            "print(all(getattr(seam, name) is not None for name in seam.__all__))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["lazy", "True"]

@@ -10,7 +10,6 @@ import re
 import sys
 import time
 
-from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import (
     _ago,
     _duration,
@@ -19,7 +18,6 @@ from pytest_isobox.cli.output import (
     compile_format,
     print_documents,
 )
-from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
 from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
@@ -34,6 +32,8 @@ EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 
 
 def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+
     spec = _spec_from_args(args)
     check_cidfile(args)
     if args.interactive or args.tty:
@@ -73,6 +73,8 @@ def _start(engine: Engine, container: str) -> int | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+
     args.detach = True
     spec = _spec_from_args(args)
     check_cidfile(args)
@@ -310,6 +312,8 @@ def _rfc3339_nano(when: float) -> str:
 
 
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
     if args.detach:
         result = _verb_of(engine, "exec_detached")(args.container, args.cmd, env=env,

@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import (
     _ago,
     _short,
@@ -22,11 +21,12 @@ from pytest_isobox.engine import (
     BuildStep,
     Engine,
     IsoboxError,
-    parse_size,
 )
 
 
 def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     tags = list(args.tag or [])
     labels = dockerargs.parse_labels(args.label)
     stream = args.progress in ("plain", "auto", "tty") and not args.quiet
@@ -140,6 +140,8 @@ def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     store = getattr(engine, "images_store", None)
     push = store.push if store is not None else getattr(engine, "push", None)
     if push is None:
@@ -148,7 +150,7 @@ def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
 
     printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
                               verb="Push")
-    chunk = parse_size(args.chunk_size) if args.chunk_size else None
+    chunk = dockerargs.parse_size(args.chunk_size) if args.chunk_size else None
     digest = push(args.image, printer, chunk_size=chunk)
     printer.finish()
     print(f"{args.image}: digest: {digest}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import compile_format, print_documents
 from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
 
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     # A network made from the CLI lives until `network rm`, as in Docker.
     labels = {**dockerargs.parse_labels(args.label), PERSISTENT_LABEL: "1"}
     extra: dict = {}

@@ -22,11 +22,9 @@ import contextlib
 import os
 import select
 import signal
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_isobox.native.forked import fork_child
 from pytest_isobox.processes import ProcessIdentity
 
 CLOSED = b"c"  # the engine closed normally: nothing to reap
@@ -50,6 +48,8 @@ class RunReaper:
         engine joins its threads)."""
         if self.pid is not None or os.getpid() != self.owner.pid:
             return
+        from pytest_isobox.native.forked import fork_child  # ctypes: only once a run makes
+
         if before_fork is not None:
             before_fork()
         owner_fd = os.pidfd_open(self.owner.pid)
@@ -105,6 +105,8 @@ def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
     containers (with their cgroups, attachments, rules, state dirs), then the networks and
     temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
     heredoc script dirs of a build's RUN step (in the system's temp dir)."""
+    import tempfile
+
     from pytest_isobox.builder.builder import heredoc_prefix
     from pytest_isobox.images.atomic import has_temps_of, remove_path
     from pytest_isobox.native.engine import NativeEngine

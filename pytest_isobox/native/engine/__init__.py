@@ -91,7 +91,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
 
             self._rootless = RootlessMode(self.home, limits)
         else:
-            from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
+            from pytest_isobox.native.rootless import check_mode as check_limits_mode
             from pytest_isobox.native.rootless.store import check_owner as check_store_owner
 
             check_prerequisites()

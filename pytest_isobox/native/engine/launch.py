@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -202,7 +201,7 @@ class LaunchRole:
         elif now - self._pool_refilled > POOL_QUIET:
             self._pool_batch = 1
         self._pool_refilled = now
-        cids = [secrets.token_hex(32) for _ in range(self._pool_batch)]
+        cids = [os.urandom(32).hex() for _ in range(self._pool_batch)]
         self._pool_thread = threading.Thread(target=self._spawn_pool, args=(cids,),
                                              name="isobox-shim-pool", daemon=True)
         self._pool_thread.start()
@@ -247,7 +246,7 @@ class LaunchRole:
         if self._shim_binary() is not None:
             self._refill_pool()
             return
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         cgroup = self._cgroup(cid)
 
         def prepare(plan: ContainerPlan) -> tuple[ContainerDir, Hooks, ProcessIdentity | None,

@@ -7,14 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -67,6 +65,8 @@ class LifecycleRole:
         self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         if spec.publish_all:  # -P: every exposed port on a free loopback port
+            from pytest_isobox import dockerargs
+
             spec = replace(spec, ports=dockerargs.publish_all_ports(
                 dockerargs.exposed_ports(image_config, spec.expose), spec.ports))
         limits, _ = self._limits_plan(spec)
@@ -82,7 +82,7 @@ class LifecycleRole:
             spare = self._pool.popleft()
         else:
             spare, self._spare = self._spare, None
-        cid = spare.cid if spare is not None else secrets.token_hex(32)
+        cid = spare.cid if spare is not None else os.urandom(32).hex()
         try:
             state = self._create(spec, cid, image_id, image_config, lowerdirs)
         except BaseException:
@@ -599,6 +599,8 @@ class LifecycleRole:
 
 def _check_options(spec: ContainerSpec) -> None:
     """Refuse what Docker refuses at create, whoever made the spec (CLI, fixture, API)."""
+    from pytest_isobox import dockerargs
+
     dockerargs.check_working_dir(spec.working_dir)
     dockerargs.check_platform(spec.platform)
     for key, value in spec.sysctls.items():
