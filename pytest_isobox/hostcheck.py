@@ -27,7 +27,7 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pytest_isobox.native.names import (
+from pytest_isobox.names import (
     BRIDGE_PREFIX,
     HEREDOC_DIR_PREFIX,
     NFT_TABLE,

@@ -109,3 +109,34 @@ def test_the_seam_loads_a_name_only_when_used() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.split() == ["lazy", "True"]
+
+
+LAYERS_ABOVE_THE_SEAM = ("engine", "plugin", "cli", "server", "builder", "compose")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at its top or inside a function (absolute names)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_layer_above_the_seam_imports_an_engine_not_even_lazily() -> None:
+    """The plugin, CLI, server, builder and compose reach engines only by the registry's
+    names; the docker engine shares nothing with the native one but the top-level modules."""
+    package = Path(__file__).resolve().parent.parent / "pytest_isobox"
+    offences = []
+    for layer in (*LAYERS_ABOVE_THE_SEAM, "docker"):
+        banned = ("pytest_isobox.native",) if layer == "docker" else (
+            "pytest_isobox.native", "pytest_isobox.docker")
+        for path in sorted((package / layer).rglob("*.py")):
+            offences += [f"{path.relative_to(package)}: {name}" for name in _imports(path)
+                         if any(name == b or name.startswith(b + ".") for b in banned)]
+    assert offences == []

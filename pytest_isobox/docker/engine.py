@@ -55,7 +55,7 @@ from pytest_isobox.engine import (
     LogStream,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
-from pytest_isobox.native.reaper import RunReaper
+from pytest_isobox.reaper import RunReaper
 
 log = logging.getLogger(__name__)
 

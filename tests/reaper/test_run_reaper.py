@@ -1,4 +1,4 @@
-"""The run reaper itself (native/reaper.py): forked lazily, once; gone without reaping when
+"""The run reaper itself (pytest_isobox/reaper.py): forked lazily, once; gone without reaping when
 its engine closes; reaping once its owner dies, even when the owner's whole process group is
 killed; never holding the owner's pipes open."""
 
@@ -18,7 +18,7 @@ from tests.conftest import REPO, needs_root
 OWNER = """
 import os, sys, time
 from pathlib import Path
-from pytest_isobox.native.reaper import RunReaper
+from pytest_isobox.reaper import RunReaper
 from pytest_isobox.processes import ProcessIdentity
 
 marker = Path(sys.argv[1])

@@ -35,11 +35,12 @@ from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
-from pytest_isobox.native.reaper import RunReaper, reap_home
+from pytest_isobox.native.reaping import reap_home
 from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.state import ContainerStore
 from pytest_isobox.native.volumes import VolumeStore
 from pytest_isobox.processes import ProcessIdentity
+from pytest_isobox.reaper import RunReaper
 
 if TYPE_CHECKING:  # (imported where used: a read-only verb never pays for them)
     from pytest_isobox.native.engine.support import ShimSpare
@@ -197,7 +198,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
 
     def _own_resources(self) -> None:
         """Before this process makes its first container, network, build or pull: the run
-        reaper, which cleans up what is left if this process dies (see native/reaper.py)."""
+        reaper, which cleans up what is left if this process dies (see pytest_isobox/reaper.py)."""
         if self._rootless is None:  # (rootless: the Python monitors release on their own)
             self._reaper.ensure(before_fork=self._join_pool)
 

@@ -13,7 +13,7 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
-from pytest_isobox.native import names
+from pytest_isobox import names
 from pytest_isobox.native.network.ipam import Claim
 from pytest_isobox.native.network.rtnl import delete_link
 

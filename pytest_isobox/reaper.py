@@ -1,5 +1,9 @@
 """The run reaper: one small process per engine that cleans up when the engine's process dies.
 
+Engine-neutral: what it does on the owner's death is the engine's callback (the native
+engine's `native/reaping.reap_home`; the docker engine's watchdog removes the run's
+containers and networks on the daemon).
+
 A container's monitor (isobox-shim or monitor.py) sees its owner die and kills the container,
 but some things no monitor covers: a build's step containers that were created and never
 started, a network made for the run, an attachment's addresses and rules (the shim leaves
@@ -23,7 +27,6 @@ import os
 import select
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 from pytest_isobox.processes import ProcessIdentity
 
@@ -98,24 +101,3 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
             elif fd == owner_fd:
                 reap(owner)
                 return 0
-
-
-def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
-    """What the next engine opening `home` would sweep, restricted to the dead `owner`'s
-    containers (with their cgroups, attachments, rules, state dirs), then the networks and
-    temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
-    heredoc script dirs of a build's RUN step (in the system's temp dir)."""
-    import tempfile
-
-    from pytest_isobox.builder.builder import heredoc_prefix
-    from pytest_isobox.images.atomic import has_temps_of, remove_path
-    from pytest_isobox.native.engine import NativeEngine
-
-    engine = NativeEngine(home, rootless=False, limits=limits, sweep_for=owner)
-    try:
-        if has_temps_of(home / "tmp", owner):
-            engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
-        for scripts in Path(tempfile.gettempdir()).glob(heredoc_prefix(owner) + "*"):
-            remove_path(scripts)  # a RUN step's heredoc scripts
-    finally:
-        engine.close()
