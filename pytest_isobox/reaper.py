@@ -27,6 +27,7 @@ import os
 import select
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from pytest_isobox.processes import ProcessIdentity
 
@@ -99,5 +100,25 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                     return 0
                 poller.unregister(done_r)  # EOF: the owner is exiting; its pidfd will say
             elif fd == owner_fd:
-                reap(owner)
+                try:
+                    reap(owner)
+                finally:
+                    remove_owned_temp_dirs(owner)
                 return 0
+
+
+def remove_owned_temp_dirs(owner: ProcessIdentity) -> list[Path]:
+    """The dead `owner`'s temp dirs in the system's temp dir (a RUN step's heredoc scripts,
+    a rootfs being imported by the plugin), whatever the engine; returns those removed."""
+    import tempfile
+
+    from pytest_isobox.images.atomic import remove_path
+    from pytest_isobox.names import OWNED_TEMP_PREFIXES, owned_temp_prefix
+
+    removed = []
+    for prefix in OWNED_TEMP_PREFIXES:
+        for path in Path(tempfile.gettempdir()).glob(owned_temp_prefix(prefix, owner.token("-"))
+                                                     + "*"):
+            remove_path(path)
+            removed.append(path)
+    return removed

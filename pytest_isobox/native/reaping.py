@@ -11,19 +11,14 @@ from pytest_isobox.processes import ProcessIdentity
 def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
     """What the next engine opening `home` would sweep, restricted to the dead `owner`'s
     containers (with their cgroups, attachments, rules, state dirs), then the networks and
-    temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
-    heredoc script dirs of a build's RUN step (in the system's temp dir)."""
-    import tempfile
-
-    from pytest_isobox.builder.builder import heredoc_prefix
-    from pytest_isobox.images.atomic import has_temps_of, remove_path
+    temp names (layers being unpacked, blobs being pulled) of dead owners. (The owner's temp
+    dirs outside the home go by the reaper itself: `reaper.remove_owned_temp_dirs`.)"""
+    from pytest_isobox.images.atomic import has_temps_of
     from pytest_isobox.native.engine import NativeEngine
 
     engine = NativeEngine(home, rootless=False, limits=limits, sweep_for=owner)
     try:
         if has_temps_of(home / "tmp", owner):
             engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
-        for scripts in Path(tempfile.gettempdir()).glob(heredoc_prefix(owner) + "*"):
-            remove_path(scripts)  # a RUN step's heredoc scripts
     finally:
         engine.close()
