@@ -42,12 +42,13 @@ def _quiet(event: str, digest: str, done: int, total: int) -> None:
 
 
 def pull_image(store: ImageStore, text: str, *, progress: Progress | None = None,
-               settings: RegistrySettings | None = None) -> str:
-    """Pull `text` (`name[:tag]` or `name@digest`); returns the image id, tagged `name:tag`."""
+               settings: RegistrySettings | None = None, platform: str | None = None) -> str:
+    """Pull `text` (`name[:tag]` or `name@digest`); returns the image id, tagged `name:tag`.
+    `platform` (`os/arch[/variant]`) picks from an index instead of this machine's."""
     ref = parse_reference(text)
     report = progress or _quiet
     client = RegistryClient(ref, settings)
-    manifest, manifest_digest = _manifest(client, ref)
+    manifest, manifest_digest = _manifest(client, ref, platform)
     config_desc = manifest.get("config") or {}
     config_digest = check_digest(config_desc.get("digest"))
     config_bytes = _config(store, client, config_digest)
@@ -76,13 +77,14 @@ def pull_image(store: ImageStore, text: str, *, progress: Progress | None = None
     return image_id
 
 
-def _manifest(client: RegistryClient, ref: Reference) -> tuple[dict, str]:
+def _manifest(client: RegistryClient, ref: Reference,
+              platform: str | None = None) -> tuple[dict, str]:
     """The image manifest for this platform (an index resolved) and its digest."""
     data, media, digest = client.get_manifest(ref.digest or ref.tag or "latest")
     doc = _json(data, f"{ref}: manifest")
     media = doc.get("mediaType") or media
     if media in INDEX_TYPES or (not media and "manifests" in doc):
-        chosen = platforms.choose(doc, str(ref))
+        chosen = platforms.choose(doc, str(ref), platform)
         data, media, digest = client.get_manifest(check_digest(chosen.get("digest")))
         doc = _json(data, f"{ref}: manifest {chosen.get('digest')}")
         media = doc.get("mediaType") or media
