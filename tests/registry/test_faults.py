@@ -175,7 +175,8 @@ def test_a_tampered_blob_is_refused_and_nothing_is_tagged(fake: FakeRegistry,
                                                          store: ImageStore) -> None:
     fake.tamper = True
     with pytest.raises(CorruptedBlob, match=r"test/app:1: layer sha256:[0-9a-f]{64}: content "
-                                            r"has digest"):
+                                            r"has digest sha256:[0-9a-f]{64}, expected "
+                                            r"sha256:[0-9a-f]{64} \(digest mismatch"):
         store.pull(f"{fake.netloc}/test/app:1")
     assert store.index.tags() == {}
     assert store.index.ids() == []

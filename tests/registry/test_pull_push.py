@@ -133,8 +133,8 @@ def test_four_processes_pulling_one_image_download_each_blob_once(
              for _ in range(4)]
     results = [(p.wait(120), *p.communicate()) for p in procs]
     assert [r[0] for r in results] == [0] * 4, results
-    assert [registry.blob_gets("isobox/concurrent", d)
-            for d in image.diff_ids] == [1] * len(image.diff_ids)
+    blobs = [*image.diff_ids, image.id]  # every layer and the config
+    assert [registry.blob_gets("isobox/concurrent", d) for d in blobs] == [1] * len(blobs)
     assert ImageStore(home).resolve(ref).id == two_layer_image
 
 

@@ -116,12 +116,19 @@ def _sound(store: ImageStore, digest: str) -> bool:
 
 
 def _config(store: ImageStore, client: RegistryClient, digest: str) -> bytes:
+    """The config blob: stored already, else fetched under its key lock, so processes pulling
+    one image at once fetch it once (the others wait and read it stored)."""
     try:
         return store.blobs.read_bytes(digest)
     except CorruptedBlob:
         pass
-    data = client.get_small_blob(digest)
-    store.blobs.put_bytes(data)
+    with store.producing(f"pull:{digest}"):
+        try:
+            return store.blobs.read_bytes(digest)
+        except CorruptedBlob:
+            pass
+        data = client.get_small_blob(digest)
+        store.blobs.put_bytes(data)
     return data
 
 
