@@ -151,6 +151,12 @@ class Registry:
                 count += 1
         return count
 
+    def blob_requests(self) -> int:
+        """Blob downloads served so far, of any repository (GETs answered 200 or 206)."""
+        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
+                   if '"GET /v2/' in line and "/blobs/sha256:" in line
+                   and ('" 200 ' in line or '" 206 ' in line))
+
     def served(self, method: str, path: str) -> int:
         """How many `method path` requests the registry answered 2xx (access log)."""
         return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
