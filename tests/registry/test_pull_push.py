@@ -169,3 +169,24 @@ def test_docker_hub_names_come_from_a_mirror(store: ImageStore, two_layer_image:
     assert fresh.index.tags() == {f"{name}:1": two_layer_image}
     log = registry.log_path.read_text()
     assert log.count(f'"GET /v2/library/{name}/manifests/1 ') == 2
+
+
+def test_a_second_push_uploads_nothing_the_registry_has(store: ImageStore, two_layer_image: str,
+                                                        registry: Registry) -> None:
+    """HEAD before each blob: present ones are skipped (no upload begun), the manifest goes."""
+    repo = f"isobox/head-{uuid.uuid4().hex[:8]}"
+    image = store.resolve(two_layer_image)
+    blobs = [*image.diff_ids, image.id]
+    store.tag(two_layer_image, f"{registry.netloc}/{repo}:1")
+    store.push(f"{registry.netloc}/{repo}:1")
+    uploads = registry.served("POST", f"/v2/{repo}/blobs/uploads/")
+    assert uploads == len(blobs)  # monolithic: one POST and one PUT per blob
+    store.tag(two_layer_image, f"{registry.netloc}/{repo}:2")
+    events: list[tuple[str, str]] = []
+    digest = store.push(f"{registry.netloc}/{repo}:2",
+                        lambda event, blob, done, total: events.append((event, blob)))
+    assert events == [("exists", blob) for blob in blobs]
+    assert registry.served("POST", f"/v2/{repo}/blobs/uploads/") == uploads
+    assert [registry.served("HEAD", f"/v2/{repo}/blobs/{blob}") for blob in blobs] == [1] * len(blobs)
+    assert registry.served("PUT", f"/v2/{repo}/manifests/2") == 1
+    assert digest == image.manifest_digest
