@@ -83,6 +83,12 @@ def multi_layout(tmp_path: Path, busybox_rootfs: Path) -> tuple[Path, dict]:
     this host's (runnable: busybox in a gzip layer, /etc/which in a zstd one), another
     (linux/arm64, or linux/amd64 on an arm64 host), and a buildx-style attestation
     (platform unknown/unknown) listed first. Returns the layout and what each holds."""
+    return _make_layout(tmp_path, busybox_rootfs, docker_format=False)
+
+
+def _make_layout(tmp_path: Path, busybox_rootfs: Path, *,
+                 docker_format: bool) -> tuple[Path, dict]:
+    """`docker_format`: only what Docker's schema 2 can carry (gzip, no attestation)."""
     zstandard = pytest.importorskip("zstandard")
     scratch = ImageStore(tmp_path / "scratch")
     base = scratch.resolve(scratch.import_rootfs(busybox_rootfs, None))
@@ -95,7 +101,9 @@ def multi_layout(tmp_path: Path, busybox_rootfs: Path) -> tuple[Path, dict]:
         ("application/vnd.oci.image.layer.v1.tar+gzip", busybox_tar,
          gzip.compress(busybox_tar, compresslevel=1)),
         ("application/vnd.oci.image.layer.v1.tar+zstd", which,
-         zstandard.ZstdCompressor().compress(which))], ["cat", "/etc/which"])
+         zstandard.ZstdCompressor().compress(which)) if not docker_format else
+        ("application/vnd.oci.image.layer.v1.tar+gzip", which, gzip.compress(which))],
+        ["cat", "/etc/which"])
     other_tar = _tar("etc/which", f"linux/{other}\n".encode())
     theirs = layout.image(other, [("application/vnd.oci.image.layer.v1.tar+gzip", other_tar,
                                    gzip.compress(other_tar))], ["cat", "/etc/which"])
@@ -105,7 +113,7 @@ def multi_layout(tmp_path: Path, busybox_rootfs: Path) -> tuple[Path, dict]:
                    "platform": {"os": "unknown", "architecture": "unknown"},
                    "annotations": {"vnd.docker.reference.type": "attestation-manifest",
                                    "vnd.docker.reference.digest": mine["digest"]}}
-    layout.finish([attestation, mine, theirs], "multi")
+    layout.finish([mine, theirs] if docker_format else [attestation, mine, theirs], "multi")
     return layout.root, {"host": host, "other": other, "mine": mine, "theirs": theirs,
                          "attestation": attestation, "which": which,
                          "busybox": busybox_tar}
@@ -159,6 +167,46 @@ def test_an_index_skopeo_pushed_pulls_this_platform_and_runs(
                    home=other_home).returncode == 0
     assert ImageStore(other_home).resolve(ref).config["architecture"] == parts["other"]
     assert registry.served("GET", manifests + parts["attestation"]["digest"]) == 0
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_a_docker_manifest_list_pulls_this_platform(registry: Registry, docker_config: Path,
+                                                    busybox_rootfs: Path, tmp_path: Path) -> None:
+    """The index (without its attestation, which schema 2 cannot carry) converted by skopeo to
+    Docker's schema 2: a manifest list of schema 2 manifests; the host's manifest is chosen."""
+    root, parts = _make_layout(tmp_path, busybox_rootfs, docker_format=True)
+    repo = f"isobox/list-{os.urandom(3).hex()}"
+    ref = f"{registry.netloc}/{repo}:1"
+    done = subprocess.run(["skopeo", "--insecure-policy", "copy", "--all", "--quiet",
+                           "--format", "v2s2", "--dest-tls-verify=false", f"oci:{root}:multi",
+                           f"docker://{ref}"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    home = tmp_path / "home"
+    pulled = _isobox("pull", ref, home=home)
+    assert pulled.returncode == 0, pulled.stderr
+    manifests = f"/v2/{repo}/manifests/"
+    assert registry.served("GET", manifests + "1") == 1
+    ran = _isobox("run", "--rm", ref, home=home)
+    assert (ran.returncode, ran.stdout) == (0, f"linux/{parts['host']}\n"), ran.stderr
+    assert _media_type(registry, repo) == \
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def _media_type(registry: Registry, repo: str) -> str:
+    """The Content-Type the registry serves the tag as (GET with our Accept)."""
+    import http.client
+
+    from pytest_isobox.images.registry.client import ACCEPT
+
+    conn = http.client.HTTPConnection(registry.host, registry.port, timeout=10)
+    try:
+        conn.request("GET", f"/v2/{repo}/manifests/1", headers={"Accept": ACCEPT})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.headers.get("Content-Type", "")
+    finally:
+        conn.close()
 
 
 def test_platform_choice_lists_what_is_available() -> None:
