@@ -24,7 +24,7 @@ from pytest_isobox.images.registry.errors import NoMatchingPlatform
 from pytest_isobox.images.registry.platforms import choose
 from pytest_isobox.images.registry.transport import parse_challenge
 from pytest_isobox.images.store import ImageStore
-from tests.conftest import needs_root
+from tests.conftest import needs_docker, needs_root
 from tests.registry.servers import Registry
 
 
@@ -167,6 +167,38 @@ def test_an_index_skopeo_pushed_pulls_this_platform_and_runs(
                    home=other_home).returncode == 0
     assert ImageStore(other_home).resolve(ref).config["architecture"] == parts["other"]
     assert registry.served("GET", manifests + parts["attestation"]["digest"]) == 0
+
+
+@needs_docker
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_the_docker_engine_pulls_the_index_for_a_platform(
+        registry: Registry, docker_config: Path, busybox_rootfs: Path, tmp_path: Path) -> None:
+    """--engine docker: the daemon picks the host's manifest (the image runs there); a
+    platform the index lacks is one line; --platform reaches the daemon. (gzip layers only:
+    Docker 20.10 cannot unpack zstd ones.)"""
+    root, parts = _make_layout(tmp_path, busybox_rootfs, docker_format=True)
+    repo = f"isobox/multi-docker-{os.urandom(3).hex()}"
+    ref = f"{registry.netloc}/{repo}:1"
+    done = subprocess.run(["skopeo", "--insecure-policy", "copy", "--all", "--quiet",
+                           "--dest-tls-verify=false", f"oci:{root}:multi", f"docker://{ref}"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    try:
+        missing = _isobox("--engine", "docker", "pull", "--platform", "linux/s390x", ref,
+                          home=tmp_path)
+        assert missing.returncode == 1
+        assert len(missing.stderr.splitlines()) == 1, missing.stderr
+        assert ref.split(":1")[0] in missing.stderr and "linux/s390x" in missing.stderr
+        pulled = _isobox("--engine", "docker", "pull", "-q", ref, home=tmp_path)
+        assert pulled.returncode == 0, pulled.stderr
+        ran = subprocess.run(["docker", "run", "--rm", ref], capture_output=True, text=True,
+                             check=False)
+        assert (ran.returncode, ran.stdout) == (0, f"linux/{parts['host']}\n"), ran.stderr
+        assert registry.served("GET", f"/v2/{repo}/manifests/" + parts["mine"]["digest"]) == 1
+        assert registry.served("GET", f"/v2/{repo}/manifests/"
+                               + parts["theirs"]["digest"]) == 0
+    finally:
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)
 
 
 @needs_root
