@@ -15,7 +15,7 @@ from pytest_isobox.images.registry.errors import NameUnknown
 from pytest_isobox.images.store import ImageStore
 from pytest_isobox.native.engine import NativeEngine
 from tests.conftest import needs_root
-from tests.registry.servers import Registry
+from tests.registry.servers import Registry, free_port
 
 pytestmark = needs_root
 
@@ -158,11 +158,13 @@ def test_docker_hub_names_come_from_a_mirror(store: ImageStore, two_layer_image:
                                              registry: Registry, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """ISOBOX_REGISTRY_MIRRORS (Docker's registry-mirrors): a mirror on loopback serving
-    library/ images answers for Docker Hub names; the tag is Docker Hub's familiar name."""
+    library/ images answers for Docker Hub names (a dead mirror before it is passed over);
+    the tag is Docker Hub's familiar name."""
     name = f"isoboxmirror{uuid.uuid4().hex[:8]}"
     store.tag(two_layer_image, f"{registry.netloc}/library/{name}:1")
     store.push(f"{registry.netloc}/library/{name}:1")
-    monkeypatch.setenv("ISOBOX_REGISTRY_MIRRORS", f"http://{registry.netloc}/")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the next mirror answers
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRRORS", f"{dead}, http://{registry.netloc}/")
     fresh = ImageStore(tmp_path / "fresh")
     assert fresh.pull(f"{name}:1") == two_layer_image
     assert fresh.pull(f"docker.io/library/{name}:1") == two_layer_image
