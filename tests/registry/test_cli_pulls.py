@@ -82,34 +82,44 @@ def test_progress_bars_on_a_terminal_plain_lines_otherwise(pushed: str, store: I
     again = _isobox("pull", pushed, home=tmp_path / "plain")
     assert sorted(_rows(again.stderr)) == sorted(f"{short}: Already exists" for short in shorts)
 
+    code, out, screen = _on_a_terminal(["pull", pushed], tmp_path / "tty")
+    assert (code, out) == (0, f"{pushed}\n")
+    assert "\x1b[2K" in screen  # rows redrawn in place
+    assert "Downloading [" in screen and "MB/" in screen  # a bar with its byte counts
+    for short in shorts:
+        assert f"{short}: Complete" in screen
+    # a pull on demand (run) draws the same bars when stderr is a terminal
+    code, out, screen = _on_a_terminal(["run", "--rm", pushed], tmp_path / "tty-run")
+    assert (code, out) == (0, "hello from the registry\n")
+    assert "\x1b[2K" in screen and "Downloading [" in screen
+
+
+def _on_a_terminal(args: list[str], home: Path) -> tuple[int, str, str]:
+    """`isobox ARGS` with stderr on a pty: (exit code, stdout, what the terminal showed)."""
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "pull", pushed],
-                                env={**os.environ, "ISOBOX_HOME": str(tmp_path / "tty")},
-                                stdout=subprocess.PIPE, stderr=slave)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", *args],
+                                env={**os.environ, "ISOBOX_HOME": str(home)},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         slave = -1
         screen = b""
         while True:
             try:
                 chunk = os.read(master, 65536)
-            except OSError:  # EIO: the pull exited and closed the terminal
+            except OSError:  # EIO: the command exited and closed the terminal
                 break
             if not chunk:
                 break
             screen += chunk
-        assert proc.wait(60) == 0
-        assert proc.stdout is not None and proc.stdout.read() == f"{pushed}\n".encode()
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
         proc.stdout.close()
+        return proc.wait(60), out, screen.decode(errors="replace")
     finally:
         os.close(master)
         if slave >= 0:
             os.close(slave)
-    text = screen.decode(errors="replace")
-    assert "\x1b[2K" in text  # rows redrawn in place
-    assert "Downloading [" in text and "MB/" in text  # a bar with its byte counts
-    for short in shorts:
-        assert f"{short}: Complete" in text
 
 
 @pytest.fixture
