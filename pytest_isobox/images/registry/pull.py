@@ -46,6 +46,8 @@ def pull_image(store: ImageStore, text: str, *, progress: Progress | None = None
     """Pull `text` (`name[:tag]` or `name@digest`); returns the image id, tagged `name:tag`.
     `platform` (`os/arch[/variant]`) picks from an index instead of this machine's."""
     ref = parse_reference(text)
+    if platform:
+        platforms.parse_platform(platform)  # a bad value fails before any request
     report = progress or _quiet
     client = RegistryClient(ref, settings)
     manifest, manifest_digest = _manifest(client, ref, platform)
