@@ -296,6 +296,8 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("path", help="the context directory, or - (a tar or a Dockerfile on stdin)")
     p = verb("pull", "images:cmd_pull", "pull an image from a registry")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--platform", help="os/arch[/variant] to pick from an image index "
+                   "(default: this host's)")
     p.add_argument("image", help="NAME[:TAG|@DIGEST]")
     p = verb("push", "images:cmd_push", "push an image to a registry")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -120,7 +120,8 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.images.registry.progress import ProgressPrinter
 
     printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr)  # noqa: SIM115
-    image_id = pull(args.image, printer)
+    image_id = pull(args.image, printer, platform=args.platform) if args.platform \
+        else pull(args.image, printer)
     printer.finish()
     if not args.quiet:
         print(f"Status: pulled {args.image} ({image_id})", file=sys.stderr)
