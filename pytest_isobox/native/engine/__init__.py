@@ -122,7 +122,9 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         self._network_checked = False
         self._image_cache: dict[str, tuple[dict, list[str]]] = {}
         self._resolv_conf: str | None = None
-        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner))
+        rootless_home = self._rootless is not None
+        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner,
+                                                                   rootless_home))
         self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property
@@ -199,6 +201,5 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
     def _own_resources(self) -> None:
         """Before this process makes its first container, network, build or pull: the run
         reaper, which cleans up what is left if this process dies (see pytest_isobox/reaper.py)."""
-        if self._rootless is None:  # (rootless: the Python monitors release on their own)
-            self._reaper.ensure(before_fork=self._join_pool)
+        self._reaper.ensure(before_fork=self._join_pool)
 

@@ -192,8 +192,6 @@ class NetworkManager:
                 for e in self.registry.entries()
             ]
             record = self._new_record(name, subnet, labels, claims)
-            record["owner"] = None if (labels or {}).get(PERSISTENT_LABEL) == "1" \
-                else ProcessIdentity.current().dump()
             record["rules_version"] = firewall.RULES_VERSION
             net, network_id = IPv4Network(record["subnet"]), record["id"]
             try:
@@ -221,6 +219,9 @@ class NetworkManager:
             "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
             "labels": dict(labels or {}), "created": time.time(), "members": {},
             "host_sysctls": [],
+            # the process whose death makes the network sweepable (None: persistent)
+            "owner": None if (labels or {}).get(PERSISTENT_LABEL) == "1"
+            else ProcessIdentity.current().dump(),
         }
         self.registry.add(record["bridge"], self.home, name, network_id, str(net))
         return record

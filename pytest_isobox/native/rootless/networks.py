@@ -32,6 +32,7 @@ from pytest_isobox.native.network.store import HostRegistry, Record
 from pytest_isobox.native.rootless.outbound import SLIRP_CIDR
 from pytest_isobox.native.rootless.ports import PortRelay, start_relay
 from pytest_isobox.native.rootless.userns import UserNamespace
+from pytest_isobox.processes import ProcessIdentity
 
 T = TypeVar("T")
 
@@ -185,8 +186,9 @@ class RootlessNetworkManager(NetworkManager):
                 self._forget({container_id})
 
     def sweep(self, live_container_ids: set[str]) -> list[str]:
-        """Forget the addresses and hosts entries of dead containers. Their veths and relays
-        went with their network namespaces and agents."""
+        """Forget the addresses and hosts entries of dead containers (their veths and relays
+        went with their network namespaces and agents), then remove the unused networks whose
+        creating process is dead, as the rootful sweep does."""
         cleaned: list[str] = []
         with self.store.lock:
             dead = {e["id"] for e in self.store.endpoints() if e["id"] not in live_container_ids}
@@ -194,4 +196,9 @@ class RootlessNetworkManager(NetworkManager):
                      if cid not in live_container_ids}
             if dead:
                 cleaned += [f"address {a}" for a in self._forget(dead)]
+        doomed = [r for r in self.store.networks() if not r["members"]
+                  and (owner := ProcessIdentity.load(r.get("owner"))) is not None
+                  and not owner.alive()]
+        if doomed:  # their bridges are in the helper netns: removed from inside the namespace
+            cleaned += self._links.userns.run(self._sweep_networks, self.store, doomed)
         return cleaned
