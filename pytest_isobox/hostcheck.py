@@ -159,7 +159,8 @@ def dead_owner_state(homes: Iterable[Path]) -> Iterator[str]:
                 if not cdir.name.startswith("."):
                     yield f"state {cdir} (no readable config.json)"
                 continue
-            owner = ProcessIdentity.load(config.get("owner"))
+            kept = (cdir / "kept").exists()  # see ContainerDir.owner
+            owner = None if kept else ProcessIdentity.load(config.get("owner"))
             if owner is not None and not owner.alive():
                 yield f"state {cdir} (owner pid {owner.pid} is gone)"
         yield from _dead_owner_networks(Path(home))

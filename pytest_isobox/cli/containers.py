@@ -36,8 +36,16 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
 
     spec = _spec_from_args(args)
     check_cidfile(args)
+    # a foreground run owns its container while it runs: killed, the CLI takes it along; it
+    # is kept once it has exited (Docker leaves it for `ps -a`), where the engine can keep
+    # (-i/-t: run_attached keeps nothing of the container for the CLI to keep afterwards)
     if args.interactive or args.tty:
         return engine.run_attached(spec)
+    owned = not args.detach and not args.rm and "keep" in engine.capabilities
+    if owned:
+        from dataclasses import replace
+
+        spec = replace(spec, persistent=False)
     state = engine.create(spec)
     started = False
     try:
@@ -50,7 +58,10 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
             print(state.id)
             return 0
         _copy_logs(engine, state.id, follow=True)
-        return engine.wait(state.id)
+        code = engine.wait(state.id)
+        if owned:
+            engine.keep(state.id)
+        return code
     finally:
         if args.rm and not (args.detach and started):
             _remove_quietly(engine, state.id)

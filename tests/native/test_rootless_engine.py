@@ -200,7 +200,8 @@ def _start_and_report(rootfs: str, report: str) -> None:
     state = engine.run(ContainerSpec(image="bb", command=["sleep", "300"],
                                      ports=[PortSpec(9000)]))
     engine.network_create("made-by-the-run")  # no container on it: only a reaper takes it
-    Path(report).write_text(f"{state.id} {state.pid}\n")
+    Path(report + ".tmp").write_text(f"{state.id} {state.pid}\n")
+    os.rename(report + ".tmp", report)  # whole when it appears: the test waits for it
     time.sleep(300)  # ended with SIGKILL by the test, by pid
 
 

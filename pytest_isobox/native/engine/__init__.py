@@ -150,7 +150,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         """Remove the non-persistent containers this process made; reap their monitors."""
         for cdir in list(self.store.all()):
             with contextlib.suppress(Exception):  # a container removed meanwhile is fine
-                if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
+                if ProcessIdentity.load(cdir.owner) == self._me:
                     self.remove(cdir.id, force=True)
         self._join_pool()
         for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ()),

@@ -80,7 +80,7 @@ class LaunchRole:
             if spare is not None:
                 spare.discard()
             plan = self._plan(cdir, spec["tty"])
-            owner = ProcessIdentity.load(cdir.config["owner"])
+            owner = ProcessIdentity.load(cdir.owner)
             handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
                                    spec["auto_remove"], terminal)
         self._fork_spare()  # while the monitor starts this one: the two overlap
@@ -135,7 +135,7 @@ class LaunchRole:
             elif limits.controllers():  # the spare's cgroup was made before its limits were known
                 spare.cgroup.create(limits)
             blob = shim.encode_plan(plan, log=str(cdir.log), exit_file=str(cdir.path / "exit"),
-                                    persistent=config["owner"] is None, network=network)
+                                    persistent=cdir.owner is None, network=network)
         except BaseException:
             if spare is not None:
                 spare.discard()
@@ -252,7 +252,7 @@ class LaunchRole:
         def prepare(plan: ContainerPlan) -> tuple[ContainerDir, Hooks, ProcessIdentity | None,
                                                   bool]:
             cdir = self._find(cid)
-            return (cdir, self._hooks(cdir, plan), ProcessIdentity.load(cdir.config["owner"]),
+            return (cdir, self._hooks(cdir, plan), ProcessIdentity.load(cdir.owner),
                     cdir.config["spec"]["auto_remove"])
 
         def destroy_if_unused() -> None:  # another process may have started the container

@@ -511,6 +511,10 @@ class LifecycleRole:
         finally:
             os.close(fd)
 
+    def keep(self, container: str) -> None:
+        """The container outlives its owner from now on (an exited foreground run's)."""
+        self._find(container).keep()
+
     def remove(self, container: str, *, force: bool = False) -> None:
         from pytest_isobox.native import keeper
 

@@ -445,7 +445,16 @@ class NetworkManager:
 
     def _wire(self, endpoint: Record, pid: int) -> None:
         for net in endpoint["networks"]:
-            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            try:
+                rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            except FileExistsError:
+                # the container's previous start: its veth (named from the container's id)
+                # is still going away after a stop (queued for deletion, or left to the
+                # kernel with the old namespace); once those are done, the name is free or
+                # else a leftover of that start, which nothing else is ever given
+                self._links.settle()
+                self._links.delete(net["veth"])
+                rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
         rtnl.configure_netns(
             pid, [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"]) for n in endpoint["networks"]],
             IPv4Address(endpoint["networks"][0]["gateway"]))
