@@ -16,7 +16,6 @@ from pytest_isobox.cli.output import (
     _size,
     _table,
     compile_format,
-    print_documents,
 )
 from pytest_isobox.engine import (
     ContainerNotFound,
@@ -406,16 +405,8 @@ def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
     --type; what is found is printed, each missing one named on stderr, exit 1 if any."""
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for ref in args.refs:
-        try:
-            docs.append(inspecting.find_document(engine, ref, args.type, size=args.size))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(args.refs, lambda ref: inspecting.find_document(
+        engine, ref, args.type, size=args.size), args.format)
 
 
 def cmd_port(engine: Engine, args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from pytest_isobox.cli.output import (
     _size,
     _table,
     compile_format,
-    print_documents,
 )
 from pytest_isobox.engine import (
     BuildStep,
@@ -289,16 +288,8 @@ def cmd_tag(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_image_inspect(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for ref in args.images:
-        try:
-            docs.append(inspecting.image_document(engine, ref))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(
+        args.images, lambda ref: inspecting.image_document(engine, ref), args.format)
 
 
 def cmd_import(engine: Engine, args: argparse.Namespace) -> int:
