@@ -58,13 +58,20 @@ class RunReaper:
             before_fork()
         owner_fd = os.pidfd_open(self.owner.pid)
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
-            self.pid = fork_child(lambda: _watch(self.owner, owner_fd, done_r, self._reap),
-                                  name=self.name, keep_fds={owner_fd, done_r},
-                                  die_with_parent=False)
+            self.pid = fork_child(
+                lambda: _watch(self.owner, owner_fd, done_r, self._reap, ready_w),
+                name=self.name, keep_fds={owner_fd, done_r, ready_w}, die_with_parent=False)
+            os.close(ready_w)
+            ready_w = -1
+            # back only once the reaper is in a session of its own: a kill of the run's whole
+            # process group (a CI timeout) right after this must not take the reaper along
+            os.read(ready_r, 1)
         finally:
-            os.close(owner_fd)
-            os.close(done_r)
+            for fd in (owner_fd, done_r, ready_r, ready_w):
+                if fd >= 0:
+                    os.close(fd)
         self._done_w = done_w
 
     def close(self) -> None:
@@ -81,11 +88,13 @@ class RunReaper:
 
 
 def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
-           reap: Callable[[ProcessIdentity], object]) -> int:
+           reap: Callable[[ProcessIdentity], object], ready_w: int) -> int:
     """The reaper's life: wait for "closed" or the owner's death; on death, reap."""
     os.setsid()  # a kill of the run's process group must not take the reaper with it
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    os.write(ready_w, b"r")  # the owner waits for this before it makes anything
+    os.close(ready_w)
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):  # the caller's pipes must reach EOF when it dies
         os.dup2(null, fd)
