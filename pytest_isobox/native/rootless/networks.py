@@ -16,7 +16,7 @@ container's network agent, see `agent`; for tests a `UserNamespace.run` child). 
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
@@ -82,12 +82,10 @@ class HelperLinks(Links):
     def create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
         in_netns(self.net_fd, self._create_bridge, name, gateway, prefixlen)
 
-    def _create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
-        with self._mutex:
-            self.ipr.link("add", ifname=name, kind="bridge")
-            index = self.index(name)
-            self.ipr.addr("add", index=index, address=str(gateway), prefixlen=prefixlen)
-            self.ipr.link("set", index=index, state="up")
+    @staticmethod
+    def _create_bridge(name: str, gateway: IPv4Address, prefixlen: int) -> None:
+        rtnl.add_bridge(name)  # (a netlink socket of this thread's netns: the helper's)
+        rtnl.address_and_up(name, gateway, prefixlen)
 
     def delete(self, name: str) -> bool:  # type: ignore[override]
         return in_netns(self.net_fd, rtnl.delete_link, name)
@@ -139,14 +137,9 @@ class RootlessNetworkManager(NetworkManager):
         for net in endpoint["networks"]:
             if self._links.exists(net["bridge"]):
                 continue
-            from pyroute2.netlink.exceptions import NetlinkError  # costly: only when bridging
-
-            try:
+            with contextlib.suppress(FileExistsError):  # a concurrent attach made it first
                 self._links.create_bridge(net["bridge"], IPv4Address(net["gateway"]),
                                           net["prefixlen"])
-            except NetlinkError as exc:  # a concurrent attach made it first
-                if exc.code != errno.EEXIST:
-                    raise
 
     def _teardown_network(self, bridge: str, network_id: str) -> None:
         self._links.delete(bridge)
