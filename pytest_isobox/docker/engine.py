@@ -305,6 +305,13 @@ class DockerEngine(ImageMethods, NetworkMethods):
         self.client.request("POST", f"/containers/{container}/kill", {"signal": signal},
                             kind="container")
 
+    def keep(self, container: str) -> None:
+        """Not this engine's ("keep" is not among its capabilities): a daemon's labels are
+        fixed at create, so a container that must outlive its owner is made persistent."""
+        from pytest_isobox.engine import require
+
+        require(self, "keep", "make a container persistent after its creation")
+
     def remove(self, container: str, *, force: bool = False) -> None:
         """Remove the container and its anonymous volumes (named volumes stay).
 
