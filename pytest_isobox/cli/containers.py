@@ -140,7 +140,10 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     every = args.all or last is not None or "status" in filters or "exited" in filters
     states = [s for s in engine.containers(all=every)]
     states.sort(key=lambda s: s.created_at or 0, reverse=True)
-    docs = {s.id: _doc_quietly(engine, s.id, size=args.size) for s in states}
+    # Docker's whole document only where the table asks more than a state has (a template,
+    # -s, the network and volume filters): ps of the default table reads states alone
+    wanted = args.format is not None or args.size or {"network", "volume"} & set(filters)
+    docs = {s.id: _doc_quietly(engine, s.id, size=args.size) for s in states} if wanted else {}
     states = [s for s in states if _ps_match(engine, s, docs.get(s.id) or {}, filters, states)]
     if last is not None and last >= 0:
         states = states[:last]
@@ -165,7 +168,7 @@ def _ps_match(engine: Engine, s: ContainerState, doc: dict, filters: dict[str, l
         return key not in filters or any(test(v) for v in filters[key])
 
     state = doc.get("State") or {}
-    health = (state.get("Health") or {}).get("Status", "none")
+    health = (state.get("Health") or {}).get("Status") or s.health or "none"
     networks = set((doc.get("NetworkSettings") or {}).get("Networks") or {})
     mounts = doc.get("Mounts") or []
     created = {x.name: x.created_at or 0 for x in states} | {x.id: x.created_at or 0
@@ -201,7 +204,8 @@ def _ps_state(s: ContainerState, doc: dict) -> str:
 
 
 def _ps_row(s: ContainerState, doc: dict, *, trunc: bool) -> dict:
-    command = " ".join([doc.get("Path") or "", *(doc.get("Args") or [])]).strip()
+    argv = [doc["Path"], *(doc.get("Args") or [])] if doc.get("Path") else s.command
+    command = " ".join(argv).strip()
     if trunc and len(command) > 20:
         command = command[:19] + "…"
     labels = dict(s.labels)
@@ -243,7 +247,7 @@ def _status(s: ContainerState, doc: dict | None = None) -> str:
         text = f"Up {_duration(time.time() - (s.started_at or time.time()))}"
         if s.status == "paused" or state.get("Paused"):
             return text + " (Paused)"
-        health = (state.get("Health") or {}).get("Status")
+        health = (state.get("Health") or {}).get("Status") or s.health
         if health and health != "none":
             text += " (health: starting)" if health == "starting" else f" ({health})"
         return text

@@ -229,6 +229,8 @@ def state_from_inspect(doc: dict, published_host: str | None = None) -> Containe
                      for b in bindings]
                for key, bindings in (settings.get("Ports") or {}).items() if bindings},
         labels=dict(config.get("Labels") or {}),
+        command=[doc["Path"], *(doc.get("Args") or [])] if doc.get("Path") else [],
+        health=(state.get("Health") or {}).get("Status"),
     )
 
 

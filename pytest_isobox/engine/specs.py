@@ -172,6 +172,10 @@ class ContainerState:
     ips: dict[str, str] = field(default_factory=dict)
     ports: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # what runs as PID 1 (Docker's Path + Args) and the healthcheck's status (starting,
+    # healthy, unhealthy; None without one): what `ps` shows without a whole inspect
+    command: list[str] = field(default_factory=list)
+    health: str | None = None
 
     @property
     def running(self) -> bool:

@@ -34,6 +34,7 @@ class ViewsRole:
             finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
             ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
             labels=dict(config["spec"].get("labels") or {}),
+            command=list(config.get("argv") or []), health=_health(cdir),
         )
 
     def state(self, container: str) -> ContainerState:
@@ -200,3 +201,11 @@ def _tree_size(root: os.PathLike | str) -> int:
                 st = os.lstat(os.path.join(top, name))
                 total += st.st_size
     return total
+
+
+def _health(cdir: ContainerDir) -> str | None:
+    """The keeper's healthcheck status (keeper.json, written by the keeper alone)."""
+    from pytest_isobox.native import keeper
+
+    health = keeper.read(cdir.path).get("health")
+    return health.get("Status") if isinstance(health, dict) else None
