@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import os
 import socket
 import struct
@@ -156,8 +157,9 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(result, "capset")
 
 
+@functools.cache
 def last_cap() -> int:
-    """The highest capability number this kernel knows."""
+    """The highest capability number this kernel knows (read once: it never changes)."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
 

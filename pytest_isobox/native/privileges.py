@@ -7,6 +7,7 @@ Read from the spec as config.json keeps it (a dict), by `_plan`, `_limits` and e
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from dataclasses import dataclass
@@ -46,7 +47,14 @@ def capability_mask(spec: dict) -> int:
 
 
 def grantable_mask() -> int:
-    """The capabilities this kernel knows and this process holds in its bounding set."""
+    """The capabilities this kernel knows and this process holds in its bounding set (read
+    once per process: a bounding set only shrinks by the process's own prctl, which the
+    engine's process never makes)."""
+    return _grantable_mask(os.getpid())
+
+
+@functools.cache
+def _grantable_mask(_pid: int) -> int:
     known = (1 << (linux.last_cap() + 1)) - 1
     try:
         with open("/proc/self/status") as f:
