@@ -25,8 +25,7 @@ SUPPORTED = {
     "container_name",
 }
 SUPPORTED_BUILD = {"context", "dockerfile", "args", "target"}
-SUPPORTED_HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable",
-                         "start_interval"}
+SUPPORTED_HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 SUPPORTED_NETWORK = {"name", "external", "labels", "driver"}
 SUPPORTED_VOLUME = {"name", "external", "labels", "driver"}
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
@@ -59,23 +58,6 @@ def _words(value: Any) -> list[str] | None:
 
 
 @dataclass
-class Healthcheck:
-    """`test` as Docker stores it: `["CMD", ...]` or `["CMD-SHELL", "cmd"]`."""
-
-    test: list[str]
-    interval: float = 30.0
-    timeout: float = 30.0
-    retries: int = 3
-    start_period: float = 0.0
-
-    def command(self) -> list[str]:
-        """The argv to exec for one probe."""
-        if self.test[0] == "CMD-SHELL":
-            return ["/bin/sh", "-c", " ".join(self.test[1:])]
-        return self.test[1:]
-
-
-@dataclass
 class Build:
     context: Path
     dockerfile: str | None = None
@@ -92,10 +74,18 @@ class Service:
     image: str | None
     build: Build | None
     depends_on: dict[str, str]  # service -> condition
-    healthcheck: Healthcheck | None
+    healthcheck: Any  # the seam's HealthcheckSpec (stored in the container), or None
     networks: dict[str, list[str]]  # compose network name -> aliases
     profiles: list[str]
     expose: list[str]
+
+    @property
+    def own_healthcheck(self) -> bool | None:
+        """True: the service's own test; False: turned off (disable, NONE); None: the
+        image's HEALTHCHECK, if it has one, applies."""
+        if self.healthcheck is None or not self.healthcheck.test:
+            return None
+        return self.healthcheck.test[0] != "NONE"
 
     def image_ref(self, project: str) -> str:
         """The image to run: `image:` as given, or `<project>-<service>` when only built."""
@@ -150,29 +140,32 @@ def project_name(explicit: str | None, document: Mapping[str, Any], directory: P
     return name
 
 
-def _healthcheck(raw: Any, where: str) -> Healthcheck | None:
+def _healthcheck(raw: Any, where: str) -> Any:
+    """`healthcheck:` as the seam's HealthcheckSpec, which both engines keep in the container
+    (State.Health): `disable` or `test: [NONE]` turn the image's off, a mapping without
+    `test` keeps the image's command with the times given; 0 is Docker's default."""
+    from pytest_isobox.engine.specs import HealthcheckSpec
+
     if raw is None:
         return None
     _refuse(where, raw, SUPPORTED_HEALTHCHECK)
     if raw.get("disable"):
-        return None
+        return HealthcheckSpec(("NONE",))
     test = raw.get("test")
-    if test is None:
-        return None
     if isinstance(test, str):
         test = ["CMD-SHELL", test]
-    test = [str(t) for t in test]
-    if test[0] == "NONE":
-        return None
-    if test[0] not in ("CMD", "CMD-SHELL") or len(test) < 2:
+    test = [str(t) for t in test or []]
+    if test and test[0] == "NONE":
+        return HealthcheckSpec(("NONE",))
+    if test and (test[0] not in ("CMD", "CMD-SHELL") or len(test) < 2):
         raise ComposeError(f"{where}.test: expected [CMD, ...], [CMD-SHELL, cmd] or a string")
-    check = Healthcheck(test)
-    for key in ("interval", "timeout", "start_period"):
-        if key in raw:
-            setattr(check, key, parse_duration(raw[key], f"{where}.{key}"))
-    if "retries" in raw:
-        check.retries = int(raw["retries"])
-    return check
+    times = {key: parse_duration(raw[key], f"{where}.{key}") if key in raw else 0.0
+             for key in ("interval", "timeout", "start_period")}
+    retries = int(raw.get("retries") or 0)
+    if retries < 0:
+        raise ComposeError(f"{where}.retries: cannot be negative: {retries}")
+    return HealthcheckSpec(tuple(test), times["interval"], times["timeout"], retries,
+                           times["start_period"])
 
 
 def _service(name: str, raw: dict[str, Any], directory: Path) -> Service:
@@ -411,6 +404,7 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
         ulimits=ulimits,
         security_opt=[str(s) for s in raw.get("security_opt") or []],
         read_only=bool(raw.get("read_only", False)),
+        healthcheck=service.healthcheck,
     )
 
 

@@ -29,6 +29,7 @@ EXPECTED = {
     "client's copy of web's greeting, from the host": "hello\n",
     "web health from client, by name": "ok\n",
     "web health from client, by alias": "ok\n",
+    "web's row in ps": "healthy",
 }
 
 
@@ -84,7 +85,17 @@ def _observe(run: Runner) -> dict[str, object]:
         "client's copy of web's greeting, from the host": get("client", "9000/tcp", "/seen"),
         "web health from client, by name": from_client("web"),
         "web health from client, by alias": from_client("www"),
+        "web's row in ps": _health_in_ps(run, "web"),
     }
+
+
+def _health_in_ps(run: Runner, service: str) -> str:
+    """The health `ps` shows for the service's container (docker-compose: `Up (healthy)`)."""
+    for line in run("ps").stdout.splitlines():
+        if line.split() and service in line.split()[0]:
+            found = re.search(r"\((healthy|unhealthy|starting|health: starting)\)", line)
+            return found.group(1) if found else f"no health in {line!r}"
+    return "no row"
 
 
 def _busybox_in(kind: str, rootfs: Path, ref: str) -> None:

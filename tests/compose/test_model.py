@@ -9,7 +9,12 @@ import pytest
 
 from pytest_isobox.compose import ComposeError
 from pytest_isobox.compose.model import container_spec, load_project, parse_duration
-from pytest_isobox.engine.specs import MountSpec, NetworkAttachment, PortSpec
+from pytest_isobox.engine.specs import (
+    HealthcheckSpec,
+    MountSpec,
+    NetworkAttachment,
+    PortSpec,
+)
 
 FULL = """
 name: Demo_1
@@ -71,9 +76,8 @@ def test_services_become_container_specs(tmp_path: Path) -> None:
     build = project.services["web"].build
     assert build is not None and build.context == tmp_path.resolve()
     assert (build.args, build.target) == ({"A": "1"}, "serve")
-    check = project.services["web"].healthcheck
-    assert check is not None and (check.interval, check.retries) == (1.0, 5)
-    assert check.command() == ["/bin/sh", "-c", "wget -q -O- localhost/health"]
+    assert web.healthcheck == HealthcheckSpec(("CMD-SHELL", "wget -q -O- localhost/health"),
+                                              interval=1.0, retries=5)
     client = container_spec(project, project.services["client"])
     assert client.command == ["sh", "-c", "echo hi"] and client.entrypoint == ["/bin/env"]
     assert client.networks == [NetworkAttachment("demo_1_default", ("client",))]
@@ -117,3 +121,19 @@ def test_durations() -> None:
     assert parse_duration("500ms", "k") == 0.5
     with pytest.raises(ComposeError, match=r"^k: invalid duration '5 sec'"):
         parse_duration("5 sec", "k")
+
+
+@pytest.mark.parametrize(("healthcheck", "expected", "own"), [
+    ("{test: [CMD, probe, -q], interval: 2s, timeout: 1s, retries: 4, start_period: 1m}",
+     HealthcheckSpec(("CMD", "probe", "-q"), 2.0, 1.0, 4, 60.0), True),
+    ("{test: [NONE]}", HealthcheckSpec(("NONE",)), False),
+    ("{disable: true}", HealthcheckSpec(("NONE",)), False),
+    ("{interval: 5s}", HealthcheckSpec((), interval=5.0), None),  # the image's test, every 5s
+])
+def test_healthcheck_is_stored_in_the_spec(tmp_path: Path, healthcheck: str,
+                                           expected: HealthcheckSpec, own: bool | None) -> None:
+    project = _project(tmp_path, f"services:\n  web:\n    image: x\n"
+                                 f"    healthcheck: {healthcheck}\n")
+    service = project.services["web"]
+    assert container_spec(project, service).healthcheck == expected
+    assert service.own_healthcheck is own
