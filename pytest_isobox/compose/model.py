@@ -39,6 +39,35 @@ def _refuse(where: str, keys: Iterable[str], supported: set[str]) -> None:
             raise ComposeError(f"{where}.{key}: not supported by isobox compose")
 
 
+def refuse_keys(document: Mapping[str, Any], source: str) -> None:
+    """One file's keys checked by name before it is merged, so the line names the file the
+    key is in: `b.yml: services.web.secrets: not supported by isobox compose`."""
+    try:
+        _refuse("", document, SUPPORTED_TOP)
+        for name, service in (document.get("services") or {}).items():
+            where = f"services.{name}"
+            service = service or {}
+            _refuse(where, service, SUPPORTED | {"extends"})
+            for key, allowed in (("build", SUPPORTED_BUILD),
+                                 ("healthcheck", SUPPORTED_HEALTHCHECK), ("deploy", {"resources"})):
+                if isinstance(service.get(key), Mapping):
+                    _refuse(f"{where}.{key}", service[key], allowed)
+            resources = (service.get("deploy") or {}).get("resources") or {}
+            _refuse(f"{where}.deploy.resources", resources, {"limits"})
+            _refuse(f"{where}.deploy.resources.limits", resources.get("limits") or {},
+                    {"cpus", "memory", "pids"})
+            for key, allowed in (("depends_on", {"condition", "required"}),
+                                 ("networks", {"aliases"})):
+                if isinstance(service.get(key), Mapping):
+                    for entry, options in service[key].items():
+                        _refuse(f"{where}.{key}.{entry}", options or {}, allowed)
+        for kind, allowed in (("networks", SUPPORTED_NETWORK), ("volumes", SUPPORTED_VOLUME)):
+            for key, options in (document.get(kind) or {}).items():
+                _refuse(f"{kind}.{key}", options or {}, allowed)
+    except ComposeError as exc:
+        raise ComposeError(f"{source}: {str(exc).lstrip('.')}") from None
+
+
 def parse_duration(value: Any, where: str) -> float:
     """Compose durations (`1m30s`, `500ms`, `10s`, `2h`) in seconds."""
     if isinstance(value, (int, float)):
@@ -258,7 +287,9 @@ def build_project(document: dict[str, Any], directory: Path, env: Mapping[str, s
 
 
 def _ports(raw: list[Any], where: str) -> list[Any]:
-    from pytest_isobox.dockerargs import parse_port
+    """Short syntax through dockerargs.parse_ports (ranges included), long syntax mapped to
+    it: `{target: 80, published: "8080", host_ip: 127.0.0.1, protocol: udp}`."""
+    from pytest_isobox.dockerargs import parse_ports
     from pytest_isobox.engine.errors import InvalidSpec
     from pytest_isobox.engine.specs import PortSpec
 
@@ -269,15 +300,16 @@ def _ports(raw: list[Any], where: str) -> list[Any]:
                 _refuse(f"{where}[{index}]", item,
                         {"target", "published", "host_ip", "protocol", "mode", "name"})
                 published = str(item.get("published") or "0")
-                spec = parse_port(f"{published}:{item['target']}/{item.get('protocol', 'tcp')}")
+                specs = parse_ports(f"{published}:{item['target']}/"
+                                    f"{item.get('protocol', 'tcp')}")
                 if item.get("host_ip"):
-                    spec = PortSpec(spec.container_port, spec.protocol, str(item["host_ip"]),
-                                    spec.host_port)
+                    specs = [PortSpec(s.container_port, s.protocol, str(item["host_ip"]),
+                                      s.host_port) for s in specs]
             else:
-                spec = parse_port(item)
+                specs = parse_ports(item)
         except InvalidSpec as exc:
             raise ComposeError(f"{where}[{index}]: {exc}") from None
-        ports.append(spec)
+        ports += specs
     return ports
 
 

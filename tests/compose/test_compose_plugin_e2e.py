@@ -176,3 +176,46 @@ def test_unhealthy_service_fails_setup_with_its_probe(pytester: pytest.Pytester,
     result.stdout.re_match_lines([unhealthy])
     result.stdout.re_match_lines([r"^E\s+web-says-hello$"])
     assert _leftovers(engine_kind) == []
+
+
+def _free_pair() -> int:
+    """Two consecutive free loopback ports (for a fixed host range)."""
+    import socket
+
+    for first in range(20000, 30000, 2):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", first))
+                b.bind(("127.0.0.1", first + 1))
+                return first
+        except OSError:
+            continue
+    raise AssertionError("no two free consecutive ports")
+
+
+def test_port_ranges_reachable(pytester: pytest.Pytester, busybox_rootfs: Path,
+                               engine_kind: str) -> None:
+    first = _free_pair()
+    servers = " && ".join(f"httpd -p {p} -h /etc" for p in (8000, 8001, 9000))
+    ranges = f"""
+services:
+  web:
+    image: ${{BASE}}
+    command: [sh, -c, "{servers} && exec httpd -f -p 9001 -h /etc"]
+    ports: ["{first}-{first + 1}:8000-8001", "9000-9001"]
+"""
+    _project(pytester, busybox_rootfs, engine_kind, "", f"""
+        import urllib.request
+
+        def test_each_port_of_the_ranges(stack):
+            web = stack["web"]
+            assert web.get_addr("8000/tcp") == ("127.0.0.1", {first})
+            assert web.get_addr("8001/tcp") == ("127.0.0.1", {first + 1})
+            for port in (8000, 8001, 9000, 9001):
+                host, published = web.get_addr(port)
+                url = f"http://{{host}}:{{published}}/hostname"
+                assert urllib.request.urlopen(url, timeout=10).read().strip(), port
+    """, compose_file=ranges)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=1)
+    assert _leftovers(engine_kind) == []

@@ -137,3 +137,26 @@ def test_healthcheck_is_stored_in_the_spec(tmp_path: Path, healthcheck: str,
     service = project.services["web"]
     assert container_spec(project, service).healthcheck == expected
     assert service.own_healthcheck is own
+
+
+def test_port_ranges(tmp_path: Path) -> None:
+    project = _project(tmp_path, "services:\n  web:\n    image: x\n    ports: ["
+                                 "'8000-8001:8000-8001', '9000-9001/udp', "
+                                 "'127.0.0.1:7000-7001:6000-6001', "
+                                 "{target: 5000, published: '5005', host_ip: 127.0.0.2}]\n")
+    assert container_spec(project, project.services["web"]).ports == [
+        PortSpec(8000, host_port=8000), PortSpec(8001, host_port=8001),
+        PortSpec(9000, "udp"), PortSpec(9001, "udp"),
+        PortSpec(6000, host_port=7000), PortSpec(6001, host_port=7001),
+        PortSpec(5000, host_ip="127.0.0.2", host_port=5005)]
+
+
+@pytest.mark.parametrize(("ports", "message"), [
+    ("['8000-8002:8000-8001']", (r"\[0\]: invalid port '8000-8002:8000-8001': host range "
+                                r"8000-8002 and container range 8000-8001 differ in length$")),
+    ("['5000-5010:5000']", r"\[0\]: invalid port '5000-5010:5000': host range"),
+    ("['80', '9001-9000']", r"\[1\]: invalid port '9001-9000': range 9001-9000 ends before"),
+])
+def test_bad_port_ranges(tmp_path: Path, ports: str, message: str) -> None:
+    with pytest.raises(ComposeError, match=r"compose.yaml: services.web.ports" + message):
+        _project(tmp_path, f"services:\n  web:\n    image: x\n    ports: {ports}\n")
