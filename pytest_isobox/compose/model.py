@@ -22,7 +22,8 @@ SUPPORTED = {
     "depends_on", "healthcheck", "networks", "volumes", "tmpfs", "deploy", "mem_limit", "cpus",
     "pids_limit", "profiles", "labels", "working_dir", "user", "hostname", "init", "read_only",
     "stop_signal", "stop_grace_period", "tty", "stdin_open", "ulimits", "security_opt",
-    "container_name",
+    "container_name", "restart", "cap_add", "cap_drop", "privileged", "devices", "extra_hosts",
+    "dns", "dns_search", "dns_opt", "shm_size", "sysctls", "platform",
 }
 SUPPORTED_BUILD = {"context", "dockerfile", "args", "target"}
 SUPPORTED_HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable"}
@@ -406,6 +407,7 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
                 value = f"{value['soft']}:{value['hard']}"
             ulimits.update([parse_ulimit(f"{uname}={value}")])
         labels = parse_labels(raw.get("labels"))
+        options = _run_options(raw, mode if not attachments else "bridge")
     except InvalidSpec as exc:
         raise ComposeError(f"{where}: {exc}") from None
     labels.update({PROJECT_LABEL: project.name, SERVICE_LABEL: service.name})
@@ -437,7 +439,43 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
         security_opt=[str(s) for s in raw.get("security_opt") or []],
         read_only=bool(raw.get("read_only", False)),
         healthcheck=service.healthcheck,
+        **options,
     )
+
+
+def _listed(value: Any, sep: str = "=") -> list[str]:
+    """Compose's list-or-mapping values (`[a=1]` or `{a: 1}`) as Docker's `a=1` strings."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [f"{k}{sep}{v}" for k, v in value.items()]
+    return [str(v) for v in ([value] if isinstance(value, str) else value)]
+
+
+def _run_options(raw: Mapping[str, Any], network_mode: str) -> dict[str, Any]:
+    """The run options of `docker run` a service may carry, through the CLI's parsers."""
+    from pytest_isobox import dockerargs
+
+    return {
+        "expose": [k for e in raw.get("expose") or [] for k in dockerargs.parse_expose(e)],
+        "restart": dockerargs.parse_restart(raw.get("restart")),
+        "cap_add": dockerargs.parse_capabilities(raw.get("cap_add")),
+        "cap_drop": dockerargs.parse_capabilities(raw.get("cap_drop")),
+        "privileged": bool(raw.get("privileged", False)),
+        "devices": [dockerargs.parse_device(d if isinstance(d, str) else
+                                            f"{d['source']}:{d.get('target', d['source'])}"
+                                            f":{d.get('permissions', 'rwm')}")
+                    for d in raw.get("devices") or []],
+        "extra_hosts": [dockerargs.parse_extra_host(h)
+                        for h in _listed(raw.get("extra_hosts"), sep=":")],
+        "dns": [dockerargs.parse_ip(d) for d in _listed(raw.get("dns"))],
+        "dns_search": _listed(raw.get("dns_search")),
+        "dns_options": _listed(raw.get("dns_opt")),
+        "shm_size": dockerargs.parse_size(raw.get("shm_size")),
+        "sysctls": dict(dockerargs.parse_sysctl(item, network_mode)
+                        for item in _listed(raw.get("sysctls"))),
+        "platform": dockerargs.check_platform(raw.get("platform")),
+    }
 
 
 def load_project(files: Iterable[str | Path] | None = None, *, project_name: str | None = None,

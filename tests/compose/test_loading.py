@@ -201,7 +201,7 @@ def test_tags_in_a_single_file_are_plain_values(tmp_path: Path) -> None:
     ("include: [other.yml]\nservices:\n  web: {image: x}\n", r"include"),
     ("services:\n  web: {image: x, secrets: [s]}\n", r"services.web.secrets"),
     ("services:\n  web: {image: x, configs: [c]}\n", r"services.web.configs"),
-    ("services:\n  web: {image: x, cap_add: [NET_ADMIN]}\n", r"services.web.cap_add"),
+    ("services:\n  web: {image: x, links: [db]}\n", r"services.web.links"),
     ("services:\n  web: {image: x, deploy: {replicas: 2}}\n", r"services.web.deploy.replicas"),
     ("services:\n  web: {image: x, healthcheck: {start_interval: 1s}}\n",
      r"services.web.healthcheck.start_interval"),

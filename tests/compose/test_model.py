@@ -90,8 +90,8 @@ def test_profiles_leave_services_out(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("services:\n  web:\n    image: x\n    privileged: true\n",
-     r"services.web.privileged: not supported by isobox compose$"),
+    ("services:\n  web:\n    image: x\n    pid: host\n",
+     r"services.web.pid: not supported by isobox compose$"),
     ("services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n",
      r"services.web.deploy.replicas: not supported by isobox compose$"),
     ("services:\n  web:\n    image: x\nsecrets: {s: {file: ./s}}\n",
@@ -160,3 +160,34 @@ def test_port_ranges(tmp_path: Path) -> None:
 def test_bad_port_ranges(tmp_path: Path, ports: str, message: str) -> None:
     with pytest.raises(ComposeError, match=r"compose.yaml: services.web.ports" + message):
         _project(tmp_path, f"services:\n  web:\n    image: x\n    ports: {ports}\n")
+
+
+def test_run_options_of_a_service(tmp_path: Path) -> None:
+    from pytest_isobox.engine.specs import RestartPolicy
+
+    project = _project(tmp_path, """
+services:
+  web:
+    image: x
+    expose: ["7000", "7100-7101/udp"]
+    restart: on-failure:3
+    cap_add: [NET_ADMIN]
+    cap_drop: [MKNOD]
+    extra_hosts: ["db:10.0.0.5"]
+    dns: 10.0.0.53
+    dns_search: [example.test]
+    dns_opt: [ndots:1]
+    shm_size: 128m
+    sysctls: {net.ipv4.ip_forward: "1"}
+""")
+    spec = container_spec(project, project.services["web"])
+    assert spec.expose == ["7000/tcp", "7100/udp", "7101/udp"]
+    assert spec.restart == RestartPolicy("on-failure", 3)
+    assert (spec.cap_add, spec.cap_drop) == (["CAP_NET_ADMIN"], ["CAP_MKNOD"])
+    assert spec.extra_hosts == ["db:10.0.0.5"]
+    assert (spec.dns, spec.dns_search, spec.dns_options) == (["10.0.0.53"], ["example.test"],
+                                                             ["ndots:1"])
+    assert (spec.shm_size, spec.sysctls) == (128 * 1024**2, {"net.ipv4.ip_forward": "1"})
+    with pytest.raises(ComposeError, match=r"compose.yaml: services.web: invalid restart "
+                                           r"policy 'sometimes'"):
+        _project(tmp_path, "services:\n  web:\n    image: x\n    restart: sometimes\n")
