@@ -40,10 +40,13 @@ class Runner:
     argv: list[str]
     env: dict[str, str]
     ports: Callable[[Runner], dict[str, dict[str, int]]]  # service -> {8000/tcp: host port}
+    kind: str  # the engine the containers are on (docker-compose: docker)
+    project: str
+    file: Path = DATA / "compose.yaml"
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                              env=self.env, timeout=600, check=False)
+        proc = subprocess.run([*self.argv, "-f", str(self.file), *args], capture_output=True,
+                              text=True, env=self.env, timeout=600, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr[-2000:]}")
         return proc
@@ -130,12 +133,12 @@ def runner(request: pytest.FixtureRequest, isobox_home: Path, busybox_rootfs: Pa
     project = f"isoboxcompose{tag}"
     _busybox_in(kind, busybox_rootfs, base)
     env = {**os.environ, "BASE": base}
-    files = ["-p", project, "-f", str(DATA / "compose.yaml")]
+    files = ["-p", project]
     if request.param == "docker-compose":
-        run = Runner(["docker-compose", *files], env, _compose_ports)
+        run = Runner(["docker-compose", *files], env, _compose_ports, kind, project)
     else:
         run = Runner([sys.executable, "-m", "pytest_isobox.cli", "--engine", kind, "compose",
-                      *files], env, _isobox_ports)
+                      *files], env, _isobox_ports, kind, project)
     try:
         yield run
     finally:
@@ -161,6 +164,74 @@ def test_same_project_same_results(runner: Runner) -> None:
     assert _observe(runner) == EXPECTED
     runner("down", "-v", "--rmi", "local")
     assert runner.ports(runner) == {}
+
+
+MORE_EXPECTED = {
+    "services": {"app": "running", "migrate": "exited 0"},
+    "migrate's entrypoint and command ran first": "migrated\n",
+    "env_file, .env through ${VAR:-default}, environment last": "yes fromdotenv environment\n",
+    "read-only bind": "bound\nread-only\n",
+    "/scratch": "tmpfs\n",
+    "mounts": [["bind", "/conf"], ["volume", "/anon"], ["volume", "/state"]],
+    "limits": [64 * 1024**2, 500_000_000, 50],
+    "7000/tcp exposed": True,
+}
+
+
+def _project_containers(run: Runner) -> dict[str, tuple[str, dict]]:
+    """service -> (status, inspect) of the project's containers, by compose's labels."""
+    engine = open_engine(run.kind)
+    try:
+        return {c.labels["com.docker.compose.service"]: (c.status, engine.inspect(c.id))
+                for c in engine.containers(all=True)
+                if c.labels.get("com.docker.compose.project") == run.project}
+    finally:
+        engine.close()
+
+
+def _observe_more(run: Runner) -> dict[str, object]:
+    def sh(command: str) -> str:
+        return run("exec", "-T", "app", "sh", "-c", command).stdout
+
+    found = _project_containers(run)
+    app = found["app"][1]
+    return {
+        "services": {name: status if status == "running" else
+                     f"{status} {info['State']['ExitCode']}"
+                     for name, (status, info) in sorted(found.items())},
+        "migrate's entrypoint and command ran first": sh("cat /state/done"),
+        "env_file, .env through ${VAR:-default}, environment last":
+            sh('echo "$FROM_ENV_FILE $FROM_DOTENV $OVERRIDDEN"'),
+        "read-only bind": sh("cat /conf/setting; touch /conf/x 2>/dev/null && echo writable "
+                             "|| echo read-only"),
+        "/scratch": sh("awk '$2 == \"/scratch\" {print $3}' /proc/mounts"),
+        "mounts": sorted([m["Type"], m["Destination"]] for m in app["Mounts"]
+                         if m["Type"] in ("bind", "volume")),
+        "limits": [app["HostConfig"][k] for k in ("Memory", "NanoCpus", "PidsLimit")],
+        "7000/tcp exposed": "7000/tcp" in (app["Config"].get("ExposedPorts") or {}),
+    }
+
+
+def test_more_of_the_file_same_results(runner: Runner) -> None:
+    """depends_on service_completed_successfully, entrypoint, env_file and .env, binds,
+    anonymous and tmpfs volumes, limits, expose and profiles: the same on all three."""
+    runner.file = DATA / "more" / "compose.yaml"
+    runner("up", "-d")
+    assert _observe_more(runner) == MORE_EXPECTED
+    runner("--profile", "extra", "up", "-d")
+    assert _project_containers(runner)["extra"][0] == "running"
+    runner("--profile", "extra", "down", "-v")
+    assert _project_containers(runner) == {}
+
+
+def test_failed_dependency_stops_up(runner: Runner) -> None:
+    """migrate exits 3: up fails and app is never created (compose's condition)."""
+    runner.file = DATA / "more" / "compose.yaml"
+    runner.env["MIGRATE_CODE"] = "3"
+    proc = runner("up", "-d", check=False)
+    assert proc.returncode != 0
+    assert "app" not in _project_containers(runner)
+    assert "migrate" in proc.stderr and "3" in proc.stderr, proc.stderr
 
 
 def test_isobox_compose_broken_file_is_one_line(tmp_path: Path) -> None:
