@@ -32,6 +32,7 @@ SUPPORTED_VOLUME = {"name", "external", "labels", "driver"}
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 
 
 def _refuse(where: str, keys: Iterable[str], supported: set[str]) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pytest_isobox.compose import ComposeError
 from pytest_isobox.compose.model import (
+    CONFIG_HASH_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
     Project,
@@ -123,10 +124,20 @@ class ComposeRun:
                               tag=ref, buildargs=service.build.args, target=service.build.target)
 
     def _start(self, service: Service) -> None:
-        from pytest_isobox.engine import ContainerNotFound
+        """The service's container: kept when one of its name runs with the same
+        configuration and image (compose's config hash), else (re)created."""
+        from pytest_isobox.engine import ContainerNotFound, ImageNotFound
 
         spec = container_spec(self.project, service, persistent=self.persistent)
         self.specs[service.name] = spec
+        ensure = getattr(self.engine, "ensure_image", None)  # pulled when missing
+        if ensure is not None:
+            ensure(spec.image)
+        try:
+            image_id = self.engine.image_inspect(spec.image).id
+        except ImageNotFound:  # an engine that pulls at run
+            image_id = ""
+        spec.labels[CONFIG_HASH_LABEL] = config_hash(spec, image_id)
         if self.adopt is not None and self.adopt(spec):
             self.states[service.name] = self.engine.state(str(spec.name))
             self.adopted.add(service.name)
@@ -136,15 +147,16 @@ class ComposeRun:
             state = self.engine.state(str(spec.name))
         except ContainerNotFound:
             state = None
-        if state is not None and state.running:
+        if state is not None and state.running and \
+                state.labels.get(CONFIG_HASH_LABEL) == spec.labels[CONFIG_HASH_LABEL]:
             self.states[service.name] = state
+            self.announce(f"service {service.name} up to date ({spec.name})")
             return
         if state is not None:
             self.engine.remove(state.id, force=True)
+            self.announce(f"service {service.name} recreated: its configuration or image "
+                          "changed" if state.running else f"service {service.name} replaced")
         self.healthy.discard(service.name)
-        ensure = getattr(self.engine, "ensure_image", None)  # pulled when missing
-        if ensure is not None:
-            ensure(spec.image)
         started = time.monotonic()
         self.states[service.name] = self.engine.run(spec)
         self.start_seconds[service.name] = time.monotonic() - started
@@ -354,3 +366,16 @@ def remove_recorded(engine: Engine, record: dict) -> None:
     for ref in record.get("images", []):
         with contextlib.suppress(ImageNotFound, ConflictError):
             engine.remove_image(ref, force=True)
+
+
+def config_hash(spec: ContainerSpec, image_id: str) -> str:
+    """A digest of the service's container as specified and of its image: `up` recreates a
+    running container whose label differs (compose's com.docker.compose.config-hash)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    doc = asdict(spec)
+    doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
+    doc["image_id"] = image_id
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

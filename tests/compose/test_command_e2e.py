@@ -234,6 +234,48 @@ def test_failed_dependency_stops_up(runner: Runner) -> None:
     assert "migrate" in proc.stderr and "3" in proc.stderr, proc.stderr
 
 
+def test_build_then_up_build_recreates_and_logs(runner: Runner, tmp_path: Path) -> None:
+    """`build` makes the image, `up -d --build` after a change in the context rebuilds it
+    and recreates the service's container, `logs SERVICE` shows its output."""
+    copy = tmp_path / "project"
+    shutil.copytree(DATA, copy)
+    runner.file = copy / "compose.yaml"
+    runner("build")
+    assert any(runner.project in tag for tag in _image_tags(runner.kind))
+    runner("up", "-d")
+    before = _project_containers(runner)["web"][1]["Id"]
+    (copy / "web" / "www" / "index.html").write_text("<p>rebuilt</p>\n")
+    runner("up", "-d", "--build")
+    rebuilt = _project_containers(runner)["web"][1]["Id"]
+    assert rebuilt != before
+    port = runner.ports(runner)["web"]["8000/tcp"]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10).read()
+    assert body == b"<p>rebuilt</p>\n"
+    assert re.search(r"^web\S*\s+\| greeting written$", _logs(runner, "web"), re.MULTILINE)
+    runner("up", "-d")  # nothing changed: the same container
+    assert _project_containers(runner)["web"][1]["Id"] == rebuilt
+
+
+def test_logs_follow_ends_with_the_container(runner: Runner) -> None:
+    runner.file = DATA / "more" / "compose.yaml"
+    runner("up", "-d")
+    out = _logs(runner, "-f", "migrate")  # returns: migrate has exited
+    assert re.search(r"^migrate\S*\s+\| migrating$", out, re.MULTILINE), out
+
+
+def _logs(runner: Runner, *args: str) -> str:
+    """`logs` output without docker-compose's colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", runner("logs", *args).stdout)
+
+
+def _image_tags(kind: str) -> list[str]:
+    engine = open_engine(kind)
+    try:
+        return [tag for image in engine.images() for tag in image.tags]
+    finally:
+        engine.close()
+
+
 def test_isobox_compose_broken_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: x\n    ports: 80\n")
     proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "compose", "config"],
