@@ -4,6 +4,7 @@ and alias) and shared volume; `down -v --rmi local` leaves nothing. A broken fil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -17,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_isobox.engine import open_engine
+from pytest_isobox.engine import ImageNotFound, open_engine
 from tests.conftest import docker_available
 from tests.plugin.conftest import engine_problem
+from tests.registry.conftest import docker_config, registry
+from tests.registry.servers import Registry, have_registry
+
+__all__ = ["docker_config", "registry"]  # the registry tests' fixtures, used here too
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = {
@@ -274,6 +279,32 @@ def _image_tags(kind: str) -> list[str]:
         return [tag for image in engine.images() for tag in image.tags]
     finally:
         engine.close()
+
+
+@pytest.mark.skipif(not have_registry(), reason="docker-registry is not installed")
+def test_missing_image_is_pulled(runner: Runner, registry: Registry, docker_config: Path,
+                                 busybox_rootfs: Path, tmp_path: Path) -> None:
+    """`image:` not on the engine: pulled from its registry (docker-registry on loopback)."""
+    from pytest_isobox.images.store import ImageStore
+
+    ref = f"{registry.netloc}/isobox/compose-pull:{runner.project}"
+    store = ImageStore(tmp_path / "pusher")
+    store.tag(store.import_rootfs(busybox_rootfs, None), ref)
+    store.push(ref)
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  pulled:\n    image: {ref}\n    command: [sleep, '600']\n")
+    runner.file = tmp_path / "compose.yaml"
+    runner.env.pop("ISOBOX_OFFLINE", None)
+    runner.env["DOCKER_CONFIG"] = str(docker_config)
+    assert ref not in _image_tags(runner.kind)
+    try:
+        runner("up", "-d")
+        assert _project_containers(runner)["pulled"][0] == "running"
+        assert ref in _image_tags(runner.kind)
+        runner("down")
+    finally:
+        with contextlib.suppress(ImageNotFound):  # (not pulled: the assertion above says)
+            _remove_image(runner.kind, ref)
 
 
 def test_isobox_compose_broken_file_is_one_line(tmp_path: Path) -> None:
