@@ -48,9 +48,11 @@ class Runner:
     kind: str  # the engine the containers are on (docker-compose: docker)
     project: str
     file: Path = DATA / "compose.yaml"
+    more_files: tuple[Path, ...] = ()  # merged over `file`, in order
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*self.argv, "-f", str(self.file), *args], capture_output=True,
+        files = [part for f in (self.file, *self.more_files) for part in ("-f", str(f))]
+        proc = subprocess.run([*self.argv, *files, *args], capture_output=True,
                               text=True, env=self.env, timeout=600, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -172,7 +174,8 @@ def test_same_project_same_results(runner: Runner) -> None:
 
 
 MORE_EXPECTED = {
-    "services": {"app": "running", "migrate": "exited 0"},
+    "services": {"app": "running", "helper": "running", "migrate": "exited 0"},
+    "a second file merged, extends from a third": "yes | helper from base\n",
     "migrate's entrypoint and command ran first": "migrated\n",
     "env_file, .env through ${VAR:-default}, environment last": "yes fromdotenv environment\n",
     "read-only bind": "bound\nread-only\n",
@@ -204,6 +207,9 @@ def _observe_more(run: Runner) -> dict[str, object]:
         "services": {name: status if status == "running" else
                      f"{status} {info['State']['ExitCode']}"
                      for name, (status, info) in sorted(found.items())},
+        "a second file merged, extends from a third":
+            sh('echo "$FROM_OVERRIDE |"').rstrip("\n") + " " + run(
+                "exec", "-T", "helper", "sh", "-c", 'echo "$ROLE $KEPT"').stdout,
         "migrate's entrypoint and command ran first": sh("cat /state/done"),
         "env_file, .env through ${VAR:-default}, environment last":
             sh('echo "$FROM_ENV_FILE $FROM_DOTENV $OVERRIDDEN"'),
@@ -221,6 +227,7 @@ def test_more_of_the_file_same_results(runner: Runner) -> None:
     """depends_on service_completed_successfully, entrypoint, env_file and .env, binds,
     anonymous and tmpfs volumes, limits, expose and profiles: the same on all three."""
     runner.file = DATA / "more" / "compose.yaml"
+    runner.more_files = (DATA / "more" / "override.yaml",)
     runner("up", "-d")
     assert _observe_more(runner) == MORE_EXPECTED
     runner("--profile", "extra", "up", "-d")
