@@ -333,20 +333,22 @@ def test_isobox_compose_config_is_the_merged_model(tmp_path: Path) -> None:
     assert proc.stdout == "services:\n  web:\n    image: app:1\n    environment:\n      A: '1'\n"
 
 
+@pytest.mark.parametrize("kind", ["native", "docker"])
 def test_up_in_the_foreground_streams_logs_until_interrupted(isobox_home: Path,
-                                                            busybox_rootfs: Path) -> None:
+                                                            busybox_rootfs: Path,
+                                                            kind: str) -> None:
     """`up` without -d: the services' output prefixed by service, Ctrl-C takes it all down."""
     import signal
 
-    if engine_problem("native"):
-        pytest.skip(engine_problem("native"))
+    if engine_problem(kind):
+        pytest.skip(engine_problem(kind))
     base, project = "isobox-test/compose-busybox:fg", f"isoboxcompose{uuid.uuid4().hex[:10]}"
-    _busybox_in("native", busybox_rootfs, base)
+    _busybox_in(kind, busybox_rootfs, base)
     (isobox_home.parent / "compose.yaml").write_text(
         "services:\n  talker:\n    image: ${BASE}\n"
         "    command: [sh, -c, 'echo talking; exec sleep 600']\n")
-    proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "compose", "-p", project,
-                             "up"], cwd=isobox_home.parent, env={**os.environ, "BASE": base},
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "--engine", kind,
+                             "compose", "-p", project, "up"], cwd=isobox_home.parent, env={**os.environ, "BASE": base},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -358,4 +360,5 @@ def test_up_in_the_foreground_streams_logs_until_interrupted(isobox_home: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    _check_nothing_left("native", project)
+    _check_nothing_left(kind, project)
+    _remove_image(kind, base)

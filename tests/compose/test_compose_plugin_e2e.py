@@ -219,3 +219,33 @@ services:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(passed=1)
     assert _leftovers(engine_kind) == []
+
+
+def test_files_profiles_and_env_file_arguments(pytester: pytest.Pytester, busybox_rootfs: Path,
+                                               engine_kind: str) -> None:
+    """compose("compose.yaml", "extra.yaml", profiles=["test"], env_file=".env.test")."""
+    (pytester.path / "extra.yaml").write_text(textwrap.dedent("""
+        services:
+          web:
+            environment: {EXTRA: "${EXTRA_VALUE:-unset}"}
+          tool:
+            image: ${BASE}
+            profiles: [test]
+            command: [sleep, "600"]
+          other:
+            image: ${BASE}
+            profiles: [other]
+            command: [sleep, "600"]
+    """))
+    (pytester.path / ".env.test").write_text("WORD=fromtestenv\nEXTRA_VALUE=given\n")
+    args = '"compose.yaml", "extra.yaml", profiles=["test"], env_file=".env.test"'
+    _project(pytester, busybox_rootfs, engine_kind, args, """
+        def test_it(stack):
+            assert sorted(stack) == ["tool", "web"]
+            code, out = stack["web"].exec(["sh", "-c", "echo $WORD $EXTRA"])
+            assert (code, out) == (0, "fromtestenv given\\n")
+            assert "web-says-fromtestenv" in stack["web"].logs()
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=1)
+    assert _leftovers(engine_kind) == []
