@@ -223,7 +223,8 @@ services:
 
 def test_files_profiles_and_env_file_arguments(pytester: pytest.Pytester, busybox_rootfs: Path,
                                                engine_kind: str) -> None:
-    """compose("compose.yaml", "extra.yaml", profiles=["test"], env_file=".env.test")."""
+    """compose("compose.yaml", "extra.yaml", profiles=["test"], env_file=".env.test"), and
+    deploy.resources.limits reaching the container."""
     (pytester.path / "extra.yaml").write_text(textwrap.dedent("""
         services:
           web:
@@ -232,6 +233,7 @@ def test_files_profiles_and_env_file_arguments(pytester: pytest.Pytester, busybo
             image: ${BASE}
             profiles: [test]
             command: [sleep, "600"]
+            deploy: {resources: {limits: {memory: 32m, cpus: "0.25", pids: 20}}}
           other:
             image: ${BASE}
             profiles: [other]
@@ -245,6 +247,9 @@ def test_files_profiles_and_env_file_arguments(pytester: pytest.Pytester, busybo
             code, out = stack["web"].exec(["sh", "-c", "echo $WORD $EXTRA"])
             assert (code, out) == (0, "fromtestenv given\\n")
             assert "web-says-fromtestenv" in stack["web"].logs()
+            host = stack["tool"].engine.inspect(stack["tool"].id)["HostConfig"]
+            assert [host[k] for k in ("Memory", "NanoCpus", "PidsLimit")] == [
+                32 * 1024 * 1024, 250_000_000, 20]
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(passed=1)
