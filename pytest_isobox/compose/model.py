@@ -23,8 +23,9 @@ SUPPORTED = {
     "pids_limit", "profiles", "labels", "working_dir", "user", "hostname", "init", "read_only",
     "stop_signal", "stop_grace_period", "tty", "stdin_open", "ulimits", "security_opt",
     "container_name", "restart", "cap_add", "cap_drop", "privileged", "devices", "extra_hosts",
-    "dns", "dns_search", "dns_opt", "shm_size", "sysctls", "platform",
+    "dns", "dns_search", "dns_opt", "shm_size", "sysctls", "platform", "network_mode",
 }
+NETWORK_MODES = ("host", "none", "bridge")  # not service:NAME or container:NAME
 SUPPORTED_BUILD = {"context", "dockerfile", "args", "target"}
 SUPPORTED_HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 SUPPORTED_NETWORK = {"name", "external", "labels", "driver"}
@@ -268,7 +269,8 @@ def build_project(document: dict[str, Any], directory: Path, env: Mapping[str, s
             services[service.name] = service
     networks = _resources("networks", document.get("networks"), pname, SUPPORTED_NETWORK)
     volumes = _resources("volumes", document.get("volumes"), pname, SUPPORTED_VOLUME)
-    if any(not s.networks for s in services.values()) and "default" not in networks:
+    if any(not s.networks and s.raw.get("network_mode") is None for s in services.values()) \
+            and "default" not in networks:
         networks["default"] = Resource("default", f"{pname}_default", False, {})
     for service in services.values():
         for dep in service.depends_on:
@@ -390,7 +392,7 @@ def container_name(project: Project, service: Service) -> str:
 def container_spec(project: Project, service: Service, *, persistent: bool = True) -> Any:
     """The seam's ContainerSpec for one service; `persistent` False for containers that die
     with the process that made them (the fixture's)."""
-    from pytest_isobox.dockerargs import network_choice, parse_labels, parse_size, parse_ulimit
+    from pytest_isobox.dockerargs import parse_labels, parse_size, parse_ulimit
     from pytest_isobox.engine.errors import InvalidSpec
     from pytest_isobox.engine.specs import ContainerSpec
 
@@ -399,9 +401,7 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
     try:
         mem = parse_size(raw.get("mem_limit", limits.get("memory")))
         cpus = raw.get("cpus", limits.get("cpus"))
-        nets = service.networks or {"default": []}
-        mode, attachments = network_choice(
-            {project.networks[n].name: [service.name, *aliases] for n, aliases in nets.items()})
+        mode, attachments = _network_mode(project, service)
         ulimits = {}
         for uname, value in (raw.get("ulimits") or {}).items():
             if isinstance(value, Mapping):
@@ -442,6 +442,25 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
         healthcheck=service.healthcheck,
         **options,
     )
+
+
+def _network_mode(project: Project, service: Service) -> tuple[str, list[Any]]:
+    """`network_mode: host|none|bridge` alone, else the service's networks (default: the
+    project's default network), the service answering there to its name and aliases."""
+    from pytest_isobox.dockerargs import network_choice
+
+    where = f"services.{service.name}"
+    mode = service.raw.get("network_mode")
+    if mode is not None:
+        if mode not in NETWORK_MODES:
+            raise ComposeError(f"{where}.network_mode: {mode!r} not supported by isobox compose "
+                               f"(one of {', '.join(NETWORK_MODES)})")
+        if service.networks:
+            raise ComposeError(f"{where}: network_mode and networks cannot be combined")
+        return str(mode), []
+    nets = service.networks or {"default": []}
+    return network_choice(
+        {project.networks[n].name: [service.name, *aliases] for n, aliases in nets.items()})
 
 
 def _listed(value: Any, sep: str = "=") -> list[str]:

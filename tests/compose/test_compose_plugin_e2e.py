@@ -234,6 +234,11 @@ def test_files_profiles_and_env_file_arguments(pytester: pytest.Pytester, busybo
             profiles: [test]
             command: [sleep, "600"]
             deploy: {resources: {limits: {memory: 32m, cpus: "0.25", pids: 20}}}
+          isolated:
+            image: ${BASE}
+            profiles: [test]
+            network_mode: none
+            command: [sleep, "600"]
           other:
             image: ${BASE}
             profiles: [other]
@@ -243,7 +248,9 @@ def test_files_profiles_and_env_file_arguments(pytester: pytest.Pytester, busybo
     args = '"compose.yaml", "extra.yaml", profiles=["test"], env_file=".env.test"'
     _project(pytester, busybox_rootfs, engine_kind, args, """
         def test_it(stack):
-            assert sorted(stack) == ["tool", "web"]
+            assert sorted(stack) == ["isolated", "tool", "web"]
+            code, out = stack["isolated"].exec(["sh", "-c", "tail -n +3 /proc/net/dev"])
+            assert (code, [line.split(":")[0].strip() for line in out.splitlines()]) == (0, ["lo"])
             code, out = stack["web"].exec(["sh", "-c", "echo $WORD $EXTRA"])
             assert (code, out) == (0, "fromtestenv given\\n")
             assert "web-says-fromtestenv" in stack["web"].logs()

@@ -191,3 +191,17 @@ services:
     with pytest.raises(ComposeError, match=r"compose.yaml: services.web: invalid restart "
                                            r"policy 'sometimes'"):
         _project(tmp_path, "services:\n  web:\n    image: x\n    restart: sometimes\n")
+
+
+def test_network_mode(tmp_path: Path) -> None:
+    project = _project(tmp_path, "services:\n  web:\n    image: x\n    network_mode: host\n")
+    spec = container_spec(project, project.services["web"])
+    assert (spec.network_mode, spec.networks) == ("host", [])
+    assert project.networks == {}  # no default network for nobody
+    for text, message in [
+        ("network_mode: 'service:db'", r"services.web.network_mode: 'service:db' not supported"),
+        ("network_mode: none\n    networks: [back]\nnetworks: {back: {}}",
+         r"services.web: network_mode and networks cannot be combined$"),
+    ]:
+        with pytest.raises(ComposeError, match=message):
+            _project(tmp_path, f"services:\n  web:\n    image: x\n    {text}\n")
