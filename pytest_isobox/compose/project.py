@@ -73,7 +73,9 @@ class ComposeRun:
         return dict(self.states)
 
     def _networks(self) -> None:
-        from pytest_isobox.engine import ConflictError, NetworkNotFound
+        """The project's networks; persistent ones (up -d, reuse, shared, kept) outlive this
+        process as the containers on them do, else an owner's sweep takes them."""
+        from pytest_isobox.engine import PERSISTENT_LABEL, ConflictError, NetworkNotFound
 
         for net in self.project.networks.values():
             if net.external:
@@ -83,9 +85,11 @@ class ComposeRun:
                     raise ComposeError(f"networks.{net.key}: external network {net.name!r} "
                                        "not found") from None
                 continue
+            labels = {**net.labels, PROJECT_LABEL: self.project.name}
+            if self.persistent:
+                labels[PERSISTENT_LABEL] = "1"
             with contextlib.suppress(ConflictError):
-                self.engine.network_create(
-                    net.name, labels={**net.labels, PROJECT_LABEL: self.project.name})
+                self.engine.network_create(net.name, labels=labels)
                 self.announce(f"network {net.name} created")
 
     def _volumes(self, order: list[str]) -> None:

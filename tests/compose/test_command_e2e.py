@@ -314,6 +314,16 @@ def test_missing_image_is_pulled(runner: Runner, registry: Registry, docker_conf
             _remove_image(runner.kind, ref)
 
 
+def test_up_wait_returns_once_healthy(runner: Runner) -> None:
+    """`up -d --wait web`: returns when web's State.Health is healthy (compose v2's flag;
+    docker-compose 1.29 has none)."""
+    if runner.argv[0] == "docker-compose":
+        pytest.skip("docker-compose 1.29 has no up --wait")
+    runner("up", "-d", "--wait", "web")
+    assert _health_in_ps(runner, "web") == "healthy"
+    assert sorted(_project_containers(runner)) == ["web"]
+
+
 def test_isobox_compose_broken_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: x\n    ports: 80\n")
     proc = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "compose", "config"],
