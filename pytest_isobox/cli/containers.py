@@ -10,16 +10,13 @@ import re
 import sys
 import time
 
-from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import (
     _ago,
     _duration,
     _size,
     _table,
     compile_format,
-    print_documents,
 )
-from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
 from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
@@ -34,10 +31,20 @@ EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 
 
 def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+
     spec = _spec_from_args(args)
     check_cidfile(args)
+    # a foreground run owns its container while it runs: killed, the CLI takes it along; it
+    # is kept once it has exited (Docker leaves it for `ps -a`), where the engine can keep
+    # (-i/-t: run_attached keeps nothing of the container for the CLI to keep afterwards)
     if args.interactive or args.tty:
         return engine.run_attached(spec)
+    owned = not args.detach and not args.rm and "keep" in engine.capabilities
+    if owned:
+        from dataclasses import replace
+
+        spec = replace(spec, persistent=False)
     state = engine.create(spec)
     started = False
     try:
@@ -50,7 +57,10 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
             print(state.id)
             return 0
         _copy_logs(engine, state.id, follow=True)
-        return engine.wait(state.id)
+        code = engine.wait(state.id)
+        if owned:
+            engine.keep(state.id)
+        return code
     finally:
         if args.rm and not (args.detach and started):
             _remove_quietly(engine, state.id)
@@ -73,6 +83,8 @@ def _start(engine: Engine, container: str) -> int | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+
     args.detach = True
     spec = _spec_from_args(args)
     check_cidfile(args)
@@ -310,6 +322,8 @@ def _rfc3339_nano(when: float) -> str:
 
 
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
     if args.detach:
         result = _verb_of(engine, "exec_detached")(args.container, args.cmd, env=env,
@@ -391,16 +405,8 @@ def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
     --type; what is found is printed, each missing one named on stderr, exit 1 if any."""
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for ref in args.refs:
-        try:
-            docs.append(inspecting.find_document(engine, ref, args.type, size=args.size))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(args.refs, lambda ref: inspecting.find_document(
+        engine, ref, args.type, size=args.size), args.format)
 
 
 def cmd_port(engine: Engine, args: argparse.Namespace) -> int:

@@ -37,9 +37,13 @@ class ProgressPrinter:
                     self._out.write(f"{short}: {word}\n")
                     self._out.flush()
                 return
+            before = self._rows.get(short, "")
             self._rows[short] = self._row(event, done, total)
             now = time.monotonic()
-            if event in ("download", "upload") and now - self._last < _REDRAW_EVERY:
+            # a row's first bar is drawn at once (a change of state, as every other event);
+            # later bytes only every _REDRAW_EVERY
+            moving = before.startswith((_WORDS["download"], _WORDS["upload"]))
+            if event in ("download", "upload") and moving and now - self._last < _REDRAW_EVERY:
                 return
             self._last = now
             self._draw()

@@ -192,8 +192,6 @@ class NetworkManager:
                 for e in self.registry.entries()
             ]
             record = self._new_record(name, subnet, labels, claims)
-            record["owner"] = None if (labels or {}).get(PERSISTENT_LABEL) == "1" \
-                else ProcessIdentity.current().dump()
             record["rules_version"] = firewall.RULES_VERSION
             net, network_id = IPv4Network(record["subnet"]), record["id"]
             try:
@@ -221,6 +219,9 @@ class NetworkManager:
             "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
             "labels": dict(labels or {}), "created": time.time(), "members": {},
             "host_sysctls": [],
+            # the process whose death makes the network sweepable (None: persistent)
+            "owner": None if (labels or {}).get(PERSISTENT_LABEL) == "1"
+            else ProcessIdentity.current().dump(),
         }
         self.registry.add(record["bridge"], self.home, name, network_id, str(net))
         return record
@@ -444,7 +445,16 @@ class NetworkManager:
 
     def _wire(self, endpoint: Record, pid: int) -> None:
         for net in endpoint["networks"]:
-            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            try:
+                rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            except FileExistsError:
+                # the container's previous start: its veth (named from the container's id)
+                # is still going away after a stop (queued for deletion, or left to the
+                # kernel with the old namespace); once those are done, the name is free or
+                # else a leftover of that start, which nothing else is ever given
+                self._links.settle()
+                self._links.delete(net["veth"])
+                rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
         rtnl.configure_netns(
             pid, [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"]) for n in endpoint["networks"]],
             IPv4Address(endpoint["networks"][0]["gateway"]))
