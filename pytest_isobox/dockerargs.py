@@ -56,6 +56,37 @@ def parse_port(text: str | int) -> PortSpec:
     return PortSpec(_port(parts[2], raw), proto, host_ip, _port(parts[1] or "0", raw, 0))
 
 
+def parse_ports(text: str | int) -> list[PortSpec]:
+    """`-p` with Docker's ranges too: `8000-8001:8000-8001` (pairs in order), `9000-9001`
+    (each on a free host port), `127.0.0.1:7000-7001:7000-7001/udp`. A host range for one
+    container port (Docker picks a free one in it) is refused: ranges must be equal."""
+    raw = str(text)
+    body, slash, proto = raw.partition("/")
+    parts = body.rsplit(":", 2) if not body.startswith("[") else _split_v6(body)
+    if "-" not in parts[-1] and (len(parts) < 2 or "-" not in parts[-2]):
+        return [parse_port(raw)]
+    inner = _port_range(parts[-1], raw)
+    outer = _port_range(parts[-2], raw) if len(parts) >= 2 and parts[-2] else None
+    if outer is not None and len(outer) != len(inner):
+        raise InvalidSpec(f"invalid port {raw!r}: host range {parts[-2]} and container range "
+                          f"{parts[-1]} differ in length")
+    ip = (parts[0] if len(parts) == 3 else "").strip("[]")
+    prefix = f"[{ip}]:" if ":" in ip else f"{ip}:" if ip else ""
+    tail = f"/{proto}" if slash else ""
+    return [parse_port(f"{prefix}{'' if outer is None else outer[i]}:{port}{tail}"
+                       if outer is not None or prefix else f"{port}{tail}")
+            for i, port in enumerate(inner)]
+
+
+def _port_range(text: str, raw: str) -> list[int]:
+    low, dash, high = text.partition("-")
+    first = _port(low, raw, 0 if not dash else 1)
+    last = _port(high, raw) if dash else first
+    if last < first:
+        raise InvalidSpec(f"invalid port {raw!r}: range {text} ends before it starts")
+    return list(range(first, last + 1))
+
+
 def _split_v6(body: str) -> list[str]:
     host, _, rest = body[1:].partition("]")
     return [host, *rest.lstrip(":").split(":")]

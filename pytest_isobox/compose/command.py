@@ -120,6 +120,9 @@ def cmd_ps(run: ComposeRun, args: argparse.Namespace) -> int:
     for state in run.containers():
         status = state.status if state.exit_code is None or state.running else \
             f"exited ({state.exit_code})"
+        health = run.health(state.id).get("Status") if state.running else None
+        if health:  # the healthcheck kept in the container, as `docker compose ps` shows it
+            status += f" ({health})"
         ports = ", ".join(f"{host}:{port}->{key}" for key, bindings in state.ports.items()
                           for host, port in bindings)
         rows.append([state.name, state.labels.get(SERVICE_LABEL, ""), status, ports])

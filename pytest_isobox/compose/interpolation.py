@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_isobox.compose import ComposeError
+from pytest_isobox.compose.tags import Tagged
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PATTERN = re.compile(
@@ -74,6 +75,8 @@ def substitute(text: str, env: Mapping[str, str], where: str = "") -> str:
 
 def interpolate(document: Any, env: Mapping[str, str], where: str = "") -> Any:
     """Every string value of a loaded document interpolated (mapping keys left as they are)."""
+    if isinstance(document, Tagged):  # !reset / !override: their content interpolated
+        return type(document)(interpolate(document.value, env, where))
     if isinstance(document, str):
         return substitute(document, env, where)
     if isinstance(document, Mapping):

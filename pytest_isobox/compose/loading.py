@@ -2,18 +2,20 @@
 several files merged as compose merges them (compose-spec 13-merge.md): mappings merged key by
 key, sequences appended, `command`/`entrypoint`/`healthcheck.test` replaced, `ports` and
 `volumes` unique (by the published port, by the target), list forms of `environment`,
-`labels`, `depends_on`, `networks` turned into mappings first so that they merge.
+`labels`, `depends_on`, `networks` turned into mappings first so that they merge; a later
+file's `!reset` and `!override` (tags.py) drop or replace the earlier value.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_isobox.compose import ComposeError
+from pytest_isobox.compose import ComposeError, tags
 from pytest_isobox.compose.interpolation import interpolate, read_env_file
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
@@ -39,7 +41,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ComposeError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_loader())  # SafeLoader and two tags
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -50,6 +52,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ComposeError(f"{path}: top level must be a mapping, got {type(document).__name__}")
     return document
+
+
+@functools.cache
+def _loader() -> type:
+    return tags.loader()
 
 
 def _as_mapping(value: Any, *, list_value: Any) -> Any:
@@ -70,21 +77,25 @@ def _as_mapping(value: Any, *, list_value: Any) -> Any:
 def normalise_service(service: dict[str, Any]) -> dict[str, Any]:
     """The list forms of mergeable keys as mappings (compose's own normalisation)."""
     service = dict(service)
-    for key in ("environment", "labels"):
+    forms = {"environment": "split", "labels": "split", "networks": None,
+             "depends_on": {"condition": "service_started"}}
+    for key, list_value in forms.items():
         if key in service:
-            service[key] = _as_mapping(service[key], list_value="split")
-    if "depends_on" in service:
-        service["depends_on"] = _as_mapping(service["depends_on"],
-                                            list_value={"condition": "service_started"})
-    if "networks" in service:
-        service["networks"] = _as_mapping(service["networks"], list_value=None)
-    build = service.get("build")
-    if isinstance(build, str):
-        service["build"] = {"context": build}
-    if isinstance(service.get("build"), dict) and "args" in service["build"]:
-        service["build"] = dict(service["build"])
-        service["build"]["args"] = _as_mapping(service["build"]["args"], list_value="split")
+            service[key] = tags.inside(service[key],
+                                       lambda v, lv=list_value: _as_mapping(v, list_value=lv))
+    if "build" in service:
+        service["build"] = tags.inside(service["build"], _normalise_build)
     return service
+
+
+def _normalise_build(build: Any) -> Any:
+    if isinstance(build, str):
+        return {"context": build}
+    if isinstance(build, dict) and "args" in build:
+        build = dict(build)
+        build["args"] = tags.inside(build["args"],
+                                    lambda v: _as_mapping(v, list_value="split"))
+    return build
 
 
 def _port_key(item: Any) -> Any:
@@ -113,7 +124,11 @@ def merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, A
     out = dict(base)
     for key, value in override.items():
         old = out.get(key)
-        if key in _REPLACED or old is None or value is None:
+        if isinstance(value, tags.Reset):
+            out.pop(key, None)
+        elif isinstance(value, tags.Override):
+            out[key] = tags.unwrap(value)
+        elif key in _REPLACED or old is None or value is None:
             out[key] = value
         elif key == "ports" and isinstance(old, list) and isinstance(value, list):
             out[key] = _merge_unique(old, value, _port_key)
@@ -131,7 +146,12 @@ def merge_values(base: Any, override: Any) -> Any:
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
         for key, value in override.items():
-            out[key] = merge_values(out[key], value) if key in out else value
+            if isinstance(value, tags.Reset):
+                out.pop(key, None)
+            elif isinstance(value, tags.Override):
+                out[key] = tags.unwrap(value)
+            else:
+                out[key] = merge_values(out[key], value) if key in out else value
         return out
     if isinstance(base, list) and isinstance(override, list):
         return base + [item for item in override if item not in base]
@@ -142,7 +162,11 @@ def merge_documents(base: dict[str, Any], override: dict[str, Any]) -> dict[str,
     """A later file over an earlier one; services by the service rules, the rest as mappings."""
     out = dict(base)
     for key, value in override.items():
-        if key == "services" and isinstance(value, dict):
+        if isinstance(value, tags.Reset):
+            out.pop(key, None)
+        elif isinstance(value, tags.Override):
+            out[key] = tags.unwrap(value)
+        elif key == "services" and isinstance(value, dict):
             services = dict(out.get("services") or {})
             for name, service in value.items():
                 service = normalise_service(service or {})
@@ -158,9 +182,12 @@ def merge_documents(base: dict[str, Any], override: dict[str, Any]) -> dict[str,
 
 def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
     from pytest_isobox.compose import schema
+    from pytest_isobox.compose.model import refuse_keys
 
     document = interpolate(read_yaml(path), env, "")
-    schema.validate(document, str(path))
+    plain = tags.unwrap(document)  # what this file says by itself
+    schema.validate(plain, str(path))
+    refuse_keys(plain, str(path))
     services = document.get("services") or {}
     document["services"] = {name: normalise_service(service or {})
                             for name, service in services.items()}
@@ -201,6 +228,7 @@ def resolve_extends(document: dict[str, Any], path: Path, env: Mapping[str, str]
             base = resolve(base_name, chain + (marker,))
         else:
             base = base_services[base_name]
+        base = tags.unwrap(base)
         base = {k: v for k, v in base.items() if k not in ("depends_on",)} \
             if where != path else dict(base)
         resolved[name] = merge_service(base, service)
@@ -245,6 +273,6 @@ def load(files: Sequence[str | Path] | None = None, *, env_files: Sequence[str |
     merged: dict[str, Any] = {}
     for path in paths:
         document = resolve_extends(_read_file(path, env), path, env)
-        merged = merge_documents(merged, document)
+        merged = tags.unwrap(merge_documents(merged, document))
     merged.setdefault("services", {})
     return Loaded(document=merged, files=paths, project_dir=project_dir, env=env)

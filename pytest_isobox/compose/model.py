@@ -22,22 +22,53 @@ SUPPORTED = {
     "depends_on", "healthcheck", "networks", "volumes", "tmpfs", "deploy", "mem_limit", "cpus",
     "pids_limit", "profiles", "labels", "working_dir", "user", "hostname", "init", "read_only",
     "stop_signal", "stop_grace_period", "tty", "stdin_open", "ulimits", "security_opt",
-    "container_name",
+    "container_name", "restart", "cap_add", "cap_drop", "privileged", "devices", "extra_hosts",
+    "dns", "dns_search", "dns_opt", "shm_size", "sysctls", "platform", "network_mode",
 }
+NETWORK_MODES = ("host", "none", "bridge")  # not service:NAME or container:NAME
 SUPPORTED_BUILD = {"context", "dockerfile", "args", "target"}
-SUPPORTED_HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable",
-                         "start_interval"}
+SUPPORTED_HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 SUPPORTED_NETWORK = {"name", "external", "labels", "driver"}
 SUPPORTED_VOLUME = {"name", "external", "labels", "driver"}
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 
 
 def _refuse(where: str, keys: Iterable[str], supported: set[str]) -> None:
     for key in keys:
         if key not in supported and not str(key).startswith("x-"):
             raise ComposeError(f"{where}.{key}: not supported by isobox compose")
+
+
+def refuse_keys(document: Mapping[str, Any], source: str) -> None:
+    """One file's keys checked by name before it is merged, so the line names the file the
+    key is in: `b.yml: services.web.secrets: not supported by isobox compose`."""
+    try:
+        _refuse("", document, SUPPORTED_TOP)
+        for name, service in (document.get("services") or {}).items():
+            where = f"services.{name}"
+            service = service or {}
+            _refuse(where, service, SUPPORTED | {"extends"})
+            for key, allowed in (("build", SUPPORTED_BUILD),
+                                 ("healthcheck", SUPPORTED_HEALTHCHECK), ("deploy", {"resources"})):
+                if isinstance(service.get(key), Mapping):
+                    _refuse(f"{where}.{key}", service[key], allowed)
+            resources = (service.get("deploy") or {}).get("resources") or {}
+            _refuse(f"{where}.deploy.resources", resources, {"limits"})
+            _refuse(f"{where}.deploy.resources.limits", resources.get("limits") or {},
+                    {"cpus", "memory", "pids"})
+            for key, allowed in (("depends_on", {"condition", "required"}),
+                                 ("networks", {"aliases"})):
+                if isinstance(service.get(key), Mapping):
+                    for entry, options in service[key].items():
+                        _refuse(f"{where}.{key}.{entry}", options or {}, allowed)
+        for kind, allowed in (("networks", SUPPORTED_NETWORK), ("volumes", SUPPORTED_VOLUME)):
+            for key, options in (document.get(kind) or {}).items():
+                _refuse(f"{kind}.{key}", options or {}, allowed)
+    except ComposeError as exc:
+        raise ComposeError(f"{source}: {str(exc).lstrip('.')}") from None
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -59,23 +90,6 @@ def _words(value: Any) -> list[str] | None:
 
 
 @dataclass
-class Healthcheck:
-    """`test` as Docker stores it: `["CMD", ...]` or `["CMD-SHELL", "cmd"]`."""
-
-    test: list[str]
-    interval: float = 30.0
-    timeout: float = 30.0
-    retries: int = 3
-    start_period: float = 0.0
-
-    def command(self) -> list[str]:
-        """The argv to exec for one probe."""
-        if self.test[0] == "CMD-SHELL":
-            return ["/bin/sh", "-c", " ".join(self.test[1:])]
-        return self.test[1:]
-
-
-@dataclass
 class Build:
     context: Path
     dockerfile: str | None = None
@@ -92,10 +106,18 @@ class Service:
     image: str | None
     build: Build | None
     depends_on: dict[str, str]  # service -> condition
-    healthcheck: Healthcheck | None
+    healthcheck: Any  # the seam's HealthcheckSpec (stored in the container), or None
     networks: dict[str, list[str]]  # compose network name -> aliases
     profiles: list[str]
     expose: list[str]
+
+    @property
+    def own_healthcheck(self) -> bool | None:
+        """True: the service's own test; False: turned off (disable, NONE); None: the
+        image's HEALTHCHECK, if it has one, applies."""
+        if self.healthcheck is None or not self.healthcheck.test:
+            return None
+        return self.healthcheck.test[0] != "NONE"
 
     def image_ref(self, project: str) -> str:
         """The image to run: `image:` as given, or `<project>-<service>` when only built."""
@@ -150,29 +172,32 @@ def project_name(explicit: str | None, document: Mapping[str, Any], directory: P
     return name
 
 
-def _healthcheck(raw: Any, where: str) -> Healthcheck | None:
+def _healthcheck(raw: Any, where: str) -> Any:
+    """`healthcheck:` as the seam's HealthcheckSpec, which both engines keep in the container
+    (State.Health): `disable` or `test: [NONE]` turn the image's off, a mapping without
+    `test` keeps the image's command with the times given; 0 is Docker's default."""
+    from pytest_isobox.engine.specs import HealthcheckSpec
+
     if raw is None:
         return None
     _refuse(where, raw, SUPPORTED_HEALTHCHECK)
     if raw.get("disable"):
-        return None
+        return HealthcheckSpec(("NONE",))
     test = raw.get("test")
-    if test is None:
-        return None
     if isinstance(test, str):
         test = ["CMD-SHELL", test]
-    test = [str(t) for t in test]
-    if test[0] == "NONE":
-        return None
-    if test[0] not in ("CMD", "CMD-SHELL") or len(test) < 2:
+    test = [str(t) for t in test or []]
+    if test and test[0] == "NONE":
+        return HealthcheckSpec(("NONE",))
+    if test and (test[0] not in ("CMD", "CMD-SHELL") or len(test) < 2):
         raise ComposeError(f"{where}.test: expected [CMD, ...], [CMD-SHELL, cmd] or a string")
-    check = Healthcheck(test)
-    for key in ("interval", "timeout", "start_period"):
-        if key in raw:
-            setattr(check, key, parse_duration(raw[key], f"{where}.{key}"))
-    if "retries" in raw:
-        check.retries = int(raw["retries"])
-    return check
+    times = {key: parse_duration(raw[key], f"{where}.{key}") if key in raw else 0.0
+             for key in ("interval", "timeout", "start_period")}
+    retries = int(raw.get("retries") or 0)
+    if retries < 0:
+        raise ComposeError(f"{where}.retries: cannot be negative: {retries}")
+    return HealthcheckSpec(tuple(test), times["interval"], times["timeout"], retries,
+                           times["start_period"])
 
 
 def _service(name: str, raw: dict[str, Any], directory: Path) -> Service:
@@ -244,7 +269,8 @@ def build_project(document: dict[str, Any], directory: Path, env: Mapping[str, s
             services[service.name] = service
     networks = _resources("networks", document.get("networks"), pname, SUPPORTED_NETWORK)
     volumes = _resources("volumes", document.get("volumes"), pname, SUPPORTED_VOLUME)
-    if any(not s.networks for s in services.values()) and "default" not in networks:
+    if any(not s.networks and s.raw.get("network_mode") is None for s in services.values()) \
+            and "default" not in networks:
         networks["default"] = Resource("default", f"{pname}_default", False, {})
     for service in services.values():
         for dep in service.depends_on:
@@ -265,7 +291,9 @@ def build_project(document: dict[str, Any], directory: Path, env: Mapping[str, s
 
 
 def _ports(raw: list[Any], where: str) -> list[Any]:
-    from pytest_isobox.dockerargs import parse_port
+    """Short syntax through dockerargs.parse_ports (ranges included), long syntax mapped to
+    it: `{target: 80, published: "8080", host_ip: 127.0.0.1, protocol: udp}`."""
+    from pytest_isobox.dockerargs import parse_ports
     from pytest_isobox.engine.errors import InvalidSpec
     from pytest_isobox.engine.specs import PortSpec
 
@@ -276,15 +304,16 @@ def _ports(raw: list[Any], where: str) -> list[Any]:
                 _refuse(f"{where}[{index}]", item,
                         {"target", "published", "host_ip", "protocol", "mode", "name"})
                 published = str(item.get("published") or "0")
-                spec = parse_port(f"{published}:{item['target']}/{item.get('protocol', 'tcp')}")
+                specs = parse_ports(f"{published}:{item['target']}/"
+                                    f"{item.get('protocol', 'tcp')}")
                 if item.get("host_ip"):
-                    spec = PortSpec(spec.container_port, spec.protocol, str(item["host_ip"]),
-                                    spec.host_port)
+                    specs = [PortSpec(s.container_port, s.protocol, str(item["host_ip"]),
+                                      s.host_port) for s in specs]
             else:
-                spec = parse_port(item)
+                specs = parse_ports(item)
         except InvalidSpec as exc:
             raise ComposeError(f"{where}[{index}]: {exc}") from None
-        ports.append(spec)
+        ports += specs
     return ports
 
 
@@ -363,7 +392,7 @@ def container_name(project: Project, service: Service) -> str:
 def container_spec(project: Project, service: Service, *, persistent: bool = True) -> Any:
     """The seam's ContainerSpec for one service; `persistent` False for containers that die
     with the process that made them (the fixture's)."""
-    from pytest_isobox.dockerargs import network_choice, parse_labels, parse_size, parse_ulimit
+    from pytest_isobox.dockerargs import parse_labels, parse_size, parse_ulimit
     from pytest_isobox.engine.errors import InvalidSpec
     from pytest_isobox.engine.specs import ContainerSpec
 
@@ -372,15 +401,14 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
     try:
         mem = parse_size(raw.get("mem_limit", limits.get("memory")))
         cpus = raw.get("cpus", limits.get("cpus"))
-        nets = service.networks or {"default": []}
-        mode, attachments = network_choice(
-            {project.networks[n].name: [service.name, *aliases] for n, aliases in nets.items()})
+        mode, attachments = _network_mode(project, service)
         ulimits = {}
         for uname, value in (raw.get("ulimits") or {}).items():
             if isinstance(value, Mapping):
                 value = f"{value['soft']}:{value['hard']}"
             ulimits.update([parse_ulimit(f"{uname}={value}")])
         labels = parse_labels(raw.get("labels"))
+        options = _run_options(raw, mode if not attachments else "bridge")
     except InvalidSpec as exc:
         raise ComposeError(f"{where}: {exc}") from None
     labels.update({PROJECT_LABEL: project.name, SERVICE_LABEL: service.name})
@@ -411,7 +439,63 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
         ulimits=ulimits,
         security_opt=[str(s) for s in raw.get("security_opt") or []],
         read_only=bool(raw.get("read_only", False)),
+        healthcheck=service.healthcheck,
+        **options,
     )
+
+
+def _network_mode(project: Project, service: Service) -> tuple[str, list[Any]]:
+    """`network_mode: host|none|bridge` alone, else the service's networks (default: the
+    project's default network), the service answering there to its name and aliases."""
+    from pytest_isobox.dockerargs import network_choice
+
+    where = f"services.{service.name}"
+    mode = service.raw.get("network_mode")
+    if mode is not None:
+        if mode not in NETWORK_MODES:
+            raise ComposeError(f"{where}.network_mode: {mode!r} not supported by isobox compose "
+                               f"(one of {', '.join(NETWORK_MODES)})")
+        if service.networks:
+            raise ComposeError(f"{where}: network_mode and networks cannot be combined")
+        return str(mode), []
+    nets = service.networks or {"default": []}
+    return network_choice(
+        {project.networks[n].name: [service.name, *aliases] for n, aliases in nets.items()})
+
+
+def _listed(value: Any, sep: str = "=") -> list[str]:
+    """Compose's list-or-mapping values (`[a=1]` or `{a: 1}`) as Docker's `a=1` strings."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [f"{k}{sep}{v}" for k, v in value.items()]
+    return [str(v) for v in ([value] if isinstance(value, str) else value)]
+
+
+def _run_options(raw: Mapping[str, Any], network_mode: str) -> dict[str, Any]:
+    """The run options of `docker run` a service may carry, through the CLI's parsers."""
+    from pytest_isobox import dockerargs
+
+    return {
+        "expose": [k for e in raw.get("expose") or [] for k in dockerargs.parse_expose(e)],
+        "restart": dockerargs.parse_restart(raw.get("restart")),
+        "cap_add": dockerargs.parse_capabilities(raw.get("cap_add")),
+        "cap_drop": dockerargs.parse_capabilities(raw.get("cap_drop")),
+        "privileged": bool(raw.get("privileged", False)),
+        "devices": [dockerargs.parse_device(d if isinstance(d, str) else
+                                            f"{d['source']}:{d.get('target', d['source'])}"
+                                            f":{d.get('permissions', 'rwm')}")
+                    for d in raw.get("devices") or []],
+        "extra_hosts": [dockerargs.parse_extra_host(h)
+                        for h in _listed(raw.get("extra_hosts"), sep=":")],
+        "dns": [dockerargs.parse_ip(d) for d in _listed(raw.get("dns"))],
+        "dns_search": _listed(raw.get("dns_search")),
+        "dns_options": _listed(raw.get("dns_opt")),
+        "shm_size": dockerargs.parse_size(raw.get("shm_size")),
+        "sysctls": dict(dockerargs.parse_sysctl(item, network_mode)
+                        for item in _listed(raw.get("sysctls"))),
+        "platform": dockerargs.check_platform(raw.get("platform")),
+    }
 
 
 def load_project(files: Iterable[str | Path] | None = None, *, project_name: str | None = None,

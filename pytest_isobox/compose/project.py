@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pytest_isobox.compose import ComposeError
 from pytest_isobox.compose.model import (
+    CONFIG_HASH_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
     Project,
@@ -34,13 +35,20 @@ class ComposeRun:
     (the fixture's); `announce` receives one line per step (the CLI prints them)."""
 
     def __init__(self, engine: Engine, project: Project, *, persistent: bool = True,
-                 announce: Callable[[str], None] | None = None) -> None:
+                 announce: Callable[[str], None] | None = None,
+                 adopt: Callable[[ContainerSpec], bool] | None = None) -> None:
+        """`adopt` (the plugin's --isobox-reuse) is asked before a service's container is
+        made: True when an earlier run's container of that name has the same configuration
+        (it is running again); it removes one that differs, and labels the spec."""
         self.engine = engine
         self.project = project
         self.persistent = persistent
         self.announce = announce or (lambda line: None)
+        self.adopt = adopt
+        self.adopted: set[str] = set()
         self.states: dict[str, ContainerState] = {}
         self.specs: dict[str, ContainerSpec] = {}
+        self.start_seconds: dict[str, float] = {}
         self.healthy: set[str] = set()
 
     # ------------------------------------------------------------------ up
@@ -60,12 +68,14 @@ class ComposeRun:
             self._start(service)
         if wait:
             for name in order:
-                if self.project.services[name].healthcheck is not None:
+                if self.has_healthcheck(name):
                     self.wait_condition(name, "service_healthy", timeout)
         return dict(self.states)
 
     def _networks(self) -> None:
-        from pytest_isobox.engine import ConflictError, NetworkNotFound
+        """The project's networks; persistent ones (up -d, reuse, shared, kept) outlive this
+        process as the containers on them do, else an owner's sweep takes them."""
+        from pytest_isobox.engine import PERSISTENT_LABEL, ConflictError, NetworkNotFound
 
         for net in self.project.networks.values():
             if net.external:
@@ -75,9 +85,11 @@ class ComposeRun:
                     raise ComposeError(f"networks.{net.key}: external network {net.name!r} "
                                        "not found") from None
                 continue
+            labels = {**net.labels, PROJECT_LABEL: self.project.name}
+            if self.persistent:
+                labels[PERSISTENT_LABEL] = "1"
             with contextlib.suppress(ConflictError):
-                self.engine.network_create(
-                    net.name, labels={**net.labels, PROJECT_LABEL: self.project.name})
+                self.engine.network_create(net.name, labels=labels)
                 self.announce(f"network {net.name} created")
 
     def _volumes(self, order: list[str]) -> None:
@@ -116,24 +128,42 @@ class ComposeRun:
                               tag=ref, buildargs=service.build.args, target=service.build.target)
 
     def _start(self, service: Service) -> None:
-        from pytest_isobox.engine import ContainerNotFound
+        """The service's container: kept when one of its name runs with the same
+        configuration and image (compose's config hash), else (re)created."""
+        from pytest_isobox.engine import ContainerNotFound, ImageNotFound
 
         spec = container_spec(self.project, service, persistent=self.persistent)
         self.specs[service.name] = spec
+        ensure = getattr(self.engine, "ensure_image", None)  # pulled when missing
+        if ensure is not None:
+            ensure(spec.image)
+        try:
+            image_id = self.engine.image_inspect(spec.image).id
+        except ImageNotFound:  # an engine that pulls at run
+            image_id = ""
+        spec.labels[CONFIG_HASH_LABEL] = config_hash(spec, image_id)
+        if self.adopt is not None and self.adopt(spec):
+            self.states[service.name] = self.engine.state(str(spec.name))
+            self.adopted.add(service.name)
+            self.announce(f"service {service.name} reused ({spec.name})")
+            return
         try:
             state = self.engine.state(str(spec.name))
         except ContainerNotFound:
             state = None
-        if state is not None and state.running:
+        if state is not None and state.running and \
+                state.labels.get(CONFIG_HASH_LABEL) == spec.labels[CONFIG_HASH_LABEL]:
             self.states[service.name] = state
+            self.announce(f"service {service.name} up to date ({spec.name})")
             return
         if state is not None:
             self.engine.remove(state.id, force=True)
+            self.announce(f"service {service.name} recreated: its configuration or image "
+                          "changed" if state.running else f"service {service.name} replaced")
         self.healthy.discard(service.name)
-        ensure = getattr(self.engine, "ensure_image", None)  # pulled when missing
-        if ensure is not None:
-            ensure(spec.image)
+        started = time.monotonic()
         self.states[service.name] = self.engine.run(spec)
+        self.start_seconds[service.name] = time.monotonic() - started
         self.announce(f"service {service.name} started ({spec.name})")
 
     # ------------------------------------------------------------------ conditions
@@ -157,42 +187,55 @@ class ComposeRun:
             return
         self.wait_healthy(name, timeout, why)
 
+    def has_healthcheck(self, name: str) -> bool:
+        """The service's own healthcheck, or else its image's HEALTHCHECK (compose's rule)."""
+        from pytest_isobox.engine import ImageNotFound
+
+        service = self.project.services[name]
+        if service.own_healthcheck is not None:
+            return service.own_healthcheck
+        try:
+            config = self.engine.image_inspect(service.image_ref(self.project.name)).config
+        except ImageNotFound:
+            return False
+        test = (config.get("config", config).get("Healthcheck") or {}).get("Test") or []
+        return bool(test) and test[0] != "NONE"
+
+    def health(self, container: str) -> dict:
+        """State.Health as the engine keeps it (native: the keeper; docker: the daemon)."""
+        return (self.engine.inspect(container).get("State") or {}).get("Health") or {}
+
     def wait_healthy(self, name: str, timeout: float, why: str = "") -> None:
-        """Run the healthcheck's test in the container until it passes: failures in the
-        start period do not count, `retries` consecutive failures make it unhealthy."""
+        """Until the container's State.Health is healthy: the engine runs the healthcheck
+        stored in the container at its interval (retries, start period, timeout as Docker
+        counts them); unhealthy, or an exit, fails at once, as compose's depends_on does."""
         if name in self.healthy:
             return
-        service = self.project.services[name]
-        check = service.healthcheck
-        if check is None:
-            raise ServiceFailed(f"services.{name}: service_healthy needs a healthcheck{why}")
+        if not self.has_healthcheck(name):
+            raise ServiceFailed(f"services.{name}: service_healthy needs a healthcheck (the "
+                                f"service's or its image's){why}")
         state = self.states[name]
-        started = time.monotonic()
-        deadline = started + timeout
-        failures, output = 0, ""
+        deadline = time.monotonic() + timeout
+        pause = 0.02
         while True:
-            try:
-                result = self.engine.exec(state.id, check.command())
-                code, output = result.exit_code, result.output.decode("utf-8", "replace")
-            except Exception as exc:  # noqa: BLE001 - a container that died shows below
-                code, output = -1, str(exc)
-            if code == 0:
+            health = self.health(state.id)
+            status = health.get("Status") or "starting"
+            if status == "healthy":
                 self.healthy.add(name)
                 self.announce(f"service {name} healthy")
                 return
-            if time.monotonic() - started >= check.start_period:
-                failures += 1
-            last = (output.strip().splitlines() or ["(no output)"])[-1]
-            if failures >= check.retries:
-                raise ServiceFailed(f"service {name} is unhealthy after {failures} checks "
-                                    f"(every {check.interval:g}s){why}: last output: {last}")
-            if time.monotonic() >= deadline:
-                raise ServiceFailed(f"service {name} not healthy within {timeout:g}s{why}: "
-                                    f"last output: {last}")
-            try:  # the interval, cut short when the container exits
-                code = self.engine.wait(state.id, min(check.interval, deadline -
-                                                      time.monotonic()))
+            if status == "unhealthy":
+                raise ServiceFailed(f"service {name} is unhealthy after "
+                                    f"{health.get('FailingStreak', 0)} failed checks{why}: "
+                                    f"last output: {_last_output(health)}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServiceFailed(f"service {name} not healthy within {timeout:g}s{why} "
+                                    f"(health: {status}): last output: {_last_output(health)}")
+            try:  # the pause between looks, cut short when the container exits
+                code = self.engine.wait(state.id, min(pause, left))
             except TimeoutError:
+                pause = min(pause * 1.5, 0.25)
                 continue
             raise ServiceFailed(f"service {name} exited with {code} before it was healthy"
                                 f"{why}: {self._tail(state.id)}")
@@ -271,6 +314,18 @@ class ComposeRun:
         if errors:
             raise errors[0]
 
+    def removal_record(self) -> dict[str, object]:
+        """What `down -v --rmi local` would remove, as plain data: another process (the last
+        xdist worker of a shared project) takes it down from this with `remove_recorded`."""
+        volumes = [v.name for v in self.project.volumes.values() if not v.external]
+        for service in self.project.services.values():
+            volumes += anonymous_volumes(self.project, service)
+        return {"id": self.project.name,
+                "networks": [n.name for n in self.project.networks.values() if not n.external],
+                "volumes": volumes,
+                "images": [s.image_ref(self.project.name) for s in self.project.services.values()
+                           if s.build is not None and s.image is None]}
+
     def logs(self, service: str, *, tail: int | None = None) -> str:
         state = self.container_of(service)
         pieces = self.engine.logs(state.id, tail=tail)
@@ -279,3 +334,52 @@ class ComposeRun:
     def exec(self, service: str, argv: list[str]) -> tuple[int, bytes]:
         result = self.engine.exec(self.container_of(service).id, argv)
         return result.exit_code, result.output
+
+
+def _last_output(health: dict) -> str:
+    """The last probe's output, one line (Docker keeps the last five in State.Health.Log)."""
+    entries = health.get("Log") or []
+    if not entries:
+        return "(no check finished yet)"
+    text = str(entries[-1].get("Output") or "").strip()
+    return f"exit {entries[-1].get('ExitCode')}: " + (" | ".join(text.splitlines()[-3:])
+                                                      or "(no output)")
+
+
+def remove_recorded(engine: Engine, record: dict) -> None:
+    """Take down a project from its `removal_record`: its labelled containers, then its
+    networks, volumes and built images; what is gone already is skipped."""
+    from pytest_isobox.engine import (
+        ConflictError,
+        ContainerNotFound,
+        ImageNotFound,
+        NetworkNotFound,
+        VolumeNotFound,
+    )
+
+    for state in engine.containers(all=True):
+        if state.labels.get(PROJECT_LABEL) == record["id"]:
+            with contextlib.suppress(ContainerNotFound):
+                engine.remove(state.id, force=True)
+    for name in record.get("networks", []):
+        with contextlib.suppress(NetworkNotFound, ConflictError):
+            engine.network_remove(name)
+    for name in record.get("volumes", []):
+        with contextlib.suppress(VolumeNotFound):
+            engine.volume_remove(name, force=True)
+    for ref in record.get("images", []):
+        with contextlib.suppress(ImageNotFound, ConflictError):
+            engine.remove_image(ref, force=True)
+
+
+def config_hash(spec: ContainerSpec, image_id: str) -> str:
+    """A digest of the service's container as specified and of its image: `up` recreates a
+    running container whose label differs (compose's com.docker.compose.config-hash)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    doc = asdict(spec)
+    doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
+    doc["image_id"] = image_id
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -72,6 +72,7 @@ def _config(config: dict, spec: dict, image_config: dict) -> dict:
     env = [f"{k}={v}" for k, v in config["env"].items()]
     ports = {f"{p['container_port']}/{p['protocol']}": {} for p in spec.get("ports") or []}
     ports.update(image_config.get("ExposedPorts") or {})
+    ports.update({key: {} for key in spec.get("expose") or []})  # --expose, as Docker lists it
     overrides: dict = {
         "Hostname": config["hostname"], "User": config["user"], "Env": env,
         "Cmd": spec["command"] if spec["command"] is not None else image_config.get("Cmd"),

@@ -119,6 +119,11 @@ class Container:
     def exit_code(self) -> int | None:
         return self.poll_state().exit_code
 
+    def health(self) -> dict:
+        """State.Health as the engine keeps it (Status, FailingStreak, Log); {} without a
+        healthcheck, or before the first record of one."""
+        return (self.engine.inspect(self.id).get("State") or {}).get("Health") or {}
+
     @property
     def ips(self) -> dict[str, str]:
         """IP address per network name (a network fixture's name works as a key too)."""

@@ -60,13 +60,16 @@ class SharedRegistry:
         return cls(session.home, session.run_id, session.worker_id, session.worker_count,
                    session.controller)
 
-    def acquire(self, key: str, start: Callable[[], str]) -> tuple[str, bool]:
-        """The id of the run's container for key, started by `start` if no worker has yet."""
+    def acquire(self, key: str, start: Callable[[], str | dict]) -> tuple[str, bool]:
+        """The id of the run's container for key, started by `start` if no worker has yet
+        (`start` may return a mapping with the id and what removing it takes)."""
         with self._locked() as doc:
             entry = doc["containers"].get(key)
             created = entry is None
             if created:
-                entry = doc["containers"][key] = {"id": start(), "users": []}
+                made = start()
+                entry = doc["containers"][key] = {
+                    **(made if isinstance(made, dict) else {"id": made}), "users": []}
             entry["users"] = sorted({*entry["users"], self.worker_id})
             return entry["id"], created
 
@@ -109,6 +112,10 @@ class SharedRegistry:
             try:
                 if kind == "container":
                     engine.remove(entry["id"], force=True)
+                elif kind == "compose":  # a shared compose() project, as it recorded itself
+                    from pytest_isobox.compose.project import remove_recorded
+
+                    remove_recorded(engine, entry)
                 else:
                     engine.network_remove(entry["id"])
                 removed.append(f"shared {kind} {fixture} ({entry['id'][:12]})")

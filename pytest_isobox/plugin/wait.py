@@ -10,6 +10,7 @@ it waited for, the last attempt's error and the last log lines.
     wait.log(r"listening on \\d+")      a regex matches the container's output
     wait.command(["pg_isready"])        an exec exits 0
     wait.healthcheck()                  the image's HEALTHCHECK command exits 0 (via exec)
+    wait.healthy()                      State.Health is healthy (the container's own check)
     wait.all_of(a, b)                   every one, in order
     wait.ports()                        (the default) every published TCP port accepts
 """
@@ -191,6 +192,29 @@ class Healthcheck:
 
 
 @dataclass(frozen=True)
+class Healthy:
+    """State.Health is `healthy`: the healthcheck stored in the container, run by the engine
+    at its interval (native: the keeper; docker: the daemon). Unhealthy fails at once."""
+
+    def describe(self, target: WaitTarget) -> str:
+        return "its healthcheck (State.Health) to report healthy"
+
+    def check(self, target: WaitTarget) -> None:
+        health = target.health()  # type: ignore[attr-defined]
+        status = health.get("Status") or "starting"
+        if status == "healthy":
+            return
+        log = health.get("Log") or []
+        last = f"exit {log[-1].get('ExitCode')}: {_last_line(str(log[-1].get('Output') or ''))}" \
+            if log else "no check finished yet"
+        if status == "unhealthy":
+            raise ReadinessError(f"container {target.name} is unhealthy after "
+                                 f"{health.get('FailingStreak', 0)} failed checks; last: "
+                                 f"{last}{_tail(target)}")
+        raise NotReady(f"health {status}, {last}")
+
+
+@dataclass(frozen=True)
 class AllOf:
     strategies: tuple[Strategy, ...]
 
@@ -232,6 +256,11 @@ def command(cmd: str | Sequence[str]) -> Command:
 def healthcheck() -> Healthcheck:
     """Ready when the image's HEALTHCHECK command, run with exec, exits 0."""
     return Healthcheck()
+
+
+def healthy() -> Healthy:
+    """Ready when the container's State.Health is healthy (its stored healthcheck passed)."""
+    return Healthy()
 
 
 def all_of(*strategies: Strategy) -> AllOf:

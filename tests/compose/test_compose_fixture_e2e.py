@@ -97,12 +97,12 @@ def test_stack_services_ports_names_volume(pytester: pytest.Pytester, busybox_ro
 def test_broken_file_is_one_line(pytester: pytest.Pytester, busybox_rootfs: Path,
                                  engine_kind: str) -> None:
     (pytester.path / "compose.yaml").write_text(
-        "services:\n  web:\n    image: x\n    privileged: true\n")
+        "services:\n  web:\n    image: x\n    pid: host\n")
     pytester.makeini(f"[pytest]\nisobox_engine = {engine_kind}\n")
     pytester.makeconftest(_conftest(busybox_rootfs, ""))
     pytester.makepyfile(test_broken="def test_it(stack):\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(errors=1)
     line = (r"E\s+pytest_isobox.compose.ComposeError: .*/compose.yaml: "
-            r"services.web.privileged: not supported by isobox compose$")
+            r"services.web.pid: not supported by isobox compose$")
     result.stdout.re_match_lines([line])

@@ -159,3 +159,58 @@ def test_broken_files_give_one_line(tmp_path: Path, text: str, message: str) -> 
     with pytest.raises(ComposeError, match=message) as info:
         load(cwd=tmp_path, environ={})
     assert "\n" not in str(info.value)
+
+
+def test_reset_and_override_tags_in_a_later_file(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yml", """
+services:
+  web:
+    image: app:${TAG:-1}
+    ports: ["8080:80", "9090:90"]
+    environment: {A: "1", B: "2"}
+    command: [serve]
+    healthcheck: {test: [CMD, "true"], interval: 1s}
+    depends_on: [db]
+  db: {image: db}
+""")
+    _write(tmp_path, "b.yml", """
+services:
+  web:
+    ports: !reset []
+    environment: !override ["ONLY=${TAG:-x}"]
+    command: !reset null
+    healthcheck: !override {test: [CMD, probe]}
+    depends_on: !reset
+    expose: !override ["81"]
+""")
+    web = load(["a.yml", "b.yml"], cwd=tmp_path, environ={"TAG": "7"}).document["services"]["web"]
+    assert web == {"image": "app:7", "environment": {"ONLY": "7"},
+                   "healthcheck": {"test": ["CMD", "probe"]}, "expose": ["81"]}
+
+
+def test_tags_in_a_single_file_are_plain_values(tmp_path: Path) -> None:
+    _write(tmp_path, "compose.yaml", "services:\n  web:\n    image: app\n"
+                                     "    ports: !override ['80']\n    command: !reset [x]\n")
+    assert load(cwd=tmp_path, environ={}).document["services"]["web"] == {
+        "image": "app", "ports": ["80"]}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("services:\n  web: {image: x}\nconfigs: {c: {file: ./c}}\n", r"configs"),
+    ("services:\n  web: {image: x}\nsecrets: {s: {file: ./s}}\n", r"secrets"),
+    ("include: [other.yml]\nservices:\n  web: {image: x}\n", r"include"),
+    ("services:\n  web: {image: x, secrets: [s]}\n", r"services.web.secrets"),
+    ("services:\n  web: {image: x, configs: [c]}\n", r"services.web.configs"),
+    ("services:\n  web: {image: x, links: [db]}\n", r"services.web.links"),
+    ("services:\n  web: {image: x, deploy: {replicas: 2}}\n", r"services.web.deploy.replicas"),
+    ("services:\n  web: {image: x, healthcheck: {start_interval: 1s}}\n",
+     r"services.web.healthcheck.start_interval"),
+    ("services:\n  web: {image: x}\nnetworks: {n: {ipam: {}}}\n", r"networks.n.ipam"),
+])
+def test_unsupported_keys_name_the_file_they_are_in(tmp_path: Path, text: str,
+                                                     message: str) -> None:
+    _write(tmp_path, "a.yml", "services:\n  web: {image: x}\n")
+    _write(tmp_path, "b.yml", text)
+    with pytest.raises(ComposeError) as info:
+        load(["a.yml", "b.yml"], cwd=tmp_path, environ={})
+    assert str(info.value) == f"{tmp_path}/b.yml: {message}: not supported by isobox compose"
