@@ -25,11 +25,13 @@ from pytest_isobox.engine import BuildError, BuildStep
 _LAST_LINES = 20
 
 
-def context_tar(context: Path, dockerfile: str | None) -> tuple[IO[bytes], int, str]:
+def context_tar(context: Path, dockerfile: str | None, *,
+                tar_format: int = tarfile.PAX_FORMAT) -> tuple[IO[bytes], int, str]:
     """A temporary tar of the context minus ignored files; returns (file, size, dockerfile name).
 
     The dockerfile name is relative to the context; a Dockerfile outside the context is added
-    under a random name, as Docker's CLI does.
+    under a random name, as Docker's CLI does. BuildKit's context from a request body wants
+    `tarfile.GNU_FORMAT`: it takes a tar opening with a PAX header for a Dockerfile.
     """
     if not context.is_dir():
         raise BuildError(f"build context {context} is not a directory")
@@ -52,7 +54,7 @@ def context_tar(context: Path, dockerfile: str | None) -> tuple[IO[bytes], int, 
     if outside:
         entries.append((dockerfile_path, name))
     try:
-        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=spool, mode="w", format=tar_format) as tar:
             for path, arcname in entries:
                 tar.add(path, arcname=arcname, recursive=False, filter=_owned_by_root)
     except OSError as exc:
