@@ -213,10 +213,14 @@ class IsoboxSession:
                 self.announce(f"isobox build {label}: step {step.index}/{step.total} "
                               f"{step.instruction}  {how}")
 
+        def on_note(note: str) -> None:  # the docker engine's: which builder, and why
+            if self.config.get_verbosity() > 0:
+                self.announce(f"isobox build {label}: {note}")
+
         started = time.monotonic()
         image_id = engine.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
                                 target=target, no_cache=self.settings.no_cache,
-                                on_step=on_step)
+                                on_step=on_step, on_note=on_note)
         image = Image(image_id, tag, label, time.monotonic() - started, steps)
         self._remember_image(image)
         return image

@@ -3,6 +3,8 @@ build as on the native engine, BuildKit's trace read as steps, the choice said i
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -144,3 +146,20 @@ def test_buildkit_on_the_daemon_when_asked(made: Made, tmp_path: Path,
         message
     assert "exit code: 3" in message and "failing" in message.split("last output:")[1]
 
+
+def test_cli_build_says_which_builder(made: Made, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ISOBOX_DOCKER_BUILDER", raising=False)
+    ctx = _context(tmp_path, f"FROM {made.image}\nRUN echo plain > /plain\n")
+    cli = [sys.executable, "-m", "pytest_isobox.cli", "--engine", "docker", "build"]
+    quiet = subprocess.run([*cli, "-q", str(ctx)], capture_output=True, text=True, check=False,
+                           timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    made.images.append(quiet.stdout.strip())
+    assert quiet.stdout.strip().startswith("sha256:")  # -q: the id alone
+    done = subprocess.run([*cli, str(ctx)], capture_output=True, text=True, check=False,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("building with the daemon's ") and first.endswith(
+        "(the daemon's default builder)"), done.stdout
