@@ -319,7 +319,7 @@ class ImageMethods:
                 text = message.get("stream", "")
                 for prefix in ("Loaded image: ", "Loaded image ID: "):
                     if text.startswith(prefix):
-                        loaded.append(text[len(prefix):].strip())
+                        loaded.append(familiar(text[len(prefix):].strip()))
         return loaded
 
     def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
@@ -471,6 +471,14 @@ _OCI_RUNTIME_CONFIG = frozenset({
 })
 
 
+def familiar(ref: str) -> str:
+    """A name as Docker shows it: Podman's `docker.io/library/busybox:1` is `busybox:1`."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
 def _image_info(doc: dict) -> ImageInfo:
     """Docker's image inspect as our ImageInfo; `config` is shaped as an OCI image config."""
     rootfs = doc.get("RootFS") or {}
@@ -483,7 +491,8 @@ def _image_info(doc: dict) -> ImageInfo:
                    if k in _OCI_RUNTIME_CONFIG and v not in (None, "")},
         "rootfs": {"type": "layers", "diff_ids": list(rootfs.get("Layers") or [])},
     }
-    return ImageInfo(id=doc["Id"], tags=list(doc.get("RepoTags") or []), config=config,
+    return ImageInfo(id=doc["Id"], tags=[familiar(t) for t in doc.get("RepoTags") or []],
+                     config=config,
                      size=int(doc.get("Size") or 0), created=doc.get("Created"))
 
 
