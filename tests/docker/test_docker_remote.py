@@ -147,7 +147,8 @@ def test_shared_containers_live_on_the_first_host(
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     record = tmp_path / "record"
     monkeypatch.setenv("RECORD", str(record))
-    pytester.makeini("[pytest]\nisobox_engine = docker\n")
+    hosts = ",".join(d.url for d in remote_daemons)
+    pytester.makeini(f"[pytest]\nisobox_engine = docker\nisobox_docker_hosts = {hosts}\n")
     pytester.makeconftest(base_conftest(busybox_rootfs, """
         serve = dict(image="{base}", ports=["8000/tcp"],
                      command=["httpd", "-f", "-p", "8000", "-h", "/etc"],
@@ -158,9 +159,7 @@ def test_shared_containers_live_on_the_first_host(
     body = textwrap.dedent(_PROJECT_TEST) + textwrap.dedent(_SHARED_TEST) + "".join(
         f"\ndef test_{n}(web, shared):\n    _where(web, shared, {n})\n" for n in range(8))
     pytester.makepyfile(test_it=body)
-    hosts = ",".join(d.url for d in remote_daemons)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4",
-                                f"--isobox-docker-hosts={hosts}")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4")  # hosts from the ini file
     result.assert_outcomes(passed=8)
     import json
 
