@@ -118,8 +118,8 @@ class BuildProgress:
     def _line(self, line: str) -> None:
         step = _STEP.match(line)
         if step:
-            if self._step is not None:  # Buildah: a FROM step ends with no image id
-                self._finish(None)
+            if self._step is not None and step[3]:  # Buildah: a FROM step ends with no id
+                self._finish(None)  # (the classic builder's global ARG: no step, as before)
             self._step = (int(step[1] or step[3]), int(step[2] or step[4]), step[5])
             self._started, self._cached, self._output = time.monotonic(), False, []
             return

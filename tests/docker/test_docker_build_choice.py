@@ -87,3 +87,31 @@ def test_trace_decoded_into_steps() -> None:
     with pytest.raises(BuildError, match=r"^Dockerfile: \[stage-1 3/3\] RUN x failed: "
                                          r"executor failed: exit code: 1$"):
         failing.result()
+
+
+def _stream(progress: object, *lines: str) -> None:
+    for line in lines:
+        progress.feed({"stream": line + "\n"})  # type: ignore[attr-defined]
+
+
+def test_classic_and_buildah_streams_read_as_steps() -> None:
+    from pytest_isobox.docker.build import BuildProgress
+
+    classic: list[BuildStep] = []
+    progress = BuildProgress("Dockerfile", classic.append, lambda short: "sha256:" + short)
+    _stream(progress, "Step 1/3 : ARG BASE", "Step 2/3 : FROM x", " ---> 0123456789ab",
+            "Step 3/3 : RUN echo hi", " ---> Using cache", " ---> ba9876543210",
+            "Successfully built ba9876543210")
+    assert [(s.index, s.cached, s.image_id) for s in classic] == [
+        (2, False, "sha256:0123456789ab"), (3, True, "sha256:ba9876543210")]  # no ARG step
+    assert progress.result() == "ba9876543210"
+    buildah: list[BuildStep] = []
+    progress = BuildProgress("Dockerfile", buildah.append, lambda short: "sha256:" + short)
+    _stream(progress, "STEP 1/3: FROM x", "STEP 2/3: RUN echo said", "said", "--> fd7f7707233",
+            "STEP 3/3: EXPOSE 80", "--> Using cache " + "e" * 64, "COMMIT docker.io/x:y",
+            "--> e198684db38", "Successfully tagged docker.io/x:y", "e" * 64)
+    progress.feed({"aux": {"ID": "sha256:" + "e" * 64}})
+    assert [(s.index, s.instruction, s.cached, s.image_id, s.output) for s in buildah] == [
+        (1, "FROM x", False, None, ""), (2, "RUN echo said", False, "sha256:fd7f7707233", "said"),
+        (3, "EXPOSE 80", True, "sha256:e198684db38", "")]
+    assert progress.result() == "sha256:" + "e" * 64
