@@ -355,7 +355,8 @@ class IsoboxSession:
         strategy = wait.ports() if ready is None or ready is True else ready
         try:
             record.ready_seconds = wait.wait_until_ready(
-                container, strategy, timeout or self.settings.timeout)
+                container, strategy, timeout or self.settings.timeout,
+                known=container.last_state)
         except BaseException as exc:
             self.failed_ids.add(container.id)
             if self.dispose(container) and isinstance(exc, wait.ReadinessError):
