@@ -50,6 +50,8 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     options: dict = {}
+    if not args.quiet:
+        options["on_note"] = lambda note: print(note, flush=True)  # which builder, and why
     if labels:
         options["labels"] = labels
     if args.pull == "always":

@@ -193,4 +193,4 @@ def _from_context(name: str, source: str, env: Mapping[str, str]) -> DaemonAddre
     tls = None
     if (tls_dir.is_dir() and any(tls_dir.iterdir())) or skip_verify:
         tls = _tls_files(tls_dir, not skip_verify, f"context {name!r}")
-    return _from_url(host, f"context {name!r}", tls)
+    return _from_url(host, f"context {name!r} named by {source}", tls)

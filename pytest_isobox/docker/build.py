@@ -3,7 +3,8 @@
 The daemon never sees ignored files: `context_tar` applies `.dockerignore` (or
 `<Dockerfile>.dockerignore`) itself, as Docker's CLI does, and always sends the Dockerfile.
 `BuildProgress` turns the classic builder's stream ("Step N/M : INSTR", " ---> Using cache",
-" ---> <id>") into `BuildStep`s, and its errors into one `BuildError` naming the step.
+" ---> <id>"; Podman's Buildah likewise) into `BuildStep`s, and its errors into one
+`BuildError` naming the step.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from pytest_isobox.engine import BuildError, BuildStep
 _LAST_LINES = 20
 
 
-def context_tar(context: Path, dockerfile: str | None) -> tuple[IO[bytes], int, str]:
+def context_tar(context: Path, dockerfile: str | None, *,
+                tar_format: int = tarfile.PAX_FORMAT) -> tuple[IO[bytes], int, str]:
     """A temporary tar of the context minus ignored files; returns (file, size, dockerfile name).
 
     The dockerfile name is relative to the context; a Dockerfile outside the context is added
-    under a random name, as Docker's CLI does.
+    under a random name, as Docker's CLI does. BuildKit's context from a request body wants
+    `tarfile.GNU_FORMAT`: it takes a tar opening with a PAX header for a Dockerfile.
     """
     if not context.is_dir():
         raise BuildError(f"build context {context} is not a directory")
@@ -52,7 +55,7 @@ def context_tar(context: Path, dockerfile: str | None) -> tuple[IO[bytes], int, 
     if outside:
         entries.append((dockerfile_path, name))
     try:
-        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=spool, mode="w", format=tar_format) as tar:
             for path, arcname in entries:
                 tar.add(path, arcname=arcname, recursive=False, filter=_owned_by_root)
     except OSError as exc:
@@ -71,8 +74,12 @@ def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-_IMAGE_ID = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+# Docker's classic builder, then Podman's Buildah ("STEP 2/4: RUN x", "--> Using cache <id>",
+# "--> <id>", "COMMIT <tag>", the full id alone on the last line; a FROM step gets no id).
+_STEP = re.compile(r"^(?:Step (\d+)/(\d+) : |STEP (\d+)/(\d+): )(.*)$")
+_IMAGE_ID = re.compile(r"^ ?---?> ([0-9a-f]{11,64})$")  # Buildah's short ids have 11
+_CACHED = re.compile(r"^(?: ---> Using cache|--> Using cache [0-9a-f]{64})$")
+_NOISE = re.compile(r"^(?:COMMIT .*|[0-9a-f]{64})$")
 _STDERR_COLOUR = re.compile(r"\x1b\[(?:91|0)m")  # the daemon paints RUN's stderr red
 
 
@@ -111,15 +118,19 @@ class BuildProgress:
     def _line(self, line: str) -> None:
         step = _STEP.match(line)
         if step:
-            self._step = (int(step[1]), int(step[2]), step[3])
+            if self._step is not None and step[3]:  # Buildah: a FROM step ends with no id
+                self._finish(None)  # (the classic builder's global ARG: no step, as before)
+            self._step = (int(step[1] or step[3]), int(step[2] or step[4]), step[5])
             self._started, self._cached, self._output = time.monotonic(), False, []
             return
-        if line == " ---> Using cache":
+        if _CACHED.match(line):
             self._cached = True
             return
         done = _IMAGE_ID.match(line)
         if done and self._step is not None:
             self._finish(done[1])
+            return
+        if _NOISE.match(line):
             return
         if line.startswith((" ---> ", "Removing intermediate container ", "Successfully ")):
             if line.startswith("Successfully built ") and self.image_id is None:
@@ -132,13 +143,14 @@ class BuildProgress:
             self._on_output(BuildStep(index=index, total=total, instruction=instruction,
                                       cached=False, seconds=0.0, image_id=None), line + "\n")
 
-    def _finish(self, short_id: str) -> None:
+    def _finish(self, short_id: str | None) -> None:
         index, total, instruction = self._step  # type: ignore[misc]
         self._step = None
         if self._on_step is not None:
             self._on_step(BuildStep(
                 index=index, total=total, instruction=instruction, cached=self._cached,
-                seconds=time.monotonic() - self._started, image_id=self._resolve_id(short_id),
+                seconds=time.monotonic() - self._started,
+                image_id=self._resolve_id(short_id) if short_id else None,
                 output="\n".join(self._output),
             ))
 

@@ -106,6 +106,7 @@ class DockerClient:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         info = json.loads(self.request("GET", "/version", versioned=False))
+        self.version_info: dict = info
         self.server_version: str = info.get("Version", "")
         self.api_version = negotiate_api_version(self.base_url, info.get("ApiVersion", ""))
 

@@ -489,7 +489,9 @@ class DockerEngine(ImageMethods, NetworkMethods):
                 headers={"Content-Type": "application/x-tar"} if data is not None else None,
                 kind="container")
         except ContainerNotFound as exc:
-            if "No such container:path" in str(exc) or "Could not find the file" in str(exc):
+            text = str(exc)
+            if "No such container:path" in text or "Could not find the file" in text or \
+                    "no such container" not in text.lower():  # Podman: "no such file or ..."
                 raise ContainerError(f"no such file or directory in {container}: {path}") from None
             raise
 

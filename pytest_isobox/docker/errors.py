@@ -5,6 +5,7 @@ the request was about); 409 a `ConflictError` (name taken, resource in use; also
 network with containers attached) except "is not running", a `ContainerError` as with the
 native engine; everything else keeps Docker's message in a `ContainerError` (container
 requests), a `BuildError` (builds), an `InvalidSpec` (other 400s) or an `IsoboxError`.
+Podman's service says some of these in other words and codes: they map to the same types.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ _NOT_FOUND_BY_MESSAGE: list[tuple[re.Pattern[str], type[IsoboxError]]] = [
     (re.compile(r"no such volume|volume .* not found", re.IGNORECASE), VolumeNotFound),
 ]
 
+# Podman's 500s for Docker's 409s: a name taken, a network that exists or has containers, a
+# running container removed without force
+_PODMAN_CONFLICTS = ("is already in use", "network already exists", "network is being used",
+                     "as it is running")
+
 _NOT_FOUND_BY_KIND: dict[str, type[IsoboxError]] = {
     "image": ImageNotFound,
     "container": ContainerNotFound,
@@ -58,6 +64,10 @@ def daemon_message(body: bytes) -> str:
 
 def error_for(status: int, message: str, kind: str = "") -> IsoboxError:
     """The exception for one failed response."""
+    if "can only create exec sessions on running containers" in message:  # Podman's words
+        return ContainerError(f"container is not running: {message}")
+    if any(m in message for m in _PODMAN_CONFLICTS):
+        return ConflictError(message)
     if status == 404:
         for pattern, cls in _NOT_FOUND_BY_MESSAGE:
             if pattern.search(message):

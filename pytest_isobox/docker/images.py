@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
-from pytest_isobox.docker import registries
+from pytest_isobox.docker import build_choice, registries
 from pytest_isobox.docker.build import BuildProgress, context_tar
+from pytest_isobox.docker.buildkit import BuildKitProgress
 from pytest_isobox.docker.client import DockerClient, iter_json_stream
 from pytest_isobox.engine import (
     BuildError,
@@ -132,12 +133,25 @@ class ImageMethods:
         on_step: Callable[[BuildStep], None] | None = None,
         labels: dict[str, str] | None = None, pull: bool = False,
         on_output: Callable[[BuildStep, str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> str:
-        """Build with the daemon's builder from a context tar we made (ignored files left out);
-        `on_output` hears RUN output as the daemon sends it."""
-        body, size, dockerfile_name = context_tar(Path(context), dockerfile)
+        """Build with the builder build_choice picks (the daemon's classic builder or BuildKit
+        on a context tar we made, ignored files left out; else natively, then loaded);
+        `on_note` hears which and why first, `on_output` RUN output as it comes."""
+        root = Path(context)
+        choice = self._choose_builder(root, dockerfile)
+        if on_note is not None:
+            on_note(choice.note())
+        if choice.builder == "native":
+            return self._build_natively(root, dockerfile=dockerfile, tag=tag,
+                                        buildargs=buildargs, target=target, no_cache=no_cache,
+                                        network=network, on_step=on_step, labels=labels,
+                                        on_output=on_output)
+        body, size, dockerfile_name = context_tar(
+            root, dockerfile,
+            tar_format=tarfile.GNU_FORMAT if choice.builder == "buildkit" else tarfile.PAX_FORMAT)
         try:
-            config = self._from_images(Path(context), dockerfile)
+            config = self._from_images(root, dockerfile)
         except BaseException:
             body.close()
             raise
@@ -146,19 +160,59 @@ class ImageMethods:
             "target": target, "nocache": no_cache or None, "networkmode": network,
             "rm": True, "forcerm": True, "labels": labels or None, "pull": pull or None,
         }
+        name = dockerfile or "Dockerfile"
+        progress: BuildProgress | BuildKitProgress
+        if choice.builder == "buildkit":
+            query["version"] = "2"
+            progress = BuildKitProgress(name, on_step, on_output)
+        else:
+            progress = BuildProgress(name, on_step, self._full_image_id, on_output)
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         if config:
             headers["X-Registry-Config"] = config
-        progress = BuildProgress(dockerfile or "Dockerfile", on_step, self._full_image_id,
-                                 on_output)
         try:
             with body, self.client.stream("POST", "/build", query, body, headers=headers,
                                           kind="build") as resp:
                 for message in iter_json_stream(resp):
                     progress.feed(message)
         except BuildError as exc:  # refused before any step: a Dockerfile or option error
-            raise BuildError(f"{dockerfile or 'Dockerfile'}: {exc}") from None
+            raise BuildError(f"{name}: {exc}") from None
         return progress.result()
+
+    def _choose_builder(self, context: Path, dockerfile: str | None) -> build_choice.Choice:
+        path = Path(dockerfile) if dockerfile and os.path.isabs(dockerfile) \
+            else context / (dockerfile or "Dockerfile")
+        try:
+            needs = build_choice.buildkit_features(path.read_text(), path.name)
+        except (OSError, UnicodeDecodeError):  # context_tar names the missing Dockerfile
+            needs = []
+        return build_choice.choose(self._daemon_builders(), needs, os.environ)
+
+    def _daemon_builders(self) -> build_choice.DaemonBuilders:
+        """What the daemon's build API offers: one `/_ping` per engine, at its first build."""
+        known = getattr(self, "_builders", None)
+        if known is None:
+            with self.client.stream("GET", "/_ping") as resp:
+                default = resp.headers.get("Builder-Version", "") or ""
+                resp.read()
+            info = self.client.version_info
+            podman = any("podman" in str(c.get("Name", "")).lower()
+                         for c in info.get("Components") or [] if isinstance(c, dict))
+            known = build_choice.DaemonBuilders(
+                str(info.get("ApiVersion", "")), podman, default.strip(),
+                f"{'Podman' if podman else 'Docker'} {self.client.server_version}")
+            self._builders = known
+        return known
+
+    def _build_natively(self, context: Path, *, dockerfile: str | None,
+                        **options: object) -> str:
+        """The native engine builds here from the daemon's FROM images; loaded into it."""
+        from pytest_isobox.docker.native_build import build_natively
+
+        self._from_images(context, dockerfile)  # present on the daemon, as the policy says
+        bases = from_images(context, dockerfile) or []
+        return build_natively(self, context, bases, dockerfile=dockerfile,
+                              **options)  # type: ignore[arg-type]
 
     def _from_images(self, context: Path, dockerfile: str | None) -> str | None:
         """Pull the images FROM lines name as the policy says (the daemon then finds them
@@ -265,7 +319,7 @@ class ImageMethods:
                 text = message.get("stream", "")
                 for prefix in ("Loaded image: ", "Loaded image ID: "):
                     if text.startswith(prefix):
-                        loaded.append(text[len(prefix):].strip())
+                        loaded.append(familiar(text[len(prefix):].strip()))
         return loaded
 
     def commit(self, container: str, *, config: dict | None = None, created_by: str = "",
@@ -417,6 +471,14 @@ _OCI_RUNTIME_CONFIG = frozenset({
 })
 
 
+def familiar(ref: str) -> str:
+    """A name as Docker shows it: Podman's `docker.io/library/busybox:1` is `busybox:1`."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
 def _image_info(doc: dict) -> ImageInfo:
     """Docker's image inspect as our ImageInfo; `config` is shaped as an OCI image config."""
     rootfs = doc.get("RootFS") or {}
@@ -429,7 +491,8 @@ def _image_info(doc: dict) -> ImageInfo:
                    if k in _OCI_RUNTIME_CONFIG and v not in (None, "")},
         "rootfs": {"type": "layers", "diff_ids": list(rootfs.get("Layers") or [])},
     }
-    return ImageInfo(id=doc["Id"], tags=list(doc.get("RepoTags") or []), config=config,
+    return ImageInfo(id=doc["Id"], tags=[familiar(t) for t in doc.get("RepoTags") or []],
+                     config=config,
                      size=int(doc.get("Size") or 0), created=doc.get("Created"))
 
 

@@ -106,6 +106,11 @@ class Container:
         return self.spec.image
 
     # state
+    @property
+    def last_state(self) -> ContainerState:
+        """The last snapshot (from run or the last poll), without asking the engine."""
+        return self._state
+
     def poll_state(self) -> ContainerState:
         """A fresh snapshot from the engine (also kept for `ip`, `ips` and `get_addr`)."""
         self._state = self.engine.state(self.id)

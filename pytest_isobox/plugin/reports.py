@@ -113,7 +113,10 @@ def summary_lines(report: RunReport) -> list[str]:
 
 
 def limits_note(engine: Any, container_id: str) -> str:
-    """The native engine's line on which limits a rootless container got ("" otherwise)."""
+    """The native engine's line on which limits a rootless container got ("" otherwise: no
+    inspect asked of an engine that is not rootless, a round trip per container on docker)."""
+    if not getattr(engine, "rootless", False):
+        return ""
     try:
         return str(engine.inspect(container_id).get("Isobox", {}).get("Limits", ""))
     except IsoboxError:

@@ -213,10 +213,14 @@ class IsoboxSession:
                 self.announce(f"isobox build {label}: step {step.index}/{step.total} "
                               f"{step.instruction}  {how}")
 
+        def on_note(note: str) -> None:  # the docker engine's: which builder, and why
+            if self.config.get_verbosity() > 0:
+                self.announce(f"isobox build {label}: {note}")
+
         started = time.monotonic()
         image_id = engine.build(context, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
                                 target=target, no_cache=self.settings.no_cache,
-                                on_step=on_step)
+                                on_step=on_step, on_note=on_note)
         image = Image(image_id, tag, label, time.monotonic() - started, steps)
         self._remember_image(image)
         return image
@@ -351,7 +355,8 @@ class IsoboxSession:
         strategy = wait.ports() if ready is None or ready is True else ready
         try:
             record.ready_seconds = wait.wait_until_ready(
-                container, strategy, timeout or self.settings.timeout)
+                container, strategy, timeout or self.settings.timeout,
+                known=container.last_state)
         except BaseException as exc:
             self.failed_ids.add(container.id)
             if self.dispose(container) and isinstance(exc, wait.ReadinessError):

@@ -66,7 +66,8 @@ def start(timeout: float = 60.0) -> PodmanService:
     proc = subprocess.Popen(["podman", *storage, "system", "service", "--time=0",
                              f"unix://{sock}"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,
-                            stderr=open(root / "log", "wb"), env=env)  # noqa: SIM115
+                            stderr=open(root / "log", "wb"), env=env,  # noqa: SIM115
+                            cwd=root)  # conmon writes files (an `oom` marker) in its cwd
     service = PodmanService(root, proc)
     deadline = time.monotonic() + timeout
     while not _answers(sock):  # the socket exists before it answers: poll the answer

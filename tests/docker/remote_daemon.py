@@ -1,8 +1,9 @@
 """A "remote" Docker host for tests: dockerd in a network namespace of its own, TLS on TCP.
 
 The namespace (tests/netns.py) has a veth to the host on a /30 no route of the host covers, a
-bridge of its own for containers, and a dockerd (with the containerd it supervises) that listens only on
-tcp://<veth ip>:2376 with client-certificate TLS made here by openssl. From the test's side it
+bridge of its own for containers, and a dockerd (with the containerd it supervises) that listens on
+tcp://<veth ip>:2376 with client-certificate TLS made here by openssl (and on a unix socket in
+its directory, for the tests of the rootless socket). From the test's side it
 is another machine: its loopback and its containers' addresses are unreachable, only the veth
 address is. `stop` removes everything: processes (by PID), leftover mounts, veth, netns, files.
 """
@@ -39,6 +40,11 @@ class RemoteDaemon:
     @property
     def url(self) -> str:
         return f"tcp://{self.ip}:{PORT}"
+
+    @property
+    def socket_path(self) -> Path:
+        """Its unix socket too (where a rootless daemon's would be: `<dir>/docker.sock`)."""
+        return self.root / "run" / "docker.sock"
 
     @property
     def client_certs(self) -> Path:
@@ -132,12 +138,13 @@ def _launch(daemon: RemoteDaemon) -> None:
     dockerd = ["dockerd", "--config-file", str(root / "daemon.json"),
                "--tlsverify", "--tlscacert", str(server / "ca.pem"),
                "--tlscert", str(server / "cert.pem"), "--tlskey", str(server / "key.pem"),
-               "-H", daemon.url, "--data-root", str(root / "d"), "--exec-root", str(root / "e"),
+               "-H", daemon.url, "-H", f"unix://{daemon.socket_path}", "--data-root", str(root / "d"), "--exec-root", str(root / "e"),
                "--pidfile", str(root / "docker.pid"), "--bridge", "isobr0"]
     # A private mount namespace (mounts die with it) with the sysfs of the new network
     # namespace, but the host's cgroup hierarchy (`ip netns exec` would hide it). Each step
     # execs the next, so the PID we get is dockerd's.
     (root / "cg").mkdir()
+    daemon.socket_path.parent.mkdir()
     inner = (f"mount -t sysfs sysfs /sys && mount --rbind {root}/cg /sys/fs/cgroup && "
              f"umount -l {root}/cg && exec {shlex.join(dockerd)}")
     outer = (f"mount --rbind /sys/fs/cgroup {root}/cg && exec nsenter "

@@ -89,13 +89,17 @@ def test_contexts(tmp_path: Path) -> None:
     _context(config, "plain", "unix:///run/other.sock")
     env = {"DOCKER_CONFIG": str(config)}
     remote = resolve_address(None, {**env, "DOCKER_CONTEXT": "remote"})
-    assert remote.url == "tcp://10.9.9.9:2376" and remote.source == "context 'remote'"
+    assert remote.url == "tcp://10.9.9.9:2376" and remote.source == (
+        "context 'remote' named by DOCKER_CONTEXT")
     assert remote.tls is not None and remote.tls.verify
     assert remote.tls.ca == str(config / "contexts/tls" / context_id("remote") / "docker/ca.pem")
     insecure = resolve_address(None, {**env, "DOCKER_CONTEXT": "insecure"})
     assert insecure.tls is not None and not insecure.tls.verify
     (config / "config.json").write_text(json.dumps({"currentContext": "plain"}))
-    assert resolve_address(None, env).url == "unix:///run/other.sock"
+    current = resolve_address(None, env)
+    assert current.url == "unix:///run/other.sock"
+    assert current.describe() == ("unix:///run/other.sock (from context 'plain' named by "
+                                  f"currentContext in {config}/config.json)")
     # DOCKER_HOST wins over the current context, as with the CLI; DOCKER_CONTEXT over config
     assert resolve_address(None, {**env, "DOCKER_HOST": "tcp://h:1"}).url == "tcp://h:1"
     assert resolve_address(None, {**env, "DOCKER_CONTEXT": "remote"}).url.startswith("tcp://10.9")

@@ -147,7 +147,8 @@ def test_shared_containers_live_on_the_first_host(
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     record = tmp_path / "record"
     monkeypatch.setenv("RECORD", str(record))
-    pytester.makeini("[pytest]\nisobox_engine = docker\n")
+    hosts = ",".join(d.url for d in remote_daemons)
+    pytester.makeini(f"[pytest]\nisobox_engine = docker\nisobox_docker_hosts = {hosts}\n")
     pytester.makeconftest(base_conftest(busybox_rootfs, """
         serve = dict(image="{base}", ports=["8000/tcp"],
                      command=["httpd", "-f", "-p", "8000", "-h", "/etc"],
@@ -158,9 +159,7 @@ def test_shared_containers_live_on_the_first_host(
     body = textwrap.dedent(_PROJECT_TEST) + textwrap.dedent(_SHARED_TEST) + "".join(
         f"\ndef test_{n}(web, shared):\n    _where(web, shared, {n})\n" for n in range(8))
     pytester.makepyfile(test_it=body)
-    hosts = ",".join(d.url for d in remote_daemons)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4",
-                                f"--isobox-docker-hosts={hosts}")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4")  # hosts from the ini file
     result.assert_outcomes(passed=8)
     import json
 
@@ -274,3 +273,89 @@ def socket_free_port() -> Iterator[int]:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         yield held.getsockname()[1]
+
+
+def _cli(*args: str, env: dict[str, str]) -> str:
+    import subprocess
+
+    done = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs Docker's CLI")
+def test_contexts_made_by_dockers_cli(remote_daemon_host: RemoteDaemon, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context `docker context create` writes (meta.json, TLS files in its store) is the
+    daemon isobox reaches: by DOCKER_CONTEXT, then as `docker context use`'s currentContext;
+    the same daemon as Docker's CLI reaches with it."""
+    from pytest_isobox.docker.engine import DockerEngine
+
+    for key in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
+                "DOCKER_TLS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "config"))
+    certs = remote_daemon_host.client_certs
+    env = dict(os.environ)
+    _cli("context", "create", "far", "--docker",
+         f"host={remote_daemon_host.url},ca={certs}/ca.pem,cert={certs}/cert.pem,"
+         f"key={certs}/key.pem", env=env)
+    cli_id = _cli("--context", "far", "info", "--format", "{{.ID}}", env=env)
+    monkeypatch.setenv("DOCKER_CONTEXT", "far")
+    engine = DockerEngine()
+    try:
+        address = engine.client.address
+        assert (address.url, address.source) == (remote_daemon_host.url,
+                                               "context 'far' named by DOCKER_CONTEXT")
+        assert address.tls is not None and address.tls.verify and address.tls.cert
+        assert engine.client.get_json("/info")["ID"] == cli_id
+    finally:
+        engine.close()
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    _cli("context", "use", "far", env=dict(os.environ))
+    engine = DockerEngine()
+    try:
+        assert engine.client.address.source == ("context 'far' named by currentContext in "
+                                                f"{tmp_path}/config/config.json")
+        assert engine.client.get_json("/info")["ID"] == cli_id
+    finally:
+        engine.close()
+    _cli("context", "use", "default", env=dict(os.environ))
+    monkeypatch.setenv("DOCKER_CONTEXT", "gone")
+    with pytest.raises(EngineUnavailable, match=r"^Docker context 'gone' \(from DOCKER_CONTEXT"
+                                                r"\) does not exist"):
+        DockerEngine()
+
+
+def test_rootless_socket_when_the_default_is_absent(remote_daemon_host: RemoteDaemon,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """No /var/run/docker.sock (here: the default moved to a path that does not exist) and a
+    daemon on $XDG_RUNTIME_DIR/docker.sock, as rootless Docker has: that daemon is used."""
+    import pytest_isobox.docker.address as address_module
+    from pytest_isobox.docker.engine import DockerEngine
+
+    for key in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-config"))
+    monkeypatch.setattr(address_module, "DEFAULT_SOCKET", str(tmp_path / "absent.sock"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(remote_daemon_host.socket_path.parent))
+    tls = TLSFiles(True, *(str(remote_daemon_host.client_certs / n)
+                           for n in ("ca.pem", "cert.pem", "key.pem")))
+    over_tcp = DockerClient(DaemonAddress(remote_daemon_host.url, "test", tls))
+    try:
+        daemon_id = over_tcp.get_json("/info")["ID"]
+    finally:
+        over_tcp.close()
+    engine = DockerEngine()
+    try:
+        assert engine.client.address.url == f"unix://{remote_daemon_host.socket_path}"
+        assert "rootless" in engine.client.address.source
+        assert engine.client.get_json("/info")["ID"] == daemon_id
+    finally:
+        engine.close()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # neither socket: the default named
+    with pytest.raises(EngineUnavailable, match=rf"^no Docker daemon at unix://{tmp_path}/"
+                                                r"absent.sock \(from the default socket\): "):
+        DockerEngine()

@@ -28,8 +28,10 @@ class ImagesRole:
               target: str | None = None, no_cache: bool = False, network: str | None = None,
               on_step: Callable[[BuildStep], None] | None = None,
               labels: dict[str, str] | None = None, pull: bool = False,
-              on_output: Callable[[BuildStep, str], None] | None = None) -> str:
-        """`pull`: FROM images are pulled again (`build --pull`) by the engine's pull policy."""
+              on_output: Callable[[BuildStep, str], None] | None = None,
+              on_note: Callable[[str], None] | None = None) -> str:
+        """`pull`: FROM images are pulled again (`build --pull`) by the engine's pull policy;
+        `on_note` is the docker engine's (which builder): here it is always isobox's."""
         from pytest_isobox.builder.builder import Builder
 
         self._own_resources()
