@@ -1,6 +1,7 @@
 """A session of 20 function-scoped containers with a published port and an HTTP readiness
 check: pytest-isobox (--isobox-engine=docker) next to testcontainers-python and
-pytest-docker-tools, on the same Docker daemon, in one run.
+pytest-docker-tools, on the same Docker daemon, in one run; and the same isobox project on the
+native engine (no daemon), the figure the fixed-costs issue compares with the peers.
 
 Usage: python3 benchmarks/bench_peers.py [--containers 20] [--venv DIR] [--rounds 1]
 
@@ -77,6 +78,7 @@ def projects(folder: Path, image: str, count: int) -> dict[str, Path]:
     (isobox / "test_web.py").write_text("".join(
         _TEST.format(i=i, fixture="web", addr=f"web.get_addr({PORT})") for i in range(count)))
     made["isobox"] = isobox
+    made["isobox (native)"] = isobox  # the same project, --isobox-engine=native
 
     tc = folder / "testcontainers"
     tc.mkdir()
@@ -135,6 +137,15 @@ def ensure_venv(venv: Path) -> Path:
     return python
 
 
+def import_native(python: Path, work: Path, image: str) -> Path:
+    """The benchmark's image in an isobox home of its own, for the native engine's run."""
+    home = work / "isobox-home"
+    subprocess.run([str(python), "-m", "pytest_isobox.cli", "import", str(work / "rootfs.tar"),
+                    image], env={**os.environ, "ISOBOX_HOME": str(home)}, check=True,
+                   capture_output=True)
+    return home
+
+
 def make_image(work: Path) -> str:
     rootfs = work / "rootfs"
     subprocess.run([str(ROOTFS_TOOL), str(rootfs)], check=True, capture_output=True)
@@ -147,14 +158,17 @@ def make_image(work: Path) -> str:
     return image
 
 
-def run_pytest(python: Path, project: Path, tool: str) -> float:
+def run_pytest(python: Path, project: Path, tool: str, home: Path) -> float:
     argv = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
             str(project)]
+    env = {**os.environ, "TESTCONTAINERS_RYUK_DISABLED": "true"}  # no reaper image pulled
     if tool == "isobox":
         argv += ["--isobox-engine=docker"]
+    elif tool == "isobox (native)":
+        argv += ["--isobox-engine=native"]
+        env["ISOBOX_HOME"] = str(home)
     else:
         argv += ["-p", "no:isobox"]
-    env = {**os.environ, "TESTCONTAINERS_RYUK_DISABLED": "true"}  # no reaper image pulled
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
@@ -178,10 +192,11 @@ def main() -> None:
     try:
         image = make_image(work)
         made = projects(work, image, args.containers)
+        home = import_native(python, work, image)
         times: dict[str, list[float]] = {tool: [] for tool in made}
         for _ in range(args.rounds):
             for tool, project in made.items():  # interleaved, so drift hits all alike
-                times[tool].append(run_pytest(python, project, tool))
+                times[tool].append(run_pytest(python, project, tool, home))
         ours = statistics.median(times["isobox"])
         print(f"{args.containers} function-scoped containers, published port + HTTP readiness, "
               f"same dockerd ({args.rounds} round(s), median):")
@@ -190,6 +205,9 @@ def main() -> None:
             ratio = "" if tool == "isobox" else f"   {value / ours:5.2f}x isobox's time"
             print(f"  {tool:22} {value:7.2f} s  ({value / args.containers * 1000:6.0f} ms per "
                   f"container){ratio}")
+        native = statistics.median(times["isobox (native)"])
+        for tool in ("testcontainers", "pytest-docker-tools"):
+            print(f"  {tool} / isobox (native): {statistics.median(times[tool]) / native:5.1f}x")
     finally:
         if image:
             leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}"],
