@@ -217,6 +217,8 @@ class NetworkInfo:
     gateway: str | None
     containers: dict[str, str] = field(default_factory=dict)  # container id -> ip
     labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # `network create --internal`: no way out
+    created: float | None = None  # seconds since the epoch, when known
 
 
 @dataclass
