@@ -301,7 +301,11 @@ class LifecycleRole:
             spec = cdir.config["spec"]
         except Exception:  # noqa: BLE001 - the directory is gone: nothing of it to read
             spec = {"networks": [1], "network_mode": "bridge"}
-        if network_kind(spec) == "managed" and self.network is not None:
+        try:
+            connected = bool(cdir.config.get("networks_detached"))  # network connect since
+        except Exception:  # noqa: BLE001 - the directory is gone
+            connected = False
+        if (network_kind(spec) == "managed" or connected) and self.network is not None:
             self.network.detach(cdir.id)
         if delete:
             try:
