@@ -311,17 +311,19 @@ def _rfc3339_nano(when: float) -> str:
 
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
     env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
+    extra = {"privileged": True} if args.privileged else {}  # (an engine may not know it)
     if args.detach:
         result = _verb_of(engine, "exec_detached")(args.container, args.cmd, env=env,
-                                                   user=args.user, workdir=args.workdir)
+                                                   user=args.user, workdir=args.workdir,
+                                                   **extra)
         sys.stderr.buffer.write(result.stderr)
         return result.exit_code
     if args.interactive or args.tty:
-        return engine.exec_attached(args.container, args.cmd, tty=args.tty,
+        return engine.exec_attached(args.container, args.cmd, tty=args.tty,  # type: ignore[call-arg]
                                     stdin=args.interactive, env=env, user=args.user,
-                                    workdir=args.workdir)
-    result = engine.exec(args.container, args.cmd, env=env, user=args.user,
-                         workdir=args.workdir)
+                                    workdir=args.workdir, **extra)
+    result = engine.exec(args.container, args.cmd, env=env, user=args.user,  # type: ignore[call-arg]
+                         workdir=args.workdir, **extra)
     sys.stdout.buffer.write(result.stdout)
     sys.stderr.buffer.write(result.stderr)
     return result.exit_code

@@ -416,10 +416,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def exec(
         self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
-        user: str | None = None, workdir: str | None = None,
+        user: str | None = None, workdir: str | None = None, privileged: bool = False,
     ) -> ExecResult:
         exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
-                                    tty=False, stdin=False)
+                                    tty=False, stdin=False, privileged=privileged)
         out: dict[LogStream, list[bytes]] = {"stdout": [], "stderr": []}
         with self.client.stream("POST", f"/exec/{exec_id}/start",
                                 body={"Detach": False, "Tty": False}, kind="exec") as resp:
@@ -429,11 +429,12 @@ class DockerEngine(ImageMethods, NetworkMethods):
                           b"".join(out["stderr"]))
 
     def exec_detached(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
-                      user: str | None = None, workdir: str | None = None) -> ExecResult:
+                      user: str | None = None, workdir: str | None = None,
+                      privileged: bool = False) -> ExecResult:
         """`exec -d`: started by the daemon, not waited for; a command that cannot start is
         126 (127 when not found) with the daemon's reason on stderr."""
         exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
-                                    tty=False, stdin=False)
+                                    tty=False, stdin=False, privileged=privileged)
         try:
             self.client.request("POST", f"/exec/{exec_id}/start",
                                 body={"Detach": True, "Tty": False}, kind="exec")
@@ -445,9 +446,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
         return ExecResult(0, b"", b"")
 
     def _exec_create(self, container: str, cmd: list[str], *, env: dict[str, str] | None,
-                     user: str | None, workdir: str | None, tty: bool, stdin: bool) -> str:
+                     user: str | None, workdir: str | None, tty: bool, stdin: bool,
+                     privileged: bool = False) -> str:
         body = {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True,
-                "AttachStdin": stdin, "Tty": tty,
+                "AttachStdin": stdin, "Tty": tty, "Privileged": privileged,
                 "Env": [f"{k}={v}" for k, v in (env or {}).items()]}
         if user is not None:
             body["User"] = user
@@ -530,10 +532,11 @@ class DockerEngine(ImageMethods, NetworkMethods):
     def exec_attached(
         self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
         env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+        privileged: bool = False,
     ) -> int:
         """`docker exec [-i] [-t]`: our terminal wired to the process; returns its exit code."""
         exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
-                                    tty=tty, stdin=stdin)
+                                    tty=tty, stdin=stdin, privileged=privileged)
         stream = self.client.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty},
                                     kind="exec")
         try:
