@@ -49,11 +49,47 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
         if args.detach:
             print(state.id)
             return 0
-        _copy_logs(engine, state.id, follow=True)
-        return engine.wait(state.id)
+        streams = set(args.attach or ("stdout", "stderr"))
+        with _signals_proxied(engine, state.id, args.sig_proxy):
+            _copy_logs(engine, state.id, follow=True, streams=streams)
+            return engine.wait(state.id)
     finally:
         if args.rm and not (args.detach and started):
             _remove_quietly(engine, state.id)
+
+
+# What `docker run` passes on to its container (--sig-proxy, the default): not SIGKILL,
+# SIGSTOP, SIGCHLD, SIGPIPE or SIGWINCH, which are about this process or its terminal.
+_PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+
+
+@contextlib.contextmanager
+def _signals_proxied(engine: Engine, container: str, proxy: bool):
+    """While a foreground run lasts, the signals this command receives go to the container
+    (each from a thread: the handler may interrupt the engine mid-request)."""
+    import signal
+    import threading
+
+    if not proxy:
+        yield
+        return
+
+    def forward(number: int, _frame: object) -> None:
+        name = signal.Signals(number).name
+        threading.Thread(target=_kill_quietly, args=(engine, container, name),
+                         daemon=True, name="isobox-sig-proxy").start()
+
+    previous = {name: signal.signal(getattr(signal, name), forward) for name in _PROXIED}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def _kill_quietly(engine: Engine, container: str, name: str) -> None:
+    with contextlib.suppress(IsoboxError):  # it has just ended
+        engine.kill(container, name)
 
 
 def _start(engine: Engine, container: str) -> int | None:
@@ -89,9 +125,11 @@ def _remove_quietly(engine: Engine, container: str) -> None:
         pass
 
 
-def _copy_logs(engine: Engine, container: str, *, follow: bool, tail: int | None = None) -> None:
+def _copy_logs(engine: Engine, container: str, *, follow: bool, tail: int | None = None,
+               streams: set[str] | frozenset[str] = frozenset(("stdout", "stderr"))) -> None:
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
-    for stream, chunk in engine.logs(container, follow=follow, tail=tail):
+    for stream, chunk in engine.logs(container, follow=follow, tail=tail,
+                                     stdout="stdout" in streams, stderr="stderr" in streams):
         outs[stream].write(chunk)
         outs[stream].flush()
 

@@ -6,6 +6,10 @@ inspect/ls, system df/info, top, stats --format, run/create flags (--read-only, 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.cli.conftest import Cli
 from tests.conftest import needs_root
@@ -30,3 +34,103 @@ def test_exec_privileged(cli: Cli) -> None:
     assert done.returncode == 0, done.stderr
     assert _capeff(done.stdout.decode()) & (1 << CAP_SYS_ADMIN)
     assert _capeff(cli.out("exec", name, *status)) == 0  # the next exec: the container's
+
+
+def test_mount_bind_volume_tmpfs(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("host\n")
+    vol = cli.name("volume")
+    mounts = ("--mount", f"type=bind,source={tmp_path},target=/h,readonly",
+              "--mount", f"type=volume,source={vol},target=/v",
+              "--mount", "type=tmpfs,target=/t,tmpfs-size=1m")
+    name = cli.run_d(*mounts)
+    assert cli.out("exec", name, "cat", "/h/f.txt") == "host\n"
+    denied = cli("exec", name, "touch", "/h/new", check=False)
+    assert denied.returncode != 0 and b"Read-only file system" in denied.stderr
+    cli("exec", name, "sh", "-c", "echo kept > /v/a")
+    assert cli.out("exec", name, "sh", "-c", "df -k /t | tail -1").split()[1] == "1024"
+    mounted = {m["Destination"]: m for m in json.loads(cli.out("inspect", name))[0]["Mounts"]}
+    assert mounted["/h"]["Type"] == "bind" and mounted["/h"]["RW"] is False
+    assert mounted["/v"]["Type"] == "volume" and mounted["/v"]["Name"] == vol
+    again = cli("run", "--rm", "--mount", f"type=volume,src={vol},dst=/v", cli.image,
+                "cat", "/v/a")
+    assert again.stdout == b"kept\n"
+    missing = cli("run", "--rm", "--mount", "type=bind,source=/isobox-no-such-dir,target=/x",
+                  cli.image, "true", check=False)
+    err = missing.stderr.decode()
+    assert missing.returncode == 125 and err.count("\n") == 1
+    assert "bind source path does not exist: /isobox-no-such-dir" in err
+
+
+def test_read_only_root_with_a_tmpfs(cli: Cli) -> None:
+    denied = cli("run", "--rm", "--read-only", cli.image, "touch", "/x", check=False)
+    assert denied.returncode == 1 and b"Read-only file system" in denied.stderr
+    done = cli("run", "--rm", "--read-only", "--tmpfs", "/tmp", cli.image, "sh", "-c",
+               "touch /tmp/x && echo ok")
+    assert done.stdout == b"ok\n"
+    name = cli.run_d("--read-only")
+    assert cli.out("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", name) == "true\n"
+
+
+def test_attach_picks_the_streams(cli: Cli) -> None:
+    script = ("sh", "-c", "echo out; echo err >&2")
+    only_out = cli("run", "--rm", "-a", "stdout", cli.image, *script)
+    assert (only_out.stdout, only_out.stderr) == (b"out\n", b"")
+    only_err = cli("run", "--rm", "-a", "STDERR", cli.image, *script)
+    assert (only_err.stdout, only_err.stderr) == (b"", b"err\n")
+    both = cli("run", "--rm", "-a", "stdout", "-a", "stderr", cli.image, *script)
+    assert (both.stdout, both.stderr) == (b"out\n", b"err\n")
+    for argv, needle in ((["-a", "stdout", "-d"], "--attach and --detach"),
+                         (["-a", "stdvid"], "STDIN, STDOUT and STDERR")):
+        bad = cli("run", *argv, cli.image, "true", check=False)
+        assert bad.returncode == 125 and needle in bad.stderr.decode()
+        assert bad.stderr.decode().count("\n") == 1
+
+
+def _run_foreground(cli: Cli, *flags: str) -> tuple[subprocess.Popen, str]:
+    """A foreground `run` whose container traps TERM; returns once it says it is ready."""
+    name = cli.name()
+    trap = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.2 & wait $!; done"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "--engine", cli.engine,
+                             "run", "--name", name, *flags, cli.image, "sh", "-c", trap],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    return proc, name
+
+
+def test_sig_proxy(cli: Cli) -> None:
+    proc, name = _run_foreground(cli)
+    try:
+        proc.send_signal(signal.SIGTERM)  # passed on: the container's trap ends it with 3
+        assert proc.wait(timeout=60) == 3
+        assert proc.stdout.read() == b"got TERM\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    proc, name = _run_foreground(cli, "--sig-proxy=false")
+    try:
+        proc.send_signal(signal.SIGTERM)  # this command ends; the container goes on
+        assert proc.wait(timeout=60) != 3
+        assert cli.out("inspect", "-f", "{{.State.Running}}", name) == "true\n"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_label_file(cli: Cli, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    labels.write_text("# team labels\ncom.example.team=infra\n\ncom.example.flag\n")
+    name = cli.run_d("--label-file", str(labels), "-l", "com.example.team=override")
+    got = json.loads(cli.out("inspect", "-f", "{{json .Config.Labels}}", name))
+    assert got["com.example.team"] == "override" and got["com.example.flag"] == ""
+
+
+def test_pull_never_and_missing(cli: Cli) -> None:
+    absent = cli("run", "--rm", "--pull", "never", "isobox-test/absent-image:1", "true",
+                 check=False)
+    assert absent.returncode == 125 and absent.stderr.decode().count("\n") == 1
+    assert b"absent-image" in absent.stderr
+    here = cli("run", "--rm", "--pull", "missing", cli.image, "echo", "local")
+    assert here.stdout == b"local\n"
+    bad = cli("run", "--rm", "--pull", "sometimes", cli.image, "true", check=False)
+    assert bad.returncode == 125 and b"sometimes" in bad.stderr
