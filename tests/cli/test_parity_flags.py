@@ -54,6 +54,11 @@ def test_mount_bind_volume_tmpfs(cli: Cli, tmp_path: Path) -> None:
     again = cli("run", "--rm", "--mount", f"type=volume,src={vol},dst=/v", cli.image,
                 "cat", "/v/a")
     assert again.stdout == b"kept\n"
+    anonymous = cli.run_d("--mount", "type=volume,target=/etc")  # filled from the image
+    assert cli.out("exec", anonymous, "head", "-1", "/etc/passwd").startswith("root:")
+    [mount] = json.loads(cli.out("inspect", anonymous))[0]["Mounts"]
+    assert mount["Type"] == "volume" and len(mount["Name"]) == 64
+    cli.made.insert(0, ("volume", mount["Name"]))  # after the container: docker keeps it
     missing = cli("run", "--rm", "--mount", "type=bind,source=/isobox-no-such-dir,target=/x",
                   cli.image, "true", check=False)
     err = missing.stderr.decode()
