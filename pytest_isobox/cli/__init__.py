@@ -286,6 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     verb("prune", "images:cmd_prune", "remove what no tag or container needs")
     p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
+    p.add_argument("--format", help="a Go template per row (.Type .TotalCount .Active .Size "
+                   ".Reclaimable), `table ...`, or json")
 
     p = verb("compose", "compose:cmd_compose", "run compose projects (isobox compose --help)",
              add_help=False, prefix_chars="+")
@@ -313,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func="system:cmd_df")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="each image's shared and unique size")
+    p.add_argument("--format", help="a Go template per row (.Type .TotalCount .Active .Size "
+                   ".Reclaimable), `table ...`, or json")
     p = ssub.add_parser("prune", help="remove what runs that died left behind")
     p.set_defaults(func="system:cmd_system_prune", no_engine=True)
     image = verb("image", None, "manage images")
