@@ -10,13 +10,36 @@ from pathlib import Path
 from pytest_isobox.cli.output import _size, _table
 from pytest_isobox.engine import Engine
 
+_DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+               "Reclaimable": "RECLAIMABLE"}
+_DF_TABLE = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
+_DF_TYPES = {"Volumes": "Local Volumes"}  # Docker's row names
+
+
+def _df_rows(usage: dict[str, dict]) -> list[dict]:
+    """Docker's `system df` rows: RECLAIMABLE with its share of SIZE, as the Docker CLI."""
+    rows = []
+    for kind, entry in usage.items():
+        size, reclaimable = int(entry.get("size", 0)), entry.get("reclaimable")
+        share = ""
+        if reclaimable is not None:
+            share = _size(int(reclaimable), 4) + (
+                f" ({int(reclaimable) * 100 // size}%)" if size > 0 else "")
+        rows.append({"Type": _DF_TYPES.get(kind, kind), "TotalCount": str(entry.get("count", "")),
+                     "Active": str(entry.get("active", "")), "Size": _size(size, 4),
+                     "Reclaimable": share})
+    return rows
+
 
 def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.output import compile_format
+    from pytest_isobox.gotemplate import render_rows
+
+    template = getattr(args, "format", None) or _DF_TABLE
+    compile_format(template)
     usage = engine.disk_usage()
-    rows = [("TYPE", "TOTAL", "SIZE")]
-    for kind, entry in usage.items():
-        rows.append((kind, str(entry.get("count", "")), _size(int(entry.get("size", 0)))))
-    _table(rows)
+    for line in render_rows(template, _df_rows(usage), _DF_HEADERS, default_table=_DF_TABLE):
+        print(line)
     if args.verbose:  # Docker's `system df -v`: a layer several images stack is shared
         print("\nImages space usage:\n")
         rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE")]

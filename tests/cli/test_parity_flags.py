@@ -139,3 +139,31 @@ def test_pull_never_and_missing(cli: Cli) -> None:
     assert here.stdout == b"local\n"
     bad = cli("run", "--rm", "--pull", "sometimes", cli.image, "true", check=False)
     assert bad.returncode == 125 and b"sometimes" in bad.stderr
+
+
+def test_system_df(cli: Cli) -> None:
+    """Docker's columns and rows; on the native engine's own home, the counts exactly."""
+    vol = cli.name("volume")
+    running = cli.run_d("-v", f"{vol}:/d")
+    created = cli.name()
+    cli("create", "--name", created, cli.image, "true")
+    lines = cli.out("system", "df").splitlines()
+    assert lines[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert [line.split("  ")[0] for line in lines[1:]] == [
+        "Images", "Containers", "Local Volumes", "Build Cache"]
+    rows = {r["Type"]: r for r in map(json.loads,
+                                      cli.out("df", "--format", "json").splitlines())}
+    containers = rows["Containers"]
+    assert int(containers["TotalCount"]) >= 2 and 1 <= int(containers["Active"]) \
+        <= int(containers["TotalCount"]) - 1
+    assert int(rows["Local Volumes"]["Active"]) >= 1
+    assert cli.out("system", "df", "--format", "{{.Type}}={{.Active}}").count("=") == 4
+    if cli.engine == "native":
+        assert (containers["TotalCount"], containers["Active"]) == ("2", "1")
+        assert (rows["Images"]["TotalCount"], rows["Images"]["Active"]) == ("1", "1")
+        assert rows["Images"]["Reclaimable"] == "0B (0%)"  # its only image is in use
+    else:  # the same rows as the Docker CLI's own
+        docker = subprocess.run(["docker", "system", "df", "--format", "{{.Type}}"],
+                                capture_output=True, text=True, check=True).stdout
+        assert cli.out("system", "df", "--format", "{{.Type}}") == docker
+    assert running
