@@ -195,6 +195,8 @@ class ContainerStats:
     memory_peak: int
     cpu_time_ns: int
     pids: int
+    block_read: int = 0  # bytes read from and written to block devices (Docker's BlockIO)
+    block_write: int = 0
 
 
 @dataclass
