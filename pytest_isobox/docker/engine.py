@@ -497,6 +497,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
             cpu_time_ns=int(((doc.get("cpu_stats") or {}).get("cpu_usage") or {})
                             .get("total_usage") or 0),
             pids=int((doc.get("pids_stats") or {}).get("current") or 0),
+            **_block_io(doc.get("blkio_stats") or {}),
         )
 
     def run_attached(self, spec: ContainerSpec) -> int:
@@ -602,3 +603,12 @@ class _ExitWaiter:
         self._conn.close()
 
 
+def _block_io(blkio: dict) -> dict[str, int]:
+    """Docker CLI's BlockIO from the daemon's blkio_stats: the Read and Write entries (v1
+    spells them so, v2 in lower case)."""
+    totals = {"read": 0, "write": 0}
+    for entry in blkio.get("io_service_bytes_recursive") or ():
+        op = str(entry.get("op", "")).lower()
+        if op in totals:
+            totals[op] += int(entry.get("value") or 0)
+    return {"block_read": totals["read"], "block_write": totals["write"]}

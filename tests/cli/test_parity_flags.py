@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.cli.conftest import Cli
@@ -167,3 +168,36 @@ def test_system_df(cli: Cli) -> None:
                                 capture_output=True, text=True, check=True).stdout
         assert cli.out("system", "df", "--format", "{{.Type}}") == docker
     assert running
+
+
+def test_stats_streams_a_template_until_the_container_ends(cli: Cli) -> None:
+    name = cli.run_d()
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.cli", "--engine", cli.engine,
+                             "stats", "--format",
+                             "{{.Name}}|{{.CPUPerc}}|{{.MemPerc}}|{{.NetIO}}|{{.BlockIO}}", name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        for _ in range(2):  # a sample, then another: it streams
+            fields = proc.stdout.readline().decode().rstrip("\n").split("|")
+            assert fields[0] == name and fields[1].endswith("%") and fields[2].endswith("%")
+            assert " / " in fields[3] and " / " in fields[4]
+        cli("stop", "-t", "1", name)
+        assert proc.wait(timeout=60) == 0  # stats of a stopped container end
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stats_block_io(cli: Cli) -> None:
+    script = "dd if=/dev/zero of=/f bs=1M count=4 conv=fsync 2>/dev/null; echo done; sleep 1000"
+    name = cli.run_d(command=("sh", "-c", script))
+    deadline = time.monotonic() + 60
+    while cli.out("logs", name) != "done\n":
+        assert time.monotonic() < deadline, "dd did not finish"
+        time.sleep(0.1)
+    read, _, written = cli.out("stats", "--no-stream", "--format", "{{.BlockIO}}",
+                               name).strip().partition(" / ")
+    assert read[0].isdigit() and written[0].isdigit() and written.endswith("B")
+    if cli.engine == "native":  # per process; dockerd's blkio cgroup may count none (v1, mq)
+        assert written.endswith("MB") and float(written[:-2]) >= 4
