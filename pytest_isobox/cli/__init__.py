@@ -319,6 +319,13 @@ def _parser() -> argparse.ArgumentParser:
                    ".Reclaimable), `table ...`, or json")
     p = ssub.add_parser("prune", help="remove what runs that died left behind")
     p.set_defaults(func="system:cmd_system_prune", no_engine=True)
+    p.add_argument("-f", "--force", action="store_true",
+                   help="Docker's prune (stopped containers, unused networks, dangling "
+                   "images, build cache) without asking")
+    p.add_argument("-a", "--all", action="store_true", help="Docker's: every unused image")
+    p.add_argument("--volumes", action="store_true", help="Docker's: unused volumes too")
+    p.add_argument("--filter", action="append", metavar="label=K[=V]",
+                   help="Docker's: only objects so labelled")
     image = verb("image", None, "manage images")
     isub = image.add_subparsers(metavar="COMMAND")
     p = isub.add_parser("inspect")
