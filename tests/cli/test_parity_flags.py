@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from tests.cli.conftest import Cli
@@ -201,3 +202,28 @@ def test_stats_block_io(cli: Cli) -> None:
     assert read[0].isdigit() and written[0].isdigit() and written.endswith("B")
     if cli.engine == "native":  # per process; dockerd's blkio cgroup may count none (v1, mq)
         assert written.endswith("MB") and float(written[:-2]) >= 4
+
+
+def test_system_prune_as_docker(cli: Cli) -> None:
+    """Docker's `system prune -f`, kept to this test's objects by a label filter (the
+    daemon is shared): stopped containers and unused networks go, the rest stays."""
+    label = f"isobox.test.prune={uuid.uuid4().hex}"
+    stopped, other = cli.name(), cli.name()
+    cli("run", "--name", stopped, "-l", label, cli.image, "true")
+    cli("run", "--name", other, cli.image, "true")  # not labelled: stays
+    running = cli.run_d("-l", label)
+    idle_net, used_net = cli.name("network"), cli.name("network")
+    cli("network", "create", "-l", label, idle_net)
+    cli("network", "create", "-l", label, used_net)
+    on_net = cli.run_d("--network", used_net)
+    refused = cli("system", "prune", "--filter", f"label={label}", check=False)
+    assert refused.returncode == 1 and b"--force" in refused.stderr  # no terminal to ask
+    out = cli.out("system", "prune", "-f", "--filter", f"label={label}")
+    assert out.startswith("Deleted Containers:\n") and "Total reclaimed space:" in out
+    stopped_id_gone = cli("inspect", "--type", "container", stopped, check=False)
+    assert stopped_id_gone.returncode == 1
+    for kept in (other, running, on_net):
+        cli("inspect", "--type", "container", kept)
+    assert f"Deleted Networks:\n{idle_net}\n" in out
+    cli("network", "inspect", used_net)
+    assert cli("network", "inspect", idle_net, check=False).returncode == 1
