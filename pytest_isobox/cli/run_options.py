@@ -121,7 +121,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--network", "--net", action="append")
     p.add_argument("--network-alias", action="append")
-    p.add_argument("-p", "--publish", action="append")
+    p.add_argument("-p", "--publish", action="append", metavar="[IP:][HOST:]PORT[/PROTO]",
+                   help="publish a port; without IP on 127.0.0.1 (Docker: 0.0.0.0)")
     p.add_argument("-v", "--volume", action="append")
     p.add_argument("--tmpfs", action="append")
     p.add_argument("--mount", action="append", metavar="type=bind|volume|tmpfs,...",
