@@ -141,6 +141,14 @@ def test_network_connect_disconnect_internal_gateway(cli: Cli) -> None:
     assert f"10.231.{third}." not in cli.out("exec", name, "ip", "-4", "-o", "addr")
     assert cli("exec", peer, "ping", "-c", "1", "-W", "2", "db", check=False).returncode != 0
     _one_line_error(cli("network", "disconnect", net, name, check=False), "is not connected")
+    cli("network", "connect", net, name)
+    cli("restart", "-t", "1", name)  # a connection outlives a restart, as Docker's
+    assert f"10.231.{third}." in cli.out("exec", name, "ip", "-4", "-o", "addr")
+    cli("network", "disconnect", "bridge", name)
+    cli("network", "disconnect", net, name)  # on no network at all: loopback only
+    assert cli.out("exec", name, "ip", "-4", "-o", "addr").count("inet ") == 1
+    cli("network", "connect", net, name)
+    assert f"10.231.{third}." in cli.out("exec", name, "ip", "-4", "-o", "addr")
     created = cli.name()
     cli("create", "--name", created, cli.image, "sleep", "1000")
     cli("network", "connect", net, created)
