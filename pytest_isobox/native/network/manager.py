@@ -13,6 +13,11 @@
   handed out again until it is gone;
 - a network belongs to the process that made it (unless labelled persistent, as the CLI's are):
   once that process is dead and no container uses it, the sweep removes it, from any home.
+- `connect`/`disconnect` change a running container's endpoint record in place (one more or
+  one fewer network entry: its veth, address and hosts entries), so what `detach` and the
+  sweep undo is always the container's whole attachment;
+- an internal network (`--internal`) forwards nothing in or out of its bridge and masquerades
+  nothing; its containers get no default route through it.
 
 The start path costs some milliseconds: one flock, two small new files, two rtnetlink
 batches (veth; addresses and route in the container), one nftables transaction, the hosts
