@@ -141,6 +141,10 @@ def test_network_connect_disconnect_internal_gateway(cli: Cli) -> None:
     assert f"10.231.{third}." not in cli.out("exec", name, "ip", "-4", "-o", "addr")
     assert cli("exec", peer, "ping", "-c", "1", "-W", "2", "db", check=False).returncode != 0
     _one_line_error(cli("network", "disconnect", net, name, check=False), "is not connected")
+    _one_line_error(cli("network", "connect", "isobox-no-such-net", name, check=False),
+                    "isobox-no-such-net")
+    _one_line_error(cli("network", "connect", net, "isobox-no-such-box", check=False),
+                    "isobox-no-such-box")
     cli("network", "connect", net, name)
     cli("restart", "-t", "1", name)  # a connection outlives a restart, as Docker's
     assert f"10.231.{third}." in cli.out("exec", name, "ip", "-4", "-o", "addr")

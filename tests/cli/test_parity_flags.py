@@ -87,7 +87,10 @@ def test_attach_picks_the_streams(cli: Cli) -> None:
     both = cli("run", "--rm", "-a", "stdout", "-a", "stderr", cli.image, *script)
     assert (both.stdout, both.stderr) == (b"out\n", b"err\n")
     for argv, needle in ((["-a", "stdout", "-d"], "--attach and --detach"),
-                         (["-a", "stdvid"], "STDIN, STDOUT and STDERR")):
+                         (["-a", "stdvid"], "STDIN, STDOUT and STDERR"),
+                         (["--sig-proxy=maybe"], "'maybe'"),
+                         (["--mount", "type=nfs,target=/x"], "type=nfs"),
+                         (["--mount", "type=volume,target=/v,colour=red"], "colour")):
         bad = cli("run", *argv, cli.image, "true", check=False)
         assert bad.returncode == 125 and needle in bad.stderr.decode()
         assert bad.stderr.decode().count("\n") == 1
