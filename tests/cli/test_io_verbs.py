@@ -130,6 +130,9 @@ def test_network_connect_disconnect_internal_gateway(cli: Cli) -> None:
     endpoint = json.loads(cli.out("inspect", name))[0]["NetworkSettings"]["Networks"][net]
     assert endpoint["IPAddress"].startswith(f"10.231.{third}.") and "db" in endpoint["Aliases"]
     assert endpoint["IPAddress"] in cli.out("exec", name, "ip", "-4", "-o", "addr")
+    assert endpoint["MacAddress"] and endpoint["MacAddress"] in cli.out("exec", name, "ip",
+                                                                        "link")
+    assert endpoint["NetworkID"] == doc["Id"]
     assert cli.out("exec", name, "ip", "route").count("default") == 1  # still via bridge
     for target in ("db", name):
         cli("exec", peer, "ping", "-c", "1", "-W", "5", target)
