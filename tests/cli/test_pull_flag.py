@@ -4,6 +4,7 @@ local image is kept (missing), replaced by the registry's (always), or nothing i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_run_pull_policies(cli: Cli, registry: Registry, tmp_path: Path) -> None
     assert cli.out("run", "--rm", "--pull", "never", ref, *version) == "one\n"
     assert cli.out("run", "--rm", "--pull", "always", ref, *version) == "two\n"
     assert cli.out("run", "--rm", ref, *version) == "two\n"  # the pulled one is local now
+    digest = cli.out("images", "--digests", "--format", "{{.Digest}}", ref).strip()
+    assert digest.startswith("sha256:") and len(digest) == 71  # a pulled image's RepoDigest
+    assert f"{ref.rsplit(':', 1)[0]}@{digest}" in json.loads(
+        cli.out("image", "inspect", ref))[0]["RepoDigests"]
     cli("rmi", "-f", ref)
     never = cli("run", "--rm", "--pull", "never", ref, *version, check=False)
     assert never.returncode == 125 and never.stderr.decode().count("\n") == 1
