@@ -178,9 +178,6 @@ def parse_mount(value: str | Mapping[str, Any], base: Path) -> MountSpec:
         if not source:
             raise InvalidSpec(f"invalid mount {value!r}: a bind mount needs a source")
         source = str((base / source).resolve())
-        if not os.path.exists(source):  # unlike -v, --mount makes no missing source (Docker)
-            raise InvalidSpec(f'invalid mount config for type "bind": bind source path does '
-                              f"not exist: {source}")
     return MountSpec(kind, str(target), source, read_only, size)
 
 

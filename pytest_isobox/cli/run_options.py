@@ -44,6 +44,16 @@ def _stream(text: str) -> str:
     return name
 
 
+def _mount(text: str):  # -> MountSpec
+    """`--mount`: unlike -v, a bind source that does not exist is refused (Docker's rule),
+    here, so that no engine makes it (a daemon given Binds would)."""
+    mount = dockerargs.parse_mount(text, Path.cwd())
+    if mount.type == "bind" and not os.path.exists(mount.source):
+        raise InvalidSpec(f'invalid mount config for type "bind": bind source path does not '
+                          f"exist: {mount.source}")
+    return mount
+
+
 def check_cidfile(args: argparse.Namespace) -> None:
     """--cidfile must not exist yet (Docker's rule: another container may own it)."""
     if getattr(args, "cidfile", None) and os.path.exists(args.cidfile):
@@ -178,7 +188,7 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         ports=[PortSpec.parse(p) for p in args.publish or ()],
         mounts=[dockerargs.parse_volume(v, Path.cwd()) for v in args.volume or ()]
         + [dockerargs.parse_tmpfs(t) for t in args.tmpfs or ()]
-        + [dockerargs.parse_mount(m, Path.cwd()) for m in args.mount or ()],
+        + [_mount(m) for m in args.mount or ()],
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
         auto_remove=args.rm,
