@@ -15,7 +15,6 @@ from pytest_isobox.cli.output import (
     _ago,
     _duration,
     _size,
-    _table,
     compile_format,
     print_documents,
 )
@@ -538,7 +537,9 @@ def cmd_rename(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
     doc = _verb_of(engine, "top")(args.container, " ".join(args.ps_args) or "-ef")
+    from pytest_isobox.gotemplate import tabwrite
+
     rows = [tuple(doc.get("Titles") or []), *(tuple(p) for p in doc.get("Processes") or [])]
-    if rows[0]:
-        _table(rows)
+    if rows[0]:  # Docker's top: a tabwriter of minimum width 20
+        print("\n".join(tabwrite(["\t".join(r) for r in rows], minwidth=20, padding=3)))
     return 0

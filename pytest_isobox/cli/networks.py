@@ -47,7 +47,7 @@ _MODE_NETWORKS = (("host", "host"), ("none", "null"))
 
 _NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER",
                     "Scope": "SCOPE", "Subnet": "SUBNET", "Labels": "LABELS"}
-_NETWORK_TABLE = "table {{.ID}}\\t{{.Name}}\\t{{.Driver}}\\t{{.Scope}}\\t{{.Subnet}}"
+_NETWORK_TABLE = "table {{.ID}}\\t{{.Name}}\\t{{.Driver}}\\t{{.Scope}}"  # Docker's columns
 
 
 def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:

@@ -230,3 +230,34 @@ def test_system_prune_as_docker(cli: Cli) -> None:
     assert f"Deleted Networks:\n{idle_net}\n" in out
     cli("network", "inspect", used_net)
     assert cli("network", "inspect", idle_net, check=False).returncode == 1
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_docker_engine_prints_what_the_docker_cli_prints(dockercli: Cli) -> None:
+    """The same daemon through `isobox --engine docker` and through `docker`: the same lines
+    for listings, templates and documents (what does not tick with the clock)."""
+    cli = dockercli
+    vol, net = cli.name("volume"), cli.name("network")
+    cli("volume", "create", vol)
+    cli("network", "create", net)
+    name = cli.run_d("--network", net, "-p", "127.0.0.1::8080", "-l", "k=v")
+    repo = cli.image.rsplit(":", 1)[0]
+    networks = ("{{json .NetworkSettings.Ports}} {{.HostConfig.NetworkMode}} "
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}")
+    for args in (
+        ("volume", "ls", "--filter", f"name={vol}"),
+        ("volume", "ls", "-q", "--filter", f"name={vol}"),
+        ("network", "ls", "--filter", f"name={net}"),
+        ("images", "--digests", "--format",
+         "{{.Repository}} {{.Tag}} {{.Digest}} {{.ID}} {{.Size}}", repo),
+        ("ps", "-a", "--filter", f"name={name}", "--format",
+         "{{.Names}} {{.Image}} {{.Command}} {{.State}} {{.Ports}} {{.Labels}}"),
+        ("inspect", "-f", networks, name),
+        ("top", name),
+        ("port", name),
+        ("system", "df", "--format", "{{.Type}}"),
+    ):
+        assert cli.out(*args) == _docker(*args), args
