@@ -340,7 +340,13 @@ def _time_arg(value: str, flag: str) -> float:
 
 
 def _rfc3339_nano(when: float) -> str:
+    """Docker's fixed nine-digit form; an engine's own text when it kept one (the daemon's
+    nanoseconds)."""
     from datetime import UTC, datetime
+
+    own = getattr(when, "rfc3339", None)
+    if own:
+        return own
 
     whole = datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{whole}.{round((when % 1) * 1e9):09d}Z"

@@ -405,8 +405,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
         for stream, data in self._log_pieces(container, query, tty):
             for line in data.splitlines(keepends=True):
                 stamp, _, rest = line.partition(b" ")
-                when = parse_time(stamp.decode("ascii", "replace"))
-                yield stream, when or 0.0, rest
+                text = stamp.decode("ascii", "replace")
+                yield stream, LogTime(parse_time(text) or 0.0, text), rest
 
     def _log_pieces(self, container: str, query: dict,
                     tty: bool) -> Iterator[tuple[LogStream, bytes]]:
@@ -612,3 +612,15 @@ def _block_io(blkio: dict) -> dict[str, int]:
         if op in totals:
             totals[op] += int(entry.get("value") or 0)
     return {"block_read": totals["read"], "block_write": totals["write"]}
+
+
+class LogTime(float):
+    """A log line's time in Unix seconds that keeps the daemon's own RFC 3339 text (its
+    nanoseconds, which a float cannot hold), for `logs -t` to print as `docker logs -t`."""
+
+    rfc3339: str
+
+    def __new__(cls, seconds: float, text: str) -> Self:
+        value = super().__new__(cls, seconds)
+        value.rfc3339 = text
+        return value

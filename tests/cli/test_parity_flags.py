@@ -259,5 +259,20 @@ def test_docker_engine_prints_what_the_docker_cli_prints(dockercli: Cli) -> None
         ("top", name),
         ("port", name),
         ("system", "df", "--format", "{{.Type}}"),
+        ("inspect", name), ("network", "inspect", net), ("volume", "inspect", vol),
+        ("image", "inspect", cli.image), ("inspect", "--type", "volume", vol),
+        ("images", "-q", repo), ("ps", "-q", "--no-trunc", "--filter", f"name={name}"),
+        ("port", name, "8080"), ("image", "history", "-q", cli.image),
+        ("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", name),
     ):
         assert cli.out(*args) == _docker(*args), args
+    said = cli.run_d(command=("sh", "-c", "echo one; echo two >&2; echo three; sleep 1000"))
+    for _ in range(600):  # until it has said all
+        if _docker("logs", said).count("\n") == 2:  # (stdout; stderr apart)
+            break
+        time.sleep(0.05)
+    for args in (("logs", said), ("logs", "--tail", "1", said), ("logs", "-t", said),
+                 ("logs", "--tail", "all", said)):
+        mine = cli(*args)
+        theirs = subprocess.run(["docker", *args], capture_output=True, check=True)
+        assert (mine.stdout, mine.stderr) == (theirs.stdout, theirs.stderr), args
