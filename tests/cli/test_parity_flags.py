@@ -276,3 +276,18 @@ def test_docker_engine_prints_what_the_docker_cli_prints(dockercli: Cli) -> None
         mine = cli(*args)
         theirs = subprocess.run(["docker", *args], capture_output=True, check=True)
         assert (mine.stdout, mine.stderr) == (theirs.stdout, theirs.stderr), args
+
+
+def test_native_tables_have_the_docker_cli_columns(native: Cli, dockercli: Cli) -> None:
+    """Each listing's header on the native engine, column for column the Docker CLI's."""
+    mine, theirs = native.run_d(), dockercli.run_d()
+    for args in (("ps",), ("ps", "-s"), ("ps", "-a", "--no-trunc"), ("images",),
+                 ("images", "--digests"), ("network", "ls"), ("volume", "ls"),
+                 ("system", "df"), ("image", "history", "{image}"), ("top", "{name}"),
+                 ("stats", "--no-stream", "{name}")):
+        header = native.out(*_fill(args, native, mine)).splitlines()[0].split()
+        assert header == _docker(*_fill(args, dockercli, theirs)).splitlines()[0].split(), args
+
+
+def _fill(args: tuple[str, ...], cli: Cli, name: str) -> list[str]:
+    return [a.format(image=cli.image, name=name) for a in args]
