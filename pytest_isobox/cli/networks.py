@@ -12,6 +12,8 @@ from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
     # A network made from the CLI lives until `network rm`, as in Docker.
+    if args.driver != "bridge":
+        raise IsoboxError(f"network create -d {args.driver}: only the bridge driver is offered")
     labels = {**dockerargs.parse_labels(args.label), PERSISTENT_LABEL: "1"}
     extra: dict = {}
     if args.gateway:
@@ -31,8 +33,9 @@ def _network_verb(engine: Engine, name: str):  # -> the engine's method
 
 
 def cmd_network_connect(engine: Engine, args: argparse.Namespace) -> int:
+    extra = {"ip": args.ip} if args.ip else {}  # (an engine may not know it)
     _network_verb(engine, "network_connect")(args.network, args.container,
-                                             aliases=list(args.alias or []))
+                                             aliases=list(args.alias or []), **extra)
     return 0
 
 

@@ -10,7 +10,12 @@ from pytest_isobox.engine import Engine, IsoboxError
 
 
 def cmd_volume_create(engine: Engine, args: argparse.Namespace) -> int:
-    print(engine.volume_create(args.name))
+    """Docker's `volume create [NAME]`: without a name, a random 64-hex one."""
+    import secrets
+
+    if args.driver != "local":
+        raise IsoboxError(f"volume create -d {args.driver}: only the local driver is offered")
+    print(engine.volume_create(args.name or secrets.token_hex(32)))
     return 0
 
 

@@ -170,3 +170,23 @@ def test_network_gateway_outside_its_subnet_is_one_line(cli: Cli) -> None:
                net, check=False)
     err = done.stderr.decode()
     assert done.returncode == 1 and "10.231.48.1" in err and err.count("\n") == 1, err
+
+
+def test_network_driver_connect_ip_and_unnamed_volume(cli: Cli) -> None:
+    net = cli.name("network")
+    third = "48" if cli.engine == "docker" else "49"
+    cli("network", "create", "-d", "bridge", "--attachable", "--subnet", f"10.231.{third}.0/24",
+        net)
+    _one_line_error(cli("network", "create", "-d", "macvlan", cli.name("network"), check=False),
+                    "macvlan")
+    name = cli.run_d()
+    cli("network", "connect", "--ip", f"10.231.{third}.77", net, name)
+    endpoint = json.loads(cli.out("inspect", name))[0]["NetworkSettings"]["Networks"][net]
+    assert endpoint["IPAddress"] == f"10.231.{third}.77"
+    assert f"10.231.{third}.77/24" in cli.out("exec", name, "ip", "-4", "-o", "addr")
+    other = cli.run_d()
+    taken = cli("network", "connect", "--ip", f"10.231.{third}.77", net, other, check=False)
+    assert taken.returncode == 1 and taken.stderr.decode().count("\n") == 1
+    made = cli.out("volume", "create").strip()
+    cli.made.append(("volume", made))
+    assert len(made) == 64 and made in cli.out("volume", "ls", "-q").split()

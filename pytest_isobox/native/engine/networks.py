@@ -33,7 +33,7 @@ class NetworksRole:
         return self._network_manager().create(name, subnet=subnet, labels=labels, **options)
 
     def network_connect(self, network: str, container: str, *,
-                        aliases: list[str] | None = None) -> None:
+                        aliases: list[str] | None = None, ip: str | None = None) -> None:
         """Docker's `network connect`: a running container is wired at once (a new veth and
         address, names on the network resolve), a stopped one at its next start; either
         keeps the network across restarts, as Docker does."""
@@ -45,11 +45,17 @@ class NetworksRole:
         if any(w.network == info.name for w in wanted):
             raise ConflictError(f"endpoint with name {cdir.name} already exists in network "
                                 f"{info.name}")
+        if ip and info.name == DEFAULT_NETWORK:
+            raise InvalidSpec("user specified IP address is supported on user defined networks "
+                              "only")
         attachment = NetworkAttachment(info.name, tuple(aliases or ()))
         pid = self._running_pid(cdir)
+        if pid is None and ip:
+            raise InvalidSpec("network connect --ip: the container must be running (the native "
+                              "engine keeps --ip for the first network of run/create only)")
         if pid is not None:
             net = self._network_manager().connect(cdir.id, cdir.name, cdir.config["hostname"],
-                                                  pid, attachment, cdir.hosts)
+                                                  pid, attachment, cdir.hosts, ip=ip)
             self._record_addresses(cdir, add=(info.name, net["ip"]))
         self._record_networks(cdir, spec, [*wanted, attachment])
 

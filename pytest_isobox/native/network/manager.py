@@ -389,7 +389,7 @@ class NetworkManager:
         )
 
     def connect(self, container_id: str, name: str, hostname: str, netns_pid: int,
-                want: NetworkAttachment, hosts_file: Path) -> Record:
+                want: NetworkAttachment, hosts_file: Path, *, ip: str | None = None) -> Record:
         """`network connect` of a running container: one more veth on the network's bridge,
         an address on it (a default route too when the container had no way out) and the
         hosts files of everyone on the network rewritten. All or nothing; returns the new
@@ -412,8 +412,9 @@ class NetworkManager:
             index = endpoint.get("next_index") or 1 + max(
                 (int(n["ifname"][3:]) for n in endpoint["networks"]), default=-1)
             subnet = IPv4Network(record["subnet"])
-            ip = ipam.allocate_address(subnet, self._taken(record), record["name"],
-                                       record["gateway"])
+            taken = self._taken(record)
+            ip = ipam.claim_address(subnet, taken, record["name"], ip, record["gateway"]) \
+                if ip else ipam.allocate_address(subnet, taken, record["name"], record["gateway"])
             had_route = _default_gateway(endpoint["networks"]) is not None
             net: Record = {
                 "network": record["name"], "network_id": record["id"],
