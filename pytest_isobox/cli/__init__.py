@@ -207,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("containers", nargs="+")
     p = verb("rm", "containers:cmd_rm", "remove containers")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="its anonymous volumes too (they always go with it here)")
     p.add_argument("containers", nargs="+")
     p = verb("wait", "containers:cmd_wait", "wait for containers to exit, print exit codes")
     p.add_argument("containers", nargs="+")
