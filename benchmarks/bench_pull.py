@@ -3,7 +3,8 @@
 
 Usage: python3 benchmarks/bench_pull.py [--layer-mb 25] [--runs 1]
 
-The script starts Debian's docker-registry on 127.0.0.1 (a free port, storage in a temp dir),
+The script starts Debian's docker-registry on 127.0.0.1 (a free port, storage in a temp dir;
+the tests' runner, tests/registry/servers.Registry),
 builds the image in a private isobox store (busybox plus four layers of random bytes, so no
 compression helps anyone), pushes it with isobox, then measures
   1. a pull with nothing present: isobox (in-process) vs `docker pull` vs `skopeo copy`,
@@ -12,7 +13,7 @@ compression helps anyone), pushes it with isobox, then measures
      access log) and the time, isobox in-process next to `docker pull`;
   3. four concurrent pulls: four `isobox pull` processes into one fresh home, four
      `docker pull`, four `skopeo copy` to four directories; wall-clock time, and how many
-     times the registry served each of isobox's blobs.
+     times the registry served each of isobox's blobs (layers and config).
 Figures and ratios are printed side by side, never asserted. Everything started is stopped
 by PID and every directory removed at the end; the image is removed from the daemon.
 """
@@ -20,10 +21,8 @@ by PID and every directory removed at the end; the image is removed from the dae
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,67 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ROOTFS_TOOL = ROOT / "fixtures" / "busybox-rootfs"
-REGISTRY_BIN = "/usr/bin/docker-registry"
 DATA_LAYERS = 4  # on the busybox layer: five layers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LocalRegistry:
-    """docker-registry on 127.0.0.1 with its access log kept (to count blob requests)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.netloc = f"127.0.0.1:{free_port()}"
-        self.log_path = root / "registry.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> LocalRegistry:
-        config = {"version": 0.1, "log": {"level": "error", "accesslog": {"disabled": False}},
-                  "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}},
-                  "http": {"addr": self.netloc, "secret": "bench"}}
-        (self.root / "config.yml").write_text(json.dumps(config))
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.root / "config.yml")],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"docker-registry exited: {self.log_path.read_text()}")
-            try:
-                with socket.create_connection(self.netloc.split(":"), timeout=1):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("docker-registry did not listen within 30 s") from None
-                time.sleep(0.05)  # polling a condition: the port accepting connections
-
-    def blob_gets(self) -> int:
-        """Blob downloads served so far (GET .../blobs/sha256:... answered 200 or 206)."""
-        count = 0
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if '"GET /v2/' in line and "/blobs/sha256:" in line and (
-                    '" 200 ' in line or '" 206 ' in line):
-                count += 1
-        return count
-
-    def gets_of(self, digest: str) -> int:
-        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
-                   if f"/blobs/{digest} " in line and '"GET ' in line
-                   and ('" 200 ' in line or '" 206 ' in line))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def build_image(store: object, work: Path, layer_mb: int) -> str:
@@ -149,16 +88,17 @@ def main() -> None:
                         help="MB per random layer (default 25: four make about 100 MB)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each pull (median)")
     args = parser.parse_args()
-    if not Path(REGISTRY_BIN).is_file():
+    from pytest_isobox.images.store import ImageStore
+    from tests.registry.servers import Registry, have_registry
+
+    if not have_registry():
         raise SystemExit("docker-registry is not installed (apt-get install docker-registry)")
     os.environ.pop("ISOBOX_OFFLINE", None)
-    from pytest_isobox.images.store import ImageStore
 
     work = Path(tempfile.mkdtemp(prefix="isobox-bench-pull-"))
     env = {**os.environ, "DOCKER_CONFIG": str(work / "docker-config")}  # no credentials
     os.environ["DOCKER_CONFIG"] = env["DOCKER_CONFIG"]
-    registry = LocalRegistry(work / "registry")
-    registry.root.mkdir()
+    registry = Registry(work / "registry")
     have_docker = docker_answers()
     have_skopeo = shutil.which("skopeo") is not None
     ref = ""
@@ -166,7 +106,8 @@ def main() -> None:
         registry.start()
         source = ImageStore(work / "source")
         image_id = build_image(source, work, args.layer_mb)
-        ref = f"{registry.netloc}/bench/pull:{image_id[7:19]}"
+        repo = "bench/pull"
+        ref = f"{registry.netloc}/{repo}:{image_id[7:19]}"
         source.tag(image_id, ref)
         source.push(ref)
         image = source.resolve(ref)
@@ -209,10 +150,10 @@ def main() -> None:
 
         # 2. every blob present
         warm_home = work / f"cold-{args.runs - 1}"
-        before = registry.blob_gets()
+        before = registry.blob_requests()
         store = ImageStore(warm_home)
         warm = [timed(lambda: store.pull(ref)) for _ in range(max(args.runs, 3))]
-        isobox_blob_requests = registry.blob_gets() - before
+        isobox_blob_requests = registry.blob_requests() - before
         docker_warm = [timed(docker_pull) for _ in range(max(args.runs, 3))] if have_docker \
             else []
         results["re-pull, every blob present"] = {
@@ -222,10 +163,11 @@ def main() -> None:
         # 3. four concurrent pulls
         shared = work / "shared-home"
         isobox_env = {**env, "ISOBOX_HOME": str(shared)}
-        before_each = {d: registry.gets_of(d) for d in image.diff_ids}
+        blobs = [*image.diff_ids, image.id]  # the layers and the config
+        before_each = {d: registry.blob_gets(repo, d) for d in blobs}
         four = {"isobox": concurrently(
             [[sys.executable, "-m", "pytest_isobox.cli", "pull", "-q", ref]] * 4, isobox_env)}
-        served = [registry.gets_of(d) - before_each[d] for d in image.diff_ids]
+        served = [registry.blob_gets(repo, d) - before_each[d] for d in blobs]
         if have_docker:
             docker_clear()
             four["docker"] = concurrently([["docker", "pull", "-q", ref]] * 4, env)
@@ -237,7 +179,8 @@ def main() -> None:
         _print(results)
         print(f"re-pull: the registry served {isobox_blob_requests} blob requests to isobox "
               f"({len(warm)} re-pulls); in-process median {statistics.median(warm) * 1000:.1f} ms")
-        print(f"four concurrent isobox pulls: each layer served {served} times (1 = once)")
+        print(f"four concurrent isobox pulls: each blob (layers, config) served {served} times "
+              "(1 = once)")
         print("isobox keeps layers as tar blobs and unpacks them when a container first uses "
               "them; docker pull unpacks while pulling (the '+ layers unpacked' row), skopeo "
               "copy to dir: unpacks nothing")

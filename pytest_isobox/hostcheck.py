@@ -27,10 +27,10 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pytest_isobox.native.names import (
+from pytest_isobox.names import (
     BRIDGE_PREFIX,
-    HEREDOC_DIR_PREFIX,
     NFT_TABLE,
+    OWNED_TEMP_PREFIXES,
     PROCESS_PREFIX,
     VETH_PREFIX,
 )
@@ -42,7 +42,7 @@ PRUNE_CGROUP_AGE = 5.0  # s: an empty cgroup this young may be a container being
 def current_state(homes: Iterable[Path] = ()) -> list[str]:
     """Every item of ours on the host now, sorted."""
     items = [*mounts(), *cgroups(), *links(), *named_netns(), *nft_rules(), *iptables_rules(),
-             *processes(), *dead_owner_state(homes), *dead_heredoc_dirs()]
+             *processes(), *dead_owner_state(homes), *dead_owned_temp_dirs()]
     return sorted(set(items))
 
 
@@ -159,7 +159,8 @@ def dead_owner_state(homes: Iterable[Path]) -> Iterator[str]:
                 if not cdir.name.startswith("."):
                     yield f"state {cdir} (no readable config.json)"
                 continue
-            owner = ProcessIdentity.load(config.get("owner"))
+            kept = (cdir / "kept").exists()  # see ContainerDir.owner
+            owner = None if kept else ProcessIdentity.load(config.get("owner"))
             if owner is not None and not owner.alive():
                 yield f"state {cdir} (owner pid {owner.pid} is gone)"
         yield from _dead_owner_networks(Path(home))
@@ -187,12 +188,18 @@ def _dead_owner_temps(home: Path) -> Iterator[str]:
             yield f"temp {path} (owner pid {pid} is gone)"
 
 
-def dead_heredoc_dirs() -> Iterator[str]:
-    """A build's RUN heredoc script dirs in the system's temp dir whose process is gone."""
+def dead_owned_temp_dirs() -> Iterator[str]:
+    """Owned temp dirs (a build's RUN heredoc scripts, a rootfs the plugin was importing) in
+    the system's temp dir whose process is gone."""
+    for path, pid in _dead_owned_temp_dirs():
+        yield f"temp {path} (owner pid {pid} is gone)"
+
+
+def _dead_owned_temp_dirs() -> Iterator[tuple[Path, int]]:
     import tempfile
 
-    for path, pid in _of_dead_owners(Path(tempfile.gettempdir()), HEREDOC_DIR_PREFIX):
-        yield f"temp {path} (owner pid {pid} is gone)"
+    for prefix in OWNED_TEMP_PREFIXES:
+        yield from _of_dead_owners(Path(tempfile.gettempdir()), prefix)
 
 
 def _of_dead_owners(folder: Path, prefix: str) -> Iterator[tuple[Path, int]]:
@@ -223,7 +230,6 @@ def prune(homes: Iterable[Path]) -> list[str]:
     """Sweep every home that exists with the native engine's own sweep (what dead owners
     left: containers, their cgroups, networks, rules, relays); one line per thing removed.
     Live runs' containers, persistent ones and anything not ours are never touched."""
-    import tempfile
 
     from pytest_isobox.engine import open_engine
     from pytest_isobox.images.atomic import remove_path
@@ -242,9 +248,9 @@ def prune(homes: Iterable[Path]) -> list[str]:
                             for path, pid in temps if not path.exists()]
         finally:
             engine.close()
-    for path, pid in _of_dead_owners(Path(tempfile.gettempdir()), HEREDOC_DIR_PREFIX):
+    for path, pid in _dead_owned_temp_dirs():
         remove_path(path)
-        removed.append(f"heredoc scripts {path} of dead process {pid}")
+        removed.append(f"temp dir {path} of dead process {pid}")
     if os.geteuid() == 0:  # the rootful cgroups (a rootless user's go with its holder)
         from pytest_isobox.native.sweep import sweep_orphan_cgroups
 

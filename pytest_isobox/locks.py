@@ -7,7 +7,9 @@ reentrancy that survives fork.
 
 - `HostLock`: a plain exclusive lock on one file (the network registry, the container sweep,
   the shared-container registry of a test run, the rootless holder), reentrant within a
-  thread, exclusive across threads and processes; a forked child starts unlocked.
+  thread, exclusive across threads and processes; a forked child starts unlocked. Its file is
+  open only while held, so engines opened and closed many times in one process (a test
+  suite) hold no descriptor for it.
 - `key_lock`: one lock per thing being produced (a layer's ChainID, a build step's key, the
   tag index), held only while producing it; readers of finished things never take it. All
   keys of a directory share one lock file, each locking its own byte (an open-file-description
@@ -67,9 +69,13 @@ class HostLock:
         self._mutex.acquire()
         try:
             if self._depth == 0:
-                if self._fd < 0:
-                    self._fd = _open_lock_file(self.path)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                self._fd = _open_lock_file(self.path)
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(self._fd)
+                    self._fd = -1
+                    raise
             self._depth += 1
         except BaseException:
             self._mutex.release()
@@ -79,7 +85,8 @@ class HostLock:
     def __exit__(self, *_: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # drops the flock; a lock kept idle would hold an fd per object
         self._mutex.release()
 
 

@@ -40,6 +40,19 @@ def test_run_prints_output_and_returns_exit_status(base: str) -> None:
     assert isobox("ps", "-a", "-q").stdout.strip() == b""  # --rm removed it
 
 
+def test_a_foreground_run_without_rm_is_kept_once_it_has_exited(base: str) -> None:
+    """As `docker run` leaves it for `ps -a`: the next commands (which sweep what dead
+    owners left) keep it too, though the run that made it is gone."""
+    proc = isobox("run", "--name", "kept", base, "sh", "-c", "exit 4", check=False)
+    assert proc.returncode == 4
+    isobox("run", "--rm", base, "true")  # a creating verb: its engine sweeps at open
+    listed = isobox("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout.decode()
+    assert listed.startswith("kept Exited (4)"), listed
+    isobox("start", "kept")  # started again by another process: its own, not the dead run's
+    assert isobox("wait", "kept").stdout.strip() == b"4"
+    isobox("rm", "kept")
+
+
 def test_run_flags_reach_the_container(base: str) -> None:
     proc = isobox("run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "nobody",
                   "-h", "box", base, "sh", "-c", 'echo "$GREETING $(pwd) $(id -u) $(hostname)"')

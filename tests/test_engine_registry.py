@@ -86,7 +86,9 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
         code = main({argv!r})
         heavy = sorted(m for m in sys.modules if m.startswith((
             "pytest_isobox.native.sweep", "pytest_isobox.native.network.manager",
-            "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2")))
+            "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2",
+            "pytest_isobox.dockerargs", "pytest_isobox.cli.run_options",
+            "pytest_isobox.native.forked", "pytest_isobox.native.cgroups", "ssl", "secrets")))
         print("LOADED", heavy)
         sys.exit(code)
     """)
@@ -95,3 +97,46 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout
+
+
+def test_the_seam_loads_a_name_only_when_used() -> None:
+    """`from pytest_isobox.engine import IsoboxError` (what every CLI verb needs) loads no
+    dataclass of specs.py; each name of `__all__` is there when asked for."""
+    code = ("import sys, pytest_isobox.engine as seam\n"
+            "from pytest_isobox.engine import IsoboxError\n"
+            "print('specs' if 'pytest_isobox.engine.specs' in sys.modules else 'lazy')\n"
+            "print(all(getattr(seam, name) is not None for name in seam.__all__))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["lazy", "True"]
+
+
+LAYERS_ABOVE_THE_SEAM = ("engine", "plugin", "cli", "server", "builder", "compose")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at its top or inside a function (absolute names)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_layer_above_the_seam_imports_an_engine_not_even_lazily() -> None:
+    """The plugin, CLI, server, builder and compose reach engines only by the registry's
+    names; the docker engine shares nothing with the native one but the top-level modules."""
+    package = Path(__file__).resolve().parent.parent / "pytest_isobox"
+    offences = []
+    for layer in (*LAYERS_ABOVE_THE_SEAM, "docker"):
+        banned = ("pytest_isobox.native",) if layer == "docker" else (
+            "pytest_isobox.native", "pytest_isobox.docker")
+        for path in sorted((package / layer).rglob("*.py")):
+            offences += [f"{path.relative_to(package)}: {name}" for name in _imports(path)
+                         if any(name == b or name.startswith(b + ".") for b in banned)]
+    assert offences == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def _dead_identity():
 
 
 @needs_root
-def test_a_dead_owners_temp_names_and_heredoc_dir_are_named_and_pruned(
+def test_a_dead_owners_temp_names_heredoc_and_rootfs_dirs_are_named_and_pruned(
         isobox_home: Path, tmp_path: Path) -> None:
     import tempfile
 
@@ -130,14 +131,18 @@ def test_a_dead_owners_temp_names_and_heredoc_dir_are_named_and_pruned(
     blob.write_bytes(b"half a layer")
     heredoc = Path(tempfile.gettempdir()) / f"isobox-run-{token}-abcd1234"
     heredoc.mkdir()
+    rootfs = Path(tempfile.gettempdir()) / f"isobox-rootfs-{token}-efgh5678"  # image(rootfs=)
+    (rootfs / "bin").mkdir(parents=True)
     try:
         check = isobox("--home", str(isobox_home), "system", "check", "--json")
         lines = json.loads(check.stdout)
         assert f"temp {blob} (owner pid {dead.pid} is gone)" in lines
         assert f"temp {heredoc} (owner pid {dead.pid} is gone)" in lines
+        assert f"temp {rootfs} (owner pid {dead.pid} is gone)" in lines
         pruned = isobox("--home", str(isobox_home), "system", "prune")
         assert pruned.returncode == 0, pruned.stderr
-        assert not blob.exists() and not heredoc.exists()
+        assert not blob.exists() and not heredoc.exists() and not rootfs.exists()
         assert f"temp {blob.name} of dead process {dead.pid}" in pruned.stdout
     finally:
         heredoc.exists() and heredoc.rmdir()
+        shutil.rmtree(rootfs, ignore_errors=True)

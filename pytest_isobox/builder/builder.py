@@ -52,7 +52,7 @@ from pytest_isobox.engine import (
     IsoboxError,
     MountSpec,
 )
-from pytest_isobox.native.names import HEREDOC_DIR_PREFIX
+from pytest_isobox.names import HEREDOC_DIR_PREFIX, owned_temp_prefix
 from pytest_isobox.processes import ProcessIdentity
 
 #: Build args every build knows without an ARG line (RUN sees them; the cache ignores them).
@@ -705,5 +705,5 @@ def _display_args(ins: Instruction) -> str:
 
 def heredoc_prefix(owner: ProcessIdentity | None = None) -> str:
     """The temp dir name of a RUN's heredoc scripts, naming the process that makes it, so the
-    run reaper of a build killed mid-step finds it (`reaper.reap_home`)."""
-    return f"{HEREDOC_DIR_PREFIX}{(owner or ProcessIdentity.current()).token('-')}-"
+    run reaper of a build killed mid-step finds it (`native/reaping.reap_home`)."""
+    return owned_temp_prefix(HEREDOC_DIR_PREFIX, (owner or ProcessIdentity.current()).token("-"))

@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from pytest_isobox._version import __version__
-from pytest_isobox.cli import run_options
-from pytest_isobox.engine import Engine, IsoboxError, open_engine
-from pytest_isobox.gotemplate import TemplateError
+from pytest_isobox.engine import IsoboxError, open_engine
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pytest_isobox.engine import Engine
 
 # Docker's exit statuses for `run` when the container did not run at all.
 EXIT_ENGINE_ERROR = 125
@@ -40,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_isobox.server.command import main as serve
 
         return serve(argv[1:])
-    parser = _parser()
+    parser = _parser(_chosen_verb(argv))
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
@@ -69,13 +71,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"isobox: {exc}", file=sys.stderr)
         return EXIT_ENGINE_ERROR if verb in ("containers:cmd_run", "containers:cmd_create") \
             else 1
-    except TemplateError as exc:
+    except Exception as exc:
+        gotemplate = sys.modules.get("pytest_isobox.gotemplate")  # loaded by --format only
+        if gotemplate is None or not isinstance(exc, gotemplate.TemplateError):
+            raise
         print(f"isobox: template parsing error: {exc}", file=sys.stderr)
         return EXIT_ENGINE_ERROR
     except KeyboardInterrupt:
         return 130
     finally:
         engine.close()
+
+
+# The top-level options that take a value: the verb is the first word that is not one of
+# them nor their value.
+_TOP_VALUED = ("--engine", "--home", "-H", "--host")
+
+
+def _chosen_verb(argv: list[str]) -> str | None:
+    """The verb `argv` names, or None (no verb, or help/version asked at the top)."""
+    words = iter(argv)
+    for word in words:
+        if word in _TOP_VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+        elif word.startswith(("--engine=", "--home=", "--host=")) or (
+                word.startswith("-H") and len(word) > 2):
+            continue
+        else:
+            return None  # -h, --help, -v, or an unknown flag: the whole parser answers
+    return None
+
+
+class _Unbuilt:
+    """Stands for the parser of a verb not chosen: its arguments are never built (about
+    50 verbs' worth of argparse calls, 10 ms, for a command that runs one)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Callable:
+        return lambda *args, **kwargs: self
+
+
+def _container_flags(p: argparse.ArgumentParser) -> None:
+    if p:
+        from pytest_isobox.cli import run_options
+
+        run_options._container_flags(p)
 
 
 def _command(where: str) -> Callable:
@@ -132,7 +176,9 @@ def _images_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (`chosen`, a verb) one that knows that verb alone; a word that
+    is no verb gets the whole parser, whose error lists the verbs."""
     top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
                      help="print the version and exit")
@@ -142,7 +188,12 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("-H", "--host", help="Docker daemon address for the docker engine")
     sub = top.add_subparsers(metavar="COMMAND")
 
+    built: list[str] = []
+
     def verb(name: str, func, help: str, **kw) -> argparse.ArgumentParser:
+        if chosen is not None and name != chosen:
+            return _Unbuilt()  # type: ignore[return-value]
+        built.append(name)
         p = sub.add_parser(name, help=help, add_help=kw.pop("add_help", True), **kw)
         p.set_defaults(func=func, **({} if func else {"group_help": p}))
         return p
@@ -150,10 +201,10 @@ def _parser() -> argparse.ArgumentParser:
     # -h is --hostname for run and create, as in Docker: only --help asks for help
     p = verb("run", "containers:cmd_run", "run a command in a new container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
-    run_options._container_flags(p)
+    _container_flags(p)
     p = verb("create", "containers:cmd_create", "create a container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
-    run_options._container_flags(p)
+    _container_flags(p)
     p = verb("start", "containers:cmd_start", "start created containers")
     p.add_argument("containers", nargs="+")
     p = verb("ps", "containers:cmd_ps", "list containers")
@@ -248,6 +299,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the context directory, or - (a tar or a Dockerfile on stdin)")
     p = verb("pull", "images:cmd_pull", "pull an image from a registry")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--platform", help="os/arch[/variant] to pick from an image index "
+                   "(default: this host's)")
     p.add_argument("image", help="NAME[:TAG|@DIGEST]")
     p = verb("push", "images:cmd_push", "push an image to a registry")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -411,4 +464,6 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func="volumes:cmd_volume_rm")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("names", nargs="+")
+    if chosen is not None and not built:  # not a verb: the whole parser, to say so
+        return _parser()
     return top

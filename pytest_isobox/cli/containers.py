@@ -10,15 +10,12 @@ import re
 import sys
 import time
 
-from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import (
     _ago,
     _duration,
     _size,
     compile_format,
-    print_documents,
 )
-from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
 from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
@@ -33,10 +30,22 @@ EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 
 
 def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+
     spec = _spec_from_args(args)
     check_cidfile(args)
+    # a foreground run owns its container while it runs: killed, the CLI takes it along; it
+    # is kept once it has exited (Docker leaves it for `ps -a`), where the engine can keep
+    # (-i/-t: run_attached keeps nothing of the container for the CLI to keep afterwards)
     if args.interactive or args.tty:
         return engine.run_attached(spec)
+    # (--sig-proxy=false: this command's end is not the container's, as with Docker)
+    owned = not args.detach and not args.rm and args.sig_proxy \
+        and "keep" in engine.capabilities
+    if owned:
+        from dataclasses import replace
+
+        spec = replace(spec, persistent=False)
     state = engine.create(spec)
     started = False
     try:
@@ -51,7 +60,10 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
         streams = set(args.attach or ("stdout", "stderr"))
         with _signals_proxied(engine, state.id, args.sig_proxy):
             _copy_logs(engine, state.id, follow=True, streams=streams)
-            return engine.wait(state.id)
+            code = engine.wait(state.id)
+        if owned:
+            engine.keep(state.id)
+        return code
     finally:
         if args.rm and not (args.detach and started):
             _remove_quietly(engine, state.id)
@@ -108,6 +120,8 @@ def _start(engine: Engine, container: str) -> int | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.run_options import _spec_from_args, check_cidfile, write_cidfile
+
     args.detach = True
     spec = _spec_from_args(args)
     check_cidfile(args)
@@ -353,6 +367,8 @@ def _rfc3339_nano(when: float) -> str:
 
 
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
     extra = {"privileged": True} if args.privileged else {}  # (an engine may not know it)
     if args.detach:
@@ -436,16 +452,8 @@ def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
     --type; what is found is printed, each missing one named on stderr, exit 1 if any."""
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for ref in args.refs:
-        try:
-            docs.append(inspecting.find_document(engine, ref, args.type, size=args.size))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(args.refs, lambda ref: inspecting.find_document(
+        engine, ref, args.type, size=args.size), args.format)
 
 
 def cmd_port(engine: Engine, args: argparse.Namespace) -> int:

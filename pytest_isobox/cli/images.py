@@ -9,24 +9,23 @@ import os
 import sys
 from pathlib import Path
 
-from pytest_isobox import dockerargs
 from pytest_isobox.cli.output import (
     _ago,
     _short,
     _size,
     _table,
     compile_format,
-    print_documents,
 )
 from pytest_isobox.engine import (
     BuildStep,
     Engine,
     IsoboxError,
-    parse_size,
 )
 
 
 def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     tags = list(args.tag or [])
     labels = dockerargs.parse_labels(args.label)
     stream = args.progress in ("plain", "auto", "tty") and not args.quiet
@@ -120,7 +119,8 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.images.registry.progress import ProgressPrinter
 
     printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr)  # noqa: SIM115
-    image_id = pull(args.image, printer)
+    image_id = pull(args.image, printer, platform=args.platform) if args.platform \
+        else pull(args.image, printer)
     printer.finish()
     if not args.quiet:
         print(f"Status: pulled {args.image} ({image_id})", file=sys.stderr)
@@ -140,6 +140,8 @@ def cmd_bootstrap(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     store = getattr(engine, "images_store", None)
     push = store.push if store is not None else getattr(engine, "push", None)
     if push is None:
@@ -148,7 +150,7 @@ def cmd_push(engine: Engine, args: argparse.Namespace) -> int:
 
     printer = ProgressPrinter(open(os.devnull, "w") if args.quiet else sys.stderr,  # noqa: SIM115
                               verb="Push")
-    chunk = parse_size(args.chunk_size) if args.chunk_size else None
+    chunk = dockerargs.parse_size(args.chunk_size) if args.chunk_size else None
     digest = push(args.image, printer, chunk_size=chunk)
     printer.finish()
     print(f"{args.image}: digest: {digest}")
@@ -286,16 +288,8 @@ def cmd_tag(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_image_inspect(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for ref in args.images:
-        try:
-            docs.append(inspecting.image_document(engine, ref))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(
+        args.images, lambda ref: inspecting.image_document(engine, ref), args.format)
 
 
 def cmd_import(engine: Engine, args: argparse.Namespace) -> int:

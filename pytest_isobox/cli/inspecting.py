@@ -4,6 +4,8 @@ engine/documents.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pytest_isobox.engine import (
     ContainerNotFound,
     Engine,
@@ -15,6 +17,25 @@ from pytest_isobox.engine import (
 )
 
 KINDS = ("container", "image", "network", "volume")
+
+
+def print_inspected(refs: list[str], find: Callable[[str], dict], fmt: str | None) -> int:
+    """What every `inspect` verb prints: the documents `find` gives for `refs` (as JSON, or
+    each through the `-f` template), each one not found named on stderr; 1 if any was not."""
+    import sys
+
+    from pytest_isobox.cli.output import compile_format, print_documents
+
+    template = compile_format(fmt)  # a bad template fails before any lookup
+    docs, status = [], 0
+    for ref in refs:
+        try:
+            docs.append(find(ref))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = 1
+    print_documents(docs, template)
+    return status
 
 
 def find_document(engine: Engine, ref: str, kind: str | None, *, size: bool = False) -> dict:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pytest_isobox import dockerargs
-from pytest_isobox.cli.output import compile_format, print_documents
+from pytest_isobox.cli.output import compile_format
 from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
 
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox import dockerargs
+
     # A network made from the CLI lives until `network rm`, as in Docker.
     if args.driver != "bridge":
         raise IsoboxError(f"network create -d {args.driver}: only the bridge driver is offered")
@@ -120,16 +121,8 @@ def _confirm(what: str) -> bool:
 def cmd_network_inspect(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for name in args.names:
-        try:
-            docs.append(inspecting.network_document(engine, name))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(
+        args.names, lambda name: inspecting.network_document(engine, name), args.format)
 
 
 def cmd_network_rm(engine: Engine, args: argparse.Namespace) -> int:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from pytest_isobox.cli.output import compile_format, print_documents
+from pytest_isobox.cli.output import compile_format
 from pytest_isobox.engine import Engine, IsoboxError
 
 
@@ -51,16 +50,8 @@ def cmd_volume_rm(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_volume_inspect(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli import inspecting
 
-    template = compile_format(args.format)
-    docs, status = [], 0
-    for name in args.names:
-        try:
-            docs.append(inspecting.volume_document(engine, name))
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    print_documents(docs, template)
-    return status
+    return inspecting.print_inspected(
+        args.names, lambda name: inspecting.volume_document(engine, name), args.format)
 
 
 def cmd_volume_prune(engine: Engine, args: argparse.Namespace) -> int:

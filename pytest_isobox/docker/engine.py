@@ -55,7 +55,7 @@ from pytest_isobox.engine import (
     LogStream,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
-from pytest_isobox.native.reaper import RunReaper
+from pytest_isobox.reaper import RunReaper
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ class DockerEngine(ImageMethods, NetworkMethods):
     """
 
     name = "docker"
-    capabilities = OPTIONAL_CAPABILITIES
+    # no "keep": a daemon's labels are fixed at create, so a foreground run's container is
+    # persistent from the start there (and outlives a killed CLI, as with docker run)
+    capabilities = OPTIONAL_CAPABILITIES - {"keep"}
     # One stats sample costs the daemon 0.5-1 s (it waits for a CPU delta even one-shot):
     # the plugin does not take one at teardown, which stays one forced removal.
     cheap_stats = False

@@ -49,14 +49,18 @@ class ImageMethods:
 
     # ------------------------------------------------------------------ registries
 
-    def pull(self, ref: str, progress: registries.Progress | None = None) -> str:
+    def pull(self, ref: str, progress: registries.Progress | None = None, *,
+             platform: str | None = None) -> str:
         """Pull `ref` through the daemon now (whatever the policy); returns the image id."""
         parsed = parse_reference(ref)
+        query = registries.pull_query(parsed)
+        if platform:
+            query["platform"] = platform
         auth = registries.registry_auth(parsed.domain)
         headers = {"X-Registry-Auth": auth} if auth else {}
         reader = registries.DaemonProgress(progress or self.pull_policy.progress)
         try:
-            with self.client.stream("POST", "/images/create", registries.pull_query(parsed),
+            with self.client.stream("POST", "/images/create", query,
                                     headers=headers, kind="image", timeout=None) as resp:
                 for message in iter_json_stream(resp):
                     reader.feed(message)

@@ -14,7 +14,7 @@ class NetworkMethods:
 
     client: DockerClient
     labels: dict[str, str]
-    _watchdog: Any  # native/reaper.RunReaper
+    _watchdog: Any  # pytest_isobox.reaper.RunReaper
 
     def settle_removals(self) -> None:  # DockerEngine's: containers removed in the background
         raise NotImplementedError

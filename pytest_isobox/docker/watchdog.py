@@ -2,7 +2,7 @@
 on the daemon go too, without a helper container (testcontainers' Ryuk) and without waiting
 for the next engine's sweep.
 
-It is the native engine's run reaper (`native/reaper.RunReaper`: a forked `isobox-reaper`
+It is the native engine's run reaper (`pytest_isobox.reaper.RunReaper`: a forked `isobox-reaper`
 holding a pidfd of the owner, forked before the first container or network, gone when the
 engine closes normally) with another job on the owner's death: remove, through a new client
 over the same transport (unix socket, TCP+TLS, ssh), every container and network labelled with

@@ -22,7 +22,7 @@ from pytest_isobox.engine.specs import (
 )
 
 # Beyond the core (create, start, wait, logs, exec, remove, inspect, images by name).
-OPTIONAL_CAPABILITIES = frozenset({"build", "commit", "archives", "networks", "volumes"})
+OPTIONAL_CAPABILITIES = frozenset({"build", "commit", "archives", "networks", "volumes", "keep"})
 
 
 @runtime_checkable
@@ -109,6 +109,11 @@ class Engine(Protocol):
         self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
         env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
     ) -> int: ...
+
+    # an exited container made persistent after all (capability "keep"): a foreground
+    # `isobox run` owns its container while it runs (a killed CLI takes it along) and keeps it
+    # once it has exited, as `docker run` leaves it for `ps -a`
+    def keep(self, container: str) -> None: ...
 
     # networks (capability "networks")
     def network_create(

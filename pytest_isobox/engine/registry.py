@@ -13,7 +13,10 @@ import importlib
 from collections.abc import Callable
 
 from pytest_isobox.engine.errors import EngineUnavailable, InvalidSpec
-from pytest_isobox.engine.protocol import Engine
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pytest_isobox.engine.protocol import Engine
 
 ENTRY_POINT_GROUP = "pytest_isobox.engines"
 _BUILTIN = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def _owner() -> str:
 
 def temp_path(tmp_dir: Path, what: str) -> Path:
     """A fresh name in `tmp_dir` owned by this process (nothing is created)."""
-    return tmp_dir / f"{_owner()}-{secrets.token_hex(6)}.{what}"
+    return tmp_dir / f"{_owner()}-{os.urandom(6).hex()}.{what}"
 
 
 def _owner_alive(name: str) -> bool:

@@ -91,7 +91,7 @@ class HashingReader:
         if actual != self._expected:
             raise CorruptedBlob(
                 f"{self._what}: content has digest {actual}, expected {self._expected} "
-                "(damaged or truncated)"
+                "(digest mismatch: damaged or truncated)"
             )
 
 

@@ -499,11 +499,12 @@ class ImageStore:
         """`name@sha256:…` of the manifests registries served this image as."""
         return list(self._record_or_empty(image_id).get("repo_digests", ()))
 
-    def pull(self, ref: str, progress: object = None) -> str:
+    def pull(self, ref: str, progress: object = None, *, platform: str | None = None) -> str:
         """Pull `ref` from its registry (see images.registry.pull); returns the image id."""
         from pytest_isobox.images.registry.pull import pull_image
 
-        return pull_image(self, ref, progress=progress)  # type: ignore[arg-type]
+        return pull_image(self, ref, progress=progress,  # type: ignore[arg-type]
+                          platform=platform)
 
     def push(self, ref: str, progress: object = None, *, chunk_size: int | None = None) -> str:
         """Push the image tagged `ref` to its registry; returns the manifest digest."""

@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 
-from pytest_isobox.native import names
+from pytest_isobox import names
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 

@@ -8,13 +8,13 @@ exit (never sleeps) until the container has ended and every record has been read
 from __future__ import annotations
 
 import os
-import select
 import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pytest_isobox.engine import LogStream
+from pytest_isobox.polling import readable
 
 _HEADER = struct.Struct("<BdI")
 STREAMS: dict[int, LogStream] = {1: "stdout", 2: "stderr"}
@@ -90,7 +90,7 @@ def read_log_timed(path: Path, *, stdout: bool = True, stderr: bool = True,
             yield from found
             if watch is None:
                 return
-            ready = select.select([watch, monitor_fd], [], [])[0]
+            ready = readable([watch, monitor_fd], None)
             if monitor_fd in ready:  # the monitor wrote its last record; read them, then stop
                 os.close(watch)
                 watch = None

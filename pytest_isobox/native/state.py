@@ -117,6 +117,16 @@ class ContainerDir:
         except FileNotFoundError:
             return self.config["name"]
 
+    @property
+    def owner(self) -> dict | None:
+        """The process the container dies with (config.json's), or None: persistent from the
+        start, or kept since (the `kept` file: config.json is written once)."""
+        return None if (self.path / "kept").exists() else self.config.get("owner")
+
+    def keep(self) -> None:
+        """From now on the container outlives its owner (see Engine.keep)."""
+        write_file_atomic(self.path / "kept", b"")
+
     def read_state(self) -> dict:
         try:
             return json.loads((self.path / "state.json").read_text())

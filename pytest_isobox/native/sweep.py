@@ -71,7 +71,7 @@ class Sweeper:
 
     def _sweep_one(self, cdir: ContainerDir, only: ProcessIdentity | None) -> str | None:
         config = cdir.config
-        owner = ProcessIdentity.load(config.get("owner"))
+        owner = ProcessIdentity.load(cdir.owner)
         if only is not None and owner != only:
             return None
         state = cdir.read_state()

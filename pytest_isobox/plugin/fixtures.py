@@ -71,7 +71,9 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
 
     def produce(request: pytest.FixtureRequest, session: IsoboxSession,
                 values: dict[str, Any]) -> Generator[Image]:
+        from pytest_isobox.names import ROOTFS_DIR_PREFIX, owned_temp_prefix
         from pytest_isobox.plugin.rootfs import materialize
+        from pytest_isobox.processes import ProcessIdentity
 
         a = render(args, values)
         if a["bootstrap"] is not None:
@@ -79,9 +81,12 @@ def image(path: str | None = None, *, dockerfile: str | None = None,
                                           include=a["include"], tag=a["tag"])
             return
         if a["rootfs"] is not None:
-            with tempfile.TemporaryDirectory(prefix="isobox-rootfs-") as workdir:
+            # named after this process, so a run killed while importing has it reaped
+            prefix = owned_temp_prefix(ROOTFS_DIR_PREFIX, ProcessIdentity.current().token("-"))
+            with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
                 source = materialize(base / a["rootfs"], Path(workdir))
-                yield session.import_rootfs(source, tag=a["tag"], label=a["rootfs"])
+                imported = session.import_rootfs(source, tag=a["tag"], label=a["rootfs"])
+            yield imported  # the image is in the engine's store: the copy is gone already
             return
         yield session.build_image(base / a["path"], dockerfile=a["dockerfile"],
                                   buildargs=a["buildargs"], target=a["target"], tag=a["tag"],

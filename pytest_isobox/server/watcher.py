@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import threading
 
 from pytest_isobox.engine import ContainerState
+from pytest_isobox.polling import readable
 from pytest_isobox.server.context import ServerContext
 
 
@@ -45,7 +45,7 @@ def _watch(ctx: ServerContext, cid: str, run: int, pidfd: int | None) -> None:
     code = 137
     try:
         if pidfd is not None:
-            select.select([pidfd], [], [])
+            readable([pidfd], None)
             os.close(pidfd)
         with contextlib.suppress(Exception):
             code = ctx.call(ctx.engine.wait, cid)

@@ -1,7 +1,7 @@
 """A "remote" Docker host for tests: dockerd in a network namespace of its own, TLS on TCP.
 
-The namespace has a veth to the host on a /30 no route of the host covers, a bridge of its own
-for containers, and a dockerd (with the containerd it supervises) that listens only on
+The namespace (tests/netns.py) has a veth to the host on a /30 no route of the host covers, a
+bridge of its own for containers, and a dockerd (with the containerd it supervises) that listens only on
 tcp://<veth ip>:2376 with client-certificate TLS made here by openssl. From the test's side it
 is another machine: its loopback and its containers' addresses are unreachable, only the veth
 address is. `stop` removes everything: processes (by PID), leftover mounts, veth, netns, files.
@@ -10,9 +10,6 @@ address is. `stop` removes everything: processes (by PID), leftover mounts, veth
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
-import random
 import shlex
 import shutil
 import signal
@@ -22,6 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import netns
+from tests.netns import run
 
 PORT = 2376
 _READY_LINE = "API listen on"
@@ -50,42 +50,9 @@ class RemoteDaemon:
                 "DOCKER_CERT_PATH": str(self.client_certs)}
 
 
-def _run(*argv: str) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
-
-
-def _used_networks() -> list[ipaddress.IPv4Network]:
-    """Every IPv4 destination routed or assigned on the host (any table)."""
-    nets = []
-    for route in json.loads(_run("ip", "-j", "-4", "route", "show", "table", "all") or "[]"):
-        dst = route.get("dst", "")
-        if dst and dst != "default":
-            nets.append(ipaddress.ip_network(dst, strict=False))
-    for link in json.loads(_run("ip", "-j", "-4", "addr") or "[]"):
-        for info in link.get("addr_info", []):
-            nets.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}",
-                                             strict=False))
-    return nets
-
-
-def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
-    """`count` distinct /24s under 10.0.0.0/8 overlapping nothing the host routes."""
-    used = _used_networks()
-    rng = random.Random()
-    chosen: list[ipaddress.IPv4Network] = []
-    while len(chosen) < count:
-        net = ipaddress.ip_network(f"10.{rng.randrange(100, 250)}.{rng.randrange(256)}.0/24")
-        if not any(net.overlaps(u) for u in used + chosen):
-            chosen.append(net)
-    return chosen
-
-
 def make_ca(root: Path, name: str = "isobox test CA") -> None:
     """A CA key and certificate in root (ca-key.pem, ca.pem)."""
-    _run("openssl", "req", "-x509", *_EC, "-keyout", str(root / "ca-key.pem"),
+    run("openssl", "req", "-x509", *_EC, "-keyout", str(root / "ca-key.pem"),
          "-out", str(root / "ca.pem"), "-days", "2", "-subj", f"/CN={name}")
 
 
@@ -112,9 +79,9 @@ def _make_certs(root: Path, ip: str, ca_from: Path | None) -> None:
         pairs.append((client, "isobox-client", "extendedKeyUsage=clientAuth"))
     for where, cn, ext in pairs:
         (root / "ext.cnf").write_text(ext + "\n")
-        _run("openssl", "req", *ec, "-keyout", str(where / "key.pem"),
+        run("openssl", "req", *ec, "-keyout", str(where / "key.pem"),
              "-out", str(root / "req.csr"), "-subj", f"/CN={cn}")
-        _run("openssl", "x509", "-req", "-in", str(root / "req.csr"),
+        run("openssl", "x509", "-req", "-in", str(root / "req.csr"),
              "-CA", str(server / "ca.pem"), "-CAkey", str(root / "ca-key.pem"),
              "-CAcreateserial", "-days", "2", "-extfile", str(root / "ext.cnf"),
              "-out", str(where / "cert.pem"))
@@ -127,7 +94,7 @@ def start(count: int = 1, timeout: float = 90.0) -> list[RemoteDaemon]:
     stopped again."""
     daemons: list[RemoteDaemon] = []
     try:
-        for net in _free_subnets(count):
+        for net in netns.free_subnets(count):
             daemons.append(_prepare(net, daemons[0].root if daemons else None))
         for daemon in daemons:
             _launch(daemon)
@@ -142,28 +109,17 @@ def start(count: int = 1, timeout: float = 90.0) -> list[RemoteDaemon]:
 
 
 def _prepare(net: ipaddress.IPv4Network, ca_from: Path | None) -> RemoteDaemon:
-    tag = os.urandom(3).hex()
     hosts = list(net.hosts())
-    veth_net = ipaddress.ip_network(f"{net.network_address}/30")
-    host_ip, ns_ip = str(hosts[0]), str(hosts[1])  # .1 and .2: the /30 at the start
     bridge_ip = f"{hosts[128]}/25"  # .129/25: containers, inside the namespace only
-    assert ipaddress.ip_address(ns_ip) in veth_net
+    host = netns.make(net, name="isobox-rd", veth="ibrd")  # .1 and .2: the /30 at the start
     root = Path(tempfile.mkdtemp(prefix="isobox-rd-", dir="/tmp"))
-    daemon = RemoteDaemon(netns=f"isobox-rd-{tag}", veth=f"ibrd{tag}", ip=ns_ip, root=root)
+    daemon = RemoteDaemon(netns=host.netns, veth=host.veth, ip=host.ip, root=root)
     try:
-        _run("ip", "netns", "add", daemon.netns)
-        _run("ip", "link", "add", daemon.veth, "type", "veth", "peer", "name", "eth0",
-             "netns", daemon.netns)
-        _run("ip", "addr", "add", f"{host_ip}/30", "dev", daemon.veth)
-        _run("ip", "link", "set", daemon.veth, "up")
         inside = ("ip", "netns", "exec", daemon.netns)
-        _run(*inside, "ip", "link", "set", "lo", "up")
-        _run(*inside, "ip", "addr", "add", f"{ns_ip}/30", "dev", "eth0")
-        _run(*inside, "ip", "link", "set", "eth0", "up")
-        _run(*inside, "ip", "link", "add", "isobr0", "type", "bridge")
-        _run(*inside, "ip", "addr", "add", bridge_ip, "dev", "isobr0")
-        _run(*inside, "ip", "link", "set", "isobr0", "up")
-        _make_certs(root, ns_ip, ca_from)
+        run(*inside, "ip", "link", "add", "isobr0", "type", "bridge")
+        run(*inside, "ip", "addr", "add", bridge_ip, "dev", "isobr0")
+        run(*inside, "ip", "link", "set", "isobr0", "up")
+        _make_certs(root, host.ip, ca_from)
         (root / "daemon.json").write_text("{}")
     except BaseException:
         stop(daemon)
@@ -212,14 +168,6 @@ def _wait_ready(daemon: RemoteDaemon, deadline: float) -> None:
         raise RuntimeError(f"dockerd in {daemon.netns} did not listen on {daemon.url}:\n{tail}")
 
 
-def _pids_in(netns: str) -> list[int]:
-    try:
-        out = _run("ip", "netns", "pids", netns)
-    except RuntimeError:
-        return []
-    return [int(p) for p in out.split()]
-
-
 def stop(daemon: RemoteDaemon) -> None:
     """Stop dockerd (it stops its containers and containerd), end what is left in the
     namespace by PID, unmount leftovers under its directories, remove veth, netns, files."""
@@ -231,31 +179,10 @@ def stop(daemon: RemoteDaemon) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    for pid in _pids_in(daemon.netns):  # containerd, shims, containers of this namespace only
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in _pids_in(daemon.netns):
-        _wait_gone(pid)
+    netns.end_processes(daemon.netns)  # containerd, shims, containers of this namespace only
     _unmount_under(daemon.root)
-    subprocess.run(["ip", "link", "del", daemon.veth], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "del", daemon.netns], capture_output=True, check=False)
+    netns.remove_links(daemon.netns, daemon.veth)
     shutil.rmtree(daemon.root, ignore_errors=True)
-
-
-def _wait_gone(pid: int) -> None:
-    """Wait (pidfd) until a killed process is gone, so its mounts and netns go with it."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        import select
-
-        select.select([fd], [], [], 10)
-    finally:
-        os.close(fd)
 
 
 def _unmount_under(root: Path) -> None:

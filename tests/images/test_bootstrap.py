@@ -21,6 +21,7 @@ from pytest_isobox.native.engine import NativeEngine
 from tests.conftest import needs_root
 
 SUITE = "bookworm"
+INCLUDE = ["netbase"]  # not in minbase: /etc/protocols shows --include took effect
 
 
 def test_apt_sources_one_line_and_deb822(tmp_path: Path) -> None:
@@ -48,8 +49,9 @@ needs_debootstrap = pytest.mark.skipif(shutil.which("debootstrap") is None,
 
 @pytest.fixture(scope="module")
 def boot_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """A store with debian:bookworm bootstrapped once; a debootstrap wrapper on PATH logs
-    each run (then execs the real one). Yields (home, log of runs)."""
+    """A store with debian:bookworm (--variant minbase --include netbase) bootstrapped once by
+    the CLI; a debootstrap wrapper on PATH logs each run (then execs the real one). Yields
+    (home, log of runs)."""
     try:
         mirror_for(SUITE)
     except Exception as exc:  # noqa: BLE001 - no Debian source on this machine
@@ -66,8 +68,9 @@ def boot_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     try:
         home = root / "home"
         done = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "--home", str(home),
-                               "bootstrap", f"debian:{SUITE}"], capture_output=True, text=True,
-                              check=False)
+                               "bootstrap", "--variant", "minbase", "--include",
+                               ",".join(INCLUDE), f"debian:{SUITE}"],
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         yield home, runs
     finally:
@@ -81,14 +84,15 @@ def test_bootstrapped_debian_runs_and_is_cached(boot_home: tuple[Path, Path]) ->
     home, runs = boot_home
     engine = NativeEngine(home=home)
     try:
-        state = engine.run(ContainerSpec(image=f"debian:{SUITE}",
-                                         command=["sh", "-c", "cat /etc/os-release; id _apt"]))
+        script = "cat /etc/os-release; id _apt; grep -c tcp /etc/protocols"
+        state = engine.run(ContainerSpec(image=f"debian:{SUITE}", command=["sh", "-c", script]))
         assert engine.wait(state.id, timeout=60) == 0
         out = b"".join(c for _, c in engine.logs(state.id)).decode()
         engine.remove(state.id, force=True)
         assert f'VERSION_CODENAME={SUITE}' in out and "_apt" in out
+        assert out.splitlines()[-1] != "0"  # netbase's /etc/protocols: --include installed it
         first = engine.images_store.resolve(f"debian:{SUITE}").id
-        assert engine.bootstrap(f"debian:{SUITE}") == first  # cached: debootstrap not run
+        assert engine.bootstrap(f"debian:{SUITE}", include=INCLUDE) == first  # cached
         assert len(runs.read_text().splitlines()) == 1
         assert engine.images_store.resolve(f"debian:{SUITE}").config["config"]["Cmd"] == ["bash"]
     finally:
@@ -118,3 +122,27 @@ def test_apt_get_install_in_a_build_from_the_bootstrapped_base(boot_home: tuple[
     finally:
         engine.close()
 
+
+
+@needs_root
+@needs_debootstrap
+@pytest.mark.slow
+def test_the_plugins_bootstrap_image_is_the_cached_one(boot_home: tuple[Path, Path],
+                                                       pytester: pytest.Pytester) -> None:
+    """`image(bootstrap="debian:bookworm", include=[...])` in a conftest: the same inputs find
+    the image made above (debootstrap does not run again), a container of it runs."""
+    home, runs = boot_home
+    before = runs.read_text()
+    pytester.makeconftest(f"""
+        from pytest_isobox import container, image
+        base = image(bootstrap="debian:{SUITE}", include={INCLUDE!r})
+        box = container(image="{{base}}", command=["sleep", "60"], ready=False)
+    """)
+    pytester.makepyfile("""
+        def test_debian(box):
+            out = box.exec(["sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME"])
+            assert (out.exit_code, out.output) == (0, "{SUITE}\\n")
+    """.replace("{SUITE}", SUITE))
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--isobox-home={home}")
+    result.assert_outcomes(passed=1)
+    assert runs.read_text() == before

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pyroute2  # noqa: F401
 
 import pytest_isobox.images.store
 import pytest_isobox.locks

@@ -101,3 +101,18 @@ def test_wget_and_ping_resolve_peers_through_etc_hosts(engine) -> None:
              "usleep 20000; done; exit 1")
     assert engine.exec(client.id, ["sh", "-c", fetch]).stdout == b"served\n"
     assert engine.exec(client.id, ["ping", "-c", "1", "-W", "2", "web"]).exit_code == 0
+
+
+def test_a_stopped_container_starts_again_at_once_on_its_network(engine) -> None:
+    """Its veth, named from its id, is still going away right after the stop: the restart
+    waits for that and takes the name back (it once failed with "File exists")."""
+    state = engine.create(ContainerSpec(image="busybox:net", command=["sleep", "300"],
+                                        network_mode="bridge"))
+    try:
+        for _ in range(10):
+            engine.start(state.id)
+            engine.stop(state.id, timeout=0)
+        engine.start(state.id)
+        assert engine.exec(state.id, ["ip", "-o", "-4", "addr", "show", "eth0"]).exit_code == 0
+    finally:
+        engine.remove(state.id, force=True)

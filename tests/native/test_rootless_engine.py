@@ -199,8 +199,15 @@ def _start_and_report(rootfs: str, report: str) -> None:
     engine.import_rootfs(rootfs, "bb:latest")
     state = engine.run(ContainerSpec(image="bb", command=["sleep", "300"],
                                      ports=[PortSpec(9000)]))
-    Path(report).write_text(f"{state.id} {state.pid}\n")
+    engine.network_create("made-by-the-run")  # no container on it: only a reaper takes it
+    Path(report + ".tmp").write_text(f"{state.id} {state.pid}\n")
+    os.rename(report + ".tmp", report)  # whole when it appears: the test waits for it
     time.sleep(300)  # ended with SIGKILL by the test, by pid
+
+
+def _networks_left() -> list[str]:
+    with NativeEngine(read_only=True) as engine:
+        return [n.name for n in engine.networks() if n.name not in ("bridge", "host", "none")]
 
 
 def _sweep() -> tuple[list[str], list[str]]:
@@ -208,7 +215,7 @@ def _sweep() -> tuple[list[str], list[str]]:
         return engine.swept, [c.id for c in engine.containers(all=True)]
 
 
-def test_kill_9_of_the_owner_then_the_sweep_leaves_nothing(user: ThrowawayUser) -> None:
+def test_kill_9_of_the_owner_leaves_nothing_its_reaper_does_not_take(user: ThrowawayUser) -> None:
     report = user.home / "started"
     pid = os.fork()
     if pid == 0:  # the test's own child, which becomes the owner and is killed below
@@ -230,7 +237,8 @@ def test_kill_9_of_the_owner_then_the_sweep_leaves_nothing(user: ThrowawayUser) 
     assert not os.path.exists(f"/proc/{container_pid}")  # died with its owner
     while user.processes() and time.monotonic() < deadline:  # its monitor cleans up, then ends
         time.sleep(0.02)
-    assert [p.pid for p in user.processes()] == []  # no monitor, agent, relay or keeper left
+    assert [p.pid for p in user.processes()] == []  # no monitor, agent, relay, keeper, reaper
+    assert run_as(user, _networks_left) == []  # the run's reaper took its network, no sweep
     swept, left = run_as(user, _sweep)
     assert left == []  # removed by its monitor, or else by this sweep
     assert all(cid[:12] in line for line in swept if "container" in line)

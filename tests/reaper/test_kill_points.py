@@ -178,12 +178,15 @@ def test_pytest_killed(point, home, survivor, rng, tmp_path, request):
         assert_running(home, survivor)
 
 
+@pytest.mark.parametrize("rm", [["--rm"], []], ids=["rm", "kept-after-exit"])
 @pytest.mark.parametrize("when", [(0.0, 0.2), (0.3, 0.8)], ids=["starting", "running"])
-def test_isobox_run_killed(when, home, survivor, rng, tmp_path, request):
+def test_isobox_run_killed(when, rm, home, survivor, rng, tmp_path, request):
+    """A foreground run owns its container, --rm or not (without, it is kept only once it
+    has exited): killed, it takes the container along."""
     for round_ in range(ROUNDS):
         monitor = "shim" if round_ % 2 == 0 else "python"
         before = set(_containers(home))
-        proc = start(isobox_argv("run", "--rm", "-p", "80", BASE_TAG, "sh", "-c",
+        proc = start(isobox_argv("run", *rm, "-p", "80", BASE_TAG, "sh", "-c",
                                  "echo up; exec sleep 300"), tmp_path,
                      {"ISOBOX_HOME": str(home), "ISOBOX_OFFLINE": "1",
                       "ISOBOX_SHIM": "1" if monitor == "shim" else "0"})

@@ -1,4 +1,4 @@
-"""The run reaper itself (native/reaper.py): forked lazily, once; gone without reaping when
+"""The run reaper itself (pytest_isobox/reaper.py): forked lazily, once; gone without reaping when
 its engine closes; reaping once its owner dies, even when the owner's whole process group is
 killed; never holding the owner's pipes open."""
 
@@ -18,7 +18,7 @@ from tests.conftest import REPO, needs_root
 OWNER = """
 import os, sys, time
 from pathlib import Path
-from pytest_isobox.native.reaper import RunReaper
+from pytest_isobox.reaper import RunReaper
 from pytest_isobox.processes import ProcessIdentity
 
 marker = Path(sys.argv[1])
@@ -108,3 +108,40 @@ def test_an_engine_forks_its_reaper_at_its_first_container_only(isobox_home: Pat
     finally:
         engine.close()
     assert not psutil.pid_exists(reaper)  # reaped by close()
+
+
+OWNED_DIRS = """
+import sys, tempfile, time
+from pathlib import Path
+from pytest_isobox.names import OWNED_TEMP_PREFIXES, owned_temp_prefix
+from pytest_isobox.processes import ProcessIdentity
+from pytest_isobox.reaper import RunReaper
+
+me = ProcessIdentity.current()
+reaper = RunReaper(me, lambda owner: None)  # an engine with nothing of its own to reap
+reaper.ensure()
+for prefix in OWNED_TEMP_PREFIXES:
+    print(tempfile.mkdtemp(prefix=owned_temp_prefix(prefix, me.token("-"))), flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_reaper_removes_its_dead_owner_s_temp_dirs_whatever_the_engine() -> None:
+    """A RUN step's heredoc dir and a rootfs the plugin was importing, in the system's temp
+    dir, go with the reaper of a run killed meanwhile (the engine's callback reaps nothing)."""
+    from pytest_isobox.names import OWNED_TEMP_PREFIXES
+
+    proc = subprocess.Popen([sys.executable, "-c", OWNED_DIRS], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    dirs = [Path(proc.stdout.readline().strip()) for _ in OWNED_TEMP_PREFIXES]
+    try:
+        assert all(d.is_dir() for d in dirs)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(d.exists() for d in dirs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [d for d in dirs if d.exists()] == []
+    finally:
+        for d in dirs:
+            subprocess.run(["rm", "-rf", str(d)], check=False)

@@ -151,6 +151,17 @@ class Registry:
                 count += 1
         return count
 
+    def blob_requests(self) -> int:
+        """Blob downloads served so far, of any repository (GETs answered 200 or 206)."""
+        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
+                   if '"GET /v2/' in line and "/blobs/sha256:" in line
+                   and ('" 200 ' in line or '" 206 ' in line))
+
+    def served(self, method: str, path: str) -> int:
+        """How many `method path` requests the registry answered 2xx (access log)."""
+        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
+                   if f'"{method} {path} ' in line and _success(line))
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -159,6 +170,11 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _success(line: str) -> bool:
+    after = line.split('" ', 1)[1] if '" ' in line else ""
+    return after[:1] == "2"
 
 
 def have_registry() -> bool:

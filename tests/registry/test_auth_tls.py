@@ -94,6 +94,25 @@ def test_an_untrusted_certificate_is_refused(tls_registry: tuple[Registry, Path]
         store.pull(f"{server.netloc}/private/app:1")
 
 
+def test_the_systems_cas_are_trusted(tls_registry: tuple[Registry, Path], store: ImageStore,
+                                     two_layer_image: str, docker_config: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No certs.d entry: the CA is trusted through OpenSSL's default verify paths (the system
+    store; SSL_CERT_FILE points them at the test's CA so nothing system-wide changes)."""
+    server, ca = tls_registry
+    monkeypatch.setenv("ISOBOX_CERTS_D", str(tmp_path / "empty-certs.d"))
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (docker_config / "config.json").write_text(json.dumps({"auths": {server.netloc: {
+        "auth": auth}}}))
+    ref = f"{server.netloc}/private/system-ca:1"
+    store.tag(two_layer_image, ref)
+    with pytest.raises(RegistryError, match="TLS certificate not trusted"):
+        store.push(ref)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    store.push(ref)
+    assert ImageStore(tmp_path / "fresh").pull(ref) == two_layer_image
+
+
 def test_credentials_through_a_credential_helper(trusted: Registry, store: ImageStore,
                                                  two_layer_image: str, docker_config: Path,
                                                  tmp_path: Path,

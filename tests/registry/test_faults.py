@@ -40,29 +40,39 @@ def _layer(files: dict[str, bytes]) -> bytes:
 
 
 class FakeRegistry:
-    """Serves one image `test/app:1` (one gzip layer of ~1 MB of random data).
+    """Serves one image `test/app:1` (one gzip layer of ~1 MB of random data, `extra_layers`
+    more of 64 KiB).
 
-    Knobs: `tamper` (serve the layer with one byte changed), `drop_at` (close the connection
+    Knobs: `barrier` (a threading.Barrier: each layer GET waits there for the others, so a
+    pull fetching layers one by one gets a 500), `tamper` (serve the layer with one byte changed), `drop_at` (close the connection
     after that many layer bytes, once), `redirect_to` (another FakeRegistry's base URL: blob
     GETs redirect there), `stall` (an Event: the layer stops half-way until it is set),
     `password` (Basic auth required). `seen` records (path, Authorization, Range).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, extra_layers: int = 0) -> None:
         self.tar = _layer({"data/blob.bin": os.urandom(1 << 20), "data/hello": b"hi\n"})
         self.layer = gzip.compress(self.tar, compresslevel=1)
+        extra_tars = [_layer({f"data/extra{i}": os.urandom(1 << 16)})
+                      for i in range(extra_layers)]
+        extras = [gzip.compress(t, compresslevel=1) for t in extra_tars]
+        self.layer_digests = {_digest(c) for c in [self.layer, *extras]}
         config = {"architecture": "amd64", "os": "linux",
                   "config": {"Cmd": ["cat", "/data/hello"]},
-                  "rootfs": {"type": "layers", "diff_ids": [_digest(self.tar)]}}
+                  "rootfs": {"type": "layers",
+                             "diff_ids": [_digest(t) for t in [self.tar, *extra_tars]]}}
         self.config = json.dumps(config).encode()
         self.manifest = json.dumps({
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                        "digest": _digest(self.config), "size": len(self.config)},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": _digest(self.layer), "size": len(self.layer)}],
+                        "digest": _digest(c), "size": len(c)} for c in [self.layer, *extras]],
         }).encode()
-        self.blobs = {_digest(self.config): self.config, _digest(self.layer): self.layer}
+        self.blobs = {_digest(self.config): self.config, _digest(self.layer): self.layer,
+                      **{_digest(c): c for c in extras}}
+        self.barrier: threading.Barrier | None = None
+        self.accepts: list[tuple[str, str]] = []  # (path, Accept) of manifest requests
         self.tamper = False
         self.drop_at: int | None = None
         self.redirect_to: str | None = None
@@ -104,6 +114,7 @@ class FakeRegistry:
         if path == "/v2/":
             return self._send(req, b"{}", "application/json", head)
         if path == "/v2/test/app/manifests/1":
+            self.accepts.append((path, req.headers.get("Accept", "")))
             return self._send(req, self.manifest, "application/vnd.oci.image.manifest.v1+json",
                               head)
         digest = path.rpartition("/")[2]
@@ -118,6 +129,14 @@ class FakeRegistry:
             req.send_header("Content-Length", "0")
             req.end_headers()
             return
+        if self.barrier is not None and digest in self.layer_digests:
+            try:
+                self.barrier.wait()
+            except threading.BrokenBarrierError:
+                req.send_response(500)
+                req.send_header("Content-Length", "0")
+                req.end_headers()
+                return
         data = self.blobs[digest]
         if digest == _digest(self.layer):
             if self.tamper:
@@ -175,7 +194,8 @@ def test_a_tampered_blob_is_refused_and_nothing_is_tagged(fake: FakeRegistry,
                                                          store: ImageStore) -> None:
     fake.tamper = True
     with pytest.raises(CorruptedBlob, match=r"test/app:1: layer sha256:[0-9a-f]{64}: content "
-                                            r"has digest"):
+                                            r"has digest sha256:[0-9a-f]{64}, expected "
+                                            r"sha256:[0-9a-f]{64} \(digest mismatch"):
         store.pull(f"{fake.netloc}/test/app:1")
     assert store.index.tags() == {}
     assert store.index.ids() == []
@@ -233,3 +253,27 @@ def test_kill_9_mid_pull_leaves_no_partial_blob_or_tag(fake: FakeRegistry, store
     assert not store.blobs.has(_digest(fake.tar))
     assert store.pull(ref) == _digest(fake.config)
     assert list((isobox_home / "tmp").iterdir()) == []  # the dead pull's temp file swept
+
+
+def test_layers_download_in_parallel(store: ImageStore) -> None:
+    """Three layers, each GET held until all three have arrived: a pull fetching them one
+    after another would time out at the barrier and get a 500."""
+    server = FakeRegistry(extra_layers=2)
+    server.barrier = threading.Barrier(3, timeout=30)
+    try:
+        assert store.pull(f"{server.netloc}/test/app:1") == _digest(server.config)
+        assert not server.barrier.broken
+    finally:
+        server.stop()
+
+
+def test_manifests_are_asked_for_in_every_format_docker_and_oci_have(fake: FakeRegistry,
+                                                                      store: ImageStore) -> None:
+    store.pull(f"{fake.netloc}/test/app:1")
+    assert fake.accepts
+    for _, accept in fake.accepts:
+        assert {a.strip() for a in accept.split(",")} == {
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json"}

@@ -15,7 +15,7 @@ from pytest_isobox.images.registry.errors import NameUnknown
 from pytest_isobox.images.store import ImageStore
 from pytest_isobox.native.engine import NativeEngine
 from tests.conftest import needs_root
-from tests.registry.servers import Registry
+from tests.registry.servers import Registry, free_port
 
 pytestmark = needs_root
 
@@ -133,8 +133,8 @@ def test_four_processes_pulling_one_image_download_each_blob_once(
              for _ in range(4)]
     results = [(p.wait(120), *p.communicate()) for p in procs]
     assert [r[0] for r in results] == [0] * 4, results
-    assert [registry.blob_gets("isobox/concurrent", d)
-            for d in image.diff_ids] == [1] * len(image.diff_ids)
+    blobs = [*image.diff_ids, image.id]  # every layer and the config
+    assert [registry.blob_gets("isobox/concurrent", d) for d in blobs] == [1] * len(blobs)
     assert ImageStore(home).resolve(ref).id == two_layer_image
 
 
@@ -158,14 +158,37 @@ def test_docker_hub_names_come_from_a_mirror(store: ImageStore, two_layer_image:
                                              registry: Registry, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """ISOBOX_REGISTRY_MIRRORS (Docker's registry-mirrors): a mirror on loopback serving
-    library/ images answers for Docker Hub names; the tag is Docker Hub's familiar name."""
+    library/ images answers for Docker Hub names (a dead mirror before it is passed over);
+    the tag is Docker Hub's familiar name."""
     name = f"isoboxmirror{uuid.uuid4().hex[:8]}"
     store.tag(two_layer_image, f"{registry.netloc}/library/{name}:1")
     store.push(f"{registry.netloc}/library/{name}:1")
-    monkeypatch.setenv("ISOBOX_REGISTRY_MIRRORS", f"http://{registry.netloc}/")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the next mirror answers
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRRORS", f"{dead}, http://{registry.netloc}/")
     fresh = ImageStore(tmp_path / "fresh")
     assert fresh.pull(f"{name}:1") == two_layer_image
     assert fresh.pull(f"docker.io/library/{name}:1") == two_layer_image
     assert fresh.index.tags() == {f"{name}:1": two_layer_image}
     log = registry.log_path.read_text()
     assert log.count(f'"GET /v2/library/{name}/manifests/1 ') == 2
+
+
+def test_a_second_push_uploads_nothing_the_registry_has(store: ImageStore, two_layer_image: str,
+                                                        registry: Registry) -> None:
+    """HEAD before each blob: present ones are skipped (no upload begun), the manifest goes."""
+    repo = f"isobox/head-{uuid.uuid4().hex[:8]}"
+    image = store.resolve(two_layer_image)
+    blobs = [*image.diff_ids, image.id]
+    store.tag(two_layer_image, f"{registry.netloc}/{repo}:1")
+    store.push(f"{registry.netloc}/{repo}:1")
+    uploads = registry.served("POST", f"/v2/{repo}/blobs/uploads/")
+    assert uploads == len(blobs)  # monolithic: one POST and one PUT per blob
+    store.tag(two_layer_image, f"{registry.netloc}/{repo}:2")
+    events: list[tuple[str, str]] = []
+    digest = store.push(f"{registry.netloc}/{repo}:2",
+                        lambda event, blob, done, total: events.append((event, blob)))
+    assert events == [("exists", blob) for blob in blobs]
+    assert registry.served("POST", f"/v2/{repo}/blobs/uploads/") == uploads
+    assert [registry.served("HEAD", f"/v2/{repo}/blobs/{blob}") for blob in blobs] == [1] * len(blobs)
+    assert registry.served("PUT", f"/v2/{repo}/manifests/2") == 1
+    assert digest == image.manifest_digest

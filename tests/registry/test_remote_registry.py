@@ -12,8 +12,8 @@ import pytest
 
 from pytest_isobox.images.registry.errors import RegistryError
 from pytest_isobox.images.store import ImageStore
+from tests import netns
 from tests.conftest import needs_root
-from tests.registry import netns
 from tests.registry.servers import Registry, make_ca, make_client_cert
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("ip") is None,

@@ -17,6 +17,19 @@ def host_platform() -> tuple[str, str, str]:
     return "linux", oci.go_arch(), variant
 
 
+def parse_platform(text: str) -> tuple[str, str, str]:
+    """`os/arch[/variant]` or `arch` (Docker's `--platform`) -> (os, arch, variant)."""
+    parts = [part.strip().lower() for part in text.strip().split("/")]
+    if len(parts) == 1:
+        parts = ["linux", *parts]
+    if len(parts) > 3 or not all(parts):
+        from pytest_isobox.engine import InvalidSpec
+
+        raise InvalidSpec(f"invalid platform {text!r}: expected os/arch[/variant], e.g. "
+                          "linux/arm64")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
 def _text(desc: dict) -> str:
     plat = desc.get("platform") or {}
     text = f"{plat.get('os', '?')}/{plat.get('architecture', '?')}"
@@ -30,11 +43,12 @@ def is_attestation(desc: dict) -> bool:
             or (plat.get("os") == "unknown" and plat.get("architecture") == "unknown"))
 
 
-def choose(index: dict, what: str) -> dict:
-    """The descriptor for this platform: os and architecture must match; a variant is
-    preferred when it matches (arm64 images often give none). NoMatchingPlatform lists
-    what the index has."""
-    want_os, want_arch, want_variant = host_platform()
+def choose(index: dict, what: str, platform: str | None = None) -> dict:
+    """The descriptor for this platform (or `platform`, `os/arch[/variant]`): os and
+    architecture must match; a variant is preferred when it matches (arm64 images often
+    give none). NoMatchingPlatform lists what the index has."""
+    want_os, want_arch, want_variant = parse_platform(platform) if platform \
+        else host_platform()
     candidates = []
     for desc in index.get("manifests") or []:
         if not isinstance(desc, dict) or is_attestation(desc):

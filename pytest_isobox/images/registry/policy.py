@@ -15,7 +15,6 @@ from typing import Any
 
 from pytest_isobox.engine import ImageNotFound, InvalidSpec
 from pytest_isobox.images.reference import is_id_prefix, parse_reference
-from pytest_isobox.images.registry.settings import offline
 
 POLICIES = ("missing", "always", "never")
 Progress = Callable[[str, str, int, int], None]
@@ -43,7 +42,7 @@ class PullPolicy:
 
     def due(self, ref: str) -> bool:
         """Whether "always" wants `ref` pulled now (not yet pulled by this engine)."""
-        if self.value != "always" or offline() or ref.startswith("/") or not _pullable(ref):
+        if self.value != "always" or _offline() or ref.startswith("/") or not _pullable(ref):
             return False
         with self._lock:
             return ref not in self._pulled
@@ -60,7 +59,7 @@ class PullPolicy:
         except ImageNotFound:
             if not pullable:
                 raise
-            if offline():
+            if _offline():
                 raise ImageNotFound(f"No such image: {ref} (ISOBOX_OFFLINE=1: not pulling it "
                                     "from its registry)") from None
             if self.value == "never":
@@ -87,3 +86,9 @@ def _pullable(ref: str) -> bool:
     except InvalidSpec:
         return False
     return True
+
+
+def _offline() -> bool:
+    from pytest_isobox.images.registry.settings import offline  # ssl: only when pulling
+
+    return offline()

@@ -42,12 +42,15 @@ def _quiet(event: str, digest: str, done: int, total: int) -> None:
 
 
 def pull_image(store: ImageStore, text: str, *, progress: Progress | None = None,
-               settings: RegistrySettings | None = None) -> str:
-    """Pull `text` (`name[:tag]` or `name@digest`); returns the image id, tagged `name:tag`."""
+               settings: RegistrySettings | None = None, platform: str | None = None) -> str:
+    """Pull `text` (`name[:tag]` or `name@digest`); returns the image id, tagged `name:tag`.
+    `platform` (`os/arch[/variant]`) picks from an index instead of this machine's."""
     ref = parse_reference(text)
+    if platform:
+        platforms.parse_platform(platform)  # a bad value fails before any request
     report = progress or _quiet
     client = RegistryClient(ref, settings)
-    manifest, manifest_digest = _manifest(client, ref)
+    manifest, manifest_digest = _manifest(client, ref, platform)
     config_desc = manifest.get("config") or {}
     config_digest = check_digest(config_desc.get("digest"))
     config_bytes = _config(store, client, config_digest)
@@ -76,13 +79,14 @@ def pull_image(store: ImageStore, text: str, *, progress: Progress | None = None
     return image_id
 
 
-def _manifest(client: RegistryClient, ref: Reference) -> tuple[dict, str]:
+def _manifest(client: RegistryClient, ref: Reference,
+              platform: str | None = None) -> tuple[dict, str]:
     """The image manifest for this platform (an index resolved) and its digest."""
     data, media, digest = client.get_manifest(ref.digest or ref.tag or "latest")
     doc = _json(data, f"{ref}: manifest")
     media = doc.get("mediaType") or media
     if media in INDEX_TYPES or (not media and "manifests" in doc):
-        chosen = platforms.choose(doc, str(ref))
+        chosen = platforms.choose(doc, str(ref), platform)
         data, media, digest = client.get_manifest(check_digest(chosen.get("digest")))
         doc = _json(data, f"{ref}: manifest {chosen.get('digest')}")
         media = doc.get("mediaType") or media
@@ -114,12 +118,19 @@ def _sound(store: ImageStore, digest: str) -> bool:
 
 
 def _config(store: ImageStore, client: RegistryClient, digest: str) -> bytes:
+    """The config blob: stored already, else fetched under its key lock, so processes pulling
+    one image at once fetch it once (the others wait and read it stored)."""
     try:
         return store.blobs.read_bytes(digest)
     except CorruptedBlob:
         pass
-    data = client.get_small_blob(digest)
-    store.blobs.put_bytes(data)
+    with store.producing(f"pull:{digest}"):
+        try:
+            return store.blobs.read_bytes(digest)
+        except CorruptedBlob:
+            pass
+        data = client.get_small_blob(digest)
+        store.blobs.put_bytes(data)
     return data
 
 

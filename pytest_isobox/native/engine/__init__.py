@@ -35,11 +35,12 @@ from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
-from pytest_isobox.native.reaper import RunReaper, reap_home
+from pytest_isobox.native.reaping import reap_home
 from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.state import ContainerStore
 from pytest_isobox.native.volumes import VolumeStore
 from pytest_isobox.processes import ProcessIdentity
+from pytest_isobox.reaper import RunReaper
 
 if TYPE_CHECKING:  # (imported where used: a read-only verb never pays for them)
     from pytest_isobox.native.engine.support import ShimSpare
@@ -91,7 +92,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
 
             self._rootless = RootlessMode(self.home, limits)
         else:
-            from pytest_isobox.native.rootless.limits import check_mode as check_limits_mode
+            from pytest_isobox.native.rootless import check_mode as check_limits_mode
             from pytest_isobox.native.rootless.store import check_owner as check_store_owner
 
             check_prerequisites()
@@ -121,7 +122,9 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         self._network_checked = False
         self._image_cache: dict[str, tuple[dict, list[str]]] = {}
         self._resolv_conf: str | None = None
-        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner))
+        rootless_home = self._rootless is not None
+        self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner,
+                                                                   rootless_home))
         self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property
@@ -147,7 +150,7 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
         """Remove the non-persistent containers this process made; reap their monitors."""
         for cdir in list(self.store.all()):
             with contextlib.suppress(Exception):  # a container removed meanwhile is fine
-                if ProcessIdentity.load(cdir.config.get("owner")) == self._me:
+                if ProcessIdentity.load(cdir.owner) == self._me:
                     self.remove(cdir.id, force=True)
         self._join_pool()
         for spare in [*self._reserved.values(), *((self._spare,) if self._spare else ()),
@@ -197,7 +200,6 @@ class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, A
 
     def _own_resources(self) -> None:
         """Before this process makes its first container, network, build or pull: the run
-        reaper, which cleans up what is left if this process dies (see native/reaper.py)."""
-        if self._rootless is None:  # (rootless: the Python monitors release on their own)
-            self._reaper.ensure(before_fork=self._join_pool)
+        reaper, which cleans up what is left if this process dies (see pytest_isobox/reaper.py)."""
+        self._reaper.ensure(before_fork=self._join_pool)
 

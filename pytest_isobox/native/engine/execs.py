@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,8 @@ from pytest_isobox.engine import ContainerError, ContainerSpec, ExecResult, Inva
 from pytest_isobox.native.state import ContainerDir
 
 if TYPE_CHECKING:
+    import socket
+
     from pytest_isobox.native.runtime import ProcessPlan
 
 
@@ -150,6 +151,8 @@ class ExecRole:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         console = child_console = None
         if tty:  # the process makes its terminal from the container's devpts, sends the master
+            import socket
+
             console, child_console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             stdio = (null, null, null)
         else:

@@ -45,11 +45,13 @@ class ImagesRole:
         self._own_resources()
         return self.images_store.import_rootfs(source, ref)
 
-    def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None
-             ) -> str:
-        """Pull `ref` from its registry now (whatever the policy); returns the image id."""
+    def pull(self, ref: str, progress: Callable[[str, str, int, int], None] | None = None,
+             *, platform: str | None = None) -> str:
+        """Pull `ref` from its registry now (whatever the policy); returns the image id.
+        `platform`: another platform's image from an index (`isobox pull --platform`)."""
         self._own_resources()
-        image_id = self.images_store.pull(ref, progress or self.pull_policy.progress)
+        image_id = self.images_store.pull(ref, progress or self.pull_policy.progress,
+                                          platform=platform)
         self.pull_policy.pulled(ref)
         return image_id
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -81,7 +80,7 @@ class LaunchRole:
             if spare is not None:
                 spare.discard()
             plan = self._plan(cdir, spec["tty"])
-            owner = ProcessIdentity.load(cdir.config["owner"])
+            owner = ProcessIdentity.load(cdir.owner)
             handle = spawn_monitor(plan, cdir, self._hooks(cdir, plan), owner,
                                    spec["auto_remove"], terminal)
         self._fork_spare()  # while the monitor starts this one: the two overlap
@@ -108,12 +107,14 @@ class LaunchRole:
 
         cgroup = self._cgroup(cid)
         cgroup.create(limits)
+        owner = os.pidfd_open(os.getpid())
         try:
-            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(),
-                                os.pidfd_open(os.getpid()))
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner)
         except BaseException:
             cgroup.destroy()
             raise
+        finally:
+            os.close(owner)  # the shim has its own copy; ours would be one fd per container
         return ShimSpare(cid, handle, cgroup)
 
     def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
@@ -134,7 +135,7 @@ class LaunchRole:
             elif limits.controllers():  # the spare's cgroup was made before its limits were known
                 spare.cgroup.create(limits)
             blob = shim.encode_plan(plan, log=str(cdir.log), exit_file=str(cdir.path / "exit"),
-                                    persistent=config["owner"] is None, network=network)
+                                    persistent=cdir.owner is None, network=network)
         except BaseException:
             if spare is not None:
                 spare.discard()
@@ -200,7 +201,7 @@ class LaunchRole:
         elif now - self._pool_refilled > POOL_QUIET:
             self._pool_batch = 1
         self._pool_refilled = now
-        cids = [secrets.token_hex(32) for _ in range(self._pool_batch)]
+        cids = [os.urandom(32).hex() for _ in range(self._pool_batch)]
         self._pool_thread = threading.Thread(target=self._spawn_pool, args=(cids,),
                                              name="isobox-shim-pool", daemon=True)
         self._pool_thread.start()
@@ -245,13 +246,13 @@ class LaunchRole:
         if self._shim_binary() is not None:
             self._refill_pool()
             return
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         cgroup = self._cgroup(cid)
 
         def prepare(plan: ContainerPlan) -> tuple[ContainerDir, Hooks, ProcessIdentity | None,
                                                   bool]:
             cdir = self._find(cid)
-            return (cdir, self._hooks(cdir, plan), ProcessIdentity.load(cdir.config["owner"]),
+            return (cdir, self._hooks(cdir, plan), ProcessIdentity.load(cdir.owner),
                     cdir.config["spec"]["auto_remove"])
 
         def destroy_if_unused() -> None:  # another process may have started the container

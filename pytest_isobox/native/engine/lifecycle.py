@@ -7,15 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-import select
 import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_isobox import dockerargs
 from pytest_isobox.engine import (
     ConflictError,
     ContainerError,
@@ -43,6 +40,7 @@ from pytest_isobox.native.specs import (
     spec_to_dict,
 )
 from pytest_isobox.native.state import ContainerDir, mark_exited
+from pytest_isobox.polling import readable
 from pytest_isobox.processes import ProcessIdentity
 
 if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
@@ -67,6 +65,8 @@ class LifecycleRole:
         self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
         if spec.publish_all:  # -P: every exposed port on a free loopback port
+            from pytest_isobox import dockerargs
+
             spec = replace(spec, ports=dockerargs.publish_all_ports(
                 dockerargs.exposed_ports(image_config, spec.expose), spec.ports))
         limits, _ = self._limits_plan(spec)
@@ -82,7 +82,7 @@ class LifecycleRole:
             spare = self._pool.popleft()
         else:
             spare, self._spare = self._spare, None
-        cid = spare.cid if spare is not None else secrets.token_hex(32)
+        cid = spare.cid if spare is not None else os.urandom(32).hex()
         try:
             state = self._create(spec, cid, image_id, image_config, lowerdirs)
         except BaseException:
@@ -401,7 +401,7 @@ class LifecycleRole:
         try:
             if not monitor.alive():
                 return
-            if not select.select([fd], [], [], timeout)[0]:
+            if not readable([fd], timeout):
                 raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
         finally:
             os.close(fd)
@@ -444,7 +444,7 @@ class LifecycleRole:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal_number(cdir.config["stop_signal"]))
             self._thaw_after_signal(cdir.id)
-            if not select.select([fd], [], [], timeout)[0]:
+            if not readable([fd], timeout):
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
         finally:
@@ -520,6 +520,10 @@ class LifecycleRole:
             self._thaw_after_signal(cdir.id)
         finally:
             os.close(fd)
+
+    def keep(self, container: str) -> None:
+        """The container outlives its owner from now on (an exited foreground run's)."""
+        self._find(container).keep()
 
     def remove(self, container: str, *, force: bool = False) -> None:
         from pytest_isobox.native import keeper
@@ -609,6 +613,8 @@ class LifecycleRole:
 
 def _check_options(spec: ContainerSpec) -> None:
     """Refuse what Docker refuses at create, whoever made the spec (CLI, fixture, API)."""
+    from pytest_isobox import dockerargs
+
     dockerargs.check_working_dir(spec.working_dir)
     dockerargs.check_platform(spec.platform)
     for key, value in spec.sysctls.items():

@@ -3,7 +3,7 @@
   manager    NetworkManager: networks, attach/detach of containers, the sweep (the runtime's API)
   ipam       subnet choice and address allocation (pure decisions)
   store      on-disk records (per home) and the host-wide registry of bridges
-  links      bridges and host routes over netlink (pyroute2); veths deleted off the caller's path
+  links      bridges and host routes over netlink (rtnl); veths deleted off the caller's path
   rtnl       the batched netlink requests of a container start (veth, addresses, routes)
   firewall   tagged iptables rules of each network: forwarding beside dockerd, NAT
   nft        published ports: DNAT rules in our own nftables table, over netlink in-process

@@ -1,4 +1,4 @@
-"""Bridges and the host's routes, over rtnetlink in this process (pyroute2).
+"""Bridges and the host's routes, over rtnetlink in this process (`rtnl`, no pyroute2).
 
 Root-only: every call here needs CAP_NET_ADMIN in the host's network namespace. The requests
 of a container start (veth, addresses, routes) are in `rtnl`, batched for speed.
@@ -11,14 +11,11 @@ import queue
 import socket
 import threading
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING
 
-from pytest_isobox.native import names
+from pytest_isobox import names
+from pytest_isobox.native.network import rtnl
 from pytest_isobox.native.network.ipam import Claim
 from pytest_isobox.native.network.rtnl import delete_link
-
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
 
 BRIDGE_PREFIX, VETH_PREFIX = names.BRIDGE_PREFIX, names.VETH_PREFIX
 IFNAMSIZ = 15
@@ -47,31 +44,14 @@ class Links:
     """The host side of our networks: one rtnetlink socket, opened on first use, thread-safe."""
 
     def __init__(self) -> None:
-        self._ipr: IPRoute | None = None
-        self._owner = 0
-        self._mutex = threading.Lock()
         self._doomed: queue.Queue[str] | None = None
         self._deleter: threading.Thread | None = None
         self._left: list[str] = []  # left to the kernel (see `left_to_kernel`)
-
-    @property
-    def ipr(self) -> IPRoute:
-        """The socket, reopened after a fork: a netlink socket shared by two processes could
-        hand one's answers to the other."""
-        if self._ipr is None or self._owner != os.getpid():
-            from pyroute2 import IPRoute  # a second to import: only when a bridge is made
-
-            self._ipr = IPRoute()
-            self._owner = os.getpid()
-        return self._ipr
 
     _owner_pid = 0
 
     def close(self) -> None:
         self.settle()
-        if self._ipr is not None and self._owner == os.getpid():
-            self._ipr.close()
-            self._ipr = None
 
     @staticmethod
     def index(name: str) -> int | None:
@@ -82,17 +62,13 @@ class Links:
 
     def claims(self) -> list[Claim]:
         """Every IPv4 prefix routed on this host (all tables), named for error messages."""
-        with self._mutex:
-            names = {link["index"]: link.get("ifname") for link in self.ipr.get_links()}
-            claims = []
-            for route in self.ipr.get_routes(family=socket.AF_INET):
-                dst, length = route.get("dst"), route["dst_len"]
-                if dst is None or length == 0:
-                    continue
-                net = IPv4Network(f"{dst}/{length}", strict=False)
-                dev = names.get(route.get("oif"), "?")
-                claims.append(Claim(net, f"route {net} dev {dev}"))
-            return claims
+        claims = []
+        for dst, length, oif, _ in rtnl.ipv4_routes():
+            if dst is None or length == 0:
+                continue
+            net = IPv4Network(f"{dst}/{length}", strict=False)
+            claims.append(Claim(net, f"route {net} dev {_ifname(oif)}"))
+        return claims
 
     def create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
         """A bridge holding the gateway address, up, forwarding, accepting 127/8 sources.
@@ -100,15 +76,12 @@ class Links:
         route_localnet on this bridge only lets DNAT'd loopback connections leave through it;
         forwarding is set per interface, never the host-wide switch.
         """
-        with self._mutex:
-            self.ipr.link("add", ifname=name, kind="bridge")
-            idx = self.index(name)
-            conf = f"/proc/sys/net/ipv4/conf/{name}"
-            write_sysctl(f"{conf}/route_localnet", "1")
-            write_sysctl(f"{conf}/forwarding", "1")
-            write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
-            self.ipr.addr("add", index=idx, address=str(gateway), prefixlen=prefixlen)
-            self.ipr.link("set", index=idx, state="up")
+        rtnl.add_bridge(name)
+        conf = f"/proc/sys/net/ipv4/conf/{name}"
+        write_sysctl(f"{conf}/route_localnet", "1")
+        write_sysctl(f"{conf}/forwarding", "1")
+        write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
+        rtnl.address_and_up(name, gateway, prefixlen)
 
     @staticmethod
     def delete(name: str) -> bool:
@@ -159,9 +132,12 @@ class Links:
 
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""
-        with self._mutex:
-            names = {link["index"]: link.get("ifname") for link in self.ipr.get_links()}
-            return sorted({
-                names[r.get("oif")] for r in self.ipr.get_routes(family=socket.AF_INET)
-                if r["dst_len"] == 0 and r.get("table") == 254 and r.get("oif") in names
-            })
+        return sorted({_ifname(oif) for dst, length, oif, table in rtnl.ipv4_routes()
+                       if length == 0 and table == rtnl.RT_TABLE_MAIN and oif})
+
+
+def _ifname(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return "?"

@@ -203,8 +203,6 @@ class NetworkManager:
                 for e in self.registry.entries()
             ]
             record = self._new_record(name, subnet, labels, claims, **options)
-            record["owner"] = None if (labels or {}).get(PERSISTENT_LABEL) == "1" \
-                else ProcessIdentity.current().dump()
             record["rules_version"] = firewall.RULES_VERSION
             net, network_id = IPv4Network(record["subnet"]), record["id"]
             try:
@@ -238,6 +236,9 @@ class NetworkManager:
             "subnet": str(net), "gateway": str(address),
             "labels": dict(labels or {}), "created": time.time(), "members": {},
             "host_sysctls": [],
+            # the process whose death makes the network sweepable (None: persistent)
+            "owner": None if (labels or {}).get(PERSISTENT_LABEL) == "1"
+            else ProcessIdentity.current().dump(),
         }
         if internal:
             record["internal"] = True
@@ -435,7 +436,7 @@ class NetworkManager:
                 "aliases": list(want.aliases), "hosts_file": str(hosts_file)})
         try:
             self._ensure_bridges({"networks": [net]})
-            rtnl.add_veth(net["veth"], net["bridge"], netns_pid, net["ifname"], net["mac"])
+            self._add_veth(net, netns_pid)
             gateway = None if had_route or net.get("internal") else IPv4Address(net["gateway"])
             rtnl.configure_netns(netns_pid, [(net["ifname"], ip, subnet.prefixlen)], gateway,
                                  loopback=False)
@@ -557,11 +558,23 @@ class NetworkManager:
 
     def _wire(self, endpoint: Record, pid: int) -> None:
         for net in endpoint["networks"]:
-            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            self._add_veth(net, pid)
         gateway = _default_gateway(endpoint["networks"])
         rtnl.configure_netns(
             pid, [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"]) for n in endpoint["networks"]],
             IPv4Address(gateway["gateway"]) if gateway else None)
+
+    def _add_veth(self, net: Record, pid: int) -> None:
+        try:
+            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+        except FileExistsError:
+            # the container's previous start: its veth (named from the container's id)
+            # is still going away after a stop (queued for deletion, or left to the
+            # kernel with the old namespace); once those are done, the name is free or
+            # else a leftover of that start, which nothing else is ever given
+            self._links.settle()
+            self._links.delete(net["veth"])
+            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
 
     def _reserve_ports(self, container_id: str,
                        ports: list[PortSpec]) -> dict[str, list[tuple[str, int]]]:

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from pytest_isobox import names
 from pytest_isobox.engine import PortSpec
-from pytest_isobox.native import names
 from pytest_isobox.native.network.nfnetlink import SOCKET as _SOCKET
 
 TABLE = names.NFT_TABLE

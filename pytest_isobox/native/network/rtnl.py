@@ -4,8 +4,9 @@ A container start needs a veth pair (host end on the bridge, peer in the contain
 the container: loopback and eth0 up, an address, a default route. Through pyroute2 0.9 (an
 asyncio request path and generic encoders) that costs 10 ms or more on this machine; here it
 is two sends, one per namespace, each answered by one acknowledgement per request, in about
-a millisecond. Link deletion is here too; bridges and route dumps, off the start path, are
-pyroute2's work (links.py), which is imported only when a bridge is made.
+a millisecond. Link deletion, bridges and the dump of the host's IPv4 routes (which a new
+network's subnet must not shadow) are here too: nothing of isobox needs pyroute2, whose import
+alone took about 100 ms of the first command that made a network.
 
 Each failing request raises OSError with its errno and the step that failed.
 """
@@ -23,9 +24,10 @@ from ipaddress import IPv4Address
 
 from pytest_isobox.native import linux
 
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_GETROUTE = 16, 17, 20, 24, 26
+RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 1, 3, 10, 18, 19
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -106,6 +108,73 @@ def add_veth(host_name: str, bridge: str, pid: int, peer_name: str, mac: str) ->
               f"create veth {host_name} on {bridge} with peer {peer_name} in pid {pid}")
     with _socket() as sock:
         batch.send(sock)
+
+
+def add_bridge(name: str) -> int:
+    """A new bridge `name`, down and without address; its interface index."""
+    linkinfo = _nla(IFLA_INFO_KIND, _name("bridge"))
+    batch = Batch()
+    batch.add(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+              _ifinfomsg() + _nla(IFLA_IFNAME, _name(name)) + _nla(IFLA_LINKINFO, linkinfo),
+              f"create bridge {name}")
+    with _socket() as sock:
+        batch.send(sock)
+    return socket.if_nametoindex(name)
+
+
+def address_and_up(name: str, ip: IPv4Address, prefixlen: int) -> None:
+    """`ip/prefixlen` on link `name`, then the link up (in this thread's netns)."""
+    index = socket.if_nametoindex(name)
+    batch = Batch()
+    batch.add(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
+              struct.pack("=BBBBI", socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+              + _nla(IFA_LOCAL, ip.packed) + _nla(IFA_ADDRESS, ip.packed),
+              f"add {ip}/{prefixlen} to {name}")
+    batch.add(RTM_NEWLINK, 0, _ifinfomsg(index, IFF_UP, IFF_UP), f"set {name} up")
+    with _socket() as sock:
+        batch.send(sock)
+
+
+def ipv4_routes() -> list[tuple[IPv4Address | None, int, int, int]]:
+    """Every IPv4 route of this thread's netns, all tables: (destination or None for a
+    default route, prefix length, out interface index or 0, table)."""
+    request = _HEADER.pack(_HEADER.size + 12, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) \
+        + struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    routes = []
+    with _socket() as sock:
+        sock.sendall(request)
+        while True:
+            buf = sock.recv(1 << 16)  # netlink: whole messages per datagram
+            offset = 0
+            while offset + _HEADER.size <= len(buf):
+                length, kind, _, _, _ = _HEADER.unpack_from(buf, offset)
+                if kind == NLMSG_DONE:
+                    return routes
+                if kind == NLMSG_ERROR:
+                    (error,) = struct.unpack_from("=i", buf, offset + _HEADER.size)
+                    raise OSError(-error, f"dump IPv4 routes: {os.strerror(-error)}")
+                if kind == RTM_NEWROUTE:
+                    routes.append(_route(buf[offset + _HEADER.size:offset + length]))
+                offset += (length + 3) & ~3
+
+
+def _route(body: bytes) -> tuple[IPv4Address | None, int, int, int]:
+    """(dst, dst_len, oif, table) of one rtmsg (12 bytes) and its attributes."""
+    dst_len, table = body[1], body[4]
+    dst, oif, offset = None, 0, 12
+    while offset + 4 <= len(body):
+        size, kind = struct.unpack_from("=HH", body, offset)
+        if size < 4:
+            break
+        value = body[offset + 4:offset + size]
+        if kind == RTA_DST and len(value) == 4:
+            dst = IPv4Address(value)
+        elif kind == RTA_OIF and len(value) == 4:
+            (oif,) = struct.unpack("=I", value)
+        elif kind == RTA_TABLE and len(value) == 4:
+            (table,) = struct.unpack("=I", value)
+        offset += (size + 3) & ~3
+    return dst, dst_len, oif, table
 
 
 def delete_link(name: str) -> bool:

@@ -12,6 +12,19 @@ the user has a delegated cgroup v2 subtree (`limits`); a store is used by one ow
 
 import os
 
+LIMIT_MODES = ("strict", "best-effort")
+
+
+def check_mode(mode: str) -> str:
+    """A limits mode: "strict" (a limit rootless mode cannot apply fails the container) or
+    "best-effort" (it runs without); here, not in `limits`, so root's engine checks it
+    without importing the cgroup code."""
+    if mode not in LIMIT_MODES:
+        from pytest_isobox.engine import InvalidSpec
+
+        raise InvalidSpec(f"invalid limits mode {mode!r}: expected one of {', '.join(LIMIT_MODES)}")
+    return mode
+
 
 def is_rootless(force: bool | None = None) -> bool:
     """Rootless unless root: euid != 0, or `force` (True/False) says otherwise."""

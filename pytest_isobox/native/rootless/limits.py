@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_isobox.engine import EngineUnavailable, InvalidSpec
+from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.native.cgroups import open_cgroup
 from pytest_isobox.native.cgroups.common import Cgroup, CgroupStats, Limits
 from pytest_isobox.native.cgroups.hierarchies import Hierarchy, Layout
+from pytest_isobox.native.rootless import check_mode
 
-LIMIT_MODES = ("strict", "best-effort")
 V2_CONTROLLER = {"memory": "memory", "cpu": "cpu", "pids": "pids"}
 
 
@@ -48,12 +48,6 @@ class LimitsPlan:
         if asked:
             parts.append(f"skipped {'; '.join(asked)} (rootless, no delegated cgroup)")
         return "; ".join(parts)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in LIMIT_MODES:
-        raise InvalidSpec(f"invalid limits mode {mode!r}: expected one of {', '.join(LIMIT_MODES)}")
-    return mode
 
 
 def _unified_mount(mountinfo: str) -> Path | None:

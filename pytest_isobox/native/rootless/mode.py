@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_isobox.native.cgroups.common import Cgroup, Limits
-from pytest_isobox.native.rootless import store
+from pytest_isobox.native.rootless import check_mode, store
 from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.images import NamespacedImageStore, open_store
 from pytest_isobox.native.rootless.limits import (
     LimitsPlan,
-    check_mode,
     delegated_cgroup,
     find_delegation,
     plan_limits,

@@ -16,7 +16,7 @@ container's network agent, see `agent`; for tests a `UserNamespace.run` child). 
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
@@ -32,6 +32,7 @@ from pytest_isobox.native.network.store import HostRegistry, Record
 from pytest_isobox.native.rootless.outbound import SLIRP_CIDR
 from pytest_isobox.native.rootless.ports import PortRelay, start_relay
 from pytest_isobox.native.rootless.userns import UserNamespace
+from pytest_isobox.processes import ProcessIdentity
 
 T = TypeVar("T")
 
@@ -81,12 +82,10 @@ class HelperLinks(Links):
     def create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
         in_netns(self.net_fd, self._create_bridge, name, gateway, prefixlen)
 
-    def _create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
-        with self._mutex:
-            self.ipr.link("add", ifname=name, kind="bridge")
-            index = self.index(name)
-            self.ipr.addr("add", index=index, address=str(gateway), prefixlen=prefixlen)
-            self.ipr.link("set", index=index, state="up")
+    @staticmethod
+    def _create_bridge(name: str, gateway: IPv4Address, prefixlen: int) -> None:
+        rtnl.add_bridge(name)  # (a netlink socket of this thread's netns: the helper's)
+        rtnl.address_and_up(name, gateway, prefixlen)
 
     def delete(self, name: str) -> bool:  # type: ignore[override]
         return in_netns(self.net_fd, rtnl.delete_link, name)
@@ -141,14 +140,9 @@ class RootlessNetworkManager(NetworkManager):
         for net in endpoint["networks"]:
             if self._links.exists(net["bridge"]):
                 continue
-            from pyroute2.netlink.exceptions import NetlinkError  # costly: only when bridging
-
-            try:
+            with contextlib.suppress(FileExistsError):  # a concurrent attach made it first
                 self._links.create_bridge(net["bridge"], IPv4Address(net["gateway"]),
                                           net["prefixlen"])
-            except NetlinkError as exc:  # a concurrent attach made it first
-                if exc.code != errno.EEXIST:
-                    raise
 
     def _teardown_network(self, bridge: str, network_id: str) -> None:
         self._links.delete(bridge)
@@ -188,8 +182,9 @@ class RootlessNetworkManager(NetworkManager):
                 self._forget({container_id})
 
     def sweep(self, live_container_ids: set[str]) -> list[str]:
-        """Forget the addresses and hosts entries of dead containers. Their veths and relays
-        went with their network namespaces and agents."""
+        """Forget the addresses and hosts entries of dead containers (their veths and relays
+        went with their network namespaces and agents), then remove the unused networks whose
+        creating process is dead, as the rootful sweep does."""
         cleaned: list[str] = []
         with self.store.lock:
             dead = {e["id"] for e in self.store.endpoints() if e["id"] not in live_container_ids}
@@ -197,4 +192,9 @@ class RootlessNetworkManager(NetworkManager):
                      if cid not in live_container_ids}
             if dead:
                 cleaned += [f"address {a}" for a in self._forget(dead)]
+        doomed = [r for r in self.store.networks() if not r["members"]
+                  and (owner := ProcessIdentity.load(r.get("owner"))) is not None
+                  and not owner.alive()]
+        if doomed:  # their bridges are in the helper netns: removed from inside the namespace
+            cleaned += self._links.userns.run(self._sweep_networks, self.store, doomed)
         return cleaned

@@ -16,7 +16,10 @@ import os
 from pathlib import Path
 
 from pytest_isobox.engine import EngineUnavailable
-from pytest_isobox.native.rootless.idmap import IdMapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pytest_isobox.native.rootless.idmap import IdMapping
 
 MARKER = "rootless.json"
 

@@ -1,5 +1,9 @@
 """The run reaper: one small process per engine that cleans up when the engine's process dies.
 
+Engine-neutral: what it does on the owner's death is the engine's callback (the native
+engine's `native/reaping.reap_home`; the docker engine's watchdog removes the run's
+containers and networks on the daemon).
+
 A container's monitor (isobox-shim or monitor.py) sees its owner die and kills the container,
 but some things no monitor covers: a build's step containers that were created and never
 started, a network made for the run, an attachment's addresses and rules (the shim leaves
@@ -22,11 +26,9 @@ import contextlib
 import os
 import select
 import signal
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_isobox.native.forked import fork_child
 from pytest_isobox.processes import ProcessIdentity
 
 CLOSED = b"c"  # the engine closed normally: nothing to reap
@@ -50,17 +52,26 @@ class RunReaper:
         engine joins its threads)."""
         if self.pid is not None or os.getpid() != self.owner.pid:
             return
+        from pytest_isobox.native.forked import fork_child  # ctypes: only once a run makes
+
         if before_fork is not None:
             before_fork()
         owner_fd = os.pidfd_open(self.owner.pid)
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
-            self.pid = fork_child(lambda: _watch(self.owner, owner_fd, done_r, self._reap),
-                                  name=self.name, keep_fds={owner_fd, done_r},
-                                  die_with_parent=False)
+            self.pid = fork_child(
+                lambda: _watch(self.owner, owner_fd, done_r, self._reap, ready_w),
+                name=self.name, keep_fds={owner_fd, done_r, ready_w}, die_with_parent=False)
+            os.close(ready_w)
+            ready_w = -1
+            # back only once the reaper is in a session of its own: a kill of the run's whole
+            # process group (a CI timeout) right after this must not take the reaper along
+            os.read(ready_r, 1)
         finally:
-            os.close(owner_fd)
-            os.close(done_r)
+            for fd in (owner_fd, done_r, ready_r, ready_w):
+                if fd >= 0:
+                    os.close(fd)
         self._done_w = done_w
 
     def close(self) -> None:
@@ -77,11 +88,13 @@ class RunReaper:
 
 
 def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
-           reap: Callable[[ProcessIdentity], object]) -> int:
+           reap: Callable[[ProcessIdentity], object], ready_w: int) -> int:
     """The reaper's life: wait for "closed" or the owner's death; on death, reap."""
     os.setsid()  # a kill of the run's process group must not take the reaper with it
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    os.write(ready_w, b"r")  # the owner waits for this before it makes anything
+    os.close(ready_w)
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):  # the caller's pipes must reach EOF when it dies
         os.dup2(null, fd)
@@ -96,24 +109,25 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                     return 0
                 poller.unregister(done_r)  # EOF: the owner is exiting; its pidfd will say
             elif fd == owner_fd:
-                reap(owner)
+                try:
+                    reap(owner)
+                finally:
+                    remove_owned_temp_dirs(owner)
                 return 0
 
 
-def reap_home(home: Path, limits: str, owner: ProcessIdentity) -> None:
-    """What the next engine opening `home` would sweep, restricted to the dead `owner`'s
-    containers (with their cgroups, attachments, rules, state dirs), then the networks and
-    temp names (layers being unpacked, blobs being pulled) of dead owners, and the owner's
-    heredoc script dirs of a build's RUN step (in the system's temp dir)."""
-    from pytest_isobox.builder.builder import heredoc_prefix
-    from pytest_isobox.images.atomic import has_temps_of, remove_path
-    from pytest_isobox.native.engine import NativeEngine
+def remove_owned_temp_dirs(owner: ProcessIdentity) -> list[Path]:
+    """The dead `owner`'s temp dirs in the system's temp dir (a RUN step's heredoc scripts,
+    a rootfs being imported by the plugin), whatever the engine; returns those removed."""
+    import tempfile
 
-    engine = NativeEngine(home, rootless=False, limits=limits, sweep_for=owner)
-    try:
-        if has_temps_of(home / "tmp", owner):
-            engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
-        for scripts in Path(tempfile.gettempdir()).glob(heredoc_prefix(owner) + "*"):
-            remove_path(scripts)  # a RUN step's heredoc scripts
-    finally:
-        engine.close()
+    from pytest_isobox.images.atomic import remove_path
+    from pytest_isobox.names import OWNED_TEMP_PREFIXES, owned_temp_prefix
+
+    removed = []
+    for prefix in OWNED_TEMP_PREFIXES:
+        for path in Path(tempfile.gettempdir()).glob(owned_temp_prefix(prefix, owner.token("-"))
+                                                     + "*"):
+            remove_path(path)
+            removed.append(path)
+    return removed
