@@ -206,6 +206,8 @@ def parse_mount(value: str | Mapping[str, Any], base: Path) -> MountSpec:
     if data:
         raise InvalidSpec(f"invalid mount {value!r}: unknown field {next(iter(data))!r}")
     if kind == "bind":
+        if not source:
+            raise InvalidSpec(f"invalid mount {value!r}: a bind mount needs a source")
         source = str((base / source).resolve())
     return MountSpec(kind, str(target), source, read_only, size)
 

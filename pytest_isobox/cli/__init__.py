@@ -227,6 +227,7 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("container")
     p = verb("exec", "containers:cmd_exec", "run a command in a running container")
     p.add_argument("-d", "--detach", action="store_true", help="start it and return")
+    p.add_argument("--privileged", action="store_true", help="every capability for it")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("-e", "--env", action="append")
@@ -257,6 +258,8 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("containers", nargs="+")
     p = verb("rm", "containers:cmd_rm", "remove containers")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="its anonymous volumes too (they always go with it here)")
     p.add_argument("containers", nargs="+")
     p = verb("wait", "containers:cmd_wait", "wait for containers to exit, print exit codes")
     p.add_argument("containers", nargs="+")
@@ -338,10 +341,16 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     verb("prune", "images:cmd_prune", "remove what no tag or container needs")
     p = verb("df", "system:cmd_df", "disk used by images, layers, containers and the build cache")
     p.add_argument("-v", "--verbose", action="store_true", help="each image's shared and unique size")
+    p.add_argument("--format", help="a Go template per row (.Type .TotalCount .Active .Size "
+                   ".Reclaimable), `table ...`, or json")
 
     p = verb("compose", "compose:cmd_compose", "run compose projects (isobox compose --help)",
              add_help=False, prefix_chars="+")
     p.add_argument("compose_args", nargs=argparse.REMAINDER)
+    p.set_defaults(no_engine=True)
+    p = verb("completion", "completion:cmd_completion",
+             "a shell script completing isobox's verbs, flags and names")
+    p.add_argument("shell", choices=["bash", "zsh"])
     p.set_defaults(no_engine=True)
     p = verb("version", "system:cmd_version", "the versions of isobox and of its engine")
     p.add_argument("-f", "--format", help="a Go template over {Client, Server}")
@@ -361,8 +370,17 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func="system:cmd_df")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="each image's shared and unique size")
+    p.add_argument("--format", help="a Go template per row (.Type .TotalCount .Active .Size "
+                   ".Reclaimable), `table ...`, or json")
     p = ssub.add_parser("prune", help="remove what runs that died left behind")
     p.set_defaults(func="system:cmd_system_prune", no_engine=True)
+    p.add_argument("-f", "--force", action="store_true",
+                   help="Docker's prune (stopped containers, unused networks, dangling "
+                   "images, build cache) without asking")
+    p.add_argument("-a", "--all", action="store_true", help="Docker's: every unused image")
+    p.add_argument("--volumes", action="store_true", help="Docker's: unused volumes too")
+    p.add_argument("--filter", action="append", metavar="label=K[=V]",
+                   help="Docker's: only objects so labelled")
     image = verb("image", None, "manage images")
     isub = image.add_subparsers(metavar="COMMAND")
     p = isub.add_parser("inspect")
@@ -387,6 +405,8 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     nsub = network.add_subparsers(metavar="COMMAND")
     p = nsub.add_parser("create")
     p.set_defaults(func="networks:cmd_network_create")
+    p.add_argument("-d", "--driver", default="bridge", help="bridge (the only one)")
+    p.add_argument("--attachable", action="store_true", help="accepted (a bridge always is)")
     p.add_argument("--subnet")
     p.add_argument("--gateway", help="the gateway's address (with --subnet)")
     p.add_argument("--internal", action="store_true", help="no route out of the network")
@@ -395,6 +415,7 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p = nsub.add_parser("connect", help="attach a running container to a network")
     p.set_defaults(func="networks:cmd_network_connect")
     p.add_argument("--alias", action="append", help="another name there")
+    p.add_argument("--ip", help="its IPv4 address there (a user-defined subnet's)")
     p.add_argument("network")
     p.add_argument("container")
     p = nsub.add_parser("disconnect", help="detach a container from a network")
@@ -424,8 +445,13 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     vsub = volume.add_subparsers(metavar="COMMAND")
     p = vsub.add_parser("create")
     p.set_defaults(func="volumes:cmd_volume_create")
-    p.add_argument("name")
-    vsub.add_parser("ls").set_defaults(func="volumes:cmd_volume_ls")
+    p.add_argument("-d", "--driver", default="local", help="local (the only one)")
+    p.add_argument("name", nargs="?", help="default: a random one")
+    p = vsub.add_parser("ls", help="list volumes")
+    p.set_defaults(func="volumes:cmd_volume_ls")
+    p.add_argument("-q", "--quiet", action="store_true", help="only names")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE", help="name, driver")
+    p.add_argument("--format", help="a Go template per volume, `table ...`, or json")
     p = vsub.add_parser("prune", help="remove the volumes no container mounts")
     p.set_defaults(func="volumes:cmd_volume_prune")
     p.add_argument("-f", "--force", action="store_true", help="do not ask")

@@ -14,7 +14,6 @@ from pytest_isobox.cli.output import (
     _ago,
     _duration,
     _size,
-    _table,
     compile_format,
 )
 from pytest_isobox.engine import (
@@ -40,7 +39,9 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
     # (-i/-t: run_attached keeps nothing of the container for the CLI to keep afterwards)
     if args.interactive or args.tty:
         return engine.run_attached(spec)
-    owned = not args.detach and not args.rm and "keep" in engine.capabilities
+    # (--sig-proxy=false: this command's end is not the container's, as with Docker)
+    owned = not args.detach and not args.rm and args.sig_proxy \
+        and "keep" in engine.capabilities
     if owned:
         from dataclasses import replace
 
@@ -56,14 +57,50 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
         if args.detach:
             print(state.id)
             return 0
-        _copy_logs(engine, state.id, follow=True)
-        code = engine.wait(state.id)
+        streams = set(args.attach or ("stdout", "stderr"))
+        with _signals_proxied(engine, state.id, args.sig_proxy):
+            _copy_logs(engine, state.id, follow=True, streams=streams)
+            code = engine.wait(state.id)
         if owned:
             engine.keep(state.id)
         return code
     finally:
         if args.rm and not (args.detach and started):
             _remove_quietly(engine, state.id)
+
+
+# What `docker run` passes on to its container (--sig-proxy, the default): not SIGKILL,
+# SIGSTOP, SIGCHLD, SIGPIPE or SIGWINCH, which are about this process or its terminal.
+_PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+
+
+@contextlib.contextmanager
+def _signals_proxied(engine: Engine, container: str, proxy: bool):
+    """While a foreground run lasts, the signals this command receives go to the container
+    (each from a thread: the handler may interrupt the engine mid-request)."""
+    import signal
+    import threading
+
+    if not proxy:
+        yield
+        return
+
+    def forward(number: int, _frame: object) -> None:
+        name = signal.Signals(number).name
+        threading.Thread(target=_kill_quietly, args=(engine, container, name),
+                         daemon=True, name="isobox-sig-proxy").start()
+
+    previous = {name: signal.signal(getattr(signal, name), forward) for name in _PROXIED}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def _kill_quietly(engine: Engine, container: str, name: str) -> None:
+    with contextlib.suppress(IsoboxError):  # it has just ended
+        engine.kill(container, name)
 
 
 def _start(engine: Engine, container: str) -> int | None:
@@ -101,9 +138,11 @@ def _remove_quietly(engine: Engine, container: str) -> None:
         pass
 
 
-def _copy_logs(engine: Engine, container: str, *, follow: bool, tail: int | None = None) -> None:
+def _copy_logs(engine: Engine, container: str, *, follow: bool, tail: int | None = None,
+               streams: set[str] | frozenset[str] = frozenset(("stdout", "stderr"))) -> None:
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
-    for stream, chunk in engine.logs(container, follow=follow, tail=tail):
+    for stream, chunk in engine.logs(container, follow=follow, tail=tail,
+                                     stdout="stdout" in streams, stderr="stderr" in streams):
         outs[stream].write(chunk)
         outs[stream].flush()
 
@@ -319,7 +358,13 @@ def _time_arg(value: str, flag: str) -> float:
 
 
 def _rfc3339_nano(when: float) -> str:
+    """Docker's fixed nine-digit form; an engine's own text when it kept one (the daemon's
+    nanoseconds)."""
     from datetime import UTC, datetime
+
+    own = getattr(when, "rfc3339", None)
+    if own:
+        return own
 
     whole = datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{whole}.{round((when % 1) * 1e9):09d}Z"
@@ -329,17 +374,19 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox import dockerargs
 
     env = {**_env_files(args.env_file), **dockerargs.parse_env(args.env)}
+    extra = {"privileged": True} if args.privileged else {}  # (an engine may not know it)
     if args.detach:
         result = _verb_of(engine, "exec_detached")(args.container, args.cmd, env=env,
-                                                   user=args.user, workdir=args.workdir)
+                                                   user=args.user, workdir=args.workdir,
+                                                   **extra)
         sys.stderr.buffer.write(result.stderr)
         return result.exit_code
     if args.interactive or args.tty:
-        return engine.exec_attached(args.container, args.cmd, tty=args.tty,
+        return engine.exec_attached(args.container, args.cmd, tty=args.tty,  # type: ignore[call-arg]
                                     stdin=args.interactive, env=env, user=args.user,
-                                    workdir=args.workdir)
-    result = engine.exec(args.container, args.cmd, env=env, user=args.user,
-                         workdir=args.workdir)
+                                    workdir=args.workdir, **extra)
+    result = engine.exec(args.container, args.cmd, env=env, user=args.user,  # type: ignore[call-arg]
+                         workdir=args.workdir, **extra)
     sys.stdout.buffer.write(result.stdout)
     sys.stderr.buffer.write(result.stderr)
     return result.exit_code
@@ -508,7 +555,9 @@ def cmd_rename(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
     doc = _verb_of(engine, "top")(args.container, " ".join(args.ps_args) or "-ef")
+    from pytest_isobox.gotemplate import tabwrite
+
     rows = [tuple(doc.get("Titles") or []), *(tuple(p) for p in doc.get("Processes") or [])]
-    if rows[0]:
-        _table(rows)
+    if rows[0]:  # Docker's top: a tabwriter of minimum width 20
+        print("\n".join(tabwrite(["\t".join(r) for r in rows], minwidth=20, padding=3)))
     return 0

@@ -13,6 +13,8 @@ def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox import dockerargs
 
     # A network made from the CLI lives until `network rm`, as in Docker.
+    if args.driver != "bridge":
+        raise IsoboxError(f"network create -d {args.driver}: only the bridge driver is offered")
     labels = {**dockerargs.parse_labels(args.label), PERSISTENT_LABEL: "1"}
     extra: dict = {}
     if args.gateway:
@@ -32,8 +34,9 @@ def _network_verb(engine: Engine, name: str):  # -> the engine's method
 
 
 def cmd_network_connect(engine: Engine, args: argparse.Namespace) -> int:
+    extra = {"ip": args.ip} if args.ip else {}  # (an engine may not know it)
     _network_verb(engine, "network_connect")(args.network, args.container,
-                                             aliases=list(args.alias or []))
+                                             aliases=list(args.alias or []), **extra)
     return 0
 
 
@@ -48,7 +51,7 @@ _MODE_NETWORKS = (("host", "host"), ("none", "null"))
 
 _NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER",
                     "Scope": "SCOPE", "Subnet": "SUBNET", "Labels": "LABELS"}
-_NETWORK_TABLE = "table {{.ID}}\\t{{.Name}}\\t{{.Driver}}\\t{{.Scope}}\\t{{.Subnet}}"
+_NETWORK_TABLE = "table {{.ID}}\\t{{.Name}}\\t{{.Driver}}\\t{{.Scope}}"  # Docker's columns
 
 
 def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:

@@ -45,10 +45,11 @@ def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def _size(n: int) -> str:
+def _size(n: int, digits: int = 3) -> str:
+    """Docker's human sizes: 3 significant digits (images, ps), 4 in `system df`."""
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.{digits}g}{unit}"
         n /= 1000
     return str(n)
 

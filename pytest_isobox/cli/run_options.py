@@ -27,6 +27,33 @@ def _natural(text: str) -> int:
     return int(text)
 
 
+def _boolean(text: str) -> bool:
+    """Docker's boolean flag values (`--sig-proxy=false`)."""
+    value = {"true": True, "1": True, "t": True, "false": False, "0": False, "f": False}.get(
+        text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: expected true or false")
+    return value
+
+
+def _stream(text: str) -> str:
+    name = text.strip().lower()
+    if name not in ("stdin", "stdout", "stderr"):
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: valid streams are "
+                                         "STDIN, STDOUT and STDERR")
+    return name
+
+
+def _mount(text: str):  # -> MountSpec
+    """`--mount`: unlike -v, a bind source that does not exist is refused (Docker's rule),
+    here, so that no engine makes it (a daemon given Binds would)."""
+    mount = dockerargs.parse_mount(text, Path.cwd())
+    if mount.type == "bind" and not os.path.exists(mount.source):
+        raise InvalidSpec(f'invalid mount config for type "bind": bind source path does not '
+                          f"exist: {mount.source}")
+    return mount
+
+
 def check_cidfile(args: argparse.Namespace) -> None:
     """--cidfile must not exist yet (Docker's rule: another container may own it)."""
     if getattr(args, "cidfile", None) and os.path.exists(args.cidfile):
@@ -104,9 +131,17 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--network", "--net", action="append")
     p.add_argument("--network-alias", action="append")
-    p.add_argument("-p", "--publish", action="append")
+    p.add_argument("-p", "--publish", action="append", metavar="[IP:][HOST:]PORT[/PROTO]",
+                   help="publish a port; without IP on 127.0.0.1 (Docker: 0.0.0.0)")
     p.add_argument("-v", "--volume", action="append")
     p.add_argument("--tmpfs", action="append")
+    p.add_argument("--mount", action="append", metavar="type=bind|volume|tmpfs,...",
+                   help="source=, target=, readonly, tmpfs-size= (a bind source must exist)")
+    p.add_argument("-a", "--attach", action="append", type=_stream, metavar="STREAM",
+                   help="run: copy only these of STDOUT, STDERR (STDIN: with -i)")
+    p.add_argument("--sig-proxy", type=_boolean, nargs="?", const=True, default=True,
+                   metavar="BOOL", help="run: pass the signals this command gets to the "
+                   "container (default true)")
     p.add_argument("--stop-signal")
     p.add_argument("--stop-timeout", type=float)
     p.add_argument("--pull", choices=["missing", "always", "never"],
@@ -126,6 +161,8 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
                  dockerargs.parse_key_value_file(f, from_environment=True)]
     label_files = [e for f in args.label_file or () for e in
                    dockerargs.parse_key_value_file(f, from_environment=False)]
+    if args.attach and args.detach:
+        raise InvalidSpec("conflicting options: cannot specify both --attach and --detach")
     restart = dockerargs.parse_restart(args.restart)
     if restart is not None and restart.name != "no" and args.rm:
         raise InvalidSpec("conflicting options: --restart and --rm")
@@ -150,7 +187,8 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         networks=networks,
         ports=[PortSpec.parse(p) for p in args.publish or ()],
         mounts=[dockerargs.parse_volume(v, Path.cwd()) for v in args.volume or ()]
-        + [dockerargs.parse_tmpfs(t) for t in args.tmpfs or ()],
+        + [dockerargs.parse_tmpfs(t) for t in args.tmpfs or ()]
+        + [_mount(m) for m in args.mount or ()],
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout if args.stop_timeout is not None else 10.0,
         auto_remove=args.rm,

@@ -84,7 +84,8 @@ class _Sampler:
             "MemUsage": f"{binary_size(stats.memory_current)} / {binary_size(limit)}",
             "MemPerc": f"{stats.memory_current / limit * 100:.2f}%" if limit else "--",
             "NetIO": _net_io((doc.get("State") or {}).get("Pid")) if running else "0B / 0B",
-            "BlockIO": "--", "PIDs": str(stats.pids),
+            "BlockIO": f"{_size(stats.block_read)} / {_size(stats.block_write)}",
+            "PIDs": str(stats.pids),
         }
 
 

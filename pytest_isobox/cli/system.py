@@ -10,13 +10,36 @@ from pathlib import Path
 from pytest_isobox.cli.output import _size, _table
 from pytest_isobox.engine import Engine
 
+_DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+               "Reclaimable": "RECLAIMABLE"}
+_DF_TABLE = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
+_DF_TYPES = {"Volumes": "Local Volumes"}  # Docker's row names
+
+
+def _df_rows(usage: dict[str, dict]) -> list[dict]:
+    """Docker's `system df` rows: RECLAIMABLE with its share of SIZE, as the Docker CLI."""
+    rows = []
+    for kind, entry in usage.items():
+        size, reclaimable = int(entry.get("size", 0)), entry.get("reclaimable")
+        share = ""
+        if reclaimable is not None:
+            share = _size(int(reclaimable), 4) + (
+                f" ({int(reclaimable) * 100 // size}%)" if size > 0 else "")
+        rows.append({"Type": _DF_TYPES.get(kind, kind), "TotalCount": str(entry.get("count", "")),
+                     "Active": str(entry.get("active", "")), "Size": _size(size, 4),
+                     "Reclaimable": share})
+    return rows
+
 
 def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
+    from pytest_isobox.cli.output import compile_format
+    from pytest_isobox.gotemplate import render_rows
+
+    template = getattr(args, "format", None) or _DF_TABLE
+    compile_format(template)
     usage = engine.disk_usage()
-    rows = [("TYPE", "TOTAL", "SIZE")]
-    for kind, entry in usage.items():
-        rows.append((kind, str(entry.get("count", "")), _size(int(entry.get("size", 0)))))
-    _table(rows)
+    for line in render_rows(template, _df_rows(usage), _DF_HEADERS, default_table=_DF_TABLE):
+        print(line)
     if args.verbose:  # Docker's `system df -v`: a layer several images stack is shared
         print("\nImages space usage:\n")
         rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE")]
@@ -56,6 +79,16 @@ def cmd_system_check(_: None, args: argparse.Namespace) -> int:
 
 
 def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
+    """Without Docker's flags: what runs that died left on this host (isobox's own). With
+    -f, -a, --volumes or --filter: Docker's `system prune`, on the engine."""
+    if args.force or args.all or args.volumes or args.filter:
+        from pytest_isobox.cli import _open
+
+        engine = _open(args)
+        try:
+            return _docker_system_prune(engine, args)
+        finally:
+            engine.close()
     from pytest_isobox import hostcheck
 
     homes = hostcheck.known_homes([args.home] if args.home else [])
@@ -66,6 +99,78 @@ def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
         print("still there (a live run's, a persistent container's, or not from these homes:"
               " `isobox --home DIR system prune` for another home):")
         print("\n".join(f"  {line}" for line in left))
+    return 0
+
+
+def _docker_system_prune(engine: Engine, args: argparse.Namespace) -> int:
+    """Docker's order and output: stopped containers, unused networks, (--volumes) unused
+    volumes, dangling images (-a: every unused one), then the build cache. `--filter
+    label=K[=V]` keeps it to the objects so labelled (the build cache is left then)."""
+    from pytest_isobox.cli.filters import label_matches, parse_filters
+    from pytest_isobox.cli.networks import _confirm
+    from pytest_isobox.engine import IsoboxError
+
+    filters = parse_filters(args.filter, ("label",))
+
+    def labelled(labels: dict) -> bool:
+        return all(label_matches(labels or {}, v) for v in filters.get("label", ()))
+
+    what = ["all stopped containers", "all networks not used by at least one container"]
+    if args.volumes:
+        what.append("all volumes not used by at least one container")
+    what.append("all images without at least one container associated to them" if args.all
+                else "all dangling images")
+    if not args.force and not _confirm("remove:\n  - " + "\n  - ".join(what)):
+        return 0
+    containers = engine.containers(all=True)
+    gone = [c for c in containers if c.status in ("exited", "created", "dead")
+            and labelled(c.labels)]
+    deleted: dict[str, list[str]] = {"Containers": [], "Networks": [], "Volumes": [],
+                                     "Images": []}
+    for state in gone:
+        try:
+            engine.remove(state.id, force=False)
+            deleted["Containers"].append(state.id)
+        except IsoboxError:  # started or removed meanwhile
+            continue
+    left = [c for c in containers if c not in gone]
+    for info in engine.networks():
+        if info.name in ("bridge", "host", "none") or info.containers \
+                or not labelled(info.labels):
+            continue
+        try:
+            engine.network_remove(info.name)
+            deleted["Networks"].append(info.name)
+        except IsoboxError:
+            continue
+    if args.volumes:
+        from pytest_isobox.cli import inspecting
+
+        for name in engine.volumes():
+            try:
+                doc = inspecting.volume_document(engine, name)
+                if labelled(doc.get("Labels") or {}):
+                    engine.volume_remove(name, force=False)  # refused for one in use
+                    deleted["Volumes"].append(name)
+            except IsoboxError:
+                continue
+    used = {c.image_id for c in left}
+    for image in engine.images():
+        labels = (image.config.get("config") or image.config).get("Labels") or {}
+        if image.id in used or (image.tags and not args.all) or not labelled(labels):
+            continue
+        try:
+            engine.remove_image(image.id, force=False)
+            deleted["Images"].append(f"deleted: {image.id}")
+        except IsoboxError:  # a child image or a container needs it
+            continue
+    reclaimed = 0 if filters else int(engine.prune() or 0)
+    for kind, names in deleted.items():
+        if names:
+            print(f"Deleted {kind}:")
+            print("\n".join(names))
+            print()
+    print(f"Total reclaimed space: {_size(reclaimed)}")
     return 0
 
 

@@ -1,20 +1,42 @@
-"""Volume verbs: volume create, ls, rm."""
+"""Volume verbs: volume create, ls, inspect, prune, rm."""
 
 from __future__ import annotations
 
 import argparse
 
-from pytest_isobox.cli.output import _table
+from pytest_isobox.cli.output import compile_format
 from pytest_isobox.engine import Engine, IsoboxError
 
 
 def cmd_volume_create(engine: Engine, args: argparse.Namespace) -> int:
-    print(engine.volume_create(args.name))
+    """Docker's `volume create [NAME]`: without a name, a random 64-hex one."""
+    import secrets
+
+    if args.driver != "local":
+        raise IsoboxError(f"volume create -d {args.driver}: only the local driver is offered")
+    print(engine.volume_create(args.name or secrets.token_hex(32)))
     return 0
 
 
+_VOLUME_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Scope": "SCOPE"}
+_VOLUME_TABLE = "table {{.Driver}}\t{{.Name}}"
+
+
 def cmd_volume_ls(engine: Engine, args: argparse.Namespace) -> int:
-    _table([("VOLUME NAME",), *((v,) for v in engine.volumes())])
+    """Docker's `volume ls`: DRIVER and VOLUME NAME, `-q`, `--format`, `--filter name=`."""
+    from pytest_isobox.cli.filters import name_matches, parse_filters
+    from pytest_isobox.gotemplate import render_rows
+
+    filters = parse_filters(args.filter, ("name", "driver"))
+    template = "{{.Name}}" if args.quiet else (args.format or _VOLUME_TABLE)
+    compile_format(template)
+    rows = [{"Driver": "local", "Name": name, "Scope": "local", "Mountpoint": "", "Labels": ""}
+            for name in sorted(engine.volumes())]
+    rows = [r for r in rows
+            if all(name_matches(r["Name"], v) for v in filters.get("name", ()))
+            and all(r["Driver"] == v for v in filters.get("driver", ()))]
+    for line in render_rows(template, rows, _VOLUME_HEADERS, default_table=_VOLUME_TABLE):
+        print(line)
     return 0
 
 

@@ -414,8 +414,8 @@ class DockerEngine(ImageMethods, NetworkMethods):
         for stream, data in self._log_pieces(container, query, tty):
             for line in data.splitlines(keepends=True):
                 stamp, _, rest = line.partition(b" ")
-                when = parse_time(stamp.decode("ascii", "replace"))
-                yield stream, when or 0.0, rest
+                text = stamp.decode("ascii", "replace")
+                yield stream, LogTime(parse_time(text) or 0.0, text), rest
 
     def _log_pieces(self, container: str, query: dict,
                     tty: bool) -> Iterator[tuple[LogStream, bytes]]:
@@ -425,10 +425,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
 
     def exec(
         self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
-        user: str | None = None, workdir: str | None = None,
+        user: str | None = None, workdir: str | None = None, privileged: bool = False,
     ) -> ExecResult:
         exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
-                                    tty=False, stdin=False)
+                                    tty=False, stdin=False, privileged=privileged)
         out: dict[LogStream, list[bytes]] = {"stdout": [], "stderr": []}
         with self.client.stream("POST", f"/exec/{exec_id}/start",
                                 body={"Detach": False, "Tty": False}, kind="exec") as resp:
@@ -438,11 +438,12 @@ class DockerEngine(ImageMethods, NetworkMethods):
                           b"".join(out["stderr"]))
 
     def exec_detached(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
-                      user: str | None = None, workdir: str | None = None) -> ExecResult:
+                      user: str | None = None, workdir: str | None = None,
+                      privileged: bool = False) -> ExecResult:
         """`exec -d`: started by the daemon, not waited for; a command that cannot start is
         126 (127 when not found) with the daemon's reason on stderr."""
         exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
-                                    tty=False, stdin=False)
+                                    tty=False, stdin=False, privileged=privileged)
         try:
             self.client.request("POST", f"/exec/{exec_id}/start",
                                 body={"Detach": True, "Tty": False}, kind="exec")
@@ -454,9 +455,10 @@ class DockerEngine(ImageMethods, NetworkMethods):
         return ExecResult(0, b"", b"")
 
     def _exec_create(self, container: str, cmd: list[str], *, env: dict[str, str] | None,
-                     user: str | None, workdir: str | None, tty: bool, stdin: bool) -> str:
+                     user: str | None, workdir: str | None, tty: bool, stdin: bool,
+                     privileged: bool = False) -> str:
         body = {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True,
-                "AttachStdin": stdin, "Tty": tty,
+                "AttachStdin": stdin, "Tty": tty, "Privileged": privileged,
                 "Env": [f"{k}={v}" for k, v in (env or {}).items()]}
         if user is not None:
             body["User"] = user
@@ -506,6 +508,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
             cpu_time_ns=int(((doc.get("cpu_stats") or {}).get("cpu_usage") or {})
                             .get("total_usage") or 0),
             pids=int((doc.get("pids_stats") or {}).get("current") or 0),
+            **_block_io(doc.get("blkio_stats") or {}),
         )
 
     def run_attached(self, spec: ContainerSpec) -> int:
@@ -541,10 +544,11 @@ class DockerEngine(ImageMethods, NetworkMethods):
     def exec_attached(
         self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
         env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+        privileged: bool = False,
     ) -> int:
         """`docker exec [-i] [-t]`: our terminal wired to the process; returns its exit code."""
         exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
-                                    tty=tty, stdin=stdin)
+                                    tty=tty, stdin=stdin, privileged=privileged)
         stream = self.client.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty},
                                     kind="exec")
         try:
@@ -610,3 +614,24 @@ class _ExitWaiter:
         self._conn.close()
 
 
+def _block_io(blkio: dict) -> dict[str, int]:
+    """Docker CLI's BlockIO from the daemon's blkio_stats: the Read and Write entries (v1
+    spells them so, v2 in lower case)."""
+    totals = {"read": 0, "write": 0}
+    for entry in blkio.get("io_service_bytes_recursive") or ():
+        op = str(entry.get("op", "")).lower()
+        if op in totals:
+            totals[op] += int(entry.get("value") or 0)
+    return {"block_read": totals["read"], "block_write": totals["write"]}
+
+
+class LogTime(float):
+    """A log line's time in Unix seconds that keeps the daemon's own RFC 3339 text (its
+    nanoseconds, which a float cannot hold), for `logs -t` to print as `docker logs -t`."""
+
+    rfc3339: str
+
+    def __new__(cls, seconds: float, text: str) -> Self:
+        value = super().__new__(cls, seconds)
+        value.rfc3339 = text
+        return value

@@ -390,13 +390,24 @@ class ImageMethods:
         return int((doc or {}).get("SpaceReclaimed") or 0)
 
     def disk_usage(self) -> dict[str, dict]:
+        """The daemon's `/system/df`, with Docker CLI's active counts and reclaimable sizes."""
         doc: dict = self.client.get_json("/system/df")
         images = doc.get("Images") or []
         containers = doc.get("Containers") or []
         volumes = doc.get("Volumes") or []
         cache = doc.get("BuildCache") or []
+        layers = int(doc.get("LayersSize") or 0)
+        used = [i for i in images if (i.get("Containers") or 0) > 0]
+        idle = [c for c in containers if c.get("State") not in ("running", "paused")]
+
+        def refs(v: dict) -> int:
+            return (v.get("UsageData") or {}).get("RefCount", 0)
+
+        def vsize(v: dict) -> int:
+            return max((v.get("UsageData") or {}).get("Size", 0), 0)
+
         return {
-            "Images": {"count": len(images), "size": int(doc.get("LayersSize") or 0),
+            "Images": {"count": len(images), "size": layers,
                        "per_image": [{"id": i.get("Id", ""),
                                       "tags": [t for t in i.get("RepoTags") or ()
                                                if t != "<none>:<none>"],
@@ -404,13 +415,22 @@ class ImageMethods:
                                       "shared_size": max(int(i.get("SharedSize") or 0), 0),
                                       "unique_size": int(i.get("Size") or 0)
                                       - max(int(i.get("SharedSize") or 0), 0)}
-                                     for i in images]},
+                                     for i in images],
+                       "active": len(used),
+                       "reclaimable": max(layers - sum(
+                           int(i.get("Size") or 0) - max(int(i.get("SharedSize") or 0), 0)
+                           for i in used), 0)},
             "Containers": {"count": len(containers),
-                           "size": sum(c.get("SizeRw") or 0 for c in containers)},
-            "Volumes": {"count": len(volumes),
-                        "size": sum(max((v.get("UsageData") or {}).get("Size", 0), 0)
-                                    for v in volumes)},
-            "Build Cache": {"count": len(cache), "size": sum(c.get("Size") or 0 for c in cache)},
+                           "size": sum(c.get("SizeRw") or 0 for c in containers),
+                           "active": len(containers) - len(idle),
+                           "reclaimable": sum(c.get("SizeRw") or 0 for c in idle)},
+            "Volumes": {"count": len(volumes), "size": sum(vsize(v) for v in volumes),
+                        "active": sum(1 for v in volumes if refs(v) > 0),
+                        "reclaimable": sum(vsize(v) for v in volumes if refs(v) == 0)},
+            "Build Cache": {"count": len(cache), "size": sum(c.get("Size") or 0 for c in cache),
+                            "active": sum(1 for c in cache if c.get("InUse")),
+                            "reclaimable": sum(c.get("Size") or 0 for c in cache
+                                               if not c.get("InUse") and not c.get("Shared"))},
         }
 
 

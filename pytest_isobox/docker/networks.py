@@ -37,10 +37,12 @@ class NetworkMethods:
         return self.network_inspect(name)
 
     def network_connect(self, network: str, container: str, *,
-                        aliases: list[str] | None = None) -> None:
+                        aliases: list[str] | None = None, ip: str | None = None) -> None:
+        endpoint: dict = {"Aliases": list(aliases or [])}
+        if ip:
+            endpoint["IPAMConfig"] = {"IPv4Address": ip}
         self.client.post_json(f"/networks/{network}/connect", body={
-            "Container": container, "EndpointConfig": {"Aliases": list(aliases or [])}},
-            kind="network")
+            "Container": container, "EndpointConfig": endpoint}, kind="network")
 
     def network_disconnect(self, network: str, container: str, *, force: bool = False) -> None:
         self.client.post_json(f"/networks/{network}/disconnect",

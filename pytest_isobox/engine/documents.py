@@ -129,10 +129,11 @@ def network_document(info: NetworkInfo, *, created: float | None = None, interna
     prefix = info.subnet.rsplit("/", 1)[1] if info.subnet and "/" in info.subnet else "32"
     names = container_names or {}
     return {
-        "Name": info.name, "Id": info.id, "Created": iso_time(created), "Scope": "local",
+        "Name": info.name, "Id": info.id, "Created": iso_time(created or info.created),
+        "Scope": "local",
         "Driver": info.driver, "EnableIPv4": True, "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": {}, "Config": config},
-        "Internal": internal, "Attachable": False, "Ingress": False,
+        "Internal": internal or info.internal, "Attachable": False, "Ingress": False,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
         "Containers": {cid: {"Name": names.get(cid, ""), "EndpointID": "", "MacAddress": "",
                              "IPv4Address": f"{ip}/{prefix}" if ip else "", "IPv6Address": ""}

@@ -199,6 +199,8 @@ class ContainerStats:
     memory_peak: int
     cpu_time_ns: int
     pids: int
+    block_read: int = 0  # bytes read from and written to block devices (Docker's BlockIO)
+    block_write: int = 0
 
 
 @dataclass
@@ -221,6 +223,8 @@ class NetworkInfo:
     gateway: str | None
     containers: dict[str, str] = field(default_factory=dict)  # container id -> ip
     labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # `network create --internal`: no way out
+    created: float | None = None  # seconds since the epoch, when known
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""An image's `VOLUME`s as anonymous volumes, as Docker makes them: a new volume per path no
+"""An image's `VOLUME`s (and volume mounts without a name) as anonymous volumes, as Docker makes them: a new volume per path no
 mount of the container covers, filled with what the image has there, removed with the
 container (`rm`, `--rm`, a sweep: the engine's `_release`)."""
 
@@ -25,6 +25,14 @@ def needed(image_config: dict, mounts: Iterable[MountSpec]) -> dict[str, str]:
               for v in image_config.get("Volumes") or {}]
     return {path: secrets.token_hex(32) for path in dict.fromkeys(wanted)
             if path not in covered}
+
+
+def unnamed(mounts: Iterable[MountSpec]) -> dict[str, str]:
+    """Target path -> a new volume name, for each volume mount given without a source
+    (Docker's `--mount type=volume,target=T`: an anonymous volume, removed with the
+    container as the image's are)."""
+    return {m.target: secrets.token_hex(32) for m in mounts if m.type == "volume"
+            and not m.source}
 
 
 def fill(dest: Path, lowerdirs: list[str], target: str) -> None:

@@ -147,16 +147,17 @@ def _mount(m: dict) -> dict:
 def _network_settings(spec: dict, st: ContainerState,
                       infos: Mapping[str, NetworkInfo]) -> dict:
     aliases = {n["network"]: list(n.get("aliases") or []) for n in spec.get("networks") or []}
-    mac = _mac_address(st)
+    first_mac = _mac_address(st)
     networks = {}
-    for name, ip in st.ips.items():
+    for index, (name, ip) in enumerate(st.ips.items()):
         address, _, prefix = ip.partition("/")
         info = infos.get(name)
         if not prefix and info is not None and info.subnet and "/" in info.subnet:
             prefix = info.subnet.rsplit("/", 1)[1]
+        mac = first_mac if index == 0 else _mac_of(address) if first_mac else ""
         networks[name] = {
             "IPAMConfig": None, "Links": None, "Aliases": aliases.get(name) or None,
-            "MacAddress": mac, "NetworkID": "", "EndpointID": "",
+            "MacAddress": mac, "NetworkID": info.id if info else "", "EndpointID": "",
             "Gateway": (info.gateway or "") if info else "", "IPAddress": address,
             "IPPrefixLen": int(prefix) if prefix else 0,
             "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
@@ -172,6 +173,15 @@ def _network_settings(spec: dict, st: ContainerState,
         "MacAddress": first.get("MacAddress", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
         "Networks": networks,
     }
+
+
+def _mac_of(address: str) -> str:
+    """The MAC the native engine gives an address (network/ipam.mac_for: 02:42 and its four
+    bytes, Docker's scheme), for the networks after the first."""
+    try:
+        return "02:42:" + ":".join(f"{int(b):02x}" for b in address.split("."))
+    except ValueError:
+        return ""
 
 
 def _mac_address(st: ContainerState) -> str:

@@ -42,6 +42,13 @@ def mark_running(state: dict, pid: int, monitor: ProcessIdentity | None, **extra
     return state
 
 
+def mark_addresses(state: dict, ips: dict[str, str]) -> dict:
+    """A running container's addresses per network after `network connect`/`disconnect`
+    (its status is untouched)."""
+    state["ips"] = dict(ips)
+    return state
+
+
 def mark_start_failed(state: dict, exit_code: int, message: str) -> dict:
     """The start failed before exec: still created, with Docker's exit code and the reason."""
     state.update(status="created", exit_code=exit_code, error=message)

@@ -122,8 +122,9 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
               name: str | None = None, scope: str = "session", shared: bool = False) -> Any:
     """A fixture giving a started, ready `Container`, removed when its scope ends.
 
-    `ready` is a `wait` strategy (default: running, and every published port accepts
-    connections; False: do not wait); `timeout` overrides --isobox-timeout. On a named
+    `ready` is a `wait` strategy (default: running, healthy when a healthcheck is in force,
+    the container's or its image's, and every published port accepts connections; False:
+    do not wait); `timeout` overrides --isobox-timeout. On a named
     network the container also answers to its fixture name. `shared=True` (session scope)
     starts one container for all xdist workers of the run.
     """

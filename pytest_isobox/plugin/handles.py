@@ -116,6 +116,10 @@ class Container:
         self._state = self.engine.state(self.id)
         return self._state
 
+    def inspect(self) -> dict:
+        """The engine's inspect document, in Docker's shape (State.Health, NetworkSettings)."""
+        return self.engine.inspect(self.id)
+
     @property
     def status(self) -> str:
         return self.poll_state().status

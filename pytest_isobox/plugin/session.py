@@ -352,7 +352,7 @@ class IsoboxSession:
                     ready: wait.Strategy | bool | None, timeout: float | None) -> None:
         if ready is False:
             return
-        strategy = wait.ports() if ready is None or ready is True else ready
+        strategy = wait.default() if ready is None or ready is True else ready
         try:
             record.ready_seconds = wait.wait_until_ready(
                 container, strategy, timeout or self.settings.timeout,

@@ -12,7 +12,10 @@ it waited for, the last attempt's error and the last log lines.
     wait.healthcheck()                  the image's HEALTHCHECK command exits 0 (via exec)
     wait.healthy()                      State.Health is healthy (the container's own check)
     wait.all_of(a, b)                   every one, in order
-    wait.ports()                        (the default) every published TCP port accepts
+    wait.ports()                        every published TCP port accepts
+    wait.health()                       Docker's State.Health is healthy (the engine's checks)
+    wait.default()                      (the default) healthy when a healthcheck is in force
+                                        (the container's or its image's), then ports()
 """
 
 from __future__ import annotations
@@ -191,6 +194,61 @@ class Healthcheck:
             f"command (Healthcheck.Test={test!r})")
 
 
+class Unhealthy(ReadinessError):
+    """The container's healthcheck declared it unhealthy while it was waited on."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """Docker's State.Health is `healthy`: the engine runs the healthcheck with its interval,
+    timeout, retries and start period (dockerd, or the native engine's keeper); `unhealthy`
+    fails at once, in one line naming the container and the last check's output."""
+
+    def describe(self, target: WaitTarget) -> str:
+        return "State.Health to be healthy"
+
+    def check(self, target: WaitTarget) -> None:
+        state = _inspect(target).get("State") or {}
+        health = state.get("Health") or {}
+        status = health.get("Status") or "starting"
+        if status == "healthy":
+            return
+        last = (health.get("Log") or [{}])[-1]
+        said = f"exit {last.get('ExitCode')}: {_last_line(last.get('Output') or '')}" \
+            if last else "no check finished yet"
+        if status == "unhealthy":
+            raise Unhealthy(f"container {target.name} is unhealthy (failing streak "
+                            f"{health.get('FailingStreak', 0)}); last health check: {said}")
+        raise NotReady(f"health {status}; last health check: {said}")
+
+
+class Default:
+    """The default readiness: `Health` first when a healthcheck is in force (Docker's
+    Config.Healthcheck, the container's or its image's, not NONE), then `Ports`."""
+
+    def __init__(self) -> None:
+        self._checked: dict[str, bool] = {}
+
+    def _has_health(self, target: WaitTarget) -> bool:
+        if target.name not in self._checked:
+            inspect = getattr(target, "inspect", None)
+            test = ((inspect().get("Config") or {}).get("Healthcheck") or {}).get("Test") \
+                if inspect is not None else None
+            self._checked[target.name] = bool(test) and test[0] != "NONE"
+        return self._checked[target.name]
+
+    def describe(self, target: WaitTarget) -> str:
+        ports = Ports().describe(target)
+        if not self._has_health(target):
+            return ports
+        return Health().describe(target) + ("" if ports == "running" else f" and {ports}")
+
+    def check(self, target: WaitTarget) -> None:
+        if self._has_health(target):
+            Health().check(target)
+        Ports().check(target)
+
+
 @dataclass(frozen=True)
 class Healthy:
     """State.Health is `healthy`: the healthcheck stored in the container, run by the engine
@@ -229,6 +287,17 @@ class AllOf:
 def tcp(port: int | str) -> Tcp:
     """Ready when a TCP connection to the container's port succeeds (published port first)."""
     return Tcp(port)
+
+
+def health() -> Health:
+    """Ready when the engine's healthcheck says healthy (State.Health.Status)."""
+    return Health()
+
+
+def default() -> Default:
+    """The default: healthy when the container has a healthcheck, then every published port
+    accepts."""
+    return Default()
 
 
 def ports() -> Ports:
@@ -323,6 +392,13 @@ def probe_tcp(host: str, port: int) -> None:
                 raise NotReady(f"{host}:{port} closed the connection at once")
     except OSError as exc:
         raise NotReady(f"{host}:{port}: {exc.strerror or exc}") from None
+
+
+def _inspect(target: WaitTarget) -> dict:
+    inspect = getattr(target, "inspect", None)
+    if inspect is None:
+        raise ReadinessError(f"container {target.name}: its engine has no inspect document")
+    return inspect()
 
 
 def _describe(strategy: Strategy, target: WaitTarget) -> str:

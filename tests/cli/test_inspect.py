@@ -107,17 +107,17 @@ def test_bad_template_is_one_line_exit_125(native: Cli, template: str) -> None:
     assert done.stdout == b""
 
 
-def test_size_flag(native: Cli) -> None:
-    name = native.run_d(command=("sh", "-c", "head -c 100000 /dev/zero > /big; exec sleep 1000"))
-    native("exec", name, "sh", "-c", "test -s /big")  # written by then: exec waits on it
+def test_size_flag(cli: Cli) -> None:
+    name = cli.run_d(command=("sh", "-c", "head -c 100000 /dev/zero > /big; exec sleep 1000"))
+    cli("exec", name, "sh", "-c", "test -s /big")  # written by then: exec waits on it
     deadline_doc = None
     for _ in range(200):  # the file appears once the shell ran; exec above proved it has
-        deadline_doc = inspect(native, "-s", name)[0]
+        deadline_doc = inspect(cli, "-s", name)[0]
         if deadline_doc["SizeRw"] >= 100000:
             break
     assert deadline_doc is not None and deadline_doc["SizeRw"] >= 100000
     assert deadline_doc["SizeRootFs"] > deadline_doc["SizeRw"]
-    assert "SizeRw" not in inspect(native, name)[0]
+    assert "SizeRw" not in inspect(cli, name)[0]
 
 
 @pytest.mark.skipif(not docker_available(), reason="no Docker daemon answers")

@@ -1,9 +1,9 @@
 """ps and images as Docker prints them (columns, --filter, --format, -n/-l/-s, --no-trunc,
---digests, REPOSITORY[:TAG]), run's exit statuses, --help and one-line usage errors."""
+--digests, REPOSITORY[:TAG]), run's exit statuses and one-line usage errors (--help on every
+verb: test_help.py)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -112,29 +112,6 @@ def test_run_exit_statuses_and_nothing_left(cli: Cli, command: tuple[str, ...],
 def test_run_of_a_missing_image_is_125(cli: Cli) -> None:
     done = cli("run", "--rm", "isobox-test/no-such-image:1", "true", check=False)
     assert done.returncode == 125 and done.stderr.decode().count("\n") == 1
-
-
-def _verbs() -> list[list[str]]:
-    from pytest_isobox.cli import _parser
-
-    def walk(parser: argparse.ArgumentParser, path: list[str]):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    yield [*path, name]
-                    yield from walk(sub, [*path, name])
-
-    return list(walk(_parser(), []))
-
-
-def test_help_on_every_verb() -> None:
-    verbs = _verbs()
-    assert ["run"] in verbs and ["network", "ls"] in verbs
-    for verb in verbs:
-        done = subprocess.run([sys.executable, "-m", "pytest_isobox.cli", *verb, "--help"],
-                              capture_output=True, check=False)
-        assert done.returncode == 0, (verb, done.stderr)
-        assert b"usage: isobox " in done.stdout
 
 
 @pytest.mark.parametrize("argv", [

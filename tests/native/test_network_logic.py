@@ -65,6 +65,30 @@ def test_allocation_is_lowest_free_and_never_the_gateway() -> None:
         ipam.allocate_address(subnet, [f"10.9.0.{i}" for i in range(2, 7)], "n")
 
 
+def test_a_given_gateway_is_a_host_of_the_subnet_and_never_handed_out() -> None:
+    net = IPv4Network("10.1.2.0/24")
+    assert ipam.parse_gateway("10.1.2.254", net) == IPv4Address("10.1.2.254")
+    assert ipam.allocate_address(net, [], "n", "10.1.2.254") == IPv4Address("10.1.2.1")
+    assert ipam.allocate_address(net, ["10.1.2.1"], "n", "10.1.2.2") == IPv4Address("10.1.2.3")
+    with pytest.raises(ConflictError, match="10.1.2.254"):
+        ipam.claim_address(net, [], "n", "10.1.2.254", "10.1.2.254")
+    for bad, message in (("10.1.3.1", "not a host address"), ("10.1.2.255", "not a host"),
+                         ("nope", "expected an IPv4 address")):
+        with pytest.raises(InvalidSpec, match=message):
+            ipam.parse_gateway(bad, net)
+
+
+def test_internal_network_rules_keep_traffic_inside_the_bridge() -> None:
+    rules = firewall.network_rules("isobox-x", IPv4Network("10.1.2.0/24"), "abc", "FORWARD",
+                                   internal=True)
+    assert "nat" not in rules  # nothing masqueraded
+    lines = rules["filter"]
+    assert lines[0].endswith("-j ACCEPT") and "-i isobox-x -o isobox-x" in lines[0]
+    assert any("-i isobox-x ! -o isobox-x" in r and r.endswith("DROP") for r in lines)
+    assert any("! -i isobox-x -o isobox-x" in r and r.endswith("DROP") for r in lines)
+    assert all("isobox:net:abc" in r for r in lines)
+
+
 def test_mac_follows_the_address() -> None:
     assert ipam.mac_for(IPv4Address("10.213.0.2")) == "02:42:0a:d5:00:02"
 

@@ -38,3 +38,39 @@ def test_bad_run_option_fails_at_declaration(project, busybox_rootfs, engine_kin
     result = project.runpytest("-p", "no:cacheprovider")
     result.stderr.fnmatch_lines(["*sysctl 'vm.swappiness' is not allowed*"])
     assert result.ret != 0
+
+
+def test_container_with_a_healthcheck_is_waited_until_healthy(project, busybox_rootfs,
+                                                              engine_kind):
+    """The default readiness waits for State.Health: the check fails until the container
+    has made /tmp/ready, a second after it starts."""
+    project.makeconftest(base_conftest(busybox_rootfs, """
+        box = container(
+            image="{base}", command=["sh", "-c", "sleep 1; touch /tmp/ready; sleep 600"],
+            healthcheck={"cmd": "test -f /tmp/ready", "interval": "200ms", "retries": 50})
+    """))
+    project.makepyfile(test_it=textwrap.dedent("""
+        def test_healthy(box):
+            assert box.inspect()["State"]["Health"]["Status"] == "healthy"
+            assert box.exec("test -f /tmp/ready")[0] == 0
+    """))
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_image_healthcheck_failing_ends_in_one_line(project, busybox_rootfs, engine_kind):
+    """An image's HEALTHCHECK is waited on too; once unhealthy, one line names the container
+    and the last check's output."""
+    (project.path / "ctx").mkdir()
+    (project.path / "ctx" / "Dockerfile").write_text(
+        "FROM isobox-test/plugin-busybox:latest\n"
+        "HEALTHCHECK --interval=200ms --retries=2 CMD sh -c 'echo not yet ready; exit 3'\n"
+        'CMD ["sleep", "600"]\n')
+    project.makeconftest(base_conftest(busybox_rootfs, """
+        checked = image(path="ctx")  # FROM base's tag: the test asks for base first
+        box = container(image="{checked}")
+    """))
+    project.makepyfile(test_it="def test_x(base, box):\n    pass\n")
+    result = project.runpytest("-p", "no:cacheprovider")
+    line = "*container * is unhealthy (failing streak 2); last health check: exit 3: not yet ready*"
+    result.stdout.fnmatch_lines([line])
+    assert result.ret != 0

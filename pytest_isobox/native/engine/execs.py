@@ -30,7 +30,11 @@ class ExecRole:
         return cdir, state["pid"]
 
     def _exec_process(self, cdir: ContainerDir, cmd: list[str], env: dict[str, str] | None,
-                      user: str | None, workdir: str | None, tty: bool) -> ProcessPlan:
+                      user: str | None, workdir: str | None, tty: bool,
+                      privileged: bool = False) -> ProcessPlan:
+        """The exec'd process; `privileged` (`exec --privileged`) gives it every capability
+        this host can grant, whatever the container's, and keeps the container's seccomp
+        filter, as dockerd does."""
         from pytest_isobox.native import privileges
         from pytest_isobox.native.runtime import ProcessPlan
 
@@ -43,7 +47,9 @@ class ExecRole:
                            user=config["user"] if user is None else user, tty=tty,
                            create_workdir=False,
                            rlimits=dict(config["spec"].get("ulimits") or {}),
-                           capabilities=privileges.capability_mask(config["spec"]))
+                           capabilities=privileges.capability_mask(
+                               {**config["spec"], "privileged": True} if privileged
+                               else config["spec"]))
 
     def _fork_exec(self, cdir: ContainerDir, pid: int, process: ProcessPlan,
                    stdio: tuple[int, int, int], error_w: int,
@@ -62,7 +68,8 @@ class ExecRole:
                           name="exec", failure_code=127, die_with_parent=die_with_parent)
 
     def exec(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
-             user: str | None = None, workdir: str | None = None) -> ExecResult:
+             user: str | None = None, workdir: str | None = None,
+             privileged: bool = False) -> ExecResult:
         """Run `cmd` in the running container (its namespaces and cgroup), collect output.
 
         A command that cannot be started gives exit code 126/127 and the reason on stderr.
@@ -71,7 +78,8 @@ class ExecRole:
         from pytest_isobox.native.runtime import exit_code_of
 
         cdir, pid = self._exec_target(container)
-        process = self._exec_process(cdir, cmd, env, user, workdir, tty=False)
+        process = self._exec_process(cdir, cmd, env, user, workdir, tty=False,
+                                     privileged=privileged)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
@@ -92,7 +100,8 @@ class ExecRole:
         return ExecResult(code, bytes(outputs[out_r]), stderr)
 
     def exec_detached(self, container: str, cmd: list[str], *, env: dict[str, str] | None = None,
-                      user: str | None = None, workdir: str | None = None) -> ExecResult:
+                      user: str | None = None, workdir: str | None = None,
+                      privileged: bool = False) -> ExecResult:
         """Start `cmd` in the running container and return once it runs (`exec -d`): exit
         code 0, or the 126/127 of a command that could not start with the reason on stderr.
         Its output goes nowhere, as Docker's; it ends with the container at the latest."""
@@ -102,7 +111,8 @@ class ExecRole:
         from pytest_isobox.native.runtime import exit_code_of
 
         cdir, pid = self._exec_target(container)
-        process = self._exec_process(cdir, cmd, env, user, workdir, tty=False)
+        process = self._exec_process(cdir, cmd, env, user, workdir, tty=False,
+                                     privileged=privileged)
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         null_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         null_w = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
@@ -128,14 +138,15 @@ class ExecRole:
 
     def exec_attached(self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
                       env: dict[str, str] | None = None, user: str | None = None,
-                      workdir: str | None = None) -> int:
+                      workdir: str | None = None, privileged: bool = False) -> int:
         """`exec -i/-t`: the process talks to this process's terminal (a pty when tty)."""
         from pytest_isobox.native.engine.support import read_to_end
         from pytest_isobox.native.runtime import exit_code_of, receive_console
         from pytest_isobox.native.terminal import copy_window_size, raw_terminal, relay_pty
 
         cdir, pid = self._exec_target(container)
-        process = self._exec_process(cdir, cmd, env, user, workdir, tty=tty)
+        process = self._exec_process(cdir, cmd, env, user, workdir, tty=tty,
+                                     privileged=privileged)
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         console = child_console = None

@@ -3,6 +3,7 @@ disk usage, and an image reference resolved into the lower dirs a container moun
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,20 +139,46 @@ class ImagesRole:
         return self.images_store.prune(in_use=self._images_in_use())
 
     def disk_usage(self) -> dict[str, dict]:
+        """Docker's `system df` rows: per kind a count, a size, how many are in use
+        ("active": images of containers, running containers, mounted volumes) and the size
+        the others take ("reclaimable")."""
         usage = self.images_store.disk_usage()
         containers = list(self.store.all())
         volumes = self.volumes()
         cache = self.home / "buildcache"
+        used_images, used_volumes, running, idle_size, sizes = set(), set(), 0, 0, 0
+        for cdir in containers:
+            with contextlib.suppress(Exception):  # removed meanwhile
+                config = cdir.config
+                used_images.add(config["image_id"])
+                used_volumes.update(m["source"] for m in config["spec"].get("mounts") or ()
+                                    if m["type"] == "volume")
+                used_volumes.update(config.get("anonymous_volumes") or ())
+                size = tree_size(cdir.upper)
+                sizes += size
+                if self.state(cdir.id).status in ("running", "paused"):
+                    running += 1
+                else:
+                    idle_size += size
+        per_image = usage.get("per_image", [])
+        image_size = usage["images"]["size"] + usage["layers"]["size"]
+        # what the images no container uses take alone (their layers stacked by no other)
+        idle_images = sum(i["unique_size"] for i in per_image if i["id"] not in used_images)
+        volume_sizes = {v: tree_size(self.volume_store.path(v)) for v in volumes}
+        cache_size = tree_size(cache)
         return {
-            "Images": {"count": usage["images"]["count"],
-                       "size": usage["images"]["size"] + usage["layers"]["size"],
-                       "per_image": usage.get("per_image", [])},
-            "Containers": {"count": len(containers),
-                           "size": sum(tree_size(c.upper) for c in containers)},
-            "Volumes": {"count": len(volumes),
-                        "size": sum(tree_size(self.volume_store.path(v)) for v in volumes)},
+            "Images": {"count": usage["images"]["count"], "size": image_size,
+                       "per_image": per_image,
+                       "active": len(used_images & {i["id"] for i in per_image}),
+                       "reclaimable": min(idle_images, image_size)},
+            "Containers": {"count": len(containers), "size": sizes, "active": running,
+                           "reclaimable": idle_size},
+            "Volumes": {"count": len(volumes), "size": sum(volume_sizes.values()),
+                        "active": len(used_volumes & set(volumes)),
+                        "reclaimable": sum(s for v, s in volume_sizes.items()
+                                           if v not in used_volumes)},
             "Build Cache": {"count": len(list(cache.iterdir())) if cache.is_dir() else 0,
-                            "size": tree_size(cache)},
+                            "size": cache_size, "active": 0, "reclaimable": cache_size},
         }
 
     def _resolve_image(self, ref: str) -> tuple[str, dict, list[str]]:

@@ -97,10 +97,16 @@ class LifecycleRole:
                 lowerdirs: list[str]) -> ContainerState:
         from pytest_isobox.native import anonymous_volumes
 
-        anonymous = anonymous_volumes.needed(image_config, spec.mounts)
+        given = anonymous_volumes.unnamed(spec.mounts)  # `--mount type=volume,target=T`
+        if given:
+            spec = replace(spec, mounts=[
+                replace(m, source=given[m.target]) if m.target in given and m.type == "volume"
+                else m for m in spec.mounts])
+        image_volumes = anonymous_volumes.needed(image_config, spec.mounts)
+        anonymous = {**given, **image_volumes}
         if anonymous:  # the image's VOLUMEs no mount covers: new volumes, filled as Docker does
             spec = replace(spec, mounts=[*spec.mounts, *(
-                MountSpec("volume", target, name) for target, name in anonymous.items())])
+                MountSpec("volume", target, name) for target, name in image_volumes.items())])
             for target, name in anonymous.items():
                 anonymous_volumes.fill(self.volume_store.path(self.volume_create(name)),
                                        lowerdirs, target)
@@ -301,7 +307,11 @@ class LifecycleRole:
             spec = cdir.config["spec"]
         except Exception:  # noqa: BLE001 - the directory is gone: nothing of it to read
             spec = {"networks": [1], "network_mode": "bridge"}
-        if network_kind(spec) == "managed" and self.network is not None:
+        try:
+            connected = bool(cdir.config.get("networks_detached"))  # network connect since
+        except Exception:  # noqa: BLE001 - the directory is gone
+            connected = False
+        if (network_kind(spec) == "managed" or connected) and self.network is not None:
             self.network.detach(cdir.id)
         if delete:
             try:

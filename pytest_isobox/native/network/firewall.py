@@ -125,11 +125,18 @@ def dnat_accept(bridge: str, network_id: str) -> str:
            f"{network_tag(network_id)} -j ACCEPT"
 
 
-def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str) -> Rules:
+def network_rules(bridge: str, subnet: IPv4Network, network_id: str, chain: str,
+                  internal: bool = False) -> Rules:
     """A network's rules: talk inside it, go out NATed, reach no other bridge, let connections
     DNAT'd to a published port in, and DNAT'd loopback connections too (their 127/8 source
-    masqueraded to the gateway)."""
+    masqueraded to the gateway). An internal network (`--internal`) talks inside only: no
+    traffic is forwarded in or out of its bridge and nothing is masqueraded, as Docker's."""
     c = f"-m comment --comment {network_tag(network_id)}"
+    if internal:
+        forward = [f"-i {bridge} -o {bridge} {c} -j ACCEPT",
+                   f"-i {bridge} ! -o {bridge} {c} -j DROP",
+                   f"! -i {bridge} -o {bridge} {c} -j DROP"]
+        return {"filter": [f"-I {chain} {n} {rule}" for n, rule in enumerate(forward, 1)]}
     drops = [f"-i {bridge} -o {other} {c} -j DROP" for other in OTHER_BRIDGES]
     forward = [
         f"-i {bridge} -o {bridge} {c} -j ACCEPT",

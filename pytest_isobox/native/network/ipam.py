@@ -70,9 +70,26 @@ def gateway_of(subnet: IPv4Network) -> IPv4Address:
     return subnet.network_address + 1
 
 
-def allocate_address(subnet: IPv4Network, used: Iterable[str], network: str) -> IPv4Address:
-    """The lowest host address that is neither the gateway nor in `used`."""
-    taken = {int(IPv4Address(ip)) for ip in used} | {int(gateway_of(subnet))}
+def parse_gateway(text: str, subnet: IPv4Network) -> IPv4Address:
+    """`--gateway`: a host address of the subnet (the bridge holds it)."""
+    try:
+        address = IPv4Address(text)
+    except ValueError:
+        raise InvalidSpec(f"invalid --gateway {text!r}: expected an IPv4 address") from None
+    if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidSpec(f"invalid --gateway {text}: not a host address of subnet {subnet}")
+    return address
+
+
+def _gateway(subnet: IPv4Network, gateway: str | None) -> IPv4Address:
+    return IPv4Address(gateway) if gateway else gateway_of(subnet)
+
+
+def allocate_address(subnet: IPv4Network, used: Iterable[str], network: str,
+                     gateway: str | None = None) -> IPv4Address:
+    """The lowest host address that is neither the gateway (`gateway`, else the subnet's
+    first host) nor in `used`."""
+    taken = {int(IPv4Address(ip)) for ip in used} | {int(_gateway(subnet, gateway))}
     first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address)
     for host in range(first, last):  # every address but the network's and the broadcast
         if host not in taken:
@@ -86,7 +103,7 @@ def mac_for(ip: IPv4Address) -> str:
 
 
 def claim_address(subnet: IPv4Network, used: Iterable[str], network: str,
-                  wanted: str) -> IPv4Address:
+                  wanted: str, gateway: str | None = None) -> IPv4Address:
     """`--ip`: the address asked for, if it is a free host address of the subnet."""
     try:
         ip = IPv4Address(wanted)
@@ -95,6 +112,6 @@ def claim_address(subnet: IPv4Network, used: Iterable[str], network: str,
     if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
         raise InvalidSpec(f"no configured subnet of network {network!r} contains the IP "
                           f"address {ip} ({subnet})")
-    if ip == gateway_of(subnet) or str(ip) in set(used):
+    if ip == _gateway(subnet, gateway) or str(ip) in set(used):
         raise ConflictError(f"address {ip} is already in use on network {network!r}")
     return ip

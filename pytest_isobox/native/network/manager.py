@@ -13,6 +13,11 @@
   handed out again until it is gone;
 - a network belongs to the process that made it (unless labelled persistent, as the CLI's are):
   once that process is dead and no container uses it, the sweep removes it, from any home.
+- `connect`/`disconnect` change a running container's endpoint record in place (one more or
+  one fewer network entry: its veth, address and hosts entries), so what `detach` and the
+  sweep undo is always the container's whole attachment;
+- an internal network (`--internal`) forwards nothing in or out of its bridge and masquerades
+  nothing; its containers get no default route through it.
 
 The start path costs some milliseconds: one flock, two small new files, two rtnetlink
 batches (veth; addresses and route in the container), one nftables transaction, the hosts
@@ -21,6 +26,7 @@ file. No process is spawned and no file is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -118,7 +124,8 @@ def _info(record: Record) -> NetworkInfo:
         name=record["name"], id=record["id"], driver="bridge", subnet=record["subnet"],
         gateway=record["gateway"],
         containers={cid: m["ip"] for cid, m in record["members"].items()},
-        labels=dict(record.get("labels", {})),
+        labels=dict(record.get("labels", {})), internal=bool(record.get("internal")),
+        created=record.get("created"),
     )
 
 
@@ -174,30 +181,36 @@ class NetworkManager:
     # ------------------------------------------------------------------ networks
 
     def create(self, name: str, *, subnet: str | None = None,
-               labels: dict[str, str] | None = None) -> NetworkInfo:
+               labels: dict[str, str] | None = None, gateway: str | None = None,
+               internal: bool = False) -> NetworkInfo:
         """A new network: its bridge, its subnet (ours unless given), its rules. It belongs to
         this process (a sweep removes it, unused, once the process is dead) unless its labels
-        hold PERSISTENT_LABEL=1 (then only `remove` does, as in Docker)."""
+        hold PERSISTENT_LABEL=1 (then only `remove` does, as in Docker). `gateway`: the
+        bridge's address (the subnet's first host unless given); `internal`: no way out."""
         if not _NAME.fullmatch(name) or name in SPECIAL_MODES:
             raise InvalidSpec(f"invalid network name {name!r}: use letters, digits, '_', '.', '-'")
         if name == DEFAULT_NETWORK:
             raise ConflictError("'bridge' is the default network: choose another name")
-        return self._create(name, subnet, labels)
+        options = {k: v for k, v in (("gateway", gateway), ("internal", internal)) if v}
+        return self._create(name, subnet, labels, **options)
 
-    def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None) -> NetworkInfo:
+    def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None,
+                **options: Any) -> NetworkInfo:
         self._require_privileges()
         with self.registry.lock, self.store.lock:
             claims = [
                 ipam.Claim(IPv4Network(e["subnet"]), f"isobox network {e['name']} ({e['bridge']})")
                 for e in self.registry.entries()
             ]
-            record = self._new_record(name, subnet, labels, claims)
+            record = self._new_record(name, subnet, labels, claims, **options)
             record["rules_version"] = firewall.RULES_VERSION
             net, network_id = IPv4Network(record["subnet"]), record["id"]
             try:
-                self._links.create_bridge(record["bridge"], ipam.gateway_of(net), net.prefixlen)
+                self._links.create_bridge(record["bridge"], IPv4Address(record["gateway"]),
+                                          net.prefixlen)
                 firewall.apply(firewall.network_rules(
-                    record["bridge"], net, network_id, firewall.forward_chain()))
+                    record["bridge"], net, network_id, firewall.forward_chain(),
+                    internal=bool(record.get("internal"))))
                 record["host_sysctls"] = self._enable_uplink_forwarding()
                 self.store.save_network(record)
             except BaseException:
@@ -206,23 +219,29 @@ class NetworkManager:
         return _info(record)
 
     def _new_record(self, name: str, subnet: str | None, labels: dict[str, str] | None,
-                    claims: list[ipam.Claim]) -> Record:
+                    claims: list[ipam.Claim], *, gateway: str | None = None,
+                    internal: bool = False) -> Record:
         """A new network's record with a subnet colliding with none of `claims`, host routes
         or Docker's pools, registered host-wide. Caller holds the registry and store locks."""
         if self.store.network(name) is not None:
             raise ConflictError(f"network {name!r} already exists")
+        if gateway is not None and subnet is None:
+            raise InvalidSpec(f"--gateway {gateway}: needs --subnet")
         claims = claims + self._links.claims() + ipam.docker_pool_claims()
         net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
+        address = ipam.parse_gateway(gateway, net) if gateway else ipam.gateway_of(net)
         network_id = secrets.token_hex(32)
         record: Record = {
             "name": name, "id": network_id, "bridge": bridge_name(network_id),
-            "subnet": str(net), "gateway": str(ipam.gateway_of(net)),
+            "subnet": str(net), "gateway": str(address),
             "labels": dict(labels or {}), "created": time.time(), "members": {},
             "host_sysctls": [],
             # the process whose death makes the network sweepable (None: persistent)
             "owner": None if (labels or {}).get(PERSISTENT_LABEL) == "1"
             else ProcessIdentity.current().dump(),
         }
+        if internal:
+            record["internal"] = True
         self.registry.add(record["bridge"], self.home, name, network_id, str(net))
         return record
 
@@ -288,10 +307,11 @@ class NetworkManager:
                 self.registry.add(record["bridge"], self.home, record["name"], record["id"],
                                   record["subnet"])
                 firewall.remove_tagged({firewall.network_tag(record["id"])})
-                self._links.create_bridge(record["bridge"], ipam.gateway_of(subnet),
+                self._links.create_bridge(record["bridge"], IPv4Address(record["gateway"]),
                                           subnet.prefixlen)
                 firewall.apply(firewall.network_rules(
-                    record["bridge"], subnet, record["id"], firewall.forward_chain()))
+                    record["bridge"], subnet, record["id"], firewall.forward_chain(),
+                    internal=bool(record.get("internal"))))
 
     def _teardown_network(self, bridge: str, network_id: str) -> None:
         """A network's rules and bridge, and its registration; with the last network on
@@ -369,6 +389,97 @@ class NetworkManager:
             prefixlen={n["network"]: n["prefixlen"] for n in nets},
         )
 
+    def connect(self, container_id: str, name: str, hostname: str, netns_pid: int,
+                want: NetworkAttachment, hosts_file: Path, *, ip: str | None = None) -> Record:
+        """`network connect` of a running container: one more veth on the network's bridge,
+        an address on it (a default route too when the container had no way out) and the
+        hosts files of everyone on the network rewritten. All or nothing; returns the new
+        network entry of the endpoint record (ip, gateway, mac, prefixlen, ifname)."""
+        self._require_privileges()
+        with self.store.lock:
+            record = self.store.network(want.network, members=False)
+            if record is None:
+                raise NetworkNotFound(f"network {want.network!r} not found")
+            endpoint = self.store.endpoint(container_id)
+            fresh = endpoint is None
+            if endpoint is None:  # disconnected from every network earlier
+                holder = ProcessIdentity.of(netns_pid)
+                endpoint = {"id": container_id, "name": name, "hostname": hostname,
+                            "hosts_file": str(hosts_file), "networks": [], "ports": {},
+                            "publish": self.publish, "rules": "nft", "holder": holder.dump()}
+            if any(n["network"] == record["name"] for n in endpoint["networks"]):
+                raise ConflictError(f"endpoint with name {name} already exists in network "
+                                    f"{record['name']}")
+            index = endpoint.get("next_index") or 1 + max(
+                (int(n["ifname"][3:]) for n in endpoint["networks"]), default=-1)
+            subnet = IPv4Network(record["subnet"])
+            taken = self._taken(record)
+            ip = ipam.claim_address(subnet, taken, record["name"], ip, record["gateway"]) \
+                if ip else ipam.allocate_address(subnet, taken, record["name"], record["gateway"])
+            had_route = _default_gateway(endpoint["networks"]) is not None
+            net: Record = {
+                "network": record["name"], "network_id": record["id"],
+                "bridge": record["bridge"], "veth": veth_name(container_id, index),
+                "ifname": f"eth{index}", "ip": str(ip), "prefixlen": subnet.prefixlen,
+                "gateway": record["gateway"], "mac": ipam.mac_for(ip),
+                "aliases": list(want.aliases), "rules_version": record.get("rules_version", 1),
+                **({"internal": True} if record.get("internal") else {}),
+            }
+            endpoint["networks"].append(net)
+            endpoint["next_index"] = index + 1
+            if fresh:
+                self.store.create_endpoint(endpoint)
+            else:
+                self.store.save_endpoint(endpoint)
+            self.store.add_member(record["name"], {
+                "id": container_id, "ip": str(ip), "name": name, "hostname": hostname,
+                "aliases": list(want.aliases), "hosts_file": str(hosts_file)})
+        try:
+            self._ensure_bridges({"networks": [net]})
+            self._add_veth(net, netns_pid)
+            gateway = None if had_route or net.get("internal") else IPv4Address(net["gateway"])
+            rtnl.configure_netns(netns_pid, [(net["ifname"], ip, subnet.prefixlen)], gateway,
+                                 loopback=False)
+            with self.store.lock:
+                self._refresh_hosts(self.store, {record["name"]},
+                                    also={container_id: endpoint})
+        except BaseException:
+            self.disconnect(container_id, record["name"], netns_pid)
+            raise
+        return net
+
+    def disconnect(self, container_id: str, network: str, netns_pid: int | None) -> bool:
+        """`network disconnect` of a running container: its veth on that network goes (and
+        its address, and its name from the others' hosts files); when that network held the
+        default route, the next one with a way out takes it. False when the container was
+        not on that network. The port rules stay on the first network: disconnecting that
+        one from a container publishing ports is refused."""
+        with self.store.lock:
+            endpoint = self.store.endpoint(container_id)
+            nets = endpoint["networks"] if endpoint else []
+            net = next((n for n in nets if n["network"] == network), None)
+            if endpoint is None or net is None:
+                return False
+            if endpoint["ports"] and net is nets[0] and endpoint.get("publish") != "relay":
+                raise ConflictError(f"cannot disconnect {endpoint['name']} from {network}: its "
+                                    "published ports lead to its address there (remove the "
+                                    "container instead)")
+            was_route = _default_gateway(nets) is net
+            nets.remove(net)
+            endpoint["next_index"] = endpoint.get("next_index") or 1 + max(
+                (int(n["ifname"][3:]) for n in [*nets, net]), default=-1)
+            self.store.save_endpoint(endpoint)
+        self._links.delete(net["veth"])  # the address is free once its veth is gone
+        with self.store.lock:
+            self.store.remove_address(network, net["ip"], container_id)
+            self._refresh_hosts(self.store, {network}, also={container_id: endpoint})
+        successor = _default_gateway(nets)
+        if was_route and successor is not None and netns_pid:
+            with contextlib.suppress(FileExistsError):  # a route of its own already
+                rtnl.configure_netns(netns_pid, [], IPv4Address(successor["gateway"]),
+                                     loopback=False)
+        return True
+
     def _claim_addresses(self, container_id: str, name: str, hostname: str,
                          wanted: list[NetworkAttachment], hosts_file: Path,
                          published: dict[str, list[tuple[str, int]]],
@@ -411,15 +522,17 @@ class NetworkManager:
                 if record["name"] == DEFAULT_NETWORK:
                     raise InvalidSpec("user specified IP address is supported on user defined "
                                       "networks only")
-                ip = ipam.claim_address(subnet, used, record["name"], spec.ip)
+                ip = ipam.claim_address(subnet, used, record["name"], spec.ip,
+                                        record["gateway"])
             else:
-                ip = ipam.allocate_address(subnet, used, record["name"])
+                ip = ipam.allocate_address(subnet, used, record["name"], record["gateway"])
             endpoint["networks"].append({
                 "network": record["name"], "network_id": record["id"],
                 "bridge": record["bridge"], "veth": veth_name(container_id, index),
                 "ifname": f"eth{index}", "ip": str(ip), "prefixlen": subnet.prefixlen,
                 "gateway": record["gateway"], "mac": ipam.mac_for(ip),
                 "aliases": list(want.aliases), "rules_version": record.get("rules_version", 1),
+                **({"internal": True} if record.get("internal") else {}),
             })
             members.append((record["name"], {
                 "id": container_id, "ip": str(ip), "name": name, "hostname": hostname,
@@ -445,19 +558,23 @@ class NetworkManager:
 
     def _wire(self, endpoint: Record, pid: int) -> None:
         for net in endpoint["networks"]:
-            try:
-                rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
-            except FileExistsError:
-                # the container's previous start: its veth (named from the container's id)
-                # is still going away after a stop (queued for deletion, or left to the
-                # kernel with the old namespace); once those are done, the name is free or
-                # else a leftover of that start, which nothing else is ever given
-                self._links.settle()
-                self._links.delete(net["veth"])
-                rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+            self._add_veth(net, pid)
+        gateway = _default_gateway(endpoint["networks"])
         rtnl.configure_netns(
             pid, [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"]) for n in endpoint["networks"]],
-            IPv4Address(endpoint["networks"][0]["gateway"]))
+            IPv4Address(gateway["gateway"]) if gateway else None)
+
+    def _add_veth(self, net: Record, pid: int) -> None:
+        try:
+            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
+        except FileExistsError:
+            # the container's previous start: its veth (named from the container's id)
+            # is still going away after a stop (queued for deletion, or left to the
+            # kernel with the old namespace); once those are done, the name is free or
+            # else a leftover of that start, which nothing else is ever given
+            self._links.settle()
+            self._links.delete(net["veth"])
+            rtnl.add_veth(net["veth"], net["bridge"], pid, net["ifname"], net["mac"])
 
     def _reserve_ports(self, container_id: str,
                        ports: list[PortSpec]) -> dict[str, list[tuple[str, int]]]:
@@ -741,6 +858,12 @@ class NetworkManager:
                        if r is not None and r["id"] in {e["id"] for e in registered}]
             cleaned += [f"{line} (home {home})" for line in self._sweep_networks(store, records)]
         return cleaned
+
+
+def _default_gateway(networks: list[Record]) -> Record | None:
+    """The network whose gateway is the container's default route: the first one that is not
+    internal (an internal network has no way out), None when every one is."""
+    return next((n for n in networks if not n.get("internal")), None)
 
 
 def _holder_dead(endpoint: Record) -> bool:

@@ -210,14 +210,16 @@ def in_netns_of(pid: int) -> Iterator[None]:
 
 
 def configure_netns(pid: int, interfaces: list[tuple[str, IPv4Address, int]],
-                    gateway: IPv4Address | None) -> None:
-    """Inside pid's netns: loopback up; each (name, address, prefix) up; a default route."""
+                    gateway: IPv4Address | None, *, loopback: bool = True) -> None:
+    """Inside pid's netns: loopback up (unless `loopback` is False: a running container's,
+    up already); each (name, address, prefix) up; a default route."""
     with in_netns_of(pid):
         sock = _socket()  # a netlink socket belongs to the namespace it was made in
-        loopback = socket.if_nametoindex("lo")
+        lo_index = socket.if_nametoindex("lo")
         indexes = [socket.if_nametoindex(name) for name, _, _ in interfaces]
     batch = Batch()
-    batch.add(RTM_NEWLINK, 0, _ifinfomsg(loopback, IFF_UP, IFF_UP), f"set lo up in pid {pid}")
+    if loopback:
+        batch.add(RTM_NEWLINK, 0, _ifinfomsg(lo_index, IFF_UP, IFF_UP), f"set lo up in pid {pid}")
     for index, (name, ip, prefixlen) in zip(indexes, interfaces):
         batch.add(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
                   struct.pack("=BBBBI", socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
@@ -231,4 +233,5 @@ def configure_netns(pid: int, interfaces: list[tuple[str, IPv4Address, int]],
                   + _nla(RTA_GATEWAY, gateway.packed),
                   f"add default route via {gateway} in pid {pid}")
     with sock:
-        batch.send(sock)
+        if batch.messages:
+            batch.send(sock)

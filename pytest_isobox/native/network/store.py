@@ -228,6 +228,10 @@ class NetworkStore:
         """Record a new attachment; False when the container has one already."""
         return create_json(self._endpoint_path(record["id"]), record)
 
+    def save_endpoint(self, record: Record) -> None:
+        """Rewrite an attachment (`network connect`/`disconnect`: off the start path)."""
+        write_json_atomic(self._endpoint_path(record["id"]), record)
+
     def delete_endpoint(self, container_id: str) -> None:
         self._endpoint_path(container_id).unlink(missing_ok=True)
 

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pytest_isobox.engine import NetworkInfo, PortSpec
+from pytest_isobox.engine import InvalidSpec, NetworkInfo, PortSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.network import ipam, rtnl
 from pytest_isobox.native.network.links import Links
@@ -123,8 +123,11 @@ class RootlessNetworkManager(NetworkManager):
         """Nothing: the helper namespace is the user's own."""
 
     def _create(self, name: str, subnet: str | None, labels: dict[str, str] | None,
-                ) -> NetworkInfo:
+                **options: object) -> NetworkInfo:
         """A network record; its bridge is made in the helper netns when first attached to."""
+        if options:
+            raise InvalidSpec(f"network create --{next(iter(options))}: not supported for "
+                              "rootless networks yet")
         with self.registry.lock, self.store.lock:
             claims = [ipam.Claim(IPv4Network(r["subnet"]), f"isobox network {r['name']}")
                       for r in self.store.networks()]
