@@ -242,3 +242,36 @@ def test_kill_9_of_the_owner_leaves_nothing_its_reaper_does_not_take(user: Throw
     swept, left = run_as(user, _sweep)
     assert left == []  # removed by its monitor, or else by this sweep
     assert all(cid[:12] in line for line in swept if "container" in line)
+
+
+def _connect_and_disconnect() -> dict:
+    found: dict = {}
+    with NativeEngine() as engine:
+        engine.network_create("first")
+        engine.network_create("second")
+        box = engine.run(ContainerSpec(image="bb", command=["sleep", "300"],
+                                       networks=[NetworkAttachment("first")]))
+        peer = engine.run(ContainerSpec(image="bb", command=["sleep", "300"], name="peer",
+                                        networks=[NetworkAttachment("second")]))
+        try:
+            engine.network_connect("second", box.id, aliases=["extra"])
+            found["connected"] = engine.exec(box.id, ["ip", "-o", "-4", "addr"]).stdout.decode()
+            found["ping"] = engine.exec(box.id, ["ping", "-c", "1", "-W", "2", "peer"]).exit_code
+            found["by_alias"] = engine.exec(peer.id, ["ping", "-c", "1", "-W", "2",
+                                                      "extra"]).exit_code
+            engine.network_disconnect("second", box.id)
+            found["left"] = engine.exec(box.id, ["ip", "-o", "-4", "addr"]).stdout.decode()
+        finally:
+            engine.remove(box.id, force=True)
+            engine.remove(peer.id, force=True)
+            engine.network_remove("first")
+            engine.network_remove("second")
+    return found
+
+
+def test_network_connect_and_disconnect_of_a_rootless_container(user: ThrowawayUser) -> None:
+    run_as(user, _import_bb, str(user.home / "rootfs"))
+    found = run_as(user, _connect_and_disconnect)
+    assert "eth1" in found["connected"]  # a second interface, on the second network
+    assert found["ping"] == 0 and found["by_alias"] == 0  # names resolve both ways
+    assert "eth1" not in found["left"] and "eth0" in found["left"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from pytest_isobox.engine import (
@@ -54,8 +56,9 @@ class NetworksRole:
             raise InvalidSpec("network connect --ip: the container must be running (the native "
                               "engine keeps --ip for the first network of run/create only)")
         if pid is not None:
-            net = self._network_manager().connect(cdir.id, cdir.name, cdir.config["hostname"],
-                                                  pid, attachment, cdir.hosts, ip=ip)
+            net = self._in_network_namespace(
+                self._network_manager().connect, cdir.id, cdir.name, cdir.config["hostname"],
+                pid, attachment, cdir.hosts, ip=ip)
             self._record_addresses(cdir, add=(info.name, net["ip"]))
         self._record_networks(cdir, spec, [*wanted, attachment])
 
@@ -73,18 +76,22 @@ class NetworksRole:
             raise ContainerError(f"container {cdir.id} is not connected to network {network}")
         pid = self._running_pid(cdir)
         if pid is not None:
-            self._network_manager().disconnect(cdir.id, name, pid)
+            self._in_network_namespace(self._network_manager().disconnect, cdir.id, name, pid)
             self._record_addresses(cdir, drop=name)
         self._record_networks(cdir, spec, [w for w in wanted if w.network != name])
+
+    def _in_network_namespace(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`func` here, or (rootless) in a child inside the user namespace, where the helper
+        netns with the bridges and the containers' netns may be entered."""
+        if self._rootless is None:
+            return func(*args, **kwargs)
+        return self._rootless.run(functools.partial(func, **kwargs), *args)
 
     def _connections(self, container: str, verb: str) -> tuple[Any, dict, list]:
         """The container, its spec (as stored) and the networks it is on; one line when its
         network mode has no networks to change."""
         from pytest_isobox.native.network.manager import requested_networks
 
-        if self._rootless is not None:
-            raise InvalidSpec(f"network {verb}: not supported for rootless containers yet "
-                              "(give --network at run/create)")
         cdir = self._find(container)
         spec = dict(cdir.config["spec"])
         if cdir.config.get("networks_detached"):  # disconnected from every network

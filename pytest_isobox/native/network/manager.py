@@ -349,7 +349,7 @@ class NetworkManager:
                 hosts.write_in_place(hosts_file, hosts.host_hosts_text() + hosts.render(
                     extra, localhost=False))
             else:
-                rtnl.configure_netns(netns_pid, [], None)
+                self._configure(netns_pid, [], None, loopback=True)  # lo alone
                 hosts.write_in_place(hosts_file, hosts.render(
                     [*extra, ("127.0.0.1", [hostname])]))
             return Attachment(ips={}, ports={})
@@ -438,8 +438,7 @@ class NetworkManager:
             self._ensure_bridges({"networks": [net]})
             self._add_veth(net, netns_pid)
             gateway = None if had_route or net.get("internal") else IPv4Address(net["gateway"])
-            rtnl.configure_netns(netns_pid, [(net["ifname"], ip, subnet.prefixlen)], gateway,
-                                 loopback=False)
+            self._configure(netns_pid, [(net["ifname"], ip, subnet.prefixlen)], gateway)
             with self.store.lock:
                 self._refresh_hosts(self.store, {record["name"]},
                                     also={container_id: endpoint})
@@ -476,8 +475,7 @@ class NetworkManager:
         successor = _default_gateway(nets)
         if was_route and successor is not None and netns_pid:
             with contextlib.suppress(FileExistsError):  # a route of its own already
-                rtnl.configure_netns(netns_pid, [], IPv4Address(successor["gateway"]),
-                                     loopback=False)
+                self._configure(netns_pid, [], IPv4Address(successor["gateway"]))
         return True
 
     def _claim_addresses(self, container_id: str, name: str, hostname: str,
@@ -563,6 +561,13 @@ class NetworkManager:
         rtnl.configure_netns(
             pid, [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"]) for n in endpoint["networks"]],
             IPv4Address(gateway["gateway"]) if gateway else None)
+
+    def _configure(self, pid: int, interfaces: list[tuple[str, IPv4Address, int]],
+                   gateway: IPv4Address | None, *, loopback: bool = False) -> None:
+        """Inside a container's netns: addresses, maybe a default route, lo up if asked (a
+        running container's is up already). The rootless manager does it from the helper
+        netns."""
+        rtnl.configure_netns(pid, interfaces, gateway, loopback=loopback)
 
     def _add_veth(self, net: Record, pid: int) -> None:
         try:

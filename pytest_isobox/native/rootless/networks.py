@@ -17,6 +17,7 @@ container's network agent, see `agent`; for tests a `UserNamespace.run` child). 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
@@ -159,6 +160,16 @@ class RootlessNetworkManager(NetworkManager):
                       for n in endpoint["networks"]]
         gateway = IPv4Address(endpoint["networks"][0]["gateway"])
         in_netns(self._links.net_fd, rtnl.configure_netns, pid, interfaces, gateway)
+
+    def _add_veth(self, net: Record, pid: int) -> None:
+        """`network connect`'s veth: made in the helper netns, where the bridges are."""
+        in_netns(self._links.net_fd, rtnl.add_veth, net["veth"], net["bridge"], pid,
+                 net["ifname"], net["mac"])
+
+    def _configure(self, pid: int, interfaces: list[tuple[str, IPv4Address, int]],
+                   gateway: IPv4Address | None, *, loopback: bool = False) -> None:
+        in_netns(self._links.net_fd, functools.partial(rtnl.configure_netns, loopback=loopback),
+                 pid, interfaces, gateway)
 
     def _relay(self, container_id: str, pid: int, ports: list[PortSpec]) -> None:
         """Relay the reserved host ports into the container's netns from a relay process."""
