@@ -105,8 +105,8 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
     if nets:
         first = nets[0]
         endpoint: dict = {"Aliases": list(first.aliases)}
-        if spec.ip:
-            endpoint["IPAMConfig"] = {"IPv4Address": spec.ip}
+        if first.ip or spec.ip:
+            endpoint["IPAMConfig"] = {"IPv4Address": first.ip or spec.ip}
         body["NetworkingConfig"] = {"EndpointsConfig": {first.network: endpoint}}
     return body
 

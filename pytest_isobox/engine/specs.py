@@ -42,10 +42,12 @@ class MountSpec:
 
 @dataclass(frozen=True)
 class NetworkAttachment:
-    """Membership of one named network, with the extra names the container answers to there."""
+    """Membership of one named network, with the extra names the container answers to there,
+    and the address asked for there (`network connect --ip`; None: one is allocated)."""
 
     network: str
     aliases: tuple[str, ...] = ()
+    ip: str | None = None
 
 
 @dataclass(frozen=True)

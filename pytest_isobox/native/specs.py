@@ -63,7 +63,8 @@ def spec_from_dict(raw: dict) -> ContainerSpec:
     data = dict(raw)
     data["ports"] = [PortSpec(**p) for p in data.get("ports", [])]
     data["mounts"] = [MountSpec(**m) for m in data.get("mounts", [])]
-    data["networks"] = [NetworkAttachment(n["network"], tuple(n.get("aliases", ())))
+    data["networks"] = [NetworkAttachment(n["network"], tuple(n.get("aliases", ())),
+                                          n.get("ip"))
                         for n in data.get("networks", [])]
     data["devices"] = [DeviceSpec(**d) for d in data.get("devices", [])]
     if data.get("restart") is not None:

@@ -187,6 +187,11 @@ def test_network_driver_connect_ip_and_unnamed_volume(cli: Cli) -> None:
     other = cli.run_d()
     taken = cli("network", "connect", "--ip", f"10.231.{third}.77", net, other, check=False)
     assert taken.returncode == 1 and taken.stderr.decode().count("\n") == 1
+    created = cli.name()  # --ip for a container not started yet: its address once it starts
+    cli("create", "--name", created, cli.image, "sleep", "1000")
+    cli("network", "connect", "--ip", f"10.231.{third}.78", net, created)
+    cli("start", created)
+    assert f"10.231.{third}.78/24" in cli.out("exec", created, "ip", "-4", "-o", "addr")
     made = cli.out("volume", "create").strip()
     cli.made.append(("volume", made))
     assert len(made) == 64 and made in cli.out("volume", "ls", "-q").split()

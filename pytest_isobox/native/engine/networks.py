@@ -50,11 +50,12 @@ class NetworksRole:
         if ip and info.name == DEFAULT_NETWORK:
             raise InvalidSpec("user specified IP address is supported on user defined networks "
                               "only")
-        attachment = NetworkAttachment(info.name, tuple(aliases or ()))
+        if ip:
+            from pytest_isobox import dockerargs
+
+            ip = dockerargs.parse_ip(ip, "--ip")
+        attachment = NetworkAttachment(info.name, tuple(aliases or ()), ip)
         pid = self._running_pid(cdir)
-        if pid is None and ip:
-            raise InvalidSpec("network connect --ip: the container must be running (the native "
-                              "engine keeps --ip for the first network of run/create only)")
         if pid is not None:
             net = self._in_network_namespace(
                 self._network_manager().connect, cdir.id, cdir.name, cdir.config["hostname"],
@@ -127,7 +128,8 @@ class NetworksRole:
         connect` is off the start path). None left: the container starts with loopback
         only, and may be connected again."""
         config = dict(cdir.config)
-        spec["networks"] = [{"network": w.network, "aliases": list(w.aliases)} for w in wanted]
+        spec["networks"] = [{"network": w.network, "aliases": list(w.aliases),
+                             **({"ip": w.ip} if w.ip else {})} for w in wanted]
         if not wanted:
             spec["network_mode"] = "none"
         elif config.get("networks_detached"):

@@ -516,12 +516,12 @@ class NetworkManager:
         for index, (want, record) in enumerate(zip(wanted, records)):
             subnet = IPv4Network(record["subnet"])
             used = self._taken(record)
-            if index == 0 and spec is not None and spec.ip:
+            asked = want.ip or (spec.ip if index == 0 and spec is not None else None)
+            if asked:
                 if record["name"] == DEFAULT_NETWORK:
                     raise InvalidSpec("user specified IP address is supported on user defined "
                                       "networks only")
-                ip = ipam.claim_address(subnet, used, record["name"], spec.ip,
-                                        record["gateway"])
+                ip = ipam.claim_address(subnet, used, record["name"], asked, record["gateway"])
             else:
                 ip = ipam.allocate_address(subnet, used, record["name"], record["gateway"])
             endpoint["networks"].append({
