@@ -42,10 +42,12 @@ def mark_running(state: dict, pid: int, monitor: ProcessIdentity | None, **extra
     return state
 
 
-def mark_addresses(state: dict, ips: dict[str, str]) -> dict:
+def mark_addresses(state: dict, ips: dict[str, str], *, unpublished: bool = False) -> dict:
     """A running container's addresses per network after `network connect`/`disconnect`
-    (its status is untouched)."""
+    (its status is untouched); `unpublished`: it left the network its ports led to."""
     state["ips"] = dict(ips)
+    if unpublished:
+        state["ports"] = {}
     return state
 
 

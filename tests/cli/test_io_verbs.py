@@ -195,3 +195,20 @@ def test_network_driver_connect_ip_and_unnamed_volume(cli: Cli) -> None:
     made = cli.out("volume", "create").strip()
     cli.made.append(("volume", made))
     assert len(made) == 64 and made in cli.out("volume", "ls", "-q").split()
+
+
+def test_leaving_the_network_its_ports_lead_to_unpublishes_them(cli: Cli) -> None:
+    """As Docker: `network disconnect` of the network a container's published ports lead to
+    is allowed and takes the ports along (port and inspect show none)."""
+    net = cli.name("network")
+    cli("network", "create", net)
+    name = cli.run_d("--network", net, "-p", "127.0.0.1::8080")
+    assert "8080/tcp -> 127.0.0.1:" in cli.out("port", name)
+    cli("network", "disconnect", net, name)
+    assert cli.out("port", name) == ""
+    doc = json.loads(cli.out("inspect", name))[0]
+    assert doc["NetworkSettings"]["Ports"] in ({}, None)
+    if cli.engine == "native":  # its DNAT rules went too
+        rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True,
+                               check=True).stdout
+        assert doc["Id"] not in rules

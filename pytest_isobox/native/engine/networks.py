@@ -78,7 +78,8 @@ class NetworksRole:
         pid = self._running_pid(cdir)
         if pid is not None:
             self._in_network_namespace(self._network_manager().disconnect, cdir.id, name, pid)
-            self._record_addresses(cdir, drop=name)
+            # its published ports led to the first network's address: gone with it
+            self._record_addresses(cdir, drop=name, unpublish=wanted[0].network == name)
         self._record_networks(cdir, spec, [w for w in wanted if w.network != name])
 
     def _in_network_namespace(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -115,12 +116,12 @@ class NetworksRole:
 
     @staticmethod
     def _record_addresses(cdir: Any, *, add: tuple[str, str] | None = None,
-                          drop: str | None = None) -> None:
+                          drop: str | None = None, unpublish: bool = False) -> None:
         state = cdir.read_state()
         ips = {k: v for k, v in (state.get("ips") or {}).items() if k != drop}
         if add is not None:
             ips[add[0]] = add[1]
-        cdir.write_state(mark_addresses(state, ips))
+        cdir.write_state(mark_addresses(state, ips, unpublished=unpublish))
 
     @staticmethod
     def _record_networks(cdir: Any, spec: dict, wanted: list) -> None:

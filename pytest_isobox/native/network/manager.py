@@ -451,8 +451,9 @@ class NetworkManager:
         """`network disconnect` of a running container: its veth on that network goes (and
         its address, and its name from the others' hosts files); when that network held the
         default route, the next one with a way out takes it. False when the container was
-        not on that network. The port rules stay on the first network: disconnecting that
-        one from a container publishing ports is refused."""
+        not on that network. Published ports lead to the first network's address: leaving
+        it unpublishes them, as Docker does (their rules go; the host ports, held by the
+        process that started the container, are free when it ends)."""
         with self.store.lock:
             endpoint = self.store.endpoint(container_id)
             nets = endpoint["networks"] if endpoint else []
@@ -460,9 +461,9 @@ class NetworkManager:
             if endpoint is None or net is None:
                 return False
             if endpoint["ports"] and net is nets[0] and endpoint.get("publish") != "relay":
-                raise ConflictError(f"cannot disconnect {endpoint['name']} from {network}: its "
-                                    "published ports lead to its address there (remove the "
-                                    "container instead)")
+                self._remove_port_rules([endpoint])
+                self._release_ports(container_id)
+                endpoint["ports"] = {}
             was_route = _default_gateway(nets) is net
             nets.remove(net)
             endpoint["next_index"] = endpoint.get("next_index") or 1 + max(
