@@ -49,8 +49,10 @@ def _limit(value: Any, name: str) -> int | None:
     return value
 
 
-def spec_from_create(body: Any, name: str | None) -> ContainerSpec:
-    """The ContainerSpec of `POST /containers/create` (query `name`)."""
+def spec_from_create(body: Any, name: str | None, *, default_ip: str = "127.0.0.1"
+                     ) -> ContainerSpec:
+    """The ContainerSpec of `POST /containers/create` (query `name`); a port binding with
+    no HostIp is published on `default_ip` (the server's `--ip`)."""
     config = _check(body, dict, "request body (expected a JSON object)")
     host = _mapping(config.get("HostConfig"), "HostConfig")
     networking = _mapping(config.get("NetworkingConfig"), "NetworkingConfig")
@@ -93,7 +95,8 @@ def spec_from_create(body: Any, name: str | None) -> ContainerSpec:
             f"{item.get('Name')}={item.get('Soft')}:{item.get('Hard')}")
         spec.ulimits[ulimit_name] = limits
     spec.mounts = _mounts(host)
-    spec.ports = _ports(host, _mapping(config.get("ExposedPorts"), "ExposedPorts"))
+    spec.ports = _ports(host, _mapping(config.get("ExposedPorts"), "ExposedPorts"),
+                        default_ip)
     spec.network_mode, spec.networks = _networks(host, networking)
     return spec
 
@@ -114,7 +117,7 @@ def _mounts(host: dict) -> list[MountSpec]:
     return mounts
 
 
-def _ports(host: dict, exposed: dict) -> list[PortSpec]:
+def _ports(host: dict, exposed: dict, default_ip: str) -> list[PortSpec]:
     ports: list[PortSpec] = []
     bindings = _mapping(host.get("PortBindings"), "HostConfig.PortBindings")
     for key, entries in bindings.items():
@@ -125,13 +128,13 @@ def _ports(host: dict, exposed: dict) -> list[PortSpec]:
             if not host_port.isdigit() or int(host_port) > 65535:
                 raise ApiError(400, f"invalid HostPort {host_port!r} for {key}")
             ports.append(PortSpec(container.container_port, container.protocol,
-                                  entry.get("HostIp") or "127.0.0.1", int(host_port)))
+                                  entry.get("HostIp") or default_ip, int(host_port)))
     if host.get("PublishAllPorts"):
         bound = {p.key for p in ports}
         for key in exposed:
             port = dockerargs.parse_port(key)
             if port.key not in bound:
-                ports.append(port)
+                ports.append(PortSpec(port.container_port, port.protocol, default_ip, 0))
     return ports
 
 

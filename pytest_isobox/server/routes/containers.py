@@ -13,7 +13,11 @@ import time
 from pytest_isobox.engine import ContainerNotFound, ContainerState
 from pytest_isobox.server import watcher
 from pytest_isobox.server.context import ServerContext
-from pytest_isobox.server.documents import container_inspect, container_summary
+from pytest_isobox.server.documents import (
+    complete_endpoints,
+    container_inspect,
+    container_summary,
+)
 from pytest_isobox.server.errors import ApiError
 from pytest_isobox.server.filters import parse_filters
 from pytest_isobox.server.http import ClientGone, Request, frame
@@ -33,12 +37,15 @@ def _state(ctx: ServerContext, ref: str) -> ContainerState:
 
 @router.add("POST", "/containers/create")
 def create(ctx: ServerContext, req: Request) -> None:
-    spec = spec_from_create(req.json(), req.arg("name"))
+    spec = spec_from_create(req.json(), req.arg("name"), default_ip=ctx.default_ip)
     auto_remove, spec.auto_remove = spec.auto_remove, False  # done by the watcher
     with ctx.lock:
         state = ctx.engine.create(spec)
         if auto_remove:
             ctx.auto_remove.add(state.id)
+        if spec.networks:
+            ctx.attachments[state.id] = list(spec.networks)
+    ctx.sessions.track(spec.labels, req.peer_pid)
     req.reply_json(201, {"Id": state.id, "Warnings": []})
 
 
@@ -49,6 +56,7 @@ def _inspect(ctx: ServerContext, ref: str) -> dict:
         raise ApiError(404, f"No such container: {ref}") from None
     if doc["Id"] in ctx.auto_remove:
         doc["HostConfig"]["AutoRemove"] = True
+    complete_endpoints(doc, ctx.attachments.get(doc["Id"], []))
     return doc
 
 

@@ -87,8 +87,9 @@ def create(ctx: ServerContext, req: Request) -> None:
     with contextlib.suppress(NetworkNotFound):
         ctx.call(ctx.engine.network_inspect, name)
         raise ApiError(409, f"network with name {name} already exists")
-    net = ctx.call(ctx.engine.network_create, name, subnet=subnet,
-                   labels={str(k): str(v) for k, v in labels.items()})
+    labels = {str(k): str(v) for k, v in labels.items()}
+    net = ctx.call(ctx.engine.network_create, name, subnet=subnet, labels=labels)
+    ctx.sessions.track(labels, req.peer_pid)
     req.reply_json(201, {"Id": net.id, "Warning": ""})
 
 
