@@ -73,7 +73,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
     """
 
     name = "docker"
-    capabilities = OPTIONAL_CAPABILITIES
+    capabilities = OPTIONAL_CAPABILITIES - {"streams", "events"}
     # One stats sample costs the daemon 0.5-1 s (it waits for a CPU delta even one-shot):
     # the plugin does not take one at teardown, which stays one forced removal.
     cheap_stats = False

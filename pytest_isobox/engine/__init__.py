@@ -27,6 +27,7 @@ from pytest_isobox.engine.specs import (
     ContainerState,
     ContainerStats,
     DeviceSpec,
+    EngineEvent,
     ExecResult,
     HealthcheckSpec,
     ImageInfo,
@@ -35,15 +36,16 @@ from pytest_isobox.engine.specs import (
     NetworkAttachment,
     NetworkInfo,
     PortSpec,
+    ProcessStream,
     RestartPolicy,
 )
 
 __all__ = [
     "PERSISTENT_LABEL", "ULIMIT_NAMES", "BuildError", "BuildStep", "ConflictError",
     "ContainerError", "ContainerNotFound", "ContainerSpec", "ContainerState", "ContainerStats",
-    "DeviceSpec", "Engine", "EngineUnavailable", "ExecResult", "HealthcheckSpec", "ImageInfo", "ImageNotFound", "InvalidSpec",
+    "DeviceSpec", "Engine", "EngineEvent", "EngineUnavailable", "ExecResult", "HealthcheckSpec", "ImageInfo", "ImageNotFound", "InvalidSpec",
     "IsoboxError", "LogStream", "MountSpec", "NetworkAttachment", "NetworkInfo",
-    "NetworkNotFound", "PortSpec", "RestartPolicy", "VolumeNotFound", "open_engine", "parse_size",
+    "NetworkNotFound", "PortSpec", "ProcessStream", "RestartPolicy", "VolumeNotFound", "open_engine", "parse_size",
     "parse_ulimit", "register", "require",
 ]
 

@@ -15,14 +15,17 @@ from pytest_isobox.engine.specs import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    EngineEvent,
     ExecResult,
     ImageInfo,
     LogStream,
     NetworkInfo,
+    ProcessStream,
 )
 
 # Beyond the core (create, start, wait, logs, exec, remove, inspect, images by name).
-OPTIONAL_CAPABILITIES = frozenset({"build", "commit", "archives", "networks", "volumes"})
+OPTIONAL_CAPABILITIES = frozenset({"build", "commit", "archives", "networks", "volumes",
+                                   "streams", "events"})
 
 
 @runtime_checkable
@@ -109,6 +112,28 @@ class Engine(Protocol):
         self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
         env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
     ) -> int: ...
+    # interactive stdio (capability "streams")
+    def exec_stream(
+        self, container: str, cmd: list[str], *, tty: bool = False, stdin: bool = False,
+        env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+    ) -> ProcessStream:
+        """`cmd` started in the running container, its stdio given to the caller (the API's
+        hijacked `exec start`): output as it comes, stdin as the caller writes it."""
+        ...
+    def start_stream(self, container: str, *, stdin: bool = True,
+                     output: bool = False) -> ProcessStream:
+        """Start the created container with its stdin a pipe the caller writes (`docker run
+        -i`); its output goes to the log as always (also to the stream's fds with `output`)."""
+        ...
+
+    # what changed (capability "events")
+    def events(
+        self, *, since: float | None = None, until: float | None = None, follow: bool = True,
+    ) -> Iterator[EngineEvent | None]:
+        """Events from `since` (None: only new ones when following, all kept otherwise) up
+        to `until`; following, it yields None when nothing happened for about a second, so
+        the caller can notice its own client went away; it ends after `until`."""
+        ...
 
     # networks (capability "networks")
     def network_create(
