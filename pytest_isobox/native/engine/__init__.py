@@ -33,6 +33,7 @@ from pytest_isobox.native.engine.images import ImagesRole
 from pytest_isobox.native.engine.launch import LaunchRole
 from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
+from pytest_isobox.native.engine.streams import StreamsRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
 from pytest_isobox.native.reaper import RunReaper, reap_home
@@ -64,7 +65,8 @@ def check_prerequisites() -> None:
         raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
 
 
-class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, ArchivesRole, NetworksRole, VolumesRole):
+class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, ArchivesRole, NetworksRole, VolumesRole,
+                   StreamsRole):
     """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
 
     name = "native"
