@@ -32,6 +32,7 @@ class ExecInstance:
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
+    stream: Any = None  # the engine's ProcessStream while it runs (for resize)
 
 
 @dataclass
@@ -48,11 +49,17 @@ class ServerContext:
     removed: set[str] = field(default_factory=set)
     auto_remove: set[str] = field(default_factory=set)  # docker's --rm, done by the server
     attachments: dict[str, list[NetworkAttachment]] = field(default_factory=dict)  # at create
+    stdin_once: dict[str, bool] = field(default_factory=dict)  # OpenStdin containers: StdinOnce
+    stdins: dict[str, Any] = field(default_factory=dict)  # running ones: their StdinSink
 
     sessions: SessionReaper = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = SessionReaper(lambda session: remove_session(self, session))
+
+    def streams(self) -> bool:
+        """Whether the engine hands out stdio (exec_stream, start_stream)."""
+        return "streams" in getattr(self.engine, "capabilities", ())
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn` (an engine method) with the engine to ourselves."""
@@ -84,6 +91,7 @@ class ServerContext:
             self.removed.add(cid)
             self.auto_remove.discard(cid)
             self.attachments.pop(cid, None)
+            self.stdin_once.pop(cid, None)
             self.generation += 1
             self.changed.notify_all()
 

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import tarfile
+import threading
 import time
 
 from pytest_isobox.engine import ContainerNotFound, ContainerState
@@ -20,8 +21,9 @@ from pytest_isobox.server.documents import (
 )
 from pytest_isobox.server.errors import ApiError
 from pytest_isobox.server.filters import parse_filters
-from pytest_isobox.server.http import ClientGone, Request, frame
+from pytest_isobox.server.http import ClientGone, Hijacked, Request, frame
 from pytest_isobox.server.routing import Router
+from pytest_isobox.server.stdio import pump_stdin
 from pytest_isobox.server.translate import spec_from_create
 
 router = Router()
@@ -37,7 +39,8 @@ def _state(ctx: ServerContext, ref: str) -> ContainerState:
 
 @router.add("POST", "/containers/create")
 def create(ctx: ServerContext, req: Request) -> None:
-    spec = spec_from_create(req.json(), req.arg("name"), default_ip=ctx.default_ip)
+    req_body = req.json()
+    spec = spec_from_create(req_body, req.arg("name"), default_ip=ctx.default_ip)
     auto_remove, spec.auto_remove = spec.auto_remove, False  # done by the watcher
     with ctx.lock:
         state = ctx.engine.create(spec)
@@ -45,6 +48,8 @@ def create(ctx: ServerContext, req: Request) -> None:
             ctx.auto_remove.add(state.id)
         if spec.networks:
             ctx.attachments[state.id] = list(spec.networks)
+        if spec.stdin_open:
+            ctx.stdin_once[state.id] = bool(req_body.get("StdinOnce"))
     ctx.sessions.track(spec.labels, req.peer_pid)
     req.reply_json(201, {"Id": state.id, "Warnings": []})
 
@@ -226,7 +231,8 @@ def logs(ctx: ServerContext, req: Request, id: str) -> None:
 @router.add("POST", "/containers/{id}/attach")
 def attach(ctx: ServerContext, req: Request, id: str) -> None:
     """Output as it comes (from the start of the run when attached before it), as frames
-    unless the container has a tty. The client's stdin is not relayed yet."""
+    unless the container has a tty; with `stdin`, the client's bytes go to the container's
+    stdin (kept open while it runs when it was made with OpenStdin)."""
     doc = _inspect(ctx, id)
     cid, tty = doc["Id"], bool(doc["Config"]["Tty"])
     stdout, stderr = req.flag("stdout"), req.flag("stderr")
@@ -235,6 +241,9 @@ def attach(ctx: ServerContext, req: Request, id: str) -> None:
         runs = ctx.starts.get(cid, 0)
     conn = req.hijack("application/vnd.docker.raw-stream" if tty
                       else "application/vnd.docker.multiplexed-stream")
+    if req.flag("stdin") and req.flag("stream") and cid in ctx.stdin_once:
+        threading.Thread(target=_attach_stdin, args=(ctx, conn, cid, runs, st.running),
+                         daemon=True, name=f"stdin-{cid[:12]}").start()
     if not req.flag("stream"):
         if req.flag("logs"):
             _copy_logs(ctx, conn, cid, tty, stdout, stderr, follow=False, tail=None)
@@ -248,6 +257,18 @@ def attach(ctx: ServerContext, req: Request, id: str) -> None:
     if cid not in ctx.removed:
         _copy_logs(ctx, conn, cid, tty, stdout, stderr, follow=True, tail=tail)
     conn.close_write()
+
+
+def _attach_stdin(ctx: ServerContext, conn: Hijacked, cid: str, runs: int,
+                  running: bool) -> None:
+    """Once the run attached to has its stdin (it starts after the attach, as with `docker
+    run -i`), the client's bytes into it; StdinOnce: closed at the client's EOF."""
+    target = runs if running else runs + 1
+    ctx.wait_for(lambda: cid in ctx.stdins or cid in ctx.removed
+                 or ctx.exits.get(cid, (0, 0))[0] >= target)
+    sink = ctx.stdins.get(cid)
+    if sink is not None:
+        pump_stdin(conn, sink, close_at_eof=sink.once)
 
 
 def _copy_logs(ctx: ServerContext, conn, cid: str, tty: bool, stdout: bool, stderr: bool, *,

@@ -1,5 +1,5 @@
-"""Exec endpoints: create, start (hijacked, output as frames unless tty; or detached),
-resize and inspect."""
+"""Exec endpoints: create, start (hijacked: stdin in, output out as it comes, as frames
+unless tty; or detached), resize and inspect."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import secrets
 import threading
 
 from pytest_isobox import dockerargs
-from pytest_isobox.engine import ContainerNotFound
+from pytest_isobox.engine import ContainerError, ContainerNotFound, ProcessStream
 from pytest_isobox.server.context import ExecInstance, ServerContext
 from pytest_isobox.server.errors import ApiError
-from pytest_isobox.server.http import ClientGone, Request, frame
+from pytest_isobox.server.http import ClientGone, Hijacked, Request, frame
 from pytest_isobox.server.routing import Router
+from pytest_isobox.server.stdio import StdinSink, pump_output, start_stdin_pump
 from pytest_isobox.server.translate import _strings
 
 router = Router()
@@ -73,6 +74,12 @@ def start(ctx: ServerContext, req: Request, id: str) -> None:
         req.reply_empty(200)
         return
     tty = bool(body.get("Tty", instance.tty))
+    if ctx.streams():
+        stream = _open_stream(ctx, instance, tty)
+        conn = req.hijack("application/vnd.docker.raw-stream" if tty
+                          else "application/vnd.docker.multiplexed-stream")
+        _relay(instance, stream, conn, tty)
+        return
     conn = req.hijack("application/vnd.docker.raw-stream" if tty
                       else "application/vnd.docker.multiplexed-stream")
     try:
@@ -93,9 +100,44 @@ def start(ctx: ServerContext, req: Request, id: str) -> None:
     conn.close_write()
 
 
+def _open_stream(ctx: ServerContext, instance: ExecInstance, tty: bool) -> ProcessStream:
+    instance.running = True
+    try:
+        stream = ctx.call(ctx.engine.exec_stream, instance.container, instance.cmd, tty=tty,
+                          stdin=instance.stdin, env=instance.env, user=instance.user,
+                          workdir=instance.workdir)
+    except ContainerError as exc:
+        instance.running, instance.exit_code = False, 126
+        raise ApiError(409, str(exc)) from None
+    except BaseException:
+        instance.running, instance.exit_code = False, 126
+        raise
+    instance.pid, instance.stream = stream.pid, stream
+    return stream
+
+
+def _relay(instance: ExecInstance, stream: ProcessStream, conn: Hijacked, tty: bool) -> None:
+    """stdin in (its own thread), output out as it comes, then the exit code recorded."""
+    try:
+        if stream.stdin is not None:
+            sink = StdinSink(stream.stdin, once=True)
+            stream.stdin = None  # the sink owns it now
+            start_stdin_pump(conn, sink, close_at_eof=True)
+        pump_output(conn, stream, tty=tty, stdout=instance.stdout, stderr=instance.stderr)
+        instance.exit_code = stream.wait()
+    finally:
+        instance.running, instance.stream = False, None
+        stream.close()
+    conn.close_write()
+
+
 @router.add("POST", "/exec/{id}/resize")
 def resize(ctx: ServerContext, req: Request, id: str) -> None:
-    _instance(ctx, id)
+    instance = _instance(ctx, id)
+    rows, columns = req.int_arg("h", 0), req.int_arg("w", 0)
+    stream = instance.stream
+    if stream is not None and stream.resize is not None and rows and columns:
+        stream.resize(rows, columns)
     req.reply_empty(201)
 
 
