@@ -28,6 +28,7 @@ from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.homes import default_home
 from pytest_isobox.native.engine.archives import ArchivesRole
+from pytest_isobox.native.engine.events import EventsRole
 from pytest_isobox.native.engine.execs import ExecRole
 from pytest_isobox.native.engine.images import ImagesRole
 from pytest_isobox.native.engine.launch import LaunchRole
@@ -65,8 +66,8 @@ def check_prerequisites() -> None:
         raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
 
 
-class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, ArchivesRole, NetworksRole, VolumesRole,
-                   StreamsRole):
+class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole,
+                   ArchivesRole, NetworksRole, VolumesRole, StreamsRole):
     """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
 
     name = "native"
