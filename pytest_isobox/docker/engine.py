@@ -50,6 +50,7 @@ from pytest_isobox.engine import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    EngineEvent,
     ExecResult,
     IsoboxError,
     LogStream,
@@ -73,7 +74,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
     """
 
     name = "docker"
-    capabilities = OPTIONAL_CAPABILITIES - {"streams", "events"}
+    capabilities = OPTIONAL_CAPABILITIES - {"streams"}
     # One stats sample costs the daemon 0.5-1 s (it waits for a CPU delta even one-shot):
     # the plugin does not take one at teardown, which stays one forced removal.
     cheap_stats = False
@@ -407,6 +408,13 @@ class DockerEngine(ImageMethods, NetworkMethods):
                 stamp, _, rest = line.partition(b" ")
                 when = parse_time(stamp.decode("ascii", "replace"))
                 yield stream, when or 0.0, rest
+
+    def events(self, *, since: float | None = None, until: float | None = None,
+               follow: bool = True) -> Iterator[EngineEvent | None]:
+        """The daemon's events (its own history: dockerd keeps the last ones in memory)."""
+        from pytest_isobox.docker.events import daemon_events
+
+        return daemon_events(self.client, since=since, until=until, follow=follow)
 
     def _log_pieces(self, container: str, query: dict,
                     tty: bool) -> Iterator[tuple[LogStream, bytes]]:
