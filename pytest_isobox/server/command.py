@@ -51,6 +51,9 @@ def main(argv: list[str]) -> int:
         print(f"isobox serve: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.home and args.engine != "native":
+            raise IsoboxError(f"--home is the native engine's store; the {args.engine} "
+                              "engine has none")
         options = {"home": args.home} if args.home else {}
         engine = open_engine(args.engine, **options)
     except IsoboxError as exc:

@@ -99,8 +99,9 @@ def complete_endpoints(doc: dict, attachments: list[NetworkAttachment]) -> None:
 
 
 def _status_text(st: ContainerState, now: float) -> str:
-    if st.status == "running":
-        return f"Up {_ago(now - (st.started_at or now))}"
+    if st.status in ("running", "paused"):
+        paused = " (Paused)" if st.status == "paused" else ""
+        return f"Up {_ago(now - (st.started_at or now))}{paused}"
     if st.status == "created":
         return "Created"
     if st.status == "dead":

@@ -1,5 +1,5 @@
 """Container endpoints: create, list, inspect, start, stop, kill, restart, wait, logs,
-attach, archive, resize, stats, prune and delete."""
+attach, archive, resize, stats, rename, pause/unpause, top, update, prune and delete."""
 
 from __future__ import annotations
 
@@ -209,6 +209,41 @@ def _tail(req: Request) -> int | None:
     return int(text)
 
 
+def _when(req: Request, name: str) -> float | None:
+    """since/until: Unix seconds (with a fraction), 0 or absent for none."""
+    text = req.arg(name)
+    if not text or text == "0":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ApiError(400, f"invalid value for {name}: {text!r} is not a Unix time") from None
+
+
+def _stamp(when: float) -> bytes:
+    """Docker's RFC 3339 time with nanoseconds, as `logs -t` prefixes each line."""
+    seconds = int(when)
+    nanos = round((when - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + \
+        b".%09dZ " % nanos
+
+
+def _timed_frames(ctx: ServerContext, cid: str, tty: bool, *, stdout: bool, stderr: bool,
+                  follow: bool, tail: int | None, since: float | None, until: float | None,
+                  timestamps: bool):
+    """Lines with their times (the engine's log_records), for since/until/timestamps."""
+    records = ctx.engine.log_records(cid, stdout=stdout, stderr=stderr, follow=follow,
+                                     tail=tail, since=since, until=until, lines=True)
+    try:
+        for stream, when, data in records:
+            data = _stamp(when) + data if timestamps else data
+            yield data if tty else frame(_STREAMS[stream], data)
+    finally:
+        records.close()
+
+
 @router.add("GET", "/containers/{id}/logs")
 def logs(ctx: ServerContext, req: Request, id: str) -> None:
     doc = _inspect(ctx, id)
@@ -216,8 +251,16 @@ def logs(ctx: ServerContext, req: Request, id: str) -> None:
     if not (stdout or stderr):
         raise ApiError(400, "Bad parameters: you must choose at least one stream")
     tty = bool(doc["Config"]["Tty"])
-    frames = _log_frames(ctx, doc["Id"], tty, stdout=stdout, stderr=stderr,
-                         follow=req.flag("follow"), tail=_tail(req))
+    since, until, timestamps = _when(req, "since"), _when(req, "until"), req.flag("timestamps")
+    follow = req.flag("follow") and (until is None or until > time.time())
+    if (since is not None or until is not None or timestamps) \
+            and hasattr(ctx.engine, "log_records"):
+        frames = _timed_frames(ctx, doc["Id"], tty, stdout=stdout, stderr=stderr,
+                               follow=follow, tail=_tail(req), since=since, until=until,
+                               timestamps=timestamps)
+    else:
+        frames = _log_frames(ctx, doc["Id"], tty, stdout=stdout, stderr=stderr,
+                             follow=follow, tail=_tail(req))
     out = req.stream(content_type="application/vnd.docker.raw-stream" if tty
                      else "application/vnd.docker.multiplexed-stream")
     try:
@@ -226,6 +269,69 @@ def logs(ctx: ServerContext, req: Request, id: str) -> None:
     finally:
         frames.close()
     out.close()
+
+
+def _optional(ctx: ServerContext, verb: str, what: str):
+    """The engine's method `verb`, or a 501 naming what this engine cannot do."""
+    method = getattr(ctx.engine, verb, None)
+    if method is None:
+        raise ApiError(501, f"{what} is not supported by the {ctx.engine.name} engine")
+    return method
+
+
+@router.add("POST", "/containers/{id}/rename")
+def rename(ctx: ServerContext, req: Request, id: str) -> None:
+    name = (req.arg("name") or "").lstrip("/")
+    if not name:
+        raise ApiError(400, "the name query parameter is required")
+    st = _state(ctx, id)
+    with contextlib.suppress(ContainerNotFound):
+        other = ctx.call(ctx.engine.state, name)
+        if other.id != st.id:
+            raise ApiError(409, f"Conflict. The container name \"/{name}\" is already in use "
+                                f"by container \"{other.id}\". You have to remove (or rename) "
+                                "that container to be able to reuse that name.")
+    ctx.call(_optional(ctx, "rename", "renaming a container"), st.id, name)
+    req.reply_empty(204)
+
+
+@router.add("POST", "/containers/{id}/pause")
+def pause(ctx: ServerContext, req: Request, id: str) -> None:
+    st = _state(ctx, id)
+    if not st.running:
+        raise ApiError(409, f"Container {st.id} is not running")
+    ctx.call(_optional(ctx, "pause", "pausing a container"), st.id)
+    req.reply_empty(204)
+
+
+@router.add("POST", "/containers/{id}/unpause")
+def unpause(ctx: ServerContext, req: Request, id: str) -> None:
+    st = _state(ctx, id)
+    ctx.call(_optional(ctx, "unpause", "unpausing a container"), st.id)
+    req.reply_empty(204)
+
+
+@router.add("GET", "/containers/{id}/top")
+def top(ctx: ServerContext, req: Request, id: str) -> None:
+    st = _state(ctx, id)
+    if not st.running:
+        raise ApiError(409, f"Container {st.id} is not running")
+    ps_args = req.arg("ps_args") or "-ef"
+    doc = ctx.call(_optional(ctx, "top", "listing a container's processes"), st.id, ps_args)
+    req.reply_json(200, {"Titles": list(doc.get("Titles") or []),
+                         "Processes": [list(p) for p in doc.get("Processes") or []]})
+
+
+@router.add("POST", "/containers/{id}/update")
+def update(ctx: ServerContext, req: Request, id: str) -> None:
+    """Resources and restart policy of an existing container: only through an engine that
+    can change them (`update`); answered 501 otherwise, changing nothing."""
+    body = req.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid update body: expected a JSON object")
+    st = _state(ctx, id)
+    ctx.call(_optional(ctx, "update", "updating a container's resources"), st.id, body)
+    req.reply_json(200, {"Warnings": []})
 
 
 @router.add("POST", "/containers/{id}/attach")
