@@ -51,6 +51,7 @@ class ServerContext:
     attachments: dict[str, list[NetworkAttachment]] = field(default_factory=dict)  # at create
     stdin_once: dict[str, bool] = field(default_factory=dict)  # OpenStdin containers: StdinOnce
     stdins: dict[str, Any] = field(default_factory=dict)  # running ones: their StdinSink
+    listed: dict[str, tuple[tuple, dict]] = field(default_factory=dict)  # list's inspect docs
 
     sessions: SessionReaper = field(init=False)
 
@@ -92,6 +93,7 @@ class ServerContext:
             self.auto_remove.discard(cid)
             self.attachments.pop(cid, None)
             self.stdin_once.pop(cid, None)
+            self.listed.pop(cid, None)
             self.generation += 1
             self.changed.notify_all()
 

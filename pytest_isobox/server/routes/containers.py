@@ -75,11 +75,29 @@ def list_containers(ctx: ServerContext, req: Request) -> None:
         if not _matches(st, filters):
             continue
         with contextlib.suppress(ApiError):
-            entries.append(container_summary(st, _inspect(ctx, st.id)))
+            entries.append(container_summary(st, _listed_inspect(ctx, st)))
+    if not filters and show_all:  # every container seen: forget the removed ones
+        present = {st.id for st in states}
+        for cid in [c for c in ctx.listed if c not in present]:
+            ctx.listed.pop(cid, None)
     limit = req.int_arg("limit", -1)
     if limit is not None and limit > 0:
         entries = entries[:limit]
     req.reply_json(200, entries)
+
+
+def _listed_inspect(ctx: ServerContext, st: ContainerState) -> dict:
+    """The inspect document behind a list entry, made again only when the run changed:
+    what the entry takes from it (command, network mode, mounts, endpoints) changes only
+    with a start or a network connect (which forgets it), and an engine's inspect may cost
+    a read of every member of the container's networks."""
+    key = (st.status, st.started_at, st.pid)
+    cached = ctx.listed.get(st.id)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    doc = _inspect(ctx, st.id)
+    ctx.listed[st.id] = (key, doc)
+    return doc
 
 
 def _matches(st: ContainerState, filters: dict[str, list[str]]) -> bool:

@@ -127,6 +127,7 @@ def connect(ctx: ServerContext, req: Request, id: str) -> None:
         raise ApiError(400, "EndpointConfig.Aliases must be a list of strings")
     cid = _container_id(ctx, body["Container"])
     ctx.call(ctx.engine.network_connect, doc["Name"], cid, aliases=list(aliases or []))
+    ctx.listed.pop(cid, None)
     req.reply_empty(200)
 
 
@@ -139,6 +140,7 @@ def disconnect(ctx: ServerContext, req: Request, id: str) -> None:
     cid = _container_id(ctx, body["Container"])
     ctx.call(ctx.engine.network_disconnect, doc["Name"], cid, force=bool(body.get("Force")))
     ctx.attachments[cid] = [a for a in ctx.attachments.get(cid, []) if a.network != doc["Name"]]
+    ctx.listed.pop(cid, None)
     req.reply_empty(200)
 
 
