@@ -3,13 +3,14 @@ unless tty; or detached), resize and inspect."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 
 from pytest_isobox import dockerargs
-from pytest_isobox.engine import ContainerError, ContainerNotFound, ProcessStream
+from pytest_isobox.engine import ContainerNotFound, ProcessStream
 from pytest_isobox.server.context import ExecInstance, ServerContext
-from pytest_isobox.server.errors import ApiError
+from pytest_isobox.server.errors import ApiError, api_error
 from pytest_isobox.server.http import ClientGone, Hijacked, Request, frame
 from pytest_isobox.server.routing import Router
 from pytest_isobox.server.stdio import StdinSink, pump_output, start_stdin_pump
@@ -75,9 +76,18 @@ def start(ctx: ServerContext, req: Request, id: str) -> None:
         return
     tty = bool(body.get("Tty", instance.tty))
     if ctx.streams():
-        stream = _open_stream(ctx, instance, tty)
+        # the process starts once the client has the 101: output sent along with the
+        # headers would be read into docker-py's header buffer and lost to its raw reads
         conn = req.hijack("application/vnd.docker.raw-stream" if tty
                           else "application/vnd.docker.multiplexed-stream")
+        try:
+            stream = _open_stream(ctx, instance, tty)
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes down it
+            message = f"{api_error(exc).message}\n".encode()
+            with contextlib.suppress(ClientGone):
+                conn.write(message if tty else frame(2, message))
+            conn.close_write()
+            return
         _relay(instance, stream, conn, tty)
         return
     conn = req.hijack("application/vnd.docker.raw-stream" if tty
@@ -106,9 +116,6 @@ def _open_stream(ctx: ServerContext, instance: ExecInstance, tty: bool) -> Proce
         stream = ctx.call(ctx.engine.exec_stream, instance.container, instance.cmd, tty=tty,
                           stdin=instance.stdin, env=instance.env, user=instance.user,
                           workdir=instance.workdir)
-    except ContainerError as exc:
-        instance.running, instance.exit_code = False, 126
-        raise ApiError(409, str(exc)) from None
     except BaseException:
         instance.running, instance.exit_code = False, 126
         raise
