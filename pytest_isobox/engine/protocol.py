@@ -125,6 +125,9 @@ class Engine(Protocol):
         """Start the created container with its stdin a pipe the caller writes (`docker run
         -i`); its output goes to the log as always (also to the stream's fds with `output`)."""
         ...
+    def resize(self, container: str, rows: int, columns: int) -> None:
+        """A running tty container's terminal size."""
+        ...
 
     # what changed (capability "events")
     def events(

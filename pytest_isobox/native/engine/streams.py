@@ -144,3 +144,21 @@ class StreamsRole:
             self._spawn_keeper(cdir.id)
         return ProcessStream(in_w, out_r, err_r, wait=_once(lambda: self.wait(cdir.id)),
                              pid=state.pid or 0)
+
+    def resize(self, container: str, rows: int, columns: int) -> None:
+        """A tty container's terminal size (`docker run -it` resized): set on its PID 1's
+        terminal, which signals the foreground process group SIGWINCH as a real one does."""
+        from pytest_isobox.engine import ContainerError
+
+        st = self.state(container)
+        if not st.running or not st.pid:
+            raise ContainerError(f"container {st.id[:12]} is not running")
+        try:
+            fd = os.open(f"/proc/{st.pid}/fd/0", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return  # no terminal to resize
+        try:
+            if os.isatty(fd):
+                _tty_resizer(fd)(rows, columns)
+        finally:
+            os.close(fd)
