@@ -33,6 +33,7 @@ class ExecInstance:
     exit_code: int | None = None
     pid: int = 0
     stream: Any = None  # the engine's ProcessStream while it runs (for resize)
+    size: tuple[int, int] | None = None  # the last size asked for (rows, columns)
 
 
 @dataclass

@@ -409,7 +409,10 @@ def _copy_logs(ctx: ServerContext, conn, cid: str, tty: bool, stdout: bool, stde
 
 @router.add("POST", "/containers/{id}/resize")
 def resize(ctx: ServerContext, req: Request, id: str) -> None:
-    _state(ctx, id)
+    st = _state(ctx, id)
+    rows, columns = req.int_arg("h", 0), req.int_arg("w", 0)
+    if rows and columns and st.running and ctx.streams():
+        ctx.call(ctx.engine.resize, st.id, rows, columns)
     req.reply_empty(200)
 
 

@@ -120,6 +120,8 @@ def _open_stream(ctx: ServerContext, instance: ExecInstance, tty: bool) -> Proce
         instance.running, instance.exit_code = False, 126
         raise
     instance.pid, instance.stream = stream.pid, stream
+    if instance.size is not None and stream.resize is not None:  # asked before it started
+        stream.resize(*instance.size)
     return stream
 
 
@@ -142,9 +144,11 @@ def _relay(instance: ExecInstance, stream: ProcessStream, conn: Hijacked, tty: b
 def resize(ctx: ServerContext, req: Request, id: str) -> None:
     instance = _instance(ctx, id)
     rows, columns = req.int_arg("h", 0), req.int_arg("w", 0)
-    stream = instance.stream
-    if stream is not None and stream.resize is not None and rows and columns:
-        stream.resize(rows, columns)
+    if rows and columns:
+        instance.size = (rows, columns)
+        stream = instance.stream
+        if stream is not None and stream.resize is not None:
+            stream.resize(rows, columns)
     req.reply_empty(201)
 
 
