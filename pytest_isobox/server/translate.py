@@ -66,7 +66,10 @@ def spec_from_create(body: Any, name: str | None, *, default_ip: str = "127.0.0.
     if spec.entrypoint == [""]:
         spec.entrypoint = []
     spec.env = dockerargs.parse_env(_strings(config.get("Env"), "Env") or [], environ={})
-    spec.labels = dockerargs.parse_labels(_mapping(config.get("Labels"), "Labels"))
+    labels = _mapping(config.get("Labels"), "Labels")
+    for key, value in labels.items():
+        _check(value, str, f"Labels[{key!r}]")
+    spec.labels = dockerargs.parse_labels(labels)
     spec.working_dir = _check(config.get("WorkingDir") or "", str, "WorkingDir") or None
     spec.user = _check(config.get("User") or "", str, "User") or None
     spec.hostname = _check(config.get("Hostname") or "", str, "Hostname") or None
