@@ -91,6 +91,42 @@ def test_a_dead_clients_session_is_removed_without_ryuk(served_any_ip: str,
         client.close()
 
 
+_POSTGRES = """
+import subprocess, sys
+from testcontainers.postgres import PostgresContainer
+
+with PostgresContainer(sys.argv[1], username="tcuser", password="tc-secret",
+                       dbname="tcdb") as pg:
+    host, port = pg.get_container_host_ip(), pg.get_exposed_port(5432)
+    url = pg.get_connection_url(driver=None)
+    assert url == f"postgresql://tcuser:tc-secret@{host}:{port}/tcdb", url
+    done = subprocess.run(["psql", url, "-Atc", "create table t (n int); "
+                           "insert into t values (40), (2); select sum(n) from t"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    print(done.stdout.strip().splitlines()[-1])
+"""
+
+
+def test_testcontainers_postgres_module(served_any_ip: str, tmp_path: Path) -> None:
+    """Its own flow (env, wait by psql inside, connection URL) on an image of this host's
+    Postgres, built through the server; the query from the host's psql over the port."""
+    from tests.server.host_images import have_postgres, postgres_context
+
+    if not have_postgres() or not shutil.which("psql"):
+        pytest.skip("no Postgres 15 on this host to make the image from")
+    client = docker.DockerClient(base_url=served_any_ip, timeout=300)
+    try:
+        context = postgres_context(tmp_path / "pg-context", SERVE_IMAGE)
+        client.images.build(path=str(context), tag="postgres:isobox-test", rm=True)
+        done = _python(served_any_ip, _POSTGRES.replace("sys.argv[1]", "'postgres:isobox-test'"),
+                       tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == "42"
+        assert client.containers.list(all=True) == []
+    finally:
+        client.close()
+
+
 _COMPOSE = f"""
 version: "3"
 services:
