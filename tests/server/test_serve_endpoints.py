@@ -197,3 +197,15 @@ def test_network_connect_disconnect_through_the_seam(tmp_path: Path, isobox_home
         with contextlib.suppress(Exception):
             daemon.remove_image(tag, force=True)
         daemon.close()
+
+
+def test_stats_stream_one_a_second_until_the_container_stops(client) -> None:
+    c = client.containers.run(SERVE_IMAGE, ["sleep", "300"], detach=True)
+    stream = c.stats(stream=True, decode=True)
+    first, second = next(stream), next(stream)
+    assert second["precpu_stats"] == first["cpu_stats"]  # the CLI's CPU % is their delta
+    assert second["pids_stats"]["current"] == 1 and second["memory_stats"]["limit"] > 0
+    c.kill()
+    assert [s["id"] for s in stream] in ([], [c.id])  # ends with the container
+    one = c.stats(stream=False)
+    assert one["id"] == c.id and one["precpu_stats"]["cpu_usage"]["total_usage"] == 0

@@ -7,6 +7,8 @@ import base64
 import contextlib
 import io
 import json
+import os
+import select
 import tarfile
 import threading
 import time
@@ -441,24 +443,65 @@ def prune(ctx: ServerContext, req: Request) -> None:
     req.reply_json(200, {"ContainersDeleted": deleted, "SpaceReclaimed": 0})
 
 
+def _system_cpu_ns() -> int:
+    """The host's CPU time (all CPUs, all states) from /proc/stat, as dockerd reports it."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return sum(int(v) for v in fields) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _memory_limit() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _stats_doc(ctx: ServerContext, st: ContainerState, previous: dict | None) -> dict:
+    s = ctx.call(ctx.engine.stats, st.id)
+    cpu = {"cpu_usage": {"total_usage": s.cpu_time_ns, "usage_in_kernelmode": 0,
+                         "usage_in_usermode": 0},
+           "system_cpu_usage": _system_cpu_ns(), "online_cpus": os.cpu_count() or 1,
+           "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    return {"read": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "preread": (previous or {}).get("read", "0001-01-01T00:00:00Z"),
+            "id": st.id, "name": "/" + st.name, "pids_stats": {"current": s.pids},
+            "memory_stats": {"usage": s.memory_current, "max_usage": s.memory_peak,
+                             "limit": _memory_limit(), "stats": {}},
+            "cpu_stats": cpu,
+            "precpu_stats": (previous or {}).get("cpu_stats") or {
+                "cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0,
+                "online_cpus": cpu["online_cpus"]},
+            "blkio_stats": {}, "num_procs": 0, "storage_stats": {}, "networks": {}}
+
+
 @router.add("GET", "/containers/{id}/stats")
 def stats(ctx: ServerContext, req: Request, id: str) -> None:
+    """One sample (stream=false or one-shot), or one a second while the container runs,
+    each with the one before as `precpu_stats` (the CLI's CPU % is their difference)."""
     st = _state(ctx, id)
-    s = ctx.call(ctx.engine.stats, st.id)
-    doc = {"read": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "id": st.id,
-           "name": "/" + st.name, "pids_stats": {"current": s.pids},
-           "memory_stats": {"usage": s.memory_current, "max_usage": s.memory_peak,
-                            "limit": 0, "stats": {}},
-           "cpu_stats": {"cpu_usage": {"total_usage": s.cpu_time_ns}, "system_cpu_usage": 0,
-                         "online_cpus": 1},
-           "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0},
-           "blkio_stats": {}, "networks": {}}
-    if req.flag("stream", True) and not req.flag("one-shot"):
-        out = req.stream()
-        out.write_json(doc)
-        out.close()
+    if not req.flag("stream", True) or req.flag("one-shot"):
+        req.reply_json(200, _stats_doc(ctx, st, None))
         return
-    req.reply_json(200, doc)
+    out = req.stream()
+    previous = None
+    run = ctx.starts.get(st.id, 0)
+
+    def ended() -> bool:
+        return st.id in ctx.removed or bool(run and ctx.exits.get(st.id, (0, 0))[0] >= run)
+
+    while True:
+        try:
+            previous = _stats_doc(ctx, st, previous)
+        except ContainerNotFound:
+            break
+        out.write_json(previous)
+        ctx.wait_for(ended, timeout=1.0)  # a second, or less when it stops
+        if ended() or select.select([req.connection], [], [], 0)[0]:
+            break  # stopped, removed, or the client went away
+        try:
+            if not ctx.call(ctx.engine.state, st.id).running:
+                break
+        except ContainerNotFound:
+            break
+    out.close()
 
 
 def _path_stat(archive: bytes, path: str) -> str:
