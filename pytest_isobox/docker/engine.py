@@ -10,6 +10,7 @@ Objects without our labels are never touched. A failed create or run leaves no c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import json
@@ -54,6 +55,7 @@ from pytest_isobox.engine import (
     ExecResult,
     IsoboxError,
     LogStream,
+    ProcessStream,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.native.reaper import RunReaper
@@ -74,7 +76,7 @@ class DockerEngine(ImageMethods, NetworkMethods):
     """
 
     name = "docker"
-    capabilities = OPTIONAL_CAPABILITIES - {"streams"}
+    capabilities = OPTIONAL_CAPABILITIES
     # One stats sample costs the daemon 0.5-1 s (it waits for a CPU delta even one-shot):
     # the plugin does not take one at teardown, which stays one forced removal.
     cheap_stats = False
@@ -451,6 +453,49 @@ class DockerEngine(ImageMethods, NetworkMethods):
             code = 127 if "not found" in str(exc) else 126
             return ExecResult(code, b"", f"{exc}\n".encode())
         return ExecResult(0, b"", b"")
+
+    def exec_stream(self, container: str, cmd: list[str], *, tty: bool = False,
+                    stdin: bool = False, env: dict[str, str] | None = None,
+                    user: str | None = None, workdir: str | None = None) -> ProcessStream:
+        """The daemon's hijacked exec start, as pipes (docker/stdio.py)."""
+        from pytest_isobox.docker.stdio import relay
+
+        exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
+                                    tty=tty, stdin=stdin)
+        hijacked = self.client.hijack(f"/exec/{exec_id}/start",
+                                      body={"Detach": False, "Tty": tty}, kind="exec")
+
+        def resize(rows: int, columns: int) -> None:
+            with contextlib.suppress(IsoboxError):
+                self.client.request("POST", f"/exec/{exec_id}/resize",
+                                    {"h": rows, "w": columns}, kind="exec")
+        return relay(hijacked, tty=tty, stdin=stdin, output=True,
+                     exit_code=lambda: self._exec_exit_code(exec_id),
+                     resize=resize if tty else None)
+
+    def start_stream(self, container: str, *, stdin: bool = True,
+                     output: bool = False) -> ProcessStream:
+        """Attached (stdin, and the output when asked) before the start, as `docker start
+        -ai` does, so nothing written at once is missed."""
+        from pytest_isobox.docker.stdio import relay
+
+        state = self.state(container)
+        tty = bool((self.inspect(state.id).get("Config") or {}).get("Tty"))
+        query = {"stream": 1, "stdin": int(stdin), "stdout": int(output),
+                 "stderr": int(output)}
+        hijacked = self.client.hijack(f"/containers/{state.id}/attach", query,
+                                      kind="container")
+        try:
+            self.start(state.id)
+        except BaseException:
+            hijacked.close()
+            raise
+        return relay(hijacked, tty=tty, stdin=stdin, output=output,
+                     exit_code=lambda: self.wait(state.id))
+
+    def resize(self, container: str, rows: int, columns: int) -> None:
+        self.client.request("POST", f"/containers/{container}/resize",
+                            {"h": rows, "w": columns}, kind="container")
 
     def _exec_create(self, container: str, cmd: list[str], *, env: dict[str, str] | None,
                      user: str | None, workdir: str | None, tty: bool, stdin: bool) -> str:

@@ -209,3 +209,37 @@ def test_stats_stream_one_a_second_until_the_container_stops(client) -> None:
     assert [s["id"] for s in stream] in ([], [c.id])  # ends with the container
     one = c.stats(stream=False)
     assert one["id"] == c.id and one["precpu_stats"]["cpu_usage"]["total_usage"] == 0
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI")
+def test_stdin_through_the_docker_engines_streams(tmp_path: Path, isobox_home: Path,
+                                                  busybox_rootfs: Path) -> None:
+    """`isobox serve --engine docker`: run -i and exec -i relayed by the docker engine's
+    exec_stream/start_stream over the daemon's own hijacked streams."""
+    from pytest_isobox.engine import open_engine
+
+    tag = f"isobox-test/serve-stdin:{os.getpid()}"
+    daemon = open_engine("docker")
+    try:
+        daemon.import_rootfs(busybox_rootfs, tag)
+        with _serve_docker_engine(tmp_path, isobox_home) as host:
+            env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": "/nonexistent-isobox"}
+
+            def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+                return subprocess.run(["docker", *args], env=env, input=stdin, text=True,
+                                      capture_output=True, timeout=120, check=False)
+
+            done = cli("run", "-i", "--rm", tag, "sh", "-c", "tr a-z A-Z; exit 5",
+                       stdin="via-dockerd\n")
+            assert (done.returncode, done.stdout) == (5, "VIA-DOCKERD\n"), done.stderr
+            name = f"isobox-serve-stdin-{os.getpid()}"
+            assert cli("run", "-d", "--name", name, tag, "sleep", "300").returncode == 0
+            try:
+                done = cli("exec", "-i", name, "sh", "-c", "cat; echo end >&2", stdin="x\n")
+                assert (done.returncode, done.stdout, done.stderr) == (0, "x\n", "end\n")
+            finally:
+                cli("rm", "-f", name)
+    finally:
+        with contextlib.suppress(Exception):
+            daemon.remove_image(tag, force=True)
+        daemon.close()
