@@ -93,11 +93,10 @@ class EventsRole:
         except ContainerNotFound:  # gone already (auto-removed): the code stays known
             return super().wait(container, timeout)  # type: ignore[misc]
         code = super().wait(container, timeout)  # type: ignore[misc]
-        try:
-            self._died(super().state(container))  # type: ignore[misc]
-        except ContainerNotFound:  # auto-removed at its exit (`run --rm`)
+        if before.status != "exited":  # it ended while waited for: now
             before.status, before.exit_code, before.finished_at = "exited", code, 0.0
-            self._died(before)
+        self._died(before)
+        if not (Path(self.home) / "containers" / before.id).exists():  # auto-removed at exit
             self._event("container", "destroy", before.id, _attributes(before))
         return code
 
@@ -114,6 +113,10 @@ class EventsRole:
         old = super().state(container)  # type: ignore[misc]
         super().rename(container, new_name)  # type: ignore[misc]
         self._container_event("rename", old.id, oldName="/" + old.name)
+
+    def update(self, container: str, **changes: Any) -> None:
+        super().update(container, **changes)  # type: ignore[misc]
+        self._container_event("update", container)
 
     def pause(self, container: str) -> None:
         super().pause(container)  # type: ignore[misc]
