@@ -21,6 +21,7 @@ from pytest_isobox.engine.specs import (
     LogStream,
     NetworkInfo,
     ProcessStream,
+    RestartPolicy,
 )
 
 # Beyond the core (create, start, wait, logs, exec, remove, inspect, images by name).
@@ -107,6 +108,12 @@ class Engine(Protocol):
     def put_archive(self, container: str, path: str, data: bytes | IO[bytes]) -> None: ...
     def get_archive(self, container: str, path: str) -> bytes: ...
     def stats(self, container: str) -> ContainerStats: ...
+    def update(self, container: str, *, mem_limit: int | None = ..., cpus: float | None = ...,
+               cpu_shares: int | None = ..., pids_limit: int | None = ...,
+               restart: RestartPolicy | None = ...) -> None:
+        """`docker update`: only the values given change (None: no limit); a running
+        container gets them at once, later starts keep them."""
+        ...
     def run_attached(self, spec: ContainerSpec) -> int: ...
     def exec_attached(
         self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
