@@ -35,6 +35,7 @@ from pytest_isobox.native.engine.launch import LaunchRole
 from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
 from pytest_isobox.native.engine.streams import StreamsRole
+from pytest_isobox.native.engine.updates import UpdatesRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
 from pytest_isobox.native.reaper import RunReaper, reap_home
@@ -67,7 +68,7 @@ def check_prerequisites() -> None:
 
 
 class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole,
-                   ArchivesRole, NetworksRole, VolumesRole, StreamsRole):
+                   ArchivesRole, NetworksRole, VolumesRole, StreamsRole, UpdatesRole):
     """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
 
     name = "native"
