@@ -493,6 +493,24 @@ class DockerEngine(ImageMethods, NetworkMethods):
         return relay(hijacked, tty=tty, stdin=stdin, output=output,
                      exit_code=lambda: self.wait(state.id))
 
+    def update(self, container: str, **changes: object) -> None:
+        """`docker update`: mem_limit, cpus, cpu_shares, pids_limit (None: unlimited),
+        restart (a RestartPolicy); only those given change."""
+        body: dict = {}
+        if changes.get("mem_limit"):
+            body["Memory"] = body["MemorySwap"] = changes["mem_limit"]
+        if changes.get("cpus"):
+            body["NanoCpus"] = int(float(changes["cpus"]) * 1e9)  # type: ignore[arg-type]
+        if changes.get("cpu_shares"):
+            body["CpuShares"] = changes["cpu_shares"]
+        if "pids_limit" in changes:
+            body["PidsLimit"] = changes["pids_limit"] or -1
+        restart = changes.get("restart")
+        if restart is not None:
+            body["RestartPolicy"] = {"Name": restart.name,  # type: ignore[attr-defined]
+                                     "MaximumRetryCount": restart.maximum_retry}  # type: ignore[attr-defined]
+        self.client.post_json(f"/containers/{container}/update", body=body, kind="container")
+
     def resize(self, container: str, rows: int, columns: int) -> None:
         self.client.request("POST", f"/containers/{container}/resize",
                             {"h": rows, "w": columns}, kind="container")
