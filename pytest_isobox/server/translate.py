@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_isobox import dockerargs
-from pytest_isobox.engine import ContainerSpec, MountSpec, NetworkAttachment, PortSpec
+from pytest_isobox.engine import (
+    ContainerSpec,
+    MountSpec,
+    NetworkAttachment,
+    PortSpec,
+    RestartPolicy,
+)
 from pytest_isobox.server.errors import ApiError
 
 _MAX_LIMIT = 1 << 62
@@ -157,3 +163,39 @@ def _networks(host: dict, networking: dict) -> tuple[str, list[NetworkAttachment
     if "bridge" in names and len(names) > 1:
         names.pop("bridge")
     return dockerargs.network_choice(names)
+
+
+def update_changes(body: dict) -> dict:
+    """`POST /containers/{id}/update`'s body to the engine's `update` keywords: only what
+    the body sets (0 leaves a limit as it is, as dockerd); a PidsLimit of -1 removes it."""
+    changes: dict = {}
+    if body.get("Memory"):
+        changes["mem_limit"] = _limit(body["Memory"], "Memory")
+    nano, quota = body.get("NanoCpus"), body.get("CpuQuota")
+    if nano:
+        changes["cpus"] = _limit(nano, "NanoCpus") / 1e9
+    elif quota and quota > 0:
+        changes["cpus"] = _check(quota, int, "CpuQuota") / (body.get("CpuPeriod") or 100000)
+    if body.get("CpuShares"):
+        changes["cpu_shares"] = _limit(body["CpuShares"], "CpuShares")
+    pids = body.get("PidsLimit")
+    if pids is not None and pids != 0:
+        _check(pids, int, "PidsLimit")
+        changes["pids_limit"] = None if pids < 0 else _limit(pids, "PidsLimit")
+    policy = body.get("RestartPolicy")
+    if policy and policy.get("Name") is not None:
+        _check(policy, dict, "RestartPolicy")
+        name = policy.get("Name") or "no"
+        if name not in ("no", "always", "on-failure", "unless-stopped"):
+            raise ApiError(400, f"invalid RestartPolicy.Name {name!r}")
+        retries = _check(policy.get("MaximumRetryCount") or 0, int, "MaximumRetryCount")
+        changes["restart"] = RestartPolicy(name, retries)
+    swap = body.get("MemorySwap")
+    if swap not in (None, 0, -1) and swap != body.get("Memory"):
+        raise ApiError(400, f"update of MemorySwap to {swap!r} is not supported: swap is "
+                            "held to the memory limit")
+    for key in ("BlkioWeight", "CpusetCpus", "CpusetMems", "MemoryReservation",
+                "KernelMemory"):
+        if body.get(key) not in (None, 0, ""):
+            raise ApiError(400, f"update of {key} is not supported")
+    return changes

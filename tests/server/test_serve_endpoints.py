@@ -79,15 +79,41 @@ def test_rename_pause_unpause_top(client) -> None:
     assert err.value.status_code == 409
 
 
-def test_update_is_refused_in_one_line_when_the_engine_cannot(client) -> None:
-    c = client.containers.run(SERVE_IMAGE, ["sleep", "300"], detach=True)
-    with pytest.raises(docker.errors.APIError) as err:
-        c.update(mem_limit="64m")
-    assert err.value.status_code == 501
-    assert "updating a container's resources is not supported by the native engine" \
-        in str(err.value)
+def _memory_limit_file(cid: str) -> int:
+    """The container's memory limit as its cgroup holds it (v1 or v2)."""
+    from pytest_isobox.native.cgroups import open_cgroup
+
+    cgroup = open_cgroup(f"isobox/{cid}")
+    hierarchy = cgroup.layout.where("memory")
+    name = "memory.limit_in_bytes" if hierarchy.version == 1 else "memory.max"
+    return int((hierarchy.mountpoint / cgroup.name / name).read_text())
+
+
+def test_update_limits_and_restart_policy(client, served: str) -> None:
+    c = client.containers.run(SERVE_IMAGE, ["sleep", "300"], detach=True, mem_limit="64m")
+    assert _memory_limit_file(c.id) == 64 << 20
+    c.update(mem_limit="32m")  # lowered
     c.reload()
-    assert c.attrs["HostConfig"]["Memory"] == 0  # nothing changed
+    assert c.attrs["HostConfig"]["Memory"] == 32 << 20
+    assert _memory_limit_file(c.id) == 32 << 20
+    if shutil.which("docker"):  # raised, through the CLI, with a restart policy
+        env = {**os.environ, "DOCKER_HOST": served, "DOCKER_CONFIG": "/nonexistent-isobox"}
+        done = subprocess.run(["docker", "update", "--memory", "96m", "--memory-swap", "96m",
+                               "--pids-limit", "50", "--restart", "on-failure:3", c.id],
+                              env=env, check=False, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        c.reload()
+        assert _memory_limit_file(c.id) == 96 << 20
+        assert c.attrs["HostConfig"]["PidsLimit"] == 50
+        assert c.attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                          "MaximumRetryCount": 3}
+    with pytest.raises(docker.errors.APIError) as err:
+        c.update(mem_limit=-5)
+    assert err.value.status_code == 400
+    created = client.containers.create(SERVE_IMAGE, ["sleep", "300"])
+    created.update(mem_limit="48m")  # not running: used at its start
+    created.start()
+    assert _memory_limit_file(created.id) == 48 << 20
 
 
 def test_prune_containers_and_images(client) -> None:

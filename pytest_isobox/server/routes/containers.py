@@ -26,7 +26,7 @@ from pytest_isobox.server.filters import parse_filters
 from pytest_isobox.server.http import ClientGone, Hijacked, Request, frame
 from pytest_isobox.server.routing import Router
 from pytest_isobox.server.stdio import pump_stdin
-from pytest_isobox.server.translate import spec_from_create
+from pytest_isobox.server.translate import spec_from_create, update_changes
 
 router = Router()
 _STREAMS = {"stdout": 1, "stderr": 2}
@@ -349,8 +349,12 @@ def update(ctx: ServerContext, req: Request, id: str) -> None:
     body = req.json()
     if not isinstance(body, dict):
         raise ApiError(400, "invalid update body: expected a JSON object")
+    changes = update_changes(body)
     st = _state(ctx, id)
-    ctx.call(_optional(ctx, "update", "updating a container's resources"), st.id, body)
+    if changes:
+        ctx.call(_optional(ctx, "update", "updating a container's resources"), st.id,
+                 **changes)
+    ctx.listed.pop(st.id, None)
     req.reply_json(200, {"Warnings": []})
 
 
