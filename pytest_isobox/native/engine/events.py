@@ -7,6 +7,7 @@ of a container that ran), with the time the run ended."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,14 @@ class EventsRole:
         events.record(self.home, EngineEvent(type_, action, id_, dict(attributes or {}), when),
                       key)
 
-    def _container_event(self, action: str, container: str, **extra: str) -> ContainerState:
-        st = super().state(container)  # type: ignore[misc]
+    def _container_event(self, action: str, container: str, **extra: str
+                         ) -> ContainerState | None:
+        """The event of a verb that succeeded; none when the container went meanwhile (an
+        auto-removed one killed or stopped): its exit reports it."""
+        try:
+            st = super().state(container)  # type: ignore[misc]
+        except ContainerNotFound:
+            return None
         self._event("container", action, st.id, _attributes(st, **extra))
         return st
 
@@ -84,7 +91,8 @@ class EventsRole:
 
     def stop(self, container: str, timeout: float | None = None) -> None:
         super().stop(container, timeout)  # type: ignore[misc]
-        self._died(super().state(container))  # type: ignore[misc]
+        with contextlib.suppress(ContainerNotFound):
+            self._died(super().state(container))  # type: ignore[misc]
         self._container_event("stop", container)
 
     def wait(self, container: str, timeout: float | None = None) -> int:
