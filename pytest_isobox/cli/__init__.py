@@ -133,6 +133,7 @@ READ_ONLY_VERBS = {
     "containers:cmd_ps", "containers:cmd_inspect", "containers:cmd_logs", "containers:cmd_port",
     "containers:cmd_stats", "images:cmd_images", "images:cmd_image_inspect",
     "networks:cmd_network_ls", "networks:cmd_network_inspect", "volumes:cmd_volume_ls",
+    "events:cmd_events",
 }
 
 
@@ -354,6 +355,12 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(no_engine=True)
     p = verb("version", "system:cmd_version", "the versions of isobox and of its engine")
     p.add_argument("-f", "--format", help="a Go template over {Client, Server}")
+    p = verb("events", "events:cmd_events", "what changes, as it happens (docker events)")
+    p.add_argument("--since", help="from this time: Unix seconds, RFC 3339 or a duration (10m)")
+    p.add_argument("--until", help="up to this time (then the stream ends)")
+    p.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
+                   help="container, event, image, label, network, type, volume")
+    p.add_argument("--format", help="a Go template per event, or json")
     p = verb("info", "system:cmd_info", "the engine's containers, images and host")
     p.add_argument("-f", "--format", help="a Go template over the info document")
     system = verb("system", None, "what isobox left on this host, info, df")

@@ -10,6 +10,7 @@ Objects without our labels are never touched. A failed create or run leaves no c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import json
@@ -50,9 +51,11 @@ from pytest_isobox.engine import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    EngineEvent,
     ExecResult,
     IsoboxError,
     LogStream,
+    ProcessStream,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.reaper import RunReaper
@@ -417,6 +420,13 @@ class DockerEngine(ImageMethods, NetworkMethods):
                 text = stamp.decode("ascii", "replace")
                 yield stream, LogTime(parse_time(text) or 0.0, text), rest
 
+    def events(self, *, since: float | None = None, until: float | None = None,
+               follow: bool = True) -> Iterator[EngineEvent | None]:
+        """The daemon's events (its own history: dockerd keeps the last ones in memory)."""
+        from pytest_isobox.docker.events import daemon_events
+
+        return daemon_events(self.client, since=since, until=until, follow=follow)
+
     def _log_pieces(self, container: str, query: dict,
                     tty: bool) -> Iterator[tuple[LogStream, bytes]]:
         with self.client.stream("GET", f"/containers/{container}/logs", query,
@@ -453,6 +463,67 @@ class DockerEngine(ImageMethods, NetworkMethods):
             code = 127 if "not found" in str(exc) else 126
             return ExecResult(code, b"", f"{exc}\n".encode())
         return ExecResult(0, b"", b"")
+
+    def exec_stream(self, container: str, cmd: list[str], *, tty: bool = False,
+                    stdin: bool = False, env: dict[str, str] | None = None,
+                    user: str | None = None, workdir: str | None = None) -> ProcessStream:
+        """The daemon's hijacked exec start, as pipes (docker/stdio.py)."""
+        from pytest_isobox.docker.stdio import relay
+
+        exec_id = self._exec_create(container, cmd, env=env, user=user, workdir=workdir,
+                                    tty=tty, stdin=stdin)
+        hijacked = self.client.hijack(f"/exec/{exec_id}/start",
+                                      body={"Detach": False, "Tty": tty}, kind="exec")
+
+        def resize(rows: int, columns: int) -> None:
+            with contextlib.suppress(IsoboxError):
+                self.client.request("POST", f"/exec/{exec_id}/resize",
+                                    {"h": rows, "w": columns}, kind="exec")
+        return relay(hijacked, tty=tty, stdin=stdin, output=True,
+                     exit_code=lambda: self._exec_exit_code(exec_id),
+                     resize=resize if tty else None)
+
+    def start_stream(self, container: str, *, stdin: bool = True,
+                     output: bool = False) -> ProcessStream:
+        """Attached (stdin, and the output when asked) before the start, as `docker start
+        -ai` does, so nothing written at once is missed."""
+        from pytest_isobox.docker.stdio import relay
+
+        state = self.state(container)
+        tty = bool((self.inspect(state.id).get("Config") or {}).get("Tty"))
+        query = {"stream": 1, "stdin": int(stdin), "stdout": int(output),
+                 "stderr": int(output)}
+        hijacked = self.client.hijack(f"/containers/{state.id}/attach", query,
+                                      kind="container")
+        try:
+            self.start(state.id)
+        except BaseException:
+            hijacked.close()
+            raise
+        return relay(hijacked, tty=tty, stdin=stdin, output=output,
+                     exit_code=lambda: self.wait(state.id))
+
+    def update(self, container: str, **changes: object) -> None:
+        """`docker update`: mem_limit, cpus, cpu_shares, pids_limit (None: unlimited),
+        restart (a RestartPolicy); only those given change."""
+        body: dict = {}
+        if changes.get("mem_limit"):
+            body["Memory"] = body["MemorySwap"] = changes["mem_limit"]
+        if changes.get("cpus"):
+            body["NanoCpus"] = int(float(changes["cpus"]) * 1e9)  # type: ignore[arg-type]
+        if changes.get("cpu_shares"):
+            body["CpuShares"] = changes["cpu_shares"]
+        if "pids_limit" in changes:
+            body["PidsLimit"] = changes["pids_limit"] or -1
+        restart = changes.get("restart")
+        if restart is not None:
+            body["RestartPolicy"] = {"Name": restart.name,  # type: ignore[attr-defined]
+                                     "MaximumRetryCount": restart.maximum_retry}  # type: ignore[attr-defined]
+        self.client.post_json(f"/containers/{container}/update", body=body, kind="container")
+
+    def resize(self, container: str, rows: int, columns: int) -> None:
+        self.client.request("POST", f"/containers/{container}/resize",
+                            {"h": rows, "w": columns}, kind="container")
 
     def _exec_create(self, container: str, cmd: list[str], *, env: dict[str, str] | None,
                      user: str | None, workdir: str | None, tty: bool, stdin: bool,

@@ -17,9 +17,9 @@ _HOMES = {
     "protocol": ("Engine", "require"),
     "registry": ("open_engine", "register"),
     "specs": ("PERSISTENT_LABEL", "BuildStep", "ContainerSpec", "ContainerState",
-              "ContainerStats", "DeviceSpec", "ExecResult", "HealthcheckSpec", "ImageInfo",
-              "LogStream", "MountSpec", "NetworkAttachment", "NetworkInfo", "PortSpec",
-              "RestartPolicy"),
+              "ContainerStats", "DeviceSpec", "EngineEvent", "ExecResult", "HealthcheckSpec",
+              "ImageInfo", "LogStream", "MountSpec", "NetworkAttachment", "NetworkInfo",
+              "PortSpec", "ProcessStream", "RestartPolicy"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 # Docker's size and ulimit syntax, kept importable from the seam: dockerargs parses them
@@ -28,10 +28,11 @@ _FROM_DOCKERARGS = ("ULIMIT_NAMES", "parse_size", "parse_ulimit")
 __all__ = [
     "PERSISTENT_LABEL", "ULIMIT_NAMES", "BuildError", "BuildStep", "ConflictError",
     "ContainerError", "ContainerNotFound", "ContainerSpec", "ContainerState", "ContainerStats",
-    "DeviceSpec", "Engine", "EngineUnavailable", "ExecResult", "HealthcheckSpec", "ImageInfo",
-    "ImageNotFound", "InvalidSpec", "IsoboxError", "LogStream", "MountSpec", "NetworkAttachment",
-    "NetworkInfo", "NetworkNotFound", "PortSpec", "RestartPolicy", "VolumeNotFound",
-    "open_engine", "parse_size", "parse_ulimit", "register", "require",
+    "DeviceSpec", "Engine", "EngineEvent", "EngineUnavailable", "ExecResult", "HealthcheckSpec",
+    "ImageInfo", "ImageNotFound", "InvalidSpec", "IsoboxError", "LogStream", "MountSpec",
+    "NetworkAttachment", "NetworkInfo", "NetworkNotFound", "PortSpec", "ProcessStream",
+    "RestartPolicy", "VolumeNotFound", "open_engine", "parse_size", "parse_ulimit", "register",
+    "require",
 ]
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
         ContainerState,
         ContainerStats,
         DeviceSpec,
+        EngineEvent,
         ExecResult,
         HealthcheckSpec,
         ImageInfo,
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
         NetworkAttachment,
         NetworkInfo,
         PortSpec,
+        ProcessStream,
         RestartPolicy,
     )
 

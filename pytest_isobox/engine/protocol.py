@@ -15,14 +15,18 @@ from pytest_isobox.engine.specs import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    EngineEvent,
     ExecResult,
     ImageInfo,
     LogStream,
     NetworkInfo,
+    ProcessStream,
+    RestartPolicy,
 )
 
 # Beyond the core (create, start, wait, logs, exec, remove, inspect, images by name).
-OPTIONAL_CAPABILITIES = frozenset({"build", "commit", "archives", "networks", "volumes", "keep"})
+OPTIONAL_CAPABILITIES = frozenset({"build", "commit", "archives", "networks", "volumes",
+                                   "streams", "events", "keep"})
 
 
 @runtime_checkable
@@ -104,11 +108,42 @@ class Engine(Protocol):
     def put_archive(self, container: str, path: str, data: bytes | IO[bytes]) -> None: ...
     def get_archive(self, container: str, path: str) -> bytes: ...
     def stats(self, container: str) -> ContainerStats: ...
+    def update(self, container: str, *, mem_limit: int | None = ..., cpus: float | None = ...,
+               cpu_shares: int | None = ..., pids_limit: int | None = ...,
+               restart: RestartPolicy | None = ...) -> None:
+        """`docker update`: only the values given change (None: no limit); a running
+        container gets them at once, later starts keep them."""
+        ...
     def run_attached(self, spec: ContainerSpec) -> int: ...
     def exec_attached(
         self, container: str, cmd: list[str], *, tty: bool, stdin: bool,
         env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
     ) -> int: ...
+    # interactive stdio (capability "streams")
+    def exec_stream(
+        self, container: str, cmd: list[str], *, tty: bool = False, stdin: bool = False,
+        env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+    ) -> ProcessStream:
+        """`cmd` started in the running container, its stdio given to the caller (the API's
+        hijacked `exec start`): output as it comes, stdin as the caller writes it."""
+        ...
+    def start_stream(self, container: str, *, stdin: bool = True,
+                     output: bool = False) -> ProcessStream:
+        """Start the created container with its stdin a pipe the caller writes (`docker run
+        -i`); its output goes to the log as always (also to the stream's fds with `output`)."""
+        ...
+    def resize(self, container: str, rows: int, columns: int) -> None:
+        """A running tty container's terminal size."""
+        ...
+
+    # what changed (capability "events")
+    def events(
+        self, *, since: float | None = None, until: float | None = None, follow: bool = True,
+    ) -> Iterator[EngineEvent | None]:
+        """Events from `since` (None: only new ones when following, all kept otherwise) up
+        to `until`; following, it yields None when nothing happened for about a second, so
+        the caller can notice its own client went away; it ends after `until`."""
+        ...
 
     # an exited container made persistent after all (capability "keep"): a foreground
     # `isobox run` owns its container while it runs (a killed CLI takes it along) and keeps it

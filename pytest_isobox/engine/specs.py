@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -193,6 +196,46 @@ class ExecResult:
     @property
     def output(self) -> bytes:
         return self.stdout + self.stderr
+
+
+@dataclass
+class ProcessStream:
+    """A process's stdio handed to the caller (capability "streams"): write to `stdin`
+    (None unless asked for; close it for EOF), read `stdout` and `stderr` until EOF (a tty
+    has only `stdout`, both streams in one; none when the output goes only to the log).
+    The caller owns these fds and closes them; `wait()` gives the exit code, `resize`
+    (rows, columns) sets a tty's size. A command that cannot start is not an error: its
+    stream gives Docker's message on stderr and `wait()` its 126/127."""
+
+    stdin: int | None
+    stdout: int | None
+    stderr: int | None
+    wait: Callable[[], int]
+    resize: Callable[[int, int], None] | None = None
+    pid: int = 0
+
+    def close(self) -> None:
+        """Close what is still open of the caller's fds."""
+        for name in ("stdin", "stdout", "stderr"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+@dataclass
+class EngineEvent:
+    """Something that changed in an engine (capability "events"), as Docker's events name
+    it: `type` container, image, network or volume; `action` create, start, die, destroy,
+    pull, tag, ...; `id` what it happened to; `attributes` (name, image, exitCode, labels);
+    `time` in seconds since the epoch."""
+
+    type: str
+    action: str
+    id: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    time: float = 0.0
 
 
 @dataclass

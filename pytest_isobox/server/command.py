@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tlskey", help="the server's key")
     p.add_argument("--home", help="the isobox home (default: $ISOBOX_HOME or the system one)")
     p.add_argument("--engine", default="native", help="the engine serving the API")
+    p.add_argument("--ip", default="127.0.0.1",
+                   help="the host address of published ports whose binding names none "
+                        "(dockerd's --ip; default loopback, dockerd's is 0.0.0.0)")
     p.add_argument("--debug", action="store_true", help="log every request to stderr")
     return p
 
@@ -48,6 +51,9 @@ def main(argv: list[str]) -> int:
         print(f"isobox serve: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.home and args.engine != "native":
+            raise IsoboxError(f"--home is the native engine's store; the {args.engine} "
+                              "engine has none")
         options = {"home": args.home} if args.home else {}
         engine = open_engine(args.engine, **options)
     except IsoboxError as exc:
@@ -56,7 +62,7 @@ def main(argv: list[str]) -> int:
         print(f"isobox serve: {exc}", file=sys.stderr)
         return 1
     home = getattr(engine, "home", args.home)
-    app = App(ServerContext(engine, home), debug=args.debug)
+    app = App(ServerContext(engine, home, default_ip=args.ip), debug=args.debug)
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.debug else None
     try:
         for listener in listeners:

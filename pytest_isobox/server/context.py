@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pytest_isobox.engine import Engine
+from pytest_isobox.engine import Engine, NetworkAttachment
+from pytest_isobox.server.sessions import SessionReaper, remove_session
 
 T = TypeVar("T")
 
@@ -31,12 +32,15 @@ class ExecInstance:
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
+    stream: Any = None  # the engine's ProcessStream while it runs (for resize)
+    size: tuple[int, int] | None = None  # the last size asked for (rows, columns)
 
 
 @dataclass
 class ServerContext:
     engine: Engine
     home: Path | None = None
+    default_ip: str = "127.0.0.1"  # where a port binding without HostIp is published (--ip)
     lock: threading.RLock = field(default_factory=threading.RLock)
     changed: threading.Condition = field(default_factory=threading.Condition)
     generation: int = 0
@@ -45,6 +49,19 @@ class ServerContext:
     exits: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (run, exit code)
     removed: set[str] = field(default_factory=set)
     auto_remove: set[str] = field(default_factory=set)  # docker's --rm, done by the server
+    attachments: dict[str, list[NetworkAttachment]] = field(default_factory=dict)  # at create
+    stdin_once: dict[str, bool] = field(default_factory=dict)  # OpenStdin containers: StdinOnce
+    stdins: dict[str, Any] = field(default_factory=dict)  # running ones: their StdinSink
+    listed: dict[str, tuple[tuple, dict]] = field(default_factory=dict)  # list's inspect docs
+
+    sessions: SessionReaper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionReaper(lambda session: remove_session(self, session))
+
+    def streams(self) -> bool:
+        """Whether the engine hands out stdio (exec_stream, start_stream)."""
+        return "streams" in getattr(self.engine, "capabilities", ())
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn` (an engine method) with the engine to ourselves."""
@@ -75,6 +92,9 @@ class ServerContext:
         with self.changed:
             self.removed.add(cid)
             self.auto_remove.discard(cid)
+            self.attachments.pop(cid, None)
+            self.stdin_once.pop(cid, None)
+            self.listed.pop(cid, None)
             self.generation += 1
             self.changed.notify_all()
 

@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from pytest_isobox.engine import ContainerState, ImageInfo, NetworkInfo
+from pytest_isobox.engine import ContainerState, ImageInfo, NetworkAttachment, NetworkInfo
 
 _INSPECT_DEFAULTS: dict[str, Any] = {
     "Id": "", "Created": "", "Path": "", "Args": [], "Image": "", "Name": "",
@@ -79,9 +79,29 @@ def container_inspect(engine_doc: dict) -> dict:
     return doc
 
 
+def complete_endpoints(doc: dict, attachments: list[NetworkAttachment]) -> None:
+    """The endpoints of the networks named at create, as dockerd shows them before API 1.45:
+    there from create on (not only once running) and with the short id among the aliases on
+    user-defined networks. docker-compose 1.29 reads them: an endpoint without the short id
+    makes it disconnect and reconnect the container to set its aliases."""
+    networks = doc["NetworkSettings"]["Networks"]
+    short = doc["Id"][:12]
+    for attachment in attachments:
+        endpoint = networks.get(attachment.network)
+        if endpoint is None:
+            if doc["State"].get("Running"):
+                continue
+            endpoint = networks[attachment.network] = copy.deepcopy(_ENDPOINT_DEFAULTS)
+        aliases = list(endpoint.get("Aliases") or attachment.aliases)
+        if short not in aliases:
+            aliases.append(short)
+        endpoint["Aliases"] = aliases
+
+
 def _status_text(st: ContainerState, now: float) -> str:
-    if st.status == "running":
-        return f"Up {_ago(now - (st.started_at or now))}"
+    if st.status in ("running", "paused"):
+        paused = " (Paused)" if st.status == "paused" else ""
+        return f"Up {_ago(now - (st.started_at or now))}{paused}"
     if st.status == "created":
         return "Created"
     if st.status == "dead":
@@ -114,10 +134,18 @@ def container_summary(st: ContainerState, inspect: dict | None) -> dict:
         "Command": " ".join(cmd), "Created": int(st.created_at or 0), "Ports": ports,
         "Labels": st.labels, "State": st.status, "Status": _status_text(st, time.time()),
         "HostConfig": {"NetworkMode": host.get("NetworkMode", "bridge")},
-        "NetworkSettings": {"Networks": {
-            name: {**_ENDPOINT_DEFAULTS, "IPAddress": ip} for name, ip in st.ips.items()}},
+        "NetworkSettings": {"Networks": _summary_networks(st, inspect)},
         "Mounts": (inspect or {}).get("Mounts") or [],
     }
+
+
+def _summary_networks(st: ContainerState, inspect: dict | None) -> dict:
+    """The inspect document's endpoints (gateway included: testcontainers connects to it
+    when it runs inside a container), else the state's addresses."""
+    networks = ((inspect or {}).get("NetworkSettings") or {}).get("Networks")
+    if networks:
+        return copy.deepcopy(networks)
+    return {name: {**_ENDPOINT_DEFAULTS, "IPAddress": ip} for name, ip in st.ips.items()}
 
 
 def _created_seconds(created: str | None) -> int:

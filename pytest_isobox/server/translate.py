@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_isobox import dockerargs
-from pytest_isobox.engine import ContainerSpec, MountSpec, NetworkAttachment, PortSpec
+from pytest_isobox.engine import (
+    ContainerSpec,
+    MountSpec,
+    NetworkAttachment,
+    PortSpec,
+    RestartPolicy,
+)
 from pytest_isobox.server.errors import ApiError
 
 _MAX_LIMIT = 1 << 62
@@ -49,8 +55,10 @@ def _limit(value: Any, name: str) -> int | None:
     return value
 
 
-def spec_from_create(body: Any, name: str | None) -> ContainerSpec:
-    """The ContainerSpec of `POST /containers/create` (query `name`)."""
+def spec_from_create(body: Any, name: str | None, *, default_ip: str = "127.0.0.1"
+                     ) -> ContainerSpec:
+    """The ContainerSpec of `POST /containers/create` (query `name`); a port binding with
+    no HostIp is published on `default_ip` (the server's `--ip`)."""
     config = _check(body, dict, "request body (expected a JSON object)")
     host = _mapping(config.get("HostConfig"), "HostConfig")
     networking = _mapping(config.get("NetworkingConfig"), "NetworkingConfig")
@@ -64,7 +72,10 @@ def spec_from_create(body: Any, name: str | None) -> ContainerSpec:
     if spec.entrypoint == [""]:
         spec.entrypoint = []
     spec.env = dockerargs.parse_env(_strings(config.get("Env"), "Env") or [], environ={})
-    spec.labels = dockerargs.parse_labels(_mapping(config.get("Labels"), "Labels"))
+    labels = _mapping(config.get("Labels"), "Labels")
+    for key, value in labels.items():
+        _check(value, str, f"Labels[{key!r}]")
+    spec.labels = dockerargs.parse_labels(labels)
     spec.working_dir = _check(config.get("WorkingDir") or "", str, "WorkingDir") or None
     spec.user = _check(config.get("User") or "", str, "User") or None
     spec.hostname = _check(config.get("Hostname") or "", str, "Hostname") or None
@@ -93,7 +104,8 @@ def spec_from_create(body: Any, name: str | None) -> ContainerSpec:
             f"{item.get('Name')}={item.get('Soft')}:{item.get('Hard')}")
         spec.ulimits[ulimit_name] = limits
     spec.mounts = _mounts(host)
-    spec.ports = _ports(host, _mapping(config.get("ExposedPorts"), "ExposedPorts"))
+    spec.ports = _ports(host, _mapping(config.get("ExposedPorts"), "ExposedPorts"),
+                        default_ip)
     spec.network_mode, spec.networks = _networks(host, networking)
     return spec
 
@@ -114,7 +126,7 @@ def _mounts(host: dict) -> list[MountSpec]:
     return mounts
 
 
-def _ports(host: dict, exposed: dict) -> list[PortSpec]:
+def _ports(host: dict, exposed: dict, default_ip: str) -> list[PortSpec]:
     ports: list[PortSpec] = []
     bindings = _mapping(host.get("PortBindings"), "HostConfig.PortBindings")
     for key, entries in bindings.items():
@@ -125,13 +137,13 @@ def _ports(host: dict, exposed: dict) -> list[PortSpec]:
             if not host_port.isdigit() or int(host_port) > 65535:
                 raise ApiError(400, f"invalid HostPort {host_port!r} for {key}")
             ports.append(PortSpec(container.container_port, container.protocol,
-                                  entry.get("HostIp") or "127.0.0.1", int(host_port)))
+                                  entry.get("HostIp") or default_ip, int(host_port)))
     if host.get("PublishAllPorts"):
         bound = {p.key for p in ports}
         for key in exposed:
             port = dockerargs.parse_port(key)
             if port.key not in bound:
-                ports.append(port)
+                ports.append(PortSpec(port.container_port, port.protocol, default_ip, 0))
     return ports
 
 
@@ -151,3 +163,39 @@ def _networks(host: dict, networking: dict) -> tuple[str, list[NetworkAttachment
     if "bridge" in names and len(names) > 1:
         names.pop("bridge")
     return dockerargs.network_choice(names)
+
+
+def update_changes(body: dict) -> dict:
+    """`POST /containers/{id}/update`'s body to the engine's `update` keywords: only what
+    the body sets (0 leaves a limit as it is, as dockerd); a PidsLimit of -1 removes it."""
+    changes: dict = {}
+    if body.get("Memory"):
+        changes["mem_limit"] = _limit(body["Memory"], "Memory")
+    nano, quota = body.get("NanoCpus"), body.get("CpuQuota")
+    if nano:
+        changes["cpus"] = _limit(nano, "NanoCpus") / 1e9
+    elif quota and quota > 0:
+        changes["cpus"] = _check(quota, int, "CpuQuota") / (body.get("CpuPeriod") or 100000)
+    if body.get("CpuShares"):
+        changes["cpu_shares"] = _limit(body["CpuShares"], "CpuShares")
+    pids = body.get("PidsLimit")
+    if pids is not None and pids != 0:
+        _check(pids, int, "PidsLimit")
+        changes["pids_limit"] = None if pids < 0 else _limit(pids, "PidsLimit")
+    policy = body.get("RestartPolicy")
+    if policy and policy.get("Name") is not None:
+        _check(policy, dict, "RestartPolicy")
+        name = policy.get("Name") or "no"
+        if name not in ("no", "always", "on-failure", "unless-stopped"):
+            raise ApiError(400, f"invalid RestartPolicy.Name {name!r}")
+        retries = _check(policy.get("MaximumRetryCount") or 0, int, "MaximumRetryCount")
+        changes["restart"] = RestartPolicy(name, retries)
+    swap = body.get("MemorySwap")
+    if swap not in (None, 0, -1) and swap != body.get("Memory"):
+        raise ApiError(400, f"update of MemorySwap to {swap!r} is not supported: swap is "
+                            "held to the memory limit")
+    for key in ("BlkioWeight", "CpusetCpus", "CpusetMems", "MemoryReservation",
+                "KernelMemory"):
+        if body.get(key) not in (None, 0, ""):
+            raise ApiError(400, f"update of {key} is not supported")
+    return changes

@@ -12,6 +12,7 @@ import threading
 from pytest_isobox.engine import ContainerState
 from pytest_isobox.polling import readable
 from pytest_isobox.server.context import ServerContext
+from pytest_isobox.server.stdio import StdinSink
 
 
 def start(ctx: ServerContext, ref: str) -> tuple[ContainerState, bool]:
@@ -21,7 +22,7 @@ def start(ctx: ServerContext, ref: str) -> tuple[ContainerState, bool]:
         if before.running:
             return before, False
         try:
-            state = ctx.engine.start(before.id)
+            state = _start(ctx, before.id)
         except BaseException:  # wake the attach and /wait requests waiting for this run
             ctx.record_exit(before.id, ctx.record_start(before.id), 125)
             raise
@@ -30,6 +31,19 @@ def start(ctx: ServerContext, ref: str) -> tuple[ContainerState, bool]:
     threading.Thread(target=_watch, args=(ctx, state.id, run, pidfd), daemon=True,
                      name=f"watch-{state.id[:12]}").start()
     return state, True
+
+
+def _start(ctx: ServerContext, cid: str) -> ContainerState:
+    """The engine's start; a container made with OpenStdin keeps a stdin the attached
+    clients write to while it runs (its StdinSink), when the engine hands one out."""
+    if cid not in ctx.stdin_once or not ctx.streams():
+        return ctx.engine.start(cid)
+    stream = ctx.engine.start_stream(cid, stdin=True)
+    if stream.stdin is not None:
+        ctx.stdins[cid] = StdinSink(stream.stdin, once=ctx.stdin_once[cid])
+        stream.stdin = None
+    stream.close()
+    return ctx.engine.state(cid)
 
 
 def _pidfd(pid: int | None) -> int | None:
@@ -47,6 +61,10 @@ def _watch(ctx: ServerContext, cid: str, run: int, pidfd: int | None) -> None:
         if pidfd is not None:
             readable([pidfd], None)
             os.close(pidfd)
+            pidfd = None
+        sink = ctx.stdins.pop(cid, None)
+        if sink is not None:
+            sink.close()
         with contextlib.suppress(Exception):
             code = ctx.call(ctx.engine.wait, cid)
         if cid in ctx.auto_remove:

@@ -3,6 +3,7 @@ imported as `busybox:test` in its private home; killed by pid at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,20 +19,23 @@ from tests.conftest import needs_root
 SERVE_IMAGE = "busybox:test"
 
 
-@pytest.fixture
-def served(tmp_path: Path, isobox_home: Path, busybox_rootfs: Path) -> Iterator[str]:
-    """The DOCKER_HOST of a server started for this test."""
+@contextlib.contextmanager
+def serve(tmp_path: Path, isobox_home: Path, busybox_rootfs: Path, *args: str,
+          name: str = "docker.sock") -> Iterator[str]:
+    """`isobox serve` on a unix socket in `tmp_path` (extra `args` to it), busybox imported
+    into its home; stopped at the end, and then its home must have no container left."""
     if os.geteuid() != 0:
         pytest.skip("needs root (the native engine, rootful)")
     subprocess.run([sys.executable, "-m", "pytest_isobox.cli", "import", str(busybox_rootfs),
                     SERVE_IMAGE], check=True, capture_output=True)
-    sock = tmp_path / "docker.sock"
-    log = (tmp_path / "serve.log").open("wb")
+    sock = tmp_path / name
+    log_path = tmp_path / f"{name}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "pytest_isobox.server", "-H",
-                             f"unix://{sock}", "--home", str(isobox_home)],
+                             f"unix://{sock}", "--home", str(isobox_home), *args],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_listening(proc, tmp_path / "serve.log")
+        _wait_listening(proc, log_path)
         yield f"unix://{sock}"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -47,6 +51,13 @@ def served(tmp_path: Path, isobox_home: Path, busybox_rootfs: Path) -> Iterator[
     assert not left, f"isobox serve left containers behind: {left}"
 
 
+@pytest.fixture
+def served(tmp_path: Path, isobox_home: Path, busybox_rootfs: Path) -> Iterator[str]:
+    """The DOCKER_HOST of a server started for this test."""
+    with serve(tmp_path, isobox_home, busybox_rootfs) as host:
+        yield host
+
+
 def _wait_listening(proc: subprocess.Popen, log: Path) -> None:
     """Until the server says it listens (it prints that once the socket is bound)."""
     import select
@@ -60,4 +71,4 @@ def _wait_listening(proc: subprocess.Popen, log: Path) -> None:
         select.select([], [], [], 0.05)  # a short poll of the log the server writes
 
 
-__all__ = ["SERVE_IMAGE", "needs_root"]
+__all__ = ["SERVE_IMAGE", "needs_root", "serve"]

@@ -28,11 +28,14 @@ from pytest_isobox.engine import EngineUnavailable
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.homes import default_home
 from pytest_isobox.native.engine.archives import ArchivesRole
+from pytest_isobox.native.engine.events import EventsRole
 from pytest_isobox.native.engine.execs import ExecRole
 from pytest_isobox.native.engine.images import ImagesRole
 from pytest_isobox.native.engine.launch import LaunchRole
 from pytest_isobox.native.engine.lifecycle import LifecycleRole
 from pytest_isobox.native.engine.networks import NetworksRole
+from pytest_isobox.native.engine.streams import StreamsRole
+from pytest_isobox.native.engine.updates import UpdatesRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
 from pytest_isobox.native.reaping import reap_home
@@ -65,7 +68,8 @@ def check_prerequisites() -> None:
         raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
 
 
-class NativeEngine(ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole, ArchivesRole, NetworksRole, VolumesRole):
+class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole,
+                   ArchivesRole, NetworksRole, VolumesRole, StreamsRole, UpdatesRole):
     """Containers made by this process with namespaces, overlayfs and cgroups (root only)."""
 
     name = "native"

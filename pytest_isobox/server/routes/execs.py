@@ -1,17 +1,19 @@
-"""Exec endpoints: create, start (hijacked, output as frames unless tty; or detached),
-resize and inspect."""
+"""Exec endpoints: create, start (hijacked: stdin in, output out as it comes, as frames
+unless tty; or detached), resize and inspect."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 
 from pytest_isobox import dockerargs
-from pytest_isobox.engine import ContainerNotFound
+from pytest_isobox.engine import ContainerNotFound, ProcessStream
 from pytest_isobox.server.context import ExecInstance, ServerContext
-from pytest_isobox.server.errors import ApiError
-from pytest_isobox.server.http import ClientGone, Request, frame
+from pytest_isobox.server.errors import ApiError, api_error
+from pytest_isobox.server.http import ClientGone, Hijacked, Request, frame
 from pytest_isobox.server.routing import Router
+from pytest_isobox.server.stdio import StdinSink, pump_output, start_stdin_pump
 from pytest_isobox.server.translate import _strings
 
 router = Router()
@@ -73,6 +75,21 @@ def start(ctx: ServerContext, req: Request, id: str) -> None:
         req.reply_empty(200)
         return
     tty = bool(body.get("Tty", instance.tty))
+    if ctx.streams():
+        # the process starts once the client has the 101: output sent along with the
+        # headers would be read into docker-py's header buffer and lost to its raw reads
+        conn = req.hijack("application/vnd.docker.raw-stream" if tty
+                          else "application/vnd.docker.multiplexed-stream")
+        try:
+            stream = _open_stream(ctx, instance, tty)
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes down it
+            message = f"{api_error(exc).message}\n".encode()
+            with contextlib.suppress(ClientGone):
+                conn.write(message if tty else frame(2, message))
+            conn.close_write()
+            return
+        _relay(instance, stream, conn, tty)
+        return
     conn = req.hijack("application/vnd.docker.raw-stream" if tty
                       else "application/vnd.docker.multiplexed-stream")
     try:
@@ -93,9 +110,45 @@ def start(ctx: ServerContext, req: Request, id: str) -> None:
     conn.close_write()
 
 
+def _open_stream(ctx: ServerContext, instance: ExecInstance, tty: bool) -> ProcessStream:
+    instance.running = True
+    try:
+        stream = ctx.call(ctx.engine.exec_stream, instance.container, instance.cmd, tty=tty,
+                          stdin=instance.stdin, env=instance.env, user=instance.user,
+                          workdir=instance.workdir)
+    except BaseException:
+        instance.running, instance.exit_code = False, 126
+        raise
+    instance.pid, instance.stream = stream.pid, stream
+    if instance.size is not None and stream.resize is not None:  # asked before it started
+        stream.resize(*instance.size)
+    return stream
+
+
+def _relay(instance: ExecInstance, stream: ProcessStream, conn: Hijacked, tty: bool) -> None:
+    """stdin in (its own thread), output out as it comes, then the exit code recorded."""
+    try:
+        if stream.stdin is not None:
+            sink = StdinSink(stream.stdin, once=True)
+            stream.stdin = None  # the sink owns it now
+            start_stdin_pump(conn, sink, close_at_eof=True)
+        pump_output(conn, stream, tty=tty, stdout=instance.stdout, stderr=instance.stderr)
+        instance.exit_code = stream.wait()
+    finally:
+        instance.running, instance.stream = False, None
+        stream.close()
+    conn.close_write()
+
+
 @router.add("POST", "/exec/{id}/resize")
 def resize(ctx: ServerContext, req: Request, id: str) -> None:
-    _instance(ctx, id)
+    instance = _instance(ctx, id)
+    rows, columns = req.int_arg("h", 0), req.int_arg("w", 0)
+    if rows and columns:
+        instance.size = (rows, columns)
+        stream = instance.stream
+        if stream is not None and stream.resize is not None:
+            stream.resize(rows, columns)
     req.reply_empty(201)
 
 

@@ -1,5 +1,6 @@
 """Image endpoints: list, inspect, history, create (pull, with Docker's JSON progress),
-tag, delete, get (save), load, and build (a tar context, the classic builder's options)."""
+push, prune, tag, delete, get (save), load, and build (a tar context, the classic
+builder's options)."""
 
 from __future__ import annotations
 
@@ -138,6 +139,58 @@ def remove(ctx: ServerContext, req: Request, name: str) -> None:
     if still is None:
         report.append({"Deleted": image.id})
     req.reply_json(200, report)
+
+
+@router.add("POST", "/images/{name*}/push")
+def push(ctx: ServerContext, req: Request, name: str) -> None:
+    """Push `name:tag` to its registry through the engine, as Docker's progress stream
+    (the last message's `aux` holds Tag, Digest and Size, as docker-py and the CLI read)."""
+    tag = req.arg("tag") or ""
+    ref = f"{name}:{tag}" if tag else name
+    if tag == "" and ":" not in name.rsplit("/", 1)[-1]:
+        ref = f"{name}:latest"
+    _image(ctx, ref)
+    store = getattr(ctx.engine, "images_store", None)
+    pusher = store.push if store is not None else getattr(ctx.engine, "push", None)
+    if pusher is None:
+        raise ApiError(501, f"pushing images is not supported by the {ctx.engine.name} engine")
+    out = req.stream()
+    out.write_json({"status": f"The push refers to repository [{ref.rsplit(':', 1)[0]}]"})
+
+    def progress(event: str, digest: str, done: int, total: int) -> None:
+        short = digest.removeprefix("sha256:")[:12]
+        status = {"exists": "Layer already exists", "mounted": "Mounted from",
+                  "done": "Pushed", "download": "Pushing"}.get(event, event.capitalize())
+        detail = {"current": done, "total": total} if event == "download" else {}
+        with contextlib.suppress(ClientGone):
+            out.write_json({"status": status, "id": short, "progressDetail": detail})
+
+    try:
+        digest = pusher(ref, progress)
+    except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes down it
+        message = api_error(exc).message
+        out.write_json({"errorDetail": {"message": message}, "error": message})
+        out.close()
+        return
+    size = _image(ctx, ref).size
+    final_tag = ref.rsplit(":", 1)[1]
+    out.write_json({"status": f"{final_tag}: digest: {digest} size: {size}"})
+    out.write_json({"progressDetail": {}, "aux": {"Tag": final_tag, "Digest": digest,
+                                                  "Size": size}})
+    out.close()
+
+
+@router.add("POST", "/images/prune")
+def prune(ctx: ServerContext, req: Request) -> None:
+    """The engine's prune (what no tag or container needs); the images that went."""
+    before = {i.id: list(i.tags) for i in ctx.call(ctx.engine.images)}
+    reclaimed = ctx.call(ctx.engine.prune)
+    after = {i.id for i in ctx.call(ctx.engine.images)}
+    deleted: list[dict] = []
+    for image_id, tags in before.items():
+        if image_id not in after:
+            deleted += [{"Untagged": t} for t in tags] + [{"Deleted": image_id}]
+    req.reply_json(200, {"ImagesDeleted": deleted or None, "SpaceReclaimed": int(reclaimed)})
 
 
 def _save(ctx: ServerContext, req: Request, names: list[str]) -> None:

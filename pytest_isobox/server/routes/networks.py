@@ -1,11 +1,10 @@
-"""Network endpoints: create, list, inspect, delete, prune (connect/disconnect: not in the
-engine seam yet, answered 501)."""
+"""Network endpoints: create, list, inspect, connect, disconnect, delete, prune."""
 
 from __future__ import annotations
 
 import contextlib
 
-from pytest_isobox.engine import ConflictError, NetworkNotFound, require
+from pytest_isobox.engine import ConflictError, ContainerNotFound, NetworkNotFound, require
 from pytest_isobox.server.context import ServerContext
 from pytest_isobox.server.documents import network_document
 from pytest_isobox.server.errors import ApiError
@@ -87,8 +86,9 @@ def create(ctx: ServerContext, req: Request) -> None:
     with contextlib.suppress(NetworkNotFound):
         ctx.call(ctx.engine.network_inspect, name)
         raise ApiError(409, f"network with name {name} already exists")
-    net = ctx.call(ctx.engine.network_create, name, subnet=subnet,
-                   labels={str(k): str(v) for k, v in labels.items()})
+    labels = {str(k): str(v) for k, v in labels.items()}
+    net = ctx.call(ctx.engine.network_create, name, subnet=subnet, labels=labels)
+    ctx.sessions.track(labels, req.peer_pid)
     req.reply_json(201, {"Id": net.id, "Warning": ""})
 
 
@@ -115,13 +115,37 @@ def prune(ctx: ServerContext, req: Request) -> None:
 
 @router.add("POST", "/networks/{id}/connect")
 def connect(ctx: ServerContext, req: Request, id: str) -> None:
-    _find(ctx, id)
-    raise ApiError(501, "connecting a running container to a network is not supported by "
-                        "this engine: name the network at create (NetworkingConfig)")
+    """The engine's network_connect, with the aliases of EndpointConfig."""
+    doc = _find(ctx, id)
+    body = req.json()
+    if not isinstance(body, dict) or not isinstance(body.get("Container"), str):
+        raise ApiError(400, "network connect needs a Container")
+    endpoint = body.get("EndpointConfig") or {}
+    aliases = endpoint.get("Aliases") if isinstance(endpoint, dict) else None
+    if aliases is not None and (not isinstance(aliases, list)
+                                or not all(isinstance(a, str) for a in aliases)):
+        raise ApiError(400, "EndpointConfig.Aliases must be a list of strings")
+    cid = _container_id(ctx, body["Container"])
+    ctx.call(ctx.engine.network_connect, doc["Name"], cid, aliases=list(aliases or []))
+    ctx.listed.pop(cid, None)
+    req.reply_empty(200)
 
 
 @router.add("POST", "/networks/{id}/disconnect")
 def disconnect(ctx: ServerContext, req: Request, id: str) -> None:
-    _find(ctx, id)
-    raise ApiError(501, "disconnecting a container from a network is not supported by this "
-                        "engine")
+    doc = _find(ctx, id)
+    body = req.json()
+    if not isinstance(body, dict) or not isinstance(body.get("Container"), str):
+        raise ApiError(400, "network disconnect needs a Container")
+    cid = _container_id(ctx, body["Container"])
+    ctx.call(ctx.engine.network_disconnect, doc["Name"], cid, force=bool(body.get("Force")))
+    ctx.attachments[cid] = [a for a in ctx.attachments.get(cid, []) if a.network != doc["Name"]]
+    ctx.listed.pop(cid, None)
+    req.reply_empty(200)
+
+
+def _container_id(ctx: ServerContext, ref: str) -> str:
+    try:
+        return ctx.call(ctx.engine.state, ref).id
+    except ContainerNotFound:
+        raise ApiError(404, f"No such container: {ref}") from None

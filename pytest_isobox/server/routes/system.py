@@ -10,6 +10,8 @@ import time
 
 from pytest_isobox import _version
 from pytest_isobox.server.context import ServerContext
+from pytest_isobox.server.errors import ApiError
+from pytest_isobox.server.filters import parse_filters
 from pytest_isobox.server.http import Request
 from pytest_isobox.server.routing import API_VERSION, MIN_API_VERSION, Router
 
@@ -124,10 +126,37 @@ def auth(ctx: ServerContext, req: Request) -> None:
 
 @router.add("GET", "/events")
 def events(ctx: ServerContext, req: Request) -> None:
-    """No event log yet: the stream opens and stays open, empty, until the client goes or
-    `until` passes, which is what clients that only watch need in order not to fail."""
-    until = req.int_arg("until")
+    """The engine's events as dockerd streams them: `since` (history from then), `until`
+    (the stream ends then; in the past: only history), `filters`. Without the engine's
+    "events" capability the stream stays open and empty until the client goes or `until`."""
+    from pytest_isobox.engine import InvalidSpec
+    from pytest_isobox.engine import events as engine_events
+
+    now = time.time()
+    try:
+        since = engine_events.parse_time(req.arg("since"), now) if req.arg("since") else None
+        until = engine_events.parse_time(req.arg("until"), now) if req.arg("until") else None
+        filters = parse_filters(req.arg("filters"))
+        for key in filters:
+            if key not in engine_events.FILTER_KEYS:
+                raise InvalidSpec(f"invalid filter {key!r}")
+    except InvalidSpec as exc:
+        raise ApiError(400, str(exc)) from None
+    if "events" not in getattr(ctx.engine, "capabilities", ()):
+        out = req.stream()
+        timeout = None if until is None else max(0.0, until - now)
+        select.select([req.connection], [], [], timeout)  # readable: the client closed
+        out.close()
+        return
+    stream = ctx.engine.events(since=since, until=until, follow=until is None or until > now)
     out = req.stream()
-    timeout = None if until is None else max(0.0, until - time.time())
-    select.select([req.connection], [], [], timeout)  # readable: the client closed
+    try:
+        for event in stream:
+            if event is None:
+                if select.select([req.connection], [], [], 0)[0]:
+                    break  # the client closed its side
+            elif engine_events.matches(event, filters):
+                out.write_json(engine_events.docker_document(event))
+    finally:
+        stream.close()
     out.close()

@@ -22,9 +22,12 @@ class Memory(Controller):
         The plain limit goes first: the kernel refuses memsw below it."""
         if not limits.memory:
             return
+        memsw = path / "memory.memsw.limit_in_bytes"
+        if memsw.exists() and limits.memory > read_int(memsw):  # raised (update): memsw first
+            write_value(memsw, limits.memory)
         write_value(path / "memory.limit_in_bytes", limits.memory)
-        if (path / "memory.memsw.limit_in_bytes").exists():
-            write_value(path / "memory.memsw.limit_in_bytes", limits.memory)
+        if memsw.exists():
+            write_value(memsw, limits.memory)
         elif (path / "memory.swappiness").exists():
             write_value(path / "memory.swappiness", 0)
 

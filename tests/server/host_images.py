@@ -1,0 +1,58 @@
+"""Images made from this host's own programs (no registry here): the binaries, the shared
+libraries `ldd` names and their data trees, over the busybox test image. The Postgres one
+starts as the official image does, so testcontainers' PostgresContainer runs it unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent / "images"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_PROGRAMS = ("postgres", "initdb", "psql")
+PG_MODULES = ("plpgsql.so", "dict_snowball.so")  # what initdb loads
+PG_TREES = ("/usr/share/postgresql/15", "/usr/share/zoneinfo")
+
+
+def have_postgres() -> bool:
+    return all((PG_BIN / p).exists() for p in PG_PROGRAMS) and shutil.which("ldd") is not None
+
+
+def _libraries(binary: str) -> set[str]:
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    return {word for line in out.splitlines() for word in line.split() if word.startswith("/")}
+
+
+def _overlay(dest: Path, binaries: list[str], trees: tuple[str, ...]) -> None:
+    files: set[str] = set()
+    for binary in binaries:
+        files |= {binary, *_libraries(binary)}
+    for name in sorted(files):
+        for path in {name, os.path.realpath(name)}:  # the link's path and its target's
+            target = dest / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    for tree in trees:
+        shutil.copytree(tree, dest / tree.lstrip("/"), symlinks=True, dirs_exist_ok=True)
+
+
+def postgres_context(dest: Path, base: str) -> Path:
+    """A build context for an image of this host's Postgres 15 over `base`."""
+    dest.mkdir(parents=True)
+    binaries = [str(PG_BIN / p) for p in PG_PROGRAMS]
+    binaries += [f"/usr/lib/postgresql/15/lib/{m}" for m in PG_MODULES]
+    _overlay(dest / "root", binaries, PG_TREES)
+    shutil.copy2(HERE / "postgres-entrypoint.sh", dest / "entrypoint.sh")
+    (dest / "Dockerfile").write_text(f"""\
+FROM {base}
+COPY root/ /
+COPY entrypoint.sh /usr/local/bin/entrypoint.sh
+RUN echo "postgres:x:999:999::/var/lib/postgresql:/bin/sh" >> /etc/passwd \\
+ && echo "postgres:x:999:" >> /etc/group
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+EXPOSE 5432
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
+""")
+    return dest
