@@ -56,6 +56,7 @@ from pytest_isobox.engine import (
     IsoboxError,
     LogStream,
     ProcessStream,
+    RestartPolicy,
 )
 from pytest_isobox.engine.protocol import OPTIONAL_CAPABILITIES
 from pytest_isobox.reaper import RunReaper
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 _OWNER_FILTER = json.dumps({"label": [OWNER_LABEL]})
 
+
+_UNSET = object()  # update(): a value not given
 
 class DockerEngine(ImageMethods, NetworkMethods):
     """Containers, images, networks and volumes of one Docker daemon.
@@ -503,22 +506,24 @@ class DockerEngine(ImageMethods, NetworkMethods):
         return relay(hijacked, tty=tty, stdin=stdin, output=output,
                      exit_code=lambda: self.wait(state.id))
 
-    def update(self, container: str, **changes: object) -> None:
-        """`docker update`: mem_limit, cpus, cpu_shares, pids_limit (None: unlimited),
-        restart (a RestartPolicy); only those given change."""
+    def update(self, container: str, *, mem_limit: int | None | object = _UNSET,
+               cpus: float | None | object = _UNSET, cpu_shares: int | None | object = _UNSET,
+               pids_limit: int | None | object = _UNSET,
+               restart: RestartPolicy | None | object = _UNSET) -> None:
+        """`docker update`: only the values given change (None: unlimited)."""
         body: dict = {}
-        if changes.get("mem_limit"):
-            body["Memory"] = body["MemorySwap"] = changes["mem_limit"]
-        if changes.get("cpus"):
-            body["NanoCpus"] = int(float(changes["cpus"]) * 1e9)  # type: ignore[arg-type]
-        if changes.get("cpu_shares"):
-            body["CpuShares"] = changes["cpu_shares"]
-        if "pids_limit" in changes:
-            body["PidsLimit"] = changes["pids_limit"] or -1
-        restart = changes.get("restart")
-        if restart is not None:
-            body["RestartPolicy"] = {"Name": restart.name,  # type: ignore[attr-defined]
-                                     "MaximumRetryCount": restart.maximum_retry}  # type: ignore[attr-defined]
+        if mem_limit is not _UNSET:
+            body["Memory"] = body["MemorySwap"] = mem_limit or 0
+        if cpus is not _UNSET:
+            body["NanoCpus"] = int(float(cpus) * 1e9) if cpus else 0  # type: ignore[arg-type]
+        if cpu_shares is not _UNSET:
+            body["CpuShares"] = cpu_shares or 0
+        if pids_limit is not _UNSET:
+            body["PidsLimit"] = pids_limit or -1
+        if restart is not _UNSET:
+            policy = restart or RestartPolicy("no")
+            body["RestartPolicy"] = {"Name": policy.name,  # type: ignore[attr-defined]
+                                     "MaximumRetryCount": policy.maximum_retry}  # type: ignore[attr-defined]
         self.client.post_json(f"/containers/{container}/update", body=body, kind="container")
 
     def resize(self, container: str, rows: int, columns: int) -> None:
