@@ -8,7 +8,7 @@ NFT_TABLE = "isobox"  # our nftables table
 HEREDOC_DIR_PREFIX = "isobox-run-"  # + <pid>-<start>-: a build's RUN heredoc scripts, in /tmp
 ROOTFS_DIR_PREFIX = "isobox-rootfs-"  # + <pid>-<start>-: image(rootfs=...) being imported, /tmp
 # The temp dirs (in the system's temp dir) that name the process they belong to: the run
-# reaper removes a dead owner's, `isobox system check` lists and `system prune` removes them.
+# reaper removes a dead owner's, `isobox system check` lists and `system check --prune` removes them.
 OWNED_TEMP_PREFIXES = (HEREDOC_DIR_PREFIX, ROOTFS_DIR_PREFIX)
 
 

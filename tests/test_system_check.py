@@ -1,4 +1,4 @@
-"""`isobox system check` and `system prune`: the leak check as a product feature, on the real
+"""`isobox system check` and `system check --prune`: the leak check as a product feature, on the real
 host: a live run's containers are seen, a run that died leaves state the check names and the
 prune removes."""
 
@@ -74,7 +74,7 @@ def test_a_live_run_is_seen_and_a_dead_ones_state_is_pruned(isobox_home: Path,
         assert check.returncode == 1
         assert all(f"state {isobox_home / 'containers' / cid} (owner pid {owner.pid} is gone)"
                    in check.stdout for cid in ids), check.stdout
-        pruned = isobox("--home", str(isobox_home), "system", "prune")
+        pruned = isobox("--home", str(isobox_home), "system", "check", "--prune")
         assert pruned.returncode == 0, pruned.stderr
         assert "removed " in pruned.stdout
 
@@ -85,7 +85,7 @@ def test_a_live_run_is_seen_and_a_dead_ones_state_is_pruned(isobox_home: Path,
                     or line in made or line.startswith(("process isobox-", "process sleep"))]
 
         def pruned_all() -> bool:  # empty cgroups of no container go once a few seconds old
-            isobox("--home", str(isobox_home), "system", "prune")
+            isobox("--home", str(isobox_home), "system", "check", "--prune")
             return not ours_left()
 
         _wait_until(pruned_all, "the prune left something behind")
@@ -93,7 +93,7 @@ def test_a_live_run_is_seen_and_a_dead_ones_state_is_pruned(isobox_home: Path,
         if owner.poll() is None:
             owner.kill()
             owner.wait()
-        isobox("--home", str(isobox_home), "system", "prune")
+        isobox("--home", str(isobox_home), "system", "check", "--prune")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -139,7 +139,7 @@ def test_a_dead_owners_temp_names_heredoc_and_rootfs_dirs_are_named_and_pruned(
         assert f"temp {blob} (owner pid {dead.pid} is gone)" in lines
         assert f"temp {heredoc} (owner pid {dead.pid} is gone)" in lines
         assert f"temp {rootfs} (owner pid {dead.pid} is gone)" in lines
-        pruned = isobox("--home", str(isobox_home), "system", "prune")
+        pruned = isobox("--home", str(isobox_home), "system", "check", "--prune")
         assert pruned.returncode == 0, pruned.stderr
         assert not blob.exists() and not heredoc.exists() and not rootfs.exists()
         assert f"temp {blob.name} of dead process {dead.pid}" in pruned.stdout

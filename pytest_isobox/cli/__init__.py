@@ -370,6 +370,8 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="FILE", help="write the current state to FILE")
     p.add_argument("--baseline", metavar="FILE", help="report only what is new since FILE")
     p.add_argument("--json", action="store_true", help="the items as a JSON list")
+    p.add_argument("--prune", action="store_true",
+                   help="remove what runs that died left, then list what stays")
     p = ssub.add_parser("info", help="the engine's containers, images and host (Docker's info)")
     p.set_defaults(func="system:cmd_info")
     p.add_argument("-f", "--format", help="a Go template over the info document")
@@ -379,15 +381,14 @@ def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
                    help="each image's shared and unique size")
     p.add_argument("--format", help="a Go template per row (.Type .TotalCount .Active .Size "
                    ".Reclaimable), `table ...`, or json")
-    p = ssub.add_parser("prune", help="remove what runs that died left behind")
+    p = ssub.add_parser("prune", help="Docker's: remove stopped containers, unused networks, "
+                        "dangling images and the build cache")
     p.set_defaults(func="system:cmd_system_prune", no_engine=True)
-    p.add_argument("-f", "--force", action="store_true",
-                   help="Docker's prune (stopped containers, unused networks, dangling "
-                   "images, build cache) without asking")
-    p.add_argument("-a", "--all", action="store_true", help="Docker's: every unused image")
-    p.add_argument("--volumes", action="store_true", help="Docker's: unused volumes too")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask")
+    p.add_argument("-a", "--all", action="store_true", help="every unused image too")
+    p.add_argument("--volumes", action="store_true", help="unused volumes too")
     p.add_argument("--filter", action="append", metavar="label=K[=V]",
-                   help="Docker's: only objects so labelled")
+                   help="only objects so labelled")
     image = verb("image", None, "manage images")
     isub = image.add_subparsers(metavar="COMMAND")
     p = isub.add_parser("inspect")

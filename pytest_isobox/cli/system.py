@@ -1,4 +1,4 @@
-"""System verbs: df, system check, system prune."""
+"""System verbs: df, system check (--prune: what dead runs left), system prune (Docker's)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_system_check(_: None, args: argparse.Namespace) -> int:
     from pytest_isobox import hostcheck
 
+    if args.prune:
+        return _prune_leftovers(args)
     now = hostcheck.current_state(hostcheck.known_homes([args.home] if args.home else []))
     if args.save:
         Path(args.save).write_text("".join(f"{line}\n" for line in now))
@@ -78,17 +80,9 @@ def cmd_system_check(_: None, args: argparse.Namespace) -> int:
     return 1 if now else 0
 
 
-def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
-    """Without Docker's flags: what runs that died left on this host (isobox's own). With
-    -f, -a, --volumes or --filter: Docker's `system prune`, on the engine."""
-    if args.force or args.all or args.volumes or args.filter:
-        from pytest_isobox.cli import _open
-
-        engine = _open(args)
-        try:
-            return _docker_system_prune(engine, args)
-        finally:
-            engine.close()
+def _prune_leftovers(args: argparse.Namespace) -> int:
+    """`system check --prune`: remove what runs that died left on this host (isobox's own
+    things only: the engine's sweep of each home), then list what stays."""
     from pytest_isobox import hostcheck
 
     homes = hostcheck.known_homes([args.home] if args.home else [])
@@ -97,9 +91,21 @@ def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
     left = hostcheck.current_state(homes)
     if left:
         print("still there (a live run's, a persistent container's, or not from these homes:"
-              " `isobox --home DIR system prune` for another home):")
+              " `isobox --home DIR system check --prune` for another home):")
         print("\n".join(f"  {line}" for line in left))
     return 0
+
+
+def cmd_system_prune(_: None, args: argparse.Namespace) -> int:
+    """Docker's `system prune`, on the engine (asks first unless -f; without a terminal it
+    refuses rather than ask)."""
+    from pytest_isobox.cli import _open
+
+    engine = _open(args)
+    try:
+        return _docker_system_prune(engine, args)
+    finally:
+        engine.close()
 
 
 def _docker_system_prune(engine: Engine, args: argparse.Namespace) -> int:
