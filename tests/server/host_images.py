@@ -1,6 +1,7 @@
 """Images made from this host's own programs (no registry here): the binaries, the shared
-libraries `ldd` names and their data trees, over the busybox test image. The Postgres one
-starts as the official image does, so testcontainers' PostgresContainer runs it unchanged."""
+libraries `ldd` names and their data trees, over the busybox test image. The Postgres and Redis
+ones start as the official images do, so testcontainers' PostgresContainer and RedisContainer
+run them unchanged."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PROGRAMS = ("postgres", "initdb", "psql")
 PG_MODULES = ("plpgsql.so", "dict_snowball.so")  # what initdb loads
 PG_TREES = ("/usr/share/postgresql/15", "/usr/share/zoneinfo")
+# Debian's redis-tools: the server is this binary under the name redis-server (as Debian links it)
+REDIS_BINARY = Path("/usr/bin/redis-check-rdb")
 
 
 def have_postgres() -> bool:
@@ -54,5 +57,25 @@ RUN echo "postgres:x:999:999::/var/lib/postgresql:/bin/sh" >> /etc/passwd \\
 ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 EXPOSE 5432
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
+""")
+    return dest
+
+
+def have_redis() -> bool:
+    return REDIS_BINARY.exists() and shutil.which("ldd") is not None
+
+
+def redis_context(dest: Path, base: str) -> Path:
+    """A build context for an image of this host's Redis over `base`: `redis-server` with
+    protected mode off by default, as the official image runs it."""
+    dest.mkdir(parents=True)
+    _overlay(dest / "root", [str(REDIS_BINARY)], ())
+    (dest / "Dockerfile").write_text(f"""\
+FROM {base}
+COPY root/ /
+RUN ln -s redis-check-rdb /usr/bin/redis-server && mkdir /data
+WORKDIR /data
+EXPOSE 6379
+CMD ["redis-server", "--protected-mode", "no"]
 """)
     return dest

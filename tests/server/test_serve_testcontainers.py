@@ -127,6 +127,43 @@ def test_testcontainers_postgres_module(served_any_ip: str, tmp_path: Path) -> N
         client.close()
 
 
+_REDIS = """
+import sys
+try:
+    from testcontainers.community.redis import RedisContainer
+except ImportError:
+    from testcontainers.redis import RedisContainer
+
+with RedisContainer(sys.argv[1], password="tc-secret") as guarded:  # its own command
+    client = guarded.get_client()
+    client.set("greeting", "from-redis")
+    print(client.get("greeting").decode())
+with RedisContainer(sys.argv[1]) as plain:  # the image's command
+    print(plain.get_client().incr("count", 41) + 1)
+"""
+
+
+def test_testcontainers_redis_module(served_any_ip: str, tmp_path: Path) -> None:
+    """Its own flow (exposed port, its ping wait, a password through its command) on an image
+    of this host's Redis, built through the server; the module's client talks to it."""
+    from tests.server.host_images import have_redis, redis_context
+
+    if not have_redis():
+        pytest.skip("no redis-server (Debian's redis-tools) on this host to make the image from")
+    pytest.importorskip("redis")
+    client = docker.DockerClient(base_url=served_any_ip, timeout=300)
+    try:
+        context = redis_context(tmp_path / "redis-context", SERVE_IMAGE)
+        client.images.build(path=str(context), tag="redis:isobox-test", rm=True)
+        done = _python(served_any_ip, _REDIS.replace("sys.argv[1]", "'redis:isobox-test'"),
+                       tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["from-redis", "42"]
+        assert client.containers.list(all=True) == []
+    finally:
+        client.close()
+
+
 _COMPOSE = f"""
 version: "3"
 services:
