@@ -269,3 +269,32 @@ def test_stdin_through_the_docker_engines_streams(tmp_path: Path, isobox_home: P
         with contextlib.suppress(Exception):
             daemon.remove_image(tag, force=True)
         daemon.close()
+
+
+def test_network_and_volume_prune_system_df_and_auth(client) -> None:
+    """The remaining endpoint groups' verbs through docker-py: networks and volumes pruned
+    (in use ones kept), disk usage listed, a login answered."""
+    used = client.networks.create("served-used")
+    unused = client.networks.create("served-unused")
+    client.containers.run(SERVE_IMAGE, ["sleep", "300"], detach=True, network=used.name)
+    client.volumes.create("served-kept")
+    client.volumes.create("served-gone")
+    client.containers.run(SERVE_IMAGE, ["sleep", "300"], detach=True,
+                          volumes={"served-kept": {"bind": "/data"}})
+    try:
+        gone = client.networks.prune()["NetworksDeleted"] or []
+        assert unused.name in gone and used.name not in gone
+        deleted = client.volumes.prune()["VolumesDeleted"] or []
+        assert "served-gone" in deleted and "served-kept" not in deleted
+        usage = client.df()
+        assert usage["LayersSize"] > 0 and any(SERVE_IMAGE in i["RepoTags"]
+                                               for i in usage["Images"])
+        assert client.login("someone", "secret", registry="127.0.0.1:1")["Status"] \
+            == "Login Succeeded"
+    finally:
+        for container in client.containers.list(all=True):
+            container.remove(force=True)
+        with contextlib.suppress(docker.errors.APIError):
+            used.remove()
+        with contextlib.suppress(docker.errors.APIError):
+            client.volumes.get("served-kept").remove()
