@@ -58,6 +58,17 @@ def served(tmp_path: Path, isobox_home: Path, busybox_rootfs: Path) -> Iterator[
         yield host
 
 
+@pytest.fixture
+def client(served: str):
+    """docker-py on this test's server; its containers removed at the end."""
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=served, timeout=60)
+    yield c
+    for container in c.containers.list(all=True):
+        container.remove(force=True)
+    c.close()
+
+
 def _wait_listening(proc: subprocess.Popen, log: Path) -> None:
     """Until the server says it listens (it prints that once the socket is bound)."""
     import select

@@ -17,15 +17,6 @@ from tests.server.conftest import SERVE_IMAGE
 docker = pytest.importorskip("docker")
 
 
-@pytest.fixture
-def client(served: str):
-    c = docker.DockerClient(base_url=served, timeout=60)
-    yield c
-    for container in c.containers.list(all=True):
-        container.remove(force=True)
-    c.close()
-
-
 def test_docker_py_run_logs_exec_remove(client) -> None:
     out = client.containers.run(SERVE_IMAGE, ["sh", "-c", "echo out; echo err >&2"],
                                 remove=True, stderr=True)

@@ -22,15 +22,6 @@ from tests.server.conftest import SERVE_IMAGE, _wait_listening, serve
 docker = pytest.importorskip("docker")
 
 
-@pytest.fixture
-def client(served: str):
-    c = docker.DockerClient(base_url=served, timeout=60)
-    yield c
-    for container in c.containers.list(all=True):
-        container.remove(force=True)
-    c.close()
-
-
 def test_logs_since_until_timestamps_tail(client) -> None:
     script = "mkfifo /go; echo early; read x < /go; echo late; exec sleep 300"
     c = client.containers.run(SERVE_IMAGE, ["sh", "-c", script], detach=True)
