@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -133,3 +134,26 @@ def test_missing_prerequisites_name_what_is_missing(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(EngineUnavailable, match="needs root"):
         native.check_prerequisites()
+
+
+def test_auto_remove_container_seen_exited_first_is_gone_after_wait(isobox_home,
+                                                                     busybox_rootfs) -> None:
+    """A --rm container that another call (state, inspect: the events journal's) saw exited
+    before wait() reaped its monitor goes all the same (it once stayed)."""
+    from pytest_isobox.native.engine import NativeEngine
+
+    with NativeEngine(home=isobox_home) as engine:
+        state = engine.run(ContainerSpec(image=str(busybox_rootfs), command=["sh", "-c", "exit 7"],
+                                         network_mode="none", auto_remove=True))
+        from pytest_isobox.polling import readable
+
+        pidfd = os.pidfd_open(state.pid)
+        try:
+            assert readable([pidfd], 30)  # its PID 1 has ended
+        finally:
+            os.close(pidfd)
+        deadline = time.monotonic() + 30
+        while engine.state(state.id).status != "exited":  # reaps the monitor's handle
+            assert time.monotonic() < deadline, "the exit was never recorded"
+        assert engine.wait(state.id) == 7
+        assert not (isobox_home / "containers" / state.id).exists()

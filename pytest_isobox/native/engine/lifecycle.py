@@ -362,7 +362,11 @@ class LifecycleRole:
             self._wait_monitor(state, timeout, cid)
             with contextlib.suppress(Exception):
                 state = cdir.read_state()
-        return int(state.get("exit_code") or 0)
+        code = int(state.get("exit_code") or 0)
+        if ProcessIdentity.load(cdir.owner) == self._me:  # ours, its monitor reaped already
+            self._exit_codes[cid] = code
+            self._remove_if_auto(cid)
+        return code
 
     def _wait_own(self, cid: str, handle: MonitorHandle, timeout: float | None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -379,11 +383,16 @@ class LifecycleRole:
                 code = self._find(cid).read_state().get("exit_code")
         code = 137 if code is None else int(code)
         self._exit_codes[cid] = code
+        self._remove_if_auto(cid)
+        return code
+
+    def _remove_if_auto(self, cid: str) -> None:
+        """An exited --rm container of this process goes once its code is known (whether
+        wait() found its monitor still to reap or another call had reaped it first)."""
         with contextlib.suppress(Exception):
             cdir = self._find(cid)
             if cdir.config["spec"]["auto_remove"]:
                 self.remove(cid, force=True)
-        return code
 
     def _monitor_alive(self, state: dict) -> bool:
         monitor = ProcessIdentity.load(state.get("monitor"))
