@@ -158,7 +158,8 @@ def _inspect_until(cid: str, done, what: str) -> dict:
         doc = json.loads(isobox("inspect", cid).stdout)[0]
         if done(doc):
             return doc
-        assert time.monotonic() < deadline, f"waited for {what}: {doc['State']}"
+        assert time.monotonic() < deadline, \
+            f"waited for {what}: {doc['State']}, RestartCount {doc.get('RestartCount')}"
 
 
 def test_restart_and_health_in_inspect(base: str) -> None:

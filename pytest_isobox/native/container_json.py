@@ -57,7 +57,7 @@ def _state(st: ContainerState, raw: dict) -> dict:
         "Paused": st.status == "paused",
         "Restarting": st.status == "restarting", "OOMKilled": st.oom_killed,
         "Dead": st.status == "dead", "Pid": st.pid or 0, "ExitCode": st.exit_code or 0,
-        "Error": raw.get("error", ""),
+        "Error": raw.get("error") or raw.get("keeper_error", ""),  # a restart that failed too
         "StartedAt": docs.iso_time(st.started_at), "FinishedAt": docs.iso_time(st.finished_at),
     }
     health = raw.get("health")

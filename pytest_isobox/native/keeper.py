@@ -95,6 +95,11 @@ def keep(home: str, cid: str) -> int:
         return _loop(engine, cid)
     except ContainerNotFound:
         return 0
+    except Exception as exc:  # its stderr is /dev/null: say why in keeper.json, for inspect
+        with contextlib.suppress(Exception):
+            path = engine._find(cid).path
+            _write(path, {**read(path), "keeper_error": f"{type(exc).__name__}: {exc}"})
+        raise
     finally:
         engine.close()
 
@@ -109,15 +114,18 @@ def _loop(engine: Any, cid: str) -> int:
     doc.setdefault("restart_count", 0)
     doc["keeper_pid"] = os.getpid()  # (tests wait for its end)
     backoff = BACKOFF_FIRST
+    code: int | None = None  # None: it runs (wait for its end); else why it is not running
+    started = time.time()
     while True:
-        started = time.time()
-        if health is not None:
-            doc["health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
-        _write(cdir.path, doc)
-        code = _watch(engine, cid, cdir.path, health, doc, started)
-        if cid in engine._monitors:  # ours (a restart): its cgroup and network go back now
-            with contextlib.suppress(IsoboxError, OSError):
-                engine._settle(cdir)
+        if code is None:
+            started = time.time()
+            if health is not None:
+                doc["health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+            _write(cdir.path, doc)
+            code = _watch(engine, cid, cdir.path, health, doc, started)
+            if cid in engine._monitors:  # ours (a restart): its cgroup and network go back now
+                with contextlib.suppress(IsoboxError, OSError):
+                    engine._settle(cdir)
         if (cdir.path / STOPPED_FILE).exists() or not cdir.path.is_dir() \
                 or not should_restart(restart, code, doc["restart_count"]):
             return 0
@@ -129,8 +137,13 @@ def _loop(engine: Any, cid: str) -> int:
         _write(cdir.path, doc)
         try:
             engine._start(cdir, None)  # (not start(): that clears a stop made meanwhile)
-        except IsoboxError:
-            return 1
+            code = None
+        except ContainerNotFound:
+            return 0
+        except IsoboxError as exc:  # could not start (e.g. its network torn down meanwhile
+            code = 125  # by the last process that used it): a failed try, counted, tried again
+            doc["keeper_error"] = str(exc)
+            continue
         if (cdir.path / STOPPED_FILE).exists():  # stopped while this restart was on its way
             with contextlib.suppress(IsoboxError):
                 engine.stop(cid)
