@@ -5,7 +5,10 @@ from __future__ import annotations
 import secrets
 import time
 
+from tests.docker.conftest import podman_differs
 
+
+@podman_differs("its /events has no network create and destroy events")
 def test_docker_engine_events_since_until(docker_engine) -> None:
     name = f"isobox-events-{secrets.token_hex(4)}"
     since = time.time()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pytest_isobox.engine import ContainerSpec, RestartPolicy
+from tests.docker.conftest import podman_differs
 
 
+@podman_differs("its Docker-compatible API has no POST /containers/{id}/update (404)")
 def test_docker_engine_update(docker_engine, busybox_image: str) -> None:
     st = docker_engine.run(ContainerSpec(image=busybox_image, command=["sleep", "300"],
                                          mem_limit=64 << 20))
