@@ -147,11 +147,15 @@ def test_auto_remove_container_seen_exited_first_is_gone_after_wait(isobox_home,
                                          network_mode="none", auto_remove=True))
         from pytest_isobox.polling import readable
 
-        pidfd = os.pidfd_open(state.pid)
         try:
-            assert readable([pidfd], 30)  # its PID 1 has ended
-        finally:
-            os.close(pidfd)
+            pidfd = os.pidfd_open(state.pid)
+        except ProcessLookupError:  # ended already
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                assert readable([pidfd], 30)  # its PID 1 has ended
+            finally:
+                os.close(pidfd)
         deadline = time.monotonic() + 30
         while engine.state(state.id).status != "exited":  # reaps the monitor's handle
             assert time.monotonic() < deadline, "the exit was never recorded"

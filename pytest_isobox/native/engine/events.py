@@ -104,7 +104,9 @@ class EventsRole:
         if before.status != "exited":  # it ended while waited for: now
             before.status, before.exit_code, before.finished_at = "exited", code, 0.0
         self._died(before)
-        if not (Path(self.home) / "containers" / before.id).exists():  # auto-removed at exit
+        destroyed = self.__dict__.setdefault("_destroyed", set())
+        if not (Path(self.home) / "containers" / before.id).exists() \
+                and before.id not in destroyed:  # auto-removed at exit, not by remove() here
             self._event("container", "destroy", before.id, _attributes(before))
         return code
 
@@ -116,6 +118,7 @@ class EventsRole:
                 before.status, before.exit_code, before.finished_at = "exited", 137, 0.0
             self._died(before)
         self._event("container", "destroy", before.id, _attributes(before))
+        self.__dict__.setdefault("_destroyed", set()).add(before.id)
 
     def rename(self, container: str, new_name: str) -> None:
         old = super().state(container)  # type: ignore[misc]

@@ -40,8 +40,8 @@ class ViewsRole:
     def state(self, container: str) -> ContainerState:
         cdir = self._find(container)
         handle = self._monitors.get(cdir.id)
-        if handle is not None and handle.reap():
-            self._monitors.pop(cdir.id).close()
+        if handle is not None:  # an ended monitor collected (no zombie); the handle and its
+            handle.reap()  # events stay for wait(), which another thread may be in (--sig-proxy)
         return self._state_of(cdir, self._read_state(cdir))
 
     def inspect(self, container: str, *, size: bool = False) -> dict:
