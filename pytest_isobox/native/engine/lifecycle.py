@@ -362,11 +362,7 @@ class LifecycleRole:
             self._wait_monitor(state, timeout, cid)
             with contextlib.suppress(Exception):
                 state = cdir.read_state()
-        code = int(state.get("exit_code") or 0)
-        if ProcessIdentity.load(cdir.owner) == self._me:  # ours, its monitor reaped already
-            self._exit_codes[cid] = code
-            self._remove_if_auto(cid)
-        return code
+        return int(state.get("exit_code") or 0)
 
     def _wait_own(self, cid: str, handle: MonitorHandle, timeout: float | None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -387,8 +383,7 @@ class LifecycleRole:
         return code
 
     def _remove_if_auto(self, cid: str) -> None:
-        """An exited --rm container of this process goes once its code is known (whether
-        wait() found its monitor still to reap or another call had reaped it first)."""
+        """An exited --rm container of this process goes once its code is known."""
         with contextlib.suppress(Exception):
             cdir = self._find(cid)
             if cdir.config["spec"]["auto_remove"]:
