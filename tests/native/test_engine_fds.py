@@ -40,3 +40,29 @@ def test_engine_cycles_leave_no_descriptor_behind(isobox_home, busybox_rootfs, s
     assert out.returncode == 0, out.stderr[-2000:]
     counts = json.loads(out.stdout)
     assert counts[-1] <= counts[0], f"descriptors after each cycle: {counts}"
+
+
+def test_a_fork_drops_the_netfilter_socket_without_closing_what_took_its_number() -> None:
+    """A monitor closes every fd it inherited and opens its own pipes; the process socket it
+    inherited must then be forgotten, not closed: its number may be a pipe of the monitor's
+    by now (a start once failed with EBADF so, in CI)."""
+    from pytest_isobox.native.network.nfnetlink import SOCKET
+
+    with SOCKET as sock:
+        number = sock.fileno()
+    del sock  # only the process socket holds it now
+    pid = os.fork()
+    if pid == 0:  # the child: close what it inherited, reuse the number, use the socket
+        code = 1
+        try:
+            os.close(number)
+            r, _w = os.pipe()
+            os.dup2(r, number)
+            with SOCKET as mine:
+                code = 2 if mine.fileno() == number else 0
+            os.fstat(number)  # still the pipe
+        except OSError:
+            code = 3
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -27,6 +27,8 @@ class ProcessSocket:
 
     def __enter__(self) -> socket.socket:
         if self._pid != os.getpid():  # a fork: the parent's socket and mutex are not ours
+            if self._sock is not None:  # dropped without a close: a monitor closed the fds it
+                self._sock.detach()     # inherited, and the number may be another fd by now
             self._sock, self._mutex = None, threading.Lock()
         self._mutex.acquire()
         try:
