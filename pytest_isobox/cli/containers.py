@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -76,26 +77,38 @@ _PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIG
 
 @contextlib.contextmanager
 def _signals_proxied(engine: Engine, container: str, proxy: bool):
-    """While a foreground run lasts, the signals this command receives go to the container
-    (each from a thread: the handler may interrupt the engine mid-request)."""
+    """While a foreground run lasts, the signals this command receives go to the container.
+
+    The handler only writes the signal's number to a pipe; one thread, started before the
+    run is followed, reads it and asks the engine (a handler may interrupt the main thread
+    anywhere, even inside a lock that starting a thread would take)."""
     import signal
     import threading
 
     if not proxy:
         yield
         return
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
 
     def forward(number: int, _frame: object) -> None:
-        name = signal.Signals(number).name
-        threading.Thread(target=_kill_quietly, args=(engine, container, name),
-                         daemon=True, name="isobox-sig-proxy").start()
+        with contextlib.suppress(OSError):
+            os.write(write_end, bytes([number]))
 
+    def relay() -> None:
+        while number := os.read(read_end, 1):
+            _kill_quietly(engine, container, signal.Signals(number[0]).name)
+
+    thread = threading.Thread(target=relay, daemon=True, name="isobox-sig-proxy")
+    thread.start()
     previous = {name: signal.signal(getattr(signal, name), forward) for name in _PROXIED}
     try:
         yield
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+        os.close(write_end)  # the relay ends once it has passed on what came before
+        thread.join()
+        os.close(read_end)
 
 
 def _kill_quietly(engine: Engine, container: str, name: str) -> None:
