@@ -292,3 +292,27 @@ def test_native_tables_have_the_docker_cli_columns(native: Cli, dockercli: Cli) 
 
 def _fill(args: tuple[str, ...], cli: Cli, name: str) -> list[str]:
     return [a.format(image=cli.image, name=name) for a in args]
+
+
+def _gone_within(cli: Cli, name: str, seconds: float) -> bool:
+    """Whether `ps -a` stops listing `name` within `seconds` (Docker removes --rm
+    containers asynchronously: polled, not slept on)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not cli.out("ps", "-aq", "--filter", f"name=^{name}$").strip():
+            return True
+    return False
+
+
+def test_detached_rm_container_goes_when_it_ends(cli: Cli) -> None:
+    """`run -d --rm`: removed once it exits, whether on its own, stopped or killed, by
+    whatever process is around (the one that ran it has gone)."""
+    for end in ("exit", "stop", "kill"):
+        name = cli.name()
+        command = ["true"] if end == "exit" else ["sleep", "1000"]
+        cli("run", "-d", "--rm", "--name", name, cli.image, *command)
+        if end == "stop":
+            cli("stop", "-t", "1", name)
+        elif end == "kill":
+            cli("kill", name)
+        assert _gone_within(cli, name, 30), f"{end}: still listed"

@@ -60,8 +60,12 @@ class LaunchRole:
             self._release(cdir, delete=False)
         spec = cdir.config["spec"]
         spare = self._reserved.pop(cdir.id, None)
-        if terminal is None and (isinstance(spare, ShimSpare)
-                                 or (spare is None and self._shim_binary() is not None)):
+        # a detached --rm container goes when it exits, with nobody of ours around: the
+        # Python monitor releases and removes it then; a shim leaves that to the next reader
+        unwatched_rm = cdir.owner is None and spec["auto_remove"]
+        if terminal is None and not unwatched_rm and (
+                isinstance(spare, ShimSpare)
+                or (spare is None and self._shim_binary() is not None)):
             plan = self._plan(cdir, spec["tty"])
             if shim.eligible(plan):
                 return self._start_shim(cdir, plan, state, spare)
