@@ -34,14 +34,17 @@ def record(home: Path, event: EngineEvent, key: str | None = None) -> None:
     written must not fail the change it reports."""
     with contextlib.suppress(OSError):
         directory = journal_dir(home)
-        directory.mkdir(parents=True, exist_ok=True)
         line = {"type": event.type, "action": event.action, "id": event.id,
                 "attributes": event.attributes, "time": event.time or time.time()}
         if key:
             line["key"] = key
         data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
-        fd = os.open(directory / "journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                     | os.O_CLOEXEC, 0o640)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(directory / "journal", flags, 0o640)
+        except FileNotFoundError:  # the home's first event
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / "journal", flags, 0o640)
         try:
             os.write(fd, data)
             size = os.fstat(fd).st_size

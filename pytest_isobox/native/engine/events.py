@@ -42,7 +42,7 @@ class EventsRole:
         """The event of a verb that succeeded; none when the container went meanwhile (an
         auto-removed one killed or stopped): its exit reports it."""
         try:
-            st = super().state(container)  # type: ignore[misc]
+            st = self._brief_state(container)  # type: ignore[attr-defined]
         except ContainerNotFound:
             return None
         self._event("container", action, st.id, _attributes(st, **extra))
@@ -92,12 +92,12 @@ class EventsRole:
     def stop(self, container: str, timeout: float | None = None) -> None:
         super().stop(container, timeout)  # type: ignore[misc]
         with contextlib.suppress(ContainerNotFound):
-            self._died(super().state(container))  # type: ignore[misc]
+            self._died(self._brief_state(container))  # type: ignore[attr-defined]
         self._container_event("stop", container)
 
     def wait(self, container: str, timeout: float | None = None) -> int:
         try:
-            before = super().state(container)  # type: ignore[misc]
+            before = self._brief_state(container)  # type: ignore[attr-defined]
         except ContainerNotFound:  # gone already (auto-removed): the code stays known
             return super().wait(container, timeout)  # type: ignore[misc]
         code = super().wait(container, timeout)  # type: ignore[misc]
@@ -111,7 +111,7 @@ class EventsRole:
         return code
 
     def remove(self, container: str, *, force: bool = False) -> None:
-        before = super().state(container)  # type: ignore[misc]
+        before = self._brief_state(container)  # type: ignore[attr-defined]
         super().remove(container, force=force)  # type: ignore[misc]
         if before.started_at:
             if before.status == "running":  # killed by the removal: it ended now
@@ -121,7 +121,7 @@ class EventsRole:
         self.__dict__.setdefault("_destroyed", set()).add(before.id)
 
     def rename(self, container: str, new_name: str) -> None:
-        old = super().state(container)  # type: ignore[misc]
+        old = self._brief_state(container)  # type: ignore[attr-defined]
         super().rename(container, new_name)  # type: ignore[misc]
         self._container_event("rename", old.id, oldName="/" + old.name)
 
@@ -186,7 +186,7 @@ class EventsRole:
 
     def _network_container_event(self, action: str, network: str, container: str) -> None:
         net = super().network_inspect(network)  # type: ignore[misc]
-        st = super().state(container)  # type: ignore[misc]
+        st = self._brief_state(container)  # type: ignore[attr-defined]
         self._event("network", action, net.id, {"name": net.name, "type": net.driver,
                                                 "container": st.id})
 

@@ -95,7 +95,7 @@ class LaunchRole:
             message = event["message"] if event else "the container's monitor died at start"
             raise ContainerError(f"cannot start container {cdir.id[:12]}: {message}")
         self._monitors[cdir.id] = handle
-        return self._state_of(cdir, event["state"])
+        return self._state_of(cdir, event["state"], brief=True)  # (just started)
 
     def _shim_binary(self) -> str | None:
         from pytest_isobox.native import shim
@@ -185,7 +185,7 @@ class LaunchRole:
                      ports={k: [list(b) for b in v] for k, v in ports.items()})
         cdir.write_state(state)
         self._monitors[cdir.id] = handle
-        return self._state_of(cdir, state)
+        return self._state_of(cdir, state, brief=True)  # (just started)
 
     def _refill_pool(self) -> None:
         """Spawn shims for the next containers when none is left, several at once when

@@ -71,7 +71,10 @@ class LifecycleRole:
                 dockerargs.exposed_ports(image_config, spec.expose), spec.ports))
         limits, _ = self._limits_plan(spec)
         check_ulimits(spec.ulimits)
-        privileges.check(spec_to_dict(spec))
+        if spec.cap_add or spec.cap_drop or spec.devices:  # (what the check reads)
+            privileges.check({"cap_add": spec.cap_add, "cap_drop": spec.cap_drop,
+                              "privileged": spec.privileged,
+                              "devices": [asdict(d) for d in spec.devices]})
         if self._rootless is None:
             check_available(limits)
         if network_kind(spec) == "managed":
@@ -155,7 +158,7 @@ class LifecycleRole:
             tmp.log.touch(mode=0o640)  # followers may open it before the monitor writes
 
         cdir = self.store.create(cid, name, config, state, populate)
-        return self._state_of(cdir, state)
+        return self._state_of(cdir, state, brief=True)  # (just created)
 
     def _limits(self, spec: ContainerSpec) -> Limits:
         from pytest_isobox.native import privileges

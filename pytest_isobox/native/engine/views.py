@@ -18,11 +18,16 @@ from pytest_isobox.processes import ProcessIdentity
 class ViewsRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
-    def _state_of(self, cdir: ContainerDir, state: dict) -> ContainerState:
-        state = self._usage_of(cdir, state)
+    def _state_of(self, cdir: ContainerDir, state: dict, brief: bool = False) -> ContainerState:
+        """The container's state; `brief` (what an event names) reads no cgroup, no
+        liveness and no health: the state file's status as recorded."""
+        if not brief:
+            state = self._usage_of(cdir, state)
         config = cdir.config
         status = state["status"]
-        if status == "running" and not self._monitor_alive(state):
+        if brief:
+            pass
+        elif status == "running" and not self._monitor_alive(state):
             status = "dead"
         elif status == "running" and self._frozen(cdir.id):
             status = "paused"  # read from the freezer: pause writes no state
@@ -34,7 +39,7 @@ class ViewsRole:
             finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
             ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
             labels=dict(config["spec"].get("labels") or {}),
-            command=list(config.get("argv") or []), health=_health(cdir),
+            command=list(config.get("argv") or []), health=None if brief else _health(cdir),
         )
 
     def state(self, container: str) -> ContainerState:
@@ -43,6 +48,11 @@ class ViewsRole:
         if handle is not None:  # an ended monitor collected (no zombie); the handle and its
             handle.reap()  # events stay for wait(), which another thread may be in (--sig-proxy)
         return self._state_of(cdir, self._read_state(cdir))
+
+    def _brief_state(self, container: str) -> ContainerState:
+        """`state` as an event names it (see `_state_of`): a few file reads, no more."""
+        cdir = self._find(container)
+        return self._state_of(cdir, self._read_state(cdir), brief=True)
 
     def inspect(self, container: str, *, size: bool = False) -> dict:
         """Docker's container JSON, for the fields this engine knows; `size` adds SizeRw and
