@@ -617,18 +617,6 @@ class Builder:
 # ---------------------------------------------------------------------- helpers
 
 
-def format_step(step: BuildStep) -> str:
-    """Docker-style progress text: `Step 2/6 : RUN ...`, output, ` ---> Using cache`, id, time."""
-    lines = [f"Step {step.index}/{step.total} : {step.instruction}"]
-    if step.cached:
-        lines.append(" ---> Using cache")
-    elif step.output:
-        lines.extend(step.output.rstrip("\n").splitlines())
-    short = (step.image_id or "").removeprefix("sha256:")[:12] or "scratch"
-    lines.append(f" ---> {short} ({step.seconds:.3f}s)")
-    return "\n".join(lines)
-
-
 def _dockerfile_path(root: Path, dockerfile: str | None) -> Path:
     if dockerfile is None:
         return root / "Dockerfile"

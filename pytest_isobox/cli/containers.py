@@ -433,29 +433,15 @@ def _env_files(paths: list[str] | None) -> dict[str, str]:
 
 
 def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
-    for c in args.containers:
-        engine.stop(c, timeout=args.time)
-        print(c)
-    return 0
+    return _each(engine, args.containers, lambda c: engine.stop(c, timeout=args.time))
 
 
 def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
-    for c in args.containers:
-        engine.kill(c, args.signal)
-        print(c)
-    return 0
+    return _each(engine, args.containers, lambda c: engine.kill(c, args.signal))
 
 
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
-    status = 0
-    for c in args.containers:
-        try:
-            engine.remove(c, force=args.force)
-            print(c)
-        except IsoboxError as exc:
-            print(f"isobox: {exc}", file=sys.stderr)
-            status = 1
-    return status
+    return _each(engine, args.containers, lambda c: engine.remove(c, force=args.force))
 
 
 def cmd_wait(engine: Engine, args: argparse.Namespace) -> int:

@@ -316,3 +316,14 @@ def test_detached_rm_container_goes_when_it_ends(cli: Cli) -> None:
         elif end == "kill":
             cli("kill", name)
         assert _gone_within(cli, name, 30), f"{end}: still listed"
+
+
+def test_stop_kill_rm_go_on_past_a_missing_container(cli: Cli) -> None:
+    """As Docker: each container named is tried, each failure one line, exit 1 if any."""
+    for verb in (("stop", "-t", "0"), ("kill",), ("rm", "-f")):
+        name = cli.run_d()
+        missing = f"isobox-cli-missing-{verb[0]}"
+        got = cli(*verb, missing, name, check=False)
+        assert got.returncode == 1, verb
+        assert got.stdout.decode() == f"{name}\n", verb
+        assert got.stderr.decode().count("\n") == 1 and missing in got.stderr.decode(), verb
