@@ -19,12 +19,15 @@ class ViewsRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
     def _state_of(self, cdir: ContainerDir, state: dict) -> ContainerState:
-        state = self._usage_of(cdir, state)
-        config = cdir.config
         status = state["status"]
         if status == "running" and not self._monitor_alive(state):
-            status = "dead"
-        elif status == "running" and self._frozen(cdir.id):
+            # the monitor records the exit before it ends: `state` may have been read just
+            # before it did (a container that exited at once then looked dead, exit code 0)
+            state = self._read_state(cdir)
+            status = "dead" if state["status"] == "running" else state["status"]
+        state = self._usage_of(cdir, state)
+        config = cdir.config
+        if status == "running" and self._frozen(cdir.id):
             status = "paused"  # read from the freezer: pause writes no state
         return ContainerState(
             id=cdir.id, name=cdir.name, image=config["image"], image_id=config["image_id"],
