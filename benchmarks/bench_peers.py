@@ -40,12 +40,14 @@ DEFAULT_VENV = Path("/tmp/isobox-bench-peers-venv")
 PORT = 8080
 COMMAND = ["httpd", "-f", "-p", str(PORT), "-h", "/www"]
 
-# The same readiness loop for the peers (isobox uses its wait.http strategy): GET / until 200.
+# The same readiness loop for the peers (isobox uses its wait.http strategy): GET / until 200,
+# polled on isobox's schedule (pytest_isobox.plugin.wait: 1 ms first, x1.5 up to 250 ms).
 _READY = '''
 import time, urllib.request
 
 def wait_http(host, port, timeout=30.0):
     deadline = time.monotonic() + timeout
+    delay = 0.001
     while True:
         try:
             with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
@@ -55,7 +57,8 @@ def wait_http(host, port, timeout=30.0):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"http://{host}:{port}/ not ready")
-        time.sleep(0.01)  # polling the condition itself, as the peers' own waits do
+        time.sleep(delay)  # polling the condition itself, as the peers' own waits do
+        delay = min(delay * 1.5, 0.25)
 '''
 
 # Loaded into every tool's run (-p): each test's setup+teardown time, written as JSON.
