@@ -12,13 +12,17 @@ The peers are installed in a virtual environment of the benchmark's own (default
 Each tool runs its own small pytest project (written to a temp dir) of N tests; every test
 gets a fresh container of one image (busybox `httpd -f -p 8080`, imported into the daemon
 here), waits until GET / on the published port answers 200 and asks it once. The wall-clock
-time of each whole `pytest` run is printed with the ratios to isobox; nothing is asserted.
+time of each whole `pytest` run is printed with the ratios to isobox, and, from a small timing
+plugin loaded into every run alike, each container's setup+teardown (the fixture's own cost:
+create, start, publish, readiness, stop, remove; median and total over the tests): the whole
+run also holds pytest's start and a tool's session-wide costs. Nothing is asserted.
 The image is removed from the daemon at the end, and so are any containers a tool left.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -36,12 +40,14 @@ DEFAULT_VENV = Path("/tmp/isobox-bench-peers-venv")
 PORT = 8080
 COMMAND = ["httpd", "-f", "-p", str(PORT), "-h", "/www"]
 
-# The same readiness loop for the peers (isobox uses its wait.http strategy): GET / until 200.
+# The same readiness loop for the peers (isobox uses its wait.http strategy): GET / until 200,
+# polled on isobox's schedule (pytest_isobox.plugin.wait: 1 ms first, x1.5 up to 250 ms).
 _READY = '''
 import time, urllib.request
 
 def wait_http(host, port, timeout=30.0):
     deadline = time.monotonic() + timeout
+    delay = 0.001
     while True:
         try:
             with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
@@ -51,7 +57,23 @@ def wait_http(host, port, timeout=30.0):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"http://{host}:{port}/ not ready")
-        time.sleep(0.01)  # polling the condition itself, as the peers' own waits do
+        time.sleep(delay)  # polling the condition itself, as the peers' own waits do
+        delay = min(delay * 1.5, 0.25)
+'''
+
+# Loaded into every tool's run (-p): each test's setup+teardown time, written as JSON.
+_TIMING_PLUGIN = '''
+import json, os
+
+_spent = {}
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "teardown"):
+        _spent[report.nodeid] = _spent.get(report.nodeid, 0.0) + report.duration
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_TIMING_FILE"], "w") as out:
+        json.dump(_spent, out)
 '''
 
 _TEST = '''
@@ -158,10 +180,15 @@ def make_image(work: Path) -> str:
     return image
 
 
-def run_pytest(python: Path, project: Path, tool: str, home: Path) -> float:
+def run_pytest(python: Path, project: Path, tool: str, home: Path) -> tuple[float, list[float]]:
+    """The whole run's seconds and each test's setup+teardown seconds."""
+    timing = project.parent / "timing.json"
     argv = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-            str(project)]
-    env = {**os.environ, "TESTCONTAINERS_RYUK_DISABLED": "true"}  # no reaper image pulled
+            "-p", "bench_timing", str(project)]
+    env = {**os.environ, "TESTCONTAINERS_RYUK_DISABLED": "true",  # no reaper image pulled
+           "BENCH_TIMING_FILE": str(timing),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(project.parent / "timing"),
+                                                       os.environ.get("PYTHONPATH")]))}
     if tool == "isobox":
         argv += ["--isobox-engine=docker"]
     elif tool == "isobox (native)":
@@ -175,7 +202,7 @@ def run_pytest(python: Path, project: Path, tool: str, home: Path) -> float:
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
         raise SystemExit(f"{tool}: pytest failed ({done.returncode}):\n" + "\n".join(tail))
-    return seconds
+    return seconds, list(json.loads(timing.read_text()).values())
 
 
 def main() -> None:
@@ -192,22 +219,32 @@ def main() -> None:
     try:
         image = make_image(work)
         made = projects(work, image, args.containers)
+        (work / "timing").mkdir()
+        (work / "timing" / "bench_timing.py").write_text(_TIMING_PLUGIN)
         home = import_native(python, work, image)
         times: dict[str, list[float]] = {tool: [] for tool in made}
+        fixtures: dict[str, list[float]] = {tool: [] for tool in made}
         for _ in range(args.rounds):
             for tool, project in made.items():  # interleaved, so drift hits all alike
-                times[tool].append(run_pytest(python, project, tool, home))
+                seconds, each = run_pytest(python, project, tool, home)
+                times[tool].append(seconds)
+                fixtures[tool] += each
         ours = statistics.median(times["isobox"])
         print(f"{args.containers} function-scoped containers, published port + HTTP readiness, "
               f"same dockerd ({args.rounds} round(s), median):")
+        print(f"  {'':22} {'whole run':>9}   {'setup+teardown per container':>28}")
+        print(f"  {'':22} {'':>9}   {'median':>8} {'total':>8}")
         for tool, values in times.items():
             value = statistics.median(values)
-            ratio = "" if tool == "isobox" else f"   {value / ours:5.2f}x isobox's time"
-            print(f"  {tool:22} {value:7.2f} s  ({value / args.containers * 1000:6.0f} ms per "
-                  f"container){ratio}")
+            ratio = "" if tool == "isobox" else f"   {value / ours:5.2f}x isobox's run"
+            print(f"  {tool:22} {value:7.2f} s   {statistics.median(fixtures[tool]) * 1000:6.1f} "
+                  f"ms {sum(fixtures[tool]) / args.rounds:6.2f} s{ratio}")
         native = statistics.median(times["isobox (native)"])
+        native_each = statistics.median(fixtures["isobox (native)"])
         for tool in ("testcontainers", "pytest-docker-tools"):
-            print(f"  {tool} / isobox (native): {statistics.median(times[tool]) / native:5.1f}x")
+            print(f"  {tool} / isobox (native): whole run "
+                  f"{statistics.median(times[tool]) / native:5.1f}x, per container "
+                  f"{statistics.median(fixtures[tool]) / native_each:5.1f}x")
     finally:
         if image:
             leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}"],

@@ -1,7 +1,7 @@
 """Readiness: when a started container is ready for the tests, judged from the host.
 
 A strategy answers one question per poll (`check` returns when ready, raises `NotReady` with
-the reason when not). `wait_until_ready` polls it from about 10 ms, backing off, and fails at
+the reason when not). `wait_until_ready` polls it from about 1 ms, backing off, and fails at
 once when the container exits, with its exit code and last log lines; on timeout it says what
 it waited for, the last attempt's error and the last log lines.
 
@@ -30,7 +30,10 @@ from typing import Protocol
 from pytest_isobox.engine import ContainerState, InvalidSpec, IsoboxError
 from pytest_isobox.polling import readable
 
-FIRST_POLL = 0.01
+# A server in a fresh container typically listens a few ms after the start; a refused connect
+# costs some microseconds, so the first rounds are close together (10 ms at first made half
+# the containers of a session wait a whole round for a server that was up 1 ms later).
+FIRST_POLL = 0.001
 MAX_POLL = 0.25
 BACKOFF = 1.5
 LOG_LINES = 20

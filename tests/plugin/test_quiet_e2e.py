@@ -11,7 +11,17 @@ from pytest_isobox.plugin.settings import OPTIONS
 from tests.plugin.conftest import base_conftest
 
 HEAVY = ("pytest_isobox.native", "pytest_isobox.docker", "pytest_isobox.images",
-         "pytest_isobox.builder", "pytest_isobox.plugin.session", "pyroute2")
+         "pytest_isobox.builder", "pytest_isobox.plugin.session", "pyroute2",
+         "pytest_isobox.plugin.handles", "pytest_isobox.plugin.imperative",
+         "pytest_isobox.plugin.sharing", "pytest_isobox.plugin.compose_fixture",
+         "pytest_isobox.compose", "pytest_isobox.reaper", "pytest_isobox.locks",
+         "pytest_isobox.processes", "pytest_isobox.server")
+# all the plugin may import while no conftest or test names anything of isobox: its hooks and
+# options, and the seam's registry (the engine's name is checked at configure, by name only)
+PLUGIN_ALONE = ["pytest_isobox", "pytest_isobox.engine", "pytest_isobox.engine.errors",
+                "pytest_isobox.engine.registry", "pytest_isobox.homes", "pytest_isobox.plugin",
+                "pytest_isobox.plugin.activation", "pytest_isobox.plugin.hookspecs",
+                "pytest_isobox.plugin.settings"]
 
 CHECKS = f"""
 import signal
@@ -22,6 +32,10 @@ HEAVY = {HEAVY!r}
 
 def heavy_modules():
     return sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in HEAVY))
+
+
+def isobox_modules():
+    return sorted(m for m in sys.modules if m.split('.')[0] == 'pytest_isobox')
 
 
 def sigterm_is_default():
@@ -55,6 +69,19 @@ def test_plain_run_installs_and_imports_nothing(pytester, busybox_rootfs, no_iso
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
     assert not [line for line in result.outlines if line.startswith("isobox")]
+
+
+def test_the_plugin_alone_imports_only_its_hooks_and_options(pytester, no_isobox_settings):
+    """No conftest, no fixture: not even the engine seam or the fixture factories load."""
+    pytester.makepyfile(checks=CHECKS, test_plain=f"""
+        from checks import isobox_modules
+
+        def test_plain(request):
+            assert request.config.pluginmanager.hasplugin("isobox")
+            assert isobox_modules() == {PLUGIN_ALONE!r}
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    result.assert_outcomes(passed=1)
 
 
 def test_an_option_given_shows_the_header_only(pytester, no_isobox_settings):

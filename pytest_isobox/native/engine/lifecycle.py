@@ -458,14 +458,17 @@ class LifecycleRole:
             os.close(fd)
         self._settle(cdir)
 
-    def _settle(self, cdir: ContainerDir) -> None:
+    def _settle(self, cdir: ContainerDir, *, release: bool = True) -> None:
         """Wait until the monitor has recorded the exit (it does right after the exit); a
-        shim's container then gives back its network and cgroup, as the Python monitor's does."""
+        shim's container then gives back its network and cgroup, as the Python monitor's does
+        (unless `release` is False: remove() releases everything with the directory at once,
+        so reading the final usage into a state.json about to go is wasted)."""
         if cdir.id in self._monitors:
             self._wait_own(cdir.id, self._monitors[cdir.id], STOP_GRACE)
             if getattr(self._monitors.get(cdir.id), "is_shim", False):
                 self._reap(cdir.id)
-                self._release_exited(cdir)
+                if release:
+                    self._release_exited(cdir)
             return
         with contextlib.suppress(ContainerNotFound, TimeoutError):
             state = cdir.read_state()
@@ -550,7 +553,7 @@ class LifecycleRole:
                 with contextlib.suppress(ProcessLookupError):
                     send_signal(fd, 9)
                 os.close(fd)
-            self._settle(cdir)
+            self._settle(cdir, release=False)  # _release(delete=True) below does it all
         self._reap(cdir.id)
         monitor = ProcessIdentity.load(cdir.read_state().get("monitor"))
         if monitor is not None and monitor.alive():  # finishing its release; wait for it

@@ -21,15 +21,16 @@ class ViewsRole:
     def _state_of(self, cdir: ContainerDir, state: dict, brief: bool = False) -> ContainerState:
         """The container's state; `brief` (what an event names) reads no cgroup, no
         liveness and no health: the state file's status as recorded."""
+        status = state["status"]
+        if not brief and status == "running" and not self._monitor_alive(state):
+            # the monitor records the exit before it ends: `state` may have been read just
+            # before it did (a container that exited at once then looked dead, exit code 0)
+            state = self._read_state(cdir)
+            status = "dead" if state["status"] == "running" else state["status"]
         if not brief:
             state = self._usage_of(cdir, state)
         config = cdir.config
-        status = state["status"]
-        if brief:
-            pass
-        elif status == "running" and not self._monitor_alive(state):
-            status = "dead"
-        elif status == "running" and self._frozen(cdir.id):
+        if not brief and status == "running" and self._frozen(cdir.id):
             status = "paused"  # read from the freezer: pause writes no state
         return ContainerState(
             id=cdir.id, name=cdir.name, image=config["image"], image_id=config["image_id"],
