@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pytest_isobox.native.cgroups.common import Cgroup, Limits
 from pytest_isobox.native.rootless import check_mode, store
+from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.images import NamespacedImageStore, open_store
 from pytest_isobox.native.rootless.limits import (
@@ -44,6 +45,10 @@ class RootlessMode:
         self.userns = UserNamespace(self.mapping, home / "runtime" / "rootless",
                                     host_loopback_wanted())
         self._inode = os.fstat(self.userns.user_fd).st_ino
+        # what the start plan needs to know of the namespace, read once from its holder
+        self.setgroups = rootless_mounts.setgroups_allowed(self.userns.pid)
+        self.tty_gid_mapped = rootless_mounts.gid_mapped(rootless_mounts.TTY_GID,
+                                                         self.userns.pid)
 
     @property
     def note(self) -> str:
