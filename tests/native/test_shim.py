@@ -52,6 +52,20 @@ def test_plan_without_network_has_no_handshake():
     assert "ready" not in steps and "go" not in steps
 
 
+def test_rootless_plans_are_eligible_unless_a_network_is_to_be_wired():
+    """A rootless network is wired by an agent in the user namespace (the Python monitor's)."""
+    kinds = {"none": {"loopback_up": True}, "host": {"new_netns": False, "loopback_up": False},
+             "managed": {"loopback_up": False}}
+    for kind, fields in kinds.items():
+        for rootless in (False, True):
+            plan = _plan()
+            plan.rootless = rootless
+            for name, value in fields.items():
+                setattr(plan, name, value)
+            assert shim.eligible(plan) is (not rootless or kind != "managed"), (kind, rootless)
+    assert not shim.eligible(_plan(tty=True))
+
+
 def test_a_nul_byte_in_the_plan_is_refused():
     plan = _plan()
     plan.process.env["BAD"] = "a\0b"

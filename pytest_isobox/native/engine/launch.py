@@ -97,24 +97,33 @@ class LaunchRole:
         from pytest_isobox.native import shim
 
         if self._shim is False:
-            self._shim = None if self._rootless is not None else shim.binary(shim.build_dir())
+            self._shim = shim.binary(shim.build_dir())
         return self._shim  # type: ignore[return-value]
 
     def _spawn_shim(self, cid: str, limits: Limits) -> ShimSpare:
-        """A shim for `cid` whose container process is in its cgroup, waiting for the plan."""
+        """A shim for `cid` whose container process is in its cgroup, waiting for the plan.
+        Rootless, the shim enters the user namespace first, as the Python monitor does, and
+        keeps the namespace's holder alive as long as it runs, as the monitor's pin does."""
         from pytest_isobox.native import shim
         from pytest_isobox.native.engine.support import ShimSpare
 
         cgroup = self._cgroup(cid)
         cgroup.create(limits)
+        pin = None
         owner = os.pidfd_open(os.getpid())
         try:
-            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner)
+            userns = None
+            if self._rootless is not None:
+                user_fd, pin = self._rootless.shim_namespace()
+                userns = (user_fd, pin.fileno())
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner, userns)
         except BaseException:
             cgroup.destroy()
             raise
         finally:
-            os.close(owner)  # the shim has its own copy; ours would be one fd per container
+            os.close(owner)  # the shim has its own copies; ours would be fds per container
+            if pin is not None:
+                pin.close()
         return ShimSpare(cid, handle, cgroup)
 
     def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
@@ -241,11 +250,13 @@ class LaunchRole:
         from pytest_isobox.native.cgroups import Limits
         from pytest_isobox.native.monitor import CgroupHooks, spawn_spare
 
-        if self._spare is not None or self._rootless is not None:
-            return  # (rootless: a spare would need the user namespace before its plan)
+        if self._spare is not None:
+            return
         if self._shim_binary() is not None:
             self._refill_pool()
             return
+        if self._rootless is not None:
+            return  # (a Python spare would need the user namespace before its plan)
         cid = os.urandom(32).hex()
         cgroup = self._cgroup(cid)
 

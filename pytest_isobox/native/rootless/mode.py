@@ -9,6 +9,7 @@ one checks, in this order, the kernel (`prerequisites`), the store's owner and i
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +69,11 @@ class RootlessMode:
         """Enter the namespace in a forked process that may outlive this engine (a monitor):
         it keeps the holder alive with a connection of its own."""
         self.userns.enter(pin=True)
+
+    def shim_namespace(self) -> tuple[int, socket.socket]:
+        """For a container's shim: the user namespace's fd (the shim enters it before its pid
+        namespace) and a new connection that keeps the holder alive while the shim runs."""
+        return self.userns.user_fd, self.userns.pin()
 
     def fds(self) -> set[int]:
         """The descriptors a forked helper must keep to use the namespaces."""
