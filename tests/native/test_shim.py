@@ -52,17 +52,11 @@ def test_plan_without_network_has_no_handshake():
     assert "ready" not in steps and "go" not in steps
 
 
-def test_rootless_plans_are_eligible_unless_a_network_is_to_be_wired():
-    """A rootless network is wired by an agent in the user namespace (the Python monitor's)."""
-    kinds = {"none": {"loopback_up": True}, "host": {"new_netns": False, "loopback_up": False},
-             "managed": {"loopback_up": False}}
-    for kind, fields in kinds.items():
-        for rootless in (False, True):
-            plan = _plan()
-            plan.rootless = rootless
-            for name, value in fields.items():
-                setattr(plan, name, value)
-            assert shim.eligible(plan) is (not rootless or kind != "managed"), (kind, rootless)
+def test_every_plan_without_a_terminal_is_eligible_rootless_too():
+    for rootless in (False, True):
+        plan = _plan()
+        plan.rootless = rootless
+        assert shim.eligible(plan)
     assert not shim.eligible(_plan(tty=True))
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pytest_isobox.engine import ContainerError, ContainerState
+from pytest_isobox.engine import ContainerError, ContainerSpec, ContainerState
 from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_failed
 from pytest_isobox.processes import ProcessIdentity
 
@@ -163,10 +163,7 @@ class LaunchRole:
                 if event is None:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
-                    result = self._network_manager().attach(
-                        cdir.id, cdir.name, config["hostname"], event["pid"], spec,
-                        cdir.hosts)
-                    ips, ports = result.ips, result.ports
+                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], handle.pid)
                     handle.go()
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
@@ -191,6 +188,25 @@ class LaunchRole:
         cdir.write_state(state)
         self._monitors[cdir.id] = handle
         return self._state_of(cdir, state)
+
+    def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
+                         shim_pid: int) -> tuple[dict, dict]:
+        """Wire the network of a shim's container `pid`: from here when rootful; rootless,
+        from a network agent in the user namespace that lives as long as the shim."""
+        from pytest_isobox.native.rootless.agent import NetworkAgent
+
+        manager = self._network_manager()
+        config = cdir.config
+
+        def attach(container_pid: int) -> tuple[dict, dict]:
+            result = manager.attach(cdir.id, cdir.name, config["hostname"], container_pid, spec,
+                                    cdir.hosts)
+            return result.ips, result.ports
+
+        if self._rootless is None:
+            return attach(pid)
+        self._join_pool()  # a fork: no other thread may be mid-way through anything
+        return NetworkAgent(attach).attach_for_shim(self._rootless.enter, pid, shim_pid)
 
     def _refill_pool(self) -> None:
         """Spawn shims for the next containers when none is left, several at once when

@@ -65,11 +65,9 @@ def binary(build_dir: Path) -> str | None:
 
 
 def eligible(plan: ContainerPlan) -> bool:
-    """Whether the shim can start this container: detached, no terminal; rootless, with no
-    network to attach (none or host: a rootless network is wired by an agent inside the user
-    namespace, which only the Python monitor forks so far)."""
-    managed = plan.new_netns and not plan.loopback_up  # (specs.network_kind "managed")
-    return not plan.process.tty and not (plan.rootless and managed)
+    """Whether the shim can start this container: detached, no terminal (rootful or
+    rootless: the shim enters the user namespace itself)."""
+    return not plan.process.tty
 
 
 def encode_plan(plan: ContainerPlan, *, log: str, exit_file: str, persistent: bool,
