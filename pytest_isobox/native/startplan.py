@@ -5,7 +5,7 @@ working dir, rlimits, capability bounding set, no_new_privs, seccomp, ids, capab
 
 Every decision about what a container gets is taken here, once. Two executors carry the steps
 out and decide nothing: isobox-shim.c (spawned, no fork of the engine) and `planrunner`
-(Python, for machines without a C compiler, terminals and rootless containers). A new run
+(Python, for machines without a C compiler, terminals and execs). A new run
 option is a new step or a new argument here, then one primitive in each executor.
 
 A step is a tuple `(name, *args)`; arguments are str, int, bytes (seccomp: hex for the shim) or
