@@ -1,6 +1,6 @@
 """The Python executor of start plans (startplan.py): the same steps isobox-shim.c carries
 out, one primitive per step, no decision of its own. Used where the shim is not: no C
-compiler (or ISOBOX_SHIM=0), a terminal, a rootless container, an exec into a container.
+compiler (or ISOBOX_SHIM=0), a terminal, an exec into a container.
 
 `run` never returns: it ends in execve, or raises `StartFailure` (the caller reports it).
 """

@@ -57,6 +57,9 @@ class ContainerPlan:
     loopback_up: bool = True
     cgroup_ns: bool = False
     rootless: bool = False  # in a user namespace (the monitor entered it): see rootless/
+    # the user namespace's, read by the engine (the plan is made outside it for the shim):
+    tty_gid_mapped: bool = True  # gid 5 (tty) has a host group: devpts gets gid=5
+    setgroups: bool = True  # setgroups(2) allowed (denied for good in a single-id namespace)
     seccomp: bytes | None = None  # a classic BPF program (struct sock_filter[]), see seccomp/
     no_new_privs: bool = False  # --security-opt no-new-privileges
     read_only: bool = False  # --read-only: the root filesystem, not the mounts on it

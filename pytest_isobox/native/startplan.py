@@ -5,7 +5,7 @@ working dir, rlimits, capability bounding set, no_new_privs, seccomp, ids, capab
 
 Every decision about what a container gets is taken here, once. Two executors carry the steps
 out and decide nothing: isobox-shim.c (spawned, no fork of the engine) and `planrunner`
-(Python, for machines without a C compiler, terminals and rootless containers). A new run
+(Python, for machines without a C compiler, terminals and execs). A new run
 option is a new step or a new argument here, then one primitive in each executor.
 
 A step is a tuple `(name, *args)`; arguments are str, int, bytes (seccomp: hex for the shim) or
@@ -76,7 +76,7 @@ def container_steps(plan: ContainerPlan, *, wait_network: bool, wait_cgroup: boo
     if (wait_network or wait_cgroup) and not waited:
         steps.append(("go",))
     steps += process_steps(plan.process, plan.hostname, plan.seccomp, plan.no_new_privs,
-                           setgroups=not plan.rootless or rootless_mounts.setgroups_allowed())
+                           setgroups=plan.setgroups)
     return steps
 
 
@@ -86,6 +86,7 @@ def rootfs_steps(plan: ContainerPlan) -> list[Step]:
     steps = overlay_steps(plan)
     steps.append(("root", plan.rootfs))
     steps += default_mount_steps(plan.new_netns, rootless=plan.rootless,
+                                 tty_gid=plan.tty_gid_mapped,
                                  shm_size=plan.shm_size, writable_sys=plan.privileged)
     steps += extra_device_steps(plan.devices, rootless=plan.rootless)
     for m in plan.mounts:
@@ -116,18 +117,19 @@ def overlay_steps(plan: ContainerPlan) -> list[Step]:
     return steps
 
 
-def default_mount_steps(new_netns: bool, *, rootless: bool, shm_size: int = mounts.SHM_SIZE,
-                        writable_sys: bool = False) -> list[Step]:
-    """Docker's default mounts: /proc, /dev (tmpfs, nodes, links), /dev/pts, /dev/shm
-    (`shm_size` bytes), /dev/mqueue, /sys read-only (writable for a privileged container).
-    Rootless: the host's device nodes bound, not made."""
+def default_mount_steps(new_netns: bool, *, rootless: bool, tty_gid: bool = True,
+                        shm_size: int = mounts.SHM_SIZE, writable_sys: bool = False
+                        ) -> list[Step]:
+    """Docker's default mounts: /proc, /dev (tmpfs, nodes, links), /dev/pts (of group tty
+    when `tty_gid`: the user namespace maps it), /dev/shm (`shm_size` bytes), /dev/mqueue,
+    /sys read-only (writable for a privileged container). Rootless: the host's device nodes
+    bound, not made."""
     steps: list[Step] = [
         _mountin("proc", "/proc", True, "proc", _SPECIAL),
         _mountin("tmpfs", "/dev", True, "tmpfs", MS_NOSUID | MS_STRICTATIME,
                  "mode=755,size=65536k"),
     ]
     steps += device_steps(rootless=rootless)
-    tty_gid = not rootless or rootless_mounts.gid_mapped(rootless_mounts.TTY_GID)
     steps += [
         _mountin("devpts", "/dev/pts", True, "devpts", MS_NOSUID | MS_NOEXEC,
                  rootless_mounts.devpts_options(tty_gid)),

@@ -52,6 +52,14 @@ def test_plan_without_network_has_no_handshake():
     assert "ready" not in steps and "go" not in steps
 
 
+def test_every_plan_without_a_terminal_is_eligible_rootless_too():
+    for rootless in (False, True):
+        plan = _plan()
+        plan.rootless = rootless
+        assert shim.eligible(plan)
+    assert not shim.eligible(_plan(tty=True))
+
+
 def test_a_nul_byte_in_the_plan_is_refused():
     plan = _plan()
     plan.process.env["BAD"] = "a\0b"

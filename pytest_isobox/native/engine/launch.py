@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pytest_isobox.engine import ContainerError, ContainerState
+from pytest_isobox.engine import ContainerError, ContainerSpec, ContainerState
 from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_failed
 from pytest_isobox.processes import ProcessIdentity
 
@@ -101,24 +101,33 @@ class LaunchRole:
         from pytest_isobox.native import shim
 
         if self._shim is False:
-            self._shim = None if self._rootless is not None else shim.binary(shim.build_dir())
+            self._shim = shim.binary(shim.build_dir())
         return self._shim  # type: ignore[return-value]
 
     def _spawn_shim(self, cid: str, limits: Limits) -> ShimSpare:
-        """A shim for `cid` whose container process is in its cgroup, waiting for the plan."""
+        """A shim for `cid` whose container process is in its cgroup, waiting for the plan.
+        Rootless, the shim enters the user namespace first, as the Python monitor does, and
+        keeps the namespace's holder alive as long as it runs, as the monitor's pin does."""
         from pytest_isobox.native import shim
         from pytest_isobox.native.engine.support import ShimSpare
 
         cgroup = self._cgroup(cid)
         cgroup.create(limits)
+        pin = None
         owner = os.pidfd_open(os.getpid())
         try:
-            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner)
+            userns = None
+            if self._rootless is not None:
+                user_fd, pin = self._rootless.shim_namespace()
+                userns = (user_fd, pin.fileno())
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner, userns)
         except BaseException:
             cgroup.destroy()
             raise
         finally:
-            os.close(owner)  # the shim has its own copy; ours would be one fd per container
+            os.close(owner)  # the shim has its own copies; ours would be fds per container
+            if pin is not None:
+                pin.close()
         return ShimSpare(cid, handle, cgroup)
 
     def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
@@ -158,10 +167,7 @@ class LaunchRole:
                 if event is None:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
-                    result = self._network_manager().attach(
-                        cdir.id, cdir.name, config["hostname"], event["pid"], spec,
-                        cdir.hosts)
-                    ips, ports = result.ips, result.ports
+                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], handle.pid)
                     handle.go()
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
@@ -186,6 +192,25 @@ class LaunchRole:
         cdir.write_state(state)
         self._monitors[cdir.id] = handle
         return self._state_of(cdir, state, brief=True)  # (just started)
+
+    def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
+                         shim_pid: int) -> tuple[dict, dict]:
+        """Wire the network of a shim's container `pid`: from here when rootful; rootless,
+        from a network agent in the user namespace that lives as long as the shim."""
+        from pytest_isobox.native.rootless.agent import NetworkAgent
+
+        manager = self._network_manager()
+        config = cdir.config
+
+        def attach(container_pid: int) -> tuple[dict, dict]:
+            result = manager.attach(cdir.id, cdir.name, config["hostname"], container_pid, spec,
+                                    cdir.hosts)
+            return result.ips, result.ports
+
+        if self._rootless is None:
+            return attach(pid)
+        self._join_pool()  # a fork: no other thread may be mid-way through anything
+        return NetworkAgent(attach).attach_for_shim(self._rootless.enter, pid, shim_pid)
 
     def _refill_pool(self) -> None:
         """Spawn shims for the next containers when none is left, several at once when
@@ -245,11 +270,13 @@ class LaunchRole:
         from pytest_isobox.native.cgroups import Limits
         from pytest_isobox.native.monitor import CgroupHooks, spawn_spare
 
-        if self._spare is not None or self._rootless is not None:
-            return  # (rootless: a spare would need the user namespace before its plan)
+        if self._spare is not None:
+            return
         if self._shim_binary() is not None:
             self._refill_pool()
             return
+        if self._rootless is not None:
+            return  # (a Python spare would need the user namespace before its plan)
         cid = os.urandom(32).hex()
         cgroup = self._cgroup(cid)
 

@@ -235,6 +235,8 @@ class LifecycleRole:
             cgroup_ns=self._rootless is None
             and cgroup_path_for_ns(f"isobox/{cdir.id}") is not None,
             rootless=self._rootless is not None,
+            tty_gid_mapped=self._rootless is None or self._rootless.tty_gid_mapped,
+            setgroups=self._rootless is None or self._rootless.setgroups,
             seccomp=privileges.seccomp_filter(spec),
             no_new_privs=seccomp.no_new_privs(list(spec.get("security_opt") or ())),
             read_only=bool(spec.get("read_only")),

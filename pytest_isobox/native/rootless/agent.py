@@ -9,6 +9,10 @@ its own pid namespace; the agent attaches the container when told its pid, answe
 addresses and ports, and then stays (holding the relay, its child) until the monitor closes
 the pipe or dies. Its end ends the relay, which lets the container's network namespace and
 veths go.
+
+A container started by isobox-shim has no Python monitor: its agent is forked from the engine
+instead (`attach_for_shim`), detached from it, enters the namespace itself, and lives until
+the shim ends (a pidfd on it), which is when the container has ended.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 
 from pytest_isobox.engine import ContainerError
 from pytest_isobox.native.forked import fork_child
+from pytest_isobox.polling import readable
 
 Attach = Callable[[int], tuple[dict, dict]]  # container pid -> (ips, ports)
 
@@ -50,7 +55,9 @@ class NetworkAgent:
             size = int.from_bytes(source.read(8) or b"\0", "big")
             return source.read(size) if size else b""
 
-    def _serve(self, requests: int, replies: int) -> None:
+    def _serve(self, requests: int, replies: int, until: int | None = None) -> None:
+        """Attach the container whose pid comes on `requests`, answer on `replies`, then stay
+        until `requests` closes (the monitor) or `until`, a pidfd, turns readable (a shim)."""
         raw = os.read(requests, 64)
         if not raw:
             return
@@ -60,7 +67,10 @@ class NetworkAgent:
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
         os.write(replies, len(reply).to_bytes(8, "big") + reply)
         os.close(replies)
-        os.read(requests, 1)  # until the monitor closes the pipe (or dies)
+        if until is not None:
+            readable([until], None)  # until the shim has ended
+        else:
+            os.read(requests, 1)  # until the monitor closes the pipe (or dies)
 
     def attach(self, container_pid: int) -> tuple[dict, dict]:
         """Have the agent attach the container; its (ips, ports)."""
@@ -72,6 +82,35 @@ class NetworkAgent:
         if not ok:
             raise ContainerError(f"cannot attach the network: {value}")
         return value
+
+    def attach_for_shim(self, enter: Callable[[], None], container_pid: int, shim_pid: int,
+                        ) -> tuple[dict, dict]:
+        """Attach the container of the shim `shim_pid` from an agent forked here, which
+        `enter`s the user namespace first and ends once the shim has (double fork: nobody
+        has to reap it, and it outlives this process as a persistent container does). The
+        caller's process must have no other thread running."""
+        watch = os.pidfd_open(shim_pid)  # the shim waits for its go meanwhile: it is alive
+        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        from_r, from_w = os.pipe2(os.O_CLOEXEC)
+        keep = {to_r, from_w, watch}
+
+        def agent() -> None:
+            enter()
+            self._serve(to_r, from_w, until=watch)
+
+        try:
+            middle = fork_child(lambda: fork_child(agent, name="agent", keep_fds=keep,
+                                                   die_with_parent=False) and None,
+                                name="agent", keep_fds=keep, die_with_parent=False)
+            os.waitpid(middle, 0)
+        finally:
+            for fd in keep:
+                os.close(fd)
+        self._to_agent, self._from_agent = to_w, from_r
+        try:
+            return self.attach(container_pid)
+        finally:
+            self.stop()  # our pipes only: the agent itself ends with the shim
 
     def stop(self) -> None:
         """End the agent (by its pid) and its relay; idempotent."""

@@ -183,6 +183,10 @@ class NoCgroup:
     def procs(self) -> list[int]:
         return []
 
+    def procs_files(self) -> list[str]:
+        """None: a shim's container process joins no cgroup."""
+        return []
+
     def stats(self) -> CgroupStats:
         return CgroupStats(memory_current=0, memory_peak=0, cpu_time_ns=0, pids=0)
 

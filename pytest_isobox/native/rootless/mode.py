@@ -9,12 +9,14 @@ one checks, in this order, the kernel (`prerequisites`), the store's owner and i
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_isobox.native.cgroups.common import Cgroup, Limits
 from pytest_isobox.native.rootless import check_mode, store
+from pytest_isobox.native.rootless import mounts as rootless_mounts
 from pytest_isobox.native.rootless.idmap import current_mapping
 from pytest_isobox.native.rootless.images import NamespacedImageStore, open_store
 from pytest_isobox.native.rootless.limits import (
@@ -44,6 +46,10 @@ class RootlessMode:
         self.userns = UserNamespace(self.mapping, home / "runtime" / "rootless",
                                     host_loopback_wanted())
         self._inode = os.fstat(self.userns.user_fd).st_ino
+        # what the start plan needs to know of the namespace, read once from its holder
+        self.setgroups = rootless_mounts.setgroups_allowed(self.userns.pid)
+        self.tty_gid_mapped = rootless_mounts.gid_mapped(rootless_mounts.TTY_GID,
+                                                         self.userns.pid)
 
     @property
     def note(self) -> str:
@@ -63,6 +69,11 @@ class RootlessMode:
         """Enter the namespace in a forked process that may outlive this engine (a monitor):
         it keeps the holder alive with a connection of its own."""
         self.userns.enter(pin=True)
+
+    def shim_namespace(self) -> tuple[int, socket.socket]:
+        """For a container's shim: the user namespace's fd (the shim enters it before its pid
+        namespace) and a new connection that keeps the holder alive while the shim runs."""
+        return self.userns.user_fd, self.userns.pin()
 
     def fds(self) -> set[int]:
         """The descriptors a forked helper must keep to use the namespaces."""

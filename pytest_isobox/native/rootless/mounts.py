@@ -27,18 +27,20 @@ def devpts_options(tty_gid_mapped: bool) -> str:
     return "newinstance,ptmxmode=0666,mode=0620" + (f",gid={TTY_GID}" if tty_gid_mapped else "")
 
 
-def setgroups_allowed() -> bool:
-    """False in a single-id user namespace, where setgroups(2) is denied for good."""
+def setgroups_allowed(pid: int | str = "self") -> bool:
+    """False in a single-id user namespace, where setgroups(2) is denied for good: that of
+    process `pid` (read from outside, the engine asks its holder's)."""
     try:
-        with open("/proc/self/setgroups") as f:
+        with open(f"/proc/{pid}/setgroups") as f:
             return f.read().strip() == "allow"
     except FileNotFoundError:
         return True
 
 
-def gid_mapped(gid: int) -> bool:
-    """Whether `gid` has a host group in this process's user namespace."""
-    with open("/proc/self/gid_map") as f:
+def gid_mapped(gid: int, pid: int | str = "self") -> bool:
+    """Whether `gid` has a host group in the user namespace of process `pid` (the map's first
+    column is the id inside, whichever namespace reads it)."""
+    with open(f"/proc/{pid}/gid_map") as f:
         for line in f:
             inside, _, count = (int(n) for n in line.split())
             if inside <= gid < inside + count:

@@ -74,6 +74,14 @@ class UserNamespace:
             self._open_namespaces()
         linux.setns(self.user_fd, linux.CLONE_NEWUSER)
 
+    def pin(self) -> socket.socket:
+        """A new connection to the holder, for a process that uses the namespace beyond this
+        one's life (a container's shim holds it as a monitor holds its own, see `enter`)."""
+        conn = holder.connect(self.runtime_dir)
+        if conn is None:
+            raise EngineUnavailable(f"the namespace holder of {self.runtime_dir} is gone")
+        return conn
+
     def enter_helper_net(self) -> None:
         """Move the calling thread into the helper network namespace (after `enter`)."""
         linux.setns(self.net_fd, linux.CLONE_NEWNET)

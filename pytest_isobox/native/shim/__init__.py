@@ -65,8 +65,9 @@ def binary(build_dir: Path) -> str | None:
 
 
 def eligible(plan: ContainerPlan) -> bool:
-    """Whether the shim can start this container: detached, no terminal, rootful."""
-    return not plan.process.tty and not plan.rootless
+    """Whether the shim can start this container: detached, no terminal (rootful or
+    rootless: the shim enters the user namespace itself)."""
+    return not plan.process.tty
 
 
 def encode_plan(plan: ContainerPlan, *, log: str, exit_file: str, persistent: bool,
@@ -123,28 +124,36 @@ class ShimHandle(MonitorHandle):
             os.waitpid(self.pid, 0)
 
 
-def spawn(shim: str, cid: str, procs_files: list[str], owner_pidfd: int | None) -> ShimHandle:
+def spawn(shim: str, cid: str, procs_files: list[str], owner_pidfd: int | None,
+          userns: tuple[int, int] | None = None) -> ShimHandle:
     """Start a shim for container `cid`; its container process joins the cgroup at once and
-    waits for the plan (`ShimHandle.send_plan`)."""
+    waits for the plan (`ShimHandle.send_plan`). `userns` (rootless): a user namespace fd the
+    shim enters first and a connection to its holder the shim keeps open while it runs (the
+    Python monitor's pin); the caller keeps and closes its own fds."""
     control_r, control_w = os.pipe2(os.O_CLOEXEC)
     events_r, events_w = os.pipe2(os.O_CLOEXEC)
     # Above the target numbers, so that no dup2 below overwrites a source of a later one.
     control_r, events_w = _above(control_r, 10), _above(events_w, 10)
-    if owner_pidfd is not None:
-        owner_pidfd = _above(owner_pidfd, 10, close=False)
+    copies = [_above(fd, 10, close=False) for fd in (owner_pidfd, *(userns or ()))
+              if fd is not None]
     actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDWR, 0),
                (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2),
                (os.POSIX_SPAWN_DUP2, control_r, 3), (os.POSIX_SPAWN_DUP2, events_w, 4)]
+    flags = ""
+    targets = iter(copies)
     if owner_pidfd is not None:
-        actions.append((os.POSIX_SPAWN_DUP2, owner_pidfd, 5))
+        actions.append((os.POSIX_SPAWN_DUP2, next(targets), 5))
+        flags += "o"
+    if userns is not None:
+        actions += [(os.POSIX_SPAWN_DUP2, next(targets), 6),
+                    (os.POSIX_SPAWN_DUP2, next(targets), 7)]
+        flags += "u"
     try:
-        pid = os.posix_spawn(shim, [shim, "owner" if owner_pidfd is not None else "-",
-                                    *procs_files], {}, file_actions=actions, setsid=True)
+        pid = os.posix_spawn(shim, [shim, flags or "-", *procs_files], {},
+                             file_actions=actions, setsid=True)
     finally:
-        os.close(control_r)
-        os.close(events_w)
-        if owner_pidfd is not None:
-            os.close(owner_pidfd)
+        for fd in (control_r, events_w, *copies):
+            os.close(fd)
     return ShimHandle(pid, control_w, events_r, cid)
 
 

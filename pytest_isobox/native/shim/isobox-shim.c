@@ -9,13 +9,16 @@
  * carries them out in order, as runc's init does, then watches the container.
  *
  * Protocol (see shim.py, which speaks the other side):
- *   argv[1]    "owner" when fd 5 is a pidfd of the owner, "-" otherwise
+ *   argv[1]    flags, "-" for none: "o" fd 5 is a pidfd of the owner; "u" fd 6 is a user
+ *              namespace (rootless: entered before anything else) and fd 7 a connection to
+ *              its holder, kept open while this program runs (the holder lives as long)
  *   argv[2..]  cgroup.procs files the container process is put in, ahead of time (a spare)
  *   fd 3       from the engine: u32 length + plan, later one byte "g" when the network is up
  *              (EOF before the plan: not needed after all; kill the waiting process, exit)
  *   fd 4       to the engine, lines: "ready PID" (namespaces made, waiting for the network),
  *              "started PID", "failed CODE MESSAGE", "exited STATUS" (a wait(2) status)
  *   fd 5       optional: a pidfd of the owner; when it exits, the container is killed
+ *   fd 6, 7    optional: the user namespace and the holder's connection (see argv[1])
  * The plan is a sequence of NUL-terminated strings: "key value" settings for the monitor up
  * to an empty string, then the container's steps (name, then a fixed number of arguments).
  */
@@ -54,6 +57,8 @@
 #define CONTROL_FD 3
 #define EVENTS_FD 4
 #define OWNER_FD 5
+#define USERNS_FD 6
+#define PIN_FD 7
 #define MAX_FIELDS 65536
 
 /* ------------------------------------------------------------------ small helpers */
@@ -61,15 +66,18 @@
 static int error_fd = -1; /* in the container process: where a failure is told */
 
 /* What a spare's container process makes before its plan arrives (every container needs
- * them, except host networking, which joins back): the namespaces, private mounts, lo up. */
-#define AHEAD_FLAGS (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+ * them, except host networking, which joins back): the namespaces, private mounts, lo up.
+ * In a user namespace the host's network namespace cannot be joined back (it belongs to the
+ * initial user namespace), so there the network namespace waits for the plan. */
+static int ahead_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
 static int ahead_done = 0;
 static int host_net_fd = -1; /* the shim's network namespace, for host networking */
 
 static void prepare_ahead(void) {
-  if (unshare(AHEAD_FLAGS) < 0) return; /* the plan's own steps will say why */
+  if (unshare(ahead_flags) < 0) return; /* the plan's own steps will say why */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return;
   ahead_done = 1;
+  if (!(ahead_flags & CLONE_NEWNET)) return;
   int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   struct ifreq req;
   memset(&req, 0, sizeof req);
@@ -468,9 +476,10 @@ static void run_steps(char **f, int count, int first, int ready_w, int go_r) {
     if (!strcmp(op, "unshare")) {
       int flags = (int)number(ARG(1));
       if (ahead_done) { /* made ahead: only what is left, and back to the host's network */
-        if (!(flags & CLONE_NEWNET) && setns(host_net_fd, CLONE_NEWNET) < 0)
+        if ((ahead_flags & CLONE_NEWNET) && !(flags & CLONE_NEWNET) &&
+            setns(host_net_fd, CLONE_NEWNET) < 0)
           fail(127, "join the host network: %s", strerror(errno));
-        flags &= ~AHEAD_FLAGS;
+        flags &= ~ahead_flags;
       }
       if (flags && unshare(flags) < 0) fail(127, "unshare: %s", strerror(errno));
       i += 2;
@@ -484,7 +493,7 @@ static void run_steps(char **f, int count, int first, int ready_w, int go_r) {
       wait_for_go(go_r);
       i += 1;
     } else if (!strcmp(op, "lo")) {
-      if (!ahead_done) interface_up("lo");
+      if (!ahead_done || !(ahead_flags & CLONE_NEWNET)) interface_up("lo");
       i += 1;
     } else if (!strcmp(op, "chdir")) {
       if (chdir(ARG(1)) < 0) fail(127, "chdir %s: %s", f[i + 1], strerror(errno));
@@ -691,10 +700,10 @@ static void remove_cgroups(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  /* argv[1]: "owner" when fd 5 is the owner's pidfd, "-" otherwise; then the cgroup files */
-  /* Only fds 0-5 are ours: anything else the engine's process let us inherit must not reach
+  /* argv[1]: the flags (see the top); then the cgroup files */
+  /* Only fds 0-7 are ours: anything else the engine's process let us inherit must not reach
    * the container (an open directory would be a way out of its root). */
-  syscall(SYS_close_range, 6U, ~0U, 0U);
+  syscall(SYS_close_range, 8U, ~0U, 0U);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
@@ -702,7 +711,18 @@ int main(int argc, char **argv) {
   signal(SIGTSTP, SIG_IGN);
   signal(SIGTTIN, SIG_IGN);
   signal(SIGTTOU, SIG_IGN);
-  int owner_fd = argc > 1 && !strcmp(argv[1], "owner") ? OWNER_FD : -1;
+  const char *flags = argc > 1 ? argv[1] : "-";
+  int owner_fd = strchr(flags, 'o') ? OWNER_FD : -1;
+  int pin_fd = -1;
+  if (strchr(flags, 'u')) { /* rootless: the pid namespace and all below belong to it */
+    if (setns(USERNS_FD, CLONE_NEWUSER) < 0) {
+      event("failed 127 enter the user namespace: %s", strerror(errno));
+      return 1;
+    }
+    close(USERNS_FD);
+    pin_fd = PIN_FD;
+    ahead_flags &= ~CLONE_NEWNET;
+  }
 
   int plan_p[2], ready_p[2], go_p[2], error_p[2], out_p[2], err_p[2];
   if (pipe2(plan_p, O_CLOEXEC) || pipe2(ready_p, O_CLOEXEC) || pipe2(go_p, O_CLOEXEC) ||
@@ -742,6 +762,7 @@ int main(int argc, char **argv) {
     close(CONTROL_FD);
     close(EVENTS_FD);
     if (owner_fd >= 0) close(owner_fd);
+    if (pin_fd >= 0) close(pin_fd);
     run_steps(p.fields, p.count, p.steps, ready_p[1], go_p[0]);
     _exit(127);
   }
