@@ -14,7 +14,8 @@ from pytest_isobox.cli.output import (
     _ago,
     _duration,
     _size,
-    compile_format,
+    check_format,
+    render_table,
 )
 from pytest_isobox.engine import (
     ContainerNotFound,
@@ -166,7 +167,6 @@ _PS_FILTERS = ("status", "name", "label", "id", "ancestor", "exited", "network",
 
 def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli.filters import parse_filters
-    from pytest_isobox.gotemplate import render_rows
 
     filters = parse_filters(args.filter, _PS_FILTERS)
     template = args.format
@@ -174,7 +174,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
         template = "{{.ID}}"
     elif template is None:
         template = _PS_TABLE + ("\\t{{.Size}}" if args.size else "")
-    compile_format(template)  # a bad template fails before any work
+    check_format(template)  # a bad template fails before any work
     last = 1 if args.latest else args.last
     every = args.all or last is not None or "status" in filters or "exited" in filters
     states = [s for s in engine.containers(all=every)]
@@ -187,7 +187,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     if last is not None and last >= 0:
         states = states[:last]
     rows = [_ps_row(s, docs.get(s.id) or {}, trunc=not args.no_trunc) for s in states]
-    for line in render_rows(template, rows, _PS_HEADERS, default_table=_PS_TABLE):
+    for line in render_table(template, rows, _PS_HEADERS, default_table=_PS_TABLE):
         print(line)
     return 0
 

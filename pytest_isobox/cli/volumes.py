@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pytest_isobox.cli.output import compile_format
+from pytest_isobox.cli.output import check_format, render_table
 from pytest_isobox.engine import Engine, IsoboxError
 
 
@@ -25,17 +25,16 @@ _VOLUME_TABLE = "table {{.Driver}}\t{{.Name}}"
 def cmd_volume_ls(engine: Engine, args: argparse.Namespace) -> int:
     """Docker's `volume ls`: DRIVER and VOLUME NAME, `-q`, `--format`, `--filter name=`."""
     from pytest_isobox.cli.filters import name_matches, parse_filters
-    from pytest_isobox.gotemplate import render_rows
 
     filters = parse_filters(args.filter, ("name", "driver"))
     template = "{{.Name}}" if args.quiet else (args.format or _VOLUME_TABLE)
-    compile_format(template)
+    check_format(template)
     rows = [{"Driver": "local", "Name": name, "Scope": "local", "Mountpoint": "", "Labels": ""}
             for name in sorted(engine.volumes())]
     rows = [r for r in rows
             if all(name_matches(r["Name"], v) for v in filters.get("name", ()))
             and all(r["Driver"] == v for v in filters.get("driver", ()))]
-    for line in render_rows(template, rows, _VOLUME_HEADERS, default_table=_VOLUME_TABLE):
+    for line in render_table(template, rows, _VOLUME_HEADERS, default_table=_VOLUME_TABLE):
         print(line)
     return 0
 
