@@ -3,7 +3,6 @@ stats."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import re
@@ -20,10 +19,15 @@ from pytest_isobox.cli.output import (
 from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
-    Engine,
     InvalidSpec,
     IsoboxError,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `isobox ps` loads neither argparse nor the protocol)
+    import argparse
+
+    from pytest_isobox.engine import Engine
 
 # Docker's exit statuses for a container that did not start: the command was not found (127),
 # could not be executed (126); anything else about the engine or the arguments is 125.
@@ -275,9 +279,8 @@ def _created_at(when: float | None) -> str:
     """Go's time.Time.String() in UTC, as `ps --format {{.CreatedAt}}` prints it."""
     if not when:
         return ""
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+    # (time.gmtime, not datetime: the same text, without a 1 ms import for every `ps`)
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(int(when)))
 
 
 def _status(s: ContainerState, doc: dict | None = None) -> str:

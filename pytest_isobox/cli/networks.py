@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from pytest_isobox.cli.output import check_format, render_table
-from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
+from pytest_isobox.engine import PERSISTENT_LABEL, IsoboxError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `network ls` loads neither argparse nor the protocol)
+    import argparse
+
+    from pytest_isobox.engine import Engine
 
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:

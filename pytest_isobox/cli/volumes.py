@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from pytest_isobox.cli.output import check_format, render_table
-from pytest_isobox.engine import Engine, IsoboxError
+from pytest_isobox.engine import IsoboxError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `volume ls` loads neither argparse nor the protocol)
+    import argparse
+
+    from pytest_isobox.engine import Engine
 
 
 def cmd_volume_create(engine: Engine, args: argparse.Namespace) -> int:

@@ -51,15 +51,13 @@ class NativeReader:
         if not ordinary:  # rootless mode, an option to check: the engine, with its errors
             self._full()
             return
-        from pytest_isobox.homes import default_home
+        from pytest_isobox.homes import default_home_dir
         from pytest_isobox.native.prerequisites import check_prerequisites
         from pytest_isobox.native.rootless.store import check_owner
 
-        self.home = os.fspath(home) if home else os.fspath(default_home())
+        self.home = os.fspath(home) if home else default_home_dir()
         check_prerequisites()
-        from pathlib import Path
-
-        check_owner(Path(self.home))
+        check_owner(self.home)
         # what NativeEngine's open makes of a new home, so the reader leaves the same
         self._containers = os.path.join(self.home, "containers")
         for sub in ("containers/.names", "containers/.trash", "volumes", "runtime"):
