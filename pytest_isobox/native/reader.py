@@ -18,7 +18,7 @@ import json
 import os
 
 from pytest_isobox.engine.errors import ContainerNotFound
-from pytest_isobox.engine.records import ContainerState
+from pytest_isobox.engine.records import ContainerState, ImageInfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class NativeReader:
         for sub in ("containers/.names", "containers/.trash", "volumes", "runtime"):
             os.makedirs(os.path.join(self.home, sub), exist_ok=True)
         self._freezers: list[tuple[str, str]] | None = None
+        self._store: Any = None
 
     def _full(self) -> Any:
         """The engine itself (read-only: no sweep), opened once."""
@@ -73,7 +74,7 @@ class NativeReader:
         return self._engine
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_engine", "_options"):
+        if name.startswith("__") or name in ("_engine", "_options", "_store"):
             raise AttributeError(name)
         return getattr(self._full(), name)
 
@@ -126,6 +127,47 @@ class NativeReader:
         log = os.path.join(self._containers, self._find(container), "log")
         for stream, _, data in read_log_timed(log, stdout=stdout, stderr=stderr, tail=tail):
             yield stream, data
+
+    def inspect(self, container: str, **options: Any) -> dict:
+        """The engine's document; a name that is no container is said so without it (inspect
+        tries containers first, then images, networks, volumes)."""
+        if self._engine is None:
+            container = self._find(container)
+        return self._full().inspect(container, **options)
+
+    # ------------------------------------------------------------ images
+    def _image_store(self) -> Any:
+        """The store NativeEngine.images_store opens (rootful: rootless never gets here)."""
+        if self._store is None:
+            from pathlib import Path
+
+            from pytest_isobox.images.store import ImageStore
+
+            self._store = ImageStore(Path(self.home))
+        return self._store
+
+    def images(self) -> list[ImageInfo]:
+        if self._engine is not None:
+            return self._engine.images()
+        return self._image_store().images()
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        """As images.ImagesRole.image_inspect."""
+        if self._engine is not None:
+            return self._engine.image_inspect(ref)
+        image = self._image_store().resolve(ref)
+        return ImageInfo(image.id, image.tags, image.config, image.size,
+                         image.config.get("created"))
+
+    def image_document(self, ref: str) -> dict:
+        """As images.ImagesRole.image_document."""
+        if self._engine is not None:
+            return self._engine.image_document(ref)
+        from pytest_isobox.engine import documents
+
+        info = self.image_inspect(ref)
+        return documents.image_document(
+            info, repo_digests=self._image_store().repo_digests(info.id))
 
     # ------------------------------------------------------------ volumes
     def volumes(self) -> list[str]:

@@ -67,6 +67,12 @@ def test_reader_states_are_the_engines(engine, rootfs, isobox_home) -> None:
             with pytest.raises(ContainerNotFound) as theirs:
                 full.state(ref)
             assert str(ours.value) == str(theirs.value)
+        engine.import_rootfs(rootfs, "reader-img:1")
+        assert reader.images() == full.images()
+        assert reader.image_inspect("reader-img:1") == full.image_inspect("reader-img:1")
+        assert reader.image_document("reader-img:1") == full.image_document("reader-img:1")
+        with pytest.raises(ContainerNotFound, match="no such container: reader-img:1"):
+            reader.inspect("reader-img:1")
         assert reader._engine is None  # all of it answered without the engine
         assert reader.inspect(running.id) == full.inspect(running.id)  # handed over
     finally:
