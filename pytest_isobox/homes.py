@@ -4,12 +4,22 @@ the engine, the plugin's settings and `isobox system check`."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def default_home() -> Path:
     """ISOBOX_HOME, else $XDG_CACHE_HOME/isobox, else ~/.cache/isobox."""
+    from pathlib import Path
+
+    return Path(default_home_dir())
+
+
+def default_home_dir() -> str:
+    """default_home() as text, for the read-only reader, which loads no pathlib."""
     if os.environ.get("ISOBOX_HOME"):
-        return Path(os.environ["ISOBOX_HOME"])
+        return os.environ["ISOBOX_HOME"]
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "isobox"
+    return os.path.join(cache, "isobox")

@@ -76,10 +76,22 @@ def test_seam_plugin_and_cli_import_no_implementation() -> None:
     assert out.stdout == "[]\n"
 
 
-@pytest.mark.parametrize("argv", [["ps"], ["ps", "-a"], ["images"], ["volume", "ls"]])
+# What the native reader's verbs (native/reader.py) answer without: the engine's modules,
+# argparse (cli/quickargs.py), the template engine (cli/output.render_table), dataclasses
+# (engine/records.py), typing and pathlib; `docker ps` takes about as long as they load.
+READER_NEVER_LOADS = (
+    "pytest_isobox.native.engine", "pytest_isobox.native.state", "pytest_isobox.engine.specs",
+    "pytest_isobox.engine.protocol", "pytest_isobox.processes", "pytest_isobox.gotemplate",
+    "argparse", "dataclasses", "typing", "pathlib", "datetime", "inspect")
+
+
+@pytest.mark.parametrize("argv", [["ps"], ["ps", "-a"], ["images"], ["volume", "ls"],
+                                  ["ps", "-q"], ["ps", "-a", "--no-trunc"], ["volume", "ls", "-q"]])
 def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) -> None:
     """`isobox ps` is a query, as `docker ps` is: the engine opens without the sweep (which
-    creating verbs do) and loads neither the network manager nor the start path."""
+    creating verbs do) and loads neither the network manager nor the start path; the verbs
+    the native reader answers load none of READER_NEVER_LOADS either."""
+    reader = argv[0] in ("ps", "volume")
     probe = textwrap.dedent(f"""
         import sys
         from pytest_isobox.cli import main
@@ -89,6 +101,8 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
             "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2",
             "pytest_isobox.dockerargs", "pytest_isobox.cli.run_options",
             "pytest_isobox.native.forked", "pytest_isobox.native.cgroups", "ssl", "secrets")))
+        heavy += sorted(m for m in sys.modules if {reader!r} and (
+            m in {READER_NEVER_LOADS!r} or m.startswith({READER_NEVER_LOADS!r}[0] + ".")))
         print("LOADED", heavy)
         sys.exit(code)
     """)

@@ -6,18 +6,19 @@ user needs nothing new. It knows no engine internals.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from pytest_isobox._version import __version__
 from pytest_isobox.engine import IsoboxError, open_engine
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (argparse and typing load only where a parser is built: not for `ps`)
+    import argparse
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn
+
     from pytest_isobox.engine import Engine
 
 # Docker's exit statuses for `run` when the container did not run at all.
@@ -28,12 +29,16 @@ class UsageError(Exception):
     """Arguments that do not parse: one line naming the verb and the fault, exit 125."""
 
 
-class _ArgumentParser(argparse.ArgumentParser):
+def _argument_parser(**kwargs: object) -> argparse.ArgumentParser:
     """argparse with Docker's answer to bad arguments: one line and 125, not the whole usage."""
+    import argparse
 
-    def error(self, message: str) -> NoReturn:
-        message = message.replace("\n", "\\n").replace("\r", "\\r")  # one line, always
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+    class _ArgumentParser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            message = message.replace("\n", "\\n").replace("\r", "\\r")  # one line, always
+            raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+    return _ArgumentParser(**kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,16 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_isobox.server.command import main as serve
 
         return serve(argv[1:])
-    parser = _parser(_chosen_verb(argv))
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_ENGINE_ERROR
-    if not getattr(args, "func", None):
-        group = getattr(args, "group_help", None)  # `isobox network`: that group's verbs
-        (group or parser).print_help()
-        return 0 if group else 2
+    from pytest_isobox.cli import quickargs
+
+    args = quickargs.parse(argv)  # a read-only verb's plain flags: no argparse (see there)
+    if args is None:
+        parser = _parser(_chosen_verb(argv))
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_ENGINE_ERROR
+        if not getattr(args, "func", None):
+            group = getattr(args, "group_help", None)  # `isobox network`: that group's verbs
+            (group or parser).print_help()
+            return 0 if group else 2
     verb = args.verb = args.func
     args.func = _command(verb)
     if getattr(args, "no_engine", False):  # verbs of the host or a registry, never an engine
@@ -180,7 +189,9 @@ def _images_flags(p: argparse.ArgumentParser) -> None:
 def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (`chosen`, a verb) one that knows that verb alone; a word that
     is no verb gets the whole parser, whose error lists the verbs."""
-    top = _ArgumentParser(prog="isobox", description="Daemonless containers, Docker's verbs.")
+    import argparse
+
+    top = _argument_parser(prog="isobox", description="Daemonless containers, Docker's verbs.")
     top.add_argument("-v", "--version", action="version", version=f"isobox version {__version__}",
                      help="print the version and exit")
     top.add_argument("--engine", help="native (default, env ISOBOX_ENGINE), docker, or an "

@@ -3,7 +3,6 @@ stats."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -15,15 +14,21 @@ from pytest_isobox.cli.output import (
     _ago,
     _duration,
     _size,
-    compile_format,
+    check_format,
+    render_table,
 )
 from pytest_isobox.engine import (
     ContainerNotFound,
     ContainerState,
-    Engine,
     InvalidSpec,
     IsoboxError,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `isobox ps` loads neither argparse nor the protocol)
+    import argparse
+
+    from pytest_isobox.engine import Engine
 
 # Docker's exit statuses for a container that did not start: the command was not found (127),
 # could not be executed (126); anything else about the engine or the arguments is 125.
@@ -179,7 +184,6 @@ _PS_FILTERS = ("status", "name", "label", "id", "ancestor", "exited", "network",
 
 def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli.filters import parse_filters
-    from pytest_isobox.gotemplate import render_rows
 
     filters = parse_filters(args.filter, _PS_FILTERS)
     template = args.format
@@ -187,7 +191,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
         template = "{{.ID}}"
     elif template is None:
         template = _PS_TABLE + ("\\t{{.Size}}" if args.size else "")
-    compile_format(template)  # a bad template fails before any work
+    check_format(template)  # a bad template fails before any work
     last = 1 if args.latest else args.last
     every = args.all or last is not None or "status" in filters or "exited" in filters
     states = [s for s in engine.containers(all=every)]
@@ -200,7 +204,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     if last is not None and last >= 0:
         states = states[:last]
     rows = [_ps_row(s, docs.get(s.id) or {}, trunc=not args.no_trunc) for s in states]
-    for line in render_rows(template, rows, _PS_HEADERS, default_table=_PS_TABLE):
+    for line in render_table(template, rows, _PS_HEADERS, default_table=_PS_TABLE):
         print(line)
     return 0
 
@@ -288,9 +292,8 @@ def _created_at(when: float | None) -> str:
     """Go's time.Time.String() in UTC, as `ps --format {{.CreatedAt}}` prints it."""
     if not when:
         return ""
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+    # (time.gmtime, not datetime: the same text, without a 1 ms import for every `ps`)
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(int(when)))
 
 
 def _status(s: ContainerState, doc: dict | None = None) -> str:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
 
 from pytest_isobox.engine import InvalidSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 
 def parse_filters(given: Sequence[str] | None, known: Iterable[str]) -> dict[str, list[str]]:

@@ -14,7 +14,8 @@ from pytest_isobox.cli.output import (
     _short,
     _size,
     _table,
-    compile_format,
+    check_format,
+    render_table,
 )
 from pytest_isobox.engine import (
     BuildStep,
@@ -205,13 +206,12 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
         reference_matches,
     )
     from pytest_isobox.engine.documents import parse_time
-    from pytest_isobox.gotemplate import render_rows
 
     filters = parse_filters(args.filter, ("reference", "dangling", "label", "before", "since"))
     template = "{{.ID}}" if args.quiet else args.format
     if template is None:
         template = _IMAGES_DIGESTS if args.digests else _IMAGES_TABLE
-    compile_format(template)  # a bad template fails before any work
+    check_format(template)  # a bad template fails before any work
     dangling = [bool_value(v, "dangling") for v in filters.get("dangling", ())]
     infos = engine.images()
     created = {t: parse_time(i.created) or 0 for i in infos for t in [*i.tags, i.id]}
@@ -252,7 +252,7 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
                 seen.add(row["ID"])
             rows.append(row)
     default = _IMAGES_DIGESTS if args.digests else _IMAGES_TABLE
-    for line in render_rows(template, rows, _IMAGE_HEADERS, default_table=default):
+    for line in render_table(template, rows, _IMAGE_HEADERS, default_table=default):
         print(line)
     return 0
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pytest_isobox.cli.output import compile_format
-from pytest_isobox.engine import PERSISTENT_LABEL, Engine, IsoboxError
+from pytest_isobox.cli.output import check_format, render_table
+from pytest_isobox.engine import PERSISTENT_LABEL, IsoboxError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `network ls` loads neither argparse nor the protocol)
+    import argparse
+
+    from pytest_isobox.engine import Engine
 
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
@@ -56,11 +61,10 @@ _NETWORK_TABLE = "table {{.ID}}\\t{{.Name}}\\t{{.Driver}}\\t{{.Scope}}"  # Docke
 
 def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox.cli.filters import label_matches, name_matches, parse_filters
-    from pytest_isobox.gotemplate import render_rows
 
     filters = parse_filters(args.filter, ("name", "id", "driver", "label", "type"))
     template = "{{.ID}}" if args.quiet else (args.format or _NETWORK_TABLE)
-    compile_format(template)
+    check_format(template)
     networks = engine.networks()
     rows = [{"ID": n.id if args.no_trunc else n.id[:12], "Name": n.name, "Driver": n.driver,
              "Scope": "local", "Subnet": n.subnet or "", "Labels": ",".join(
@@ -86,7 +90,7 @@ def cmd_network_ls(engine: Engine, args: argparse.Namespace) -> int:
     rows = [r for r in rows if keep(r)]
     if args.quiet:
         rows = [r for r in rows if r["ID"] != "-"]
-    for line in render_rows(template, rows, _NETWORK_HEADERS, default_table=_NETWORK_TABLE):
+    for line in render_table(template, rows, _NETWORK_HEADERS, default_table=_NETWORK_TABLE):
         print(line)
     return 0
 

@@ -70,3 +70,48 @@ def print_documents(docs: list, template) -> None:
         return
     for doc in docs:
         print(template.render(doc))
+
+
+def _simple_columns(source: str) -> tuple[bool, list[str]] | None:
+    """(table?, field names) of a format that only lists fields (`table {{.ID}}\\t{{.Names}}`,
+    `{{.ID}}`: every default table and -q), else None: what else a template says is the
+    template engine's (gotemplate.docker_format reads the prefix and escapes the same way)."""
+    table = source.startswith("table")
+    text = (source[len("table"):] if table else source).strip(" ")
+    text = text.replace("\\t", "\t").replace("\\n", "\n")
+    names = []
+    for piece in text.split("\t"):
+        name = piece[3:-2]
+        if not (piece.startswith("{{.") and piece.endswith("}}") and name.isidentifier()
+                and name.isascii()):
+            return None
+        names.append(name)
+    return table, names
+
+
+def check_format(source: str) -> None:
+    """A verb's --format checked before any work (compile_format) unless it only lists
+    fields, which cannot fail."""
+    if _simple_columns(source) is None:
+        compile_format(source)
+
+
+def render_table(source: str, rows: list[dict], headers: dict[str, str],
+                 default_table: str | None = None) -> list[str]:
+    """gotemplate.render_rows's lines; a format that only lists fields whose values are
+    text (the default tables, -q) is laid out here, without loading the template engine."""
+    if source.strip() == "table" and default_table is not None:
+        source = default_table
+    simple = _simple_columns(source)
+    if simple is None or not all(isinstance(row.get(name), str) for row in rows
+                                 for name in simple[1]):
+        from pytest_isobox.gotemplate import render_rows
+
+        return render_rows(source, rows, headers, default_table=default_table)
+    table, names = simple
+    texts = ["\t".join(row[name] for name in names) for row in rows]
+    if not table:
+        return [line for text in texts for line in text.split("\n")]
+    from pytest_isobox.tabwriter import tabwrite
+
+    return tabwrite(["\t".join(headers.get(name, name.upper()) for name in names), *texts])

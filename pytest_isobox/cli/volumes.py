@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+from pytest_isobox.cli.output import check_format, render_table
+from pytest_isobox.engine import IsoboxError
 
-from pytest_isobox.cli.output import compile_format
-from pytest_isobox.engine import Engine, IsoboxError
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `volume ls` loads neither argparse nor the protocol)
+    import argparse
+
+    from pytest_isobox.engine import Engine
 
 
 def cmd_volume_create(engine: Engine, args: argparse.Namespace) -> int:
@@ -25,17 +29,16 @@ _VOLUME_TABLE = "table {{.Driver}}\t{{.Name}}"
 def cmd_volume_ls(engine: Engine, args: argparse.Namespace) -> int:
     """Docker's `volume ls`: DRIVER and VOLUME NAME, `-q`, `--format`, `--filter name=`."""
     from pytest_isobox.cli.filters import name_matches, parse_filters
-    from pytest_isobox.gotemplate import render_rows
 
     filters = parse_filters(args.filter, ("name", "driver"))
     template = "{{.Name}}" if args.quiet else (args.format or _VOLUME_TABLE)
-    compile_format(template)
+    check_format(template)
     rows = [{"Driver": "local", "Name": name, "Scope": "local", "Mountpoint": "", "Labels": ""}
             for name in sorted(engine.volumes())]
     rows = [r for r in rows
             if all(name_matches(r["Name"], v) for v in filters.get("name", ()))
             and all(r["Driver"] == v for v in filters.get("driver", ()))]
-    for line in render_rows(template, rows, _VOLUME_HEADERS, default_table=_VOLUME_TABLE):
+    for line in render_table(template, rows, _VOLUME_HEADERS, default_table=_VOLUME_TABLE):
         print(line)
     return 0
 

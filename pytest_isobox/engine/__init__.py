@@ -16,10 +16,11 @@ _HOMES = {
                "NetworkNotFound", "VolumeNotFound"),
     "protocol": ("Engine", "require"),
     "registry": ("open_engine", "register"),
-    "specs": ("PERSISTENT_LABEL", "BuildStep", "ContainerSpec", "ContainerState",
-              "ContainerStats", "DeviceSpec", "EngineEvent", "ExecResult", "HealthcheckSpec",
-              "ImageInfo", "LogStream", "MountSpec", "NetworkAttachment", "NetworkInfo",
-              "PortSpec", "ProcessStream", "RestartPolicy"),
+    "specs": ("PERSISTENT_LABEL", "BuildStep", "ContainerSpec", "ContainerStats",
+              "DeviceSpec", "EngineEvent", "ExecResult", "HealthcheckSpec", "LogStream",
+              "MountSpec", "NetworkAttachment", "PortSpec", "ProcessStream", "RestartPolicy"),
+    # what read-only verbs get back, without specs.py's dataclasses (records.py)
+    "records": ("ContainerState", "ImageInfo", "NetworkInfo"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 # Docker's size and ulimit syntax, kept importable from the seam: dockerargs parses them
@@ -50,22 +51,20 @@ if TYPE_CHECKING:
         VolumeNotFound,
     )
     from pytest_isobox.engine.protocol import Engine, require
+    from pytest_isobox.engine.records import ContainerState, ImageInfo, NetworkInfo
     from pytest_isobox.engine.registry import open_engine, register
     from pytest_isobox.engine.specs import (
         PERSISTENT_LABEL,
         BuildStep,
         ContainerSpec,
-        ContainerState,
         ContainerStats,
         DeviceSpec,
         EngineEvent,
         ExecResult,
         HealthcheckSpec,
-        ImageInfo,
         LogStream,
         MountSpec,
         NetworkAttachment,
-        NetworkInfo,
         PortSpec,
         ProcessStream,
         RestartPolicy,

@@ -23,6 +23,11 @@ _BUILTIN = {
     "native": "pytest_isobox.native.engine:NativeEngine",
     "docker": "pytest_isobox.docker.engine:DockerEngine",
 }
+# A built-in engine's own answer to read_only=True: the same verbs, without loading the
+# whole engine for a process that only looks (`isobox ps`: native/reader.py).
+_READERS = {
+    "native": "pytest_isobox.native.reader:NativeReader",
+}
 _registered: dict[str, Callable[..., Engine]] = {}
 
 
@@ -46,11 +51,12 @@ def names() -> list[str]:
     return sorted({*_BUILTIN, *_registered, *_entry_points()})
 
 
-def factory(name: str) -> Callable[..., Engine]:
-    """The factory registered as `name`; InvalidSpec naming the known ones otherwise."""
+def factory(name: str, *, read_only: bool = False) -> Callable[..., Engine]:
+    """The factory registered as `name` (`read_only`: a built-in's reader, where it has
+    one); InvalidSpec naming the known ones otherwise."""
     if name in _registered:
         return _registered[name]
-    target = _BUILTIN.get(name) or _entry_points().get(name)
+    target = (read_only and _READERS.get(name)) or _BUILTIN.get(name) or _entry_points().get(name)
     if target is None:
         raise InvalidSpec(f"unknown engine {name!r}: expected one of {', '.join(names())}")
     module, _, attr = target.partition(":")
@@ -65,4 +71,4 @@ def open_engine(kind: str = "native", **options: object) -> Engine:
     """Make an engine by name: `native` (options: home, rootless, limits) or `docker`
     (options: base_url), or any registered one. Every engine takes `read_only=True`: the
     caller only looks (read-only CLI verbs), so the engine does no sweep and no cleanup."""
-    return factory(kind)(**options)
+    return factory(kind, read_only=options.get("read_only") is True)(**options)

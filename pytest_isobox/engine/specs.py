@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+# (the records engines report: plain classes, see records.py; kept importable from here)
+from pytest_isobox.engine.records import ContainerState, ImageInfo, NetworkInfo  # noqa: F401
+
 
 @dataclass(frozen=True)
 class PortSpec:
@@ -159,33 +162,6 @@ class ContainerSpec:
     """`--health-*` (None: the image's HEALTHCHECK, if any)."""
 
 
-@dataclass
-class ContainerState:
-    """A snapshot of one container. status is created, running, exited or dead."""
-
-    id: str
-    name: str
-    image: str
-    image_id: str
-    status: str
-    pid: int | None = None
-    exit_code: int | None = None
-    oom_killed: bool = False
-    created_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    ips: dict[str, str] = field(default_factory=dict)
-    ports: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    # what runs as PID 1 (Docker's Path + Args) and the healthcheck's status (starting,
-    # healthy, unhealthy; None without one): what `ps` shows without a whole inspect
-    command: list[str] = field(default_factory=list)
-    health: str | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
 
 @dataclass
 class ExecResult:
@@ -248,28 +224,6 @@ class ContainerStats:
     block_write: int = 0
 
 
-@dataclass
-class ImageInfo:
-    """An image: id is `sha256:<config digest>`; config is the OCI image config document."""
-
-    id: str
-    tags: list[str]
-    config: dict
-    size: int = 0
-    created: str | None = None
-
-
-@dataclass
-class NetworkInfo:
-    name: str
-    id: str
-    driver: str
-    subnet: str | None
-    gateway: str | None
-    containers: dict[str, str] = field(default_factory=dict)  # container id -> ip
-    labels: dict[str, str] = field(default_factory=dict)
-    internal: bool = False  # `network create --internal`: no way out
-    created: float | None = None  # seconds since the epoch, when known
 
 
 @dataclass

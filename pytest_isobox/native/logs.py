@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-from pytest_isobox.engine import LogStream
 from pytest_isobox.polling import readable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `isobox logs` loads neither pathlib nor specs.py)
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from pytest_isobox.engine import LogStream
 
 _HEADER = struct.Struct("<BdI")
 STREAMS: dict[int, LogStream] = {1: "stdout", 2: "stderr"}

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
-import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -38,6 +36,7 @@ from pytest_isobox.native.engine.streams import StreamsRole
 from pytest_isobox.native.engine.updates import UpdatesRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
+from pytest_isobox.native.prerequisites import check_prerequisites
 from pytest_isobox.native.reaping import reap_home
 from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.state import ContainerStore
@@ -49,23 +48,6 @@ if TYPE_CHECKING:  # (imported where used: a read-only verb never pays for them)
     from pytest_isobox.native.engine.support import ShimSpare
     from pytest_isobox.native.monitor import MonitorHandle, Spare
     from pytest_isobox.native.rootless.mode import RootlessMode
-
-
-def check_prerequisites() -> None:
-    """Raise EngineUnavailable naming the first missing prerequisite of the rootful engine."""
-    if os.geteuid() != 0:
-        raise EngineUnavailable(
-            f"the rootful native engine needs root (running as uid {os.geteuid()}); "
-            "leave rootless mode on (the default for users) to run without root")
-    try:
-        filesystems = Path("/proc/filesystems").read_text()
-    except OSError:
-        raise EngineUnavailable("/proc is not mounted: cannot check for overlayfs") from None
-    if not re.search(r"\boverlay\b", filesystems):
-        raise EngineUnavailable("overlayfs is not available (no 'overlay' in /proc/filesystems; "
-                                "try `modprobe overlay`)")
-    if not hasattr(os, "pidfd_open"):
-        raise EngineUnavailable("this Python lacks os.pidfd_open (needs Linux 5.3+)")
 
 
 class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole, ExecRole,

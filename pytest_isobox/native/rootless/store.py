@@ -13,22 +13,23 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from pytest_isobox.engine import EngineUnavailable
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (pathlib too: the read-only reader checks the owner without it)
+    from pathlib import Path
+
     from pytest_isobox.native.rootless.idmap import IdMapping
 
 MARKER = "rootless.json"
 
 
-def check_owner(home: Path, euid: int | None = None) -> None:
+def check_owner(home: Path | str, euid: int | None = None) -> None:
     """Refuse a store whose directory belongs to another uid (root's or another user's)."""
     euid = os.geteuid() if euid is None else euid
     try:
-        owner = home.stat().st_uid
+        owner = os.stat(home).st_uid
     except FileNotFoundError:
         return
     except PermissionError:

@@ -1,0 +1,161 @@
+"""The read-only verbs' arguments without argparse: `isobox ps -a` as a user types it.
+
+argparse costs a few milliseconds to import and build, as much as `docker ps` spends in all.
+The read-only verbs (ps, images, inspect, logs, port, network ls, volume ls, image inspect,
+image ls) take a few flags each; this reads the plain forms of them into the namespace
+argparse would give. Anything else (-h/--help, an unknown or abbreviated flag, `--`, attached
+or dash-led values, a bad number or choice, a wrong count of arguments) returns None and
+cli._parser parses it, so help and every error message stay argparse's own; tests/cli/
+test_quickargs.py checks the two agree.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+# flag kinds: a switch, a value (the last one given wins), a repeatable value, an integer
+_BOOL, _VALUE, _APPEND, _INT = "bool", "value", "append", "int"
+
+
+def _flags(*specs: tuple[str, str, str]) -> dict[str, tuple[str, str]]:
+    """{spelling: (dest, kind)} from (spellings separated by |, dest, kind)."""
+    return {spelling: (dest, kind) for spellings, dest, kind in specs
+            for spelling in spellings.split("|")}
+
+
+_IMAGES = (_flags(("-a|--all", "all", _BOOL), ("-q|--quiet", "quiet", _BOOL),
+                  ("-f|--filter", "filter", _APPEND), ("--format", "format", _VALUE),
+                  ("--digests", "digests", _BOOL), ("--no-trunc", "no_trunc", _BOOL)),
+           (("reference", "?"),), "images:cmd_images")
+_INSPECT_FLAGS = _flags(("-f|--format", "format", _VALUE))
+
+# verb words -> (flags, positionals (dest, count: 1, "?" or "+"), the verb's function)
+VERBS: dict[tuple[str, ...], tuple[dict, tuple, str]] = {
+    ("ps",): (_flags(("-a|--all", "all", _BOOL), ("-q|--quiet", "quiet", _BOOL),
+                     ("-f|--filter", "filter", _APPEND), ("--format", "format", _VALUE),
+                     ("--no-trunc", "no_trunc", _BOOL), ("-n|--last", "last", _INT),
+                     ("-l|--latest", "latest", _BOOL), ("-s|--size", "size", _BOOL)),
+              (), "containers:cmd_ps"),
+    ("logs",): (_flags(("-f|--follow", "follow", _BOOL), ("-n|--tail", "tail", _VALUE),
+                       ("-t|--timestamps", "timestamps", _BOOL), ("--since", "since", _VALUE),
+                       ("--until", "until", _VALUE)),
+                (("container", 1),), "containers:cmd_logs"),
+    ("inspect",): ({**_INSPECT_FLAGS, **_flags(("--type", "type", _VALUE),
+                                               ("-s|--size", "size", _BOOL))},
+                   (("refs", "+"),), "containers:cmd_inspect"),
+    ("port",): ({}, (("container", 1), ("port", "?")), "containers:cmd_port"),
+    ("images",): _IMAGES,
+    ("image", "ls"): _IMAGES,
+    ("image", "inspect"): (_INSPECT_FLAGS, (("images", "+"),), "images:cmd_image_inspect"),
+    ("network", "ls"): (_flags(("-q|--quiet", "quiet", _BOOL),
+                               ("-f|--filter", "filter", _APPEND),
+                               ("--format", "format", _VALUE), ("--no-trunc", "no_trunc", _BOOL)),
+                        (), "networks:cmd_network_ls"),
+    ("volume", "ls"): (_flags(("-q|--quiet", "quiet", _BOOL), ("-f|--filter", "filter", _APPEND),
+                              ("--format", "format", _VALUE)),
+                       (), "volumes:cmd_volume_ls"),
+}
+_CHOICES = {"type": ("container", "image", "network", "volume")}
+_TOP = {"--engine": "engine", "--home": "home", "-H": "host", "--host": "host"}
+
+
+class _Unsure(Exception):
+    """Not a plain form: argparse decides."""
+
+
+def parse(argv: list[str]) -> SimpleNamespace | None:
+    """The namespace argparse gives for `argv`, or None when argparse must see it."""
+    try:
+        return _parse(argv)
+    except _Unsure:
+        return None
+
+
+def _value(words: list[str], at: int) -> str:
+    if at >= len(words) or words[at].startswith("-"):
+        raise _Unsure
+    return words[at]
+
+
+def _parse(argv: list[str]) -> SimpleNamespace:
+    top: dict[str, str | None] = {"engine": None, "home": None, "host": None}
+    at = 0
+    while at < len(argv) and argv[at].startswith("-"):
+        word = argv[at]
+        name, eq, attached = word.partition("=")
+        if word.startswith("-H") and len(word) > 2 and not eq:
+            top["host"], at = word[2:], at + 1
+        elif name in _TOP and eq and name != "-H":
+            top[_TOP[name]], at = attached, at + 1
+        elif word in _TOP:
+            top[_TOP[word]], at = _value(argv, at + 1), at + 2
+        else:
+            raise _Unsure
+    for length in (2, 1):
+        verb = tuple(argv[at:at + length])
+        if verb in VERBS:
+            break
+    else:
+        raise _Unsure
+    flags, positionals, func = VERBS[verb]
+    values: dict[str, object] = {dest: [] if kind == _APPEND else False if kind == _BOOL
+                                 else None for dest, kind in flags.values()}
+    runs: list[list[str]] = []
+    words = argv[at + len(verb):]
+    i, last_positional = 0, -2
+    while i < len(words):
+        word = words[i]
+        if word.startswith("-"):
+            if word == "-" or word == "--" or word[1:2].isdigit():
+                raise _Unsure
+            name, eq, attached = word.partition("=")
+            if not name.startswith("--"):
+                name, eq = word, ""  # -fVALUE, -aq: argparse's
+            if name not in flags:
+                raise _Unsure
+            dest, kind = flags[name]
+            if kind == _BOOL:
+                if eq:
+                    raise _Unsure
+                values[dest], i = True, i + 1
+                continue
+            if eq:
+                given, i = attached, i + 1
+            else:
+                given, i = _value(words, i + 1), i + 2
+            if kind == _APPEND:
+                values[dest].append(given)  # type: ignore[union-attr]
+            elif kind == _INT:
+                try:
+                    values[dest] = int(given)
+                except ValueError:
+                    raise _Unsure from None
+            else:
+                if given not in _CHOICES.get(dest, (given,)):
+                    raise _Unsure
+                values[dest] = given
+            continue
+        if last_positional != i - 1:
+            runs.append([])
+        runs[-1].append(word)
+        last_positional, i = i, i + 1
+    if len(runs) > 1:
+        raise _Unsure  # positionals split by a flag: argparse's way of reading them differs
+    given = runs[0] if runs else []
+    for dest, count in positionals:
+        if count == "+":
+            if not given:
+                raise _Unsure
+            values[dest], given = given, []
+        elif count == "?":
+            values[dest] = given.pop(0) if given else None
+        else:
+            if not given:
+                raise _Unsure
+            values[dest] = given.pop(0)
+    if given:
+        raise _Unsure
+    for dest, kind in flags.values():
+        if kind == _APPEND and not values[dest]:
+            values[dest] = None  # argparse's default for an append never given
+    return SimpleNamespace(**top, **values, func=func)

@@ -1,0 +1,308 @@
+"""`NativeReader`: what `open_engine("native", read_only=True)` gives, the native engine for a
+process that only looks (`isobox ps`, `port`, `logs`, `volume ls`, ...).
+
+`docker ps` takes about 12 ms here; importing the whole engine (its roles, specs.py's
+dataclasses, the cgroup code) takes several times that. The reader answers the common
+questions itself, from the files the engine writes (containers/<id>/config.json, state.json,
+name, exit, keeper.json, the cgroup freezer), with nothing heavier than `json` imported, and
+hands everything else to a real `NativeEngine(read_only=True)`, opened on first need. So an
+answer is the engine's own whenever the reader is not sure: a container whose end is not yet
+folded into its state (the engine then writes it), rootless mode, a verb it does not know,
+`logs -f`. What it reads is read the way `state.ContainerStore`, `views.ViewsRole` and the
+cgroup managers read it; tests/native/test_reader.py compares the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pytest_isobox.engine.errors import ContainerNotFound
+from pytest_isobox.engine.records import ContainerState, ImageInfo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Self
+
+_PULL_POLICIES = ("missing", "always", "never")
+_LIMIT_MODES = ("strict", "best-effort")
+
+
+class _Unsure(Exception):
+    """The reader cannot answer this alone: the engine answers."""
+
+
+class NativeReader:
+    """The native engine's read-only verbs over its files; the engine for the rest."""
+
+    name = "native"
+    pull_policy = None  # (it never pulls: the CLI's progress printer has nothing to follow)
+
+    def __init__(self, home: str | os.PathLike | None = None, *, rootless: bool | None = None,
+                 limits: str = "strict", pull: str | None = None, read_only: bool = True,
+                 **options: object) -> None:
+        self._options = {"home": home, "rootless": rootless, "limits": limits, "pull": pull,
+                         "read_only": True, **options}
+        self._engine: Any = None
+        ordinary = (not options and read_only and limits in _LIMIT_MODES
+                    and (rootless is False or (rootless is None and os.geteuid() == 0))
+                    and (pull or os.environ.get("ISOBOX_PULL") or "missing") in _PULL_POLICIES)
+        if not ordinary:  # rootless mode, an option to check: the engine, with its errors
+            self._full()
+            return
+        from pytest_isobox.homes import default_home_dir
+        from pytest_isobox.native.prerequisites import check_prerequisites
+        from pytest_isobox.native.rootless.store import check_owner
+
+        self.home = os.fspath(home) if home else default_home_dir()
+        check_prerequisites()
+        check_owner(self.home)
+        # what NativeEngine's open makes of a new home, so the reader leaves the same
+        self._containers = os.path.join(self.home, "containers")
+        for sub in ("containers/.names", "containers/.trash", "volumes", "runtime"):
+            os.makedirs(os.path.join(self.home, sub), exist_ok=True)
+        self._freezers: list[tuple[str, str]] | None = None
+        self._store: Any = None
+
+    def _full(self) -> Any:
+        """The engine itself (read-only: no sweep), opened once."""
+        if self._engine is None:
+            from pytest_isobox.native.engine import NativeEngine
+
+            self._engine = NativeEngine(**self._options)
+        return self._engine
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_engine", "_options", "_store"):
+            raise AttributeError(name)
+        return getattr(self._full(), name)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ containers
+    def containers(self, *, all: bool = False) -> list[ContainerState]:
+        if self._engine is not None:
+            return self._engine.containers(all=all)
+        found = []
+        for cid in self._ids():
+            cdir = os.path.join(self._containers, cid)
+            if not os.path.exists(os.path.join(cdir, "config.json")):
+                continue
+            try:
+                st = self._state_of(cid)
+            except _Unsure:
+                return self._full().containers(all=all)
+            except Exception:  # noqa: BLE001, S112 - removed meanwhile (as views.containers)
+                continue
+            if all or st.status in ("running", "paused"):  # Docker lists paused ones
+                found.append(st)
+        return sorted(found, key=lambda s: s.created_at or 0, reverse=True)
+
+    def state(self, container: str) -> ContainerState:
+        if self._engine is not None:
+            return self._engine.state(container)
+        cid = self._find(container)
+        try:
+            return self._state_of(cid)
+        except _Unsure:
+            return self._full().state(cid)
+
+    def logs(self, container: str, *, stdout: bool = True, stderr: bool = True,
+             follow: bool = False, tail: int | None = None) -> Iterator[tuple[str, bytes]]:
+        if follow or self._engine is not None:  # following waits on the monitor: the engine
+            yield from self._full().logs(container, stdout=stdout, stderr=stderr,
+                                         follow=follow, tail=tail)
+            return
+        from pytest_isobox.native.logs import read_log_timed
+
+        log = os.path.join(self._containers, self._find(container), "log")
+        for stream, _, data in read_log_timed(log, stdout=stdout, stderr=stderr, tail=tail):
+            yield stream, data
+
+    def inspect(self, container: str, **options: Any) -> dict:
+        """The engine's document; a name that is no container is said so without it (inspect
+        tries containers first, then images, networks, volumes)."""
+        if self._engine is None:
+            container = self._find(container)
+        return self._full().inspect(container, **options)
+
+    # ------------------------------------------------------------ images
+    def _image_store(self) -> Any:
+        """The store NativeEngine.images_store opens (rootful: rootless never gets here)."""
+        if self._store is None:
+            from pathlib import Path
+
+            from pytest_isobox.images.store import ImageStore
+
+            self._store = ImageStore(Path(self.home))
+        return self._store
+
+    def images(self) -> list[ImageInfo]:
+        if self._engine is not None:
+            return self._engine.images()
+        return self._image_store().images()
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        """As images.ImagesRole.image_inspect."""
+        if self._engine is not None:
+            return self._engine.image_inspect(ref)
+        image = self._image_store().resolve(ref)
+        return ImageInfo(image.id, image.tags, image.config, image.size,
+                         image.config.get("created"))
+
+    def image_document(self, ref: str) -> dict:
+        """As images.ImagesRole.image_document."""
+        if self._engine is not None:
+            return self._engine.image_document(ref)
+        from pytest_isobox.engine import documents
+
+        info = self.image_inspect(ref)
+        return documents.image_document(
+            info, repo_digests=self._image_store().repo_digests(info.id))
+
+    # ------------------------------------------------------------ volumes
+    def volumes(self) -> list[str]:
+        if self._engine is not None:
+            return self._engine.volumes()
+        root = os.path.join(self.home, "volumes")
+        return sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "_data")))
+
+    # ------------------------------------------------------------ as the engine reads them
+    def _ids(self) -> list[str]:
+        try:
+            return [n for n in os.listdir(self._containers) if not n.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def _find(self, ref: str) -> str:
+        """A container's id by full id, name, or unique id prefix (ContainerStore.find)."""
+        if ref and "/" not in ref and not ref.startswith("."):
+            if os.path.exists(os.path.join(self._containers, ref, "config.json")):
+                return ref
+            try:
+                by_name = os.readlink(os.path.join(self._containers, ".names", ref.lstrip("/")))
+            except OSError:
+                by_name = None
+            if by_name and os.path.exists(os.path.join(self._containers, by_name,
+                                                       "config.json")):
+                return by_name
+            matches = [c for c in self._ids() if c.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise ContainerNotFound(f"container reference {ref!r} is ambiguous")
+        raise ContainerNotFound(f"no such container: {ref}")
+
+    def _read(self, cid: str, name: str) -> dict:
+        try:
+            with open(os.path.join(self._containers, cid, name), "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            raise ContainerNotFound(f"no such container: {cid}") from None
+
+    def _state_of(self, cid: str) -> ContainerState:
+        """views.ViewsRole._state_of over the files; _Unsure where the engine would write."""
+        cdir = os.path.join(self._containers, cid)
+        config = self._read(cid, "config.json")
+        state = self._read(cid, "state.json")
+        if state.get("usage_pending") or (
+                state.get("status") == "running" and state.get("needs_release")
+                and os.path.exists(os.path.join(cdir, "exit"))):
+            raise _Unsure  # the end is to be folded in (and written) by the engine
+        status = state["status"]
+        if status == "running" and not _alive(state.get("monitor")):
+            status = "dead"
+        elif status == "running" and self._frozen(cid):
+            status = "paused"  # read from the freezer: pause writes no state
+        try:
+            with open(os.path.join(cdir, "name")) as f:
+                name = f.read()
+        except FileNotFoundError:
+            name = config["name"]
+        return ContainerState(
+            id=cid, name=name, image=config["image"], image_id=config["image_id"],
+            status=status, pid=state.get("pid") if status in ("running", "paused") else None,
+            exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
+            created_at=config["created"], started_at=state.get("started_at"),
+            finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
+            ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
+            labels=dict(config["spec"].get("labels") or {}),
+            command=list(config.get("argv") or []), health=_health(cdir),
+        )
+
+    def _frozen(self, cid: str) -> bool:
+        """The cgroup freezer's word (a v1 freezer hierarchy's freezer.state, cgroup v2's
+        cgroup.events), as the cgroup managers read it for `isobox/<id>`."""
+        if self._freezers is None:
+            self._freezers = _freezer_mounts()
+        for kind, mountpoint in self._freezers:
+            try:
+                if kind == "v1":
+                    with open(f"{mountpoint}/isobox/{cid}/freezer.state") as f:
+                        if f.read().strip() == "FROZEN":
+                            return True
+                else:
+                    with open(f"{mountpoint}/isobox/{cid}/cgroup.events") as f:
+                        if "frozen 1" in f.read().splitlines():
+                            return True
+            except OSError:
+                continue
+        return False
+
+
+def _alive(raw: dict | None) -> bool:
+    """processes.ProcessIdentity.load(raw).alive(), without the dataclass: the pid runs,
+    is no zombie, and started at the recorded clock tick."""
+    if not raw:
+        return False
+    pid, start = int(raw["pid"]), int(raw["start"])
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
+
+
+def _health(cdir: str) -> str | None:
+    """The keeper's healthcheck status (keeper.json), as views._health reads it."""
+    try:
+        with open(os.path.join(cdir, "keeper.json"), "rb") as f:
+            health = json.loads(f.read()).get("health")
+    except (OSError, ValueError):
+        return None
+    return health.get("Status") if isinstance(health, dict) else None
+
+
+def _freezer_mounts() -> list[tuple[str, str]]:
+    """("v1", mountpoint) of each cgroup v1 hierarchy with the freezer, ("v2", mountpoint)
+    of the unified one, from /proc/self/mountinfo."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        mountpoint = fields[4].replace("\\040", " ")
+        if tail[0] == "cgroup" and "freezer" in tail[2].split(","):
+            found.append(("v1", mountpoint))
+        elif tail[0] == "cgroup2":
+            found.append(("v2", mountpoint))
+    return found
