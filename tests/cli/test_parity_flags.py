@@ -327,3 +327,12 @@ def test_stop_kill_rm_go_on_past_a_missing_container(cli: Cli) -> None:
         assert got.returncode == 1, verb
         assert got.stdout.decode() == f"{name}\n", verb
         assert got.stderr.decode().count("\n") == 1 and missing in got.stderr.decode(), verb
+
+
+def test_a_paused_container_is_force_removed(cli: Cli) -> None:
+    """As Docker: `rm -f` of a paused container kills and removes it (the freezer held the
+    SIGKILL back until the native engine thawed it)."""
+    name = cli.run_d()
+    cli("pause", name)
+    cli("rm", "-f", name, timeout=20)
+    assert not cli.out("ps", "-aq", "--filter", f"name=^{name}$").strip()

@@ -555,6 +555,7 @@ class LifecycleRole:
                 with contextlib.suppress(ProcessLookupError):
                     send_signal(fd, 9)
                 os.close(fd)
+                self._thaw_after_signal(cdir.id)  # a paused one gets its SIGKILL once thawed
             self._settle(cdir, release=False)  # _release(delete=True) below does it all
         self._reap(cdir.id)
         monitor = ProcessIdentity.load(cdir.read_state().get("monitor"))
