@@ -94,14 +94,15 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
     reader = argv[0] in ("ps", "volume")
     probe = textwrap.dedent(f"""
         import sys
+        at_start = set(sys.modules)  # what this interpreter's site loads anyway (.pth files)
         from pytest_isobox.cli import main
         code = main({argv!r})
-        heavy = sorted(m for m in sys.modules if m.startswith((
+        heavy = sorted(m for m in set(sys.modules) - at_start if m.startswith((
             "pytest_isobox.native.sweep", "pytest_isobox.native.network.manager",
             "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2",
             "pytest_isobox.dockerargs", "pytest_isobox.cli.run_options",
             "pytest_isobox.native.forked", "pytest_isobox.native.cgroups", "ssl", "secrets")))
-        heavy += sorted(m for m in sys.modules if {reader!r} and (
+        heavy += sorted(m for m in set(sys.modules) - at_start if {reader!r} and (
             m in {READER_NEVER_LOADS!r} or m.startswith({READER_NEVER_LOADS!r}[0] + ".")))
         print("LOADED", heavy)
         sys.exit(code)
