@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from pytest_isobox import run_options_table
 from pytest_isobox.dockerargs import publish_all_ports
 from pytest_isobox.engine import (
     ContainerSpec,
@@ -56,6 +55,8 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
     image's ExposedPorts: each gets an explicit loopback binding, and Docker's own
     PublishAllPorts stays off (it would add 0.0.0.0 and :: bindings beside ours).
     """
+    from pytest_isobox import run_options_table  # (read-only verbs never create)
+
     nets = attachments(spec)
     exposed = list(dict.fromkeys([*(image_exposed or ()), *spec.expose]))
     ports = publish_all_ports(exposed, spec.ports) if spec.publish_all else spec.ports

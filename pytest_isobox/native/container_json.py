@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pytest_isobox import run_options_table
 from pytest_isobox.engine import ContainerState, NetworkInfo
 from pytest_isobox.engine import documents as docs
 
@@ -97,11 +96,15 @@ def _config(config: dict, spec: dict, image_config: dict) -> dict:
     overrides["Healthcheck"] = docs.healthcheck(health)
     if spec.get("stop_timeout") is not None:
         overrides["StopTimeout"] = int(spec["stop_timeout"])
+    from pytest_isobox import run_options_table
+
     overrides.update(run_options_table.inspect_fields("Config", spec))  # the simple options
     return docs.container_config(image_config, **overrides)
 
 
 def _host_config(spec: dict) -> dict:
+    from pytest_isobox import run_options_table  # (what `ps` loads never needs the table)
+
     restart = spec.get("restart") or {}
     if isinstance(restart, str):
         name, _, count = restart.partition(":")
