@@ -30,7 +30,9 @@ class RunOption:
     keyword, the server's `from_api` result) into the spec's, raising InvalidSpec;
     `to_api` gives the create body's value for the spec's (None: left out);
     `from_api` reads a create body's value (None when absent) for `parse`;
-    `inspect` gives Docker's inspect value for the value a stored spec keeps."""
+    `inspect` gives Docker's inspect value for the value a stored spec keeps;
+    `example` is a value the CLI takes (None: a flag without one), which
+    tests/test_run_option_table.py gives to every front end."""
 
     field: str
     flags: tuple[str, ...]
@@ -43,6 +45,7 @@ class RunOption:
     inspect: Callable[[Any], Any]
     default: Any = None  # a fixture keyword's default
     prefix_errors: bool = False  # a fixture's error names the keyword (`shm_size: ...`)
+    example: str | None = None
 
     @property
     def section(self) -> str:
@@ -101,14 +104,15 @@ def _flag(name: str, flags: tuple[str, ...], api: str, help: str | None = None,
 
 
 def _strings(name: str, flags: tuple[str, ...], api: str, metavar: str, help: str | None,
-             parse: Callable[[Any], Any], compose: str | None = None,
+             parse: Callable[[Any], Any], example: str, compose: str | None = None,
              inspect: Callable[[Any], Any] = _list_or_none) -> RunOption:
     """A repeatable option: one value per flag, a list in the spec and the API."""
     cli: dict[str, Any] = {"action": "append", "metavar": metavar}
     if help:
         cli["help"] = help
     return RunOption(name, flags, cli, compose or name, api, parse=parse,
-                     to_api=_list_or_none, from_api=_api_strings, inspect=inspect, default=())
+                     to_api=_list_or_none, from_api=_api_strings, inspect=inspect, default=(),
+                     example=example)
 
 
 TABLE: tuple[RunOption, ...] = (
@@ -116,24 +120,27 @@ TABLE: tuple[RunOption, ...] = (
           "mount the container's root filesystem as read only"),
     _strings("cap_add", ("--cap-add",), "HostConfig.CapAdd", "CAP",
              "add a Linux capability (CAP_NET_ADMIN or NET_ADMIN, ALL)",
-             dockerargs.parse_capabilities),
+             dockerargs.parse_capabilities, "NET_ADMIN"),
     _strings("cap_drop", ("--cap-drop",), "HostConfig.CapDrop", "CAP",
-             "drop a Linux capability (ALL drops every one)", dockerargs.parse_capabilities),
+             "drop a Linux capability (ALL drops every one)", dockerargs.parse_capabilities,
+             "MKNOD"),
     _flag("privileged", ("--privileged",), "HostConfig.Privileged",
           "every capability, no seccomp, no masked paths, the host's devices"),
     RunOption("shm_size", ("--shm-size",), {"help": "size of /dev/shm, e.g. 128m (default 64m)"},
               "shm_size", "HostConfig.ShmSize", parse=dockerargs.parse_size,
               to_api=lambda v: v, from_api=_api_size,
-              inspect=lambda v: v or DEFAULT_SHM_SIZE, prefix_errors=True),
+              inspect=lambda v: v or DEFAULT_SHM_SIZE, prefix_errors=True, example="128m"),
     _strings("extra_hosts", ("--add-host",), "HostConfig.ExtraHosts", "NAME:IP",
              "an /etc/hosts line; IP host-gateway is the host as seen from the container",
-             lambda v: [dockerargs.parse_extra_host(h) for h in _listed(v, sep=":")]),
+             lambda v: [dockerargs.parse_extra_host(h) for h in _listed(v, sep=":")],
+             "db.example:192.0.2.9"),
     _strings("dns", ("--dns",), "HostConfig.Dns", "IP", "a nameserver",
-             lambda v: [dockerargs.parse_ip(d) for d in _listed(v)], inspect=list),
+             lambda v: [dockerargs.parse_ip(d) for d in _listed(v)], "192.0.2.53",
+             inspect=list),
     _strings("dns_search", ("--dns-search",), "HostConfig.DnsSearch", "DOMAIN", None,
-             _listed, inspect=list),
+             _listed, "example.com", inspect=list),
     _strings("dns_options", ("--dns-option",), "HostConfig.DnsOptions", "OPTION", None,
-             _listed, compose="dns_opt", inspect=list),
+             _listed, "ndots:2", compose="dns_opt", inspect=list),
     _flag("init", ("--init",), "HostConfig.Init"),
 )
 """Rows in the order the CLI's help lists them."""
