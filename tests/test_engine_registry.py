@@ -101,6 +101,7 @@ def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) 
             "pytest_isobox.native.sweep", "pytest_isobox.native.network.manager",
             "pytest_isobox.native.shim", "pytest_isobox.native.planrunner", "pyroute2",
             "pytest_isobox.dockerargs", "pytest_isobox.cli.run_options",
+            "pytest_isobox.run_options_table",
             "pytest_isobox.native.forked", "pytest_isobox.native.cgroups", "ssl", "secrets")))
         heavy += sorted(m for m in set(sys.modules) - at_start if {reader!r} and (
             m in {READER_NEVER_LOADS!r} or m.startswith({READER_NEVER_LOADS!r}[0] + ".")))

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pytest_isobox import dockerargs
+from pytest_isobox import dockerargs, run_options_table
 from pytest_isobox.engine import ContainerSpec, InvalidSpec, PortSpec, parse_size, parse_ulimit
 
 
@@ -86,28 +86,15 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--cpu-shares", type=int)
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--ulimit", action="append", metavar="NAME=SOFT[:HARD]")
-    p.add_argument("--read-only", action="store_true",
-                   help="mount the container's root filesystem as read only")
+    for row in run_options_table.TABLE:  # the simple options, one row each
+        p.add_argument(*row.flags, dest=row.field, **row.cli)
     p.add_argument("--security-opt", action="append", metavar="OPT",
                    help="seccomp=unconfined turns the default seccomp profile off")
-    p.add_argument("--cap-add", action="append", metavar="CAP",
-                   help="add a Linux capability (CAP_NET_ADMIN or NET_ADMIN, ALL)")
-    p.add_argument("--cap-drop", action="append", metavar="CAP",
-                   help="drop a Linux capability (ALL drops every one)")
-    p.add_argument("--privileged", action="store_true",
-                   help="every capability, no seccomp, no masked paths, the host's devices")
     p.add_argument("--device", action="append", metavar="HOST[:CONTAINER][:PERMS]",
                    help="give the container a host device node")
-    p.add_argument("--shm-size", help="size of /dev/shm, e.g. 128m (default 64m)")
     p.add_argument("--sysctl", action="append", metavar="KEY=VALUE",
                    help="namespaced kernel parameters: net.*, kernel.shm*, kernel.msg*, "
                         "kernel.sem, fs.mqueue.*")
-    p.add_argument("--add-host", action="append", metavar="NAME:IP",
-                   help="an /etc/hosts line; IP host-gateway is the host as seen from the "
-                        "container")
-    p.add_argument("--dns", action="append", metavar="IP", help="a nameserver")
-    p.add_argument("--dns-search", action="append", metavar="DOMAIN")
-    p.add_argument("--dns-option", action="append", metavar="OPTION")
     p.add_argument("--env-file", action="append", metavar="FILE",
                    help="KEY=VALUE lines (KEY alone: this environment's value)")
     p.add_argument("--label-file", action="append", metavar="FILE")
@@ -126,7 +113,6 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--health-retries", type=_natural, metavar="N")
     p.add_argument("--health-start-period", metavar="DURATION")
     p.add_argument("--no-healthcheck", action="store_true")
-    p.add_argument("--init", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--network", "--net", action="append")
@@ -180,7 +166,6 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         cpus=args.cpus,
         cpu_shares=args.cpu_shares,
         pids_limit=args.pids_limit,
-        init=args.init,
         tty=args.tty,
         stdin_open=args.interactive,
         network_mode=mode,
@@ -194,17 +179,8 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         auto_remove=args.rm,
         ulimits=dict(parse_ulimit(u) for u in args.ulimit or ()),
         security_opt=list(args.security_opt or ()),
-        read_only=args.read_only,
-        cap_add=dockerargs.parse_capabilities(args.cap_add),
-        cap_drop=dockerargs.parse_capabilities(args.cap_drop),
-        privileged=args.privileged,
-        extra_hosts=[dockerargs.parse_extra_host(h) for h in args.add_host or ()],
-        dns=[dockerargs.parse_ip(d) for d in args.dns or ()],
-        dns_search=list(args.dns_search or ()),
-        dns_options=list(args.dns_option or ()),
         publish_all=args.publish_all,
         expose=[k for e in args.expose or () for k in dockerargs.parse_expose(e)],
-        shm_size=parse_size(args.shm_size),
         sysctls=dict(dockerargs.parse_sysctl(s, mode if not networks else "bridge")
                      for s in args.sysctl or ()),
         ip=dockerargs.parse_ip(args.ip, "--ip") if args.ip else None,
@@ -215,6 +191,8 @@ def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:
             args.health_cmd, interval=args.health_interval, timeout=args.health_timeout,
             retries=args.health_retries, start_period=args.health_start_period,
             disabled=args.no_healthcheck),
+        **run_options_table.spec_values({row.field: getattr(args, row.field)
+                                         for row in run_options_table.TABLE}),
         # As with Docker, a container outlives the CLI unless it is a foreground --rm one.
         persistent=args.detach or not args.rm,
     )

@@ -15,15 +15,16 @@ from typing import Any
 
 from pytest_isobox.compose import ComposeError
 from pytest_isobox.compose.interpolation import read_env_file
+from pytest_isobox.run_options_table import TABLE, spec_values
 
 SUPPORTED_TOP = {"version", "name", "services", "networks", "volumes"}
 SUPPORTED = {
     "image", "build", "ports", "expose", "environment", "env_file", "command", "entrypoint",
     "depends_on", "healthcheck", "networks", "volumes", "tmpfs", "deploy", "mem_limit", "cpus",
-    "pids_limit", "profiles", "labels", "working_dir", "user", "hostname", "init", "read_only",
+    "pids_limit", "profiles", "labels", "working_dir", "user", "hostname",
     "stop_signal", "stop_grace_period", "tty", "stdin_open", "ulimits", "security_opt",
-    "container_name", "restart", "cap_add", "cap_drop", "privileged", "devices", "extra_hosts",
-    "dns", "dns_search", "dns_opt", "shm_size", "sysctls", "platform", "network_mode",
+    "container_name", "restart", "devices", "sysctls", "platform", "network_mode",
+    *(row.compose for row in TABLE if row.compose),  # the simple options, one row each
 }
 NETWORK_MODES = ("host", "none", "bridge")  # not service:NAME or container:NAME
 SUPPORTED_BUILD = {"context", "dockerfile", "args", "target"}
@@ -409,6 +410,8 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
             ulimits.update([parse_ulimit(f"{uname}={value}")])
         labels = parse_labels(raw.get("labels"))
         options = _run_options(raw, mode if not attachments else "bridge")
+        options.update(spec_values({row.field: raw.get(row.compose)
+                                    for row in TABLE if row.compose}))
     except InvalidSpec as exc:
         raise ComposeError(f"{where}: {exc}") from None
     labels.update({PROJECT_LABEL: project.name, SERVICE_LABEL: service.name})
@@ -426,7 +429,6 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
         mem_limit=mem,
         cpus=None if cpus is None else float(cpus),
         pids_limit=raw.get("pids_limit", limits.get("pids")),
-        init=bool(raw.get("init", False)),
         tty=bool(raw.get("tty", False)),
         stdin_open=bool(raw.get("stdin_open", False)),
         network_mode=mode,
@@ -438,7 +440,6 @@ def container_spec(project: Project, service: Service, *, persistent: bool = Tru
         persistent=persistent,
         ulimits=ulimits,
         security_opt=[str(s) for s in raw.get("security_opt") or []],
-        read_only=bool(raw.get("read_only", False)),
         healthcheck=service.healthcheck,
         **options,
     )
@@ -479,19 +480,10 @@ def _run_options(raw: Mapping[str, Any], network_mode: str) -> dict[str, Any]:
     return {
         "expose": [k for e in raw.get("expose") or [] for k in dockerargs.parse_expose(e)],
         "restart": dockerargs.parse_restart(raw.get("restart")),
-        "cap_add": dockerargs.parse_capabilities(raw.get("cap_add")),
-        "cap_drop": dockerargs.parse_capabilities(raw.get("cap_drop")),
-        "privileged": bool(raw.get("privileged", False)),
         "devices": [dockerargs.parse_device(d if isinstance(d, str) else
                                             f"{d['source']}:{d.get('target', d['source'])}"
                                             f":{d.get('permissions', 'rwm')}")
                     for d in raw.get("devices") or []],
-        "extra_hosts": [dockerargs.parse_extra_host(h)
-                        for h in _listed(raw.get("extra_hosts"), sep=":")],
-        "dns": [dockerargs.parse_ip(d) for d in _listed(raw.get("dns"))],
-        "dns_search": _listed(raw.get("dns_search")),
-        "dns_options": _listed(raw.get("dns_opt")),
-        "shm_size": dockerargs.parse_size(raw.get("shm_size")),
         "sysctls": dict(dockerargs.parse_sysctl(item, network_mode)
                         for item in _listed(raw.get("sysctls"))),
         "platform": dockerargs.check_platform(raw.get("platform")),

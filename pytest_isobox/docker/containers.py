@@ -55,24 +55,24 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
     image's ExposedPorts: each gets an explicit loopback binding, and Docker's own
     PublishAllPorts stays off (it would add 0.0.0.0 and :: bindings beside ours).
     """
+    from pytest_isobox import run_options_table  # (read-only verbs never create)
+
     nets = attachments(spec)
     exposed = list(dict.fromkeys([*(image_exposed or ()), *spec.expose]))
     ports = publish_all_ports(exposed, spec.ports) if spec.publish_all else spec.ports
     host_config: dict = {
         "NetworkMode": nets[0].network if nets else spec.network_mode,
-        "Init": spec.init or None,
         "AutoRemove": docker_removes(spec),
         "PortBindings": _port_bindings(ports, publish_ip),
         "Mounts": [_mount(m) for m in spec.mounts],
     }
     _security(host_config, spec)
-    _names(host_config, spec)
+    fields = run_options_table.create_fields(spec)  # the simple options, one row each
+    host_config.update(fields["HostConfig"])
     _set_if(host_config, "Memory", spec.mem_limit)
     _set_if(host_config, "NanoCpus", None if spec.cpus is None else int(spec.cpus * 1e9))
     _set_if(host_config, "CpuShares", spec.cpu_shares)
     _set_if(host_config, "PidsLimit", spec.pids_limit)
-    if spec.read_only:
-        host_config["ReadonlyRootfs"] = True
     if spec.security_opt:
         host_config["SecurityOpt"] = [_security_opt(o) for o in spec.security_opt]
     if spec.ulimits:
@@ -93,6 +93,7 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
         "ExposedPorts": {key: {} for key in [*exposed, *(p.key for p in ports)]},
         "StopTimeout": int(spec.stop_timeout),
         "HostConfig": host_config,
+        **fields["Config"],
     }
     _set_if(body, "Cmd", spec.command)
     _set_if(body, "Entrypoint", spec.entrypoint)  # [] clears the image's entrypoint
@@ -112,35 +113,16 @@ def create_body(spec: ContainerSpec, labels: dict[str, str],
 
 
 def _security(host_config: dict, spec: ContainerSpec) -> None:
-    """Capabilities, privileged, devices, sysctls, /dev/shm and the restart policy."""
-    if spec.cap_add:
-        host_config["CapAdd"] = list(spec.cap_add)
-    if spec.cap_drop:
-        host_config["CapDrop"] = list(spec.cap_drop)
-    if spec.privileged:
-        host_config["Privileged"] = True
+    """Devices, sysctls and the restart policy."""
     if spec.devices:
         host_config["Devices"] = [{"PathOnHost": d.host_path, "PathInContainer":
                                    d.container_path, "CgroupPermissions": d.permissions}
                                   for d in spec.devices]
     if spec.sysctls:
         host_config["Sysctls"] = dict(spec.sysctls)
-    _set_if(host_config, "ShmSize", spec.shm_size)
     if spec.restart is not None:
         host_config["RestartPolicy"] = {"Name": spec.restart.name,
                                         "MaximumRetryCount": spec.restart.maximum_retry}
-
-
-def _names(host_config: dict, spec: ContainerSpec) -> None:
-    """/etc/hosts and resolv.conf: --add-host, --dns, --dns-search, --dns-option."""
-    if spec.extra_hosts:
-        host_config["ExtraHosts"] = list(spec.extra_hosts)
-    if spec.dns:
-        host_config["Dns"] = list(spec.dns)
-    if spec.dns_search:
-        host_config["DnsSearch"] = list(spec.dns_search)
-    if spec.dns_options:
-        host_config["DnsOptions"] = list(spec.dns_options)
 
 
 def _healthcheck(health: HealthcheckSpec) -> dict:

@@ -14,6 +14,9 @@ from pytest_isobox.engine import ContainerState, NetworkInfo
 from pytest_isobox.engine import documents as docs
 
 _MOUNT_TYPES = {"bind", "volume", "tmpfs", "image", "npipe", "cluster"}
+_HOST_CONFIG_ORDER = ("Binds", "NetworkMode", "PortBindings", "RestartPolicy", "AutoRemove",
+                      "Privileged", "ReadonlyRootfs", "SecurityOpt", "Init", "Memory",
+                      "NanoCpus", "CpuShares", "PidsLimit", "Ulimits", "Tmpfs")
 
 
 def container_json(cid: str, config: dict, raw: dict, st: ContainerState, *,
@@ -93,10 +96,15 @@ def _config(config: dict, spec: dict, image_config: dict) -> dict:
     overrides["Healthcheck"] = docs.healthcheck(health)
     if spec.get("stop_timeout") is not None:
         overrides["StopTimeout"] = int(spec["stop_timeout"])
+    from pytest_isobox import run_options_table
+
+    overrides.update(run_options_table.inspect_fields("Config", spec))  # the simple options
     return docs.container_config(image_config, **overrides)
 
 
 def _host_config(spec: dict) -> dict:
+    from pytest_isobox import run_options_table  # (what `ps` loads never needs the table)
+
     restart = spec.get("restart") or {}
     if isinstance(restart, str):
         name, _, count = restart.partition(":")
@@ -105,17 +113,14 @@ def _host_config(spec: dict) -> dict:
         restart = {"Name": restart["name"], "MaximumRetryCount": restart["maximum_retry"]}
     binds = [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}"
              for m in spec["mounts"] if m["type"] in ("bind", "volume")]
-    return {
+    fields = {
         "Binds": binds or None,
         "NetworkMode": spec["network_mode"],
         "PortBindings": _port_bindings(spec.get("ports") or []),
         "RestartPolicy": {"Name": restart.get("Name") or "no",
                           "MaximumRetryCount": int(restart.get("MaximumRetryCount") or 0)},
         "AutoRemove": spec["auto_remove"],
-        "Privileged": bool(spec.get("privileged")),
-        "ReadonlyRootfs": bool(spec.get("read_only")),
         "SecurityOpt": list(spec.get("security_opt") or []) or None,
-        "Init": spec["init"],
         "Memory": spec["mem_limit"] or 0,
         "NanoCpus": int((spec["cpus"] or 0) * 1e9),
         "CpuShares": spec["cpu_shares"] or 0,
@@ -124,7 +129,16 @@ def _host_config(spec: dict) -> dict:
                     for n, (s, h) in (spec.get("ulimits") or {}).items()],
         "Tmpfs": {m["target"]: m.get("options") or "" for m in spec["mounts"]
                   if m["type"] == "tmpfs"} or None,
+        **run_options_table.inspect_fields("HostConfig", spec),  # the simple options
     }
+    return _in_order(fields, _HOST_CONFIG_ORDER)
+
+
+def _in_order(fields: dict, order: tuple[str, ...]) -> dict:
+    """`fields` with the keys of `order` first, in that order, then the others as they come:
+    a document's fields stay where they were when a table row adds one."""
+    return {**{k: fields[k] for k in order if k in fields},
+            **{k: v for k, v in fields.items() if k not in order}}
 
 
 def _port_bindings(ports: list[dict]) -> dict:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_isobox import dockerargs
+from pytest_isobox import dockerargs, run_options_table
 from pytest_isobox.engine import (
     ContainerSpec,
     DeviceSpec,
@@ -32,8 +32,9 @@ CONFIG_HASH_LABEL = "io.isobox.config-hash"
 
 
 @dataclass
-class ContainerOptions:
-    """Everything `container()` and `isobox.run()` accept besides readiness and lifetime."""
+class _Options:
+    """Everything `container()` and `isobox.run()` accept besides readiness, lifetime and the
+    simple run options (run_options_table.TABLE: ContainerOptions adds one field per row)."""
 
     image: str
     command: str | Sequence[str] | None = None
@@ -50,20 +51,10 @@ class ContainerOptions:
     mem_limit: int | str | None = None
     cpus: float | str | None = None
     pids_limit: int | str | None = None
-    init: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str | None = None
-    read_only: bool = False
-    cap_add: Sequence[str] = ()
-    cap_drop: Sequence[str] = ()
-    privileged: bool = False
     devices: Sequence[str | DeviceSpec] = ()
-    shm_size: int | str | None = None
     sysctls: Mapping[str, Any] | Sequence[str] | None = None
-    extra_hosts: Mapping[str, str] | Sequence[str] | None = None
-    dns: Sequence[str] = ()
-    dns_search: Sequence[str] = ()
-    dns_options: Sequence[str] = ()
     env_file: str | Path | Sequence[str | Path] | None = None
     publish_all: bool = False
     expose: Sequence[str | int] = ()
@@ -90,34 +81,25 @@ class ContainerOptions:
             mem_limit=_size("mem_limit", self.mem_limit),
             cpus=_number("cpus", self.cpus, float),
             pids_limit=_number("pids_limit", self.pids_limit, int),
-            init=bool(self.init),
             network_mode=network_mode,
             networks=attachments,
             ports=[PortSpec.parse(p) for p in self.ports],
             mounts=[_mount(m, base) for m in self.mounts],
             stop_signal=self.stop_signal,
-            read_only=bool(self.read_only),
             persistent=persistent,
-            cap_add=dockerargs.parse_capabilities(self.cap_add),
-            cap_drop=dockerargs.parse_capabilities(self.cap_drop),
-            privileged=bool(self.privileged),
             devices=[d if isinstance(d, DeviceSpec) else dockerargs.parse_device(str(d))
                      for d in self.devices],
-            shm_size=_size("shm_size", self.shm_size),
             sysctls=dict(dockerargs.parse_sysctl(item, network_mode if not attachments
                                                  else "bridge")
                          for item in _pairs(self.sysctls)),
-            extra_hosts=[dockerargs.parse_extra_host(h) for h in _pairs(self.extra_hosts,
-                                                                        sep=":")],
-            dns=[dockerargs.parse_ip(d) for d in self.dns],
-            dns_search=[str(d) for d in self.dns_search],
-            dns_options=[str(d) for d in self.dns_options],
             publish_all=bool(self.publish_all),
             expose=[k for e in self.expose for k in dockerargs.parse_expose(e)],
             ip=dockerargs.parse_ip(self.ip, "ip=") if self.ip else None,
             platform=dockerargs.check_platform(self.platform),
             restart=dockerargs.parse_restart(self.restart),
             healthcheck=self._healthcheck(),
+            **run_options_table.spec_values({row.field: getattr(self, row.field)
+                                             for row in run_options_table.TABLE}, prefix=True),
         )
 
     def _env_files(self, base: Path) -> dict[str, str]:
@@ -162,6 +144,15 @@ class ContainerOptions:
         return dockerargs.network_choice({
             str(net): [*map(str, self.aliases), *map(str, extra), fixture]
             for net, extra in names.items()})
+
+
+ContainerOptions = make_dataclass(
+    "ContainerOptions", [(row.field, Any, field(default=row.default))
+                         for row in run_options_table.TABLE], bases=(_Options,))
+ContainerOptions.__module__ = __name__
+ContainerOptions.__doc__ = ("Everything `container()` and `isobox.run()` accept besides "
+                            "readiness and lifetime: _Options' fields and one per simple run "
+                            "option (run_options_table.TABLE).")
 
 
 def config_hash(spec: ContainerSpec, image_id: str) -> str:

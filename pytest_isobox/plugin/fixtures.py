@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_isobox import run_options_table
 from pytest_isobox.engine import (
     ConflictError,
     DeviceSpec,
@@ -105,45 +106,44 @@ def container(image: str | Image, *, command: str | Sequence[str] | None = None,
               aliases: Sequence[str] = (),
               mounts: Sequence[str | Mapping[str, Any] | MountSpec] = (),
               mem_limit: int | str | None = None, cpus: float | str | None = None,
-              pids_limit: int | str | None = None, init: bool = False,
+              pids_limit: int | str | None = None,
               labels: Mapping[str, str] | None = None, stop_signal: str | None = None,
-              read_only: bool = False,
-              cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (), privileged: bool = False,
-              devices: Sequence[str | DeviceSpec] = (), shm_size: int | str | None = None,
+              devices: Sequence[str | DeviceSpec] = (),
               sysctls: Mapping[str, Any] | Sequence[str] | None = None,
-              extra_hosts: Mapping[str, str] | Sequence[str] | None = None,
-              dns: Sequence[str] = (), dns_search: Sequence[str] = (),
-              dns_options: Sequence[str] = (),
               env_file: str | Path | Sequence[str | Path] | None = None,
               publish_all: bool = False, expose: Sequence[str | int] = (),
               ip: str | None = None, platform: str | None = None, restart: str | None = None,
               healthcheck: Mapping[str, Any] | HealthcheckSpec | bool | None = None,
               ready: wait.Strategy | None | bool = None, timeout: float | None = None,
-              name: str | None = None, scope: str = "session", shared: bool = False) -> Any:
+              name: str | None = None, scope: str = "session", shared: bool = False,
+              **run_options: Any) -> Any:
     """A fixture giving a started, ready `Container`, removed when its scope ends.
 
     `ready` is a `wait` strategy (default: running, healthy when a healthcheck is in force,
     the container's or its image's, and every published port accepts connections; False:
     do not wait); `timeout` overrides --isobox-timeout. On a named
     network the container also answers to its fixture name. `shared=True` (session scope)
-    starts one container for all xdist workers of the run.
+    starts one container for all xdist workers of the run. `run_options` are the simple
+    run options by their spec field (run_options_table.TABLE: read_only, privileged, init,
+    cap_add, cap_drop, shm_size, extra_hosts, dns, dns_search, dns_options).
     """
     if scope not in SCOPES:
         raise InvalidSpec(f"container(scope={scope!r}): expected one of {', '.join(SCOPES)}")
     if shared and scope != "session":
         raise InvalidSpec(f"container(shared=True) needs scope='session', not {scope!r}")
+    for unknown in set(run_options) - set(run_options_table.BY_FIELD):
+        raise TypeError(f"container() got an unexpected keyword argument {unknown!r}")
     options = {"image": image, "command": command, "entrypoint": entrypoint,
                "environment": environment, "working_dir": working_dir, "user": user,
                "hostname": hostname, "ports": list(ports), "network": network,
                "networks": networks, "aliases": list(aliases), "mounts": list(mounts),
-               "mem_limit": mem_limit, "cpus": cpus, "pids_limit": pids_limit, "init": init,
-               "labels": dict(labels or {}), "stop_signal": stop_signal, "read_only": read_only,
-               "cap_add": list(cap_add), "cap_drop": list(cap_drop), "privileged": privileged,
-               "devices": list(devices), "shm_size": shm_size, "sysctls": sysctls,
-               "extra_hosts": extra_hosts, "dns": list(dns), "dns_search": list(dns_search),
-               "dns_options": list(dns_options), "env_file": env_file,
+               "mem_limit": mem_limit, "cpus": cpus, "pids_limit": pids_limit,
+               "labels": dict(labels or {}), "stop_signal": stop_signal,
+               "devices": list(devices), "sysctls": sysctls, "env_file": env_file,
                "publish_all": publish_all, "expose": list(expose), "ip": ip,
-               "platform": platform, "restart": restart, "healthcheck": healthcheck}
+               "platform": platform, "restart": restart, "healthcheck": healthcheck,
+               **{row.field: _listed(run_options.get(row.field, row.default))
+                  for row in run_options_table.TABLE}}
     base = _caller_dir()
     _check(options, base)
     deps = references(options) | references(name)
@@ -302,6 +302,11 @@ def _make_fixture(meta: FixtureMeta, scope: str, deps: set[str], produce: Produc
     isobox_fixture.__name__ = isobox_fixture.__qualname__ = f"isobox_{meta.kind}"
     isobox_fixture.isobox_meta = meta  # type: ignore[attr-defined]
     return pytest.fixture(scope=scope)(isobox_fixture)  # type: ignore[call-overload]
+
+
+def _listed(value: Any) -> Any:
+    """A tuple as a list, so that _check and templating see its items one by one."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _check(options: dict[str, Any], base: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_isobox import dockerargs
+from pytest_isobox import dockerargs, run_options_table
 from pytest_isobox.engine import (
     ContainerSpec,
     MountSpec,
@@ -94,15 +94,17 @@ def spec_from_create(body: Any, name: str | None, *, default_ip: str = "127.0.0.
     spec.cpu_shares = _limit(host.get("CpuShares"), "HostConfig.CpuShares")
     pids = host.get("PidsLimit")
     spec.pids_limit = _limit(pids, "HostConfig.PidsLimit") if pids and pids > 0 else None
-    spec.init = bool(host.get("Init"))
     spec.auto_remove = bool(host.get("AutoRemove"))
-    spec.read_only = bool(host.get("ReadonlyRootfs"))
     spec.security_opt = _strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt") or []
     for item in host.get("Ulimits") or []:
         item = _check(item, dict, "HostConfig.Ulimits entry")
         ulimit_name, limits = dockerargs.parse_ulimit(
             f"{item.get('Name')}={item.get('Soft')}:{item.get('Hard')}")
         spec.ulimits[ulimit_name] = limits
+    # the simple options, one row each (Privileged, CapAdd, Dns, ShmSize, ...)
+    for field_name, value in run_options_table.from_create(
+            {"Config": config, "HostConfig": host}).items():
+        setattr(spec, field_name, value)
     spec.mounts = _mounts(host)
     spec.ports = _ports(host, _mapping(config.get("ExposedPorts"), "ExposedPorts"),
                         default_ip)
