@@ -170,9 +170,16 @@ class NetworkManager:
         and the netlink socket is closed. Named networks stay; published ports stay reserved
         until their container's detach."""
         self.settle()
-        if self.store.network(DEFAULT_NETWORK, members=False) is not None:
+        if self.default_network_unused():
             self.destroy_all_if_unused()
         self._links.close()
+
+    def default_network_unused(self) -> bool:
+        """Whether the default network exists with no container on it: read without a lock
+        (records are written whole), so that a process whose default network others use
+        takes no host-wide lock at its close; `destroy_all_if_unused` checks again, locked."""
+        record = self.store.network(DEFAULT_NETWORK)
+        return record is not None and not record["members"]
 
     def _require_privileges(self) -> None:
         """Root-only steps ahead (host bridges, iptables); a rootless subclass needs none."""
