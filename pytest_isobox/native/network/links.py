@@ -47,6 +47,7 @@ class Links:
         self._doomed: queue.Queue[str] | None = None
         self._deleter: threading.Thread | None = None
         self._left: list[str] = []  # left to the kernel (see `left_to_kernel`)
+        self._queued: list[str] = []  # given to the deleter thread since the last settle
 
     _owner_pid = 0
 
@@ -100,6 +101,9 @@ class Links:
                                              daemon=True, name="isobox-link-deleter")
             self._deleter.start()
         assert self._doomed is not None
+        if len(self._queued) >= 64:  # a long-lived process: forget those already gone
+            self._queued = [queued for queued in self._queued if self.index(queued) is not None]
+        self._queued.append(name)
         self._doomed.put(name)
 
     @staticmethod
@@ -126,9 +130,16 @@ class Links:
         wait for the deleter thread, delete what the kernel has not."""
         if self._doomed is not None and self._owner_pid == os.getpid():
             self._doomed.join()
-        left, self._left = self._left, []
+        left, self._left, self._queued = self._left, [], []
         for name in left:
             delete_link(name)
+
+    def unsettled(self) -> list[str]:
+        """Instead of `settle`: the links this process deleted or left to the kernel that
+        still exist, for another process to delete (see `NetworkManager.hand_off`); this
+        process forgets them, its deleter thread may still be deleting some."""
+        names, self._left, self._queued = [*self._left, *self._queued], [], []
+        return [name for name in dict.fromkeys(names) if self.index(name) is not None]
 
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""

@@ -174,6 +174,22 @@ class NetworkManager:
             self.destroy_all_if_unused()
         self._links.close()
 
+    def hand_off(self) -> dict:
+        """Instead of `close`, for a process that exits at once (a CLI command): what `close`
+        would wait for, left to another process (the run reaper) with `finish_close`: the
+        veths still going away, and whether the default network is to go if still unused."""
+        return {"links": self._links.unsettled(),
+                "default_network": self.default_network_unused()}
+
+    def finish_close(self, work: dict) -> None:
+        """Finish what another process's `hand_off` left: delete those links, then close as
+        that process would have (the default network goes if no container uses it now)."""
+        for name in work.get("links", ()):
+            with contextlib.suppress(OSError):  # (a sweep finds what could not go)
+                self._links.delete(name)
+        if work.get("default_network") and self.default_network_unused():
+            self.destroy_all_if_unused()
+
     def default_network_unused(self) -> bool:
         """Whether the default network exists with no container on it: read without a lock
         (records are written whole), so that a process whose default network others use
