@@ -147,6 +147,8 @@ def _open(args: argparse.Namespace) -> Engine:
             options["home"] = home
         if pull:
             options["pull"] = pull
+        if not options.get("read_only"):  # this process exits at once: its reaper finishes
+            options["finish_in_reaper"] = True
     else:
         if args.host:
             options["base_url"] = args.host
