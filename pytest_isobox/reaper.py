@@ -18,6 +18,11 @@ pipe. When the engine closes normally it writes "c" down the pipe and the reaper
 once. When the pidfd says the owner has died, the reaper opens the home as the next engine
 would and runs the same sweep (`sweep.Sweeper`), restricted to that owner's containers, then
 exits. A reaper killed as well leaves the next engine's sweep as the safety net.
+
+A process that exits right after its close (a CLI command) may instead `hand_over` what its
+close would wait for (the native engine: veths and an unused default bridge going away): "f"
+and a JSON document down the pipe; the reaper finishes that work after the owner has gone on,
+then exits. Nothing remains once the owner and its reaper are gone.
 """
 
 from __future__ import annotations
