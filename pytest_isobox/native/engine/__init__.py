@@ -78,7 +78,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
                  limits: str = "strict", pull: str | None = None, read_only: bool = False,
                  sweep_for: ProcessIdentity | None = None,
-                 finish_in_reaper: bool = False) -> None:
+                 finish_in_reaper: bool = False, spares: bool = True) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
@@ -89,7 +89,9 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         left. `finish_in_reaper` (the CLI's): `close` leaves what it would wait for (veths and
         an unused default bridge going away, some 25-60 ms of the kernel's) to the run
         reaper, which finishes it after this process has exited: nothing of ours remains once
-        the process and its reaper are gone."""
+        the process and its reaper are gone. `spares` False: no monitor or shim is made
+        ahead for a next container (a CLI `run` makes one and exits: a spare would only be
+        spawned, on the container's CPU, and discarded at close)."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -135,6 +137,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
                                                                    rootless_home),
                                  finish=lambda work: finish_home(self.home, work))
         self._finish_in_reaper = finish_in_reaper and not rootless_home
+        self._spares = spares
         self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property

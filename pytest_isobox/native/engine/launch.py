@@ -241,7 +241,7 @@ class LaunchRole:
         from pytest_isobox.native.cgroups import Limits
         from pytest_isobox.native.monitor import CgroupHooks, spawn_spare
 
-        if self._spare is not None or self._rootless is not None:
+        if self._spare is not None or self._rootless is not None or not self._spares:
             return  # (rootless: a spare would need the user namespace before its plan)
         if self._shim_binary() is not None:
             self._refill_pool()

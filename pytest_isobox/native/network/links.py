@@ -134,12 +134,33 @@ class Links:
         for name in left:
             delete_link(name)
 
-    def unsettled(self) -> list[str]:
-        """Instead of `settle`: the links this process deleted or left to the kernel that
-        still exist, for another process to delete (see `NetworkManager.hand_off`); this
-        process forgets them, its deleter thread may still be deleting some."""
-        names, self._left, self._queued = [*self._left, *self._queued], [], []
-        return [name for name in dict.fromkeys(names) if self.index(name) is not None]
+    def unsettled(self) -> dict[str, list[str]]:
+        """Instead of `settle`: the links this process left to the kernel ("left") or to its
+        deleter thread ("queued") that still exist, for another process to see gone (see
+        `NetworkManager.hand_off`); this process forgets them."""
+        left, queued = self._left, self._queued
+        self._left, self._queued = [], []
+        return {"left": [n for n in dict.fromkeys(left) if self.index(n) is not None],
+                "queued": [n for n in dict.fromkeys(queued) if self.index(n) is not None]}
+
+    def settle_handed(self, left: list[str], queued: list[str], *,
+                      kernel_wait: float = 2.0) -> None:
+        """`settle` for another process's `unsettled` links: the queued ones are deleted now;
+        those left to the kernel go with their dead namespace in its cleanup (one batched
+        pass: deleting them here as well would wait on RCU once more, holding the lock every
+        veth creation takes), so they are waited for, and deleted only if still there after
+        `kernel_wait` seconds."""
+        import time
+
+        for name in queued:
+            delete_link(name)
+        deadline = time.monotonic() + kernel_wait
+        pending = [name for name in left if self.index(name) is not None]
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.005)  # (polling the kernel's cleanup: no event says a link went)
+            pending = [name for name in pending if self.index(name) is not None]
+        for name in pending:
+            delete_link(name)
 
     def uplinks(self) -> list[str]:
         """Interfaces that carry a default route: where outbound traffic leaves."""

@@ -184,9 +184,9 @@ class NetworkManager:
     def finish_close(self, work: dict) -> None:
         """Finish what another process's `hand_off` left: delete those links, then close as
         that process would have (the default network goes if no container uses it now)."""
-        for name in work.get("links", ()):
-            with contextlib.suppress(OSError):  # (a sweep finds what could not go)
-                self._links.delete(name)
+        links = work.get("links") or {}
+        with contextlib.suppress(OSError):  # (a sweep finds what could not go)
+            self._links.settle_handed(links.get("left", []), links.get("queued", []))
         if work.get("default_network") and self.default_network_unused():
             self.destroy_all_if_unused()
 
