@@ -18,6 +18,11 @@ pipe. When the engine closes normally it writes "c" down the pipe and the reaper
 once. When the pidfd says the owner has died, the reaper opens the home as the next engine
 would and runs the same sweep (`sweep.Sweeper`), restricted to that owner's containers, then
 exits. A reaper killed as well leaves the next engine's sweep as the safety net.
+
+A process that exits right after its close (a CLI command) may instead `hand_over` what its
+close would wait for (the native engine: veths and an unused default bridge going away): "f"
+and a JSON document down the pipe; the reaper finishes that work after the owner has gone on,
+then exits. Nothing remains once the owner and its reaper are gone.
 """
 
 from __future__ import annotations
@@ -28,20 +33,24 @@ import select
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pytest_isobox.processes import ProcessIdentity
 
 CLOSED = b"c"  # the engine closed normally: nothing to reap
+FINISH = b"f"  # the engine closed and left the reaper work to finish (JSON after it, to EOF)
 
 
 class RunReaper:
     """The engine's side of its reaper: `ensure` forks it once, `close` lets it go."""
 
     def __init__(self, owner: ProcessIdentity, reap: Callable[[ProcessIdentity], object],
-                 name: str = "reaper") -> None:
-        """`reap(owner)` runs in the reaper (named `isobox-<name>`) once `owner` has died."""
+                 name: str = "reaper", finish: Callable[[Any], object] | None = None) -> None:
+        """`reap(owner)` runs in the reaper (named `isobox-<name>`) once `owner` has died;
+        `finish(work)` runs there when the engine closes with `hand_over(work)`."""
         self.owner = owner
         self._reap = reap
+        self._finish = finish
         self.name = name
         self.pid: int | None = None
         self._done_w = -1
@@ -61,7 +70,8 @@ class RunReaper:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
             self.pid = fork_child(
-                lambda: _watch(self.owner, owner_fd, done_r, self._reap, ready_w),
+                lambda: _watch(self.owner, owner_fd, done_r, self._reap, ready_w,
+                               self._finish),
                 name=self.name, keep_fds={owner_fd, done_r, ready_w}, die_with_parent=False)
             os.close(ready_w)
             ready_w = -1
@@ -87,9 +97,30 @@ class RunReaper:
         self.pid = None
 
 
+    def hand_over(self, work: Any) -> bool:
+        """The engine has released everything but `work` (JSON-able), which its reaper
+        finishes after this process has gone on (a CLI command exits without waiting for a
+        bridge's deletion): the reaper runs `finish(work)`, then exits. False when there is
+        no reaper to hand it to (the caller does the work itself)."""
+        if self.pid is None or self._finish is None or os.getpid() != self.owner.pid:
+            return False
+        import json
+
+        try:
+            os.write(self._done_w, FINISH + json.dumps(work).encode())
+        except OSError:
+            return False  # (the reaper is gone: the pipe is broken)
+        finally:
+            os.close(self._done_w)
+            self._done_w = -1
+            self.pid = None  # not waited for: it ends once the work is done
+        return True
+
+
 def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
-           reap: Callable[[ProcessIdentity], object], ready_w: int) -> int:
-    """The reaper's life: wait for "closed" or the owner's death; on death, reap."""
+           reap: Callable[[ProcessIdentity], object], ready_w: int,
+           finish: Callable[[Any], object] | None = None) -> int:
+    """The reaper's life: wait for "closed", "finish" or the owner's death; on death, reap."""
     os.setsid()  # a kill of the run's process group must not take the reaper with it
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
@@ -105,8 +136,15 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
     while True:
         for fd, _ in poller.poll():
             if fd == done_r:
-                if os.read(done_r, 1) == CLOSED:
+                word = os.read(done_r, 1)
+                if word == CLOSED:
                     return 0
+                if word == FINISH and finish is not None:
+                    work = _read_work(done_r)
+                    if work is not None:  # (None: the owner died while writing it: reap)
+                        with contextlib.suppress(Exception):  # the next sweep has the rest
+                            finish(work)
+                        return 0
                 poller.unregister(done_r)  # EOF: the owner is exiting; its pidfd will say
             elif fd == owner_fd:
                 try:
@@ -114,6 +152,19 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                 finally:
                     remove_owned_temp_dirs(owner)
                 return 0
+
+
+def _read_work(fd: int) -> Any:
+    """The JSON document after FINISH, up to the pipe's EOF; None when it is cut short."""
+    import json
+
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return None
 
 
 def remove_owned_temp_dirs(owner: ProcessIdentity) -> list[Path]:

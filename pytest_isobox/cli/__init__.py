@@ -146,6 +146,11 @@ READ_ONLY_VERBS = {
 }
 
 
+# Verbs that start at most one container: nothing is to be made ahead for a next one.
+ONE_CONTAINER_VERBS = {"containers:cmd_run", "containers:cmd_create", "containers:cmd_start",
+                       "containers:cmd_restart"}
+
+
 def _open(args: argparse.Namespace) -> Engine:
     kind = args.engine or os.environ.get("ISOBOX_ENGINE", "native")
     pull = getattr(args, "pull", None)
@@ -156,6 +161,10 @@ def _open(args: argparse.Namespace) -> Engine:
             options["home"] = home
         if pull:
             options["pull"] = pull
+        if not options.get("read_only"):  # this process exits at once: its reaper finishes
+            options["finish_in_reaper"] = True
+        if getattr(args, "verb", None) in ONE_CONTAINER_VERBS:
+            options["spares"] = False
     else:
         if args.host:
             options["base_url"] = args.host

@@ -24,3 +24,13 @@ def reap_home(home: Path, limits: str, owner: ProcessIdentity, rootless: bool = 
             engine.images_store  # noqa: B018 - opening the store sweeps dead owners' temps
     finally:
         engine.close()
+
+
+def finish_home(home: Path, work: dict) -> None:
+    """What a closing engine's `hand_over` left its reaper (see `NativeEngine.close`): the
+    network teardown a CLI command does not wait for (`NetworkManager.finish_close`)."""
+    network = work.get("network")
+    if network:
+        from pytest_isobox.native.network.manager import NetworkManager
+
+        NetworkManager(home).finish_close(network)

@@ -37,7 +37,7 @@ from pytest_isobox.native.engine.updates import UpdatesRole
 from pytest_isobox.native.engine.views import ViewsRole
 from pytest_isobox.native.engine.volumes import VolumesRole
 from pytest_isobox.native.prerequisites import check_prerequisites
-from pytest_isobox.native.reaping import reap_home
+from pytest_isobox.native.reaping import finish_home, reap_home
 from pytest_isobox.native.rootless import is_rootless
 from pytest_isobox.native.state import ContainerStore
 from pytest_isobox.native.volumes import VolumeStore
@@ -59,7 +59,8 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
 
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
                  limits: str = "strict", pull: str | None = None, read_only: bool = False,
-                 sweep_for: ProcessIdentity | None = None) -> None:
+                 sweep_for: ProcessIdentity | None = None,
+                 finish_in_reaper: bool = False, spares: bool = True) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
@@ -67,7 +68,12 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         only looks (ps, inspect, logs, ...): no sweep at open and no cgroup pruning at close,
         which every engine that creates does; what a dead run left stays visible as dead.
         `sweep_for` (the run reaper's): the opening sweep takes only what that dead process
-        left."""
+        left. `finish_in_reaper` (the CLI's): `close` leaves what it would wait for (veths and
+        an unused default bridge going away, some 25-60 ms of the kernel's) to the run
+        reaper, which finishes it after this process has exited: nothing of ours remains once
+        the process and its reaper are gone. `spares` False: no monitor or shim is made
+        ahead for a next container (a CLI `run` makes one and exits: a spare would only be
+        spawned, on the container's CPU, and discarded at close)."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -110,7 +116,10 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._resolv_conf: str | None = None
         rootless_home = self._rootless is not None
         self._reaper = RunReaper(self._me, lambda owner: reap_home(self.home, limits, owner,
-                                                                   rootless_home))
+                                                                   rootless_home),
+                                 finish=lambda work: finish_home(self.home, work))
+        self._finish_in_reaper = finish_in_reaper and not rootless_home
+        self._spares = spares
         self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property
@@ -154,12 +163,19 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
             handle.close()
             handle.reap()
         self._monitors.clear()
+        handed: dict = {}
         if self._network is not None:
-            self._network.close()
+            if self._finish_in_reaper and self._reaper.pid is not None:
+                handed["network"] = self._network.hand_off()
+            else:
+                self._network.close()
         if self._rootless is not None:
             self._rootless.close()
         self.store.drain()
-        self._reaper.close()  # everything is released: nothing left for it to do
+        if not handed:
+            self._reaper.close()  # everything is released: nothing left for it to do
+        elif not self._reaper.hand_over(handed):  # (it is gone: this process does it)
+            finish_home(self.home, handed)
 
     def __enter__(self) -> Self:
         return self

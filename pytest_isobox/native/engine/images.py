@@ -35,7 +35,8 @@ class ImagesRole:
         `on_note` is the docker engine's (which builder): here it is always isobox's."""
         from pytest_isobox.builder.builder import Builder
 
-        self._own_resources()
+        # no reaper yet: a fully cached build makes nothing; what a step makes (a container,
+        # a derived image, a pull) forks it first
         if pull:
             self.pull_policy.value = "always"
         builder = Builder(engine=self, cache_dir=self.home / "buildcache")
@@ -94,7 +95,19 @@ class ImagesRole:
         return self.images_store.images()
 
     def tag(self, ref: str, new_ref: str) -> None:
-        self.images_store.tag(ref, new_ref)
+        """Point `new_ref` at `ref`'s image; a tag that already does is left as it is (a
+        rebuild of a cached image writes nothing, so it needs no reaper either)."""
+        from pytest_isobox.images.reference import normalize_tag
+
+        store = self.images_store
+        try:
+            unchanged = store.index.tags().get(normalize_tag(new_ref)) == store.resolve(ref).id
+        except (ImageNotFound, InvalidSpec):
+            unchanged = False  # the store's tag() says what is wrong
+        if unchanged:
+            return
+        self._own_resources()
+        store.tag(ref, new_ref)
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         self.images_store.remove(ref, force=force, in_use=self._images_in_use())
@@ -130,6 +143,7 @@ class ImagesRole:
     def derive_image(self, base: str | None, *, config: dict, created_by: str,
                      author: str | None = None) -> str:
         """A new image: base's layers (none for scratch) with a new runtime config."""
+        self._own_resources()
         return self.images_store.commit(base, None, config, created_by, author=author)
 
     def _images_in_use(self) -> set[str]:

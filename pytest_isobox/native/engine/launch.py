@@ -270,7 +270,7 @@ class LaunchRole:
         from pytest_isobox.native.cgroups import Limits
         from pytest_isobox.native.monitor import CgroupHooks, spawn_spare
 
-        if self._spare is not None:
+        if self._spare is not None or not self._spares:
             return
         if self._shim_binary() is not None:
             self._refill_pool()

@@ -47,6 +47,7 @@ class Links:
         self._doomed: queue.Queue[str] | None = None
         self._deleter: threading.Thread | None = None
         self._left: list[str] = []  # left to the kernel (see `left_to_kernel`)
+        self._queued: list[str] = []  # given to the deleter thread since the last settle
 
     _owner_pid = 0
 
@@ -100,6 +101,9 @@ class Links:
                                              daemon=True, name="isobox-link-deleter")
             self._deleter.start()
         assert self._doomed is not None
+        if len(self._queued) >= 64:  # a long-lived process: forget those already gone
+            self._queued = [queued for queued in self._queued if self.index(queued) is not None]
+        self._queued.append(name)
         self._doomed.put(name)
 
     @staticmethod
@@ -126,8 +130,36 @@ class Links:
         wait for the deleter thread, delete what the kernel has not."""
         if self._doomed is not None and self._owner_pid == os.getpid():
             self._doomed.join()
-        left, self._left = self._left, []
+        left, self._left, self._queued = self._left, [], []
         for name in left:
+            delete_link(name)
+
+    def unsettled(self) -> dict[str, list[str]]:
+        """Instead of `settle`: the links this process left to the kernel ("left") or to its
+        deleter thread ("queued") that still exist, for another process to see gone (see
+        `NetworkManager.hand_off`); this process forgets them."""
+        left, queued = self._left, self._queued
+        self._left, self._queued = [], []
+        return {"left": [n for n in dict.fromkeys(left) if self.index(n) is not None],
+                "queued": [n for n in dict.fromkeys(queued) if self.index(n) is not None]}
+
+    def settle_handed(self, left: list[str], queued: list[str], *,
+                      kernel_wait: float = 2.0) -> None:
+        """`settle` for another process's `unsettled` links: the queued ones are deleted now;
+        those left to the kernel go with their dead namespace in its cleanup (one batched
+        pass: deleting them here as well would wait on RCU once more, holding the lock every
+        veth creation takes), so they are waited for, and deleted only if still there after
+        `kernel_wait` seconds."""
+        import time
+
+        for name in queued:
+            delete_link(name)
+        deadline = time.monotonic() + kernel_wait
+        pending = [name for name in left if self.index(name) is not None]
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.005)  # (polling the kernel's cleanup: no event says a link went)
+            pending = [name for name in pending if self.index(name) is not None]
+        for name in pending:
             delete_link(name)
 
     def uplinks(self) -> list[str]:

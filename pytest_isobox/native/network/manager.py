@@ -170,9 +170,32 @@ class NetworkManager:
         and the netlink socket is closed. Named networks stay; published ports stay reserved
         until their container's detach."""
         self.settle()
-        if self.store.network(DEFAULT_NETWORK, members=False) is not None:
+        if self.default_network_unused():
             self.destroy_all_if_unused()
         self._links.close()
+
+    def hand_off(self) -> dict:
+        """Instead of `close`, for a process that exits at once (a CLI command): what `close`
+        would wait for, left to another process (the run reaper) with `finish_close`: the
+        veths still going away, and whether the default network is to go if still unused."""
+        return {"links": self._links.unsettled(),
+                "default_network": self.default_network_unused()}
+
+    def finish_close(self, work: dict) -> None:
+        """Finish what another process's `hand_off` left: delete those links, then close as
+        that process would have (the default network goes if no container uses it now)."""
+        links = work.get("links") or {}
+        with contextlib.suppress(OSError):  # (a sweep finds what could not go)
+            self._links.settle_handed(links.get("left", []), links.get("queued", []))
+        if work.get("default_network") and self.default_network_unused():
+            self.destroy_all_if_unused()
+
+    def default_network_unused(self) -> bool:
+        """Whether the default network exists with no container on it: read without a lock
+        (records are written whole), so that a process whose default network others use
+        takes no host-wide lock at its close; `destroy_all_if_unused` checks again, locked."""
+        record = self.store.network(DEFAULT_NETWORK)
+        return record is not None and not record["members"]
 
     def _require_privileges(self) -> None:
         """Root-only steps ahead (host bridges, iptables); a rootless subclass needs none."""
