@@ -127,11 +127,12 @@ class ShimAgent:
             enter()
             self._serve(to_r, from_w, attach)
 
-        try:  # double fork: nobody has to reap it, and it outlives us as a persistent container
-            middle = fork_child(lambda: fork_child(agent, name="agent", keep_fds=keep,
-                                                   die_with_parent=False) and None,
-                                name="agent", keep_fds=keep, die_with_parent=False)
-            os.waitpid(middle, 0)
+        # double fork: nobody has to reap it, and it outlives us as a persistent container.
+        # The middle is reaped at `close`, long after it exited: not waited for now
+        try:
+            self._middle = fork_child(lambda: fork_child(agent, name="agent", keep_fds=keep,
+                                                         die_with_parent=False) and None,
+                                      name="agent", keep_fds=keep, die_with_parent=False)
         except BaseException:
             os.close(to_w)
             os.close(from_r)
@@ -184,3 +185,5 @@ class ShimAgent:
                     pass
         os.close(self._from_agent)
         self._to_agent = self._from_agent = -1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self._middle, 0)
