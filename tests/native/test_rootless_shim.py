@@ -5,8 +5,10 @@ pool. Each scenario runs in a child that is a throwaway user (see rootless_users
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import socket
 import time
 from pathlib import Path
@@ -143,3 +145,97 @@ def test_the_shim_keeps_the_holder_and_the_relay_while_its_container_runs(
     assert found["reply"] == b"hi\n"
     assert process_gone(found["holder"])  # no engine and no container left: it ended
     assert [p.pid for p in user.processes() if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _agents() -> set[int]:
+    """The pids of this user's network agents (isobox-agent), zombies and the middles of
+    their double forks (children of ours, reaped later) aside: each is waited for (not
+    reaped) first, so that the agent it forks exists."""
+    for middle in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if middle.name() == "isobox-agent":
+                os.waitid(os.P_PID, middle.pid, os.WEXITED | os.WNOWAIT)
+    return {p.pid for p in psutil.process_iter(["name", "uids", "status", "ppid"])
+            if p.info["name"] == "isobox-agent" and p.info["uids"].real == os.getuid()
+            and p.info["status"] != psutil.STATUS_ZOMBIE and p.info["ppid"] != os.getpid()}
+
+
+def _one_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    """The pids of `pids` still running once one of them has ended (a pidfd per process)."""
+    fds: dict[int, int] = {}
+    try:
+        for pid in pids:
+            try:
+                fds[os.pidfd_open(pid)] = pid
+            except ProcessLookupError:  # ended already
+                return {p for p in pids if p != pid and not process_gone(p, timeout=0)}
+        select.select(list(fds), [], [], timeout)
+        return {pid for fd, pid in fds.items() if not select.select([fd], [], [], 0)[0]}
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _agents_forked_ahead() -> dict:
+    """Two containers on the default network: the second one's agent is the one forked ahead
+    after the first one's start; it ends with the second container, and the one forked after
+    it, never used, ends when the engine closes, leaving neither the holder nor any agent."""
+    from pytest_isobox.native.rootless import holder
+
+    runtime = NativeEngine().home / "runtime" / "rootless"
+    found: dict = {}
+    with NativeEngine() as engine:
+        engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+        spec = ContainerSpec(image="bb", command=["sleep", "600"], network_mode="bridge")
+        first = engine.run(spec)
+        found["after_first"] = _agents()  # the first one's agent, and the spare
+        second = engine.run(spec)
+        found["after_second"] = _agents()
+        found["ips"] = second.ips
+        found["links"] = engine.exec(second.id, ["cat", "/proc/net/dev"]).output.decode()
+        engine.remove(first.id, force=True)
+        found["after_first_removed"] = _one_gone(found["after_first"])
+        engine.remove(second.id, force=True)
+        found["spare_alive"] = [not process_gone(pid, timeout=0)
+                                for pid in found["after_second"] - found["after_first"]]
+        found["holder"] = holder.read_info(runtime).pid
+    found["gone"] = [process_gone(pid) for pid in found["after_second"]]
+    found["left"] = sorted(_agents())
+    return found
+
+
+def test_the_next_agent_is_forked_ahead_and_ends_with_its_container_or_its_engine(
+        user: ThrowawayUser) -> None:
+    found = run_as(user, _agents_forked_ahead)
+    assert len(found["after_first"]) == 2, found  # the first container's agent and a spare
+    assert len(found["after_second"]) == 3, found  # the spare was used: a new spare
+    assert found["ips"] and "eth0" in found["links"]
+    assert len(found["after_first_removed"]) == 1, found  # the spare, the second's agent
+    assert found["spare_alive"] == [True], found  # unused, it waits for its engine
+    assert found["gone"] == [True, True, True] and found["left"] == []
+    assert process_gone(found["holder"])
+
+
+def _engine_dies_with_a_spare_agent() -> list[bool]:
+    """An engine that dies (no close) with an agent forked ahead: the agent ends too (and so
+    does its running container's, with the container)."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            engine = NativeEngine()
+            engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+            engine.run(ContainerSpec(image="bb", command=["sleep", "600"],
+                                     network_mode="bridge"))
+            os.write(w, " ".join(map(str, _agents())).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with open(r, "rb") as source:
+        agents = [int(pid) for pid in source.read().split()]
+    os.waitpid(child, 0)
+    return [process_gone(pid) for pid in agents]
+
+
+def test_an_agent_forked_ahead_ends_with_an_engine_that_died(user: ThrowawayUser) -> None:
+    assert run_as(user, _engine_dies_with_a_spare_agent) == [True, True]

@@ -102,6 +102,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._shim: str | None | bool = False  # the compiled isobox-shim; False: not looked up
         self._monitors: dict[str, MonitorHandle] = {}
         self._spare: Spare | None = None  # the next container's monitor, forked ahead
+        self._agent: Any = None  # rootless: the next shim container's network agent
         self._pool: collections.deque[ShimSpare] = collections.deque()  # shims, spawned ahead
         self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
         self._pool_refilled = 0.0
@@ -153,6 +154,9 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
             spare.discard()
         self._pool.clear()
         self._reserved.clear()
+        if self._agent is not None:  # never used: it ends now, with its holder connection
+            self._agent.close(wait=5.0)
+            self._agent = None
         self._spare = None
         if self._rootless is None and not self.read_only:
             from pytest_isobox.native.cgroups import open_cgroup

@@ -7,7 +7,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pytest_isobox.engine import ContainerError, ContainerSpec, ContainerState
 from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_failed
@@ -169,6 +169,7 @@ class LaunchRole:
                 if event["event"] == "ready":
                     ips, ports = self._attach_for_shim(cdir, spec, event["pid"], handle.pid)
                     handle.go()
+                    self._fork_agent()  # while the container starts: the two overlap
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
                     raise StartFailure(event["message"], event["exit_code"])
@@ -196,21 +197,31 @@ class LaunchRole:
     def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
                          shim_pid: int) -> tuple[dict, dict]:
         """Wire the network of a shim's container `pid`: from here when rootful; rootless,
-        from a network agent in the user namespace that lives as long as the shim."""
-        from pytest_isobox.native.rootless.agent import NetworkAgent
-
-        manager = self._network_manager()
-        config = cdir.config
-
-        def attach(container_pid: int) -> tuple[dict, dict]:
-            result = manager.attach(cdir.id, cdir.name, config["hostname"], container_pid, spec,
-                                    cdir.hosts)
-            return result.ips, result.ports
-
+        from a network agent in the user namespace that lives as long as the shim (the one
+        forked ahead, see `_fork_agent`, else one forked now)."""
+        request = (cdir.id, cdir.name, cdir.config["hostname"], pid, spec, str(cdir.hosts))
         if self._rootless is None:
-            return attach(pid)
+            return _attach(self._network_manager(), request)
+        self._fork_agent()
+        agent, self._agent = self._agent, None
+        try:
+            return agent.attach(request, shim_pid)
+        finally:
+            agent.close()  # our pipes only: the agent itself ends with the shim
+
+    def _fork_agent(self) -> None:
+        """Rootless: have the next shim container's network agent ready, already in the user
+        namespace (a fork of this process: off the start path when done ahead)."""
+        import functools
+
+        from pytest_isobox.native.rootless.agent import ShimAgent
+
+        if self._rootless is None or self._agent is not None:
+            return
+        manager = self._network_manager()
         self._join_pool()  # a fork: no other thread may be mid-way through anything
-        return NetworkAgent(attach).attach_for_shim(self._rootless.enter, pid, shim_pid)
+        self._agent = ShimAgent(self._rootless.enter, functools.partial(_attach_in_agent,
+                                                                        manager))
 
     def _refill_pool(self) -> None:
         """Spawn shims for the next containers when none is left, several at once when
@@ -294,3 +305,19 @@ class LaunchRole:
             create=lambda: cgroup.create(Limits()), join=cgroup.add, destroy=destroy_if_unused),
             self._me)
 
+
+
+def _attach(manager: Any, request: tuple) -> tuple[dict, dict]:
+    """(ips, ports) of attaching the container `request` names (see `_attach_for_shim`)."""
+    from pathlib import Path
+
+    cid, name, hostname, pid, spec, hosts = request
+    result = manager.attach(cid, name, hostname, pid, spec, Path(hosts))
+    return result.ips, result.ports
+
+
+def _attach_in_agent(manager: Any, request: tuple) -> tuple[dict, dict]:
+    """`_attach` from a rootless network agent: a process of its own, which may stay in the
+    helper netns once there (one thread for every step, see `stay_in_helper`)."""
+    manager.stay_in_helper()
+    return _attach(manager, request)

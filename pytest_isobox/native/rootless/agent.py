@@ -10,9 +10,12 @@ addresses and ports, and then stays (holding the relay, its child) until the mon
 the pipe or dies. Its end ends the relay, which lets the container's network namespace and
 veths go.
 
-A container started by isobox-shim has no Python monitor: its agent is forked from the engine
-instead (`attach_for_shim`), detached from it, enters the namespace itself, and lives until
-the shim ends (a pidfd on it), which is when the container has ended.
+A container started by isobox-shim has no Python monitor: its agent (`ShimAgent`) is forked
+from the engine instead, ahead of the container that will use it (forking a large Python
+process and entering the namespace cost milliseconds the start need not wait for), detached
+from it, and told on a pipe what to attach and which shim to watch; it lives until that shim
+ends (a pidfd on it), which is when the container has ended. An agent never used ends when
+its pipe closes: the engine closes it, or the engine has died.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import pickle
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from pytest_isobox.engine import ContainerError
 from pytest_isobox.native.forked import fork_child
@@ -83,35 +87,6 @@ class NetworkAgent:
             raise ContainerError(f"cannot attach the network: {value}")
         return value
 
-    def attach_for_shim(self, enter: Callable[[], None], container_pid: int, shim_pid: int,
-                        ) -> tuple[dict, dict]:
-        """Attach the container of the shim `shim_pid` from an agent forked here, which
-        `enter`s the user namespace first and ends once the shim has (double fork: nobody
-        has to reap it, and it outlives this process as a persistent container does). The
-        caller's process must have no other thread running."""
-        watch = os.pidfd_open(shim_pid)  # the shim waits for its go meanwhile: it is alive
-        to_r, to_w = os.pipe2(os.O_CLOEXEC)
-        from_r, from_w = os.pipe2(os.O_CLOEXEC)
-        keep = {to_r, from_w, watch}
-
-        def agent() -> None:
-            enter()
-            self._serve(to_r, from_w, until=watch)
-
-        try:
-            middle = fork_child(lambda: fork_child(agent, name="agent", keep_fds=keep,
-                                                   die_with_parent=False) and None,
-                                name="agent", keep_fds=keep, die_with_parent=False)
-            os.waitpid(middle, 0)
-        finally:
-            for fd in keep:
-                os.close(fd)
-        self._to_agent, self._from_agent = to_w, from_r
-        try:
-            return self.attach(container_pid)
-        finally:
-            self.stop()  # our pipes only: the agent itself ends with the shim
-
     def stop(self) -> None:
         """End the agent (by its pid) and its relay; idempotent."""
         for fd in (self._to_agent, self._from_agent):
@@ -124,3 +99,91 @@ class NetworkAgent:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
             self.pid = 0
+
+
+def _read_sized(fd: int) -> bytes:
+    """One message sent as its size (8 bytes) and its bytes; b"" at end of file."""
+    with open(fd, "rb", closefd=False) as source:
+        size = int.from_bytes(source.read(8) or b"\0", "big")
+        return source.read(size) if size else b""
+
+
+def _send_sized(fd: int, data: bytes) -> None:
+    os.write(fd, len(data).to_bytes(8, "big") + data)
+
+
+class ShimAgent:
+    """The network agent of the next shim-started container, forked ahead (see the module
+    docstring): construct it when the caller's process has no other thread running; `attach`
+    once; `close` in any case (an agent not used then ends)."""
+
+    def __init__(self, enter: Callable[[], None], attach: Callable[[Any], tuple[dict, dict]],
+                 ) -> None:
+        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        from_r, from_w = os.pipe2(os.O_CLOEXEC)
+        keep = {to_r, from_w}
+
+        def agent() -> None:
+            enter()
+            self._serve(to_r, from_w, attach)
+
+        # double fork: nobody has to reap it, and it outlives us as a persistent container.
+        # The middle is reaped at `close`, long after it exited: not waited for now
+        try:
+            self._middle = fork_child(lambda: fork_child(agent, name="agent", keep_fds=keep,
+                                                         die_with_parent=False) and None,
+                                      name="agent", keep_fds=keep, die_with_parent=False)
+        except BaseException:
+            os.close(to_w)
+            os.close(from_r)
+            raise
+        finally:
+            os.close(to_r)
+            os.close(from_w)
+        self._maker = os.getpid()
+        self._to_agent, self._from_agent = to_w, from_r
+
+    @staticmethod
+    def _serve(requests: int, replies: int, attach: Callable[[Any], tuple[dict, dict]]) -> None:
+        """Wait for (shim pid, request); attach, answer, then stay until the shim has ended.
+        End of file instead: the engine let go of this agent unused (or died)."""
+        data = _read_sized(requests)
+        if not data:
+            return
+        watch = -1
+        try:
+            shim_pid, request = pickle.loads(data)
+            watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
+            reply = pickle.dumps((True, attach(request)))
+        except BaseException as exc:  # noqa: BLE001 - the engine reports it as a failed start
+            reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+        _send_sized(replies, reply)
+        os.close(replies)
+        if watch >= 0:
+            readable([watch], None)  # until the shim has ended (its relay ends with us)
+
+    def attach(self, request: Any, shim_pid: int) -> tuple[dict, dict]:
+        """Have the agent attach `request` (what its `attach` takes) and watch `shim_pid`."""
+        _send_sized(self._to_agent, pickle.dumps((shim_pid, request)))
+        data = _read_sized(self._from_agent)
+        if not data:
+            raise ContainerError("the network agent died while attaching the container")
+        ok, value = pickle.loads(data)
+        if not ok:
+            raise ContainerError(f"cannot attach the network: {value}")
+        return value
+
+    def close(self, wait: float = 0.0) -> None:
+        """Let go of the agent (a forked child of ours leaves it alone); one never used then
+        ends, which `wait` seconds at most wait for (its reply pipe closes as it exits)."""
+        if os.getpid() != self._maker or self._to_agent < 0:
+            return
+        os.close(self._to_agent)
+        if wait:
+            with contextlib.suppress(OSError):
+                while readable([self._from_agent], wait) and os.read(self._from_agent, 4096):
+                    pass
+        os.close(self._from_agent)
+        self._to_agent = self._from_agent = -1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self._middle, 0)

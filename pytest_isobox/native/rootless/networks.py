@@ -71,17 +71,29 @@ class HelperLinks(Links):
         super().__init__()
         self.userns = userns
         self._host = Links()
+        self.stay = False  # see `RootlessNetworkManager.stay_in_helper`
+        self._moved = False
 
     @property
     def net_fd(self) -> int:
         return self.userns.net_fd
+
+    def run(self, func: Callable[..., T], *args: Any) -> T:
+        """`func(*args)` in the helper netns: on a thread of its own (`in_netns`), or, once
+        allowed to stay there, on the calling thread, moved there for good."""
+        if not self.stay:
+            return in_netns(self.net_fd, func, *args)
+        if not self._moved:
+            linux.setns(self.net_fd, linux.CLONE_NEWNET)
+            self._moved = True
+        return func(*args)
 
     def claims(self) -> list[ipam.Claim]:
         """The host's routes, and slirp4netns's network (tap0's, in the helper netns)."""
         return [*self._host.claims(), ipam.Claim(SLIRP_CIDR, "slirp4netns (rootless outbound)")]
 
     def create_bridge(self, name: str, gateway: IPv4Address, prefixlen: int) -> None:
-        in_netns(self.net_fd, self._create_bridge, name, gateway, prefixlen)
+        self.run(self._create_bridge, name, gateway, prefixlen)
 
     @staticmethod
     def _create_bridge(name: str, gateway: IPv4Address, prefixlen: int) -> None:
@@ -89,10 +101,10 @@ class HelperLinks(Links):
         rtnl.address_and_up(name, gateway, prefixlen)
 
     def delete(self, name: str) -> bool:  # type: ignore[override]
-        return in_netns(self.net_fd, rtnl.delete_link, name)
+        return self.run(rtnl.delete_link, name)
 
     def exists(self, name: str) -> bool:
-        return in_netns(self.net_fd, Links.index, name) is not None
+        return self.run(Links.index, name) is not None
 
     def uplinks(self) -> list[str]:
         return []
@@ -119,6 +131,14 @@ class RootlessNetworkManager(NetworkManager):
     def close(self) -> None:
         """Close the netlink sockets. Bridges go with the helper namespace."""
         self._links.close()
+
+    def stay_in_helper(self) -> None:
+        """Let the calling thread move into the helper netns for good when it first works
+        there, instead of starting a thread for each step (each one costs a wakeup or two:
+        milliseconds on a loaded machine). For a process that will not need the host's
+        netns after its first attach's addresses are claimed: a container's network agent.
+        (Port reservations and a new network's route claims come before, from the host.)"""
+        self._links.stay = True
 
     def _require_privileges(self) -> None:
         """Nothing: the helper namespace is the user's own."""
@@ -154,21 +174,21 @@ class RootlessNetworkManager(NetworkManager):
 
     def _wire(self, endpoint: Record, pid: int) -> None:
         for net in endpoint["networks"]:
-            in_netns(self._links.net_fd, rtnl.add_veth, net["veth"], net["bridge"], pid,
+            self._links.run(rtnl.add_veth, net["veth"], net["bridge"], pid,
                      net["ifname"], net["mac"])
         interfaces = [(n["ifname"], IPv4Address(n["ip"]), n["prefixlen"])
                       for n in endpoint["networks"]]
         gateway = IPv4Address(endpoint["networks"][0]["gateway"])
-        in_netns(self._links.net_fd, rtnl.configure_netns, pid, interfaces, gateway)
+        self._links.run(rtnl.configure_netns, pid, interfaces, gateway)
 
     def _add_veth(self, net: Record, pid: int) -> None:
         """`network connect`'s veth: made in the helper netns, where the bridges are."""
-        in_netns(self._links.net_fd, rtnl.add_veth, net["veth"], net["bridge"], pid,
+        self._links.run(rtnl.add_veth, net["veth"], net["bridge"], pid,
                  net["ifname"], net["mac"])
 
     def _configure(self, pid: int, interfaces: list[tuple[str, IPv4Address, int]],
                    gateway: IPv4Address | None, *, loopback: bool = False) -> None:
-        in_netns(self._links.net_fd, functools.partial(rtnl.configure_netns, loopback=loopback),
+        self._links.run(functools.partial(rtnl.configure_netns, loopback=loopback),
                  pid, interfaces, gateway)
 
     def _relay(self, container_id: str, pid: int, ports: list[PortSpec]) -> None:
