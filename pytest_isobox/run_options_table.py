@@ -56,8 +56,9 @@ class RunOption:
         return self.api.partition(".")[2]
 
 
-def _listed(value: Any, sep: str = "=") -> list[str]:
-    """A list, a lone string or a mapping (`{a: 1}` as `a=1`) as a list of strings."""
+def listed(value: Any, sep: str = "=") -> list[str]:
+    """A list, a lone string or a mapping (`{a: 1}` as `a=1`) as a list of strings (compose's
+    list-or-mapping values, as Docker's `a=1` strings)."""
     if value is None:
         return []
     if isinstance(value, Mapping):
@@ -132,15 +133,15 @@ TABLE: tuple[RunOption, ...] = (
               inspect=lambda v: v or DEFAULT_SHM_SIZE, prefix_errors=True, example="128m"),
     _strings("extra_hosts", ("--add-host",), "HostConfig.ExtraHosts", "NAME:IP",
              "an /etc/hosts line; IP host-gateway is the host as seen from the container",
-             lambda v: [dockerargs.parse_extra_host(h) for h in _listed(v, sep=":")],
+             lambda v: [dockerargs.parse_extra_host(h) for h in listed(v, sep=":")],
              "db.example:192.0.2.9"),
     _strings("dns", ("--dns",), "HostConfig.Dns", "IP", "a nameserver",
-             lambda v: [dockerargs.parse_ip(d) for d in _listed(v)], "192.0.2.53",
+             lambda v: [dockerargs.parse_ip(d) for d in listed(v)], "192.0.2.53",
              inspect=list),
     _strings("dns_search", ("--dns-search",), "HostConfig.DnsSearch", "DOMAIN", None,
-             _listed, "example.com", inspect=list),
+             listed, "example.com", inspect=list),
     _strings("dns_options", ("--dns-option",), "HostConfig.DnsOptions", "OPTION", None,
-             _listed, "ndots:2", compose="dns_opt", inspect=list),
+             listed, "ndots:2", compose="dns_opt", inspect=list),
     _flag("init", ("--init",), "HostConfig.Init"),
 )
 """Rows in the order the CLI's help lists them."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_isobox.compose import ComposeError
 from pytest_isobox.compose.interpolation import read_env_file
-from pytest_isobox.run_options_table import TABLE, spec_values
+from pytest_isobox.run_options_table import TABLE, listed, spec_values
 
 SUPPORTED_TOP = {"version", "name", "services", "networks", "volumes"}
 SUPPORTED = {
@@ -464,15 +464,6 @@ def _network_mode(project: Project, service: Service) -> tuple[str, list[Any]]:
         {project.networks[n].name: [service.name, *aliases] for n, aliases in nets.items()})
 
 
-def _listed(value: Any, sep: str = "=") -> list[str]:
-    """Compose's list-or-mapping values (`[a=1]` or `{a: 1}`) as Docker's `a=1` strings."""
-    if value is None:
-        return []
-    if isinstance(value, Mapping):
-        return [f"{k}{sep}{v}" for k, v in value.items()]
-    return [str(v) for v in ([value] if isinstance(value, str) else value)]
-
-
 def _run_options(raw: Mapping[str, Any], network_mode: str) -> dict[str, Any]:
     """The run options of `docker run` a service may carry, through the CLI's parsers."""
     from pytest_isobox import dockerargs
@@ -485,7 +476,7 @@ def _run_options(raw: Mapping[str, Any], network_mode: str) -> dict[str, Any]:
                                             f":{d.get('permissions', 'rwm')}")
                     for d in raw.get("devices") or []],
         "sysctls": dict(dockerargs.parse_sysctl(item, network_mode)
-                        for item in _listed(raw.get("sysctls"))),
+                        for item in listed(raw.get("sysctls"))),
         "platform": dockerargs.check_platform(raw.get("platform")),
     }
 
