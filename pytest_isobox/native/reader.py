@@ -228,16 +228,7 @@ class NativeReader:
                 name = f.read()
         except FileNotFoundError:
             name = config["name"]
-        return ContainerState(
-            id=cid, name=name, image=config["image"], image_id=config["image_id"],
-            status=status, pid=state.get("pid") if status in ("running", "paused") else None,
-            exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
-            created_at=config["created"], started_at=state.get("started_at"),
-            finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
-            ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
-            labels=dict(config["spec"].get("labels") or {}),
-            command=list(config.get("argv") or []), health=_health(cdir),
-        )
+        return container_state(cid, name, config, state, status, _health(cdir))
 
     def _frozen(self, cid: str) -> bool:
         """The cgroup freezer's word (a v1 freezer hierarchy's freezer.state, cgroup v2's
@@ -274,6 +265,22 @@ def _alive(raw: dict | None) -> bool:
         return False
     fields = stat[stat.rindex(b")") + 2:].split()
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
+
+
+def container_state(cid: str, name: str, config: dict, state: dict, status: str,
+                    health: str | None) -> ContainerState:
+    """A container's record from its config.json and state.json, `status` as judged by the
+    caller (the engine's views and this reader alike)."""
+    return ContainerState(
+        id=cid, name=name, image=config["image"], image_id=config["image_id"],
+        status=status, pid=state.get("pid") if status in ("running", "paused") else None,
+        exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
+        created_at=config["created"], started_at=state.get("started_at"),
+        finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
+        ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
+        labels=dict(config["spec"].get("labels") or {}),
+        command=list(config.get("argv") or []), health=health,
+    )
 
 
 def _health(cdir: str) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pytest_isobox.engine import ContainerState, ContainerStats, LogStream, NetworkInfo
 from pytest_isobox.native.container_json import container_json
 from pytest_isobox.native.logs import read_log_timed
+from pytest_isobox.native.reader import container_state
 from pytest_isobox.native.specs import spec_from_dict
 from pytest_isobox.native.state import ContainerDir
 from pytest_isobox.processes import ProcessIdentity
@@ -32,16 +33,8 @@ class ViewsRole:
         config = cdir.config
         if not brief and status == "running" and self._frozen(cdir.id):
             status = "paused"  # read from the freezer: pause writes no state
-        return ContainerState(
-            id=cdir.id, name=cdir.name, image=config["image"], image_id=config["image_id"],
-            status=status, pid=state.get("pid") if status in ("running", "paused") else None,
-            exit_code=state.get("exit_code"), oom_killed=bool(state.get("oom_killed")),
-            created_at=config["created"], started_at=state.get("started_at"),
-            finished_at=state.get("finished_at"), ips=dict(state.get("ips") or {}),
-            ports={k: [(h, int(p)) for h, p in v] for k, v in (state.get("ports") or {}).items()},
-            labels=dict(config["spec"].get("labels") or {}),
-            command=list(config.get("argv") or []), health=None if brief else _health(cdir),
-        )
+        return container_state(cdir.id, cdir.name, config, state, status,
+                               None if brief else _health(cdir))
 
     def state(self, container: str) -> ContainerState:
         cdir = self._find(container)
