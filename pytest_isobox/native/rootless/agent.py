@@ -79,13 +79,7 @@ class NetworkAgent:
     def attach(self, container_pid: int) -> tuple[dict, dict]:
         """Have the agent attach the container; its (ips, ports)."""
         os.write(self._to_agent, str(container_pid).encode())
-        data = self._read_reply(self._from_agent)
-        if not data:
-            raise ContainerError("the network agent died while attaching the container")
-        ok, value = pickle.loads(data)
-        if not ok:
-            raise ContainerError(f"cannot attach the network: {value}")
-        return value
+        return _attached(self._read_reply(self._from_agent))
 
     def stop(self) -> None:
         """End the agent (by its pid) and its relay; idempotent."""
@@ -99,6 +93,16 @@ class NetworkAgent:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
             self.pid = 0
+
+
+def _attached(reply: bytes) -> tuple[dict, dict]:
+    """An agent's reply to an attach: its (ips, ports), or why it could not."""
+    if not reply:
+        raise ContainerError("the network agent died while attaching the container")
+    ok, value = pickle.loads(reply)  # from our own agent process
+    if not ok:
+        raise ContainerError(f"cannot attach the network: {value}")
+    return value
 
 
 def _read_sized(fd: int) -> bytes:
@@ -165,13 +169,7 @@ class ShimAgent:
     def attach(self, request: Any, shim_pid: int) -> tuple[dict, dict]:
         """Have the agent attach `request` (what its `attach` takes) and watch `shim_pid`."""
         _send_sized(self._to_agent, pickle.dumps((shim_pid, request)))
-        data = _read_sized(self._from_agent)
-        if not data:
-            raise ContainerError("the network agent died while attaching the container")
-        ok, value = pickle.loads(data)
-        if not ok:
-            raise ContainerError(f"cannot attach the network: {value}")
-        return value
+        return _attached(_read_sized(self._from_agent))
 
     def close(self, wait: float = 0.0) -> None:
         """Let go of the agent (a forked child of ours leaves it alone); one never used then
