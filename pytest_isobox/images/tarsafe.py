@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Self
 
+from pytest_isobox import idmaps
 from pytest_isobox.engine import ContainerError, InvalidSpec, IsoboxError
 from pytest_isobox.images import whiteouts
 from pytest_isobox.images.tartree import is_kept_xattr, write_entry_tree
@@ -193,8 +194,8 @@ class TarExtractor:
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-            new_uid = uid if _is_mapped("uid", uid) else 0
-            new_gid = gid if _is_mapped("gid", gid) else 0
+            new_uid = uid if idmaps.mapped("uid", uid) else 0
+            new_gid = gid if idmaps.mapped("gid", gid) else 0
             if (new_uid, new_gid) == (uid, gid):
                 raise
         if new_uid != uid:
@@ -366,16 +367,6 @@ class TarExtractor:
     def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
         for key, value in _xattrs_from_pax(member).items():
             os.setxattr(fd, key, value)
-
-
-def _is_mapped(kind: str, inside: int) -> bool:
-    """Whether this process's user namespace maps `inside` (kind: "uid" or "gid")."""
-    with open(f"/proc/self/{kind}_map") as f:
-        for line in f:
-            start, _, count = (int(n) for n in line.split())
-            if start <= inside < start + count:
-                return True
-    return False
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:

@@ -38,11 +38,7 @@ def setgroups_allowed(pid: int | str = "self") -> bool:
 
 
 def gid_mapped(gid: int, pid: int | str = "self") -> bool:
-    """Whether `gid` has a host group in the user namespace of process `pid` (the map's first
-    column is the id inside, whichever namespace reads it)."""
-    with open(f"/proc/{pid}/gid_map") as f:
-        for line in f:
-            inside, _, count = (int(n) for n in line.split())
-            if inside <= gid < inside + count:
-                return True
-    return False
+    """Whether `gid` has a host group in the user namespace of process `pid`."""
+    from pytest_isobox import idmaps
+
+    return idmaps.mapped("gid", gid, pid)
