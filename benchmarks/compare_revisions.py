@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,11 +45,6 @@ def main() -> int:
         parser.error("name the benchmark after --, e.g. -- bench_start.py --runs 30")
     status = 0
     with tempfile.TemporaryDirectory(prefix="isobox-compare-") as tmp:
-        # revisions from before the repository stood alone read the rootfs tool beside the
-        # repo (../shared/tools): give them this revision's copy there
-        tools = Path(tmp) / "shared" / "tools"
-        tools.mkdir(parents=True)
-        shutil.copy2(ROOT / "fixtures" / "busybox-rootfs", tools / "busybox-rootfs")
         trees = []
         for label, rev in (("before", args.before), ("after", args.after)):
             if rev is None:
