@@ -13,11 +13,9 @@ import json
 import os
 import posixpath
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_isobox.builder import instructions as ins_config
@@ -42,18 +40,12 @@ from pytest_isobox.builder.stages import (
     split_stages,
     target_stage,
 )
-from pytest_isobox.engine import (
-    BuildError,
-    BuildStep,
-    ContainerError,
-    ContainerSpec,
-    Engine,
-    ImageNotFound,
-    IsoboxError,
-    MountSpec,
-)
-from pytest_isobox.names import HEREDOC_DIR_PREFIX, owned_temp_prefix
-from pytest_isobox.processes import ProcessIdentity
+from pytest_isobox.engine.errors import BuildError, ContainerError, ImageNotFound, IsoboxError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (the specs' dataclasses load only where a step is made or reported)
+    from pytest_isobox.engine import BuildStep, Engine
+    from pytest_isobox.processes import ProcessIdentity
 
 #: Build args every build knows without an ARG line (RUN sees them; the cache ignores them).
 PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
@@ -67,34 +59,38 @@ _URL = re.compile(r"^(https?://|git@|git://)")
 _EMPTY_TAR = bytes(10240)  # a tar with no entries: two zero blocks, padded to a record
 
 
-@dataclass
 class _StageState:
     """Where one stage is: its current image, key, runtime config and ARGs in scope."""
 
-    image_id: str | None
-    key: str
-    config: dict
-    args: dict[str, str | None] = field(default_factory=dict)
-    cmd_set: bool = False
+    def __init__(self, image_id: str | None, key: str, config: dict) -> None:
+        self.image_id = image_id
+        self.key = key
+        self.config = config
+        self.args: dict[str, str | None] = {}
+        self.cmd_set = False
 
 
-@dataclass
 class _Run:
     """One build's inputs and progress."""
 
-    context: BuildContext
-    filename: str
-    escape: str
-    buildargs: dict[str, str]
-    meta: dict[str, str]
-    no_cache: bool
-    network: str | None
-    on_step: Callable[[BuildStep], None] | None
-    total: int
-    stages: list[Stage]
-    results: dict[int, str] = field(default_factory=dict)
-    index: int = 0
-    on_output: Callable[[BuildStep, str], None] | None = None
+    def __init__(self, *, context: BuildContext, filename: str, escape: str,
+                 buildargs: dict[str, str], meta: dict[str, str], no_cache: bool,
+                 network: str | None, on_step: Callable[[BuildStep], None] | None,
+                 on_output: Callable[[BuildStep, str], None] | None, total: int,
+                 stages: list[Stage]) -> None:
+        self.context = context
+        self.filename = filename
+        self.escape = escape
+        self.buildargs = buildargs
+        self.meta = meta
+        self.no_cache = no_cache
+        self.network = network
+        self.on_step = on_step
+        self.on_output = on_output
+        self.total = total
+        self.stages = stages
+        self.results: dict[int, str] = {}
+        self.index = 0
 
 
 class Builder:
@@ -173,6 +169,8 @@ class Builder:
         labelled = self.engine.derive_image(image_id, config=config, created_by=text)
         run.index += 1
         if run.on_step is not None:
+            from pytest_isobox.engine import BuildStep
+
             run.on_step(BuildStep(index=run.index, total=run.total, instruction=text,
                                   cached=False, seconds=time.perf_counter() - started,
                                   image_id=labelled))
@@ -287,6 +285,8 @@ class Builder:
                 image_id: str | None, output: str = "") -> None:
         run.index += 1
         if run.on_step is not None:
+            from pytest_isobox.engine import BuildStep
+
             run.on_step(BuildStep(index=run.index, total=run.total,
                                   instruction=_display(ins), cached=cached,
                                   seconds=time.perf_counter() - started,
@@ -516,6 +516,10 @@ class Builder:
     def _execute(self, run: _Run, state: _StageState, ins: Instruction, argv: list[str],
                  script: tuple[str, str] | None, network_mode: str | None,
                  args: dict[str, str]) -> tuple[str, dict, str]:
+        import tempfile
+
+        from pytest_isobox.engine import ContainerSpec, MountSpec
+
         env = {**args, **{k: v for k, v in run.buildargs.items() if k in PROXY_ARGS}}
         env.update(ins_config.env_dict(state.config))
         with ExitStack() as cleanup:
@@ -543,6 +547,8 @@ class Builder:
         """Start a created RUN container; commit it if the command succeeded."""
         self.engine.start(container)
         if run.on_output is not None:  # --progress=plain: the output as it comes
+            from pytest_isobox.engine import BuildStep
+
             step = BuildStep(index=run.index + 1, total=run.total, instruction=_display(ins),
                              cached=False, seconds=0.0, image_id=None)
             for _, chunk in self.engine.logs(container, follow=True):
@@ -572,6 +578,8 @@ class Builder:
     @contextmanager
     def _scratch_container(self, state: _StageState) -> Iterator[str]:
         """A created (never started) container of the stage's image, removed afterwards."""
+        from pytest_isobox.engine import ContainerSpec
+
         spec = ContainerSpec(image=self._materialize(state), entrypoint=["/bin/true"],
                              command=[], network_mode="none")
         container = self.engine.create(spec).id
@@ -582,6 +590,8 @@ class Builder:
 
     def _put(self, container: str, entries: list[CopyEntry], *,
              chown: tuple[int, int] | None = None, chmod: int | None = None) -> None:
+        import tempfile
+
         with tempfile.TemporaryFile() as tar:
             write_tar(entries, tar, chown=chown, chmod=chmod)
             tar.seek(0)
@@ -694,4 +704,7 @@ def _display_args(ins: Instruction) -> str:
 def heredoc_prefix(owner: ProcessIdentity | None = None) -> str:
     """The temp dir name of a RUN's heredoc scripts, naming the process that makes it, so the
     run reaper of a build killed mid-step finds it (`native/reaping.reap_home`)."""
+    from pytest_isobox.names import HEREDOC_DIR_PREFIX, owned_temp_prefix
+    from pytest_isobox.processes import ProcessIdentity
+
     return owned_temp_prefix(HEREDOC_DIR_PREFIX, (owner or ProcessIdentity.current()).token("-"))

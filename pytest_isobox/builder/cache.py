@@ -9,13 +9,15 @@ is a cache miss, and one pointing at an image the crash lost is forgotten on loo
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from pathlib import Path
 
 from pytest_isobox.builder.context import StatCache
-from pytest_isobox.locks import KeyLock, key_lock
+from pytest_isobox.sha256 import sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (locks and secrets load only where a step is made)
+    from pytest_isobox.locks import KeyLock
 
 KEY_VERSION = "isobox-build-v2"
 
@@ -25,7 +27,7 @@ def step_key(parent: str, instruction: str, args: dict[str, str] | None = None,
     """sha256 of the parent (the image the step starts from, or the key of a FROM scratch
     before any image), the expanded instruction, the build args it uses (names and values)
     and, for COPY/ADD, the checksum of what it copies."""
-    h = hashlib.sha256(KEY_VERSION.encode())
+    h = sha256(KEY_VERSION.encode())
     for part in (parent, instruction, content):
         h.update(b"\0" + part.encode())
     for name, value in sorted((args or {}).items()):
@@ -50,6 +52,8 @@ class BuildCache:
 
     def put(self, key: str, image_id: str) -> None:
         """Record key -> image id atomically (a reader sees the old entry or the new one)."""
+        import secrets
+
         folder = self._keys / key[:2]
         tmp = folder / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -81,6 +85,8 @@ class BuildCache:
         All keys lock bytes of one file, so taking a step's lock creates no file; a builder
         holds one step lock at a time, so it never waits on itself.
         """
+        from pytest_isobox.locks import key_lock
+
         return key_lock(self._locks, key)
 
     def stat_cache(self, context_dir: str | Path) -> StatCache:

@@ -8,46 +8,55 @@ the stat cache.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import posixpath
 import stat
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from pytest_isobox.builder.dockerignore import DockerIgnore, compile_pattern, walk_context
-from pytest_isobox.engine import BuildError
+from pytest_isobox.engine.errors import BuildError
+from pytest_isobox.engine.records import Record
+from pytest_isobox.sha256 import sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (tarfile loads only where a tar is read or written, not for a checksum)
+    import tarfile
+    from typing import IO
 
 _GLOB_CHARS = set("*?[")
 _RACY_NS = 1_000_000_000  # files changed this recently are re-read next time (racy stat)
 
 
-@dataclass
-class CopyEntry:
-    """One thing a COPY/ADD writes: `dest` is its absolute path in the image.
+class CopyEntry(Record):
+    """One thing a COPY/ADD writes: `dest` is its absolute path in the image; `kind` is
+    "file", "dir" or "symlink".
 
     Content comes from `source` (a host file), or `data` (heredocs, files from another image).
-    `extract` marks a local archive that ADD unpacks into `dest`.
+    `extract` marks a local archive that ADD unpacks into `dest`; `stat` is `source`'s, for its
+    content digest.
     """
 
-    dest: str
-    kind: str  # "file", "dir" or "symlink"
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    mtime: float = 0.0
-    source: str | None = None
-    data: bytes | None = None
-    link: str = ""
-    extract: bool = False
-    stat: os.stat_result | None = None  # of `source`, for its content digest
+    _fields = ("dest", "kind", "mode", "uid", "gid", "mtime", "source", "data", "link",
+               "extract", "stat")
+
+    def __init__(self, dest: str, kind: str, mode: int = 0o644, uid: int = 0, gid: int = 0,
+                 mtime: float = 0.0, source: str | None = None, data: bytes | None = None,
+                 link: str = "", extract: bool = False, stat: os.stat_result | None = None
+                 ) -> None:
+        self.dest = dest
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime = mtime
+        self.source = source
+        self.data = data
+        self.link = link
+        self.extract = extract
+        self.stat = stat
 
 
 class StatCache:
@@ -68,7 +77,7 @@ class StatCache:
 
     @classmethod
     def for_context(cls, cache_dir: Path, context_dir: str | Path) -> StatCache:
-        name = hashlib.sha256(os.path.realpath(context_dir).encode()).hexdigest()[:32]
+        name = sha256(os.path.realpath(context_dir).encode()).hexdigest()[:32]
         return cls(cache_dir / "stat" / f"{name}.json")
 
     def _load(self) -> dict[str, list]:
@@ -90,6 +99,8 @@ class StatCache:
         if known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns \
                 and known[2] == st.st_ctime_ns and known[3] == st.st_mode:
             return known[4]
+        import hashlib  # (a file's content: OpenSSL's sha256, the fastest)
+
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         if time.time_ns() - st.st_mtime_ns > _RACY_NS:
@@ -107,6 +118,8 @@ class StatCache:
             return
         if len(self._entries) > 2 * len(self._seen) + 1000:
             self._entries = {k: v for k, v in self._entries.items() if k in self._seen}
+        import tempfile
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stat-")
         with os.fdopen(fd, "w") as f:
@@ -237,15 +250,17 @@ class BuildContext:
                     raise BuildError(f"cannot read {e.source!r} in the build context:"
                                      f" {exc.strerror}") from None
             elif e.data is not None:
-                content = hashlib.sha256(e.data).hexdigest()
+                content = sha256(e.data).hexdigest()
             else:
                 content = ""
             lines.append(f"{e.dest}\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.link}\0"
                          f"{int(e.extract)}\0{content}\n")
-        return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+        return sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _is_archive(path: str) -> bool:
+    import tarfile
+
     try:
         return tarfile.is_tarfile(path)
     except OSError:
@@ -256,6 +271,9 @@ def entries_from_tar(data: bytes, src_path: str, dest: str, *, into: bool,
                      dest_is_dir: Callable[[str], bool]) -> list[CopyEntry]:
     """What `COPY --from=... src_path dest` writes, given the source image's tar of src_path
     (Docker's get_archive layout: members named from the basename of src_path)."""
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = tar.getmembers()
         if not members:
@@ -298,6 +316,9 @@ def write_tar(entries: Iterable[CopyEntry], out: IO[bytes], *,
     Owners are 0:0 unless chown is given (as Docker's COPY); chmod replaces every mode.
     Archives marked `extract` are unpacked in place, their member names kept under `dest`.
     """
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in entries:
             if e.extract:
@@ -324,6 +345,9 @@ def write_tar(entries: Iterable[CopyEntry], out: IO[bytes], *,
 
 
 def _add_archive(tar: tarfile.TarFile, e: CopyEntry, chown: tuple[int, int] | None) -> None:
+    import io
+    import tarfile
+
     prefix = e.dest.lstrip("/")
     assert e.source is not None
     with tarfile.open(e.source) as src:

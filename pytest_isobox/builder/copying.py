@@ -6,26 +6,31 @@ of the step's key), and turned into CopyEntry values only when the step really r
 
 from __future__ import annotations
 
-import io
 import posixpath
-import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from pytest_isobox.builder.context import BuildContext, CopyEntry, entries_from_tar
-from pytest_isobox.engine import BuildError, ContainerError, ContainerSpec, Engine, IsoboxError
+from pytest_isobox.engine.errors import BuildError, ContainerError, IsoboxError
+from pytest_isobox.engine.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pytest_isobox.engine import Engine
 
 
-@dataclass
-class CopyStep:
+class CopyStep(Record):
     """One COPY/ADD: `dest` is absolute and ends with `/` when it means "into a directory"."""
 
-    cmd: str
-    sources: list[str]
-    dest: str
-    add: bool = False
-    chmod: int | None = None
-    heredocs: dict[str, str] = field(default_factory=dict)
+    _fields = ("cmd", "sources", "dest", "add", "chmod", "heredocs")
+
+    def __init__(self, cmd: str, sources: list[str], dest: str, add: bool = False,
+                 chmod: int | None = None, heredocs: dict[str, str] | None = None) -> None:
+        self.cmd = cmd
+        self.sources = sources
+        self.dest = dest
+        self.add = add
+        self.chmod = chmod
+        self.heredocs = {} if heredocs is None else heredocs
 
     @classmethod
     def plan(cls, *, cmd: str, sources: list[str], dest: str, workdir: str,
@@ -87,6 +92,8 @@ class CopyStep:
         if len(self.sources) > 1 and not self.into:
             raise BuildError(f"when copying several sources, the destination must be a"
                              f" directory and end with a '/': {self.dest!r}")
+        from pytest_isobox.engine import ContainerSpec
+
         spec = ContainerSpec(image=source_image, entrypoint=["/bin/true"], command=[],
                              network_mode="none")
         container = engine.create(spec).id
@@ -141,6 +148,9 @@ def _lookup(engine: Engine, container: str, path: str, name: str, spec: str) -> 
         data = engine.get_archive(container, path)
     except ContainerError:
         raise BuildError(f"--chown={spec}: the image has no {path} to look up {name!r}") from None
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = tar.next()
         f = tar.extractfile(member) if member else None

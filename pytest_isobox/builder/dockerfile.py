@@ -17,13 +17,12 @@ are the builder's; `parse_flags` gives it BuildKit's flag grammar.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
 
-from pytest_isobox.engine import BuildError
+from pytest_isobox.engine.errors import BuildError
+from pytest_isobox.engine.records import Record
 
 __all__ = [
     "INSTRUCTIONS",
@@ -73,8 +72,7 @@ class DockerfileError(BuildError):
         return type(self)(self.message, filename, line)
 
 
-@dataclass
-class Heredoc:
+class Heredoc(Record):
     """One here-document of an instruction (`RUN <<EOF`, `COPY <<-'EOF' /dst`).
 
     `content` is the body exactly as written, each line with its newline, tabs kept even for
@@ -82,11 +80,15 @@ class Heredoc:
     of the delimiter word was quoted: the body must then not be variable-expanded.
     """
 
-    name: str
-    content: str
-    expand: bool
-    chomp: bool
-    file_descriptor: int = 0
+    _fields = ("name", "content", "expand", "chomp", "file_descriptor")
+
+    def __init__(self, name: str, content: str, expand: bool, chomp: bool,
+                 file_descriptor: int = 0) -> None:
+        self.name = name
+        self.content = content
+        self.expand = expand
+        self.chomp = chomp
+        self.file_descriptor = file_descriptor
 
     @property
     def text(self) -> str:
@@ -94,8 +96,7 @@ class Heredoc:
         return re.sub(r"(?m)^\t+", "", self.content) if self.chomp else self.content
 
 
-@dataclass
-class Instruction:
+class Instruction(Record):
     """One instruction, its arguments shaped as BuildKit's parser shapes them.
 
     - cmd: lowercased keyword ("run", "copy", ...).
@@ -114,27 +115,37 @@ class Instruction:
       is the trigger text, the expression to store in an image's OnBuild list).
     """
 
-    cmd: str
-    args: list[str]
-    flags: list[str]
-    original: str
-    start_line: int
-    end_line: int
-    json_form: bool = False
-    heredocs: list[Heredoc] = field(default_factory=list)
-    next: Instruction | None = None
+    _fields = ("cmd", "args", "flags", "original", "start_line", "end_line", "json_form",
+               "heredocs", "next")
+
+    def __init__(self, cmd: str, args: list[str], flags: list[str], original: str,
+                 start_line: int, end_line: int, json_form: bool = False,
+                 heredocs: list[Heredoc] | None = None, next: Instruction | None = None) -> None:
+        self.cmd = cmd
+        self.args = args
+        self.flags = flags
+        self.original = original
+        self.start_line = start_line
+        self.end_line = end_line
+        self.json_form = json_form
+        self.heredocs = [] if heredocs is None else heredocs
+        self.next = next
 
 
-@dataclass
-class Dockerfile:
+class Dockerfile(Record):
     """A parsed Dockerfile: instructions in order, the escape token in force (`\\` or a
     backtick), the `syntax` directive if any, and the parser's warnings."""
 
-    instructions: list[Instruction]
-    escape: str = "\\"
-    syntax: str | None = None
-    filename: str = "Dockerfile"
-    warnings: list[str] = field(default_factory=list)
+    _fields = ("instructions", "escape", "syntax", "filename", "warnings")
+
+    def __init__(self, instructions: list[Instruction], escape: str = "\\",
+                 syntax: str | None = None, filename: str = "Dockerfile",
+                 warnings: list[str] | None = None) -> None:
+        self.instructions = instructions
+        self.escape = escape
+        self.syntax = syntax
+        self.filename = filename
+        self.warnings = [] if warnings is None else warnings
 
 
 def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
@@ -169,6 +180,8 @@ def parse_flags(ins: Instruction, *, booleans: Collection[str] = (),
         flag_name, has_value, value = flag.partition("=")
         name = flag_name[2:]
         if name not in known:
+            import difflib  # (only for a typo)
+
             hint = difflib.get_close_matches(name, sorted(known), n=1)
             suggestion = f" (did you mean --{hint[0]}?)" if hint else ""
             raise fail(f"unknown flag: {flag_name}{suggestion} for {ins.cmd.upper()}")
@@ -418,6 +431,8 @@ class _Parser:
         keyword, flags, rest = _split_command(line, self.directives.escape)
         cmd = keyword.lower()
         if cmd not in INSTRUCTIONS:
+            import difflib  # (only for a typo)
+
             hint = difflib.get_close_matches(keyword.upper(), sorted(i.upper() for i in
                                                                      INSTRUCTIONS), n=1)
             suggestion = f" (did you mean {hint[0]}?)" if hint else ""

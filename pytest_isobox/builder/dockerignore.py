@@ -11,19 +11,17 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from pytest_isobox.engine import BuildError
 
 
-@dataclass(frozen=True)
-class Pattern:
-    """One cleaned pattern; `exclusion` is a `!` pattern (re-includes what it matches)."""
+class Pattern(namedtuple("Pattern", ("text", "exclusion", "regex"))):
+    """One cleaned pattern (`text`, `regex`); `exclusion` is a `!` pattern (re-includes what
+    it matches). Immutable, as the frozen dataclass it was (which cost `import dataclasses`)."""
 
-    text: str
-    exclusion: bool
-    regex: re.Pattern[str]
+    __slots__ = ()
 
     def match(self, path: str) -> bool:
         return self.regex.match(path) is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-import signal
 
 from pytest_isobox.engine import BuildError
 
@@ -96,6 +95,8 @@ def stop_signal(value: str) -> str:
     else:
         name = value.upper()
         name = name if name.startswith("SIG") else "SIG" + name
+        import signal
+
         if hasattr(signal.Signals, name) or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name):
             return value
     raise BuildError(f"STOPSIGNAL: invalid signal {value!r}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pytest_isobox.builder.dockerfile import Dockerfile, DockerfileError, Instruction, parse_flags
+from pytest_isobox.engine.records import Record
 
 __all__ = ["Stage", "base_stage", "find_stage", "required_stages", "split_stages",
            "stage_references", "target_stage"]
@@ -19,17 +19,20 @@ __all__ = ["Stage", "base_stage", "find_stage", "required_stages", "split_stages
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*\Z")
 
 
-@dataclass
-class Stage:
+class Stage(Record):
     """One build stage. `base` and `platform` are as written (not yet expanded with the meta
     ARGs); `name` is lowercased, None when the FROM has no `AS name`."""
 
-    index: int
-    name: str | None
-    base: str
-    platform: str | None
-    instructions: list[Instruction]
-    from_instruction: Instruction
+    _fields = ("index", "name", "base", "platform", "instructions", "from_instruction")
+
+    def __init__(self, index: int, name: str | None, base: str, platform: str | None,
+                 instructions: list[Instruction], from_instruction: Instruction) -> None:
+        self.index = index
+        self.name = name
+        self.base = base
+        self.platform = platform
+        self.instructions = instructions
+        self.from_instruction = from_instruction
 
 
 def split_stages(df: Dockerfile) -> tuple[list[Instruction], list[Stage]]:

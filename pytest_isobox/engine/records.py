@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class _Record:
-    """Equality and repr over `_fields`, as a dataclass's."""
+class Record:
+    """Equality and repr over `_fields`, as a dataclass's (the builder's plain records use it
+    too: a cached `isobox build` loads no dataclasses either)."""
 
     _fields: tuple[str, ...] = ()
     __hash__ = None  # type: ignore[assignment]  # mutable, with __eq__: as @dataclass(eq=True)
@@ -33,7 +34,7 @@ class _Record:
         return f"{type(self).__qualname__}({inner})"
 
 
-class ContainerState(_Record):
+class ContainerState(Record):
     """A snapshot of one container. status is created, running, exited or dead."""
 
     _fields = ("id", "name", "image", "image_id", "status", "pid", "exit_code", "oom_killed",
@@ -71,7 +72,7 @@ class ContainerState(_Record):
         return self.status == "running"
 
 
-class ImageInfo(_Record):
+class ImageInfo(Record):
     """An image: id is `sha256:<config digest>`; config is the OCI image config document."""
 
     _fields = ("id", "tags", "config", "size", "created")
@@ -85,7 +86,7 @@ class ImageInfo(_Record):
         self.created = created
 
 
-class NetworkInfo(_Record):
+class NetworkInfo(Record):
     _fields = ("name", "id", "driver", "subnet", "gateway", "containers", "labels", "internal",
                "created")
 

@@ -7,9 +7,9 @@ Tags are stored and shown in Docker's familiar form (`busybox:latest`, `ghcr.io/
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
-from pytest_isobox.engine import InvalidSpec
+from pytest_isobox.engine.errors import InvalidSpec
 
 DEFAULT_DOMAIN = "docker.io"
 DEFAULT_TAG = "latest"
@@ -27,14 +27,13 @@ _FULL_HEX_ID = re.compile(r"[0-9a-f]{64}")
 _MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A parsed image reference; `str()` gives the familiar form with its tag or digest."""
+class Reference(namedtuple("Reference", ("domain", "path", "tag", "digest"),
+                           defaults=(None, None))):
+    """A parsed image reference (`domain`, `path`, `tag` and `digest` or None); `str()` gives
+    the familiar form with its tag or digest. Immutable, as the frozen dataclass it was (which
+    cost `import dataclasses` to every command naming an image)."""
 
-    domain: str
-    path: str
-    tag: str | None = None
-    digest: str | None = None
+    __slots__ = ()
 
     @property
     def familiar_name(self) -> str:
