@@ -5,6 +5,10 @@ COPY/ADD/WORKDIR put a tar into a created container that is committed, and metad
 instructions derive an image with a new config and no layer. Every step's result is an image
 (its id is reported), intermediate containers are always removed, and the tag is set only
 when the whole build succeeded.
+
+A cached-only builder (`cached_only=True`, the light path of a fully cached `isobox build`)
+walks the very same steps and keys but stops with NotCached at the first step the cache has no
+image for, before taking any lock or asking the engine to make anything.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pytest_isobox.builder import instructions as ins_config
-from pytest_isobox.builder.cache import BuildCache, step_key
+from pytest_isobox.builder.cache import BuildCache, NotCached, step_key
 from pytest_isobox.builder.context import BuildContext, CopyEntry, write_tar
 from pytest_isobox.builder.copying import CopyStep, resolve_chown
 from pytest_isobox.builder.dockerfile import (
@@ -96,9 +100,12 @@ class _Run:
 class Builder:
     """Builds Dockerfiles through an Engine, caching steps in `cache_dir` across processes."""
 
-    def __init__(self, engine: Engine, cache_dir: str | Path) -> None:
+    def __init__(self, engine: Engine, cache_dir: str | Path, *, cached_only: bool = False
+                 ) -> None:
+        """`cached_only`: every step must be a cache hit, else NotCached (see the module doc)."""
         self.engine = engine
         self.cache = BuildCache(cache_dir)
+        self.cached_only = cached_only
 
     # ------------------------------------------------------------------ the build
 
@@ -162,6 +169,8 @@ class Builder:
 
     def _label(self, run: _Run, image_id: str, labels: dict[str, str]) -> str:
         """`build --label`: the final image's config with the labels, one empty-layer step."""
+        if self.cached_only:
+            raise NotCached("--label makes a new image")
         started = time.perf_counter()
         config = dict(self.engine.image_inspect(image_id).config.get("config") or {})
         config["Labels"] = {**(config.get("Labels") or {}), **labels}
@@ -258,6 +267,8 @@ class Builder:
         key = step_key(state.image_id or state.key, text, args, content)
         hit = None if run.no_cache else self._lookup(key)
         output = ""
+        if hit is None and self.cached_only:
+            raise NotCached(f"{run.filename}:{ins.start_line}: not cached")
         if hit is None:
             with self.cache.lock(key):
                 hit = None if run.no_cache else self._lookup(key)

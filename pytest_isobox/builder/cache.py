@@ -35,6 +35,10 @@ def step_key(parent: str, instruction: str, args: dict[str, str] | None = None,
     return h.hexdigest()
 
 
+class NotCached(Exception):
+    """A cached-only build met a step it would have to make: the caller builds in full."""
+
+
 class BuildCache:
     """key -> image id, under `cache_dir` (normally `$ISOBOX_HOME/buildcache`)."""
 
