@@ -23,6 +23,7 @@ from pytest_isobox.engine import IsoboxError
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import write_file_atomic, write_json_atomic
 from pytest_isobox.images.blobs import CorruptedBlob
+from pytest_isobox.images.peek import parse_tags
 from pytest_isobox.images.reference import parse_reference
 from pytest_isobox.locks import key_lock
 
@@ -94,9 +95,7 @@ class ImageIndex:
         if self._cache and self._cache[0] == stamp:
             return self._cache[1]
         try:
-            tags = json.loads(self._tags_path.read_bytes())
-            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-                raise ValueError("expected an object of tag -> image id")
+            tags = parse_tags(self._tags_path.read_bytes())
         except ValueError as exc:
             raise IsoboxError(f"{self._tags_path}: damaged image index ({exc}); "
                               "remove it to start with no tags") from None
