@@ -165,6 +165,8 @@ def _open(args: argparse.Namespace) -> Engine:
             options["finish_in_reaper"] = True
         if getattr(args, "verb", None) in ONE_CONTAINER_VERBS:
             options["spares"] = False
+        if getattr(args, "verb", None) == "images:cmd_build":
+            options["cached_build"] = True  # a fully cached build opens no engine
     else:
         if args.host:
             options["base_url"] = args.host

@@ -3,7 +3,6 @@ load, prune, bootstrap."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -17,24 +16,27 @@ from pytest_isobox.cli.output import (
     check_format,
     render_table,
 )
-from pytest_isobox.engine import (
-    BuildStep,
-    Engine,
-    IsoboxError,
-)
+from pytest_isobox.engine import IsoboxError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (argparse and the specs' dataclasses: not for a cached `build -q`)
+    import argparse
+
+    from pytest_isobox.engine import BuildStep, Engine
 
 
 def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
-    from pytest_isobox import dockerargs
-
     tags = list(args.tag or [])
-    labels = dockerargs.parse_labels(args.label)
+    labels, buildargs = {}, {}
+    if args.label or args.build_arg:  # (dockerargs loads the specs' dataclasses)
+        from pytest_isobox import dockerargs
+
+        labels = dockerargs.parse_labels(args.label)
+        buildargs = dockerargs.parse_env(args.build_arg)
     stream = args.progress in ("plain", "auto", "tty") and not args.quiet
     shown: set[int] = set()
 
     def show(step: BuildStep) -> None:
-        if args.quiet:
-            return
         if step.index in shown:  # its header and output went out as they came
             if step.image_id:
                 print(f" ---> {_short(step.image_id)} ({step.seconds * 1000:.0f} ms)",
@@ -65,8 +67,8 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
             context = stack.enter_context(_stdin_context())
         image_id = engine.build(
             context, dockerfile=args.file, tag=tags[0] if tags else None,
-            buildargs=dockerargs.parse_env(args.build_arg), target=args.target,
-            no_cache=args.no_cache, network=args.network, on_step=show, **options)
+            buildargs=buildargs, target=args.target, no_cache=args.no_cache,
+            network=args.network, on_step=None if args.quiet else show, **options)
     for extra in tags[1:]:
         engine.tag(image_id, extra)
     if args.iidfile:

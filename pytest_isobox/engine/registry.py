@@ -28,6 +28,11 @@ _BUILTIN = {
 _READERS = {
     "native": "pytest_isobox.native.reader:NativeReader",
 }
+# ... and to cached_build=True: `isobox build` answered from the build cache's files when
+# every step is cached, the whole engine opened for anything else (native/buildfront.py).
+_BUILD_FRONTS = {
+    "native": "pytest_isobox.native.buildfront:NativeBuildFront",
+}
 _registered: dict[str, Callable[..., Engine]] = {}
 
 
@@ -51,12 +56,14 @@ def names() -> list[str]:
     return sorted({*_BUILTIN, *_registered, *_entry_points()})
 
 
-def factory(name: str, *, read_only: bool = False) -> Callable[..., Engine]:
-    """The factory registered as `name` (`read_only`: a built-in's reader, where it has
-    one); InvalidSpec naming the known ones otherwise."""
+def factory(name: str, *, read_only: bool = False, cached_build: bool = False
+            ) -> Callable[..., Engine]:
+    """The factory registered as `name` (`read_only`: a built-in's reader, `cached_build`:
+    its build front, where it has one); InvalidSpec naming the known ones otherwise."""
     if name in _registered:
         return _registered[name]
-    target = (read_only and _READERS.get(name)) or _BUILTIN.get(name) or _entry_points().get(name)
+    target = ((read_only and _READERS.get(name)) or (cached_build and _BUILD_FRONTS.get(name))
+              or _BUILTIN.get(name) or _entry_points().get(name))
     if target is None:
         raise InvalidSpec(f"unknown engine {name!r}: expected one of {', '.join(names())}")
     module, _, attr = target.partition(":")
@@ -70,5 +77,9 @@ def factory(name: str, *, read_only: bool = False) -> Callable[..., Engine]:
 def open_engine(kind: str = "native", **options: object) -> Engine:
     """Make an engine by name: `native` (options: home, rootless, limits) or `docker`
     (options: base_url), or any registered one. Every engine takes `read_only=True`: the
-    caller only looks (read-only CLI verbs), so the engine does no sweep and no cleanup."""
-    return factory(kind, read_only=options.get("read_only") is True)(**options)
+    caller only looks (read-only CLI verbs), so the engine does no sweep and no cleanup.
+    `cached_build=True` (taken here, not passed on) says the caller is about to build, most
+    likely from the cache: an engine with a build front opens that instead."""
+    cached_build = options.pop("cached_build", None) is True
+    return factory(kind, read_only=options.get("read_only") is True,
+                   cached_build=cached_build)(**options)

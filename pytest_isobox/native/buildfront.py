@@ -1,0 +1,188 @@
+"""`NativeBuildFront`: what `open_engine("native", cached_build=True)` gives, the engine of
+`isobox build`.
+
+A fully cached build makes nothing (every step's image is in the build cache, the tag already
+names the result), yet opening NativeEngine sweeps dead owners' leftovers, builds the image
+store and loads the start and network code: several times what docker's whole cached
+`build -q` takes. The front first runs the builder in cached-only mode (the same steps and
+the same keys as a full build, builder.Builder(cached_only=True)) over the store's files
+(images/peek.py). At the first thing it is not sure of (a step not cached, a pull due, a tag
+to set or move, --label, --no-cache, --pull, rootless mode, an odd option) it opens the whole
+engine, which builds as ever; every other verb goes to that engine too. What the light path
+reports (the steps, the id) is reported only once it has succeeded, so a fallback repeats
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pytest_isobox.builder.cache import NotCached
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any, Self
+
+    from pytest_isobox.engine import BuildStep, ImageInfo
+    from pytest_isobox.images.peek import StorePeek
+
+_LIMIT_MODES = ("strict", "best-effort")
+_QUIET_POLICIES = ("missing", "never")  # ("always" pulls: the engine's PullPolicy decides)
+
+
+class _PolicyHolder:
+    """Stands for the engine's pull policy until the engine is open (the CLI gives it a
+    progress printer on a terminal)."""
+
+    progress = None
+
+
+class NativeBuildFront:
+    """A cached `build` from the store's files; the native engine for anything else."""
+
+    name = "native"
+
+    def __init__(self, home: str | os.PathLike | None = None, *, rootless: bool | None = None,
+                 limits: str = "strict", pull: str | None = None, **options: object) -> None:
+        self._options: dict[str, Any] = {"home": home, "rootless": rootless, "limits": limits,
+                                         "pull": pull, **options}
+        self._engine: Any = None
+        self._policy = _PolicyHolder()
+        self._peek: StorePeek | None = None
+        self._light = (not options.get("read_only") and limits in _LIMIT_MODES
+                       and (rootless is False or (rootless is None and os.geteuid() == 0))
+                       and (pull or os.environ.get("ISOBOX_PULL") or "missing")
+                       in _QUIET_POLICIES)
+        if not self._light:  # rootless mode, a pull policy to apply or check: the engine
+            self._full()
+            return
+        from pytest_isobox.homes import default_home_dir
+        from pytest_isobox.native.prerequisites import check_prerequisites
+        from pytest_isobox.native.rootless.store import check_owner
+
+        self.home = os.fspath(home) if home else default_home_dir()
+        check_prerequisites()  # what the engine's open refuses, refused alike
+        check_owner(self.home)
+
+    def _full(self) -> Any:
+        """The engine itself, opened once (with the CLI's progress printer, if it gave one)."""
+        if self._engine is None:
+            from pytest_isobox.native.engine import NativeEngine
+
+            self._engine = NativeEngine(**self._options)
+            if self._policy.progress is not None:
+                self._engine.pull_policy.progress = self._policy.progress
+        return self._engine
+
+    @property
+    def pull_policy(self) -> Any:
+        return self._policy if self._engine is None else self._engine.pull_policy
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_engine", "_options", "_policy", "_light"):
+            raise AttributeError(name)
+        return getattr(self._full(), name)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _store(self) -> StorePeek:
+        if self._peek is None:
+            from pytest_isobox.images.peek import StorePeek
+
+            self._peek = StorePeek(self.home)
+        return self._peek
+
+    # ------------------------------------------------------------ the two verbs it answers
+    def build(self, context: str | Path, *, dockerfile: str | None = None,
+              tag: str | None = None, buildargs: dict[str, str] | None = None,
+              target: str | None = None, no_cache: bool = False, network: str | None = None,
+              on_step: Callable[[BuildStep], None] | None = None,
+              labels: dict[str, str] | None = None, pull: bool = False,
+              on_output: Callable[[BuildStep, str], None] | None = None,
+              on_note: Callable[[str], None] | None = None) -> str:
+        """As images.ImagesRole.build: from the cache alone when every step is cached."""
+        options: dict[str, Any] = {"dockerfile": dockerfile, "tag": tag, "buildargs": buildargs,
+                                   "target": target, "no_cache": no_cache, "network": network,
+                                   "labels": labels}
+        if self._engine is None and not (no_cache or labels or pull):
+            from pathlib import Path
+
+            from pytest_isobox.builder.builder import Builder
+
+            steps: list[BuildStep] = []
+            builder = Builder(_CachedImages(self._store()), Path(self.home, "buildcache"),
+                              cached_only=True)
+            try:
+                image_id = builder.build(context, on_step=on_step and steps.append, **options)
+            except NotCached:
+                pass
+            else:
+                if on_step is not None:
+                    for step in steps:
+                        on_step(step)
+                return image_id
+        return self._full().build(context, on_step=on_step, pull=pull, on_output=on_output,
+                                  on_note=on_note, **options)
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        """As images.ImagesRole.tag: a tag already on the image is left as it is."""
+        if self._engine is None:
+            try:
+                _CachedImages(self._store()).tag(ref, new_ref)
+                return
+            except NotCached:
+                pass
+        self._full().tag(ref, new_ref)
+
+
+class _CachedImages:
+    """What a cached-only Builder asks of its engine, answered from the store's files:
+    NotCached for anything it cannot answer so (and for every verb that makes something)."""
+
+    def __init__(self, store: StorePeek) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotCached(f"{name}: the engine makes it")
+
+    def ensure_image(self, ref: str) -> str:
+        """PullPolicy.ensure for "missing" and "never": an image the store has is used."""
+        image_id = self._store.find(ref)
+        if image_id is None:
+            raise NotCached(f"{ref}: not in the store")  # to pull, or the engine's error
+        return image_id
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        """The image's id and config (all a build reads of it; tags and size left empty)."""
+        from pytest_isobox.engine.records import ImageInfo
+
+        image_id = self._store.find(ref)
+        config = self._store.config(image_id) if image_id is not None else None
+        if image_id is None or config is None:
+            raise NotCached(f"{ref}: not read from the store's files")
+        return ImageInfo(image_id, [], config, 0, config.get("created"))
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        """Nothing to do when `new_ref` already names `ref`'s image; NotCached otherwise."""
+        from pytest_isobox.engine import InvalidSpec
+        from pytest_isobox.images.reference import normalize_tag
+
+        try:
+            tag = normalize_tag(new_ref)
+        except InvalidSpec:
+            raise NotCached(f"{new_ref}: the engine's error") from None
+        image_id = self._store.find(ref)
+        if image_id is None or self._store.tagged(tag) != image_id:
+            raise NotCached(f"{new_ref}: to be set")
