@@ -2,8 +2,8 @@
 
 argparse costs a few milliseconds to import and build, as much as `docker ps` spends in all.
 The read-only verbs (ps, images, inspect, logs, port, network ls, volume ls, image inspect,
-image ls) take a few flags each; this reads the plain forms of them into the namespace
-argparse would give. Anything else (-h/--help, an unknown or abbreviated flag, `--`, attached
+image ls) and `build` (whose fully cached run takes about as little) take a few flags each;
+this reads the plain forms of them into the namespace argparse would give. Anything else (-h/--help, an unknown or abbreviated flag, `--`, attached
 or dash-led values, a bad number or choice, a wrong count of arguments) returns None and
 cli._parser parses it, so help and every error message stay argparse's own; tests/cli/
 test_quickargs.py checks the two agree.
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-# flag kinds: a switch, a value (the last one given wins), a repeatable value, an integer
-_BOOL, _VALUE, _APPEND, _INT = "bool", "value", "append", "int"
+# flag kinds: a switch, a value (the last one given wins), a repeatable value, an integer,
+# and one whose forms only argparse reads (build's `--pull [POLICY]`: its default alone here)
+_BOOL, _VALUE, _APPEND, _INT, _ARGPARSE = "bool", "value", "append", "int", "argparse"
 
 
 def _flags(*specs: tuple[str, str, str]) -> dict[str, tuple[str, str]]:
@@ -54,8 +55,17 @@ VERBS: dict[tuple[str, ...], tuple[dict, tuple, str]] = {
     ("volume", "ls"): (_flags(("-q|--quiet", "quiet", _BOOL), ("-f|--filter", "filter", _APPEND),
                               ("--format", "format", _VALUE)),
                        (), "volumes:cmd_volume_ls"),
+    ("build",): (_flags(("-t|--tag", "tag", _APPEND), ("-f|--file", "file", _VALUE),
+                        ("--build-arg", "build_arg", _APPEND), ("--label", "label", _APPEND),
+                        ("--iidfile", "iidfile", _VALUE), ("--target", "target", _VALUE),
+                        ("--no-cache", "no_cache", _BOOL), ("--network", "network", _VALUE),
+                        ("--pull", "pull", _ARGPARSE), ("--progress", "progress", _VALUE),
+                        ("-q|--quiet", "quiet", _BOOL)),
+                 (("path", 1),), "images:cmd_build"),
 }
-_CHOICES = {"type": ("container", "image", "network", "volume")}
+_CHOICES = {"type": ("container", "image", "network", "volume"),
+            "progress": ("auto", "plain", "tty", "quiet")}
+_DEFAULTS = {"progress": "auto"}
 _TOP = {"--engine": "engine", "--home": "home", "-H": "host", "--host": "host"}
 
 
@@ -99,7 +109,7 @@ def _parse(argv: list[str]) -> SimpleNamespace:
         raise _Unsure
     flags, positionals, func = VERBS[verb]
     values: dict[str, object] = {dest: [] if kind == _APPEND else False if kind == _BOOL
-                                 else None for dest, kind in flags.values()}
+                                 else _DEFAULTS.get(dest) for dest, kind in flags.values()}
     runs: list[list[str]] = []
     words = argv[at + len(verb):]
     i, last_positional = 0, -2
@@ -111,7 +121,7 @@ def _parse(argv: list[str]) -> SimpleNamespace:
             name, eq, attached = word.partition("=")
             if not name.startswith("--"):
                 name, eq = word, ""  # -fVALUE, -aq: argparse's
-            if name not in flags:
+            if name not in flags or flags[name][1] == _ARGPARSE:
                 raise _Unsure
             dest, kind = flags[name]
             if kind == _BOOL:

@@ -28,6 +28,11 @@ TAKEN = [
     ["network", "ls", "--filter", "driver=bridge", "--format", "{{.Name}}"],
     ["volume", "ls"], ["volume", "ls", "-q", "-f", "name=a", "--format", "{{.Name}}"],
     ["ps", "-a", "-a"], ["ps", "--format", "a", "--format", "b"], ["logs", "", "-t"],
+    ["build", "."], ["build", "-q", "-t", "app", "ctx"], ["build", "ctx", "-t", "a", "-t", "b:1"],
+    ["build", "-f", "Dockerfile.x", "--build-arg", "A=1", "--build-arg=B", "--label", "l=v",
+     "--iidfile", "/tmp/id", "--target", "t", "--no-cache", "--network", "host", "."],
+    ["build", "--progress", "plain", "--quiet", "--tag=x", "--file=F", "ctx"],
+    ["--home", "/h", "build", "--progress=quiet", "ctx"],
 ]
 LEFT_TO_ARGPARSE = [
     ["ps", "-h"], ["ps", "--help"], ["ps", "-aq"], ["ps", "--al"], ["ps", "-n", "x"],
@@ -38,6 +43,9 @@ LEFT_TO_ARGPARSE = [
     ["network"], ["network", "rm", "x"], ["volume", "create"], ["run", "busybox"], [],
     ["-v"], ["--version"], ["-h"], ["--eng", "docker", "ps"], ["--home"], ["--home", "-x"],
     ["-H=unix:///x", "ps"], ["image"], ["image", "rm", "x"], ["images", "a", "b"],
+    ["build"], ["build", "-"], ["build", "--pull", "."], ["build", "--pull=always", "."],
+    ["build", "--pull", "never", "."], ["build", "--progress", "fancy", "."], ["build", "a", "b"],
+    ["build", "-qt", "x", "."], ["build", "-h"], ["build", "-t"], ["build", "--no-cache=1", "."],
 ]
 
 
