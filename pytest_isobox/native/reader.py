@@ -19,11 +19,12 @@ import os
 
 from pytest_isobox.engine.errors import ContainerNotFound
 from pytest_isobox.engine.records import ContainerState, ImageInfo
+from pytest_isobox.native.front import EngineFront
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Any, Self
+    from typing import Any
 
 _PULL_POLICIES = ("missing", "always", "never")
 _LIMIT_MODES = ("strict", "best-effort")
@@ -33,10 +34,10 @@ class _Unsure(Exception):
     """The reader cannot answer this alone: the engine answers."""
 
 
-class NativeReader:
+class NativeReader(EngineFront):
     """The native engine's read-only verbs over its files; the engine for the rest."""
 
-    name = "native"
+    _own = ("_options", "_store")
     pull_policy = None  # (it never pulls: the CLI's progress printer has nothing to follow)
 
     def __init__(self, home: str | os.PathLike | None = None, *, rootless: bool | None = None,
@@ -44,7 +45,6 @@ class NativeReader:
                  **options: object) -> None:
         self._options = {"home": home, "rootless": rootless, "limits": limits, "pull": pull,
                          "read_only": True, **options}
-        self._engine: Any = None
         ordinary = (not options and read_only and limits in _LIMIT_MODES
                     and (rootless is False or (rootless is None and os.geteuid() == 0))
                     and (pull or os.environ.get("ISOBOX_PULL") or "missing") in _PULL_POLICIES)
@@ -64,29 +64,6 @@ class NativeReader:
             os.makedirs(os.path.join(self.home, sub), exist_ok=True)
         self._freezers: list[tuple[str, str]] | None = None
         self._store: Any = None
-
-    def _full(self) -> Any:
-        """The engine itself (read-only: no sweep), opened once."""
-        if self._engine is None:
-            from pytest_isobox.native.engine import NativeEngine
-
-            self._engine = NativeEngine(**self._options)
-        return self._engine
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_engine", "_options", "_store"):
-            raise AttributeError(name)
-        return getattr(self._full(), name)
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ containers
     def containers(self, *, all: bool = False) -> list[ContainerState]:

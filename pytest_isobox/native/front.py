@@ -1,0 +1,44 @@
+"""`EngineFront`: stands for NativeEngine in a process that may need little of it (the
+read-only verbs' reader, a cached build's front): it answers what it can from the engine's
+files and opens the engine itself, once and with the options it was given, for the rest."""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
+
+
+class EngineFront:
+    """Every attribute it lacks is the engine's (opened on that first need)."""
+
+    name = "native"
+    _engine: Any = None
+    _options: dict[str, Any]
+    _own: tuple[str, ...] = ("_options",)  # set in __init__: never asked of the engine
+
+    def _open(self) -> Any:
+        from pytest_isobox.native.engine import NativeEngine
+
+        return NativeEngine(**self._options)
+
+    def _full(self) -> Any:
+        """The engine itself, opened once."""
+        if self._engine is None:
+            self._engine = self._open()
+        return self._engine
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in self._own:
+            raise AttributeError(name)
+        return getattr(self._full(), name)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
