@@ -18,18 +18,21 @@ from __future__ import annotations
 import os
 
 from pytest_isobox.builder.cache import NotCached
+from pytest_isobox.native.front import EngineFront
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-    from typing import Any, Self
+    from typing import Any
 
     from pytest_isobox.engine import BuildStep, ImageInfo
     from pytest_isobox.images.peek import StorePeek
 
 _LIMIT_MODES = ("strict", "best-effort")
 _QUIET_POLICIES = ("missing", "never")  # ("always" pulls: the engine's PullPolicy decides)
+_MAKING_OPTIONS = ("no_cache", "labels", "pull")  # a build with one of these makes an image
+_ENGINE_OPTIONS = ("pull", "on_output", "on_note")  # the engine's build takes them, not Builder
 
 
 class _PolicyHolder:
@@ -39,16 +42,15 @@ class _PolicyHolder:
     progress = None
 
 
-class NativeBuildFront:
+class NativeBuildFront(EngineFront):
     """A cached `build` from the store's files; the native engine for anything else."""
 
-    name = "native"
+    _own = ("_options", "_policy", "_light", "_peek")
 
     def __init__(self, home: str | os.PathLike | None = None, *, rootless: bool | None = None,
                  limits: str = "strict", pull: str | None = None, **options: object) -> None:
         self._options: dict[str, Any] = {"home": home, "rootless": rootless, "limits": limits,
                                          "pull": pull, **options}
-        self._engine: Any = None
         self._policy = _PolicyHolder()
         self._peek: StorePeek | None = None
         self._light = (not options.get("read_only") and limits in _LIMIT_MODES
@@ -66,34 +68,16 @@ class NativeBuildFront:
         check_prerequisites()  # what the engine's open refuses, refused alike
         check_owner(self.home)
 
-    def _full(self) -> Any:
-        """The engine itself, opened once (with the CLI's progress printer, if it gave one)."""
-        if self._engine is None:
-            from pytest_isobox.native.engine import NativeEngine
-
-            self._engine = NativeEngine(**self._options)
-            if self._policy.progress is not None:
-                self._engine.pull_policy.progress = self._policy.progress
-        return self._engine
+    def _open(self) -> Any:
+        """The engine, with the CLI's progress printer if it gave one."""
+        engine = super()._open()
+        if self._policy.progress is not None:
+            engine.pull_policy.progress = self._policy.progress
+        return engine
 
     @property
     def pull_policy(self) -> Any:
         return self._policy if self._engine is None else self._engine.pull_policy
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_engine", "_options", "_policy", "_light"):
-            raise AttributeError(name)
-        return getattr(self._full(), name)
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _store(self) -> StorePeek:
         if self._peek is None:
@@ -103,18 +87,11 @@ class NativeBuildFront:
         return self._peek
 
     # ------------------------------------------------------------ the two verbs it answers
-    def build(self, context: str | Path, *, dockerfile: str | None = None,
-              tag: str | None = None, buildargs: dict[str, str] | None = None,
-              target: str | None = None, no_cache: bool = False, network: str | None = None,
-              on_step: Callable[[BuildStep], None] | None = None,
-              labels: dict[str, str] | None = None, pull: bool = False,
-              on_output: Callable[[BuildStep, str], None] | None = None,
-              on_note: Callable[[str], None] | None = None) -> str:
-        """As images.ImagesRole.build: from the cache alone when every step is cached."""
-        options: dict[str, Any] = {"dockerfile": dockerfile, "tag": tag, "buildargs": buildargs,
-                                   "target": target, "no_cache": no_cache, "network": network,
-                                   "labels": labels}
-        if self._engine is None and not (no_cache or labels or pull):
+    def build(self, context: str | Path, *,
+              on_step: Callable[[BuildStep], None] | None = None, **options: Any) -> str:
+        """images.ImagesRole.build's: from the cache alone when every step is cached (the
+        engine's pull, on_output and on_note matter only to a build that makes something)."""
+        if self._engine is None and not any(options.get(o) for o in _MAKING_OPTIONS):
             from pathlib import Path
 
             from pytest_isobox.builder.builder import Builder
@@ -122,8 +99,9 @@ class NativeBuildFront:
             steps: list[BuildStep] = []
             builder = Builder(_CachedImages(self._store()), Path(self.home, "buildcache"),
                               cached_only=True)
+            given = {k: v for k, v in options.items() if k not in _ENGINE_OPTIONS}
             try:
-                image_id = builder.build(context, on_step=on_step and steps.append, **options)
+                image_id = builder.build(context, on_step=on_step and steps.append, **given)
             except NotCached:
                 pass
             else:
@@ -131,8 +109,7 @@ class NativeBuildFront:
                     for step in steps:
                         on_step(step)
                 return image_id
-        return self._full().build(context, on_step=on_step, pull=pull, on_output=on_output,
-                                  on_note=on_note, **options)
+        return self._full().build(context, on_step=on_step, **options)
 
     def tag(self, ref: str, new_ref: str) -> None:
         """As images.ImagesRole.tag: a tag already on the image is left as it is."""
