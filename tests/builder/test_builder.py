@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_isobox.builder.builder import Builder
 from pytest_isobox.engine import BuildError, BuildStep, ContainerSpec, Engine, ImageNotFound
+from tests.builder.conftest import BASE
 from tests.conftest import needs_root
 
 try:
@@ -28,23 +28,12 @@ pytestmark = [
     pytest.mark.skipif(NativeEngine is None, reason=f"native engine not importable: {_IMPORT_ERROR}"),
 ]
 
-BASE = "isobox-test/busybox:latest"
 SEED = f"""\
 FROM {BASE}
 MAINTAINER qingbing "qingbing@qq.com"
 RUN mkdir /data && echo "hello world" > /data/hello.txt
 EXPOSE 80
 """
-
-
-@pytest.fixture
-def engine(isobox_home: Path, busybox_rootfs: Path) -> Iterator[Engine]:
-    eng = NativeEngine(home=isobox_home)
-    try:
-        eng.import_rootfs(busybox_rootfs, BASE)
-        yield eng
-    finally:
-        eng.close()
 
 
 def _context(root: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:

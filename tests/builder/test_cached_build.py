@@ -9,28 +9,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pytest_isobox.native.buildfront import NativeBuildFront
+from pytest_isobox.native.engine import NativeEngine
+from tests.builder.conftest import BASE
 from tests.conftest import needs_root
 
-try:
-    from pytest_isobox.native.buildfront import NativeBuildFront
-    from pytest_isobox.native.engine import NativeEngine
-except ImportError as exc:  # the native engine lands separately
-    NativeEngine = NativeBuildFront = None  # type: ignore[assignment,misc]
-    _IMPORT_ERROR = str(exc)
-else:
-    _IMPORT_ERROR = ""
+pytestmark = needs_root
 
-pytestmark = [
-    needs_root,
-    pytest.mark.skipif(NativeEngine is None, reason=f"native engine not importable: {_IMPORT_ERROR}"),
-]
-
-BASE = "isobox-test/busybox:latest"
 DOCKERFILE = f"""\
 FROM {BASE}
 ARG FLAVOUR=plain
@@ -38,16 +27,6 @@ COPY . /app/
 RUN echo "$FLAVOUR" > /flavour
 ENV DONE=1
 """
-
-
-@pytest.fixture
-def engine(isobox_home: Path, busybox_rootfs: Path) -> Iterator[NativeEngine]:
-    eng = NativeEngine(home=isobox_home)
-    try:
-        eng.import_rootfs(busybox_rootfs, BASE)
-        yield eng
-    finally:
-        eng.close()
 
 
 @pytest.fixture
