@@ -59,7 +59,7 @@ PLATFORM_ARGS = {"TARGETPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETAR
                  "TARGETVARIANT": "", "BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux",
                  "BUILDARCH": "amd64", "BUILDVARIANT": ""}
 _TAIL_LINES = 10
-_URL = re.compile(r"^(https?://|git@|git://)")
+_URL = r"^(https?://|git@|git://)"  # (compiled on first use: by ADD only)
 _EMPTY_TAR = bytes(10240)  # a tar with no entries: two zero blocks, padded to a record
 
 
@@ -468,7 +468,7 @@ class Builder:
             heredocs={h.name: _heredoc_text(h, self._env(run, state)) for h in ins.heredocs},
         )
         if add:
-            remote = [s for s in step.sources if _URL.match(s)]
+            remote = [s for s in step.sources if re.match(_URL, s)]
             if remote:
                 raise BuildError(f"{remote[0]}: remote URLs need network access and are not"
                                  " supported offline; put the file in the build context and"

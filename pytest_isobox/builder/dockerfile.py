@@ -204,14 +204,14 @@ def parse_flags(ins: Instruction, *, booleans: Collection[str] = (),
     return values
 
 
-_ONBUILD_KEYWORD = re.compile(r"(?i)^\s*ONBUILD\s*")
+_ONBUILD_KEYWORD = r"(?i)^\s*ONBUILD\s*"
 
 
 def onbuild_expression(ins: Instruction) -> str:
     """The trigger an image's OnBuild list stores for an ONBUILD instruction, as BuildKit stores
     it: the instruction without its ONBUILD keyword, each heredoc's body and terminator appended,
     so that parsing the expression again gives the same trigger, heredocs included."""
-    parts = [_ONBUILD_KEYWORD.sub("", ins.original, count=1)]
+    parts = [re.sub(_ONBUILD_KEYWORD, "", ins.original, count=1)]
     for heredoc in ins.heredocs:
         parts.append("\n" + heredoc.content + heredoc.name)
     return "".join(parts)
@@ -281,10 +281,12 @@ def _dump_instruction(ins: Instruction) -> str:
 # ---------------------------------------------------------------------- lines and directives
 
 _GO_REGEX_SPACE = "[\t\n\f\r ]"  # RE2's \s
-_DIRECTIVE = re.compile(rf"([a-zA-Z][a-zA-Z0-9]*){_GO_REGEX_SPACE}*={_GO_REGEX_SPACE}*"
-                        rf"(.+?){_GO_REGEX_SPACE}*\Z")
 _WHITESPACE = re.compile("[\t\v\f\r ]+")
-_HEREDOC_WORD = re.compile(rf"([0-9]*)<<(-?){_GO_REGEX_SPACE}*([^<]*)\Z")
+# (compiled on first use, by re's cache: a Dockerfile without comments or heredocs, as a
+# cached build's, never needs them, and compiling a pattern costs more than parsing a file)
+_DIRECTIVE = (rf"([a-zA-Z][a-zA-Z0-9]*){_GO_REGEX_SPACE}*={_GO_REGEX_SPACE}*"
+              rf"(.+?){_GO_REGEX_SPACE}*\Z")
+_HEREDOC_WORD = rf"([0-9]*)<<(-?){_GO_REGEX_SPACE}*([^<]*)\Z"
 
 
 def _physical_lines(text: str) -> list[str]:
@@ -330,7 +332,7 @@ class _Directives:
         if not line.startswith("#"):
             self._done = True
             return
-        match = _DIRECTIVE.match(_go_lstrip(line[1:]))
+        match = re.match(_DIRECTIVE, _go_lstrip(line[1:]))
         name = match.group(1).lower() if match else ""
         if name not in _DIRECTIVES:
             self._done = True
@@ -706,7 +708,7 @@ def parse_heredoc_word(word: str) -> Heredoc | None:
     None if the word is no heredoc. COPY/ADD sources that are heredocs are named by this."""
     from pytest_isobox.builder.expand import ExpansionError, ShellLexer
 
-    match = _HEREDOC_WORD.match(word)
+    match = re.match(_HEREDOC_WORD, word)
     if match is None or not match.group(3):
         return None
     descriptor, chomp, rest = int(match.group(1) or 0), match.group(2) == "-", match.group(3)

@@ -16,7 +16,7 @@ from pytest_isobox.engine.records import Record
 __all__ = ["Stage", "base_stage", "find_stage", "required_stages", "split_stages",
            "stage_references", "target_stage"]
 
-_STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*\Z")
+_STAGE_NAME = r"[a-z][a-z0-9\-_.]*\Z"  # (compiled on first use: most FROMs name no stage)
 
 
 class Stage(Record):
@@ -83,7 +83,7 @@ def _stage(df: Dockerfile, ins: Instruction, index: int) -> Stage:
     name: str | None = None
     if len(args) == 3 and args[1].lower() == "as":
         name = args[2].lower()
-        if not _STAGE_NAME.match(name):
+        if not re.match(_STAGE_NAME, name):
             raise fail(f"invalid name for build stage: {args[2]!r}, name can't start with a "
                        "number or contain symbols")
     elif len(args) != 1:

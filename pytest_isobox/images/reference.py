@@ -23,7 +23,7 @@ _REFERENCE = re.compile(
     rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
 )
-_FULL_HEX_ID = re.compile(r"[0-9a-f]{64}")
+_HEX_DIGITS = frozenset("0123456789abcdef")  # (a full id is refused without a pattern)
 _MAX_NAME = 255
 
 
@@ -63,7 +63,7 @@ def parse_reference(text: str) -> Reference:
 
     Raises InvalidSpec naming the text when it is not a valid reference.
     """
-    if _FULL_HEX_ID.fullmatch(text):
+    if len(text) == 64 and _HEX_DIGITS.issuperset(text):
         raise InvalidSpec(
             f"invalid reference {text!r}: cannot specify 64-byte hexadecimal strings"
         )
