@@ -11,17 +11,19 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections import namedtuple
 from pathlib import Path
 
-from pytest_isobox.engine import BuildError
+from pytest_isobox.engine.errors import BuildError
+from pytest_isobox.engine.records import FrozenRecord
 
 
-class Pattern(namedtuple("Pattern", ("text", "exclusion", "regex"))):
-    """One cleaned pattern (`text`, `regex`); `exclusion` is a `!` pattern (re-includes what
-    it matches). Immutable, as the frozen dataclass it was (which cost `import dataclasses`)."""
+class Pattern(FrozenRecord):
+    """One cleaned pattern; `exclusion` is a `!` pattern (re-includes what it matches)."""
 
-    __slots__ = ()
+    _fields = ("text", "exclusion", "regex")
+
+    def __init__(self, text: str, exclusion: bool, regex: re.Pattern[str]) -> None:
+        self._set(text=text, exclusion=exclusion, regex=regex)
 
     def match(self, path: str) -> bool:
         return self.regex.match(path) is not None

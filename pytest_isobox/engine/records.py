@@ -34,6 +34,24 @@ class Record:
         return f"{type(self).__qualname__}({inner})"
 
 
+class FrozenRecord(Record):
+    """A Record that cannot change and so hashes, as a frozen dataclass's (its __init__ sets
+    the fields through `_set`)."""
+
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+
 class ContainerState(Record):
     """A snapshot of one container. status is created, running, exited or dead."""
 

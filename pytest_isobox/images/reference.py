@@ -7,9 +7,9 @@ Tags are stored and shown in Docker's familiar form (`busybox:latest`, `ghcr.io/
 from __future__ import annotations
 
 import re
-from collections import namedtuple
 
 from pytest_isobox.engine.errors import InvalidSpec
+from pytest_isobox.engine.records import FrozenRecord
 
 DEFAULT_DOMAIN = "docker.io"
 DEFAULT_TAG = "latest"
@@ -27,13 +27,14 @@ _HEX_DIGITS = frozenset("0123456789abcdef")  # (a full id is refused without a p
 _MAX_NAME = 255
 
 
-class Reference(namedtuple("Reference", ("domain", "path", "tag", "digest"),
-                           defaults=(None, None))):
-    """A parsed image reference (`domain`, `path`, `tag` and `digest` or None); `str()` gives
-    the familiar form with its tag or digest. Immutable, as the frozen dataclass it was (which
-    cost `import dataclasses` to every command naming an image)."""
+class Reference(FrozenRecord):
+    """A parsed image reference; `str()` gives the familiar form with its tag or digest."""
 
-    __slots__ = ()
+    _fields = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str | None = None,
+                 digest: str | None = None) -> None:
+        self._set(domain=domain, path=path, tag=tag, digest=digest)
 
     @property
     def familiar_name(self) -> str:
