@@ -316,14 +316,6 @@ class _Directives:
         self.syntax: str | None = None
         self._seen: set[str] = set()
         self._done = False
-        self.continuation = self._continuation_regex("\\")
-
-    @staticmethod
-    def _continuation_regex(escape: str) -> re.Pattern[str]:
-        # A trailing escape token continues the line unless it is itself escaped (BuildKit's
-        # rule, which also misses "foo \\\" - kept for compatibility).
-        e = re.escape(escape)
-        return re.compile(rf"([^{e}]){e}[ \t]*\Z|^{e}[ \t]*\Z")
 
     def feed(self, line: str) -> None:
         """Look at one more line; a directive must come before anything else."""
@@ -345,16 +337,19 @@ class _Directives:
             if value not in ("`", "\\"):
                 raise ValueError(f"invalid escape token '{value}' does not match ` or \\")
             self.escape = value
-            self.continuation = self._continuation_regex(value)
         elif name == "syntax":
             self.syntax = value
 
     def trim_continuation(self, line: str) -> tuple[str, bool]:
-        """(the line without its continuation token, whether the instruction ends here)."""
-        match = self.continuation.search(line)
-        if match is None:
+        """(the line without its continuation token, whether the instruction ends here).
+
+        A trailing escape token (spaces and tabs may follow it) continues the line unless it
+        is itself escaped: BuildKit's rule, which also misses a line ending in three escape
+        tokens (kept for compatibility). The token is one character (see `feed`)."""
+        body = line.rstrip(" \t")
+        if not body.endswith(self.escape) or body[-2:-1] == self.escape:
             return line, True
-        return line[:match.start()] + (match.group(1) or ""), False
+        return body[:-1], False
 
 
 # ---------------------------------------------------------------------- the parser
