@@ -11,6 +11,9 @@ from __future__ import annotations
 try:
     from _sha256 import sha256
 except ImportError:  # pragma: no cover - CPython 3.12 renamed it; any Python has hashlib's
-    from hashlib import sha256
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 __all__ = ["sha256"]
