@@ -260,7 +260,7 @@ def main() -> None:
             ratio = "" if tool == "isobox" else f"   {value / ours:5.2f}x isobox's run"
             print(f"  {tool:22} {value:7.2f} s   {statistics.median(fixtures[tool]) * 1000:6.1f} "
                   f"ms {sum(fixtures[tool]) / args.rounds:6.2f} s{ratio}")
-        print(f"  {'bare pytest (1 empty test)':22} {bare_start:7.2f} s   (pytest's own start and "
+        print(f"  {'bare pytest':22} {bare_start:7.2f} s   (1 empty test: pytest's own start and "
               f"exit, in every row)")
         native = statistics.median(times["isobox (native)"])
         native_each = statistics.median(fixtures["isobox (native)"])
