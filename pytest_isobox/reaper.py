@@ -164,6 +164,7 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                 if word == FINISH and finish is not None:
                     work = _read_work(done_r)
                     if work is not None:  # (None: the owner died while writing it: reap)
+                        _name_finisher()
                         with contextlib.suppress(Exception):  # the next sweep has the rest
                             finish(work)
                         return 0
@@ -174,6 +175,15 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                 finally:
                     remove_owned_temp_dirs(owner)
                 return 0
+
+
+def _name_finisher() -> None:
+    """Renamed while it finishes handed-over work: `isobox system check` waits for it."""
+    from pytest_isobox.names import FINISHER_PROCESS
+    from pytest_isobox.native.linux import set_process_name
+
+    with contextlib.suppress(OSError):
+        set_process_name(FINISHER_PROCESS)
 
 
 def _read_work(fd: int) -> Any:

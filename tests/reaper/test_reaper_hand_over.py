@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from pytest_isobox import hostcheck
-from tests.conftest import REPO, needs_root
+from tests.conftest import REPO, needs_root, system_check
 
 OWNER = """
 import json, sys
@@ -94,7 +94,7 @@ def _reapers_of(home: Path) -> set[int]:
     """The reapers whose environment names this home (forked by CLI commands using it)."""
     found = set()
     for process in psutil.process_iter(["name"]):
-        if process.info["name"] != "isobox-reaper":
+        if process.info["name"] not in ("isobox-reaper", "isobox-finisher"):
             continue
         try:
             if process.environ().get("ISOBOX_HOME") == str(home):
@@ -177,13 +177,14 @@ def test_cli_run_d_then_rm_f_in_another_process_tears_down(isobox_home: Path,
 
 
 PYTEST_CONFTEST = """
-import os
+import json, os, pathlib
 from pytest_isobox import container, image, wait
 
 
-def pytest_isobox_container_created(container):
+def pytest_isobox_container_created(container):  # its id and its network's bridge
+    record = pathlib.Path(os.environ["ISOBOX_HOME"], "networks", "by-name", "bridge.json")
     with open(os.environ["HANDOVER_IDS"], "a") as out:
-        out.write(container.id + "\\n")
+        out.write(container.id + " " + json.loads(record.read_text())["bridge"] + "\\n")
 
 
 base = image(rootfs={rootfs!r}, tag="handover:latest")
@@ -196,7 +197,10 @@ web = container(image="{{base}}", command=["httpd", "-f", "-p", "80", "-h", "/et
 def test_a_pytest_session_leaves_its_network_teardown_to_its_reaper(
         isobox_home: Path, busybox_rootfs: Path, tmp_path: Path) -> None:
     """The plugin's session closes its engine without waiting for the last veths and the
-    unused default bridge: once pytest and its reaper are gone, nothing of them remains."""
+    unused default bridge: `isobox system check` right after pytest has exited waits for
+    the reaper finishing them, and once pytest and its reaper are gone nothing remains."""
+    baseline = tmp_path / "baseline"
+    assert system_check("--save", str(baseline)).returncode == 0
     project = tmp_path / "project"
     project.mkdir()
     (project / "conftest.py").write_text(PYTEST_CONFTEST.format(rootfs=str(busybox_rootfs)))
@@ -211,14 +215,18 @@ def test_a_pytest_session_leaves_its_network_teardown_to_its_reaper(
                           cwd=project, env=env, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in ids.read_text().splitlines()]
+    containers, bridges = [r[0] for r in rows], sorted({r[1] for r in rows})
+    check = system_check("--baseline", str(baseline))  # (not waiting for the reaper first)
+    names = [str(isobox_home), *bridges, *(f"ibv{c[:10]}" for c in containers)]
+    assert [line for line in check.stdout.splitlines() if any(n in line for n in names)] == [], \
+        check.stdout
     record = isobox_home / "networks" / "by-name" / "bridge.json"
-    bridges = [json.loads(record.read_text())["bridge"]] if record.exists() else []
     wait_gone(_reapers_of(isobox_home))
     assert not record.exists()
     assert _ours(isobox_home) == []
     for bridge in bridges:
         assert not Path(f"/sys/class/net/{bridge}").exists()
-    containers = ids.read_text().split()
     assert len(containers) == 2
     assert not [link for link in os.listdir("/sys/class/net")
                 if any(link.startswith(f"ibv{c[:10]}") for c in containers)]
