@@ -162,6 +162,8 @@ class LaunchRole:
         ips: dict = {}
         ports: dict = {}
         try:
+            if network and self._rootless is None:  # while the container sets up, so do we:
+                self._network_manager().prepare(spec)  # a session's first makes the bridge
             while True:
                 event = handle.next_event()
                 if event is None:
