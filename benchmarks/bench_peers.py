@@ -17,6 +17,16 @@ plugin loaded into every run alike, each container's setup+teardown (the fixture
 create, start, publish, readiness, stop, remove; median and total over the tests): the whole
 run also holds pytest's start and a tool's session-wide costs. Nothing is asserted.
 The image is removed from the daemon at the end, and so are any containers a tool left.
+
+Every row runs in the same pytest environment: PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, and `-p`
+for exactly the plugins that row uses (the timing plugin; pytest_isobox.plugin for the isobox
+rows, pytest_docker_tools.plugin for its row; testcontainers has none). Autoloading would make
+every row import every installed plugin, each row paying for the others' (pytest-docker-tools'
+plugin alone imports the docker SDK, some 0.1-0.3 s), and for any unrelated plugin in the venv
+(hypothesis, xdist). Python writes bytecode as it does for a user (PYTHONDONTWRITEBYTECODE is
+dropped from the runs' environment, and the editable isobox package is compiled first, as pip
+compiled the peers' at install). The bare start of pytest in that environment (one empty test,
+no tool's plugin) is printed for reference: every row's whole run holds it.
 """
 
 from __future__ import annotations
@@ -180,22 +190,26 @@ def make_image(work: Path) -> str:
     return image
 
 
+# The plugin each row loads besides the timing one (autoloading is off for every row).
+PLUGINS = {"isobox": ["-p", "pytest_isobox.plugin", "--isobox-engine=docker"],
+           "isobox (native)": ["-p", "pytest_isobox.plugin", "--isobox-engine=native"],
+           "testcontainers": [],
+           "pytest-docker-tools": ["-p", "pytest_docker_tools.plugin"],
+           "bare pytest": []}
+
+
 def run_pytest(python: Path, project: Path, tool: str, home: Path) -> tuple[float, list[float]]:
     """The whole run's seconds and each test's setup+teardown seconds."""
     timing = project.parent / "timing.json"
-    argv = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-            "-p", "bench_timing", str(project)]
+    argv = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_timing",
+            *PLUGINS[tool], str(project)]
     env = {**os.environ, "TESTCONTAINERS_RYUK_DISABLED": "true",  # no reaper image pulled
-           "BENCH_TIMING_FILE": str(timing),
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "BENCH_TIMING_FILE": str(timing),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(project.parent / "timing"),
                                                        os.environ.get("PYTHONPATH")]))}
-    if tool == "isobox":
-        argv += ["--isobox-engine=docker"]
-    elif tool == "isobox (native)":
-        argv += ["--isobox-engine=native"]
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if tool == "isobox (native)":
         env["ISOBOX_HOME"] = str(home)
-    else:
-        argv += ["-p", "no:isobox"]
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
@@ -221,7 +235,13 @@ def main() -> None:
         made = projects(work, image, args.containers)
         (work / "timing").mkdir()
         (work / "timing" / "bench_timing.py").write_text(_TIMING_PLUGIN)
+        bare = work / "bare"
+        bare.mkdir()
+        (bare / "test_bare.py").write_text("def test_bare():\n    pass\n")
+        made["bare pytest"] = bare
         home = import_native(python, work, image)
+        subprocess.run([str(python), "-m", "compileall", "-q", str(ROOT / "pytest_isobox")],
+                       check=True, capture_output=True)
         times: dict[str, list[float]] = {tool: [] for tool in made}
         fixtures: dict[str, list[float]] = {tool: [] for tool in made}
         for _ in range(args.rounds):
@@ -234,17 +254,21 @@ def main() -> None:
               f"same dockerd ({args.rounds} round(s), median):")
         print(f"  {'':22} {'whole run':>9}   {'setup+teardown per container':>28}")
         print(f"  {'':22} {'':>9}   {'median':>8} {'total':>8}")
+        bare_start = statistics.median(times.pop("bare pytest"))
         for tool, values in times.items():
             value = statistics.median(values)
             ratio = "" if tool == "isobox" else f"   {value / ours:5.2f}x isobox's run"
             print(f"  {tool:22} {value:7.2f} s   {statistics.median(fixtures[tool]) * 1000:6.1f} "
                   f"ms {sum(fixtures[tool]) / args.rounds:6.2f} s{ratio}")
+        print(f"  {'bare pytest':22} {bare_start:7.2f} s   (1 empty test: pytest's own start and "
+              f"exit, in every row)")
         native = statistics.median(times["isobox (native)"])
         native_each = statistics.median(fixtures["isobox (native)"])
         for tool in ("testcontainers", "pytest-docker-tools"):
             print(f"  {tool} / isobox (native): whole run "
                   f"{statistics.median(times[tool]) / native:5.1f}x, per container "
-                  f"{statistics.median(fixtures[tool]) / native_each:5.1f}x")
+                  f"{statistics.median(fixtures[tool]) / native_each:5.1f}x, whole run less "
+                  f"the bare start {(statistics.median(times[tool]) - bare_start) / (native - bare_start):5.1f}x")
     finally:
         if image:
             leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}"],

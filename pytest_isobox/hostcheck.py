@@ -13,7 +13,9 @@ Ours, item by item (one line each, `KIND DETAIL`):
 - state: container directories and networks of a known home whose owner died (non-persistent);
 - temp: temp names in a known home whose owner died (a half-unpacked layer, a pull in flight).
 
-`--save FILE` records the lines; `--baseline FILE` reports only lines not in FILE. Exit 1
+A run reaper finishing what a closed engine handed it (`isobox-finisher`: the network
+teardown of a CLI command or a pytest session that just ended) is waited for first, 10 s at
+most. `--save FILE` records the lines; `--baseline FILE` reports only lines not in FILE. Exit 1
 when something is reported, so CI can fail on a leak.
 """
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from pytest_isobox.names import (
     BRIDGE_PREFIX,
+    FINISHER_PROCESS,
     NFT_TABLE,
     OWNED_TEMP_PREFIXES,
     PROCESS_PREFIX,
@@ -44,6 +47,21 @@ def current_state(homes: Iterable[Path] = ()) -> list[str]:
     items = [*mounts(), *cgroups(), *links(), *named_netns(), *nft_rules(), *iptables_rules(),
              *processes(), *dead_owner_state(homes), *dead_owned_temp_dirs()]
     return sorted(set(items))
+
+
+def wait_for_finishers(timeout: float = 10.0) -> None:
+    """Until no run reaper of this pid namespace is finishing the network teardown its
+    closed engine handed it (a CLI command or a pytest session that just ended), or
+    `timeout` seconds: what they are removing is not left behind."""
+    import time
+
+    ours = _pid_ns("self")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+            info[1] == FINISHER_PROCESS and info[2] == ours
+            for info in map(_process, (int(e) for e in os.listdir("/proc") if e.isdigit()))
+            if info is not None):
+        time.sleep(0.01)  # (no event says another process ended: polled)
 
 
 def mounts() -> Iterator[str]:

@@ -2,6 +2,9 @@
 them, `isobox system check` (hostcheck.py) finds them. Import-light on purpose."""
 
 PROCESS_PREFIX = "isobox-"  # every long-lived process of ours is named so (its comm)
+# A run reaper finishing what its engine's close handed it (reaper.py): `isobox system check`
+# waits for these to end, so that a check right after a run sees its end state.
+FINISHER_PROCESS = PROCESS_PREFIX + "finisher"
 BRIDGE_PREFIX = "isobox-"  # bridges of our networks
 VETH_PREFIX = "ibv"  # host ends of containers' veths
 NFT_TABLE = "isobox"  # our nftables table

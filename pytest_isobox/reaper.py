@@ -19,10 +19,12 @@ once. When the pidfd says the owner has died, the reaper opens the home as the n
 would and runs the same sweep (`sweep.Sweeper`), restricted to that owner's containers, then
 exits. A reaper killed as well leaves the next engine's sweep as the safety net.
 
-A process that exits right after its close (a CLI command) may instead `hand_over` what its
-close would wait for (the native engine: veths and an unused default bridge going away): "f"
-and a JSON document down the pipe; the reaper finishes that work after the owner has gone on,
-then exits. Nothing remains once the owner and its reaper are gone.
+A closing engine (a CLI command's, a pytest session's) may instead `hand_over` what its close
+would wait for (the native engine: veths and an unused default bridge going away): "f" and a
+JSON document down the pipe; the reaper finishes that work after the owner has gone on, then
+exits. Nothing remains once the owner and its reaper are gone. A handed-over reaper is not
+waited for; a process that lives on (pytest sessions run in-process) collects its exit status
+at its next reaper's fork or hand-over, so no more than the latest is ever a zombie.
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ from pytest_isobox.processes import ProcessIdentity
 
 CLOSED = b"c"  # the engine closed normally: nothing to reap
 FINISH = b"f"  # the engine closed and left the reaper work to finish (JSON after it, to EOF)
+
+_handed: list[int] = []  # this process's reapers finishing handed-over work, not waited for
+
+
+def collect_handed() -> None:
+    """Reap the handed-over reapers that have finished (without waiting for the others)."""
+    for pid in list(_handed):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # (reaped elsewhere: a SIGCHLD handler, a fork's copy)
+            done = pid
+        if done:
+            _handed.remove(pid)
 
 
 class RunReaper:
@@ -62,6 +77,8 @@ class RunReaper:
         if self.pid is not None or os.getpid() != self.owner.pid:
             return
         from pytest_isobox.native.forked import fork_child  # ctypes: only once a run makes
+
+        collect_handed()
 
         if before_fork is not None:
             before_fork()
@@ -100,20 +117,25 @@ class RunReaper:
     def hand_over(self, work: Any) -> bool:
         """The engine has released everything but `work` (JSON-able), which its reaper
         finishes after this process has gone on (a CLI command exits without waiting for a
-        bridge's deletion): the reaper runs `finish(work)`, then exits. False when there is
-        no reaper to hand it to (the caller does the work itself)."""
+        bridge's deletion, a pytest session its network teardown): the reaper runs
+        `finish(work)`, then exits. False when there is no reaper to hand it to (the caller
+        does the work itself)."""
         if self.pid is None or self._finish is None or os.getpid() != self.owner.pid:
             return False
         import json
 
+        collect_handed()
+        pid, self.pid = self.pid, None
         try:
             os.write(self._done_w, FINISH + json.dumps(work).encode())
         except OSError:
-            return False  # (the reaper is gone: the pipe is broken)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)  # (the reaper is gone: the pipe is broken)
+            return False
         finally:
             os.close(self._done_w)
             self._done_w = -1
-            self.pid = None  # not waited for: it ends once the work is done
+        _handed.append(pid)  # not waited for: it ends once the work is done
         return True
 
 
@@ -142,6 +164,7 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                 if word == FINISH and finish is not None:
                     work = _read_work(done_r)
                     if work is not None:  # (None: the owner died while writing it: reap)
+                        _name_finisher()
                         with contextlib.suppress(Exception):  # the next sweep has the rest
                             finish(work)
                         return 0
@@ -152,6 +175,15 @@ def _watch(owner: ProcessIdentity, owner_fd: int, done_r: int,
                 finally:
                     remove_owned_temp_dirs(owner)
                 return 0
+
+
+def _name_finisher() -> None:
+    """Renamed while it finishes handed-over work: `isobox system check` waits for it."""
+    from pytest_isobox.names import FINISHER_PROCESS
+    from pytest_isobox.native.linux import set_process_name
+
+    with contextlib.suppress(OSError):
+        set_process_name(FINISHER_PROCESS)
 
 
 def _read_work(fd: int) -> Any:

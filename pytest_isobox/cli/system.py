@@ -56,6 +56,7 @@ def cmd_df(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_system_check(_: None, args: argparse.Namespace) -> int:
     from pytest_isobox import hostcheck
 
+    hostcheck.wait_for_finishers()  # a run that just ended: its reaper's last steps
     if args.prune:
         return _prune_leftovers(args)
     now = hostcheck.current_state(hostcheck.known_homes([args.home] if args.home else []))

@@ -162,6 +162,8 @@ class LaunchRole:
         ips: dict = {}
         ports: dict = {}
         try:
+            if network and self._rootless is None:  # while the container sets up, so do we:
+                self._network_manager().prepare(spec)  # a session's first makes the bridge
             while True:
                 event = handle.next_event()
                 if event is None:
@@ -245,6 +247,13 @@ class LaunchRole:
         self._pool_thread = threading.Thread(target=self._spawn_pool, args=(cids,),
                                              name="isobox-shim-pool", daemon=True)
         self._pool_thread.start()
+
+    def _spawn_own_shim(self) -> None:
+        """A create that finds no shim spawned ahead (a session's first container, one after
+        a quiet spell): its own shim spawned now from the pool's thread, while this thread
+        writes the container's state and makes its start plan, instead of after them."""
+        if self._spares and not self._pool and self._shim_binary() is not None:
+            self._refill_pool()
 
     def _spawn_pool(self, cids: list[str]) -> None:
         from pytest_isobox.native.cgroups import Limits

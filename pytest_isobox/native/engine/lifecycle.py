@@ -64,6 +64,7 @@ class LifecycleRole:
         _check_options(spec)
         self._own_resources()
         image_id, image_config, lowerdirs = self._resolve_image(spec.image)
+        self._spawn_own_shim()
         if spec.publish_all:  # -P: every exposed port on a free loopback port
             from pytest_isobox import dockerargs
 

@@ -360,6 +360,21 @@ class NetworkManager:
 
     # ------------------------------------------------------------------ containers
 
+    def prepare(self, spec: ContainerSpec) -> None:
+        """Make the default network now if `spec`'s attach will need it and it does not exist
+        (a session's first container): the caller has a moment to spare (the container
+        setting itself up in another process), which `attach` would otherwise spend on it.
+        A spec `attach` would refuse is left for it to say what is wrong."""
+        try:
+            wanted = requested_networks(spec)
+        except InvalidSpec:
+            return
+        if all(w.network != DEFAULT_NETWORK for w in wanted) or not _host_root() \
+                or self.store.network(DEFAULT_NETWORK, members=False) is not None:
+            return
+        with contextlib.suppress(ConflictError):  # another process made it first
+            self._create(DEFAULT_NETWORK, None, None)
+
     def attach(self, container_id: str, name: str, hostname: str, netns_pid: int,
                spec: ContainerSpec, hosts_file: Path) -> Attachment:
         """Connect a container, waiting in its fresh net namespace, to the networks its spec
