@@ -3,11 +3,9 @@ load, prune, bootstrap."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 from pytest_isobox.cli.output import (
     _ago,
@@ -17,11 +15,13 @@ from pytest_isobox.cli.output import (
     check_format,
     render_table,
 )
-from pytest_isobox.engine import (
-    BuildStep,
-    Engine,
-    IsoboxError,
-)
+from pytest_isobox.engine import IsoboxError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `isobox images` loads neither argparse nor the specs)
+    import argparse
+
+    from pytest_isobox.engine import BuildStep, Engine
 
 
 def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
@@ -70,6 +70,8 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
     for extra in tags[1:]:
         engine.tag(image_id, extra)
     if args.iidfile:
+        from pathlib import Path
+
         Path(args.iidfile).write_text(image_id)
     if args.quiet:
         print(image_id)
@@ -86,6 +88,7 @@ def _stdin_context():  # -> Iterator[str]
     import io
     import tarfile
     import tempfile
+    from pathlib import Path
 
     from pytest_isobox.images.tarsafe import extract_context
 
