@@ -1,10 +1,9 @@
 """What the rootful native engine needs of the host, checked at every open (the engine's and
-the read-only reader's alike), with nothing imported but `os` and `re`."""
+the read-only reader's alike), with nothing imported but `os`."""
 
 from __future__ import annotations
 
 import os
-import re
 
 from pytest_isobox.engine.errors import EngineUnavailable
 
@@ -20,7 +19,7 @@ def check_prerequisites() -> None:
             filesystems = f.read()
     except OSError:
         raise EngineUnavailable("/proc is not mounted: cannot check for overlayfs") from None
-    if not re.search(r"\boverlay\b", filesystems):
+    if "overlay" not in filesystems.split():  # ("nodev\toverlay" lines)
         raise EngineUnavailable("overlayfs is not available (no 'overlay' in /proc/filesystems; "
                                 "try `modprobe overlay`)")
     if not hasattr(os, "pidfd_open"):
