@@ -68,7 +68,8 @@ def test_read_verbs_are_light_and_print_what_the_engine_prints(a_home) -> None:
     verbs = [
         ("ps", "--no-trunc", "--format", ps_fields), ("ps", "-a", "--format", ps_fields),
         ("images", "--format", "{{.Repository}} {{.Tag}} {{.ID}} {{.Size}} {{.CreatedAt}}"),
-        ("images", "-q"), ("image", "ls", "--no-trunc", "--format", "{{json .}}"),
+        ("images", "-q"),
+        ("image", "ls", "--no-trunc", "--digests", "--format", "{{.ID}} {{.Digest}} {{.Tag}}"),
         ("inspect", running), ("inspect", exited), ("inspect", "-f", "{{.State.Pid}}", running),
         ("inspect", image), ("inspect", running, image),
         ("image", "inspect", image), ("image", "inspect", "busybox-light"),
