@@ -73,8 +73,11 @@ def test_reader_states_are_the_engines(engine, rootfs, isobox_home) -> None:
         assert reader.image_document("reader-img:1") == full.image_document("reader-img:1")
         with pytest.raises(ContainerNotFound, match="no such container: reader-img:1"):
             reader.inspect("reader-img:1")
+        for cid in (running.id, paused.id, exited.id, created.id):  # (network_mode none)
+            assert reader.inspect(cid) == full.inspect(cid)
         assert reader._engine is None  # all of it answered without the engine
-        assert reader.inspect(running.id) == full.inspect(running.id)  # handed over
+        assert reader.inspect(running.id, size=True) == full.inspect(running.id, size=True)
+        assert reader._engine is not None  # (-s walks the writable layer: the engine's)
     finally:
         for opened in (reader, full):
             if opened is not None:
