@@ -12,18 +12,23 @@ their own converters where they are used; docs/architecture.md lists them.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
-from pytest_isobox import dockerargs
 from pytest_isobox.engine.errors import InvalidSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024  # Docker's /dev/shm when --shm-size is not given
 
 
-@dataclass(frozen=True)
-class RunOption:
+_FIELDS = ("field flags cli compose api parse to_api from_api inspect default prefix_errors "
+           "example")
+
+
+class RunOption(namedtuple("RunOption", _FIELDS, defaults=(None, False, None))):
     """One simple run option.
 
     `parse` turns a front end's value (the CLI's parsed flag, a compose value, a fixture
@@ -32,20 +37,16 @@ class RunOption:
     `from_api` reads a create body's value (None when absent) for `parse`;
     `inspect` gives Docker's inspect value for the value a stored spec keeps;
     `example` is a value the CLI takes (None: a flag without one), which
-    tests/test_run_option_table.py gives to every front end."""
+    tests/test_run_option_table.py gives to every front end.
 
-    field: str
-    flags: tuple[str, ...]
-    cli: Mapping[str, Any]
-    compose: str | None
-    api: str  # "HostConfig.ReadonlyRootfs" or "Config.Tty"
-    parse: Callable[[Any], Any]
-    to_api: Callable[[Any], Any]
-    from_api: Callable[[Any, str], Any]
-    inspect: Callable[[Any], Any]
-    default: Any = None  # a fixture keyword's default
-    prefix_errors: bool = False  # a fixture's error names the keyword (`shm_size: ...`)
-    example: str | None = None
+    (Fields: field, the ContainerSpec field; flags, the CLI's; cli, their argparse keywords;
+    compose, the compose key or None; api, "HostConfig.ReadonlyRootfs" or "Config.Tty"; parse,
+    to_api, from_api, inspect; default, a fixture keyword's default; prefix_errors, whether a
+    fixture's error names the keyword (`shm_size: ...`); example. A named tuple, not a
+    dataclass: `inspect` reads the table, and dataclasses costs it some milliseconds.)
+    """
+
+    __slots__ = ()
 
     @property
     def section(self) -> str:
@@ -54,6 +55,17 @@ class RunOption:
     @property
     def key(self) -> str:
         return self.api.partition(".")[2]
+
+
+def _dockerargs(name: str) -> Callable[[Any], Any]:
+    """dockerargs' parser `name`, imported at its first call (dockerargs loads specs.py's
+    dataclasses, which reading the table for `inspect` does not need)."""
+    def parse(value: Any) -> Any:
+        from pytest_isobox import dockerargs
+
+        return getattr(dockerargs, name)(value)
+
+    return parse
 
 
 def listed(value: Any, sep: str = "=") -> list[str]:
@@ -121,22 +133,22 @@ TABLE: tuple[RunOption, ...] = (
           "mount the container's root filesystem as read only"),
     _strings("cap_add", ("--cap-add",), "HostConfig.CapAdd", "CAP",
              "add a Linux capability (CAP_NET_ADMIN or NET_ADMIN, ALL)",
-             dockerargs.parse_capabilities, "NET_ADMIN"),
+             _dockerargs("parse_capabilities"), "NET_ADMIN"),
     _strings("cap_drop", ("--cap-drop",), "HostConfig.CapDrop", "CAP",
-             "drop a Linux capability (ALL drops every one)", dockerargs.parse_capabilities,
+             "drop a Linux capability (ALL drops every one)", _dockerargs("parse_capabilities"),
              "MKNOD"),
     _flag("privileged", ("--privileged",), "HostConfig.Privileged",
           "every capability, no seccomp, no masked paths, the host's devices"),
     RunOption("shm_size", ("--shm-size",), {"help": "size of /dev/shm, e.g. 128m (default 64m)"},
-              "shm_size", "HostConfig.ShmSize", parse=dockerargs.parse_size,
+              "shm_size", "HostConfig.ShmSize", parse=_dockerargs("parse_size"),
               to_api=lambda v: v, from_api=_api_size,
               inspect=lambda v: v or DEFAULT_SHM_SIZE, prefix_errors=True, example="128m"),
     _strings("extra_hosts", ("--add-host",), "HostConfig.ExtraHosts", "NAME:IP",
              "an /etc/hosts line; IP host-gateway is the host as seen from the container",
-             lambda v: [dockerargs.parse_extra_host(h) for h in listed(v, sep=":")],
+             lambda v: [_dockerargs("parse_extra_host")(h) for h in listed(v, sep=":")],
              "db.example:192.0.2.9"),
     _strings("dns", ("--dns",), "HostConfig.Dns", "IP", "a nameserver",
-             lambda v: [dockerargs.parse_ip(d) for d in listed(v)], "192.0.2.53",
+             lambda v: [_dockerargs("parse_ip")(d) for d in listed(v)], "192.0.2.53",
              inspect=list),
     _strings("dns_search", ("--dns-search",), "HostConfig.DnsSearch", "DOMAIN", None,
              listed, "example.com", inspect=list),
@@ -182,5 +194,6 @@ def from_create(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 def inspect_fields(section: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """One inspect section's fields of the rows there, from a stored spec (a dict)."""
-    return {row.key: row.inspect(spec.get(row.field, row.parse(row.default)))
+    return {row.key: row.inspect(spec[row.field] if row.field in spec
+                                 else row.parse(row.default))
             for row in TABLE if row.section == section}

@@ -86,12 +86,13 @@ READER_NEVER_LOADS = (
 
 
 @pytest.mark.parametrize("argv", [["ps"], ["ps", "-a"], ["images"], ["volume", "ls"],
-                                  ["ps", "-q"], ["ps", "-a", "--no-trunc"], ["volume", "ls", "-q"]])
+                                  ["ps", "-q"], ["ps", "-a", "--no-trunc"], ["volume", "ls", "-q"],
+                                  ["network", "ls"]])
 def test_read_only_verbs_sweep_nothing_and_load_no_network_code(argv, tmp_path) -> None:
     """`isobox ps` is a query, as `docker ps` is: the engine opens without the sweep (which
     creating verbs do) and loads neither the network manager nor the start path; the verbs
     the native reader answers load none of READER_NEVER_LOADS either."""
-    reader = argv[0] in ("ps", "volume")
+    reader = argv[0] in ("ps", "volume", "network")  # (tests/cli/test_light_verbs.py: all)
     probe = textwrap.dedent(f"""
         import sys
         at_start = set(sys.modules)  # what this interpreter's site loads anyway (.pth files)

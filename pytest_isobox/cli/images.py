@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 from pytest_isobox.cli.output import (
     _ago,
@@ -19,7 +18,7 @@ from pytest_isobox.cli.output import (
 from pytest_isobox.engine import IsoboxError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # (argparse and the specs' dataclasses: not for a cached `build -q`)
+if TYPE_CHECKING:  # (annotations only: `isobox images` and a cached `build -q` load neither argparse nor the specs)
     import argparse
 
     from pytest_isobox.engine import BuildStep, Engine
@@ -72,6 +71,8 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
     for extra in tags[1:]:
         engine.tag(image_id, extra)
     if args.iidfile:
+        from pathlib import Path
+
         Path(args.iidfile).write_text(image_id)
     if args.quiet:
         print(image_id)
@@ -88,6 +89,7 @@ def _stdin_context():  # -> Iterator[str]
     import io
     import tarfile
     import tempfile
+    from pathlib import Path
 
     from pytest_isobox.images.tarsafe import extract_context
 

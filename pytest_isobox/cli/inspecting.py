@@ -4,17 +4,20 @@ engine/documents.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pytest_isobox.engine import (
     ContainerNotFound,
-    Engine,
     ImageNotFound,
     IsoboxError,
     NetworkNotFound,
     VolumeNotFound,
     documents,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: `inspect` loads neither the protocol nor the specs)
+    from collections.abc import Callable
+
+    from pytest_isobox.engine import Engine
 
 KINDS = ("container", "image", "network", "volume")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pytest_isobox.cli.output import check_format, render_table
-from pytest_isobox.engine import PERSISTENT_LABEL, IsoboxError
+from pytest_isobox.engine import IsoboxError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (annotations only: `network ls` loads neither argparse nor the protocol)
@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # (annotations only: `network ls` loads neither argparse nor 
 
 def cmd_network_create(engine: Engine, args: argparse.Namespace) -> int:
     from pytest_isobox import dockerargs
+    from pytest_isobox.engine import PERSISTENT_LABEL
 
     # A network made from the CLI lives until `network rm`, as in Docker.
     if args.driver != "bridge":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from pytest_isobox.engine.specs import ImageInfo, NetworkInfo
+from pytest_isobox.engine.records import ImageInfo, NetworkInfo
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time, Docker's "never"
 

@@ -23,8 +23,8 @@ from pytest_isobox.engine import IsoboxError
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import write_file_atomic, write_json_atomic
 from pytest_isobox.images.blobs import CorruptedBlob
-from pytest_isobox.images.peek import parse_tags
 from pytest_isobox.images.reference import parse_reference
+from pytest_isobox.images.storereader import parse_tags
 from pytest_isobox.locks import key_lock
 
 _HEX = re.compile(r"[0-9a-f]{64}")

@@ -6,7 +6,7 @@ names the result), yet opening NativeEngine sweeps dead owners' leftovers, build
 store and loads the start and network code: several times what docker's whole cached
 `build -q` takes. The front first runs the builder in cached-only mode (the same steps and
 the same keys as a full build, builder.Builder(cached_only=True)) over the store's files
-(images/peek.py). At the first thing it is not sure of (a step not cached, a pull due, a tag
+(images/storereader.py). At the first thing it is not sure of (a step not cached, a pull due, a tag
 to set or move, --label, --no-cache, --pull, rootless mode, an odd option) it opens the whole
 engine, which builds as ever; every other verb goes to that engine too. What the light path
 reports (the steps, the id) is reported only once it has succeeded, so a fallback repeats
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pytest_isobox.engine import BuildStep, ImageInfo
-    from pytest_isobox.images.peek import StorePeek
+    from pytest_isobox.images.storereader import StoreReader
 
 _LIMIT_MODES = ("strict", "best-effort")
 _QUIET_POLICIES = ("missing", "never")  # ("always" pulls: the engine's PullPolicy decides)
@@ -52,7 +52,7 @@ class NativeBuildFront(EngineFront):
         self._options: dict[str, Any] = {"home": home, "rootless": rootless, "limits": limits,
                                          "pull": pull, **options}
         self._policy = _PolicyHolder()
-        self._peek: StorePeek | None = None
+        self._peek: StoreReader | None = None
         self._light = (not options.get("read_only") and limits in _LIMIT_MODES
                        and (rootless is False or (rootless is None and os.geteuid() == 0))
                        and (pull or os.environ.get("ISOBOX_PULL") or "missing")
@@ -79,11 +79,11 @@ class NativeBuildFront(EngineFront):
     def pull_policy(self) -> Any:
         return self._policy if self._engine is None else self._engine.pull_policy
 
-    def _store(self) -> StorePeek:
+    def _store(self) -> StoreReader:
         if self._peek is None:
-            from pytest_isobox.images.peek import StorePeek
+            from pytest_isobox.images.storereader import StoreReader
 
-            self._peek = StorePeek(self.home)
+            self._peek = StoreReader(self.home)
         return self._peek
 
     # ------------------------------------------------------------ the two verbs it answers
@@ -126,7 +126,7 @@ class _CachedImages:
     """What a cached-only Builder asks of its engine, answered from the store's files:
     NotCached for anything it cannot answer so (and for every verb that makes something)."""
 
-    def __init__(self, store: StorePeek) -> None:
+    def __init__(self, store: StoreReader) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
@@ -136,30 +136,38 @@ class _CachedImages:
 
     def ensure_image(self, ref: str) -> str:
         """PullPolicy.ensure for "missing" and "never": an image the store has is used."""
-        image_id = self._store.find(ref)
-        if image_id is None:
-            raise NotCached(f"{ref}: not in the store")  # to pull, or the engine's error
-        return image_id
+        from pytest_isobox.images.storereader import Unsure
+
+        try:
+            return self._store.find(ref)
+        except Unsure:
+            raise NotCached(f"{ref}: not in the store") from None  # to pull, or its error
 
     def image_inspect(self, ref: str) -> ImageInfo:
         """The image's id and config (all a build reads of it; tags and size left empty)."""
         from pytest_isobox.engine.records import ImageInfo
+        from pytest_isobox.images.storereader import Unsure
 
-        image_id = self._store.find(ref)
-        config = self._store.config(image_id) if image_id is not None else None
-        if image_id is None or config is None:
-            raise NotCached(f"{ref}: not read from the store's files")
+        try:
+            image_id = self._store.find(ref)
+            config = self._store.config(image_id)
+        except Unsure:
+            raise NotCached(f"{ref}: not read from the store's files") from None
         return ImageInfo(image_id, [], config, 0, config.get("created"))
 
     def tag(self, ref: str, new_ref: str) -> None:
         """Nothing to do when `new_ref` already names `ref`'s image; NotCached otherwise."""
         from pytest_isobox.engine import InvalidSpec
         from pytest_isobox.images.reference import normalize_tag
+        from pytest_isobox.images.storereader import Unsure
 
         try:
             tag = normalize_tag(new_ref)
         except InvalidSpec:
             raise NotCached(f"{new_ref}: the engine's error") from None
-        image_id = self._store.find(ref)
-        if image_id is None or self._store.tagged(tag) != image_id:
+        try:
+            same = self._store.tagged(tag) == self._store.find(ref)
+        except Unsure:
+            same = False
+        if not same:
             raise NotCached(f"{new_ref}: to be set")

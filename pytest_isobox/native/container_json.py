@@ -7,11 +7,16 @@ come from engine/documents.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
 
-from pytest_isobox.engine import ContainerState, NetworkInfo
 from pytest_isobox.engine import documents as docs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (annotations only: the read-only reader loads neither pathlib nor specs)
+    from pathlib import Path
+
+    from pytest_isobox.engine import ContainerState, NetworkInfo
 
 _MOUNT_TYPES = {"bind", "volume", "tmpfs", "image", "npipe", "cluster"}
 _HOST_CONFIG_ORDER = ("Binds", "NetworkMode", "PortBindings", "RestartPolicy", "AutoRemove",
@@ -20,7 +25,7 @@ _HOST_CONFIG_ORDER = ("Binds", "NetworkMode", "PortBindings", "RestartPolicy", "
 
 
 def container_json(cid: str, config: dict, raw: dict, st: ContainerState, *,
-                   cdir: Path | None = None, networks: Mapping[str, NetworkInfo] | None = None,
+                   cdir: Path | str | None = None, networks: Mapping[str, NetworkInfo] | None = None,
                    size: Mapping[str, int] | None = None) -> dict:
     """The fields of Docker's document: Id, Name, State (with Health when there is any),
     Config, HostConfig, Mounts, NetworkSettings (`networks`: the ones it is on, for their
@@ -32,10 +37,10 @@ def container_json(cid: str, config: dict, raw: dict, st: ContainerState, *,
         "Path": config["argv"][0] if config["argv"] else "", "Args": config["argv"][1:],
         "State": _state(st, raw),
         "Image": config["image_id"],
-        "ResolvConfPath": str(cdir / "resolv.conf") if cdir else "",
-        "HostnamePath": str(cdir / "hostname") if cdir else "",
-        "HostsPath": str(cdir / "hosts") if cdir else "",
-        "LogPath": str(cdir / "log") if cdir else "",
+        "ResolvConfPath": os.path.join(cdir, "resolv.conf") if cdir else "",
+        "HostnamePath": os.path.join(cdir, "hostname") if cdir else "",
+        "HostsPath": os.path.join(cdir, "hosts") if cdir else "",
+        "LogPath": os.path.join(cdir, "log") if cdir else "",
         "Name": "/" + st.name,
         "RestartCount": int(raw.get("restart_count") or 0),
         "Driver": "overlay", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
@@ -43,7 +48,8 @@ def container_json(cid: str, config: dict, raw: dict, st: ContainerState, *,
         "HostConfig": _host_config(spec),
         "GraphDriver": {"Name": "overlay", "Data": {
             "LowerDir": ":".join(config.get("lowerdirs") or []),
-            **({"UpperDir": str(cdir / "upper"), "WorkDir": str(cdir / "work")} if cdir else {}),
+            **({"UpperDir": os.path.join(cdir, "upper"), "WorkDir": os.path.join(cdir, "work")}
+               if cdir else {}),
         }},
         "Mounts": [_mount(m) for m in spec["mounts"]],
         "Config": _config(config, spec, image_config),
@@ -203,6 +209,7 @@ def _mac_address(st: ContainerState) -> str:
     if not st.running or not st.pid or not st.ips:
         return ""
     try:
-        return Path(f"/proc/{st.pid}/root/sys/class/net/eth0/address").read_text().strip()
+        with open(f"/proc/{st.pid}/root/sys/class/net/eth0/address") as f:
+            return f.read().strip()
     except OSError:
         return ""

@@ -1,15 +1,18 @@
 """`NativeReader`: what `open_engine("native", read_only=True)` gives, the native engine for a
-process that only looks (`isobox ps`, `port`, `logs`, `volume ls`, ...).
+process that only looks (`isobox ps`, `inspect`, `images`, `network ls`, `logs`, ...).
 
 `docker ps` takes about 12 ms here; importing the whole engine (its roles, specs.py's
-dataclasses, the cgroup code) takes several times that. The reader answers the common
-questions itself, from the files the engine writes (containers/<id>/config.json, state.json,
-name, exit, keeper.json, the cgroup freezer), with nothing heavier than `json` imported, and
-hands everything else to a real `NativeEngine(read_only=True)`, opened on first need. So an
-answer is the engine's own whenever the reader is not sure: a container whose end is not yet
-folded into its state (the engine then writes it), rootless mode, a verb it does not know,
-`logs -f`. What it reads is read the way `state.ContainerStore`, `views.ViewsRole` and the
-cgroup managers read it; tests/native/test_reader.py compares the two.
+dataclasses, the cgroup and network code) takes several times that. The reader answers the
+common questions itself, from the files the engine writes (containers/<id>/config.json,
+state.json, name, exit, keeper.json, the cgroup freezer; the networks' records; the image
+store's tags, records and blobs, through images/storereader.py), with nothing heavier than
+`json` imported, and hands everything else to a real `NativeEngine(read_only=True)`, opened
+on first need. So an answer is the engine's own whenever the reader is not sure: a container
+whose end is not yet folded into its state (the engine then writes it), rootless mode, a verb
+it does not know, `logs -f`, `inspect -s`, a damaged image blob, an image reference that is
+not a stored tag or a full id, an unused default network (the engine's close removes it).
+What it reads is read the way `state.ContainerStore`, `views.ViewsRole`, `network.store` and
+`images.store` read it; tests/native/test_reader.py compares the two.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import os
 
 from pytest_isobox.engine.errors import ContainerNotFound
-from pytest_isobox.engine.records import ContainerState, ImageInfo
+from pytest_isobox.engine.records import ContainerState, ImageInfo, NetworkInfo
 from pytest_isobox.native.front import EngineFront
 
 TYPE_CHECKING = False
@@ -37,7 +40,7 @@ class _Unsure(Exception):
 class NativeReader(EngineFront):
     """The native engine's read-only verbs over its files; the engine for the rest."""
 
-    _own = ("_options", "_store")
+    _own = ("_options", "_store", "_store_files")
     pull_policy = None  # (it never pulls: the CLI's progress printer has nothing to follow)
 
     def __init__(self, home: str | os.PathLike | None = None, *, rootless: bool | None = None,
@@ -64,6 +67,7 @@ class NativeReader(EngineFront):
             os.makedirs(os.path.join(self.home, sub), exist_ok=True)
         self._freezers: list[tuple[str, str]] | None = None
         self._store: Any = None
+        self._store_files: Any = None
 
     # ------------------------------------------------------------ containers
     def containers(self, *, all: bool = False) -> list[ContainerState]:
@@ -105,12 +109,58 @@ class NativeReader(EngineFront):
         for stream, _, data in read_log_timed(log, stdout=stdout, stderr=stderr, tail=tail):
             yield stream, data
 
-    def inspect(self, container: str, **options: Any) -> dict:
-        """The engine's document; a name that is no container is said so without it (inspect
-        tries containers first, then images, networks, volumes)."""
+    def inspect(self, container: str, *, size: bool = False) -> dict:
+        """views.ViewsRole.inspect over the files (rootful: no limits plan to tell, as
+        there); `size` (a walk of the writable layer) and any doubt go to the engine. A name
+        that is no container is said so without it (inspect tries containers first, then
+        images, networks, volumes)."""
         if self._engine is None:
             container = self._find(container)
-        return self._full().inspect(container, **options)
+            if not size:
+                try:
+                    return self._inspect(container)
+                except _Unsure:
+                    pass
+        return self._full().inspect(container, size=size)
+
+    def _inspect(self, cid: str) -> dict:
+        from pytest_isobox.native.container_json import container_json
+
+        st = self._state_of(cid)
+        config = self._read(cid, "config.json")
+        cdir = os.path.join(self._containers, cid)
+        try:
+            with open(os.path.join(cdir, "keeper.json"), "rb") as f:
+                keeper = json.loads(f.read())  # keeper.read
+        except (OSError, ValueError):
+            keeper = {}
+        raw = {**self._read(cid, "state.json"), **keeper}
+        networks = {}
+        for name in st.ips:
+            if "/" in name or name.startswith("."):
+                raise _Unsure
+            record = self._network_record(os.path.join(self.home, "networks", "by-name",
+                                                       f"{name}.json"))
+            if record is None:
+                raise _Unsure  # (the manager looks further: by id prefix)
+            from pytest_isobox.native.network.records import network_info
+
+            networks[name] = network_info(record)
+        data = container_json(cid, config, raw, st, cdir=self._path_as_engine_has_it(cdir),
+                              networks=networks)
+        data["Isobox"] = {"Rootless": False, "Limits": "", "IdMapping": "", "Outbound": ""}
+        return data
+
+    def _path_as_engine_has_it(self, path: str) -> Any:
+        """`path` as the engine's pathlib paths print: the same string unless the home is
+        spelled with what pathlib folds (`//`, `/./`, a trailing slash)."""
+        home = self.home
+        if "//" in home or "/./" in home or home.endswith(("/", "/.")) or \
+                home.startswith("./") or home == ".":
+            from pathlib import Path
+
+            return Path(path)
+        return path
 
     # ------------------------------------------------------------ images
     def _image_store(self) -> Any:
@@ -123,18 +173,45 @@ class NativeReader(EngineFront):
             self._store = ImageStore(Path(self.home))
         return self._store
 
+    def _image_files(self) -> Any:
+        """The store's files read without it (images/storereader.py)."""
+        if self._store_files is None:
+            from pytest_isobox.images.storereader import StoreReader
+
+            self._store_files = StoreReader(self.home)
+        return self._store_files
+
     def images(self) -> list[ImageInfo]:
         if self._engine is not None:
             return self._engine.images()
-        return self._image_store().images()
+        from pytest_isobox.images.storereader import Unsure
+
+        try:
+            return self._image_files().images()
+        except Unsure:
+            return self._image_store().images()
 
     def image_inspect(self, ref: str) -> ImageInfo:
         """As images.ImagesRole.image_inspect."""
+        return self._image(ref)[0]
+
+    def _image(self, ref: str) -> tuple[ImageInfo, list[str]]:
+        """The image `ref` names and its repo digests, from the files when they answer
+        plainly, else from the store (whose error is the one raised)."""
         if self._engine is not None:
-            return self._engine.image_inspect(ref)
-        image = self._image_store().resolve(ref)
-        return ImageInfo(image.id, image.tags, image.config, image.size,
-                         image.config.get("created"))
+            return self._engine.image_inspect(ref), []
+        from pytest_isobox.images.storereader import Unsure
+
+        files = self._image_files()
+        try:
+            image_id = files.find(ref)
+            return files.info(image_id), files.repo_digests(image_id)
+        except Unsure:
+            pass
+        store = self._image_store()
+        image = store.resolve(ref)
+        return (ImageInfo(image.id, image.tags, image.config, image.size,
+                          image.config.get("created")), store.repo_digests(image.id))
 
     def image_document(self, ref: str) -> dict:
         """As images.ImagesRole.image_document."""
@@ -142,9 +219,46 @@ class NativeReader(EngineFront):
             return self._engine.image_document(ref)
         from pytest_isobox.engine import documents
 
-        info = self.image_inspect(ref)
-        return documents.image_document(
-            info, repo_digests=self._image_store().repo_digests(info.id))
+        info, repo_digests = self._image(ref)
+        return documents.image_document(info, repo_digests=repo_digests)
+
+    # ------------------------------------------------------------ networks
+    def networks(self) -> list[NetworkInfo]:
+        """NetworkManager.list over network/store.py's files. The engine answers when the
+        default network stands unused: its close removes it then (the next attach makes it
+        again), and a read of the files alone would leave it."""
+        if self._engine is not None:
+            return self._engine.networks()
+        from pytest_isobox.native.network.records import DEFAULT_NETWORK, network_info
+
+        records = self._network_records()
+        if any(r["name"] == DEFAULT_NETWORK and not r["members"] for r in records):
+            return self._full().networks()
+        return [network_info(r) for r in records]
+
+    def _network_records(self) -> list[dict]:
+        """NetworkStore.networks(): by-name/*.json in name order, each with its members
+        (the records' own legacy ones, then members/<name>/*.json by address)."""
+        root = os.path.join(self.home, "networks")
+        records = []
+        for path in _json_files(os.path.join(root, "by-name")):
+            record = self._network_record(path)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _network_record(self, path: str) -> dict | None:
+        """One network's record (NetworkStore.network), None if there is none."""
+        record = _read_json(path)
+        if record is None:
+            return None
+        legacy = record.get("members") or {}
+        record["legacy_members"] = sorted(legacy)
+        record["members"] = dict(legacy)
+        folder = os.path.join(self.home, "networks", "members", record["name"])
+        for member in filter(None, map(_read_json, _json_files(folder))):
+            record["members"][member["id"]] = member
+        return record
 
     # ------------------------------------------------------------ volumes
     def volumes(self) -> list[str]:
@@ -225,6 +339,24 @@ class NativeReader(EngineFront):
             except OSError:
                 continue
         return False
+
+
+def _read_json(path: str) -> Any:
+    """network/store.read_json: the document, None if the file is not there."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def _json_files(folder: str) -> list[str]:
+    """The paths of `folder`'s *.json, in name order (pathlib's sorted glob)."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [os.path.join(folder, n) for n in sorted(names) if n.endswith(".json")]
 
 
 def _alive(raw: dict | None) -> bool:

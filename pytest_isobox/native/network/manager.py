@@ -58,12 +58,13 @@ from pytest_isobox.native.network.links import (
     write_sysctl,
 )
 from pytest_isobox.native.network.ports import Reservation, reserve
+from pytest_isobox.native.network.records import DEFAULT_NETWORK
+from pytest_isobox.native.network.records import network_info as _info
 from pytest_isobox.native.network.relay import PortRelay
 from pytest_isobox.native.network.store import HostRegistry, NetworkStore, Record
 from pytest_isobox.native.specs import network_kind
 from pytest_isobox.processes import ProcessIdentity
 
-DEFAULT_NETWORK = "bridge"
 SPECIAL_MODES = ("none", "host")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -117,16 +118,6 @@ def _host_root() -> bool:
     except OSError:
         uid_map = []
     return os.geteuid() == 0 and uid_map[:3] == ["0", "0", "4294967295"]
-
-
-def _info(record: Record) -> NetworkInfo:
-    return NetworkInfo(
-        name=record["name"], id=record["id"], driver="bridge", subnet=record["subnet"],
-        gateway=record["gateway"],
-        containers={cid: m["ip"] for cid, m in record["members"].items()},
-        labels=dict(record.get("labels", {})), internal=bool(record.get("internal")),
-        created=record.get("created"),
-    )
 
 
 def _check_ports(ports: list[PortSpec]) -> None:
