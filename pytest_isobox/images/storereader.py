@@ -18,14 +18,7 @@ import json
 import os
 
 from pytest_isobox.engine.records import ImageInfo
-
-try:  # the C sha256 alone: hashlib loads OpenSSL first (a few ms)
-    from _sha256 import sha256  # type: ignore[import-not-found]
-except ImportError:  # (Python 3.12 renamed it; any build without it)
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found]
-    except ImportError:
-        from hashlib import sha256
+from pytest_isobox.sha256 import sha256  # (the C sha256 alone: no OpenSSL load)
 
 _HEX = frozenset("0123456789abcdef")
 
