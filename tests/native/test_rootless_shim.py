@@ -5,7 +5,6 @@ pool. Each scenario runs in a child that is a throwaway user (see rootless_users
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import select
@@ -147,17 +146,16 @@ def test_the_shim_keeps_the_holder_and_the_relay_while_its_container_runs(
     assert [p.pid for p in user.processes() if p.status() != psutil.STATUS_ZOMBIE] == []
 
 
-def _agents() -> set[int]:
-    """The pids of this user's network agents (isobox-agent), zombies and the middles of
-    their double forks (children of ours, reaped later) aside: each is waited for (not
-    reaped) first, so that the agent it forks exists."""
-    for middle in psutil.Process().children():
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if middle.name() == "isobox-agent":
-                os.waitid(os.P_PID, middle.pid, os.WEXITED | os.WNOWAIT)
+def _agents(engine: NativeEngine) -> set[int]:
+    """The pids of this user's network agents (isobox-agent), zombies aside, once the
+    engine's spare one exists: its agent maker forks it on its own time, and answers its
+    pid when it has (the child of the maker may not have taken its name yet)."""
+    if engine._agent is not None:
+        assert engine._agent.pid
+    maker = engine._agent_maker.pid if engine._agent_maker is not None else None
     return {p.pid for p in psutil.process_iter(["name", "uids", "status", "ppid"])
-            if p.info["name"] == "isobox-agent" and p.info["uids"].real == os.getuid()
-            and p.info["status"] != psutil.STATUS_ZOMBIE and p.info["ppid"] != os.getpid()}
+            if (p.info["name"] == "isobox-agent" or p.info["ppid"] == maker)
+            and p.info["uids"].real == os.getuid() and p.info["status"] != psutil.STATUS_ZOMBIE}
 
 
 def _one_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
@@ -188,9 +186,9 @@ def _agents_forked_ahead() -> dict:
         engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
         spec = ContainerSpec(image="bb", command=["sleep", "600"], network_mode="bridge")
         first = engine.run(spec)
-        found["after_first"] = _agents()  # the first one's agent, and the spare
+        found["after_first"] = _agents(engine)  # the first one's agent, and the spare
         second = engine.run(spec)
-        found["after_second"] = _agents()
+        found["after_second"] = _agents(engine)
         found["ips"] = second.ips
         found["links"] = engine.exec(second.id, ["cat", "/proc/net/dev"]).output.decode()
         engine.remove(first.id, force=True)
@@ -199,8 +197,9 @@ def _agents_forked_ahead() -> dict:
         found["spare_alive"] = [not process_gone(pid, timeout=0)
                                 for pid in found["after_second"] - found["after_first"]]
         found["holder"] = holder.read_info(runtime).pid
-    found["gone"] = [process_gone(pid) for pid in found["after_second"]]
-    found["left"] = sorted(_agents())
+        maker = engine._agent_maker.pid  # what forked them
+    found["gone"] = [process_gone(pid) for pid in [*found["after_second"], maker]]
+    found["left"] = sorted(_agents(engine))
     return found
 
 
@@ -212,13 +211,13 @@ def test_the_next_agent_is_forked_ahead_and_ends_with_its_container_or_its_engin
     assert found["ips"] and "eth0" in found["links"]
     assert len(found["after_first_removed"]) == 1, found  # the spare, the second's agent
     assert found["spare_alive"] == [True], found  # unused, it waits for its engine
-    assert found["gone"] == [True, True, True] and found["left"] == []
+    assert found["gone"] == [True, True, True, True] and found["left"] == []
     assert process_gone(found["holder"])
 
 
 def _engine_dies_with_a_spare_agent() -> list[bool]:
-    """An engine that dies (no close) with an agent forked ahead: the agent ends too (and so
-    does its running container's, with the container)."""
+    """An engine that dies (no close) with an agent forked ahead: the agent ends too, and so
+    does the agent maker (and its running container's agent, with the container)."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
@@ -227,7 +226,8 @@ def _engine_dies_with_a_spare_agent() -> list[bool]:
             engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
             engine.run(ContainerSpec(image="bb", command=["sleep", "600"],
                                      network_mode="bridge"))
-            os.write(w, " ".join(map(str, _agents())).encode())
+            pids = [*_agents(engine), engine._agent_maker.pid]  # and what forked them
+            os.write(w, " ".join(map(str, pids)).encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -238,4 +238,5 @@ def _engine_dies_with_a_spare_agent() -> list[bool]:
 
 
 def test_an_agent_forked_ahead_ends_with_an_engine_that_died(user: ThrowawayUser) -> None:
-    assert run_as(user, _engine_dies_with_a_spare_agent) == [True, True]
+    assert run_as(user, _engine_dies_with_a_spare_agent) == [True, True, True]
+

@@ -103,6 +103,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._monitors: dict[str, MonitorHandle] = {}
         self._spare: Spare | None = None  # the next container's monitor, forked ahead
         self._agent: Any = None  # rootless: the next shim container's network agent
+        self._agent_maker: Any = None  # rootless: what forks those agents
         self._pool: collections.deque[ShimSpare] = collections.deque()  # shims, spawned ahead
         self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
         self._pool_refilled = 0.0
@@ -157,6 +158,9 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         if self._agent is not None:  # never used: it ends now, with its holder connection
             self._agent.close(wait=5.0)
             self._agent = None
+        if self._agent_maker is not None:
+            self._agent_maker.close()
+            self._agent_maker = None
         self._spare = None
         if self._rootless is None and not self.read_only:
             from pytest_isobox.native.cgroups import open_cgroup
