@@ -240,3 +240,39 @@ def _engine_dies_with_a_spare_agent() -> list[bool]:
 def test_an_agent_forked_ahead_ends_with_an_engine_that_died(user: ThrowawayUser) -> None:
     assert run_as(user, _engine_dies_with_a_spare_agent) == [True, True, True]
 
+
+def _start_failing_before_ready() -> dict:
+    """A network container whose shim's waiting process is killed before its start: the
+    agent, told what to attach when the plan went out, may have claimed an address by then;
+    the start fails, and no address, endpoint or agent of it is left (the agent undoes its
+    claim before it ends, and the engine waits for that before releasing the container)."""
+    from pytest_isobox.engine import ContainerError
+
+    found: dict = {}
+    with NativeEngine() as engine:
+        engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+        spec = ContainerSpec(image="bb", command=["sleep", "600"], network_mode="bridge")
+        engine.remove(engine.run(spec).id, force=True)  # the maker and a spare agent are there
+        state = engine.create(spec)
+        agent = engine._agent.pid  # forked ahead: the one this start uses
+        shim = psutil.Process(engine._reserved[state.id].handle.pid)
+        for waiting in shim.children():
+            waiting.kill()
+            assert process_gone(waiting.pid)  # (a zombie of its shim's for now)
+        try:
+            engine.start(state.id)
+            found["error"] = ""
+        except ContainerError as exc:
+            found["error"] = str(exc)
+        found["endpoints"] = [e["id"] for e in engine.network.store.endpoints()]
+        found["members"] = engine.network.inspect("bridge").containers
+        found["agent_gone"] = process_gone(agent)
+    return found
+
+
+def test_a_start_failing_before_its_network_is_wired_leaves_no_claim(
+        user: ThrowawayUser) -> None:
+    found = run_as(user, _start_failing_before_ready)
+    assert found["error"].startswith("cannot start container"), found
+    assert found["endpoints"] == [] and not found["members"], found
+    assert found["agent_gone"], found

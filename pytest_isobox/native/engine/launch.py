@@ -162,6 +162,7 @@ class LaunchRole:
         ips: dict = {}
         ports: dict = {}
         agent = None
+        wired = False
         try:
             if network and self._rootless is None:  # while the container sets up, so do we:
                 self._network_manager().prepare(spec)  # a session's first makes the bridge
@@ -173,12 +174,16 @@ class LaunchRole:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
                     ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent)
+                    wired = True
                     handle.go()
                     self._fork_agent()  # while the container starts: the two overlap
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
                     raise StartFailure(event["message"], event["exit_code"])
                 elif event["event"] == "started":
+                    if network and not wired:  # its process died before it was ready
+                        raise StartFailure("the container's process died before its network "
+                                           "was attached", 127)
                     break
         except BaseException as exc:
             handle.close()
