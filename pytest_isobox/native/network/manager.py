@@ -427,7 +427,8 @@ class NetworkManager:
         return prepared
 
     def finish_attach(self, prepared: Prepared, netns_pid: int) -> Attachment:
-        """`attach`'s second half, in the container's network namespace (`netns_pid`'s)."""
+        """`attach`'s second half, in the container's network namespace (`netns_pid`'s).
+        An endpoint prepared without its pid gets it with `record_holder`, afterwards."""
         spec, hosts_file, endpoint = prepared.spec, prepared.hosts_file, prepared.endpoint
         if endpoint is None:
             extra = hosts.extra_entries(spec.extra_hosts, "127.0.0.1")
@@ -441,11 +442,6 @@ class NetworkManager:
             return Attachment(ips={}, ports={})
         container_id, published = prepared.container_id, prepared.published
         try:
-            if endpoint["holder"] is None:  # prepared before the namespace was there
-                holder = ProcessIdentity.of(netns_pid)
-                endpoint["holder"] = holder.dump() if holder else None
-                with self.store.lock:
-                    self.store.save_endpoint(endpoint)
             self._wire(endpoint, netns_pid)
             if self.publish == "dnat":
                 self._publish(endpoint, spec.ports, published)
@@ -468,6 +464,20 @@ class NetworkManager:
             macs={n["network"]: n["mac"] for n in nets},
             prefixlen={n["network"]: n["prefixlen"] for n in nets},
         )
+
+    def record_holder(self, prepared: Prepared, netns_pid: int) -> None:
+        """Record `netns_pid` as the holder of the network namespace of an endpoint that was
+        prepared without it (see `_holder_dead`): off the start's path, as it replaces the
+        record. Until then it counts as alive."""
+        endpoint = prepared.endpoint
+        if endpoint is None or endpoint["holder"] is not None:
+            return
+        holder = ProcessIdentity.of(netns_pid)
+        with self.store.lock:
+            if holder is None or self.store.endpoint(prepared.container_id) is None:
+                return  # ended or detached meanwhile
+            endpoint["holder"] = holder.dump()
+            self.store.save_endpoint(endpoint)
 
     def connect(self, container_id: str, name: str, hostname: str, netns_pid: int,
                 want: NetworkAttachment, hosts_file: Path, *, ip: str | None = None) -> Record:
