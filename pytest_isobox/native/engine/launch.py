@@ -14,6 +14,8 @@ from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_fa
 from pytest_isobox.processes import ProcessIdentity
 
 if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
+    from collections.abc import Generator
+
     from pytest_isobox.native.cgroups import Limits
     from pytest_isobox.native.engine.support import ShimSpare
     from pytest_isobox.native.monitor import Hooks, Terminal
@@ -351,22 +353,21 @@ def _attach(manager: Any, request: tuple) -> tuple[dict, dict]:
     return result.ips, result.ports
 
 
-def _prepare_in_agent(manager: Any, request: tuple) -> Any:
-    """A rootless network agent's first half of `_attach`, before the container's pid is
-    known (see `ShimAgent`): what finishes it given the pid, or undoes it given None. The
-    agent is a process of its own, which may stay in the helper netns once there (one
-    thread for every step, see `stay_in_helper`)."""
+def _prepare_in_agent(manager: Any, request: tuple) -> Generator[Any, int | None, None]:
+    """A rootless network agent's `_attach` in steps (see `ShimAgent`): the claim, before
+    the container's pid is known; sent the pid, the wiring, whose (ips, ports) it yields,
+    then the record of the namespace's holder, after the agent's reply; sent None instead,
+    the claim undone. The agent is a process of its own, which may stay in the helper netns
+    once there (one thread for every step, see `stay_in_helper`)."""
     from pathlib import Path
 
     cid, name, hostname, _, spec, hosts = request
     manager.stay_in_helper()
     prepared = manager.prepare_attach(cid, name, hostname, spec, Path(hosts))
-
-    def finish(pid: int | None) -> tuple[dict, dict] | None:
-        if pid is None:
-            manager.detach(cid)
-            return None
-        result = manager.finish_attach(prepared, pid)
-        return result.ips, result.ports
-
-    return finish
+    pid = yield
+    if pid is None:
+        manager.detach(cid)
+        return
+    result = manager.finish_attach(prepared, pid)
+    yield result.ips, result.ports
+    manager.record_holder(prepared, pid)

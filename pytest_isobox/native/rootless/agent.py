@@ -30,7 +30,7 @@ import os
 import pickle
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from pytest_isobox.engine import ContainerError
@@ -38,9 +38,10 @@ from pytest_isobox.native.forked import fork_child
 from pytest_isobox.polling import readable
 
 Attach = Callable[[int], tuple[dict, dict]]  # container pid -> (ips, ports)
-# a shim container's request -> what wires it once given its pid -> (ips, ports); given
-# None instead (the start failed first), what undoes the claim
-Prepare = Callable[[Any], Callable[[int | None], Any]]
+# a shim container's request -> steps: run to the first yield (the claim), then sent the
+# pid, they yield (ips, ports) (the wiring) and finish what can wait after the reply; sent
+# None instead (the start failed first), they undo the claim
+Prepare = Callable[[Any], Generator[Any, int | None, None]]
 
 
 class NetworkAgent:
@@ -248,28 +249,33 @@ class ShimAgent:
         if not data:
             return
         watch = -1
-        finish: Callable[[int | None], Any] | None = None
+        steps: Generator[Any, int | None, None] | None = None
         failure: BaseException | None = None
         try:
             shim_pid, request = pickle.loads(data)
             watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
-            finish = prepare(request)
+            steps = prepare(request)
+            next(steps)
         except BaseException as exc:  # noqa: BLE001 - answered once the pid has come
-            failure = exc
+            failure, steps = exc, None
         pid = _read_sized(requests)
         if not pid:
-            if finish is not None:
-                finish(None)
+            if steps is not None:
+                with contextlib.suppress(StopIteration):
+                    steps.send(None)
             return
         try:
             if failure is not None:
                 raise failure
-            assert finish is not None
-            reply = pickle.dumps((True, finish(int(pid))))
+            assert steps is not None
+            reply = pickle.dumps((True, steps.send(int(pid))))
         except BaseException as exc:  # noqa: BLE001 - the engine reports it as a failed start
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+            steps = None
         _send_sized(replies, reply)
         os.close(replies)
+        if steps is not None:
+            next(steps, None)  # what can wait after the reply
         if watch >= 0:
             readable([watch], None)  # until the shim has ended (its relay ends with us)
 
