@@ -276,3 +276,19 @@ def test_a_start_failing_before_its_network_is_wired_leaves_no_claim(
     assert found["error"].startswith("cannot start container"), found
     assert found["endpoints"] == [] and not found["members"], found
     assert found["agent_gone"], found
+
+
+def _without_spares() -> dict:
+    with NativeEngine(spares=False) as engine:  # (a CLI command's)
+        engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+        state = engine.run(ContainerSpec(image="bb", command=["sleep", "600"],
+                                         network_mode="bridge"))
+        found = {"ips": state.ips, "next_agent": engine._agent}
+        engine.remove(state.id, force=True)
+    return found
+
+
+def test_an_engine_without_spares_forks_no_agent_for_a_next_container(
+        user: ThrowawayUser) -> None:
+    found = run_as(user, _without_spares)
+    assert found["ips"] and found["next_agent"] is None, found

@@ -71,9 +71,10 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         left. `finish_in_reaper` (the CLI's, the plugin's): `close` leaves what it would wait
         for (veths and an unused default bridge going away, some 25-100 ms of the kernel's)
         to the run reaper, which finishes it while this process goes on or exits: nothing of
-        ours remains once the process and its reaper are gone. `spares` False: no monitor or shim is made
-        ahead for a next container (a CLI `run` makes one and exits: a spare would only be
-        spawned, on the container's CPU, and discarded at close)."""
+        ours remains once the process and its reaper are gone. `spares` False: no monitor,
+        shim or rootless network agent is made ahead for a next container (a CLI `run` makes
+        one and exits: a spare would only be spawned, on the container's CPU, and discarded
+        at close)."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)

@@ -178,7 +178,8 @@ class LaunchRole:
                     ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent)
                     wired = True
                     handle.go()
-                    self._fork_agent()  # while the container starts: the two overlap
+                    if self._spares:  # (a CLI command starts one container: no next one)
+                        self._fork_agent()  # while the container starts: the two overlap
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
                     raise StartFailure(event["message"], event["exit_code"])
