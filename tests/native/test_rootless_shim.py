@@ -5,7 +5,6 @@ pool. Each scenario runs in a child that is a throwaway user (see rootless_users
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import select
@@ -147,17 +146,16 @@ def test_the_shim_keeps_the_holder_and_the_relay_while_its_container_runs(
     assert [p.pid for p in user.processes() if p.status() != psutil.STATUS_ZOMBIE] == []
 
 
-def _agents() -> set[int]:
-    """The pids of this user's network agents (isobox-agent), zombies and the middles of
-    their double forks (children of ours, reaped later) aside: each is waited for (not
-    reaped) first, so that the agent it forks exists."""
-    for middle in psutil.Process().children():
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if middle.name() == "isobox-agent":
-                os.waitid(os.P_PID, middle.pid, os.WEXITED | os.WNOWAIT)
+def _agents(engine: NativeEngine) -> set[int]:
+    """The pids of this user's network agents (isobox-agent), zombies aside, once the
+    engine's spare one exists: its agent maker forks it on its own time, and answers its
+    pid when it has (the child of the maker may not have taken its name yet)."""
+    if engine._agent is not None:
+        assert engine._agent.pid
+    maker = engine._agent_maker.pid if engine._agent_maker is not None else None
     return {p.pid for p in psutil.process_iter(["name", "uids", "status", "ppid"])
-            if p.info["name"] == "isobox-agent" and p.info["uids"].real == os.getuid()
-            and p.info["status"] != psutil.STATUS_ZOMBIE and p.info["ppid"] != os.getpid()}
+            if (p.info["name"] == "isobox-agent" or p.info["ppid"] == maker)
+            and p.info["uids"].real == os.getuid() and p.info["status"] != psutil.STATUS_ZOMBIE}
 
 
 def _one_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
@@ -188,9 +186,9 @@ def _agents_forked_ahead() -> dict:
         engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
         spec = ContainerSpec(image="bb", command=["sleep", "600"], network_mode="bridge")
         first = engine.run(spec)
-        found["after_first"] = _agents()  # the first one's agent, and the spare
+        found["after_first"] = _agents(engine)  # the first one's agent, and the spare
         second = engine.run(spec)
-        found["after_second"] = _agents()
+        found["after_second"] = _agents(engine)
         found["ips"] = second.ips
         found["links"] = engine.exec(second.id, ["cat", "/proc/net/dev"]).output.decode()
         engine.remove(first.id, force=True)
@@ -199,8 +197,9 @@ def _agents_forked_ahead() -> dict:
         found["spare_alive"] = [not process_gone(pid, timeout=0)
                                 for pid in found["after_second"] - found["after_first"]]
         found["holder"] = holder.read_info(runtime).pid
-    found["gone"] = [process_gone(pid) for pid in found["after_second"]]
-    found["left"] = sorted(_agents())
+        maker = engine._agent_maker.pid  # what forked them
+    found["gone"] = [process_gone(pid) for pid in [*found["after_second"], maker]]
+    found["left"] = sorted(_agents(engine))
     return found
 
 
@@ -212,13 +211,13 @@ def test_the_next_agent_is_forked_ahead_and_ends_with_its_container_or_its_engin
     assert found["ips"] and "eth0" in found["links"]
     assert len(found["after_first_removed"]) == 1, found  # the spare, the second's agent
     assert found["spare_alive"] == [True], found  # unused, it waits for its engine
-    assert found["gone"] == [True, True, True] and found["left"] == []
+    assert found["gone"] == [True, True, True, True] and found["left"] == []
     assert process_gone(found["holder"])
 
 
 def _engine_dies_with_a_spare_agent() -> list[bool]:
-    """An engine that dies (no close) with an agent forked ahead: the agent ends too (and so
-    does its running container's, with the container)."""
+    """An engine that dies (no close) with an agent forked ahead: the agent ends too, and so
+    does the agent maker (and its running container's agent, with the container)."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
@@ -227,7 +226,8 @@ def _engine_dies_with_a_spare_agent() -> list[bool]:
             engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
             engine.run(ContainerSpec(image="bb", command=["sleep", "600"],
                                      network_mode="bridge"))
-            os.write(w, " ".join(map(str, _agents())).encode())
+            pids = [*_agents(engine), engine._agent_maker.pid]  # and what forked them
+            os.write(w, " ".join(map(str, pids)).encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -238,4 +238,57 @@ def _engine_dies_with_a_spare_agent() -> list[bool]:
 
 
 def test_an_agent_forked_ahead_ends_with_an_engine_that_died(user: ThrowawayUser) -> None:
-    assert run_as(user, _engine_dies_with_a_spare_agent) == [True, True]
+    assert run_as(user, _engine_dies_with_a_spare_agent) == [True, True, True]
+
+
+def _start_failing_before_ready() -> dict:
+    """A network container whose shim's waiting process is killed before its start: the
+    agent, told what to attach when the plan went out, may have claimed an address by then;
+    the start fails, and no address, endpoint or agent of it is left (the agent undoes its
+    claim before it ends, and the engine waits for that before releasing the container)."""
+    from pytest_isobox.engine import ContainerError
+
+    found: dict = {}
+    with NativeEngine() as engine:
+        engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+        spec = ContainerSpec(image="bb", command=["sleep", "600"], network_mode="bridge")
+        engine.remove(engine.run(spec).id, force=True)  # the maker and a spare agent are there
+        state = engine.create(spec)
+        agent = engine._agent.pid  # forked ahead: the one this start uses
+        shim = psutil.Process(engine._reserved[state.id].handle.pid)
+        for waiting in shim.children():
+            waiting.kill()
+            assert process_gone(waiting.pid)  # (a zombie of its shim's for now)
+        try:
+            engine.start(state.id)
+            found["error"] = ""
+        except ContainerError as exc:
+            found["error"] = str(exc)
+        found["endpoints"] = [e["id"] for e in engine.network.store.endpoints()]
+        found["members"] = engine.network.inspect("bridge").containers
+        found["agent_gone"] = process_gone(agent)
+    return found
+
+
+def test_a_start_failing_before_its_network_is_wired_leaves_no_claim(
+        user: ThrowawayUser) -> None:
+    found = run_as(user, _start_failing_before_ready)
+    assert found["error"].startswith("cannot start container"), found
+    assert found["endpoints"] == [] and not found["members"], found
+    assert found["agent_gone"], found
+
+
+def _without_spares() -> dict:
+    with NativeEngine(spares=False) as engine:  # (a CLI command's)
+        engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+        state = engine.run(ContainerSpec(image="bb", command=["sleep", "600"],
+                                         network_mode="bridge"))
+        found = {"ips": state.ips, "next_agent": engine._agent}
+        engine.remove(state.id, force=True)
+    return found
+
+
+def test_an_engine_without_spares_forks_no_agent_for_a_next_container(
+        user: ThrowawayUser) -> None:
+    found = run_as(user, _without_spares)
+    assert found["ips"] and found["next_agent"] is None, found

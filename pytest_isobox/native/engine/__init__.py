@@ -71,9 +71,10 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         left. `finish_in_reaper` (the CLI's, the plugin's): `close` leaves what it would wait
         for (veths and an unused default bridge going away, some 25-100 ms of the kernel's)
         to the run reaper, which finishes it while this process goes on or exits: nothing of
-        ours remains once the process and its reaper are gone. `spares` False: no monitor or shim is made
-        ahead for a next container (a CLI `run` makes one and exits: a spare would only be
-        spawned, on the container's CPU, and discarded at close)."""
+        ours remains once the process and its reaper are gone. `spares` False: no monitor,
+        shim or rootless network agent is made ahead for a next container (a CLI `run` makes
+        one and exits: a spare would only be spawned, on the container's CPU, and discarded
+        at close)."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -103,6 +104,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._monitors: dict[str, MonitorHandle] = {}
         self._spare: Spare | None = None  # the next container's monitor, forked ahead
         self._agent: Any = None  # rootless: the next shim container's network agent
+        self._agent_maker: Any = None  # rootless: what forks those agents
         self._pool: collections.deque[ShimSpare] = collections.deque()  # shims, spawned ahead
         self._pool_batch = 1  # how many shims the next refill spawns (see _refill_pool)
         self._pool_refilled = 0.0
@@ -157,6 +159,9 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         if self._agent is not None:  # never used: it ends now, with its holder connection
             self._agent.close(wait=5.0)
             self._agent = None
+        if self._agent_maker is not None:
+            self._agent_maker.close()
+            self._agent_maker = None
         self._spare = None
         if self._rootless is None and not self.read_only:
             from pytest_isobox.native.cgroups import open_cgroup

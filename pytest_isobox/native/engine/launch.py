@@ -14,6 +14,8 @@ from pytest_isobox.native.state import ContainerDir, mark_running, mark_start_fa
 from pytest_isobox.processes import ProcessIdentity
 
 if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
+    from collections.abc import Generator
+
     from pytest_isobox.native.cgroups import Limits
     from pytest_isobox.native.engine.support import ShimSpare
     from pytest_isobox.native.monitor import Hooks, Terminal
@@ -161,26 +163,37 @@ class LaunchRole:
             self._fork_spare()  # while the container sets up: the two overlap
         ips: dict = {}
         ports: dict = {}
+        agent = None
+        wired = False
         try:
             if network and self._rootless is None:  # while the container sets up, so do we:
                 self._network_manager().prepare(spec)  # a session's first makes the bridge
+            elif network:  # rootless: the agent claims the addresses meanwhile
+                agent = self._request_agent(cdir, spec, handle.pid)
             while True:
                 event = handle.next_event()
                 if event is None:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
-                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], handle.pid)
+                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent)
+                    wired = True
                     handle.go()
-                    self._fork_agent()  # while the container starts: the two overlap
+                    if self._spares:  # (a CLI command starts one container: no next one)
+                        self._fork_agent()  # while the container starts: the two overlap
                     self._fork_spare()  # after the network: it is on the container's path
                 elif event["event"] == "failed":
                     raise StartFailure(event["message"], event["exit_code"])
                 elif event["event"] == "started":
+                    if network and not wired:  # its process died before it was ready
+                        raise StartFailure("the container's process died before its network "
+                                           "was attached", 127)
                     break
         except BaseException as exc:
             handle.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(handle.pid, 0)
+            if agent is not None:  # its claim is undone before the release below
+                agent.close(wait=5.0)
             code, message = (exc.exit_code, exc.message) if isinstance(exc, StartFailure) \
                 else (127, str(exc))
             with contextlib.suppress(Exception):
@@ -197,33 +210,44 @@ class LaunchRole:
         return self._state_of(cdir, state, brief=True)  # (just started)
 
     def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
-                         shim_pid: int) -> tuple[dict, dict]:
+                         agent: Any) -> tuple[dict, dict]:
         """Wire the network of a shim's container `pid`: from here when rootful; rootless,
-        from a network agent in the user namespace that lives as long as the shim (the one
-        forked ahead, see `_fork_agent`, else one forked now)."""
-        request = (cdir.id, cdir.name, cdir.config["hostname"], pid, spec, str(cdir.hosts))
-        if self._rootless is None:
-            return _attach(self._network_manager(), request)
-        self._fork_agent()
-        agent, self._agent = self._agent, None
+        by its network agent (`_request_agent`), which lives as long as the shim."""
+        if agent is None:
+            return _attach(self._network_manager(), _attach_request(cdir, spec, pid))
         try:
-            return agent.attach(request, shim_pid)
+            return agent.attach(pid)
         finally:
             agent.close()  # our pipes only: the agent itself ends with the shim
 
+    def _request_agent(self, cdir: ContainerDir, spec: ContainerSpec, shim_pid: int) -> Any:
+        """Rootless: the network agent of a shim's container (the one forked ahead, see
+        `_fork_agent`, else one forked now), told what to attach before the container's
+        namespaces are there, so that it claims the addresses while the container sets up."""
+        self._fork_agent()
+        agent, self._agent = self._agent, None
+        try:
+            agent.request(_attach_request(cdir, spec, None), shim_pid)
+        except BaseException:
+            agent.close()
+            raise
+        return agent
+
     def _fork_agent(self) -> None:
         """Rootless: have the next shim container's network agent ready, already in the user
-        namespace (a fork of this process: off the start path when done ahead)."""
+        namespace, forked by this engine's agent maker (a fork of this process made once)."""
         import functools
 
-        from pytest_isobox.native.rootless.agent import ShimAgent
+        from pytest_isobox.native.rootless.agent import AgentMaker, ShimAgent
 
         if self._rootless is None or self._agent is not None:
             return
-        manager = self._network_manager()
-        self._join_pool()  # a fork: no other thread may be mid-way through anything
-        self._agent = ShimAgent(self._rootless.enter, functools.partial(_attach_in_agent,
-                                                                        manager))
+        if self._agent_maker is None or not self._agent_maker.alive():
+            manager = self._network_manager()
+            self._join_pool()  # a fork: no other thread may be mid-way through anything
+            self._agent_maker = AgentMaker(self._rootless.enter, self._rootless.fds,
+                                           functools.partial(_prepare_in_agent, manager))
+        self._agent = ShimAgent(self._agent_maker)
 
     def _refill_pool(self) -> None:
         """Spawn shims for the next containers when none is left, several at once when
@@ -316,8 +340,13 @@ class LaunchRole:
 
 
 
+def _attach_request(cdir: ContainerDir, spec: ContainerSpec, pid: int | None) -> tuple:
+    """What `_attach` and `_prepare_in_agent` take (pid None: not known yet)."""
+    return (cdir.id, cdir.name, cdir.config["hostname"], pid, spec, str(cdir.hosts))
+
+
 def _attach(manager: Any, request: tuple) -> tuple[dict, dict]:
-    """(ips, ports) of attaching the container `request` names (see `_attach_for_shim`)."""
+    """(ips, ports) of attaching the container `request` names (see `_attach_request`)."""
     from pathlib import Path
 
     cid, name, hostname, pid, spec, hosts = request
@@ -325,8 +354,21 @@ def _attach(manager: Any, request: tuple) -> tuple[dict, dict]:
     return result.ips, result.ports
 
 
-def _attach_in_agent(manager: Any, request: tuple) -> tuple[dict, dict]:
-    """`_attach` from a rootless network agent: a process of its own, which may stay in the
-    helper netns once there (one thread for every step, see `stay_in_helper`)."""
+def _prepare_in_agent(manager: Any, request: tuple) -> Generator[Any, int | None, None]:
+    """A rootless network agent's `_attach` in steps (see `ShimAgent`): the claim, before
+    the container's pid is known; sent the pid, the wiring, whose (ips, ports) it yields,
+    then the record of the namespace's holder, after the agent's reply; sent None instead,
+    the claim undone. The agent is a process of its own, which may stay in the helper netns
+    once there (one thread for every step, see `stay_in_helper`)."""
+    from pathlib import Path
+
+    cid, name, hostname, _, spec, hosts = request
     manager.stay_in_helper()
-    return _attach(manager, request)
+    prepared = manager.prepare_attach(cid, name, hostname, spec, Path(hosts))
+    pid = yield
+    if pid is None:
+        manager.detach(cid)
+        return
+    result = manager.finish_attach(prepared, pid)
+    yield result.ips, result.ports
+    manager.record_holder(prepared, pid)

@@ -81,6 +81,19 @@ class Attachment:
     prefixlen: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Prepared:
+    """An attachment between `NetworkManager.prepare_attach` and `finish_attach`: its
+    endpoint record (None for a container on no network) and reserved host ports."""
+
+    container_id: str
+    hostname: str
+    spec: ContainerSpec
+    hosts_file: Path
+    endpoint: Record | None = None
+    published: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+
 def requested_networks(spec: ContainerSpec) -> list[NetworkAttachment]:
     """The networks a spec asks for, in order; empty for `none` and `host`."""
     wanted = list(spec.networks)
@@ -370,9 +383,45 @@ class NetworkManager:
                spec: ContainerSpec, hosts_file: Path) -> Attachment:
         """Connect a container, waiting in its fresh net namespace, to the networks its spec
         names; publish its ports; write its hosts file and its peers'. All or nothing."""
-        hosts_file = Path(hosts_file)
+        prepared = self.prepare_attach(container_id, name, hostname, spec, hosts_file,
+                                       netns_pid)
+        return self.finish_attach(prepared, netns_pid)
+
+    def prepare_attach(self, container_id: str, name: str, hostname: str,
+                       spec: ContainerSpec, hosts_file: Path, netns_pid: int | None = None,
+                       ) -> Prepared:
+        """`attach`'s first half, which needs no network namespace yet (so it can overlap
+        the container's setup): host ports reserved, addresses claimed (the endpoint
+        recorded, with its holder `netns_pid` when known already), bridges there. Undone by
+        `detach`; `finish_attach` does the rest."""
+        prepared = Prepared(container_id, hostname, spec, Path(hosts_file))
         wanted = requested_networks(spec)
         if not wanted:
+            return prepared
+        _check_ports(spec.ports)
+        self._require_privileges()
+        if container_id in self._reservations:  # (the endpoint record is checked when made)
+            raise ConflictError(f"container {container_id[:12]} is already attached")
+        try:
+            prepared.published = self._reserve_ports(container_id, spec.ports)
+            prepared.endpoint = self._claim_addresses(
+                container_id, name, hostname, wanted, prepared.hosts_file, prepared.published,
+                netns_pid, spec)
+        except BaseException:
+            self._release_ports(container_id)
+            raise
+        try:
+            self._ensure_bridges(prepared.endpoint)
+        except BaseException:
+            self.detach(container_id)
+            raise
+        return prepared
+
+    def finish_attach(self, prepared: Prepared, netns_pid: int) -> Attachment:
+        """`attach`'s second half, in the container's network namespace (`netns_pid`'s).
+        An endpoint prepared without its pid gets it with `record_holder`, afterwards."""
+        spec, hosts_file, endpoint = prepared.spec, prepared.hosts_file, prepared.endpoint
+        if endpoint is None:
             extra = hosts.extra_entries(spec.extra_hosts, "127.0.0.1")
             if network_kind(spec) == "host":
                 hosts.write_in_place(hosts_file, hosts.host_hosts_text() + hosts.render(
@@ -380,21 +429,10 @@ class NetworkManager:
             else:
                 self._configure(netns_pid, [], None, loopback=True)  # lo alone
                 hosts.write_in_place(hosts_file, hosts.render(
-                    [*extra, ("127.0.0.1", [hostname])]))
+                    [*extra, ("127.0.0.1", [prepared.hostname])]))
             return Attachment(ips={}, ports={})
-        _check_ports(spec.ports)
-        self._require_privileges()
-        if container_id in self._reservations:  # (the endpoint record is checked when made)
-            raise ConflictError(f"container {container_id[:12]} is already attached")
+        container_id, published = prepared.container_id, prepared.published
         try:
-            published = self._reserve_ports(container_id, spec.ports)
-            endpoint = self._claim_addresses(container_id, name, hostname, wanted, hosts_file,
-                                             published, netns_pid, spec)
-        except BaseException:
-            self._release_ports(container_id)
-            raise
-        try:
-            self._ensure_bridges(endpoint)
             self._wire(endpoint, netns_pid)
             if self.publish == "dnat":
                 self._publish(endpoint, spec.ports, published)
@@ -417,6 +455,20 @@ class NetworkManager:
             macs={n["network"]: n["mac"] for n in nets},
             prefixlen={n["network"]: n["prefixlen"] for n in nets},
         )
+
+    def record_holder(self, prepared: Prepared, netns_pid: int) -> None:
+        """Record `netns_pid` as the holder of the network namespace of an endpoint that was
+        prepared without it (see `_holder_dead`): off the start's path, as it replaces the
+        record. Until then it counts as alive."""
+        endpoint = prepared.endpoint
+        if endpoint is None or endpoint["holder"] is not None:
+            return
+        holder = ProcessIdentity.of(netns_pid)
+        with self.store.lock:
+            if holder is None or self.store.endpoint(prepared.container_id) is None:
+                return  # ended or detached meanwhile
+            endpoint["holder"] = holder.dump()
+            self.store.save_endpoint(endpoint)
 
     def connect(self, container_id: str, name: str, hostname: str, netns_pid: int,
                 want: NetworkAttachment, hosts_file: Path, *, ip: str | None = None) -> Record:

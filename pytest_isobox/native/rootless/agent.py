@@ -11,20 +11,26 @@ the pipe or dies. Its end ends the relay, which lets the container's network nam
 veths go.
 
 A container started by isobox-shim has no Python monitor: its agent (`ShimAgent`) is forked
-from the engine instead, ahead of the container that will use it (forking a large Python
-process and entering the namespace cost milliseconds the start need not wait for), detached
-from it, and told on a pipe what to attach and which shim to watch; it lives until that shim
-ends (a pidfd on it), which is when the container has ended. An agent never used ends when
-its pipe closes: the engine closes it, or the engine has died.
+ahead of the container that will use it, and told on a pipe what to attach and which shim to
+watch as soon as the shim has its plan (the agent claims the addresses while the container
+sets up), then the container's pid once its namespaces are there (the agent wires it); it
+lives until that shim ends (a pidfd on it), which is when the container has ended.
+An agent never used ends when its pipe closes: the engine closes it, or the engine has died.
+The engine does not fork these agents itself: an `AgentMaker`, forked from it once and
+already in the user namespace, forks each one on request, on its own CPU time (forking the
+engine's large Python process costs it milliseconds per container, and as much again in
+copy-on-write faults afterwards).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Generator
 from typing import Any
 
 from pytest_isobox.engine import ContainerError
@@ -32,6 +38,10 @@ from pytest_isobox.native.forked import fork_child
 from pytest_isobox.polling import readable
 
 Attach = Callable[[int], tuple[dict, dict]]  # container pid -> (ips, ports)
+# a shim container's request -> steps: run to the first yield (the claim), then sent the
+# pid, they yield (ips, ports) (the wiring) and finish what can wait after the reply; sent
+# None instead (the start failed first), they undo the claim
+Prepare = Callable[[Any], Generator[Any, int | None, None]]
 
 
 class NetworkAgent:
@@ -51,13 +61,6 @@ class NetworkAgent:
         os.close(to_r)
         os.close(from_w)
         self.pid, self._to_agent, self._from_agent = pid, to_w, from_r
-
-    @staticmethod
-    def _read_reply(fd: int) -> bytes:
-        """One sized reply (the relay, the agent's child, holds the pipe open too)."""
-        with open(fd, "rb", closefd=False) as source:
-            size = int.from_bytes(source.read(8) or b"\0", "big")
-            return source.read(size) if size else b""
 
     def _serve(self, requests: int, replies: int, until: int | None = None) -> None:
         """Attach the container whose pid comes on `requests`, answer on `replies`, then stay
@@ -79,7 +82,7 @@ class NetworkAgent:
     def attach(self, container_pid: int) -> tuple[dict, dict]:
         """Have the agent attach the container; its (ips, ports)."""
         os.write(self._to_agent, str(container_pid).encode())
-        return _attached(self._read_reply(self._from_agent))
+        return _attached(_read_sized(self._from_agent))  # (the relay holds the pipe too)
 
     def stop(self) -> None:
         """End the agent (by its pid) and its relay; idempotent."""
@@ -106,37 +109,118 @@ def _attached(reply: bytes) -> tuple[dict, dict]:
 
 
 def _read_sized(fd: int) -> bytes:
-    """One message sent as its size (8 bytes) and its bytes; b"" at end of file."""
-    with open(fd, "rb", closefd=False) as source:
-        size = int.from_bytes(source.read(8) or b"\0", "big")
-        return source.read(size) if size else b""
+    """One message sent as its size (8 bytes) and its bytes; b"" at end of file. Read
+    unbuffered: a second message may follow in the pipe, for a later call."""
+    size = int.from_bytes(_read_exactly(fd, 8) or b"\0", "big")
+    return _read_exactly(fd, size) if size else b""
+
+
+def _read_exactly(fd: int, count: int) -> bytes:
+    """`count` bytes of `fd`, fewer at end of file."""
+    data = b""
+    while len(data) < count:
+        chunk = os.read(fd, count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _send_sized(fd: int, data: bytes) -> None:
     os.write(fd, len(data).to_bytes(8, "big") + data)
 
 
-class ShimAgent:
-    """The network agent of the next shim-started container, forked ahead (see the module
-    docstring): construct it when the caller's process has no other thread running; `attach`
-    once; `close` in any case (an agent not used then ends)."""
+class AgentMaker:
+    """The process that forks the engine's `ShimAgent`s (see the module docstring): forked
+    once, when the engine's process has no other thread running; `close` (or the engine's
+    death) ends it. The agents it forked live on: each ends with its shim or its pipe."""
 
-    def __init__(self, enter: Callable[[], None], attach: Callable[[Any], tuple[dict, dict]],
-                 ) -> None:
+    def __init__(self, enter: Callable[[], None], keep: Callable[[], set[int]],
+                 prepare: Prepare) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+
+        def maker() -> None:
+            enter()
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its agents leave no zombie
+            self._serve(theirs, keep, prepare)
+
+        try:
+            self.pid = fork_child(maker, name="agents", keep_fds={theirs.fileno()},
+                                  die_with_parent=False)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._owner = os.getpid()
+
+    @staticmethod
+    def _serve(sock: socket.socket, keep: Callable[[], set[int]], prepare: Prepare) -> None:
+        """For each request (an agent's two pipe ends), fork the agent and answer its pid
+        (or why not); until the engine's end closes."""
+        while True:
+            message, fds, _, _ = socket.recv_fds(sock, 16, 2)
+            if not message:
+                return
+            requests, replies = fds
+            try:
+                pid = fork_child(functools.partial(AgentMaker._agent, requests, replies, prepare),
+                                 name="agent", keep_fds={requests, replies, *keep()},
+                                 die_with_parent=False)
+                answer = str(pid).encode()
+            except OSError as exc:
+                answer = f"!{exc}".encode()
+            finally:
+                os.close(requests)
+                os.close(replies)
+            sock.send(answer)
+
+    @staticmethod
+    def _agent(requests: int, replies: int, prepare: Prepare) -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # (the maker's)
+        ShimAgent._serve(requests, replies, prepare)
+
+    def alive(self) -> bool:
+        """Whether the maker still runs (it ends only with our socket, unless killed)."""
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def fork(self, requests: int, replies: int) -> None:
+        """Have an agent forked that serves `requests` and answers on `replies` (the caller
+        closes its copies); its pid comes with `forked`."""
+        socket.send_fds(self._sock, [b"a"], [requests, replies])
+
+    def forked(self) -> int:
+        """The pid of the agent of the oldest `fork` not answered yet."""
+        answer = self._sock.recv(256)
+        if not answer or answer.startswith(b"!"):
+            raise ContainerError("cannot fork the network agent: "
+                                 f"{answer[1:].decode() or 'its maker is gone'}")
+        return int(answer)
+
+    def close(self) -> None:
+        """End the maker (our end of its socket closes) and reap it."""
+        if os.getpid() != self._owner or self._sock.fileno() < 0:
+            return
+        self._sock.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+class ShimAgent:
+    """The network agent of the next shim-started container, forked ahead by `maker` (see
+    the module docstring): `request` once the shim has its plan, `attach` once it is ready;
+    `close` in any case (an agent not used then ends, one only requested undoes its claim)."""
+
+    def __init__(self, maker: AgentMaker) -> None:
         to_r, to_w = os.pipe2(os.O_CLOEXEC)
         from_r, from_w = os.pipe2(os.O_CLOEXEC)
-        keep = {to_r, from_w}
-
-        def agent() -> None:
-            enter()
-            self._serve(to_r, from_w, attach)
-
-        # double fork: nobody has to reap it, and it outlives us as a persistent container.
-        # The middle is reaped at `close`, long after it exited: not waited for now
         try:
-            self._middle = fork_child(lambda: fork_child(agent, name="agent", keep_fds=keep,
-                                                         die_with_parent=False) and None,
-                                      name="agent", keep_fds=keep, die_with_parent=False)
+            maker.fork(to_r, from_w)
         except BaseException:
             os.close(to_w)
             os.close(from_r)
@@ -144,44 +228,80 @@ class ShimAgent:
         finally:
             os.close(to_r)
             os.close(from_w)
-        self._maker = os.getpid()
+        self._maker, self._pid = maker, 0
+        self._owner = os.getpid()
         self._to_agent, self._from_agent = to_w, from_r
 
+    @property
+    def pid(self) -> int:
+        """The agent's pid, once its maker has forked it (waited for)."""
+        if not self._pid:
+            self._pid = self._maker.forked()
+        return self._pid
+
     @staticmethod
-    def _serve(requests: int, replies: int, attach: Callable[[Any], tuple[dict, dict]]) -> None:
-        """Wait for (shim pid, request); attach, answer, then stay until the shim has ended.
-        End of file instead: the engine let go of this agent unused (or died)."""
+    def _serve(requests: int, replies: int, prepare: Prepare) -> None:
+        """Wait for (shim pid, request) and prepare it; wait for the container's pid, wire
+        it, answer, then stay until the shim has ended. End of file instead of the request:
+        the engine let go of this agent unused (or died); instead of the pid: the start
+        failed, and the claim is undone before this agent ends (the engine waits for it)."""
         data = _read_sized(requests)
         if not data:
             return
         watch = -1
+        steps: Generator[Any, int | None, None] | None = None
+        failure: BaseException | None = None
         try:
             shim_pid, request = pickle.loads(data)
             watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
-            reply = pickle.dumps((True, attach(request)))
+            steps = prepare(request)
+            next(steps)
+        except BaseException as exc:  # noqa: BLE001 - answered once the pid has come
+            failure, steps = exc, None
+        pid = _read_sized(requests)
+        if not pid:
+            if steps is not None:
+                with contextlib.suppress(StopIteration):
+                    steps.send(None)
+            return
+        try:
+            if failure is not None:
+                raise failure
+            assert steps is not None
+            reply = pickle.dumps((True, steps.send(int(pid))))
         except BaseException as exc:  # noqa: BLE001 - the engine reports it as a failed start
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+            steps = None
         _send_sized(replies, reply)
         os.close(replies)
+        if steps is not None:
+            next(steps, None)  # what can wait after the reply
         if watch >= 0:
             readable([watch], None)  # until the shim has ended (its relay ends with us)
 
-    def attach(self, request: Any, shim_pid: int) -> tuple[dict, dict]:
-        """Have the agent attach `request` (what its `attach` takes) and watch `shim_pid`."""
+    def request(self, request: Any, shim_pid: int) -> None:
+        """Tell the agent what to attach (what its `prepare` takes) and which shim to watch;
+        it claims what needs no namespace meanwhile."""
+        self.pid  # noqa: B018 - its maker's answer first (why not, if it could not fork it)
         _send_sized(self._to_agent, pickle.dumps((shim_pid, request)))
+
+    def attach(self, container_pid: int) -> tuple[dict, dict]:
+        """Have the agent wire the container `container_pid` (after `request`)."""
+        _send_sized(self._to_agent, str(container_pid).encode())
         return _attached(_read_sized(self._from_agent))
 
     def close(self, wait: float = 0.0) -> None:
-        """Let go of the agent (a forked child of ours leaves it alone); one never used then
-        ends, which `wait` seconds at most wait for (its reply pipe closes as it exits)."""
-        if os.getpid() != self._maker or self._to_agent < 0:
+        """Let go of the agent (a forked child of ours leaves it alone); one never used, or
+        told what to attach but not the pid (its claim undone first), then ends, which `wait`
+        seconds at most wait for (its reply pipe closes as it exits)."""
+        if os.getpid() != self._owner or self._to_agent < 0:
             return
         os.close(self._to_agent)
+        with contextlib.suppress(ContainerError, OSError):
+            self.pid  # noqa: B018 - its maker's answer is read, whether it is used or not
         if wait:
             with contextlib.suppress(OSError):
                 while readable([self._from_agent], wait) and os.read(self._from_agent, 4096):
                     pass
         os.close(self._from_agent)
         self._to_agent = self._from_agent = -1
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self._middle, 0)
