@@ -7,7 +7,6 @@ failing container start says which step failed and why.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import functools
 import os
@@ -16,7 +15,10 @@ import struct
 
 from pytest_isobox import names
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library this interpreter is linked with, its symbols looked up in the process's own
+# namespace: ctypes.util.find_library("c") would run `ldconfig -p` (a fork and an exec, and
+# subprocess and tempfile imported) in every process that starts a container.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # clone / unshare / setns flags
 CLONE_NEWNS = 0x00020000
