@@ -60,7 +60,8 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
                  limits: str = "strict", pull: str | None = None, read_only: bool = False,
                  sweep_for: ProcessIdentity | None = None,
-                 finish_in_reaper: bool = False, spares: bool = True) -> None:
+                 finish_in_reaper: bool = False, spares: bool = True,
+                 shim_at_create: bool = False) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
@@ -73,7 +74,10 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         reaper, which finishes it after this process has exited: nothing of ours remains once
         the process and its reaper are gone. `spares` False: no monitor or shim is made
         ahead for a next container (a CLI `run` makes one and exits: a spare would only be
-        spawned, on the container's CPU, and discarded at close)."""
+        spawned, on the container's CPU, and discarded at close). `shim_at_create` (the CLI
+        `run`'s, which starts what it creates): `create` spawns the container's own shim at
+        once, so that its move into the cgroup (on cgroup v1 an RCU grace period, some 5 ms)
+        and its exec overlap the rest of create and start instead of preceding the start."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -121,6 +125,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
                                  finish=lambda work: finish_home(self.home, work))
         self._finish_in_reaper = finish_in_reaper and not rootless_home
         self._spares = spares
+        self._shim_at_create = shim_at_create
         self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
 
     @property
