@@ -171,6 +171,8 @@ def _open(args: argparse.Namespace) -> Engine:
             options["finish_in_reaper"] = True
         if getattr(args, "verb", None) in ONE_CONTAINER_VERBS:
             options["spares"] = False
+        if getattr(args, "verb", None) == "containers:cmd_run":  # it starts what it creates
+            options["shim_at_create"] = True
     else:
         if args.host:
             options["base_url"] = args.host
