@@ -174,13 +174,18 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._monitors.clear()
         handed: dict = {}
         if self._network is not None:
-            if self._finish_in_reaper and self._reaper.pid is not None:
-                handed["network"] = self._network.hand_off()
+            if self._finish_in_reaper:
+                work = self._network.hand_off()
+                if work["default_network"] or any(work["links"].values()):
+                    handed["network"] = work
             else:
                 self._network.close()
         if self._rootless is not None:
             self._rootless.close()
         self.store.drain()
+        if handed and self._reaper.pid is None:  # (`rm` made nothing, yet a veth is going:
+            with contextlib.suppress(OSError):  # a reaper waits for it, not this command)
+                self._reaper.ensure()
         if not handed:
             self._reaper.close()  # everything is released: nothing left for it to do
         elif not self._reaper.hand_over(handed):  # (it is gone: this process does it)
