@@ -126,7 +126,7 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._finish_in_reaper = finish_in_reaper and not rootless_home
         self._spares = spares
         self._shim_at_create = shim_at_create
-        self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
+        self.swept: list[str] = [] if read_only else self.sweep(sweep_for, opening=True)
 
     @property
     def network(self) -> Any:
@@ -201,18 +201,21 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
     def rootless(self) -> bool:
         return self._rootless is not None
 
-    def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
+    def sweep(self, only: ProcessIdentity | None = None, *, opening: bool = False
+              ) -> list[str]:
         """Remove every leftover of dead owners in this home (see `sweep.Sweeper`), or only
-        those of the dead process `only`; one line per thing cleaned."""
+        those of the dead process `only`; one line per thing cleaned. `opening` (the sweep
+        of a new engine): what other homes left, only when due (`sweep.others_due`)."""
         from pytest_isobox.native.network.store import host_has_networks
-        from pytest_isobox.native.sweep import Sweeper
+        from pytest_isobox.native.sweep import Sweeper, others_due
 
+        others = not opening or only is not None or others_due()
         # a home without networks of its own still cleans those abandoned homes left
         own = (self.home / "networks").exists()
-        network = self.network if own or (self._rootless is None and host_has_networks()) \
-            else None
+        network = self.network if own or (
+            others and self._rootless is None and host_has_networks()) else None
         return Sweeper(self.home, self.store, self._release, self._wait_monitor,
-                       network).sweep(only)
+                       network, others).sweep(only)
 
     def _own_resources(self) -> None:
         """Before this process makes its first container, network, build or pull: the run
