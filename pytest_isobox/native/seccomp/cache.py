@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_isobox.images.atomic import write_file_atomic
+
 # what the program is made from: these modules' sources (see the module docstring)
 _SOURCES = ("default_profile.py", "profile.py", "bpf.py", "syscalls.py")
 
@@ -42,12 +44,6 @@ def cached_program(capabilities: tuple[str, ...], compile_program: Callable[[], 
     except OSError:
         pass
     program = compile_program()
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(program)
-        os.replace(tmp, path)  # atomic: another process may write it meanwhile
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with contextlib.suppress(OSError):  # (whole or absent: another process may write it too)
+        write_file_atomic(path, program, directory, durable=False)
     return program
