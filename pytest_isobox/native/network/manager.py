@@ -30,7 +30,6 @@ import contextlib
 import functools
 import os
 import re
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -253,7 +252,7 @@ class NetworkManager:
         claims = claims + self._links.claims() + ipam.docker_pool_claims()
         net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
         address = ipam.parse_gateway(gateway, net) if gateway else ipam.gateway_of(net)
-        network_id = secrets.token_hex(32)
+        network_id = os.urandom(32).hex()
         record: Record = {
             "name": name, "id": network_id, "bridge": bridge_name(network_id),
             "subnet": str(net), "gateway": str(address),
