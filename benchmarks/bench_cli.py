@@ -25,8 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOTFS_TOOL = ROOT / "fixtures" / "busybox-rootfs"
-IMAGE = "bench-cli-busybox:latest"
-NAME = "bench-cli-sleeper"
+# names of this run's own: several benchmarks may share the docker daemon, and one's
+# cleanup (rmi, rm -f) must not take another's image or sleeper away mid-run
+IMAGE = f"bench-cli-busybox-{os.getpid()}:latest"
+NAME = f"bench-cli-sleeper-{os.getpid()}"
+BUILT = f"bench-cli-built-{os.getpid()}"
 
 
 def median_ms(argv: list[str], runs: int, env: dict[str, str]) -> float:
@@ -61,7 +64,7 @@ def verbs(cli: list[str], context: Path) -> dict[str, list[str]]:
         "image inspect": [*cli, "image", "inspect", IMAGE],
         "run --rm IMAGE true": [*cli, "run", "--rm", IMAGE, "true"],
         "run -d; rm -f": run_then_rm(cli),
-        "build -q (cached)": [*cli, "build", "-q", "-t", "bench-cli-built", str(context)],
+        "build -q (cached)": [*cli, "build", "-q", "-t", BUILT, str(context)],
     }
 
 
@@ -75,12 +78,12 @@ def prepare(cli: list[str], env: dict[str, str], rootfs: Path, context: Path) ->
                    stderr=subprocess.DEVNULL)
     subprocess.run([*cli, "run", "-d", "--name", NAME, "-p", "127.0.0.1::80", IMAGE,
                     "sleep", "3600"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*cli, "build", "-q", "-t", "bench-cli-built", str(context)], env=env,
+    subprocess.run([*cli, "build", "-q", "-t", BUILT, str(context)], env=env,
                    check=True, stdout=subprocess.DEVNULL)
 
 
 def cleanup(cli: list[str], env: dict[str, str]) -> None:
-    for argv in ([*cli, "rm", "-f", NAME], [*cli, "rmi", "bench-cli-built"],
+    for argv in ([*cli, "rm", "-f", NAME], [*cli, "rmi", BUILT],
                  [*cli, "rmi", IMAGE]):
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -1,12 +1,15 @@
-"""The read-only verbs' arguments without argparse: `isobox ps -a` as a user types it.
+"""The read-only verbs' arguments, and run's, create's and rm's, without argparse: `isobox
+ps -a` and `isobox run --rm IMAGE true` as a user types them.
 
-argparse costs a few milliseconds to import and build, as much as `docker ps` spends in all.
-The read-only verbs (ps, images, inspect, logs, port, network ls, volume ls, image inspect,
-image ls) and `build` (whose fully cached run takes about as little) take a few flags each;
-this reads the plain forms of them into the namespace argparse would give. Anything else (-h/--help, an unknown or abbreviated flag, `--`, attached
-or dash-led values, a bad number or choice, a wrong count of arguments) returns None and
-cli._parser parses it, so help and every error message stay argparse's own; tests/cli/
-test_quickargs.py checks the two agree.
+argparse costs a few milliseconds to import and build, as much as `docker ps` spends in all
+(7-9 ms for run's 60 flags). The read-only verbs (ps, images, inspect, logs, port, network
+ls, volume ls, image inspect, image ls), rm and `build` (whose fully cached run takes about as
+little) take a few flags each; run and create take the flags cli/run_options.py lists (read
+from that list, `_container_flags`, given a recorder for a parser). This reads the plain forms
+of them into the namespace argparse would give. Anything else (-h/--help, an unknown,
+abbreviated or combined flag, `--`, attached or dash-led values, a bad number or choice, a
+wrong count of arguments) returns None and cli._parser parses it, so help and every error
+message stay argparse's own; tests/cli/test_quickargs.py checks the two agree.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ _IMAGES = (_flags(("-a|--all", "all", _BOOL), ("-q|--quiet", "quiet", _BOOL),
            (("reference", "?"),), "images:cmd_images")
 _INSPECT_FLAGS = _flags(("-f|--format", "format", _VALUE))
 
-# verb words -> (flags, positionals (dest, count: 1, "?" or "+"), the verb's function)
+# verb words -> (flags, positionals (dest, count: 1, "?" or "+"), the verb's function); rm
+# too, which `run -d` is followed by
 VERBS: dict[tuple[str, ...], tuple[dict, tuple, str]] = {
     ("ps",): (_flags(("-a|--all", "all", _BOOL), ("-q|--quiet", "quiet", _BOOL),
                      ("-f|--filter", "filter", _APPEND), ("--format", "format", _VALUE),
@@ -45,6 +49,8 @@ VERBS: dict[tuple[str, ...], tuple[dict, tuple, str]] = {
                                                ("-s|--size", "size", _BOOL))},
                    (("refs", "+"),), "containers:cmd_inspect"),
     ("port",): ({}, (("container", 1), ("port", "?")), "containers:cmd_port"),
+    ("rm",): (_flags(("-f|--force", "force", _BOOL), ("-v|--volumes", "volumes", _BOOL)),
+              (("containers", "+"),), "containers:cmd_rm"),
     ("images",): _IMAGES,
     ("image", "ls"): _IMAGES,
     ("image", "inspect"): (_INSPECT_FLAGS, (("images", "+"),), "images:cmd_image_inspect"),
@@ -81,6 +87,94 @@ def parse(argv: list[str]) -> SimpleNamespace | None:
         return None
 
 
+# run and create: their flags are run_options'; the image, then the command (REMAINDER)
+RUN_VERBS = {"run": "containers:cmd_run", "create": "containers:cmd_create"}
+
+
+class _FlagRecorder:
+    """Stands for the argparse parser `run_options._container_flags` fills: it keeps each
+    flag's spellings, dest, kind and default, as argparse would derive them. A flag of a
+    kind it does not take (nargs, const, choices) is left to argparse whenever given."""
+
+    def __init__(self) -> None:
+        self.flags: dict[str, tuple[str, str, object]] = {}  # spelling -> (dest, kind, type)
+        self.defaults: dict[str, object] = {}
+        self.positionals: list[str] = []
+
+    def add_argument(self, *names: str, **options: object) -> None:
+        if not names[0].startswith("-"):
+            self.positionals.append(names[0])
+            return
+        long = next((n for n in names if n.startswith("--")), names[0])
+        dest = str(options.get("dest") or long.lstrip("-").replace("-", "_"))
+        action = options.get("action", "store")
+        self.defaults[dest] = options.get("default", False if action == "store_true" else None)
+        if action == "store_true":
+            kind = _BOOL
+        elif "nargs" in options or "const" in options or "choices" in options:
+            kind = _UNSURE_KIND
+        else:
+            kind = _APPEND if action == "append" else _VALUE
+        for name in names:
+            self.flags[name] = (dest, kind, options.get("type"))
+
+
+_UNSURE_KIND = "unsure"
+_run_flags: _FlagRecorder | None = None
+
+
+def _recorded_run_flags() -> _FlagRecorder:
+    global _run_flags
+    if _run_flags is None:
+        from pytest_isobox.cli.run_options import _container_flags
+
+        _run_flags = _FlagRecorder()
+        _container_flags(_run_flags)  # type: ignore[arg-type]
+    return _run_flags
+
+
+def _parse_run(verb: str, words: list[str], top: dict[str, str | None]) -> SimpleNamespace:
+    """`run`/`create` FLAGS IMAGE [COMMAND...]: flags in their plain forms, then the image;
+    every word after it is the command's, as argparse's REMAINDER takes it."""
+    recorded = _recorded_run_flags()
+    if recorded.positionals != ["image", "cmd"] or "--" in words:
+        raise _Unsure
+    values = dict(recorded.defaults)
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        word = words[i]
+        if word in ("-", "--") or word[1:2].isdigit():
+            raise _Unsure
+        name, eq, attached = word.partition("=")
+        if not name.startswith("--"):
+            name, eq = word, ""  # -dit, -eX=1: argparse's
+        if name not in recorded.flags:
+            raise _Unsure  # --help, an abbreviation, a combined or unknown flag
+        dest, kind, convert = recorded.flags[name]
+        if kind == _UNSURE_KIND or (kind == _BOOL and eq):
+            raise _Unsure
+        if kind == _BOOL:
+            values[dest], i = True, i + 1
+            continue
+        if eq:
+            given, i = attached, i + 1
+        else:
+            given, i = _value(words, i + 1), i + 2
+        if convert is not None:
+            try:
+                given = convert(given)  # type: ignore[operator]
+            except Exception:  # noqa: BLE001 - argparse words the error
+                raise _Unsure from None
+        if kind == _APPEND:
+            values[dest] = [*(values[dest] or ()), given]  # type: ignore[misc]
+        else:
+            values[dest] = given
+    if i >= len(words):
+        raise _Unsure  # no image: argparse says so
+    values["image"], values["cmd"] = words[i], words[i + 1:]
+    return SimpleNamespace(**top, **values, func=RUN_VERBS[verb])
+
+
 def _value(words: list[str], at: int) -> str:
     if at >= len(words) or words[at].startswith("-"):
         raise _Unsure
@@ -101,6 +195,8 @@ def _parse(argv: list[str]) -> SimpleNamespace:
             top[_TOP[word]], at = _value(argv, at + 1), at + 2
         else:
             raise _Unsure
+    if at < len(argv) and argv[at] in RUN_VERBS:
+        return _parse_run(argv[at], argv[at + 1:], top)
     for length in (2, 1):
         verb = tuple(argv[at:at + length])
         if verb in VERBS:

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 from pytest_isobox import dockerargs, run_options_table
 from pytest_isobox.engine import ContainerSpec, InvalidSpec, PortSpec, parse_size, parse_ulimit
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (argparse loads only where a parser is built: cli/quickargs.py reads these
+    import argparse  # flags for a plain `run` without it)
+
+_REMAINDER = "..."  # argparse.REMAINDER: every word left
+
+
+def _bad(message: str) -> Exception:
+    """argparse's error for a flag's bad value (argparse words it)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
 
 def _cpus(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: expected a number of "
+        raise _bad(f"invalid argument {text!r}: expected a number of "
                                          "CPUs, e.g. 1.5") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: must be > 0")
+        raise _bad(f"invalid argument {text!r}: must be > 0")
     return value
 
 
 def _natural(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: expected a whole number")
+        raise _bad(f"invalid argument {text!r}: expected a whole number")
     return int(text)
 
 
@@ -32,14 +44,14 @@ def _boolean(text: str) -> bool:
     value = {"true": True, "1": True, "t": True, "false": False, "0": False, "f": False}.get(
         text.strip().lower())
     if value is None:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: expected true or false")
+        raise _bad(f"invalid argument {text!r}: expected true or false")
     return value
 
 
 def _stream(text: str) -> str:
     name = text.strip().lower()
     if name not in ("stdin", "stdout", "stderr"):
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: valid streams are "
+        raise _bad(f"invalid argument {text!r}: valid streams are "
                                          "STDIN, STDOUT and STDERR")
     return name
 
@@ -133,7 +145,7 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pull", choices=["missing", "always", "never"],
                    help="pull the image from its registry: missing (default), always, never")
     p.add_argument("image")
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.add_argument("cmd", nargs=_REMAINDER)
 
 
 def _spec_from_args(args: argparse.Namespace) -> ContainerSpec:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
+import os
 from datetime import UTC, datetime
 
 from pytest_isobox.images.blobs import sha256_digest
@@ -29,7 +29,7 @@ _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386
 
 def go_arch() -> str:
     """This machine's architecture in Go's (and OCI's) spelling."""
-    machine = platform.machine()
+    machine = os.uname().machine
     return _GO_ARCH.get(machine, machine)
 
 

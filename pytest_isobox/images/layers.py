@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import re
-import tarfile
 from pathlib import Path
 
 from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.images.atomic import remove_path, temp_path, write_file_atomic
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
-from pytest_isobox.images.layercheck import differences
-from pytest_isobox.images.tarsafe import TarExtractor
 from pytest_isobox.images.whiteouts import is_overlay_xattr
 from pytest_isobox.locks import StoreLock, key_lock
-
-log = logging.getLogger(__name__)
 
 MARKER = "layer.json"
 DIFF = "diff"
@@ -76,6 +70,10 @@ class LayerStore:
 
     def differences(self, chain_id: str, diff_id: str) -> list[str]:
         """Paths where the unpacked layer no longer matches its (verified) blob; [] if intact."""
+        import tarfile  # (tar code loads where a tar is read, not where a container starts)
+
+        from pytest_isobox.images.layercheck import differences
+
         source, reader = self._blobs.open_verified(diff_id, f"layer blob {diff_id}")
         with source:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
@@ -129,8 +127,10 @@ class LayerStore:
             marker = {"chain_id": chain_id, "diff_id": diff_id, "size": size}
             if notes:
                 marker["notes"] = notes
+                import logging
+
                 for note in notes:
-                    log.warning("layer %s: %s", diff_id, note)
+                    logging.getLogger(__name__).warning("layer %s: %s", diff_id, note)
             write_file_atomic(work / MARKER, json.dumps(marker).encode(), self._tmp,
                               durable=False)
             self._replace(work, self.root / _hex(chain_id))
@@ -138,6 +138,10 @@ class LayerStore:
             remove_path(work)
 
     def _extract_blob(self, diff_id: str, dest: Path) -> tuple[int, list[str]]:
+        import tarfile
+
+        from pytest_isobox.images.tarsafe import TarExtractor
+
         source, reader = self._blobs.open_verified(diff_id, f"layer blob {diff_id}")
         extractor = TarExtractor(dest, overlay_whiteouts=True)
         with source:

@@ -32,11 +32,9 @@ from pytest_isobox.engine import ConflictError, ImageInfo, ImageNotFound, Invali
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import sweep_dead_temps
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
-from pytest_isobox.images.compression import decompressed
 from pytest_isobox.images.index import ImageIndex
 from pytest_isobox.images.layers import LayerStore
 from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_reference
-from pytest_isobox.images.tartree import write_handover_tree, write_tree
 from pytest_isobox.locks import StoreLock, key_lock
 
 
@@ -207,6 +205,9 @@ class ImageStore:
         The config holds only a default PATH; the layer is unpacked (and checked) before the
         image is recorded. Returns the image id and tags it `ref` when given.
         """
+        from pytest_isobox.images.compression import decompressed
+        from pytest_isobox.images.tartree import write_tree
+
         tag = normalize_tag(ref) if ref else None
         label = "-" if hasattr(source, "read") else str(source)
         if label != "-" and not Path(label).exists():
@@ -265,6 +266,8 @@ class ImageStore:
     def _layer_from_upper(self, upper_dir: Path, handover: bool) -> tuple[str, int, int] | None:
         """(diff id, blob size, content bytes) of the layer blob written from `upper_dir`
         (made a lower dir too when handed over); None if it is empty."""
+        from pytest_isobox.images.tartree import write_handover_tree, write_tree
+
         with os.scandir(upper_dir) as entries:
             if next(entries, None) is None:  # nothing written: no layer, no blob file
                 return None
@@ -477,6 +480,8 @@ class ImageStore:
         """
         if not self.layers.is_ready(chain_id, diff_id):
             return False
+        from pytest_isobox.images.tartree import write_tree
+
         with self.blobs.writer() as writer:
             write_tree(self.layers.diff_dir(chain_id), writer.stream, overlay_diff=True)
             try:

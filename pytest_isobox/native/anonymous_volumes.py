@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import secrets
 import shutil
 import stat
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ def needed(image_config: dict, mounts: Iterable[MountSpec]) -> dict[str, str]:
     covered = {posixpath.normpath("/" + m.target.lstrip("/")) for m in mounts}
     wanted = [posixpath.normpath("/" + str(v).lstrip("/"))
               for v in image_config.get("Volumes") or {}]
-    return {path: secrets.token_hex(32) for path in dict.fromkeys(wanted)
+    return {path: os.urandom(32).hex() for path in dict.fromkeys(wanted)
             if path not in covered}
 
 
@@ -31,7 +30,7 @@ def unnamed(mounts: Iterable[MountSpec]) -> dict[str, str]:
     """Target path -> a new volume name, for each volume mount given without a source
     (Docker's `--mount type=volume,target=T`: an anonymous volume, removed with the
     container as the image's are)."""
-    return {m.target: secrets.token_hex(32) for m in mounts if m.type == "volume"
+    return {m.target: os.urandom(32).hex() for m in mounts if m.type == "volume"
             and not m.source}
 
 

@@ -119,7 +119,8 @@ def read(home: Path, *, since: float | None = None, until: float | None = None,
     watch = None
     if follow:
         watch = linux.inotify_init()
-        linux.inotify_add_watch(watch, str(directory), linux.IN_MODIFY | IN_CREATE | IN_MOVED_TO)
+        watched = linux.inotify_add_watch(watch, str(directory),
+                                          linux.IN_MODIFY | IN_CREATE | IN_MOVED_TO)
     seen: set[str] = set()
     try:
         history = since is not None or not follow
@@ -156,7 +157,7 @@ def read(home: Path, *, since: float | None = None, until: float | None = None,
             raw = follower.lines()
     finally:
         if watch is not None:
-            os.close(watch)
+            linux.inotify_close(watch, watched)
         with contextlib.suppress(UnboundLocalError):
             follower.close()
 

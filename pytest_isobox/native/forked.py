@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
-import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,6 +46,8 @@ def fork_child(body: Callable[[], int | None], *, name: str, keep_fds: set[int] 
         code = 0 if result is None else int(result)
     except BaseException:  # noqa: BLE001 - the child reports any failure, then exits
         with contextlib.suppress(Exception):
+            import traceback  # (only a failing child pays for it)
+
             traceback.print_exc()
     finally:
         os._exit(code)
@@ -68,6 +68,8 @@ def call_in_child(func: Callable[..., T], *args: Any,
 
     The child dies with the caller (PR_SET_PDEATHSIG, set after `prepare`: a change of
     credentials clears it). A child that dies without answering is an IsoboxError."""
+    import pickle  # (here, not at the top: forking a monitor or a reaper needs none)
+
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
 
     def answer() -> None:
@@ -99,6 +101,9 @@ def call_in_child(func: Callable[..., T], *args: Any,
 def _picklable(exc: BaseException) -> BaseException:
     """`exc` with the child's traceback as a note, or an IsoboxError with its message if it
     does not pickle."""
+    import pickle
+    import traceback
+
     where = "in the child process:\n" + "".join(traceback.format_exception(exc)).rstrip()
     try:
         exc.add_note(where)

@@ -7,7 +7,6 @@ failing container start says which step failed and why.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import functools
 import os
@@ -16,7 +15,10 @@ import struct
 
 from pytest_isobox import names
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library this interpreter is linked with, its symbols looked up in the process's own
+# namespace: ctypes.util.find_library("c") would run `ldconfig -p` (a fork and an exec, and
+# subprocess and tempfile imported) in every process that starts a container.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # clone / unshare / setns flags
 CLONE_NEWNS = 0x00020000
@@ -77,6 +79,7 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.syscall.restype = ctypes.c_long
 _libc.inotify_init1.argtypes = [ctypes.c_int]
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 def _check(result: int, what: str) -> int:
@@ -171,6 +174,15 @@ def inotify_init(flags: int = IN_NONBLOCK | IN_CLOEXEC) -> int:
 
 def inotify_add_watch(fd: int, path: str, mask: int) -> int:
     return _check(_libc.inotify_add_watch(fd, _b(path), mask), f"inotify_add_watch({path})")
+
+
+def inotify_close(fd: int, watch: int) -> None:
+    """Close an inotify descriptor, its watch removed first: closed with a watch on, the
+    close waits for the kernel to free the watch (an RCU grace period, 8-16 ms here: as long
+    as the rest of `isobox run --rm IMAGE true` after the container's exit); removed first,
+    the kernel frees it later, the close takes microseconds."""
+    _libc.inotify_rm_watch(fd, watch)  # (a watch already gone, its file deleted: EINVAL)
+    os.close(fd)
 
 
 def interface_up(name: str = "lo") -> None:

@@ -81,7 +81,7 @@ def read_log_timed(path: Path, *, stdout: bool = True, stderr: bool = True,
             from pytest_isobox.native import linux  # (ctypes: only for following)
 
             watch = linux.inotify_init()
-            linux.inotify_add_watch(watch, str(path), linux.IN_MODIFY)
+            watched = linux.inotify_add_watch(watch, str(path), linux.IN_MODIFY)
         buf = bytearray()
         first = True
         while True:
@@ -96,14 +96,14 @@ def read_log_timed(path: Path, *, stdout: bool = True, stderr: bool = True,
                 return
             ready = readable([watch, monitor_fd], None)
             if monitor_fd in ready:  # the monitor wrote its last record; read them, then stop
-                os.close(watch)
+                linux.inotify_close(watch, watched)
                 watch = None
                 continue
             _drain(watch)
     finally:
         os.close(fd)
         if watch is not None:
-            os.close(watch)
+            linux.inotify_close(watch, watched)
 
 
 def _drain(fd: int) -> None:

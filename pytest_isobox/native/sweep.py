@@ -25,6 +25,29 @@ from pytest_isobox.processes import ProcessIdentity
 
 ORPHAN_CGROUP_AGE = 60.0  # seconds before a sweep may take an empty cgroup of no container
 MONITOR_GRACE = 10.0  # seconds a dead owner's monitor gets to finish its own cleanup
+OTHERS_INTERVAL = 10.0  # seconds between two opening sweeps of what other homes left
+
+
+def others_due() -> bool:
+    """Whether an engine opening now also sweeps what is not its home's own: cgroups of no
+    container of its home, bridges of gone homes, and other homes' dead runs' networks (see
+    `NetworkManager.sweep`). Host-wide at most once every OTHERS_INTERVAL seconds (a stamp
+    file's time): these are only taken once old (ORPHAN_CGROUP_AGE) or abandoned, and
+    looking at every home on every command cost each command milliseconds per home. Its
+    own home's dead owners every engine sweeps. True when the stamp cannot be kept."""
+    from pytest_isobox.native.network.store import host_registry_dir
+
+    stamp = host_registry_dir().parent / "others-swept"
+    try:
+        if time.time() - stamp.stat().st_mtime < OTHERS_INTERVAL:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return True
+    with contextlib.suppress(OSError):
+        stamp.touch()
+    return True
 
 
 class Sweeper:
@@ -33,12 +56,14 @@ class Sweeper:
 
     def __init__(self, home: Path, store: ContainerStore,
                  release: Callable[[ContainerDir, bool], None],
-                 wait_monitor: Callable[[dict, float, str], None], network: Any) -> None:
+                 wait_monitor: Callable[[dict, float, str], None], network: Any,
+                 others: bool = True) -> None:
         self.home = home
         self.store = store
         self._release = release
         self._wait_monitor = wait_monitor
         self.network = network
+        self.others = others  # what other homes left too (see `others_due`)
 
     def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
         """One line per thing removed. `only` (the run reaper's): of the containers, only
@@ -64,9 +89,10 @@ class Sweeper:
                     live.add(cdir.id)
             for link in self.store.stale_names():
                 link.unlink(missing_ok=True)
-            cleaned += self._sweep_cgroups(live)
+            if self.others:
+                cleaned += self._sweep_cgroups(live)
             if self.network is not None:
-                cleaned += self.network.sweep(live)
+                cleaned += self.network.sweep(live, other_homes=self.others)
         return cleaned
 
     def _sweep_one(self, cdir: ContainerDir, only: ProcessIdentity | None) -> str | None:

@@ -33,6 +33,15 @@ TAKEN = [
      "--iidfile", "/tmp/id", "--target", "t", "--no-cache", "--network", "host", "."],
     ["build", "--progress", "plain", "--quiet", "--tag=x", "--file=F", "ctx"],
     ["--home", "/h", "build", "--progress=quiet", "ctx"],
+    ["rm", "c"], ["rm", "-f", "c1", "c2"], ["rm", "--force", "-v", "c"],
+    ["run", "busybox"], ["run", "--rm", "busybox", "true"], ["run", "-d", "busybox", "sleep", "60"],
+    ["create", "--name", "c", "busybox"], ["--home", "/h", "run", "--rm", "busybox"],
+    ["run", "--name=c", "-e", "A=1", "--env", "B=2", "-p", "127.0.0.1::80", "-v", "/a:/b",
+     "busybox", "ls", "-la", "--rm", "-e", "X"],
+    ["run", "-h", "host", "-m", "64m", "--cpus", "1.5", "-c", "512", "--pids-limit", "10",
+     "--read-only", "--cap-add", "NET_ADMIN", "--network", "n", "--net=m", "-a", "STDOUT",
+     "--health-retries", "3", "--stop-timeout", "2.5", "--init", "busybox"],
+    ["run", "-w", "/w", "--entrypoint", "", "-u", "1:1", "-l", "a=b", "busybox", "-x"],
 ]
 LEFT_TO_ARGPARSE = [
     ["ps", "-h"], ["ps", "--help"], ["ps", "-aq"], ["ps", "--al"], ["ps", "-n", "x"],
@@ -40,12 +49,17 @@ LEFT_TO_ARGPARSE = [
     ["ps", "-n", "-1"], ["ps", "--format", "-x"], ["logs"], ["logs", "a", "b"],
     ["logs", "-"], ["logs", "c", "-x"], ["inspect"], ["inspect", "--type", "thing", "x"],
     ["inspect", "a", "-s", "b"], ["port"], ["port", "a", "b", "c"], ["port", "a", "-t", "b"],
-    ["network"], ["network", "rm", "x"], ["volume", "create"], ["run", "busybox"], [],
+    ["network"], ["network", "rm", "x"], ["volume", "create"], [],
     ["-v"], ["--version"], ["-h"], ["--eng", "docker", "ps"], ["--home"], ["--home", "-x"],
     ["-H=unix:///x", "ps"], ["image"], ["image", "rm", "x"], ["images", "a", "b"],
     ["build"], ["build", "-"], ["build", "--pull", "."], ["build", "--pull=always", "."],
     ["build", "--pull", "never", "."], ["build", "--progress", "fancy", "."], ["build", "a", "b"],
     ["build", "-qt", "x", "."], ["build", "-h"], ["build", "-t"], ["build", "--no-cache=1", "."],
+    ["rm"], ["rm", "-fv", "c"], ["run"], ["run", "--rm"], ["run", "-it", "busybox"], ["run", "--help"], ["run", "--de", "b"],
+    ["run", "--cpus", "x", "b"], ["run", "--cpus", "-1", "b"], ["run", "--rm=1", "b"],
+    ["run", "--sig-proxy=false", "b"], ["run", "--pull", "never", "b"], ["run", "-eA=1", "b"],
+    ["run", "--", "b"], ["run", "b", "--", "x"], ["run", "-a", "tty", "b"], ["create", "-x", "b"],
+    ["run", "--name", "-x", "b"], ["run", "-", "b"], ["run", "--health-retries", "x", "b"],
 ]
 
 

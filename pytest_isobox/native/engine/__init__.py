@@ -60,7 +60,8 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
     def __init__(self, home: str | Path | None = None, *, rootless: bool | None = None,
                  limits: str = "strict", pull: str | None = None, read_only: bool = False,
                  sweep_for: ProcessIdentity | None = None,
-                 finish_in_reaper: bool = False, spares: bool = True) -> None:
+                 finish_in_reaper: bool = False, spares: bool = True,
+                 shim_at_create: bool = False) -> None:
         """`rootless` None: rootless unless root. `limits` "strict": a container asking for
         limits that rootless mode cannot apply fails; "best-effort": it runs without them.
         `pull` (default $ISOBOX_PULL, else "missing"): when images named by containers and
@@ -74,7 +75,10 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         ours remains once the process and its reaper are gone. `spares` False: no monitor,
         shim or rootless network agent is made ahead for a next container (a CLI `run` makes
         one and exits: a spare would only be spawned, on the container's CPU, and discarded
-        at close)."""
+        at close). `shim_at_create` (the CLI `run`'s, which starts what it creates): `create`
+        spawns the container's own shim at once, so that its move into the cgroup (on cgroup
+        v1 an RCU grace period, some 5 ms) and its exec overlap the rest of create and start
+        instead of preceding the start."""
         from pytest_isobox.images.registry.policy import PullPolicy
 
         self.pull_policy = PullPolicy(pull)
@@ -123,7 +127,8 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
                                  finish=lambda work: finish_home(self.home, work))
         self._finish_in_reaper = finish_in_reaper and not rootless_home
         self._spares = spares
-        self.swept: list[str] = [] if read_only else self.sweep(sweep_for)
+        self._shim_at_create = shim_at_create
+        self.swept: list[str] = [] if read_only else self.sweep(sweep_for, opening=True)
 
     @property
     def network(self) -> Any:
@@ -174,13 +179,18 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
         self._monitors.clear()
         handed: dict = {}
         if self._network is not None:
-            if self._finish_in_reaper and self._reaper.pid is not None:
-                handed["network"] = self._network.hand_off()
+            if self._finish_in_reaper:
+                work = self._network.hand_off()
+                if work["default_network"] or any(work["links"].values()):
+                    handed["network"] = work
             else:
                 self._network.close()
         if self._rootless is not None:
             self._rootless.close()
         self.store.drain()
+        if handed and self._reaper.pid is None:  # (`rm` made nothing, yet a veth is going:
+            with contextlib.suppress(OSError):  # a reaper waits for it, not this command)
+                self._reaper.ensure()
         if not handed:
             self._reaper.close()  # everything is released: nothing left for it to do
         elif not self._reaper.hand_over(handed):  # (it is gone: this process does it)
@@ -196,18 +206,21 @@ class NativeEngine(EventsRole, ImagesRole, LifecycleRole, LaunchRole, ViewsRole,
     def rootless(self) -> bool:
         return self._rootless is not None
 
-    def sweep(self, only: ProcessIdentity | None = None) -> list[str]:
+    def sweep(self, only: ProcessIdentity | None = None, *, opening: bool = False
+              ) -> list[str]:
         """Remove every leftover of dead owners in this home (see `sweep.Sweeper`), or only
-        those of the dead process `only`; one line per thing cleaned."""
+        those of the dead process `only`; one line per thing cleaned. `opening` (the sweep
+        of a new engine): what other homes left, only when due (`sweep.others_due`)."""
         from pytest_isobox.native.network.store import host_has_networks
-        from pytest_isobox.native.sweep import Sweeper
+        from pytest_isobox.native.sweep import Sweeper, others_due
 
+        others = not opening or only is not None or others_due()
         # a home without networks of its own still cleans those abandoned homes left
         own = (self.home / "networks").exists()
-        network = self.network if own or (self._rootless is None and host_has_networks()) \
-            else None
+        network = self.network if own or (
+            others and self._rootless is None and host_has_networks()) else None
         return Sweeper(self.home, self.store, self._release, self._wait_monitor,
-                       network).sweep(only)
+                       network, others).sweep(only)
 
     def _own_resources(self) -> None:
         """Before this process makes its first container, network, build or pull: the run

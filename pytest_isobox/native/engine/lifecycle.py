@@ -86,6 +86,10 @@ class LifecycleRole:
             spare = self._pool.popleft()
         else:
             spare, self._spare = self._spare, None
+        if spare is None and self._shim_at_create and not spec.tty \
+                and not (spec.persistent and spec.auto_remove) \
+                and self._shim_binary() is not None:  # (what `_start` gives a shim)
+            spare = self._spawn_shim(os.urandom(32).hex(), limits)
         cid = spare.cid if spare is not None else os.urandom(32).hex()
         try:
             state = self._create(spec, cid, image_id, image_config, lowerdirs)

@@ -30,7 +30,6 @@ import contextlib
 import functools
 import os
 import re
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -257,7 +256,7 @@ class NetworkManager:
         claims = claims + self._links.claims() + ipam.docker_pool_claims()
         net = ipam.parse_subnet(subnet, claims) if subnet else ipam.pick_subnet(claims)
         address = ipam.parse_gateway(gateway, net) if gateway else ipam.gateway_of(net)
-        network_id = secrets.token_hex(32)
+        network_id = os.urandom(32).hex()
         record: Record = {
             "name": name, "id": network_id, "bridge": bridge_name(network_id),
             "subnet": str(net), "gateway": str(address),
@@ -850,12 +849,12 @@ class NetworkManager:
 
     # ------------------------------------------------------------------ leftovers
 
-    def sweep(self, live_container_ids: set[str]) -> list[str]:
+    def sweep(self, live_container_ids: set[str], *, other_homes: bool = True) -> list[str]:
         """Remove every attachment of a container not in the set (veths, rules, addresses,
         hosts entries); unused networks whose creating process is dead (unless created with
-        the persistent label); bridges whose home is gone; and, in other homes, what dead
-        containers and networks left there (see `_sweep_other_homes`). Returns one line per
-        thing cleaned."""
+        the persistent label); and with `other_homes`, bridges whose home is gone and, in
+        other homes, what dead containers and networks left there (see `_sweep_other_homes`).
+        Returns one line per thing cleaned."""
         with self.store.lock:
             dead = [e for e in self.store.endpoints() if e["id"] not in live_container_ids]
             stray = {cid for r in self.store.networks() for cid in r["members"]
@@ -865,6 +864,8 @@ class NetworkManager:
         if not _host_root():
             return cleaned
         cleaned += self._sweep_networks(self.store, self.store.networks())
+        if not other_homes:
+            return cleaned
         with self.registry.lock:
             for entry in self.registry.orphans():
                 nft.remove_tagged(network_ids={entry["id"]})

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ LEAVING = ".leaving-"  # a member file renamed so: its container is gone, its ve
 
 def _temp_copy(path: Path, data: Record) -> Path:
     """`data` as JSON in a new temporary file beside `path` (its folder made if missing)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except FileNotFoundError:

@@ -212,10 +212,11 @@ class RootlessNetworkManager(NetworkManager):
             if self.store.endpoint(container_id) is not None:
                 self._forget({container_id})
 
-    def sweep(self, live_container_ids: set[str]) -> list[str]:
+    def sweep(self, live_container_ids: set[str], *, other_homes: bool = True) -> list[str]:
         """Forget the addresses and hosts entries of dead containers (their veths and relays
         went with their network namespaces and agents), then remove the unused networks whose
-        creating process is dead, as the rootful sweep does."""
+        creating process is dead, as the rootful sweep does (`other_homes`: the rootful
+        sweep's; a rootless home's networks are in its own namespace, seen from no other)."""
         cleaned: list[str] = []
         with self.store.lock:
             dead = {e["id"] for e in self.store.endpoints() if e["id"] not in live_container_ids}

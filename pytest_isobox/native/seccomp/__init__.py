@@ -14,9 +14,6 @@ from pytest_isobox.engine import InvalidSpec
 from pytest_isobox.native import linux
 from pytest_isobox.native.capabilities import DOCKER_DEFAULT_CAPABILITIES
 from pytest_isobox.native.seccomp import options
-from pytest_isobox.native.seccomp.bpf import compile_filter
-from pytest_isobox.native.seccomp.default_profile import DEFAULT_PROFILE
-from pytest_isobox.native.seccomp.profile import resolve
 
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -31,6 +28,9 @@ def filter_for(security_opt: list[str],
         return None
     if chosen.seccomp == "default":
         return _default_filter(tuple(sorted(capabilities)))
+    from pytest_isobox.native.seccomp.bpf import compile_filter
+    from pytest_isobox.native.seccomp.profile import resolve
+
     try:
         resolved = resolve(chosen.seccomp, capabilities)
         return None if resolved is None else compile_filter(resolved)
@@ -45,6 +45,19 @@ def no_new_privs(security_opt: list[str]) -> bool:
 
 @lru_cache(maxsize=8)
 def _default_filter(capabilities: tuple[str, ...]) -> bytes:
+    """Compiled once per process, and kept for the next ones (see cache.py): the compiler
+    is imported only when no process has compiled this program yet."""
+    from pytest_isobox.native.seccomp.cache import cached_program
+    from pytest_isobox.native.shim import build_dir
+
+    return cached_program(capabilities, lambda: _compile_default(capabilities), build_dir())
+
+
+def _compile_default(capabilities: tuple[str, ...]) -> bytes:
+    from pytest_isobox.native.seccomp.bpf import compile_filter
+    from pytest_isobox.native.seccomp.default_profile import DEFAULT_PROFILE
+    from pytest_isobox.native.seccomp.profile import resolve
+
     return compile_filter(resolve(DEFAULT_PROFILE, capabilities))
 
 

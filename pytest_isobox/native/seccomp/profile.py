@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 
 from pytest_isobox.engine import EngineUnavailable, InvalidSpec
@@ -77,7 +76,7 @@ class Resolved:
 
 def native_arch() -> str:
     """This machine's architecture as a table name; EngineUnavailable if we have no table."""
-    machine = platform.machine()
+    machine = os.uname().machine  # (platform's: no import of it, with its regexes)
     if machine not in _NATIVE:
         raise EngineUnavailable(f"no seccomp syscall table for architecture {machine}: "
                                 "run with --security-opt seccomp=unconfined")
