@@ -142,24 +142,12 @@ def _parse_run(verb: str, words: list[str], top: dict[str, str | None]) -> Simpl
     values = dict(recorded.defaults)
     i = 0
     while i < len(words) and words[i].startswith("-"):
-        word = words[i]
-        if word in ("-", "--") or word[1:2].isdigit():
-            raise _Unsure
-        name, eq, attached = word.partition("=")
-        if not name.startswith("--"):
-            name, eq = word, ""  # -dit, -eX=1: argparse's
-        if name not in recorded.flags:
-            raise _Unsure  # --help, an abbreviation, a combined or unknown flag
-        dest, kind, convert = recorded.flags[name]
-        if kind == _UNSURE_KIND or (kind == _BOOL and eq):
+        (dest, kind, convert), given, i = _flag(words, i, recorded.flags)
+        if kind == _UNSURE_KIND:
             raise _Unsure
         if kind == _BOOL:
-            values[dest], i = True, i + 1
+            values[dest] = True
             continue
-        if eq:
-            given, i = attached, i + 1
-        else:
-            given, i = _value(words, i + 1), i + 2
         if convert is not None:
             try:
                 given = convert(given)  # type: ignore[operator]
@@ -173,6 +161,29 @@ def _parse_run(verb: str, words: list[str], top: dict[str, str | None]) -> Simpl
         raise _Unsure  # no image: argparse says so
     values["image"], values["cmd"] = words[i], words[i + 1:]
     return SimpleNamespace(**top, **values, func=RUN_VERBS[verb])
+
+
+def _flag(words: list[str], i: int, known: dict[str, tuple]) -> tuple[tuple, str | None, int]:
+    """The flag at words[i] in a plain form (`--name VALUE`, `--name=VALUE`, `-n VALUE`, a
+    switch alone): its entry in `known`, its value (None for a switch) and the next word's
+    index. _Unsure for any other form (`-`, `--`, a negative number, -dit, -fVALUE, -eX=1, a
+    switch given a value, --help, an abbreviation, an unknown flag): argparse's to read."""
+    word = words[i]
+    if word in ("-", "--") or word[1:2].isdigit():
+        raise _Unsure
+    name, eq, attached = word.partition("=")
+    if not name.startswith("--"):
+        name, eq = word, ""
+    entry = known.get(name)
+    if entry is None:
+        raise _Unsure
+    if entry[1] == _BOOL:
+        if eq:
+            raise _Unsure
+        return entry, None, i + 1
+    if eq:
+        return entry, attached, i + 1
+    return entry, _value(words, i + 1), i + 2
 
 
 def _value(words: list[str], at: int) -> str:
@@ -212,23 +223,12 @@ def _parse(argv: list[str]) -> SimpleNamespace:
     while i < len(words):
         word = words[i]
         if word.startswith("-"):
-            if word == "-" or word == "--" or word[1:2].isdigit():
+            (dest, kind), given, i = _flag(words, i, flags)
+            if kind == _ARGPARSE:
                 raise _Unsure
-            name, eq, attached = word.partition("=")
-            if not name.startswith("--"):
-                name, eq = word, ""  # -fVALUE, -aq: argparse's
-            if name not in flags or flags[name][1] == _ARGPARSE:
-                raise _Unsure
-            dest, kind = flags[name]
             if kind == _BOOL:
-                if eq:
-                    raise _Unsure
-                values[dest], i = True, i + 1
+                values[dest] = True
                 continue
-            if eq:
-                given, i = attached, i + 1
-            else:
-                given, i = _value(words, i + 1), i + 2
             if kind == _APPEND:
                 values[dest].append(given)  # type: ignore[union-attr]
             elif kind == _INT:
