@@ -485,6 +485,23 @@ def test_v1_freezer_stops_the_tasks(new_cgroup, spawn):
     cgroup.v1.thaw()
 
 
+def test_destroy_of_a_cgroup_joined_in_part_kills_its_task(new_cgroup, spawn):
+    """A task that joined some hierarchies only (a shim moving itself in, one hierarchy at a
+    time, while its failed start is undone): destroy removes the empty freezer leaf first,
+    then must kill the task without that freezer, and leave nothing (it raised ENOENT)."""
+    layout = current_layout()
+    freezer, memory = layout.where("freezer"), layout.where("memory")
+    if freezer is None or freezer.version != 1 or memory is None or memory.version != 1:
+        pytest.skip("needs v1 freezer and memory hierarchies")
+    cgroup = new_cgroup()
+    child = spawn(lambda: signal.pause())
+    (memory.mountpoint / cgroup.name / "cgroup.procs").write_text(str(child.pid))
+    child.release()
+    cgroup.destroy()
+    assert os.WTERMSIG(child.wait()) == signal.SIGKILL
+    assert not cgroup.exists()
+
+
 def test_concurrent_creates_and_destroys_under_one_parent_never_fail(spawn, prefix):
     """Each round prunes the shared parent when it is empty, while other processes are
     creating beside it: creates must retry, never fail or leave a half-made cgroup."""

@@ -14,16 +14,24 @@ class Freezer(Controller):
 
     def freeze(self, path: Path) -> bool:
         """Freeze and wait until the kernel reports FROZEN; False (and thawed) if it does not
-        within FREEZE_TIMEOUT (a task stuck in the kernel can keep it FREEZING)."""
-        for _ in polling(FREEZE_TIMEOUT):
-            write_value(path / "freezer.state", "FROZEN")  # rewriting retries stuck tasks
-            if read_value(path / "freezer.state") == "FROZEN":
-                return True
+        within FREEZE_TIMEOUT (a task stuck in the kernel can keep it FREEZING), and False
+        when this hierarchy's leaf is gone (removed empty while a task was still joining the
+        others: the caller kills without the freezer)."""
+        try:
+            for _ in polling(FREEZE_TIMEOUT):
+                write_value(path / "freezer.state", "FROZEN")  # rewriting retries stuck tasks
+                if read_value(path / "freezer.state") == "FROZEN":
+                    return True
+        except FileNotFoundError:
+            return False
         self.thaw(path)
         return False
 
     def thaw(self, path: Path) -> None:
-        write_value(path / "freezer.state", "THAWED")
+        try:
+            write_value(path / "freezer.state", "THAWED")
+        except FileNotFoundError:
+            pass  # (the leaf is gone: nothing in it to thaw)
 
     def frozen(self, path: Path) -> bool:
         try:
