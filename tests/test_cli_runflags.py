@@ -177,5 +177,5 @@ def test_restart_and_health_in_inspect(base: str) -> None:
         assert doc["State"]["Health"]["Log"][-1]["Output"] == "ok\n"
         assert doc["Config"]["Healthcheck"]["Interval"] == 200_000_000
     finally:
-        isobox("rm", "-f", "restarts", "checked", check=False)
-    assert nothing_made()
+        rm = isobox("rm", "-f", "restarts", "checked", check=False)
+    assert nothing_made(), (rm, isobox("ps", "-a").stdout.decode())
