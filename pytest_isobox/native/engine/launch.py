@@ -68,9 +68,17 @@ class LaunchRole:
         if terminal is None and not unwatched_rm and (
                 isinstance(spare, ShimSpare)
                 or (spare is None and self._shim_binary() is not None)):
-            plan = self._plan(cdir, spec["tty"])
-            if shim.eligible(plan):
-                return self._start_shim(cdir, plan, state, spare)
+            agent = self._request_agent(cdir) if not spec["tty"] else None
+            try:
+                plan = self._plan(cdir, spec["tty"])
+                if shim.eligible(plan):
+                    return self._start_shim(cdir, plan, state, spare, agent)
+            except BaseException:
+                if agent is not None:
+                    agent.close(wait=5.0)  # (a no-op once the start has closed it)
+                raise
+            if agent is not None:
+                agent.close(wait=5.0)  # its claim undone
         if isinstance(spare, ShimSpare):
             spare.discard()
             spare = None
@@ -133,9 +141,10 @@ class LaunchRole:
         return ShimSpare(cid, handle, cgroup)
 
     def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
-                    spare: ShimSpare | None) -> ContainerState:
+                    spare: ShimSpare | None, agent: Any) -> ContainerState:
         """Start with isobox-shim: the engine attaches the network itself while the container
-        process waits for it, and records the start; the shim records the exit."""
+        process waits for it (rootless: `agent` does, told what to attach already), and
+        records the start; the shim records the exit."""
         from pytest_isobox.native import shim
         from pytest_isobox.native.planrunner import StartFailure
         from pytest_isobox.native.specs import network_kind, spec_from_dict
@@ -163,19 +172,17 @@ class LaunchRole:
             self._fork_spare()  # while the container sets up: the two overlap
         ips: dict = {}
         ports: dict = {}
-        agent = None
         wired = False
         try:
             if network and self._rootless is None:  # while the container sets up, so do we:
                 self._network_manager().prepare(spec)  # a session's first makes the bridge
-            elif network:  # rootless: the agent claims the addresses meanwhile
-                agent = self._request_agent(cdir, spec, handle.pid)
             while True:
                 event = handle.next_event()
                 if event is None:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
-                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent)
+                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent,
+                                                       handle.pid)
                     wired = True
                     handle.go()
                     if self._spares:  # (a CLI command starts one container: no next one)
@@ -210,24 +217,29 @@ class LaunchRole:
         return self._state_of(cdir, state, brief=True)  # (just started)
 
     def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
-                         agent: Any) -> tuple[dict, dict]:
+                         agent: Any, shim_pid: int) -> tuple[dict, dict]:
         """Wire the network of a shim's container `pid`: from here when rootful; rootless,
         by its network agent (`_request_agent`), which lives as long as the shim."""
         if agent is None:
             return _attach(self._network_manager(), _attach_request(cdir, spec, pid))
         try:
-            return agent.attach(pid)
+            return agent.attach(pid, shim_pid)
         finally:
             agent.close()  # our pipes only: the agent itself ends with the shim
 
-    def _request_agent(self, cdir: ContainerDir, spec: ContainerSpec, shim_pid: int) -> Any:
-        """Rootless: the network agent of a shim's container (the one forked ahead, see
-        `_fork_agent`, else one forked now), told what to attach before the container's
-        namespaces are there, so that it claims the addresses while the container sets up."""
+    def _request_agent(self, cdir: ContainerDir) -> Any:
+        """Rootless, on a network: the network agent of a shim's container (the one forked
+        ahead, see `_fork_agent`, else one forked now), told what to attach as the start
+        begins, so that it claims the addresses while the start is planned and the container
+        sets up. None otherwise."""
+        from pytest_isobox.native.specs import network_kind, spec_from_dict
+
+        if self._rootless is None or network_kind(cdir.config["spec"]) != "managed":
+            return None
         self._fork_agent()
         agent, self._agent = self._agent, None
         try:
-            agent.request(_attach_request(cdir, spec, None), shim_pid)
+            agent.request(_attach_request(cdir, spec_from_dict(cdir.config["spec"]), None))
         except BaseException:
             agent.close()
             raise

@@ -11,10 +11,11 @@ the pipe or dies. Its end ends the relay, which lets the container's network nam
 veths go.
 
 A container started by isobox-shim has no Python monitor: its agent (`ShimAgent`) is forked
-ahead of the container that will use it, and told on a pipe what to attach and which shim to
-watch as soon as the shim has its plan (the agent claims the addresses while the container
-sets up), then the container's pid once its namespaces are there (the agent wires it); it
-lives until that shim ends (a pidfd on it), which is when the container has ended.
+ahead of the container that will use it, and told on a pipe what to attach as soon as the
+start begins (the agent claims the addresses while the engine plans the start and the
+container sets up), then the container's pid and its shim's once its namespaces are there
+(the agent wires it); it lives until that shim ends (a pidfd on it), which is when the
+container has ended.
 An agent never used ends when its pipe closes: the engine closes it, or the engine has died.
 The engine does not fork these agents itself: an `AgentMaker`, forked from it once and
 already in the user namespace, forks each one on request, on its own CPU time (forking the
@@ -213,7 +214,7 @@ class AgentMaker:
 
 class ShimAgent:
     """The network agent of the next shim-started container, forked ahead by `maker` (see
-    the module docstring): `request` once the shim has its plan, `attach` once it is ready;
+    the module docstring): `request` as the start begins, `attach` once the shim is ready;
     `close` in any case (an agent not used then ends, one only requested undoes its claim)."""
 
     def __init__(self, maker: AgentMaker) -> None:
@@ -241,10 +242,10 @@ class ShimAgent:
 
     @staticmethod
     def _serve(requests: int, replies: int, prepare: Prepare) -> None:
-        """Wait for (shim pid, request) and prepare it; wait for the container's pid, wire
-        it, answer, then stay until the shim has ended. End of file instead of the request:
-        the engine let go of this agent unused (or died); instead of the pid: the start
-        failed, and the claim is undone before this agent ends (the engine waits for it)."""
+        """Wait for the request and prepare it; wait for the container's pid and its shim's,
+        wire it, answer, then stay until the shim has ended. End of file instead of the
+        request: the engine let go of this agent unused (or died); instead of the pids: the
+        start failed, and the claim is undone before this agent ends (the engine waits)."""
         data = _read_sized(requests)
         if not data:
             return
@@ -252,14 +253,12 @@ class ShimAgent:
         steps: Generator[Any, int | None, None] | None = None
         failure: BaseException | None = None
         try:
-            shim_pid, request = pickle.loads(data)
-            watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
-            steps = prepare(request)
+            steps = prepare(pickle.loads(data))
             next(steps)
         except BaseException as exc:  # noqa: BLE001 - answered once the pid has come
             failure, steps = exc, None
-        pid = _read_sized(requests)
-        if not pid:
+        pids = _read_sized(requests)
+        if not pids:
             if steps is not None:
                 with contextlib.suppress(StopIteration):
                     steps.send(None)
@@ -268,7 +267,14 @@ class ShimAgent:
             if failure is not None:
                 raise failure
             assert steps is not None
-            reply = pickle.dumps((True, steps.send(int(pid))))
+            pid, shim_pid = map(int, pids.split())
+            try:
+                watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
+            except BaseException:
+                with contextlib.suppress(StopIteration):
+                    steps.send(None)  # the claim undone
+                raise
+            reply = pickle.dumps((True, steps.send(pid)))
         except BaseException as exc:  # noqa: BLE001 - the engine reports it as a failed start
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
             steps = None
@@ -279,15 +285,21 @@ class ShimAgent:
         if watch >= 0:
             readable([watch], None)  # until the shim has ended (its relay ends with us)
 
-    def request(self, request: Any, shim_pid: int) -> None:
-        """Tell the agent what to attach (what its `prepare` takes) and which shim to watch;
-        it claims what needs no namespace meanwhile."""
-        self.pid  # noqa: B018 - its maker's answer first (why not, if it could not fork it)
-        _send_sized(self._to_agent, pickle.dumps((shim_pid, request)))
+    def request(self, request: Any) -> None:
+        """Tell the agent what to attach (what its `prepare` takes); it claims what needs no
+        namespace meanwhile. The pipe holds the request while its maker may still be forking
+        it (`attach` reads the maker's answer first: why not, if it could not)."""
+        try:
+            _send_sized(self._to_agent, pickle.dumps(request))
+        except BrokenPipeError:  # its maker could not fork it, and closed the pipe
+            self.pid  # noqa: B018 - raises why
+            raise
 
-    def attach(self, container_pid: int) -> tuple[dict, dict]:
-        """Have the agent wire the container `container_pid` (after `request`)."""
-        _send_sized(self._to_agent, str(container_pid).encode())
+    def attach(self, container_pid: int, shim_pid: int) -> tuple[dict, dict]:
+        """Have the agent wire the container `container_pid` (after `request`) and stay as
+        long as its shim `shim_pid`."""
+        self.pid  # noqa: B018 - its maker's answer first (why not, if it could not fork it)
+        _send_sized(self._to_agent, f"{container_pid} {shim_pid}".encode())
         return _attached(_read_sized(self._from_agent))
 
     def close(self, wait: float = 0.0) -> None:
