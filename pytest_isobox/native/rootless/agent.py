@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import pickle
 import signal
@@ -144,6 +145,9 @@ class AgentMaker:
         def maker() -> None:
             enter()
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its agents leave no zombie
+            # what the engine made is never collected here, so no agent's garbage collection
+            # writes to those objects' pages (each a copy-on-write fault of a fresh fork)
+            gc.freeze()
             self._serve(theirs, keep, prepare)
 
         try:
