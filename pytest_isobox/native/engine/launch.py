@@ -181,10 +181,8 @@ class LaunchRole:
                 if event is None:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
-                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent,
-                                                       handle.pid)
+                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent, handle)
                     wired = True
-                    handle.go()
                     if self._spares:  # (a CLI command starts one container: no next one)
                         self._fork_agent()  # while the container starts: the two overlap
                     self._fork_spare()  # after the network: it is on the container's path
@@ -217,13 +215,16 @@ class LaunchRole:
         return self._state_of(cdir, state, brief=True)  # (just started)
 
     def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
-                         agent: Any, shim_pid: int) -> tuple[dict, dict]:
-        """Wire the network of a shim's container `pid`: from here when rootful; rootless,
-        by its network agent (`_request_agent`), which lives as long as the shim."""
+                         agent: Any, handle: Any) -> tuple[dict, dict]:
+        """Wire the network of a shim's container `pid` and let the shim go: from here when
+        rootful; rootless, by its network agent (`_request_agent`), which lives as long as
+        the shim and lets it go itself."""
         if agent is None:
-            return _attach(self._network_manager(), _attach_request(cdir, spec, pid))
+            wired = _attach(self._network_manager(), _attach_request(cdir, spec, pid))
+            handle.go()
+            return wired
         try:
-            return agent.attach(pid, shim_pid)
+            return agent.attach(pid, handle.pid, handle.control_fd)
         finally:
             agent.close()  # our pipes only: the agent itself ends with the shim
 

@@ -11,7 +11,7 @@ the pipe or dies. Its end ends the relay, which lets the container's network nam
 veths go.
 
 A container started by isobox-shim has no Python monitor: its agent (`ShimAgent`) is forked
-ahead of the container that will use it, and told on a pipe what to attach as soon as the
+ahead of the container that will use it, and told on a socket what to attach as soon as the
 start begins (the agent claims the addresses while the engine plans the start and the
 container sets up), then the container's pid and its shim's once its namespaces are there
 (the agent wires it); it lives until that shim ends (a pidfd on it), which is when the
@@ -222,20 +222,23 @@ class ShimAgent:
     `close` in any case (an agent not used then ends, one only requested undoes its claim)."""
 
     def __init__(self, maker: AgentMaker) -> None:
-        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        # to the agent: a socket, which can carry the shim's go-ahead pipe (see `attach`)
+        to_agent, theirs = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         from_r, from_w = os.pipe2(os.O_CLOEXEC)
         try:
-            maker.fork(to_r, from_w)
+            maker.fork(theirs.fileno(), from_w)
         except BaseException:
-            os.close(to_w)
+            to_agent.close()
             os.close(from_r)
             raise
         finally:
-            os.close(to_r)
+            theirs.close()
             os.close(from_w)
         self._maker, self._pid = maker, 0
         self._owner = os.getpid()
-        self._to_agent, self._from_agent = to_w, from_r
+        self._channel = to_agent
+        self._to_agent, self._from_agent = to_agent.fileno(), from_r
 
     @property
     def pid(self) -> int:
@@ -261,16 +264,18 @@ class ShimAgent:
             next(steps)
         except BaseException as exc:  # noqa: BLE001 - answered once the pid has come
             failure, steps = exc, None
-        pids = _read_sized(requests)
+        with socket.socket(fileno=os.dup(requests)) as channel:
+            pids, go_fds, _, _ = socket.recv_fds(channel, 64, 1)  # one small send
         if not pids:
             if steps is not None:
                 with contextlib.suppress(StopIteration):
                     steps.send(None)
             return
+        go = go_fds[0] if go_fds else -1
         try:
             if failure is not None:
                 raise failure
-            assert steps is not None
+            assert steps is not None and go >= 0
             pid, shim_pid = map(int, pids.split())
             try:
                 watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
@@ -279,9 +284,13 @@ class ShimAgent:
                     steps.send(None)  # the claim undone
                 raise
             reply = pickle.dumps((True, steps.send(pid)))
+            os.write(go, b"g")  # the shim lets its container go: it is wired
         except BaseException as exc:  # noqa: BLE001 - the engine reports it as a failed start
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
             steps = None
+        finally:
+            if go >= 0:
+                os.close(go)  # (closed before the reply: the engine may give up on the shim)
         _send_sized(replies, reply)
         os.close(replies)
         if steps is not None:
@@ -291,19 +300,21 @@ class ShimAgent:
 
     def request(self, request: Any) -> None:
         """Tell the agent what to attach (what its `prepare` takes); it claims what needs no
-        namespace meanwhile. The pipe holds the request while its maker may still be forking
+        namespace meanwhile. The socket holds the request while its maker may still be forking
         it (`attach` reads the maker's answer first: why not, if it could not)."""
         try:
             _send_sized(self._to_agent, pickle.dumps(request))
-        except BrokenPipeError:  # its maker could not fork it, and closed the pipe
+        except BrokenPipeError:  # its maker could not fork it, and closed the socket
             self.pid  # noqa: B018 - raises why
             raise
 
-    def attach(self, container_pid: int, shim_pid: int) -> tuple[dict, dict]:
+    def attach(self, container_pid: int, shim_pid: int, go: int) -> tuple[dict, dict]:
         """Have the agent wire the container `container_pid` (after `request`) and stay as
-        long as its shim `shim_pid`."""
+        long as its shim `shim_pid`. Once it is wired, the agent itself lets the shim go on
+        `go` (a copy of the shim's control pipe; one wake-up fewer on the start's path than
+        through us) and closes its copy, before it answers."""
         self.pid  # noqa: B018 - its maker's answer first (why not, if it could not fork it)
-        _send_sized(self._to_agent, f"{container_pid} {shim_pid}".encode())
+        socket.send_fds(self._channel, [f"{container_pid} {shim_pid}".encode()], [go])
         return _attached(_read_sized(self._from_agent))
 
     def close(self, wait: float = 0.0) -> None:
@@ -312,7 +323,7 @@ class ShimAgent:
         seconds at most wait for (its reply pipe closes as it exits)."""
         if os.getpid() != self._owner or self._to_agent < 0:
             return
-        os.close(self._to_agent)
+        self._channel.close()
         with contextlib.suppress(ContainerError, OSError):
             self.pid  # noqa: B018 - its maker's answer is read, whether it is used or not
         if wait:
