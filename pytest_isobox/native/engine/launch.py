@@ -259,7 +259,8 @@ class LaunchRole:
             manager = self._network_manager()
             self._join_pool()  # a fork: no other thread may be mid-way through anything
             self._agent_maker = AgentMaker(self._rootless.enter, self._rootless.fds,
-                                           functools.partial(_prepare_in_agent, manager))
+                                           functools.partial(_prepare_in_agent, manager),
+                                           functools.partial(_release_in_maker, self))
         self._agent = ShimAgent(self._agent_maker)
 
     def _refill_pool(self) -> None:
@@ -385,3 +386,11 @@ def _prepare_in_agent(manager: Any, request: tuple) -> Generator[Any, int | None
     result = manager.finish_attach(prepared, pid)
     yield result.ips, result.ports
     manager.record_holder(prepared, pid)
+
+
+def _release_in_maker(engine: Any, path: str, delete: bool) -> None:
+    """The agent maker's release of a container (see `AgentMaker`): its copy of the engine
+    releases it, as a `UserNamespace.run` child of the engine would."""
+    from pathlib import Path
+
+    engine._release(ContainerDir(Path(path)), delete)

@@ -307,7 +307,11 @@ class LifecycleRole:
         Rootless, this runs in the user namespace, where the files of mapped ids and the
         helper network namespace are ours."""
         if self._rootless is not None and not self._rootless.inside():
-            self._rootless.run(self._release, cdir, delete)
+            maker = self._agent_maker  # (a process of ours inside already: no fork)
+            if maker is not None and maker.usable():
+                maker.release(str(cdir.path), delete)
+            else:
+                self._rootless.run(self._release, cdir, delete)
             return
         if not delete:  # an exit the shim recorded unwatched, and the usage, before they go
             with contextlib.suppress(Exception):
