@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
 class LaunchRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
+    # rootless: whether the last container started was on the host's network, the guess for
+    # the shims spawned ahead (see `shim.spawn`'s own_netns)
+    _host_net_last = False
+
     def start(self, container: str) -> ContainerState:
         from pytest_isobox.native import keeper
 
@@ -62,6 +66,13 @@ class LaunchRole:
             self._release(cdir, delete=False)
         spec = cdir.config["spec"]
         spare = self._reserved.pop(cdir.id, None)
+        if self._rootless is not None:
+            from pytest_isobox.native.specs import network_kind
+
+            self._host_net_last = network_kind(spec) == "host"
+            if isinstance(spare, ShimSpare) and spare.handle.own_netns and self._host_net_last:
+                spare.discard()  # its network namespace is made: the host's cannot be joined
+                spare = None
         # a detached --rm container goes when it exits, with nobody of ours around: the
         # Python monitor releases and removes it then; a shim leaves that to the next reader
         unwatched_rm = cdir.owner is None and spec["auto_remove"]
@@ -114,10 +125,12 @@ class LaunchRole:
             self._shim = shim.binary(shim.build_dir())
         return self._shim  # type: ignore[return-value]
 
-    def _spawn_shim(self, cid: str, limits: Limits) -> ShimSpare:
+    def _spawn_shim(self, cid: str, limits: Limits, host_net: bool | None = None) -> ShimSpare:
         """A shim for `cid` whose container process is in its cgroup, waiting for the plan.
         Rootless, the shim enters the user namespace first, as the Python monitor does, and
-        keeps the namespace's holder alive as long as it runs, as the monitor's pin does."""
+        keeps the namespace's holder alive as long as it runs, as the monitor's pin does; it
+        makes the container's network namespace ahead unless the container is on the host's
+        network (`host_net`; None: not known yet, guessed from the last start)."""
         from pytest_isobox.native import shim
         from pytest_isobox.native.engine.support import ShimSpare
 
@@ -130,7 +143,9 @@ class LaunchRole:
             if self._rootless is not None:
                 user_fd, pin = self._rootless.shim_namespace()
                 userns = (user_fd, pin.fileno())
-            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner, userns)
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner, userns,
+                                own_netns=not (self._host_net_last if host_net is None
+                                               else host_net))
         except BaseException:
             cgroup.destroy()
             raise
@@ -155,7 +170,7 @@ class LaunchRole:
         network = network_kind(spec) == "managed"
         try:
             if spare is None:
-                spare = self._spawn_shim(cdir.id, limits)
+                spare = self._spawn_shim(cdir.id, limits, network_kind(spec) == "host")
             elif limits.controllers():  # the spare's cgroup was made before its limits were known
                 spare.cgroup.create(limits)
             blob = shim.encode_plan(plan, log=str(cdir.log), exit_file=str(cdir.path / "exit"),

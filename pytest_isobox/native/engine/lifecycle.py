@@ -89,7 +89,8 @@ class LifecycleRole:
         if spare is None and self._shim_at_create and not spec.tty \
                 and not (spec.persistent and spec.auto_remove) \
                 and self._shim_binary() is not None:  # (what `_start` gives a shim)
-            spare = self._spawn_shim(os.urandom(32).hex(), limits)
+            spare = self._spawn_shim(os.urandom(32).hex(), limits,
+                                     network_kind(spec) == "host")
         cid = spare.cid if spare is not None else os.urandom(32).hex()
         try:
             state = self._create(spec, cid, image_id, image_config, lowerdirs)
