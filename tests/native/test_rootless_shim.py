@@ -292,3 +292,30 @@ def test_an_engine_without_spares_forks_no_agent_for_a_next_container(
         user: ThrowawayUser) -> None:
     found = run_as(user, _without_spares)
     assert found["ips"] and found["next_agent"] is None, found
+
+
+def _removes_without_forking() -> dict:
+    """A network container's remove once the engine has its agent maker: the maker (a
+    process of the engine already in the user namespace) releases it, so the engine forks
+    nothing (counted by a fork hook of this process); the release is whole all the same."""
+    forks: list[int] = []
+    os.register_at_fork(before=lambda: forks.append(1))  # (this child of the test only)
+    found: dict = {}
+    with NativeEngine() as engine:
+        engine.import_rootfs(str(Path.home() / "rootfs"), "bb:latest")
+        state = engine.run(ContainerSpec(image="bb", command=["true"], network_mode="bridge"))
+        engine.wait(state.id)
+        path = engine._find(state.id).path
+        before = len(forks)
+        engine.remove(state.id)
+        found["forks"] = len(forks) - before
+        found["dir_left"] = path.exists()
+        found["endpoints"] = [e["id"] for e in engine.network.store.endpoints()]
+        found["members"] = dict(engine.network.inspect("bridge").containers or {})
+    return found
+
+
+def test_a_remove_is_released_by_the_agent_maker_without_a_fork_of_the_engine(
+        user: ThrowawayUser) -> None:
+    found = run_as(user, _removes_without_forking)
+    assert found == {"forks": 0, "dir_left": False, "endpoints": [], "members": {}}, found

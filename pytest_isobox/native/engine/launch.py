@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # (imported where used: read-only verbs never pay for them)
 class LaunchRole:
     """A role of NativeEngine (see the module docstring); state lives on the facade."""
 
+    # rootless: whether the last container started was on the host's network, the guess for
+    # the shims spawned ahead (see `shim.spawn`'s own_netns)
+    _host_net_last = False
+
     def start(self, container: str) -> ContainerState:
         from pytest_isobox.native import keeper
 
@@ -62,15 +66,30 @@ class LaunchRole:
             self._release(cdir, delete=False)
         spec = cdir.config["spec"]
         spare = self._reserved.pop(cdir.id, None)
+        if self._rootless is not None:
+            from pytest_isobox.native.specs import network_kind
+
+            self._host_net_last = network_kind(spec) == "host"
+            if isinstance(spare, ShimSpare) and spare.handle.own_netns and self._host_net_last:
+                spare.discard()  # its network namespace is made: the host's cannot be joined
+                spare = None
         # a detached --rm container goes when it exits, with nobody of ours around: the
         # Python monitor releases and removes it then; a shim leaves that to the next reader
         unwatched_rm = cdir.owner is None and spec["auto_remove"]
         if terminal is None and not unwatched_rm and (
                 isinstance(spare, ShimSpare)
                 or (spare is None and self._shim_binary() is not None)):
-            plan = self._plan(cdir, spec["tty"])
-            if shim.eligible(plan):
-                return self._start_shim(cdir, plan, state, spare)
+            agent = self._request_agent(cdir) if not spec["tty"] else None
+            try:
+                plan = self._plan(cdir, spec["tty"])
+                if shim.eligible(plan):
+                    return self._start_shim(cdir, plan, state, spare, agent)
+            except BaseException:
+                if agent is not None:
+                    agent.close(wait=5.0)  # (a no-op once the start has closed it)
+                raise
+            if agent is not None:
+                agent.close(wait=5.0)  # its claim undone
         if isinstance(spare, ShimSpare):
             spare.discard()
             spare = None
@@ -106,10 +125,12 @@ class LaunchRole:
             self._shim = shim.binary(shim.build_dir())
         return self._shim  # type: ignore[return-value]
 
-    def _spawn_shim(self, cid: str, limits: Limits) -> ShimSpare:
+    def _spawn_shim(self, cid: str, limits: Limits, host_net: bool | None = None) -> ShimSpare:
         """A shim for `cid` whose container process is in its cgroup, waiting for the plan.
         Rootless, the shim enters the user namespace first, as the Python monitor does, and
-        keeps the namespace's holder alive as long as it runs, as the monitor's pin does."""
+        keeps the namespace's holder alive as long as it runs, as the monitor's pin does; it
+        makes the container's network namespace ahead unless the container is on the host's
+        network (`host_net`; None: not known yet, guessed from the last start)."""
         from pytest_isobox.native import shim
         from pytest_isobox.native.engine.support import ShimSpare
 
@@ -122,7 +143,9 @@ class LaunchRole:
             if self._rootless is not None:
                 user_fd, pin = self._rootless.shim_namespace()
                 userns = (user_fd, pin.fileno())
-            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner, userns)
+            handle = shim.spawn(self._shim_binary(), cid, cgroup.procs_files(), owner, userns,
+                                own_netns=not (self._host_net_last if host_net is None
+                                               else host_net))
         except BaseException:
             cgroup.destroy()
             raise
@@ -133,9 +156,10 @@ class LaunchRole:
         return ShimSpare(cid, handle, cgroup)
 
     def _start_shim(self, cdir: ContainerDir, plan: ContainerPlan, state: dict,
-                    spare: ShimSpare | None) -> ContainerState:
+                    spare: ShimSpare | None, agent: Any) -> ContainerState:
         """Start with isobox-shim: the engine attaches the network itself while the container
-        process waits for it, and records the start; the shim records the exit."""
+        process waits for it (rootless: `agent` does, told what to attach already), and
+        records the start; the shim records the exit."""
         from pytest_isobox.native import shim
         from pytest_isobox.native.planrunner import StartFailure
         from pytest_isobox.native.specs import network_kind, spec_from_dict
@@ -146,7 +170,7 @@ class LaunchRole:
         network = network_kind(spec) == "managed"
         try:
             if spare is None:
-                spare = self._spawn_shim(cdir.id, limits)
+                spare = self._spawn_shim(cdir.id, limits, network_kind(spec) == "host")
             elif limits.controllers():  # the spare's cgroup was made before its limits were known
                 spare.cgroup.create(limits)
             blob = shim.encode_plan(plan, log=str(cdir.log), exit_file=str(cdir.path / "exit"),
@@ -163,21 +187,17 @@ class LaunchRole:
             self._fork_spare()  # while the container sets up: the two overlap
         ips: dict = {}
         ports: dict = {}
-        agent = None
         wired = False
         try:
             if network and self._rootless is None:  # while the container sets up, so do we:
                 self._network_manager().prepare(spec)  # a session's first makes the bridge
-            elif network:  # rootless: the agent claims the addresses meanwhile
-                agent = self._request_agent(cdir, spec, handle.pid)
             while True:
                 event = handle.next_event()
                 if event is None:
                     raise StartFailure("the container's shim died at start", 127)
                 if event["event"] == "ready":
-                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent)
+                    ips, ports = self._attach_for_shim(cdir, spec, event["pid"], agent, handle)
                     wired = True
-                    handle.go()
                     if self._spares:  # (a CLI command starts one container: no next one)
                         self._fork_agent()  # while the container starts: the two overlap
                     self._fork_spare()  # after the network: it is on the container's path
@@ -210,24 +230,32 @@ class LaunchRole:
         return self._state_of(cdir, state, brief=True)  # (just started)
 
     def _attach_for_shim(self, cdir: ContainerDir, spec: ContainerSpec, pid: int,
-                         agent: Any) -> tuple[dict, dict]:
-        """Wire the network of a shim's container `pid`: from here when rootful; rootless,
-        by its network agent (`_request_agent`), which lives as long as the shim."""
+                         agent: Any, handle: Any) -> tuple[dict, dict]:
+        """Wire the network of a shim's container `pid` and let the shim go: from here when
+        rootful; rootless, by its network agent (`_request_agent`), which lives as long as
+        the shim and lets it go itself."""
         if agent is None:
-            return _attach(self._network_manager(), _attach_request(cdir, spec, pid))
+            wired = _attach(self._network_manager(), _attach_request(cdir, spec, pid))
+            handle.go()
+            return wired
         try:
-            return agent.attach(pid)
+            return agent.attach(pid, handle.pid, handle.control_fd)
         finally:
             agent.close()  # our pipes only: the agent itself ends with the shim
 
-    def _request_agent(self, cdir: ContainerDir, spec: ContainerSpec, shim_pid: int) -> Any:
-        """Rootless: the network agent of a shim's container (the one forked ahead, see
-        `_fork_agent`, else one forked now), told what to attach before the container's
-        namespaces are there, so that it claims the addresses while the container sets up."""
+    def _request_agent(self, cdir: ContainerDir) -> Any:
+        """Rootless, on a network: the network agent of a shim's container (the one forked
+        ahead, see `_fork_agent`, else one forked now), told what to attach as the start
+        begins, so that it claims the addresses while the start is planned and the container
+        sets up. None otherwise."""
+        from pytest_isobox.native.specs import network_kind, spec_from_dict
+
+        if self._rootless is None or network_kind(cdir.config["spec"]) != "managed":
+            return None
         self._fork_agent()
         agent, self._agent = self._agent, None
         try:
-            agent.request(_attach_request(cdir, spec, None), shim_pid)
+            agent.request(_attach_request(cdir, spec_from_dict(cdir.config["spec"]), None))
         except BaseException:
             agent.close()
             raise
@@ -246,7 +274,8 @@ class LaunchRole:
             manager = self._network_manager()
             self._join_pool()  # a fork: no other thread may be mid-way through anything
             self._agent_maker = AgentMaker(self._rootless.enter, self._rootless.fds,
-                                           functools.partial(_prepare_in_agent, manager))
+                                           functools.partial(_prepare_in_agent, manager),
+                                           functools.partial(_release_in_maker, self))
         self._agent = ShimAgent(self._agent_maker)
 
     def _refill_pool(self) -> None:
@@ -372,3 +401,11 @@ def _prepare_in_agent(manager: Any, request: tuple) -> Generator[Any, int | None
     result = manager.finish_attach(prepared, pid)
     yield result.ips, result.ports
     manager.record_holder(prepared, pid)
+
+
+def _release_in_maker(engine: Any, path: str, delete: bool) -> None:
+    """The agent maker's release of a container (see `AgentMaker`): its copy of the engine
+    releases it, as a `UserNamespace.run` child of the engine would."""
+    from pathlib import Path
+
+    engine._release(ContainerDir(Path(path)), delete)

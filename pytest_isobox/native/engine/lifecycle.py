@@ -89,7 +89,8 @@ class LifecycleRole:
         if spare is None and self._shim_at_create and not spec.tty \
                 and not (spec.persistent and spec.auto_remove) \
                 and self._shim_binary() is not None:  # (what `_start` gives a shim)
-            spare = self._spawn_shim(os.urandom(32).hex(), limits)
+            spare = self._spawn_shim(os.urandom(32).hex(), limits,
+                                     network_kind(spec) == "host")
         cid = spare.cid if spare is not None else os.urandom(32).hex()
         try:
             state = self._create(spec, cid, image_id, image_config, lowerdirs)
@@ -307,7 +308,11 @@ class LifecycleRole:
         Rootless, this runs in the user namespace, where the files of mapped ids and the
         helper network namespace are ours."""
         if self._rootless is not None and not self._rootless.inside():
-            self._rootless.run(self._release, cdir, delete)
+            maker = self._agent_maker  # (a process of ours inside already: no fork)
+            if maker is not None and maker.usable():
+                maker.release(str(cdir.path), delete)
+            else:
+                self._rootless.run(self._release, cdir, delete)
             return
         if not delete:  # an exit the shim recorded unwatched, and the usage, before they go
             with contextlib.suppress(Exception):

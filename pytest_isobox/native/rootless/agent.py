@@ -11,10 +11,11 @@ the pipe or dies. Its end ends the relay, which lets the container's network nam
 veths go.
 
 A container started by isobox-shim has no Python monitor: its agent (`ShimAgent`) is forked
-ahead of the container that will use it, and told on a pipe what to attach and which shim to
-watch as soon as the shim has its plan (the agent claims the addresses while the container
-sets up), then the container's pid once its namespaces are there (the agent wires it); it
-lives until that shim ends (a pidfd on it), which is when the container has ended.
+ahead of the container that will use it, and told on a socket what to attach as soon as the
+start begins (the agent claims the addresses while the engine plans the start and the
+container sets up), then the container's pid and its shim's once its namespaces are there
+(the agent wires it); it lives until that shim ends (a pidfd on it), which is when the
+container has ended.
 An agent never used ends when its pipe closes: the engine closes it, or the engine has died.
 The engine does not fork these agents itself: an `AgentMaker`, forked from it once and
 already in the user namespace, forks each one on request, on its own CPU time (forking the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import pickle
 import signal
@@ -133,17 +135,25 @@ def _send_sized(fd: int, data: bytes) -> None:
 class AgentMaker:
     """The process that forks the engine's `ShimAgent`s (see the module docstring): forked
     once, when the engine's process has no other thread running; `close` (or the engine's
-    death) ends it. The agents it forked live on: each ends with its shim or its pipe."""
+    death) ends it. The agents it forked live on: each ends with its shim or its pipe.
+
+    Being a process of the engine already in the user namespace, it also runs `release` (a
+    container's release, which needs the namespace) when asked, in place of a fork of the
+    engine for each one: that fork cost the engine milliseconds, and as much again in
+    copy-on-write faults of its next container's start."""
 
     def __init__(self, enter: Callable[[], None], keep: Callable[[], set[int]],
-                 prepare: Prepare) -> None:
+                 prepare: Prepare, release: Callable[[str, bool], None]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX,
                                          socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
 
         def maker() -> None:
             enter()
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its agents leave no zombie
-            self._serve(theirs, keep, prepare)
+            # what the engine made is never collected here, so no agent's garbage collection
+            # writes to those objects' pages (each a copy-on-write fault of a fresh fork)
+            gc.freeze()
+            self._serve(theirs, keep, prepare, release)
 
         try:
             self.pid = fork_child(maker, name="agents", keep_fds={theirs.fileno()},
@@ -157,13 +167,18 @@ class AgentMaker:
         self._owner = os.getpid()
 
     @staticmethod
-    def _serve(sock: socket.socket, keep: Callable[[], set[int]], prepare: Prepare) -> None:
+    def _serve(sock: socket.socket, keep: Callable[[], set[int]], prepare: Prepare,
+               release: Callable[[str, bool], None]) -> None:
         """For each request (an agent's two pipe ends), fork the agent and answer its pid
-        (or why not); until the engine's end closes."""
+        (or why not); for each release, run it and answer on the pipe that came with it;
+        until the engine's end closes."""
         while True:
-            message, fds, _, _ = socket.recv_fds(sock, 16, 2)
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
             if not message:
                 return
+            if message.startswith(b"r"):
+                AgentMaker._release(release, message[1:], fds[0])
+                continue
             requests, replies = fds
             try:
                 pid = fork_child(functools.partial(AgentMaker._agent, requests, replies, prepare),
@@ -176,6 +191,46 @@ class AgentMaker:
                 os.close(requests)
                 os.close(replies)
             sock.send(answer)
+
+    @staticmethod
+    def _release(release: Callable[[str, bool], None], request: bytes, answer: int) -> None:
+        from pytest_isobox.native.forked import _picklable
+
+        try:
+            path, delete = pickle.loads(request)
+            reply = pickle.dumps((True, release(path, delete)))
+        except Exception as exc:  # noqa: BLE001 - raised again in the engine
+            reply = pickle.dumps((False, _picklable(exc)))
+        try:
+            _send_sized(answer, reply)
+        finally:
+            os.close(answer)
+
+    def release(self, path: str, delete: bool) -> None:
+        """Have the maker release the container whose directory is `path` (see the class
+        docstring); what it raised is raised here."""
+        answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            socket.send_fds(self._sock, [b"r" + pickle.dumps((path, delete))], [answer_w])
+        except BaseException:
+            os.close(answer_r)
+            raise
+        finally:
+            os.close(answer_w)
+        try:
+            reply = _read_sized(answer_r)
+        finally:
+            os.close(answer_r)
+        if not reply:
+            raise ContainerError("the network agents' maker died while releasing a container")
+        ok, value = pickle.loads(reply)
+        if not ok:
+            raise value
+
+    def usable(self) -> bool:
+        """Whether this process may ask the maker (its engine's, not a forked child's copy)
+        and it still runs."""
+        return os.getpid() == self._owner and self._sock.fileno() >= 0 and self.alive()
 
     @staticmethod
     def _agent(requests: int, replies: int, prepare: Prepare) -> None:
@@ -213,24 +268,27 @@ class AgentMaker:
 
 class ShimAgent:
     """The network agent of the next shim-started container, forked ahead by `maker` (see
-    the module docstring): `request` once the shim has its plan, `attach` once it is ready;
+    the module docstring): `request` as the start begins, `attach` once the shim is ready;
     `close` in any case (an agent not used then ends, one only requested undoes its claim)."""
 
     def __init__(self, maker: AgentMaker) -> None:
-        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        # to the agent: a socket, which can carry the shim's go-ahead pipe (see `attach`)
+        to_agent, theirs = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         from_r, from_w = os.pipe2(os.O_CLOEXEC)
         try:
-            maker.fork(to_r, from_w)
+            maker.fork(theirs.fileno(), from_w)
         except BaseException:
-            os.close(to_w)
+            to_agent.close()
             os.close(from_r)
             raise
         finally:
-            os.close(to_r)
+            theirs.close()
             os.close(from_w)
         self._maker, self._pid = maker, 0
         self._owner = os.getpid()
-        self._to_agent, self._from_agent = to_w, from_r
+        self._channel = to_agent
+        self._to_agent, self._from_agent = to_agent.fileno(), from_r
 
     @property
     def pid(self) -> int:
@@ -241,10 +299,10 @@ class ShimAgent:
 
     @staticmethod
     def _serve(requests: int, replies: int, prepare: Prepare) -> None:
-        """Wait for (shim pid, request) and prepare it; wait for the container's pid, wire
-        it, answer, then stay until the shim has ended. End of file instead of the request:
-        the engine let go of this agent unused (or died); instead of the pid: the start
-        failed, and the claim is undone before this agent ends (the engine waits for it)."""
+        """Wait for the request and prepare it; wait for the container's pid and its shim's,
+        wire it, answer, then stay until the shim has ended. End of file instead of the
+        request: the engine let go of this agent unused (or died); instead of the pids: the
+        start failed, and the claim is undone before this agent ends (the engine waits)."""
         data = _read_sized(requests)
         if not data:
             return
@@ -252,26 +310,37 @@ class ShimAgent:
         steps: Generator[Any, int | None, None] | None = None
         failure: BaseException | None = None
         try:
-            shim_pid, request = pickle.loads(data)
-            watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
-            steps = prepare(request)
+            steps = prepare(pickle.loads(data))
             next(steps)
         except BaseException as exc:  # noqa: BLE001 - answered once the pid has come
             failure, steps = exc, None
-        pid = _read_sized(requests)
-        if not pid:
+        with socket.socket(fileno=os.dup(requests)) as channel:
+            pids, go_fds, _, _ = socket.recv_fds(channel, 64, 1)  # one small send
+        if not pids:
             if steps is not None:
                 with contextlib.suppress(StopIteration):
                     steps.send(None)
             return
+        go = go_fds[0] if go_fds else -1
         try:
             if failure is not None:
                 raise failure
-            assert steps is not None
-            reply = pickle.dumps((True, steps.send(int(pid))))
+            assert steps is not None and go >= 0
+            pid, shim_pid = map(int, pids.split())
+            try:
+                watch = os.pidfd_open(shim_pid)  # it waits for its go meanwhile: it is alive
+            except BaseException:
+                with contextlib.suppress(StopIteration):
+                    steps.send(None)  # the claim undone
+                raise
+            reply = pickle.dumps((True, steps.send(pid)))
+            os.write(go, b"g")  # the shim lets its container go: it is wired
         except BaseException as exc:  # noqa: BLE001 - the engine reports it as a failed start
             reply = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
             steps = None
+        finally:
+            if go >= 0:
+                os.close(go)  # (closed before the reply: the engine may give up on the shim)
         _send_sized(replies, reply)
         os.close(replies)
         if steps is not None:
@@ -279,15 +348,23 @@ class ShimAgent:
         if watch >= 0:
             readable([watch], None)  # until the shim has ended (its relay ends with us)
 
-    def request(self, request: Any, shim_pid: int) -> None:
-        """Tell the agent what to attach (what its `prepare` takes) and which shim to watch;
-        it claims what needs no namespace meanwhile."""
-        self.pid  # noqa: B018 - its maker's answer first (why not, if it could not fork it)
-        _send_sized(self._to_agent, pickle.dumps((shim_pid, request)))
+    def request(self, request: Any) -> None:
+        """Tell the agent what to attach (what its `prepare` takes); it claims what needs no
+        namespace meanwhile. The socket holds the request while its maker may still be forking
+        it (`attach` reads the maker's answer first: why not, if it could not)."""
+        try:
+            _send_sized(self._to_agent, pickle.dumps(request))
+        except BrokenPipeError:  # its maker could not fork it, and closed the socket
+            self.pid  # noqa: B018 - raises why
+            raise
 
-    def attach(self, container_pid: int) -> tuple[dict, dict]:
-        """Have the agent wire the container `container_pid` (after `request`)."""
-        _send_sized(self._to_agent, str(container_pid).encode())
+    def attach(self, container_pid: int, shim_pid: int, go: int) -> tuple[dict, dict]:
+        """Have the agent wire the container `container_pid` (after `request`) and stay as
+        long as its shim `shim_pid`. Once it is wired, the agent itself lets the shim go on
+        `go` (a copy of the shim's control pipe; one wake-up fewer on the start's path than
+        through us) and closes its copy, before it answers."""
+        self.pid  # noqa: B018 - its maker's answer first (why not, if it could not fork it)
+        socket.send_fds(self._channel, [f"{container_pid} {shim_pid}".encode()], [go])
         return _attached(_read_sized(self._from_agent))
 
     def close(self, wait: float = 0.0) -> None:
@@ -296,7 +373,7 @@ class ShimAgent:
         seconds at most wait for (its reply pipe closes as it exits)."""
         if os.getpid() != self._owner or self._to_agent < 0:
             return
-        os.close(self._to_agent)
+        self._channel.close()
         with contextlib.suppress(ContainerError, OSError):
             self.pid  # noqa: B018 - its maker's answer is read, whether it is used or not
         if wait:

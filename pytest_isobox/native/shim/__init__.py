@@ -86,6 +86,7 @@ class ShimHandle(MonitorHandle):
     Python monitor's do; "exited" carries the exit code and the raw wait status."""
 
     is_shim = True
+    own_netns = False  # rootless: its network namespace made ahead (see `spawn`)
 
     def __init__(self, pid: int, control_fd: int, events_fd: int, cid: str) -> None:
         super().__init__(pid, events_fd)
@@ -125,11 +126,13 @@ class ShimHandle(MonitorHandle):
 
 
 def spawn(shim: str, cid: str, procs_files: list[str], owner_pidfd: int | None,
-          userns: tuple[int, int] | None = None) -> ShimHandle:
+          userns: tuple[int, int] | None = None, own_netns: bool = False) -> ShimHandle:
     """Start a shim for container `cid`; its container process joins the cgroup at once and
     waits for the plan (`ShimHandle.send_plan`). `userns` (rootless): a user namespace fd the
     shim enters first and a connection to its holder the shim keeps open while it runs (the
-    Python monitor's pin); the caller keeps and closes its own fds."""
+    Python monitor's pin); the caller keeps and closes its own fds. `own_netns` (rootless):
+    the container will not be on the host's network, so the shim makes its network namespace
+    ahead as well (`ShimHandle.own_netns`: a plan on the host's network would fail there)."""
     control_r, control_w = os.pipe2(os.O_CLOEXEC)
     events_r, events_w = os.pipe2(os.O_CLOEXEC)
     # Above the target numbers, so that no dup2 below overwrites a source of a later one.
@@ -147,14 +150,16 @@ def spawn(shim: str, cid: str, procs_files: list[str], owner_pidfd: int | None,
     if userns is not None:
         actions += [(os.POSIX_SPAWN_DUP2, next(targets), 6),
                     (os.POSIX_SPAWN_DUP2, next(targets), 7)]
-        flags += "u"
+        flags += "un" if own_netns else "u"
     try:
         pid = os.posix_spawn(shim, [shim, flags or "-", *procs_files], {},
                              file_actions=actions, setsid=True)
     finally:
         for fd in (control_r, events_w, *copies):
             os.close(fd)
-    return ShimHandle(pid, control_w, events_r, cid)
+    handle = ShimHandle(pid, control_w, events_r, cid)
+    handle.own_netns = userns is not None and own_netns
+    return handle
 
 
 def _above(fd: int, low: int, close: bool = True) -> int:

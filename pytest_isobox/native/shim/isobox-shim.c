@@ -11,7 +11,9 @@
  * Protocol (see shim.py, which speaks the other side):
  *   argv[1]    flags, "-" for none: "o" fd 5 is a pidfd of the owner; "u" fd 6 is a user
  *              namespace (rootless: entered before anything else) and fd 7 a connection to
- *              its holder, kept open while this program runs (the holder lives as long)
+ *              its holder, kept open while this program runs (the holder lives as long);
+ *              "n" with "u": the container will not be on the host's network, so its
+ *              network namespace is made ahead too (see ahead_flags)
  *   argv[2..]  cgroup.procs files the container process is put in, ahead of time (a spare)
  *   fd 3       from the engine: u32 length + plan, later one byte "g" when the network is up
  *              (EOF before the plan: not needed after all; kill the waiting process, exit)
@@ -68,7 +70,8 @@ static int error_fd = -1; /* in the container process: where a failure is told *
 /* What a spare's container process makes before its plan arrives (every container needs
  * them, except host networking, which joins back): the namespaces, private mounts, lo up.
  * In a user namespace the host's network namespace cannot be joined back (it belongs to the
- * initial user namespace), so there the network namespace waits for the plan. */
+ * initial user namespace), so there the network namespace waits for the plan, unless the
+ * engine said ("n") that the container will not be on the host's network. */
 static int ahead_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
 static int ahead_done = 0;
 static int host_net_fd = -1; /* the shim's network namespace, for host networking */
@@ -721,7 +724,7 @@ int main(int argc, char **argv) {
     }
     close(USERNS_FD);
     pin_fd = PIN_FD;
-    ahead_flags &= ~CLONE_NEWNET;
+    if (!strchr(flags, 'n')) ahead_flags &= ~CLONE_NEWNET;
   }
 
   int plan_p[2], ready_p[2], go_p[2], error_p[2], out_p[2], err_p[2];
