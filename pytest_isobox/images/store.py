@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +204,8 @@ class ImageStore:
         The config holds only a default PATH; the layer is unpacked (and checked) before the
         image is recorded. Returns the image id and tags it `ref` when given.
         """
+        import shutil
+
         from pytest_isobox.images.compression import decompressed
         from pytest_isobox.images.tartree import write_tree
 

@@ -22,7 +22,6 @@ import contextlib
 import gc
 import json
 import os
-import pickle
 import select
 import signal
 import socket
@@ -149,6 +148,8 @@ class Spare:
     def launch(self, plan: ContainerPlan) -> MonitorHandle:
         """Start the container (its state dir must exist now) with `plan`, made here so the
         container process sets up while the spare prepares the rest; read events as usual."""
+        import pickle  # (the Python monitor's alone: a shim's start never loads it)
+
         _write_all(self.control_fd, b"s" + pickle.dumps(plan))
         os.close(self.control_fd)
         return self.handle
@@ -233,6 +234,8 @@ def _fork_pid1() -> int:
 
 def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, events_w: int,
                control_r: int) -> int:
+    import pickle  # (loaded while the spare waits, not once its plan has come)
+
     _detach_from_caller(owner, {events_w, control_r})
     owner_fd = _watch(owner)
     if owner_fd == -1:
@@ -276,6 +279,8 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
 
 
 def _receive_plan(fd: int) -> ContainerPlan | None:
+    import pickle
+
     data = _read_all(fd)
     os.close(fd)
     return pickle.loads(data) if data else None  # written by our own monitor process
