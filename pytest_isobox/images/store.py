@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import os
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from pytest_isobox.engine import ConflictError, ImageInfo, ImageNotFound, InvalidSpec
+from pytest_isobox.engine.records import Record, record
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import sweep_dead_temps
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
@@ -37,8 +37,8 @@ from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_re
 from pytest_isobox.locks import StoreLock, key_lock
 
 
-@dataclass
-class StoredImage:
+@record
+class StoredImage(Record):
     """An image as stored: its config document and the layers it stacks, bottom first."""
 
     id: str

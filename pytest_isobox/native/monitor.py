@@ -27,8 +27,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from pytest_isobox.engine.records import Record, record
 from pytest_isobox.native import linux
 from pytest_isobox.native.forked import close_fds_except, fork_child
 from pytest_isobox.native.logs import LogWriter
@@ -48,8 +48,8 @@ from pytest_isobox.processes import ProcessIdentity
 AttachNetwork = Callable[[int], tuple[dict, dict]]  # netns pid -> (ips, ports)
 
 
-@dataclass
-class Hooks:
+@record
+class Hooks(Record):
     """What the engine does around the container: cgroup, network and release."""
 
     create_cgroup: Callable[[], None]
@@ -62,8 +62,8 @@ class Hooks:
     has_limits: bool = True  # whether create_cgroup writes any limit
 
 
-@dataclass
-class Terminal:
+@record
+class Terminal(Record):
     """The caller's side of an attached run: the fds the monitor relays to and from."""
 
     stdin: int | None
@@ -179,8 +179,8 @@ def spawn_spare(cid: str, prepare: Prepare, cgroup: CgroupHooks,
     return Spare(cid, pid, events_r, control_w)
 
 
-@dataclass
-class CgroupHooks:
+@record
+class CgroupHooks(Record):
     """The cgroup steps a spare takes before it knows its container."""
 
     create: Callable[[], None]
