@@ -59,7 +59,9 @@ def test_specs_records_behave_as_the_dataclasses_they_were() -> None:
 
     port = PortSpec(80, host_port=8080)
     assert port == PortSpec(80, "tcp", "127.0.0.1", 8080) and port != PortSpec(81)
-    assert repr(port) == repr(Port(80, host_port=8080)).replace("Port(", "PortSpec(", 1)
+    assert repr(port) == "PortSpec(container_port=80, protocol='tcp', host_ip='127.0.0.1', " \
+                         "host_port=8080)"
+    assert repr(Port(80, host_port=8080)).endswith(repr(port)[len("PortSpec"):])
     assert hash(port) == hash(Port(80, host_port=8080)) and {port: 1}[PortSpec(80, host_port=8080)]
     with pytest.raises(AttributeError):
         port.host_port = 1  # type: ignore[misc]
