@@ -26,7 +26,6 @@ a lock its holder already holds waits forever.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import struct
 import threading
@@ -34,6 +33,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Self
+
+from pytest_isobox.sha256 import sha256  # (the C sha256 alone: no OpenSSL load)
 
 KEYS_FILE = "keys.lock"
 # struct flock on Linux (64-bit off_t): l_type, l_whence, l_start, l_len, l_pid, padding
@@ -96,7 +97,7 @@ class KeyLock:
     def __init__(self, path: Path, key: str) -> None:
         self._path = path
         # 2**56 bytes to choose from: two keys share a byte with negligible odds
-        self._offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "big")
+        self._offset = int.from_bytes(sha256(key.encode()).digest()[:7], "big")
         self._fd: int | None = None
 
     def __enter__(self) -> Self:

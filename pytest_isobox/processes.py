@@ -12,7 +12,8 @@ a zombie (killed, not yet reaped) counts as dead.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from pytest_isobox.engine.records import FrozenRecord, record
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -26,8 +27,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(b")") + 2:].decode().split()
 
 
-@dataclass(frozen=True)
-class ProcessIdentity:
+@record
+class ProcessIdentity(FrozenRecord):
     """One process: its pid and start time (clock ticks since boot)."""
 
     pid: int

@@ -7,13 +7,13 @@ container with every row set on each real engine and read the inspect documents 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_isobox.engine import ContainerSpec
+from pytest_isobox.engine.records import as_dict
 from pytest_isobox.run_options_table import TABLE, RunOption
 from tests.conftest import needs_docker, needs_root
 
@@ -39,7 +39,7 @@ def spec_with_every_row(image: str) -> ContainerSpec:
 
 
 def test_the_table_names_spec_fields_once_and_examples_differ_from_defaults() -> None:
-    spec_fields = {f.name for f in fields(ContainerSpec)}
+    spec_fields = set(ContainerSpec._fields)
     names = [row.field for row in TABLE]
     assert len(names) == len(set(names))
     assert set(names) <= spec_fields
@@ -123,9 +123,9 @@ def test_docker_create_body(row: RunOption) -> None:
 def test_native_inspect(row: RunOption) -> None:
     spec = ContainerSpec(image="img")
     setattr(spec, row.field, expected(row))
-    stored = json.loads(json.dumps(asdict(spec)))  # as config.json keeps it
+    stored = json.loads(json.dumps(as_dict(spec)))  # as config.json keeps it
     assert _native_section(row.section, stored)[row.key] == row.inspect(expected(row))
-    plain = json.loads(json.dumps(asdict(ContainerSpec(image="img"))))
+    plain = json.loads(json.dumps(as_dict(ContainerSpec(image="img"))))
     assert _native_section(row.section, plain)[row.key] == row.inspect(row.parse(row.default))
 
 

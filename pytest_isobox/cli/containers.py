@@ -49,7 +49,7 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
     owned = not args.detach and not args.rm and args.sig_proxy \
         and "keep" in engine.capabilities
     if owned:
-        from dataclasses import replace
+        from pytest_isobox.engine.records import replace
 
         spec = replace(spec, persistent=False)
     state = engine.create(spec)

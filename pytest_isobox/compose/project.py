@@ -377,9 +377,10 @@ def config_hash(spec: ContainerSpec, image_id: str) -> str:
     running container whose label differs (compose's com.docker.compose.config-hash)."""
     import hashlib
     import json
-    from dataclasses import asdict
 
-    doc = asdict(spec)
+    from pytest_isobox.engine.records import as_dict
+
+    doc = as_dict(spec)
     doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
     doc["image_id"] = image_id
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

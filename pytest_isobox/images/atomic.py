@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from pytest_isobox.processes import ProcessIdentity
@@ -65,6 +64,8 @@ def remove_path(path: Path) -> None:
     """Remove a file or a directory tree; missing parts are fine (another sweeper got them)."""
     try:
         if path.is_dir() and not path.is_symlink():
+            import shutil  # (with bz2 and lzma: only a tree to remove loads it)
+
             shutil.rmtree(path, onerror=_ignore_missing)
         else:
             path.unlink()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from datetime import UTC, datetime
 
 from pytest_isobox.images.blobs import sha256_digest
 
@@ -35,6 +34,8 @@ def go_arch() -> str:
 
 def now() -> str:
     """The current time in RFC 3339, as image configs record it."""
+    from datetime import UTC, datetime  # (only a config being written needs it)
+
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

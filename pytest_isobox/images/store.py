@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from pytest_isobox.engine import ConflictError, ImageInfo, ImageNotFound, InvalidSpec
+from pytest_isobox.engine.records import Record, record
 from pytest_isobox.images import config as oci
 from pytest_isobox.images.atomic import sweep_dead_temps
 from pytest_isobox.images.blobs import BlobStore, CorruptedBlob
@@ -38,8 +37,8 @@ from pytest_isobox.images.reference import is_id_prefix, normalize_tag, parse_re
 from pytest_isobox.locks import StoreLock, key_lock
 
 
-@dataclass
-class StoredImage:
+@record
+class StoredImage(Record):
     """An image as stored: its config document and the layers it stacks, bottom first."""
 
     id: str
@@ -205,6 +204,8 @@ class ImageStore:
         The config holds only a default PATH; the layer is unpacked (and checked) before the
         image is recorded. Returns the image id and tags it `ref` when given.
         """
+        import shutil
+
         from pytest_isobox.images.compression import decompressed
         from pytest_isobox.images.tartree import write_tree
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from pytest_isobox.engine import ContainerNotFound, IsoboxError
-from pytest_isobox.engine.documents import iso_time
 
 KEEPER_FILE = "keeper.json"
 STOPPED_FILE = "stopped"
@@ -169,6 +168,8 @@ def _watch(engine: Any, cid: str, path: Path, health: dict | None, doc: dict,
 def _check(engine: Any, cid: str, health: dict, state: dict, started: float) -> None:
     """One probe, recorded as Docker does: the last five results, the failing streak, and
     the status (a failure in the start period does not count)."""
+    from pytest_isobox.engine.documents import iso_time  # (datetime: only a probe's record)
+
     begin = time.time()
     try:
         result = engine.exec(cid, health_argv(health["test"]))

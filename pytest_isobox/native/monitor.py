@@ -22,14 +22,13 @@ import contextlib
 import gc
 import json
 import os
-import pickle
 import select
 import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from pytest_isobox.engine.records import Record, record
 from pytest_isobox.native import linux
 from pytest_isobox.native.forked import close_fds_except, fork_child
 from pytest_isobox.native.logs import LogWriter
@@ -49,8 +48,8 @@ from pytest_isobox.processes import ProcessIdentity
 AttachNetwork = Callable[[int], tuple[dict, dict]]  # netns pid -> (ips, ports)
 
 
-@dataclass
-class Hooks:
+@record
+class Hooks(Record):
     """What the engine does around the container: cgroup, network and release."""
 
     create_cgroup: Callable[[], None]
@@ -63,8 +62,8 @@ class Hooks:
     has_limits: bool = True  # whether create_cgroup writes any limit
 
 
-@dataclass
-class Terminal:
+@record
+class Terminal(Record):
     """The caller's side of an attached run: the fds the monitor relays to and from."""
 
     stdin: int | None
@@ -149,6 +148,8 @@ class Spare:
     def launch(self, plan: ContainerPlan) -> MonitorHandle:
         """Start the container (its state dir must exist now) with `plan`, made here so the
         container process sets up while the spare prepares the rest; read events as usual."""
+        import pickle  # (the Python monitor's alone: a shim's start never loads it)
+
         _write_all(self.control_fd, b"s" + pickle.dumps(plan))
         os.close(self.control_fd)
         return self.handle
@@ -178,8 +179,8 @@ def spawn_spare(cid: str, prepare: Prepare, cgroup: CgroupHooks,
     return Spare(cid, pid, events_r, control_w)
 
 
-@dataclass
-class CgroupHooks:
+@record
+class CgroupHooks(Record):
     """The cgroup steps a spare takes before it knows its container."""
 
     create: Callable[[], None]
@@ -233,6 +234,8 @@ def _fork_pid1() -> int:
 
 def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, events_w: int,
                control_r: int) -> int:
+    import pickle  # (loaded while the spare waits, not once its plan has come)
+
     _detach_from_caller(owner, {events_w, control_r})
     owner_fd = _watch(owner)
     if owner_fd == -1:
@@ -276,6 +279,8 @@ def _run_spare(prepare: Prepare, cgroup: CgroupHooks, owner: ProcessIdentity, ev
 
 
 def _receive_plan(fd: int) -> ContainerPlan | None:
+    import pickle
+
     data = _read_all(fd)
     os.close(fd)
     return pickle.loads(data) if data else None  # written by our own monitor process

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_isobox.engine import ContainerError
+from pytest_isobox.engine.records import FrozenRecord, record
 from pytest_isobox.native import linux
 from pytest_isobox.native.linux import (
     MNT_DETACH,
@@ -51,8 +51,8 @@ INIT_LAYER_DIRS = ("dev", "proc", "sys", "etc")
 INIT_LAYER_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 
 
-@dataclass(frozen=True)
-class ResolvedMount:
+@record
+class ResolvedMount(FrozenRecord):
     """A user mount ready to apply: kind bind (host `source`) or tmpfs, at `target`."""
 
     kind: str

@@ -13,10 +13,10 @@ import os
 import resource
 import socket
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from pytest_isobox.engine.records import Record, record
 from pytest_isobox.native import capabilities, linux, mounts, seccomp
 from pytest_isobox.native.startplan import DEFAULT_PATH, Step
 from pytest_isobox.native.users import ExecUser, resolve_user
@@ -33,8 +33,8 @@ class StartFailure(Exception):
         self.exit_code = exit_code
 
 
-@dataclass
-class Channels:
+@record
+class Channels(Record):
     """How this process talks to whoever started it: "r" on `ready_w` when the namespaces
     exist, a "g" awaited on `go_r`; the terminal's master sent over `console`."""
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from dataclasses import dataclass
 
 from pytest_isobox.dockerargs import effective_capabilities
 from pytest_isobox.engine import InvalidSpec
+from pytest_isobox.engine.records import FrozenRecord, record
 from pytest_isobox.native import capabilities, linux, seccomp
 
 # moby/pkg/devices (HostDevices): what --privileged does not give from the host's /dev
 _SKIPPED_DEV = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console")
 
 
-@dataclass(frozen=True)
-class DeviceNode:
+@record
+class DeviceNode(FrozenRecord):
     """A device node to make at `path` in the container: type and mode bits as stat gives
     them, the host's numbers, and the cgroup permissions (r, w, m)."""
 

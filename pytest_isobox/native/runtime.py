@@ -13,10 +13,10 @@ import resource
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NoReturn
 
 from pytest_isobox.engine import InvalidSpec
+from pytest_isobox.engine.records import Record, factory, record
 from pytest_isobox.native import capabilities, linux, mounts, planrunner, startplan
 from pytest_isobox.native.forked import close_fds_except
 from pytest_isobox.native.mounts import SHM_SIZE
@@ -25,8 +25,8 @@ from pytest_isobox.native.privileges import DeviceNode
 from pytest_isobox.native.rootless import mounts as rootless_mounts
 
 
-@dataclass
-class ProcessPlan:
+@record
+class ProcessPlan(Record):
     """What to execute and as whom, inside the container's root."""
 
     argv: list[str]
@@ -35,12 +35,12 @@ class ProcessPlan:
     user: str = ""
     tty: bool = False
     create_workdir: bool = True
-    rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # Docker's ulimits
+    rlimits: dict[str, tuple[int, int]] = factory(dict)  # Docker's ulimits
     capabilities: int = capabilities.DOCKER_DEFAULT_MASK  # root's, see privileges.py
 
 
-@dataclass
-class ContainerPlan:
+@record
+class ContainerPlan(Record):
     """Everything the container process needs, resolved by the engine before the fork."""
 
     id: str
@@ -50,8 +50,8 @@ class ContainerPlan:
     work: str
     hostname: str
     process: ProcessPlan
-    etc_files: dict[str, str] = field(default_factory=dict)  # container path -> host file
-    mounts: list[mounts.ResolvedMount] = field(default_factory=list)
+    etc_files: dict[str, str] = factory(dict)  # container path -> host file
+    mounts: list[mounts.ResolvedMount] = factory(list)
     init_binary: str | None = None
     new_netns: bool = True
     loopback_up: bool = True
@@ -65,8 +65,8 @@ class ContainerPlan:
     read_only: bool = False  # --read-only: the root filesystem, not the mounts on it
     privileged: bool = False  # --privileged: no masked or read-only paths, /sys writable
     shm_size: int = SHM_SIZE  # --shm-size: bytes of /dev/shm
-    sysctls: dict[str, str] = field(default_factory=dict)  # --sysctl, checked by dockerargs
-    devices: list[DeviceNode] = field(default_factory=list)  # --device, --privileged's
+    sysctls: dict[str, str] = factory(dict)  # --sysctl, checked by dockerargs
+    devices: list[DeviceNode] = factory(list)  # --device, --privileged's
 
     @property
     def unshare_flags(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import asdict
 
 from pytest_isobox.engine import (
     ContainerSpec,
@@ -15,6 +14,7 @@ from pytest_isobox.engine import (
     PortSpec,
     RestartPolicy,
 )
+from pytest_isobox.engine.records import as_dict
 
 
 def signal_number(value: str | int) -> int:
@@ -55,7 +55,7 @@ def env_dict(entries: list[str]) -> dict[str, str]:
 
 def spec_to_dict(spec: ContainerSpec) -> dict:
     """A spec as JSON-ready data, for config.json."""
-    return asdict(spec)
+    return as_dict(spec)
 
 
 def spec_from_dict(raw: dict) -> ContainerSpec:

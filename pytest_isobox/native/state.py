@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +25,15 @@ from pathlib import Path
 
 from pytest_isobox.engine import ConflictError, ContainerNotFound
 from pytest_isobox.processes import ProcessIdentity
+
+
+def remove_tree(path: Path | str) -> None:
+    """Delete a directory tree, what of it can be (shutil, with its bz2 and lzma, loaded
+    only by a process that deletes one)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
 
 # ---------------------------------------------------------------- state transitions
 # A container's state.json changes only through these, whoever runs it (the engine starting
@@ -177,13 +184,13 @@ class ContainerStore:
             populate(tmp)
             os.rename(tmp.path, self.root / cid)
         except BaseException:
-            shutil.rmtree(tmp.path, ignore_errors=True)
+            remove_tree(tmp.path)
             raise
         cdir = ContainerDir(self.root / cid)
         try:
             self._claim_name(name, cid)
         except BaseException:
-            shutil.rmtree(cdir.path, ignore_errors=True)
+            remove_tree(cdir.path)
             raise
         return cdir
 
@@ -289,7 +296,7 @@ class ContainerStore:
         if self._deleter is not None and self._deleter.ours():
             self._deleter.put(doomed)
         else:
-            shutil.rmtree(doomed, ignore_errors=True)
+            remove_tree(doomed)
 
     def leftover_trash(self) -> Iterator[Path]:
         """`.trash/<pid>-<start>-<id>` dirs whose deleting process is gone."""
@@ -334,6 +341,8 @@ class BackgroundDeleter:
     Only the process that made it uses it (a forked child deletes synchronously)."""
 
     def __init__(self) -> None:
+        import queue  # (a read-only verb deletes nothing)
+
         self._pid = os.getpid()
         self._queue: queue.Queue[Path] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="isobox-deleter", daemon=True)
@@ -352,6 +361,6 @@ class BackgroundDeleter:
         while True:
             path = self._queue.get()
             try:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
             finally:
                 self._queue.task_done()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 
 from pytest_isobox.locks import HostLock
 from pytest_isobox.native.cgroups import current_layout, list_cgroups, open_cgroup
-from pytest_isobox.native.state import ContainerDir, ContainerStore
+from pytest_isobox.native.state import ContainerDir, ContainerStore, remove_tree
 from pytest_isobox.processes import ProcessIdentity
 
 ORPHAN_CGROUP_AGE = 60.0  # seconds before a sweep may take an empty cgroup of no container
@@ -72,10 +71,10 @@ class Sweeper:
         (self.home / "locks").mkdir(exist_ok=True)
         with HostLock(self.home / "locks" / "container-sweep.lock"):
             for tmp in self.store.leftover_temp_dirs(only):
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
                 cleaned.append(f"half-created container dir {tmp.name}")
             for doomed in self.store.leftover_trash():
-                shutil.rmtree(doomed, ignore_errors=True)
+                remove_tree(doomed)
                 cleaned.append(f"half-deleted container dir {doomed.name}")
             live: set[str] = set()
             for cdir in list(self.store.all()):

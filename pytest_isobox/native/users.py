@@ -9,14 +9,14 @@ GHSA-rc4r-wh2q-q6c4, so that files owned by that group stay reachable after setg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_isobox.engine import ContainerError
+from pytest_isobox.engine.records import FrozenRecord, record
 
 
-@dataclass(frozen=True)
-class ExecUser:
+@record
+class ExecUser(FrozenRecord):
     uid: int
     gid: int
     groups: tuple[int, ...]

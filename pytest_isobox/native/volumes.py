@@ -7,7 +7,6 @@ removing refuses a volume that a container of the home still names, unless force
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -40,6 +39,8 @@ class VolumeStore:
         users = [cid[:12] for cid in self._users_of(name)]
         if users and not force:
             raise ConflictError(f"volume {name} is in use by containers {', '.join(users)}")
+        import shutil
+
         shutil.rmtree(path.parent)
 
     def names(self) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from pytest_isobox.engine import (
     PortSpec,
     parse_size,
 )
+from pytest_isobox.engine.records import as_dict
 
 FIXTURE_LABEL = "io.isobox.fixture"
 WORKER_LABEL = "io.isobox.worker"
@@ -159,7 +160,7 @@ def config_hash(spec: ContainerSpec, image_id: str) -> str:
     """A digest of everything that makes a container what it is (reuse compares it)."""
     import hashlib  # ~3 ms: only --isobox-reuse needs it
 
-    doc = asdict(spec)
+    doc = as_dict(spec)
     doc["labels"] = {k: v for k, v in doc["labels"].items() if k != CONFIG_HASH_LABEL}
     doc["image_id"] = image_id
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

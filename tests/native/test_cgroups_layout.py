@@ -128,6 +128,17 @@ def test_unified_is_joined_only_for_what_v1_lacks():
     assert pure.v1 is None and set(pure.v2.controllers) == {"cpu", "memory", "pids"}
 
 
+def test_the_named_controllers_are_those_each_manager_drives():
+    """cgroups.manager chooses where controllers live by their names alone (a v1 host loads
+    no v2 module): the names are the managers' controllers, in their order."""
+    from pytest_isobox.native.cgroups import v1, v2
+    from pytest_isobox.native.cgroups.v1.manager import CONTROLLERS as V1_DRIVEN
+    from pytest_isobox.native.cgroups.v2.manager import CONTROLLERS as V2_DRIVEN
+
+    assert tuple(V1_DRIVEN) == v1.CONTROLLER_NAMES
+    assert tuple(V2_DRIVEN) == v2.CONTROLLER_NAMES
+
+
 def test_cgroup_namespace_path_only_on_pure_v2():
     assert cgroup_path_for_ns("isobox/c1", layout=layout_of(HYBRID, "hugetlb")) is None
     pure = layout_of(PURE_V2, "memory")

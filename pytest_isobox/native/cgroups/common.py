@@ -10,17 +10,17 @@ import errno
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pytest_isobox.engine import ContainerError, EngineUnavailable, InvalidSpec
+from pytest_isobox.engine.records import FrozenRecord, Record, record
 
 MIN_CPUS = 0.01  # the smallest CFS quota the kernel takes is 1 ms per 100 ms period
 
 
-@dataclass(frozen=True)
-class Limits:
+@record
+class Limits(FrozenRecord):
     """Resource limits of one cgroup, as Docker's flags give them; None or 0 means no limit.
 
     memory is bytes (swap cannot exceed it), cpus a fraction of cores (`--cpus 0.5`),
@@ -59,8 +59,8 @@ class Limits:
         return needed
 
 
-@dataclass
-class CgroupStats:
+@record
+class CgroupStats(Record):
     """Usage of one cgroup: bytes of memory now and at most, CPU nanoseconds, live tasks."""
 
     memory_current: int

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_isobox.engine import EngineUnavailable
+from pytest_isobox.engine.records import FrozenRecord, factory, record
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 PROC_CGROUPS = Path("/proc/cgroups")
@@ -24,8 +24,8 @@ V1_CONTROLLERS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+@record
+class Hierarchy(FrozenRecord):
     """One mounted cgroup hierarchy: version 1 or 2, its mount point, the controllers it holds."""
 
     version: int
@@ -33,11 +33,11 @@ class Hierarchy:
     controllers: frozenset[str]
 
 
-@dataclass(frozen=True)
-class Layout:
+@record
+class Layout(FrozenRecord):
     """The cgroup hierarchies of a machine, and for each controller the one that holds it."""
 
-    v1: dict[str, Hierarchy] = field(default_factory=dict)  # controller -> its v1 hierarchy
+    v1: dict[str, Hierarchy] = factory(dict)  # controller -> its v1 hierarchy
     unified: Hierarchy | None = None
 
     def where(self, controller: str) -> Hierarchy | None:

@@ -13,10 +13,13 @@ import signal
 from pytest_isobox.engine import ContainerError, EngineUnavailable
 from pytest_isobox.native.cgroups.common import CgroupStats, Limits, polling, vanished
 from pytest_isobox.native.cgroups.hierarchies import Layout
-from pytest_isobox.native.cgroups.v1.manager import CONTROLLERS as V1_CONTROLLERS
-from pytest_isobox.native.cgroups.v1.manager import V1Cgroup
-from pytest_isobox.native.cgroups.v2.manager import CONTROLLERS as V2_CONTROLLERS
-from pytest_isobox.native.cgroups.v2.manager import V2Cgroup
+from pytest_isobox.native.cgroups.v1 import CONTROLLER_NAMES as V1_CONTROLLERS
+from pytest_isobox.native.cgroups.v2 import CONTROLLER_NAMES as V2_CONTROLLERS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (each imported when this machine uses it: a v1 host loads no v2 module)
+    from pytest_isobox.native.cgroups.v1.manager import V1Cgroup
+    from pytest_isobox.native.cgroups.v2.manager import V2Cgroup
 
 KILL_TIMEOUT = 10.0  # seconds for killed tasks to leave, and for their cgroup to be removable
 CREATE_ATTEMPTS = 20  # a concurrent destroy may remove an empty shared parent mid-create
@@ -43,8 +46,16 @@ class HybridCgroup:
         unified = layout.unified
         v2 = [c for c in V2_CONTROLLERS if unified is not None and layout.where(c) is unified]
         wants_v2 = unified is not None and (v2 or not {"freezer", "cpuacct"} <= set(v1))
-        self.v1 = V1Cgroup(name, v1) if v1 else None
-        self.v2 = V2Cgroup(name, unified, v2) if wants_v2 and unified is not None else None
+        self.v1: V1Cgroup | None = None
+        self.v2: V2Cgroup | None = None
+        if v1:
+            from pytest_isobox.native.cgroups.v1.manager import V1Cgroup
+
+            self.v1 = V1Cgroup(name, v1)
+        if wants_v2 and unified is not None:
+            from pytest_isobox.native.cgroups.v2.manager import V2Cgroup
+
+            self.v2 = V2Cgroup(name, unified, v2)
         self.parts: list[V1Cgroup | V2Cgroup] = [p for p in (self.v1, self.v2) if p is not None]
 
     def __repr__(self) -> str:

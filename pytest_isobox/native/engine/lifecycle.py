@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from pytest_isobox.engine import (
     InvalidSpec,
     MountSpec,
 )
+from pytest_isobox.engine.records import as_dict, replace
 from pytest_isobox.native.engine.support import (
     FALLBACK_DNS,
     LOCALHOST_HOSTS,
@@ -75,7 +75,7 @@ class LifecycleRole:
         if spec.cap_add or spec.cap_drop or spec.devices:  # (what the check reads)
             privileges.check({"cap_add": spec.cap_add, "cap_drop": spec.cap_drop,
                               "privileged": spec.privileged,
-                              "devices": [asdict(d) for d in spec.devices]})
+                              "devices": [as_dict(d) for d in spec.devices]})
         if self._rootless is None:
             check_available(limits)
         if network_kind(spec) == "managed":
@@ -130,7 +130,7 @@ class LifecycleRole:
 
     def _create_with(self, spec: ContainerSpec, cid: str, image_id: str, image_config: dict,
                      lowerdirs: list[str], anonymous: list[str]) -> ContainerState:
-        resolved_mounts = [asdict(m) for m in self._resolve_mounts(spec.mounts)]
+        resolved_mounts = [as_dict(m) for m in self._resolve_mounts(spec.mounts)]
         argv = command_line(image_config, spec)
         env = env_dict(list(image_config.get("Env") or []))
         env.update(spec.env)
@@ -173,7 +173,7 @@ class LifecycleRole:
         return Limits(memory=spec.mem_limit, cpus=spec.cpus, cpu_shares=spec.cpu_shares,
                       pids=spec.pids_limit, devices=privileges.device_rules(
                           {"privileged": spec.privileged,
-                           "devices": [asdict(d) for d in spec.devices]}))
+                           "devices": [as_dict(d) for d in spec.devices]}))
 
     def _limits_plan(self, spec: ContainerSpec) -> tuple[Limits, str]:
         """The limits a container gets and, rootless, one line saying which were applied."""

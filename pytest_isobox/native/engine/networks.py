@@ -14,7 +14,6 @@ from pytest_isobox.engine import (
     NetworkAttachment,
     NetworkInfo,
     NetworkNotFound,
-    documents,
 )
 from pytest_isobox.native.specs import network_kind, spec_from_dict
 from pytest_isobox.native.state import mark_addresses, write_json_atomic
@@ -151,6 +150,8 @@ class NetworksRole:
 
     def network_document(self, name: str) -> dict:
         """Docker's network inspect document: Internal, Created and members by name."""
+        from pytest_isobox.engine import documents  # (datetime: only here)
+
         info = self.network_inspect(name)
         names = {}
         for cid in info.containers:

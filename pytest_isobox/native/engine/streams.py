@@ -1,16 +1,14 @@
 """Interactive stdio handed to the caller (capability "streams"): an exec whose stdin,
 stdout and stderr are pipes (or a tty's master) the caller reads and writes, and a start
 whose stdin is a pipe the caller writes. The API server relays them over hijacked
-connections (`docker exec -i`, `docker run -i`)."""
+connections (`docker exec -i`, `docker run -i`). What only they need (socket, termios) is
+imported by the method that uses it: the facade loads every role, and `isobox run` uses
+none of this one."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import socket
-import struct
-import termios
 import threading
 from collections.abc import Callable
 
@@ -42,6 +40,10 @@ def _failed(code: int, message: str) -> ProcessStream:
 
 
 def _tty_resizer(master: int) -> Callable[[int, int], None]:
+    import fcntl
+    import struct
+    import termios
+
     def resize(rows: int, columns: int) -> None:
         with contextlib.suppress(OSError):
             fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
@@ -54,6 +56,8 @@ class StreamsRole:
     def exec_stream(self, container: str, cmd: list[str], *, tty: bool = False,
                     stdin: bool = False, env: dict[str, str] | None = None,
                     user: str | None = None, workdir: str | None = None) -> ProcessStream:
+        import socket
+
         from pytest_isobox.native.engine.support import read_to_end
         from pytest_isobox.native.runtime import exit_code_of, receive_console
 

@@ -4,9 +4,8 @@ are written into its cgroup at once."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from pytest_isobox.engine import InvalidSpec, RestartPolicy
+from pytest_isobox.engine.records import as_dict
 
 _UNSET = object()
 
@@ -30,7 +29,7 @@ class UpdatesRole:
             if value is not _UNSET:
                 raw[key] = value
         if restart is not _UNSET:
-            raw["restart"] = asdict(restart) if restart is not None else None
+            raw["restart"] = as_dict(restart) if restart is not None else None
         spec = spec_from_dict(raw)
         limits, _ = self._limits_plan(spec)  # InvalidSpec for a bad value, before any change
         state = self._read_state(cdir)

@@ -8,8 +8,6 @@ import os
 from collections.abc import Iterator
 
 from pytest_isobox.engine import ContainerState, ContainerStats, LogStream, NetworkInfo
-from pytest_isobox.native.container_json import container_json
-from pytest_isobox.native.logs import read_log_timed
 from pytest_isobox.native.reader import container_state
 from pytest_isobox.native.specs import spec_from_dict
 from pytest_isobox.native.state import ContainerDir
@@ -52,6 +50,7 @@ class ViewsRole:
         """Docker's container JSON, for the fields this engine knows; `size` adds SizeRw and
         SizeRootFs (`inspect -s`), which walk the container's writable layer."""
         from pytest_isobox.native import keeper
+        from pytest_isobox.native.container_json import container_json  # (datetime: only here)
 
         cdir = self._find(container)
         st = self.state(cdir.id)
@@ -168,6 +167,8 @@ class ViewsRole:
 
     def _log_pieces(self, container: str, stdout: bool, stderr: bool, follow: bool,
                     tail: int | None) -> Iterator[tuple[LogStream, float, bytes]]:
+        from pytest_isobox.native.logs import read_log_timed
+
         cdir = self._find(container)
         monitor_fd = None
         if follow:

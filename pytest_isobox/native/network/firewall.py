@@ -15,8 +15,6 @@ published on a non-loopback address through Docker's DROP policy.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections import defaultdict
 from ipaddress import IPv4Network
 
@@ -41,6 +39,9 @@ class Pending:
     """An iptables command under way; `wait` returns its output or raises naming the failure."""
 
     def __init__(self, args: list[str], stdin: str | None = None) -> None:
+        import shutil  # (subprocess, with its locale: only a network made or removed runs one)
+        import subprocess
+
         if shutil.which(args[0]) is None:
             raise EngineUnavailable(f"{args[0]} is not installed (Debian package iptables)")
         self.args, self.stdin = args, stdin

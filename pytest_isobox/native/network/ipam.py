@@ -7,10 +7,10 @@ the locks that make the choice safe across processes) and store the result atomi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from pytest_isobox.engine import ConflictError, InvalidSpec
+from pytest_isobox.engine.records import FrozenRecord, record
 
 # Where automatic subnets come from: far from Docker's pools and common home/office ranges.
 POOLS = (IPv4Network("10.213.0.0/16"), IPv4Network("10.214.0.0/16"))
@@ -22,8 +22,8 @@ DOCKER_POOLS = tuple(IPv4Network(f"172.{n}.0.0/16") for n in range(17, 32)) + (
 )
 
 
-@dataclass(frozen=True)
-class Claim:
+@record
+class Claim(FrozenRecord):
     """A prefix somebody uses, and a phrase naming who (`route 192.0.2.0/24 dev eth0`)."""
 
     network: IPv4Network

@@ -32,7 +32,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +47,7 @@ from pytest_isobox.engine import (
     NetworkNotFound,
     PortSpec,
 )
+from pytest_isobox.engine import records as seam_records  # (`Record` here is the store's)
 from pytest_isobox.native.network import conntrack, firewall, hosts, ipam, nft, rtnl
 from pytest_isobox.native.network.links import (
     Links,
@@ -68,20 +68,20 @@ SPECIAL_MODES = ("none", "host")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-@dataclass
-class Attachment:
+@seam_records.record
+class Attachment(seam_records.Record):
     """What a container got: per network its address, gateway, MAC and prefix length, and per
     published port (`8080/tcp`) the host addresses it answers on."""
 
     ips: dict[str, str]
     ports: dict[str, list[tuple[str, int]]]
-    gateway: dict[str, str] = field(default_factory=dict)
-    macs: dict[str, str] = field(default_factory=dict)
-    prefixlen: dict[str, int] = field(default_factory=dict)
+    gateway: dict[str, str] = seam_records.factory(dict)
+    macs: dict[str, str] = seam_records.factory(dict)
+    prefixlen: dict[str, int] = seam_records.factory(dict)
 
 
-@dataclass
-class Prepared:
+@seam_records.record
+class Prepared(seam_records.Record):
     """An attachment between `NetworkManager.prepare_attach` and `finish_attach`: its
     endpoint record (None for a container on no network) and reserved host ports."""
 
@@ -90,7 +90,7 @@ class Prepared:
     spec: ContainerSpec
     hosts_file: Path
     endpoint: Record | None = None
-    published: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    published: dict[str, list[tuple[str, int]]] = seam_records.factory(dict)
 
 
 def requested_networks(spec: ContainerSpec) -> list[NetworkAttachment]:

@@ -24,11 +24,11 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from pytest_isobox import names
 from pytest_isobox.engine import PortSpec
+from pytest_isobox.engine.records import FrozenRecord, record
 from pytest_isobox.native.network.nfnetlink import SOCKET as _SOCKET
 
 TABLE = names.NFT_TABLE
@@ -140,8 +140,8 @@ def _dnat_expressions(port: PortSpec, host_port: int, ip: IPv4Address) -> bytes:
 # ---------------------------------------------------------------- transactions
 
 
-@dataclass(frozen=True)
-class Rule:
+@record
+class Rule(FrozenRecord):
     """One rule of our table as the kernel reports it; `tags` are the words of its comment."""
 
     chain: str

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import errno
 import socket
-from dataclasses import dataclass, field
 
 from pytest_isobox.engine import ConflictError, InvalidSpec, PortSpec
+from pytest_isobox.engine.records import Record, factory, record
 
 
-@dataclass
-class Reservation:
+@record
+class Reservation(Record):
     """The sockets holding one container's host ports."""
 
-    sockets: list[socket.socket] = field(default_factory=list)
+    sockets: list[socket.socket] = factory(list)
 
     def release(self) -> None:
         for sock in self.sockets:

@@ -19,9 +19,9 @@ import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from pytest_isobox.engine.records import Record, factory, record
 from pytest_isobox.native import linux
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -55,11 +55,11 @@ def _mac(text: str) -> bytes:
     return bytes(int(part, 16) for part in text.split(":"))
 
 
-@dataclass
-class Batch:
+@record
+class Batch(Record):
     """Requests sent in one write; `send` waits for every acknowledgement."""
 
-    messages: list[tuple[int, int, bytes, str]] = field(default_factory=list)
+    messages: list[tuple[int, int, bytes, str]] = factory(list)
 
     def add(self, kind: int, flags: int, body: bytes, what: str) -> None:
         self.messages.append((kind, flags | NLM_F_REQUEST | NLM_F_ACK, body, what))

@@ -12,12 +12,12 @@ written only means compiling again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from pytest_isobox.images.atomic import write_file_atomic
+from pytest_isobox.sha256 import sha256  # (the C sha256 alone: no OpenSSL load)
 
 # what the program is made from: these modules' sources (see the module docstring)
 _SOURCES = ("default_profile.py", "profile.py", "bpf.py", "syscalls.py")
@@ -27,7 +27,7 @@ def cached_program(capabilities: tuple[str, ...], compile_program: Callable[[], 
                    directory: Path) -> bytes:
     """The program for `capabilities`, from `directory` when compiled before, else compiled
     now and kept there."""
-    key = hashlib.sha256()
+    key = sha256()
     here = Path(__file__).parent
     try:
         for name in _SOURCES:

@@ -11,14 +11,14 @@ Anything else is refused with dockerd's message naming the value.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_isobox.engine import InvalidSpec
+from pytest_isobox.engine.records import FrozenRecord, record
 
 
-@dataclass(frozen=True)
-class SecurityOptions:
+@record
+class SecurityOptions(FrozenRecord):
     """seccomp: "default", "unconfined", or a profile's JSON text (from `profile_source`: a
     file's path or "inline JSON")."""
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 from pytest_isobox.native import startplan
 from pytest_isobox.native.monitor import MonitorHandle
 from pytest_isobox.native.runtime import ContainerPlan, exit_code_of
+from pytest_isobox.sha256 import sha256  # (the C sha256 alone: no OpenSSL load)
 
 SOURCE = Path(__file__).with_name("isobox-shim.c")
 def build_dir() -> Path:
@@ -41,10 +39,13 @@ def binary(build_dir: Path) -> str | None:
     if os.environ.get("ISOBOX_SHIM", "1") == "0":
         return None
     source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
+    digest = sha256(source).hexdigest()[:16]
     target = build_dir / f"isobox-shim-{digest}"
     if target.exists():
         return str(target)
+    import shutil  # (only to compile it: a run finds it built)
+    import subprocess
+
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
