@@ -5,23 +5,30 @@ Every name is imported on first use, so loading the plugin or a conftest.py stay
 
 from __future__ import annotations
 
-import importlib
-
 _FROM_ENGINE = ("BuildError", "ContainerError", "ContainerSpec", "Engine", "EngineUnavailable",
                 "ImageNotFound", "open_engine")
 _FIXTURE_FACTORIES = ("image", "container", "network", "volume")
 
 
 def __getattr__(name: str) -> object:
-    """The engine's names, the fixture factories and `wait`, imported on first use."""
+    """The engine's names, the fixture factories and `wait`, imported on first use (with
+    `from ... import`, not importlib: every `isobox` command imports this package)."""
     if name in _FROM_ENGINE:
-        return getattr(importlib.import_module("pytest_isobox.engine"), name)
+        from pytest_isobox import engine
+
+        return getattr(engine, name)
     if name in _FIXTURE_FACTORIES:
-        return getattr(importlib.import_module("pytest_isobox.plugin.fixtures"), name)
+        from pytest_isobox.plugin import fixtures
+
+        return getattr(fixtures, name)
     if name == "compose":
-        return importlib.import_module("pytest_isobox.plugin.compose_fixture").compose
+        from pytest_isobox.plugin.compose_fixture import compose
+
+        return compose
     if name == "wait":
-        return importlib.import_module("pytest_isobox.plugin.wait")
+        from pytest_isobox.plugin import wait
+
+        return wait
     raise AttributeError(f"module 'pytest_isobox' has no attribute {name!r}")
 
 

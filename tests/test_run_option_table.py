@@ -53,13 +53,13 @@ def test_the_table_names_spec_fields_once_and_examples_differ_from_defaults() ->
 @ROWS
 @pytest.mark.parametrize("verb", ["run", "create"])
 def test_cli_flag(row: RunOption, verb: str) -> None:
-    from pytest_isobox.cli import _parser
+    from pytest_isobox.cli.arguments import parser
     from pytest_isobox.cli.run_options import _spec_from_args
 
     argv = [row.flags[-1]] if row.example is None else [row.flags[-1], row.example]
-    args = _parser(verb).parse_args([verb, *argv, "img"])
+    args = parser(verb).parse_args([verb, *argv, "img"])
     assert getattr(_spec_from_args(args), row.field) == expected(row)
-    default = _parser(verb).parse_args([verb, "img"])
+    default = parser(verb).parse_args([verb, "img"])
     assert getattr(_spec_from_args(default), row.field) == row.parse(row.default)
 
 

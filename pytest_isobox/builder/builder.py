@@ -18,9 +18,6 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 from pytest_isobox.builder import instructions as ins_config
 from pytest_isobox.builder.cache import BuildCache, NotCached, step_key
@@ -36,6 +33,7 @@ from pytest_isobox.builder.dockerfile import (
 )
 from pytest_isobox.builder.dockerignore import DockerIgnore, ignore_file_for
 from pytest_isobox.builder.expand import expand, expand_words
+from pytest_isobox.builder.pathtext import path_text
 from pytest_isobox.builder.stages import (
     Stage,
     base_stage,
@@ -47,7 +45,9 @@ from pytest_isobox.builder.stages import (
 from pytest_isobox.engine.errors import BuildError, ContainerError, ImageNotFound, IsoboxError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # (the specs' dataclasses load only where a step is made or reported)
+if TYPE_CHECKING:  # (the specs' dataclasses, contextlib, load only where a step is made)
+    from collections.abc import Callable
+
     from pytest_isobox.engine import BuildStep, Engine
     from pytest_isobox.processes import ProcessIdentity
 
@@ -100,7 +100,7 @@ class _Run:
 class Builder:
     """Builds Dockerfiles through an Engine, caching steps in `cache_dir` across processes."""
 
-    def __init__(self, engine: Engine, cache_dir: str | Path, *, cached_only: bool = False
+    def __init__(self, engine: Engine, cache_dir: str | os.PathLike, *, cached_only: bool = False
                  ) -> None:
         """`cached_only`: every step must be a cache hit, else NotCached (see the module doc)."""
         self.engine = engine
@@ -111,7 +111,7 @@ class Builder:
 
     def build(
         self,
-        context: str | Path,
+        context: str | os.PathLike,
         *,
         dockerfile: str | None = None,
         tag: str | None = None,
@@ -126,31 +126,33 @@ class Builder:
         """Build and return the image id; tag it only if every step succeeded. `labels` are
         added to the final image as one more step (as Docker's classic builder does);
         `on_output` hears a RUN's output as it is written, with the step in progress."""
-        root = Path(context)
-        if not root.is_dir():
+        root = path_text(context)  # (as pathlib.Path(context): "" is ".")
+        if not os.path.isdir(root):
             raise BuildError(f"build context {str(context)!r} is not a directory")
         path = _dockerfile_path(root, dockerfile)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
         except OSError as exc:
-            raise BuildError(f"cannot read Dockerfile {str(path)!r}: {exc.strerror}") from None
+            raise BuildError(f"cannot read Dockerfile {path!r}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raw = path.read_bytes()
+            with open(path, "rb") as f:
+                raw = f.read()
             line = raw.count(b"\n", 0, exc.start) + 1
             raise BuildError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
                              f"offset {exc.start})") from None
-        df = parse(text, str(path))
+        df = parse(text, path)
         meta_instructions, stages = split_stages(df)
         buildargs = dict(buildargs or {})
-        meta = _meta_args(meta_instructions, buildargs, df.escape, str(path))
-        final = target_stage(stages, target, str(path))
+        meta = _meta_args(meta_instructions, buildargs, df.escape, path)
+        final = target_stage(stages, target, path)
 
         def expand_ref(_stage: Stage, ins: Instruction, ref: str) -> str:
-            return _located(lambda: expand(ref, meta, df.escape), str(path), ins)
-        needed = required_stages(stages, final, expand_ref, str(path))
+            return _located(lambda: expand(ref, meta, df.escape), path, ins)
+        needed = required_stages(stages, final, expand_ref, path)
         ignore = DockerIgnore.from_file(ignore_file_for(root, path))
         ctx = BuildContext(root, ignore, self.cache.stat_cache(root))
-        run = _Run(context=ctx, filename=str(path), escape=df.escape, buildargs=buildargs,
+        run = _Run(context=ctx, filename=path, escape=df.escape, buildargs=buildargs,
                    meta=meta, no_cache=no_cache, network=None if network == "default" else network,
                    on_step=on_step, on_output=on_output,
                    total=sum(len(s.instructions) + 1 for s in needed) + (1 if labels else 0),
@@ -528,6 +530,7 @@ class Builder:
                  script: tuple[str, str] | None, network_mode: str | None,
                  args: dict[str, str]) -> tuple[str, dict, str]:
         import tempfile
+        from contextlib import ExitStack
 
         from pytest_isobox.engine import ContainerSpec, MountSpec
 
@@ -586,18 +589,9 @@ class Builder:
                                                       created_by="FROM scratch")
         return state.image_id
 
-    @contextmanager
-    def _scratch_container(self, state: _StageState) -> Iterator[str]:
+    def _scratch_container(self, state: _StageState) -> _ScratchContainer:
         """A created (never started) container of the stage's image, removed afterwards."""
-        from pytest_isobox.engine import ContainerSpec
-
-        spec = ContainerSpec(image=self._materialize(state), entrypoint=["/bin/true"],
-                             command=[], network_mode="none")
-        container = self.engine.create(spec).id
-        try:
-            yield container
-        finally:
-            self._remove(container)
+        return _ScratchContainer(self, state)
 
     def _put(self, container: str, entries: list[CopyEntry], *,
              chown: tuple[int, int] | None = None, chmod: int | None = None) -> None:
@@ -635,16 +629,38 @@ class Builder:
         return missing
 
 
+class _ScratchContainer:
+    """`with builder._scratch_container(state) as container:` (a class, not a
+    contextlib.contextmanager: a cached build loads no contextlib)."""
+
+    def __init__(self, builder: Builder, state: _StageState) -> None:
+        self._builder, self._state = builder, state
+
+    def __enter__(self) -> str:
+        from pytest_isobox.engine import ContainerSpec
+
+        spec = ContainerSpec(image=self._builder._materialize(self._state),
+                             entrypoint=["/bin/true"], command=[], network_mode="none")
+        self._container = self._builder.engine.create(spec).id
+        return self._container
+
+    def __exit__(self, *_exc: object) -> None:
+        self._builder._remove(self._container)
+
+
 # ---------------------------------------------------------------------- helpers
 
 
-def _dockerfile_path(root: Path, dockerfile: str | None) -> Path:
+def _dockerfile_path(root: str, dockerfile: str | None) -> str:
+    """-f's file: in the context, else as given (relative to the current directory); written
+    as pathlib writes it (error messages name it so)."""
     if dockerfile is None:
-        return root / "Dockerfile"
-    path = Path(dockerfile)
-    if path.is_absolute() or not (root / path).exists() and path.exists():
+        return path_text(os.path.join(root, "Dockerfile"))
+    path = path_text(dockerfile)
+    in_context = path_text(os.path.join(root, path))
+    if path.startswith("/") or not os.path.exists(in_context) and os.path.exists(path):
         return path
-    return root / path
+    return in_context
 
 
 def _meta_args(instructions: list[Instruction], buildargs: dict[str, str],

@@ -10,7 +10,6 @@ is a cache miss, and one pointing at an image the crash lost is forgotten on loo
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from pytest_isobox.builder.context import StatCache
 from pytest_isobox.sha256 import sha256
@@ -42,15 +41,16 @@ class NotCached(Exception):
 class BuildCache:
     """key -> image id, under `cache_dir` (normally `$ISOBOX_HOME/buildcache`)."""
 
-    def __init__(self, cache_dir: str | Path) -> None:
-        self.dir = Path(cache_dir)
-        self._keys = self.dir / "keys"
-        self._locks = self.dir / "locks"
+    def __init__(self, cache_dir: str | os.PathLike) -> None:
+        self.dir = os.fspath(cache_dir)  # (os.path, not pathlib: a cached build loads none)
+        self._keys = os.path.join(self.dir, "keys")
+        self._locks = os.path.join(self.dir, "locks")
 
     def get(self, key: str) -> str | None:
         """The image id recorded for key, or None."""
         try:
-            return (self._keys / key[:2] / key).read_text().strip() or None
+            with open(os.path.join(self._keys, key[:2], key)) as f:
+                return f.read().strip() or None
         except FileNotFoundError:
             return None
 
@@ -58,28 +58,31 @@ class BuildCache:
         """Record key -> image id atomically (a reader sees the old entry or the new one)."""
         import secrets
 
-        folder = self._keys / key[:2]
-        tmp = folder / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        folder = os.path.join(self._keys, key[:2])
+        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             fd = os.open(tmp, flags, 0o644)
         except FileNotFoundError:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o644)
         try:
             os.write(fd, image_id.encode())
         finally:
             os.close(fd)
         try:
-            os.replace(tmp, folder / key)
+            os.replace(tmp, os.path.join(folder, key))
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
             raise
 
     def forget(self, key: str) -> None:
         """Drop an entry whose image is gone."""
         try:
-            (self._keys / key[:2] / key).unlink()
+            os.unlink(os.path.join(self._keys, key[:2], key))
         except FileNotFoundError:
             pass
 
@@ -89,10 +92,12 @@ class BuildCache:
         All keys lock bytes of one file, so taking a step's lock creates no file; a builder
         holds one step lock at a time, so it never waits on itself.
         """
+        from pathlib import Path
+
         from pytest_isobox.locks import key_lock
 
-        return key_lock(self._locks, key)
+        return key_lock(Path(self._locks), key)
 
-    def stat_cache(self, context_dir: str | Path) -> StatCache:
+    def stat_cache(self, context_dir: str | os.PathLike) -> StatCache:
         """The stat cache of one context directory."""
         return StatCache.for_context(self.dir, context_dir)

@@ -13,8 +13,6 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from pytest_isobox.builder.dockerignore import DockerIgnore, compile_pattern, walk_context
 from pytest_isobox.engine.errors import BuildError
@@ -24,6 +22,7 @@ from pytest_isobox.sha256 import sha256
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (tarfile loads only where a tar is read or written, not for a checksum)
     import tarfile
+    from collections.abc import Callable, Iterable
     from typing import IO
 
 _GLOB_CHARS = set("*?[")
@@ -69,23 +68,25 @@ class StatCache:
     they were hashed are not remembered (a later write in the same clock tick could hide).
     """
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = None if path is None else os.fspath(path)  # (no pathlib: see cache.py)
         self._entries: dict[str, list] | None = None
         self._seen: set[str] = set()
         self._dirty = False
 
     @classmethod
-    def for_context(cls, cache_dir: Path, context_dir: str | Path) -> StatCache:
+    def for_context(cls, cache_dir: str | os.PathLike, context_dir: str | os.PathLike
+                    ) -> StatCache:
         name = sha256(os.path.realpath(context_dir).encode()).hexdigest()[:32]
-        return cls(cache_dir / "stat" / f"{name}.json")
+        return cls(os.path.join(cache_dir, "stat", f"{name}.json"))
 
     def _load(self) -> dict[str, list]:
         if self._entries is None:
             self._entries = {}
             if self.path is not None:
                 try:
-                    self._entries = json.loads(self.path.read_bytes())
+                    with open(self.path, "rb") as f:
+                        self._entries = json.loads(f.read())
                 except (OSError, ValueError):
                     self._entries = {}
         return self._entries
@@ -120,8 +121,9 @@ class StatCache:
             self._entries = {k: v for k, v in self._entries.items() if k in self._seen}
         import tempfile
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stat-")
+        folder = os.path.dirname(self.path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".stat-")
         with os.fdopen(fd, "w") as f:
             json.dump(self._entries, f, separators=(",", ":"))
         os.replace(tmp, self.path)
@@ -131,7 +133,7 @@ class StatCache:
 class BuildContext:
     """A context directory seen through its .dockerignore."""
 
-    def __init__(self, root: str | Path, ignore: DockerIgnore | None = None,
+    def __init__(self, root: str | os.PathLike, ignore: DockerIgnore | None = None,
                  stat_cache: StatCache | None = None) -> None:
         self.root = os.path.realpath(root)
         self.ignore = ignore or DockerIgnore()

@@ -7,7 +7,6 @@ of the step's key), and turned into CopyEntry values only when the step really r
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
 
 from pytest_isobox.builder.context import BuildContext, CopyEntry, entries_from_tar
 from pytest_isobox.engine.errors import BuildError, ContainerError, IsoboxError
@@ -15,6 +14,8 @@ from pytest_isobox.engine.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pytest_isobox.engine import Engine
 
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
 
 from pytest_isobox.engine.errors import BuildError
 from pytest_isobox.engine.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 __all__ = [
     "INSTRUCTIONS",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from pathlib import Path
 
+from pytest_isobox.builder.pathtext import path_text
 from pytest_isobox.engine.errors import BuildError
 from pytest_isobox.engine.records import FrozenRecord
 
@@ -97,10 +97,11 @@ class DockerIgnore:
         self.has_exclusions = any(p.exclusion for p in self.patterns)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> DockerIgnore:
+    def from_file(cls, path: str | os.PathLike) -> DockerIgnore:
         """Read a .dockerignore file (a missing file means no patterns)."""
         try:
-            text = Path(path).read_text(encoding="utf-8-sig")
+            with open(path_text(path), encoding="utf-8-sig") as f:
+                text = f.read()
         except FileNotFoundError:
             return cls()
         return cls(text.splitlines())
@@ -142,18 +143,19 @@ class DockerIgnore:
         return False
 
 
-def ignore_file_for(context_dir: str | Path, dockerfile: str | Path | None) -> Path:
+def ignore_file_for(context_dir: str | os.PathLike, dockerfile: str | os.PathLike | None
+                    ) -> str:
     """The ignore file Docker uses: `<Dockerfile>.dockerignore` beside it if present, else the
-    context's `.dockerignore`."""
+    context's `.dockerignore` (written as pathlib writes it)."""
     if dockerfile is not None:
-        specific = Path(str(dockerfile) + ".dockerignore")
-        if specific.is_file():
+        specific = path_text(str(dockerfile) + ".dockerignore")
+        if os.path.isfile(specific):
             return specific
-    return Path(context_dir) / ".dockerignore"
+    return path_text(os.path.join(context_dir, ".dockerignore"))
 
 
 def context_files(
-    context_dir: str | Path, patterns: DockerIgnore | list[str], *, under: str = "",
+    context_dir: str | os.PathLike, patterns: DockerIgnore | list[str], *, under: str = "",
 ) -> list[str]:
     """Every entry of the context that is not excluded, as sorted `/`-separated relative paths.
 
@@ -165,7 +167,7 @@ def context_files(
 
 
 def walk_context(
-    context_dir: str | Path, patterns: DockerIgnore | list[str], *, under: str = "",
+    context_dir: str | os.PathLike, patterns: DockerIgnore | list[str], *, under: str = "",
     max_depth: int | None = None,
 ) -> list[tuple[str, os.stat_result]]:
     """As `context_files`, each path with its lstat result (one stat per entry, no more);

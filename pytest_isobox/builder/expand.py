@@ -20,9 +20,12 @@ between nested `${v:-...}` expansions and so drops the text before such an expan
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 from pytest_isobox.builder.dockerfile import DockerfileError, is_go_space
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "EXPANDING_INSTRUCTIONS",

@@ -8,10 +8,13 @@ every FROM line. Stage names are lowercased and unique, as in BuildKit.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from pytest_isobox.builder.dockerfile import Dockerfile, DockerfileError, Instruction, parse_flags
 from pytest_isobox.engine.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Stage", "base_stage", "find_stage", "required_stages", "split_stages",
            "stage_references", "target_stage"]

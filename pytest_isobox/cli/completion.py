@@ -22,9 +22,9 @@ _TOP_VALUE_FLAGS = ("--engine", "--home", "-H", "--host")
 
 
 def cmd_completion(engine: object, args: argparse.Namespace) -> int:
-    from pytest_isobox.cli import _parser
+    from pytest_isobox.cli.arguments import parser
 
-    print(script(_parser(), args.shell))
+    print(script(parser(), args.shell))
     return 0
 
 

@@ -3,7 +3,6 @@ stats."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -64,7 +63,7 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
             print(state.id)
             return 0
         streams = set(args.attach or ("stdout", "stderr"))
-        with _signals_proxied(engine, state.id, args.sig_proxy):
+        with _SignalsProxied(engine, state.id, args.sig_proxy):
             _copy_logs(engine, state.id, follow=True, streams=streams)
             code = engine.wait(state.id)
         if owned:
@@ -80,45 +79,60 @@ def cmd_run(engine: Engine, args: argparse.Namespace) -> int:
 _PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
 
 
-@contextlib.contextmanager
-def _signals_proxied(engine: Engine, container: str, proxy: bool):
+class _SignalsProxied:
     """While a foreground run lasts, the signals this command receives go to the container.
 
     The handler only writes the signal's number to a pipe; one thread, started before the
     run is followed, reads it and asks the engine (a handler may interrupt the main thread
-    anywhere, even inside a lock that starting a thread would take)."""
-    import signal
-    import threading
+    anywhere, even inside a lock that starting a thread would take). (A class, not a
+    contextlib.contextmanager: `isobox ps` loads this module, and no contextlib.)"""
 
-    if not proxy:
-        yield
-        return
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    def __init__(self, engine: Engine, container: str, proxy: bool) -> None:
+        self._engine, self._container, self._proxy = engine, container, proxy
 
-    def forward(number: int, _frame: object) -> None:
-        with contextlib.suppress(OSError):
-            os.write(write_end, bytes([number]))
+    def __enter__(self) -> None:
+        if not self._proxy:
+            return
+        import signal
+        import threading
 
-    def relay() -> None:
-        while number := os.read(read_end, 1):
-            _kill_quietly(engine, container, signal.Signals(number[0]).name)
+        engine, container = self._engine, self._container
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
 
-    thread = threading.Thread(target=relay, daemon=True, name="isobox-sig-proxy")
-    thread.start()
-    previous = {name: signal.signal(getattr(signal, name), forward) for name in _PROXIED}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
+        def forward(number: int, _frame: object) -> None:
+            try:
+                os.write(write_end, bytes([number]))
+            except OSError:
+                pass
+
+        def relay() -> None:
+            while number := os.read(read_end, 1):
+                _kill_quietly(engine, container, signal.Signals(number[0]).name)
+
+        thread = threading.Thread(target=relay, daemon=True, name="isobox-sig-proxy")
+        thread.start()
+        self._pipe, self._thread = (read_end, write_end), thread
+        self._previous = {name: signal.signal(getattr(signal, name), forward)
+                          for name in _PROXIED}
+
+    def __exit__(self, *_exc: object) -> None:
+        if not self._proxy:
+            return
+        import signal
+
+        for name, handler in self._previous.items():
             signal.signal(getattr(signal, name), handler)
+        read_end, write_end = self._pipe
         os.close(write_end)  # the relay ends once it has passed on what came before
-        thread.join()
+        self._thread.join()
         os.close(read_end)
 
 
 def _kill_quietly(engine: Engine, container: str, name: str) -> None:
-    with contextlib.suppress(IsoboxError):  # it has just ended
+    try:
         engine.kill(container, name)
+    except IsoboxError:  # it has just ended
+        pass
 
 
 def _start(engine: Engine, container: str) -> int | None:
@@ -129,9 +143,11 @@ def _start(engine: Engine, container: str) -> int | None:
         return None
     except IsoboxError as exc:
         code = 125
-        with contextlib.suppress(IsoboxError):
+        try:
             found = (engine.inspect(container).get("State") or {}).get("ExitCode")
             code = found if found in (EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND) else 125
+        except IsoboxError:
+            pass
         _remove_quietly(engine, container)
         print(f"isobox: {exc}", file=sys.stderr)
         return code

@@ -5,7 +5,6 @@ The same key given twice matches either value; different keys must all match (Do
 
 from __future__ import annotations
 
-import fnmatch
 import re
 
 from pytest_isobox.engine import InvalidSpec
@@ -49,6 +48,8 @@ def name_matches(name: str, wanted: str) -> bool:
 def reference_matches(tags: Iterable[str], wanted: str) -> bool:
     """`reference=busybox`, `reference=busybox:*`, `reference=*/app:1`: a glob on the
     repository (and the tag when one is given), as Docker's images filter."""
+    import fnmatch  # (`isobox ps` and `images` without this filter load none)
+
     for tag in tags:
         repo, _, name = tag.rpartition(":")
         if "/" in name:  # a registry port, not a tag

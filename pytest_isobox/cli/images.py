@@ -3,7 +3,6 @@ load, prune, bootstrap."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -60,14 +59,21 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
         options["pull"] = True
     if stream:
         options["on_output"] = output
-    with contextlib.ExitStack() as stack:
-        context = args.path
-        if context == "-":
-            context = stack.enter_context(_stdin_context())
-        image_id = engine.build(
+
+    def build(context: str) -> str:
+        return engine.build(
             context, dockerfile=args.file, tag=tags[0] if tags else None,
             buildargs=buildargs, target=args.target, no_cache=args.no_cache,
             network=args.network, on_step=None if args.quiet else show, **options)
+
+    if args.path == "-":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="isobox-build-") as tmp:
+            _stdin_context(tmp)
+            image_id = build(tmp)
+    else:
+        image_id = build(args.path)
     for extra in tags[1:]:
         engine.tag(image_id, extra)
     if args.iidfile:
@@ -83,28 +89,25 @@ def cmd_build(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _stdin_context():  # -> Iterator[str]
-    """`build -`: stdin is a tar of the context, or else the Dockerfile alone (no context)."""
+def _stdin_context(tmp: str) -> None:
+    """`build -`: stdin is a tar of the context, or else the Dockerfile alone (no context),
+    written into the directory `tmp`."""
     import io
     import tarfile
-    import tempfile
     from pathlib import Path
 
     from pytest_isobox.images.tarsafe import extract_context
 
     data = sys.stdin.buffer.read()
-    with tempfile.TemporaryDirectory(prefix="isobox-build-") as tmp:
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*"):
-                is_tar = True
-        except (tarfile.TarError, EOFError, OSError):
-            is_tar = False
-        if is_tar:
-            extract_context(Path(tmp), io.BytesIO(data), "build -: the context tar on stdin")
-        else:
-            Path(tmp, "Dockerfile").write_bytes(data)
-        yield tmp
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*"):
+            is_tar = True
+    except (tarfile.TarError, EOFError, OSError):
+        is_tar = False
+    if is_tar:
+        extract_context(Path(tmp), io.BytesIO(data), "build -: the context tar on stdin")
+    else:
+        Path(tmp, "Dockerfile").write_bytes(data)
 
 
 def _format_step(step: BuildStep) -> str:

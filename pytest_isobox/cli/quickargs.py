@@ -8,8 +8,8 @@ little) take a few flags each; run and create take the flags cli/run_options.py 
 from that list, `_container_flags`, given a recorder for a parser). This reads the plain forms
 of them into the namespace argparse would give. Anything else (-h/--help, an unknown,
 abbreviated or combined flag, `--`, attached or dash-led values, a bad number or choice, a
-wrong count of arguments) returns None and cli._parser parses it, so help and every error
-message stay argparse's own; tests/cli/test_quickargs.py checks the two agree.
+wrong count of arguments) returns None and cli/arguments.py's parser parses it, so help and
+every error message stay argparse's own; tests/cli/test_quickargs.py checks the two agree.
 """
 
 from __future__ import annotations

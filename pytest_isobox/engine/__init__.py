@@ -73,13 +73,11 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     """A name of the seam, its module imported on first use and the name then kept here."""
-    import importlib
-
     module = _MODULE_OF.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(f"pytest_isobox.engine.{module}"), name)
+    if module is not None:  # (__import__, not importlib: importlib loads warnings)
+        value = getattr(__import__(f"pytest_isobox.engine.{module}", fromlist=(name,)), name)
     elif name in _FROM_DOCKERARGS:
-        value = getattr(importlib.import_module("pytest_isobox.dockerargs"), name)
+        value = getattr(__import__("pytest_isobox.dockerargs", fromlist=(name,)), name)
     else:
         raise AttributeError(f"module 'pytest_isobox.engine' has no attribute {name!r}")
     globals()[name] = value

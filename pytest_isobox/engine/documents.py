@@ -10,7 +10,6 @@ api/swagger.yaml (tests/cli/test_inspect_documents.py checks them against it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 
 from pytest_isobox.engine.records import ImageInfo, NetworkInfo
 
@@ -21,6 +20,8 @@ def iso_time(ts: float | None) -> str:
     """A Unix time as Docker writes it (RFC 3339, UTC, nanosecond-free); never is Go's zero."""
     if not ts:
         return ZERO_TIME
+    from datetime import UTC, datetime  # (1 ms: `image inspect` writes no time but never)
+
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -28,6 +29,8 @@ def parse_time(text: str | None) -> float | None:
     """Docker's (or an OCI config's) RFC 3339 time as a Unix time; None for never or junk."""
     if not text or text.startswith("0001-01-01"):
         return None
+    from datetime import datetime
+
     clean = text.replace("Z", "+00:00")
     if "." in clean:  # Go writes up to nine fractional digits; Python reads six
         head, _, rest = clean.partition(".")

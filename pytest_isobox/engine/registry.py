@@ -9,13 +9,12 @@ as import strings so that opening one costs no scan of installed distributions.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-
 from pytest_isobox.engine.errors import EngineUnavailable, InvalidSpec
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (every `isobox` command opens an engine here: no importlib, no typing)
+    from collections.abc import Callable
+
     from pytest_isobox.engine.protocol import Engine
 
 ENTRY_POINT_GROUP = "pytest_isobox.engines"
@@ -68,7 +67,7 @@ def factory(name: str, *, read_only: bool = False, cached_build: bool = False
         raise InvalidSpec(f"unknown engine {name!r}: expected one of {', '.join(names())}")
     module, _, attr = target.partition(":")
     try:
-        found = importlib.import_module(module)
+        found = __import__(module, fromlist=(attr,))
     except ImportError as exc:
         raise EngineUnavailable(f"engine {name!r} cannot be loaded from {module}: {exc}") from None
     return getattr(found, attr)

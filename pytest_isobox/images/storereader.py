@@ -121,6 +121,20 @@ class StoreReader:
         self._blob(self.record(image_id)["manifest"])
         return self._blob(image_id)
 
+    def stored_tag(self, ref: str) -> str:
+        """The key of tags.json that `ref` names as written (`name` is `name:latest`); Unsure
+        if none. The keys are normalize_tag's forms, so the one found is normalize_tag(ref),
+        with no reference grammar to compile (a regex: about 0.5 ms of a cached build).
+        A bare 64-hex id and a digest are never tags: Unsure."""
+        if _is_hex64(ref) or "@" in ref:
+            raise Unsure
+        tags = self.tags()
+        if ref in tags:
+            return ref
+        if ":" not in ref.rpartition("/")[2] and f"{ref}:latest" in tags:
+            return f"{ref}:latest"
+        raise Unsure
+
     def tagged(self, tag: str) -> str:
         """The image id a normalised tag (images/reference.normalize_tag's form) names."""
         image_id = self.tags().get(tag)
@@ -139,15 +153,8 @@ class StoreReader:
         (`name` is `name:latest`); Unsure for anything else (prefixes, digests, absent)."""
         if ref.startswith("sha256:") and len(ref) == 71:
             image_id = ref
-        elif _is_hex64(ref) or "@" in ref:
-            raise Unsure
         else:
-            tags = self.tags()
-            tag = ref if ref in tags else f"{ref}:latest" if ":" not in ref.rpartition("/")[2] \
-                else None
-            if tag is None or tag not in tags:
-                raise Unsure
-            image_id = tags[tag]
+            image_id = self.tags()[self.stored_tag(ref)]
         if not os.path.isfile(os.path.join(self._records, image_id.removeprefix("sha256:"))):
             raise Unsure
         return image_id

@@ -92,12 +92,10 @@ class NativeBuildFront(EngineFront):
         """images.ImagesRole.build's: from the cache alone when every step is cached (the
         engine's pull, on_output and on_note matter only to a build that makes something)."""
         if self._engine is None and not any(options.get(o) for o in _MAKING_OPTIONS):
-            from pathlib import Path
-
             from pytest_isobox.builder.builder import Builder
 
             steps: list[BuildStep] = []
-            builder = Builder(_CachedImages(self._store()), Path(self.home, "buildcache"),
+            builder = Builder(_CachedImages(self._store()), os.path.join(self.home, "buildcache"),
                               cached_only=True)
             given = {k: v for k, v in options.items() if k not in _ENGINE_OPTIONS}
             try:
@@ -157,14 +155,18 @@ class _CachedImages:
 
     def tag(self, ref: str, new_ref: str) -> None:
         """Nothing to do when `new_ref` already names `ref`'s image; NotCached otherwise."""
-        from pytest_isobox.engine import InvalidSpec
-        from pytest_isobox.images.reference import normalize_tag
         from pytest_isobox.images.storereader import Unsure
 
         try:
-            tag = normalize_tag(new_ref)
-        except InvalidSpec:
-            raise NotCached(f"{new_ref}: the engine's error") from None
+            tag = self._store.stored_tag(new_ref)  # (the tag as given, a stored one)
+        except Unsure:
+            from pytest_isobox.engine import InvalidSpec
+            from pytest_isobox.images.reference import normalize_tag
+
+            try:
+                tag = normalize_tag(new_ref)
+            except InvalidSpec:
+                raise NotCached(f"{new_ref}: the engine's error") from None
         try:
             same = self._store.tagged(tag) == self._store.find(ref)
         except Unsure:

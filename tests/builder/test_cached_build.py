@@ -181,13 +181,17 @@ def test_cli_output_equals_the_full_path_s(engine: NativeEngine, isobox_home: Pa
 def test_cli_cached_build_loads_no_engine(engine: NativeEngine, isobox_home: Path,
                                           context: Path) -> None:
     """What the light path never loads: the engine (its open sweeps), the image store (its
-    constructor sweeps temps), the reaper, and the heavy standard modules."""
+    constructor sweeps temps), the reaper, the heavy standard modules, and what a cached
+    build goes without (issue 14): the argument parser, pathlib (with urllib.parse and
+    ipaddress), importlib, contextlib, the reference grammar (a regex)."""
     for path in context.iterdir():  # older than the stat cache's racy second: remembered
         os.utime(path, (1_600_000_000, 1_600_000_000))
     image = engine.build(context, tag="app")
     never = ("pytest_isobox.native.engine", "pytest_isobox.images.store", "pytest_isobox.reaper",
              "pytest_isobox.native.sweep", "pytest_isobox.engine.specs", "pytest_isobox.locks",
-             "dataclasses", "tarfile", "logging", "argparse", "tempfile", "typing", "hashlib")
+             "dataclasses", "tarfile", "logging", "argparse", "tempfile", "typing", "hashlib",
+             "pytest_isobox.cli.arguments", "pathlib", "urllib.parse", "ipaddress", "importlib",
+             "contextlib", "pytest_isobox.images.reference")
     probe = textwrap.dedent(f"""
         import sys
         at_start = set(sys.modules)

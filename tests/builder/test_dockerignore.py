@@ -96,6 +96,7 @@ def test_from_file_and_dockerfile_specific_ignore(tmp_path: Path) -> None:
     assert DockerIgnore.from_file(tmp_path / ".dockerignore").matches("x.log")
     assert not DockerIgnore.from_file(tmp_path / "missing")
     dockerfile = tmp_path / "web.Dockerfile"
-    assert ignore_file_for(tmp_path, dockerfile) == tmp_path / ".dockerignore"
+    assert ignore_file_for(tmp_path, dockerfile) == str(tmp_path / ".dockerignore")
+    assert ignore_file_for(f"{tmp_path}//./", None) == str(tmp_path / ".dockerignore")
     (tmp_path / "web.Dockerfile.dockerignore").write_text("*.tmp\n")
-    assert ignore_file_for(tmp_path, dockerfile) == tmp_path / "web.Dockerfile.dockerignore"
+    assert ignore_file_for(tmp_path, dockerfile) == str(tmp_path / "web.Dockerfile.dockerignore")

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from pytest_isobox.builder.dockerfile import DockerfileError, parse
 from pytest_isobox.builder.stages import split_stages
-from pytest_isobox.cli import UsageError, _parser
+from pytest_isobox.cli.arguments import UsageError
+from pytest_isobox.cli.arguments import parser as cli_parser
 from pytest_isobox.engine import IsoboxError
 from pytest_isobox.gotemplate import TemplateError
 from pytest_isobox.gotemplate import parse as parse_template
@@ -35,7 +36,7 @@ _WORDS = st.sampled_from([
 @settings(database=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(_WORDS, st.text(max_size=8)), max_size=7))
 def test_cli_parser_raises_only_usage_errors(argv: list[str]) -> None:
-    parser = _parser()
+    parser = cli_parser()
     out, err = io.StringIO(), io.StringIO()
     try:
         with redirect_stdout(out), redirect_stderr(err):

@@ -8,10 +8,11 @@ import io
 
 import pytest
 
-from pytest_isobox.cli import _parser, main
+from pytest_isobox.cli import main
+from pytest_isobox.cli.arguments import parser
 from pytest_isobox.cli.completion import verbs
 
-PATHS = ["", "serve", *verbs(_parser())]
+PATHS = ["", "serve", *verbs(parser())]
 
 
 def _help(words: list[str]) -> tuple[int, str, str]:

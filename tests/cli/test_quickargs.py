@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_isobox.cli import UsageError, _parser
+from pytest_isobox.cli.arguments import UsageError, parser
 from pytest_isobox.cli.quickargs import parse
 
 TAKEN = [
@@ -64,7 +64,7 @@ LEFT_TO_ARGPARSE = [
 
 
 def _argparse(argv: list[str]) -> dict:
-    found = vars(_parser(None).parse_args(argv))
+    found = vars(parser(None).parse_args(argv))
     found.pop("group_help", None)  # (`network`'s own parser, which `network ls` never reads)
     return found
 
