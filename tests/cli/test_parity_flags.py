@@ -233,6 +233,13 @@ def test_system_prune_as_docker(cli: Cli) -> None:
     assert cli("network", "inspect", idle_net, check=False).returncode == 1
 
 
+def _steady_top(out: str) -> list[list[str]]:
+    """`top`'s table without the columns that tick (C, the CPU share; TIME, the CPU time):
+    UID PID PPID C STIME TTY TIME CMD."""
+    rows = [line.split(None, 7) for line in out.splitlines()]
+    return [[*row[:3], *row[4:6], *row[7:]] for row in rows]
+
+
 def _docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
@@ -257,7 +264,6 @@ def test_docker_engine_prints_what_the_docker_cli_prints(dockercli: Cli) -> None
         ("ps", "-a", "--filter", f"name={name}", "--format",
          "{{.Names}} {{.Image}} {{.Command}} {{.State}} {{.Ports}} {{.Labels}}"),
         ("inspect", "-f", networks, name),
-        ("top", name),
         ("port", name),
         ("system", "df", "--format", "{{.Type}}"),
         ("inspect", name), ("network", "inspect", net), ("volume", "inspect", vol),
@@ -267,6 +273,7 @@ def test_docker_engine_prints_what_the_docker_cli_prints(dockercli: Cli) -> None
         ("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", name),
     ):
         assert cli.out(*args) == _docker(*args), args
+    assert _steady_top(cli.out("top", name)) == _steady_top(_docker("top", name))
     said = cli.run_d(command=("sh", "-c", "echo one; echo two >&2; echo three; sleep 1000"))
     for _ in range(600):  # until it has said all
         if _docker("logs", said).count("\n") == 2:  # (stdout; stderr apart)
