@@ -73,7 +73,7 @@ def test_run_attached_pipes_stdin_and_separates_output(made: Made) -> None:
     done = _python(_RUN_ATTACHED, made.image, name, "notty", "cat; echo err >&2; exit 3",
                    stdin=b"hello from stdin\n")
     assert done.returncode == 3, done.stderr
-    assert done.stdout == b"hello from stdin\n"
+    assert done.stdout == b"hello from stdin\n", done.stderr
     assert done.stderr == b"err\n"
     with pytest.raises(ContainerNotFound):  # auto_remove: gone once its exit code was read
         made.engine.state(name)
