@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from pytest_isobox.engine import BuildStep, ImageInfo
     from pytest_isobox.images.storereader import StoreReader
 
-_LIMIT_MODES = ("strict", "best-effort")
 _QUIET_POLICIES = ("missing", "never")  # ("always" pulls: the engine's PullPolicy decides)
 _MAKING_OPTIONS = ("no_cache", "labels", "pull")  # a build with one of these makes an image
 _ENGINE_OPTIONS = ("pull", "on_output", "on_note")  # the engine's build takes them, not Builder
@@ -53,20 +52,10 @@ class NativeBuildFront(EngineFront):
                                          "pull": pull, **options}
         self._policy = _PolicyHolder()
         self._peek: StoreReader | None = None
-        self._light = (not options.get("read_only") and limits in _LIMIT_MODES
-                       and (rootless is False or (rootless is None and os.geteuid() == 0))
-                       and (pull or os.environ.get("ISOBOX_PULL") or "missing")
-                       in _QUIET_POLICIES)
+        self._light = (not options.get("read_only")
+                       and self._open_files(home, rootless, limits, pull, _QUIET_POLICIES))
         if not self._light:  # rootless mode, a pull policy to apply or check: the engine
             self._full()
-            return
-        from pytest_isobox.homes import default_home_dir
-        from pytest_isobox.native.prerequisites import check_prerequisites
-        from pytest_isobox.native.rootless.store import check_owner
-
-        self.home = os.fspath(home) if home else default_home_dir()
-        check_prerequisites()  # what the engine's open refuses, refused alike
-        check_owner(self.home)
 
     def _open(self) -> Any:
         """The engine, with the CLI's progress printer if it gave one."""

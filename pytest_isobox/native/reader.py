@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 _PULL_POLICIES = ("missing", "always", "never")
-_LIMIT_MODES = ("strict", "best-effort")
 
 
 class _Unsure(Exception):
@@ -48,19 +47,10 @@ class NativeReader(EngineFront):
                  **options: object) -> None:
         self._options = {"home": home, "rootless": rootless, "limits": limits, "pull": pull,
                          "read_only": True, **options}
-        ordinary = (not options and read_only and limits in _LIMIT_MODES
-                    and (rootless is False or (rootless is None and os.geteuid() == 0))
-                    and (pull or os.environ.get("ISOBOX_PULL") or "missing") in _PULL_POLICIES)
-        if not ordinary:  # rootless mode, an option to check: the engine, with its errors
-            self._full()
+        if not (not options and read_only
+                and self._open_files(home, rootless, limits, pull, _PULL_POLICIES)):
+            self._full()  # rootless mode, an option to check: the engine, with its errors
             return
-        from pytest_isobox.homes import default_home_dir
-        from pytest_isobox.native.prerequisites import check_prerequisites
-        from pytest_isobox.native.rootless.store import check_owner
-
-        self.home = os.fspath(home) if home else default_home_dir()
-        check_prerequisites()
-        check_owner(self.home)
         # what NativeEngine's open makes of a new home, so the reader leaves the same
         self._containers = os.path.join(self.home, "containers")
         for sub in ("containers/.names", "containers/.trash", "volumes", "runtime"):
